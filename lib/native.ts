@@ -1,0 +1,46 @@
+/**
+ * Loads the native addon. Order: HYPERSD_ADDON (an explicit path, for development builds), then
+ * node-gyp-build (prebuilds/ made by `npm run prebuild`, then build/Release from `npm install`).
+ */
+import * as path from 'path';
+
+export interface NativeStats { allocatedBytes: number; cachedBytes: number; peakBytes: number; liveStorages: number }
+export type Handle = { readonly __hsdHandle: unique symbol };
+export interface Native {
+  empty(shape: number[], dtype: string, device: string): Handle;
+  fromBuffer(data: ArrayBufferView, shape: number[], dtype: string, device: string): Handle;
+  view(h: Handle, shape: number[], strides: number[] | null, offset: number | null): Handle;
+  run(op: string, inputs: Handle[], outputs: Handle[], attrs: Record<string, number | boolean | number[]>): void;
+  read(h: Handle): Promise<ArrayBuffer>;
+  sync(device: string): Promise<void>;
+  copyTo(h: Handle, device: string): Handle;
+  dispose(h: Handle): void;
+  memory(): { cpu: NativeStats; cuda: NativeStats };
+  emptyCache(device: string): void;
+  setThreads(n: number): void;
+  threads(): number;
+  cudaStatus(): { available: boolean; reason: string };
+  ops(): { name: string; cpu: boolean; cuda: boolean }[];
+}
+
+let cached: Native | undefined;
+
+export function native(): Native {
+  if (cached) return cached;
+  const explicit = process.env.HYPERSD_ADDON;
+  try {
+    if (explicit) {
+      cached = require(path.resolve(explicit)) as Native;
+    } else {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const load = require('node-gyp-build') as (dir: string) => Native;
+      cached = load(path.resolve(__dirname, '..'));
+    }
+  } catch (e) {
+    throw new Error(
+      `hypersd: could not load the native addon (${(e as Error).message}). ` +
+        'Build it with `npm install` (or `npx cmake-js compile`), or set HYPERSD_ADDON to a built hypersd.node.',
+    );
+  }
+  return cached!;
+}

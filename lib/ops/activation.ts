@@ -1,0 +1,2 @@
+// activation op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// attention op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// conv op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// elementwise op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// embedding op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// gemm op wrappers (see native/include/hypersd/OPS.md).
+export {};

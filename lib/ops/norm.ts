@@ -1,0 +1,2 @@
+// norm op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+// random op wrappers (see native/include/hypersd/OPS.md).
+export {};

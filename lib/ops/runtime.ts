@@ -1,0 +1,50 @@
+/**
+ * The op runtime: argument checks shared by the op wrappers, and `runOp`, the one door to the native
+ * op table. Wrappers check shapes/dtypes and throw a clear Error (op, argument, both shapes) before
+ * anything is enqueued, then allocate outputs and enqueue.
+ */
+import { native } from '../native';
+import { Tensor, empty, type DType } from '../tensor';
+import { isFloat } from '../tensor/dtype';
+
+export type Attrs = Record<string, number | boolean | number[] | undefined>;
+
+export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs = {}): void {
+  const ins = inputs.map((t, i) => {
+    if (!(t instanceof Tensor)) throw new Error(`${op}: input ${i} is not a Tensor`);
+    return t.handle(`${op}: input ${i}`);
+  });
+  const outs = outputs.map((t, i) => t.handle(`${op}: output ${i}`));
+  const clean: Record<string, number | boolean | number[]> = {};
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;
+  native().run(op, ins, outs, clean);
+}
+
+export function shapeStr(s: readonly number[]): string {
+  return `[${s.join(',')}]`;
+}
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+export function checkFloat(op: string, name: string, t: Tensor): void {
+  if (!(t instanceof Tensor)) throw new Error(`${op}: ${name} must be a Tensor`);
+  if (!isFloat(t.dtype)) throw new Error(`${op}: ${name} must be a float tensor, got ${t.dtype}`);
+}
+export function checkRank(op: string, name: string, t: Tensor, rank: number | [number, number]): void {
+  const [lo, hi] = Array.isArray(rank) ? rank : [rank, rank];
+  if (t.rank < lo || t.rank > hi)
+    throw new Error(`${op}: ${name} must have rank ${lo === hi ? lo : `${lo}..${hi}`}, got shape ${shapeStr(t.shape)}`);
+}
+export function checkSameDevice(op: string, ts: Record<string, Tensor | undefined>): void {
+  let first: [string, Tensor] | undefined;
+  for (const [k, t] of Object.entries(ts)) {
+    if (!t) continue;
+    if (!first) first = [k, t];
+    else if (t.device !== first[1].device)
+      throw new Error(`${op}: ${k} is on ${t.device} but ${first[0]} is on ${first[1].device}`);
+  }
+}
+/** Output allocation on the inputs' device. */
+export function out(shape: readonly number[], like: Tensor, dtype: DType = like.dtype): Tensor {
+  return empty(shape, { dtype, device: like.device });
+}

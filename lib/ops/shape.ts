@@ -1,0 +1,2 @@
+// shape op wrappers (see native/include/hypersd/OPS.md).
+export {};

@@ -1,0 +1,2 @@
+export * from './tensor';
+export * from './dtype';

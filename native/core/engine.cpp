@@ -1,0 +1,342 @@
+// Op registry, attributes and the per-device streams.
+//
+// A stream is a FIFO drained by one worker thread. Each task holds shared_ptr references to its tensors'
+// storages, so a tensor disposed from JS while its kernels are queued stays alive until they ran
+// (stream-ordered freeing). A task that throws records "op '<name>' failed on <device> (<shapes>): <why>"
+// as the stream's error; the next sync()/read() rethrows it and clears it, so the process keeps working.
+// HYPERSD_SYNC=1 runs every op on the calling thread and throws at once.
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <sstream>
+
+#include "device.h"
+#include "hypersd/ops.h"
+
+namespace hsd {
+
+// ---------- attributes ----------
+double Attrs::f(const std::string& k, double def) const {
+  auto it = values.find(k);
+  return it == values.end() || it->second.empty() ? def : it->second[0];
+}
+int64_t Attrs::i(const std::string& k, int64_t def) const { return (int64_t)f(k, (double)def); }
+double Attrs::f(const std::string& k) const {
+  auto it = values.find(k);
+  if (it == values.end() || it->second.empty()) throw Error("missing attribute '" + k + "'");
+  return it->second[0];
+}
+int64_t Attrs::i(const std::string& k) const { return (int64_t)f(k); }
+std::vector<int64_t> Attrs::ints(const std::string& k) const {
+  auto it = values.find(k);
+  if (it == values.end()) throw Error("missing attribute '" + k + "'");
+  std::vector<int64_t> r;
+  for (double v : it->second) r.push_back((int64_t)v);
+  return r;
+}
+
+// ---------- registry ----------
+OpRegistry& OpRegistry::get() {
+  static OpRegistry* r = [] {
+    auto* reg = new OpRegistry();
+    register_cpu_kernels(*reg);
+    register_cuda_kernels(*reg);
+    return reg;
+  }();
+  return *r;
+}
+void OpRegistry::add_cpu(const std::string& name, Kernel k, bool f32_only) {
+  auto& d = ops_[name];
+  d.name = name;
+  d.cpu = k;
+  d.cpu_f32_only = f32_only;
+}
+void OpRegistry::add_cuda(const std::string& name, Kernel k) {
+  auto& d = ops_[name];
+  d.name = name;
+  d.cuda = k;
+}
+const OpDef* OpRegistry::find(const std::string& name) const {
+  auto it = ops_.find(name);
+  return it == ops_.end() ? nullptr : &it->second;
+}
+std::vector<const OpDef*> OpRegistry::all() const {
+  std::vector<const OpDef*> v;
+  for (auto& kv : ops_) v.push_back(&kv.second);
+  return v;
+}
+
+// ---------- dtype widening around f32-only CPU kernels ----------
+namespace {
+bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
+
+void convert_contiguous(const Tensor& src, const Tensor& dst, ThreadPool* pool) {
+  // Both contiguous, same numel; float dtypes and integer widen/narrow.
+  int64_t n = src.numel();
+  DType s = src.dtype, d = dst.dtype;
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      double v;
+      switch (s) {
+        case DType::F32: v = src.data<float>()[i]; break;
+        case DType::F16: v = half_to_float(src.data<uint16_t>()[i]); break;
+        case DType::BF16: v = bf16_to_float(src.data<uint16_t>()[i]); break;
+        case DType::I32: v = src.data<int32_t>()[i]; break;
+        default: v = (double)src.data<int64_t>()[i]; break;
+      }
+      switch (d) {
+        case DType::F32: dst.data<float>()[i] = (float)v; break;
+        case DType::F16: dst.data<uint16_t>()[i] = float_to_half((float)v); break;
+        case DType::BF16: dst.data<uint16_t>()[i] = float_to_bf16((float)v); break;
+        case DType::I32: dst.data<int32_t>()[i] = (int32_t)v; break;
+        default: dst.data<int64_t>()[i] = (int64_t)v; break;
+      }
+    }
+  };
+  if (pool) pool->parallel_for(n, 1 << 15, body);
+  else body(0, n);
+}
+
+std::string describe_call(const std::string& op, Device d, const std::vector<Tensor>& in,
+                          const std::vector<Tensor>& out) {
+  std::ostringstream os;
+  os << "op '" << op << "' on " << device_name(d) << " (inputs ";
+  for (size_t i = 0; i < in.size(); ++i) os << (i ? ", " : "") << in[i].describe();
+  os << "; outputs ";
+  for (size_t i = 0; i < out.size(); ++i) os << (i ? ", " : "") << out[i].describe();
+  os << ")";
+  return os.str();
+}
+}  // namespace
+
+void run_op_now(const OpDef& def, Device d, const std::vector<Tensor>& in, const std::vector<Tensor>& out,
+                const Attrs& attrs, ThreadPool* pool, void* cuda_stream) {
+  if (d == Device::CUDA) {
+    if (!def.cuda) throw Error("op '" + def.name + "' has no CUDA kernel");
+    OpContext ctx{in, out, attrs, pool, cuda_stream};
+    def.cuda(ctx);
+    dev::cuda_check_last(def.name.c_str());
+    return;
+  }
+  if (!def.cpu) throw Error("op '" + def.name + "' has no CPU kernel");
+  bool strided_ok = def.name == "copy";
+  bool need = false;
+  for (auto& t : in) need |= (def.cpu_f32_only && is_half(t.dtype)) || (!strided_ok && !t.is_contiguous());
+  for (auto& t : out) need |= (def.cpu_f32_only && is_half(t.dtype));
+  if (!need) {
+    OpContext ctx{in, out, attrs, pool, nullptr};
+    def.cpu(ctx);
+    return;
+  }
+  static const OpDef* copy_op = OpRegistry::get().find("copy");
+  std::vector<Tensor> in2, out2;
+  for (auto& t : in) {
+    Tensor c = t;
+    if (!strided_ok && !t.is_contiguous()) {
+      c = empty(t.shape, t.dtype, Device::CPU);
+      std::vector<Tensor> a{t}, b{c};
+      OpContext cc{a, b, attrs, pool, nullptr};
+      copy_op->cpu(cc);
+    }
+    if (def.cpu_f32_only && is_half(c.dtype)) {
+      Tensor w = empty(c.shape, DType::F32, Device::CPU);
+      convert_contiguous(c, w, pool);
+      c = w;
+    }
+    in2.push_back(c);
+  }
+  bool reads_out = attrs.f("beta", 0.0) != 0.0;
+  for (auto& t : out) {
+    if (def.cpu_f32_only && is_half(t.dtype)) {
+      Tensor w = empty(t.shape, DType::F32, Device::CPU);
+      if (reads_out) convert_contiguous(t, w, pool);
+      out2.push_back(w);
+    } else {
+      out2.push_back(t);
+    }
+  }
+  OpContext ctx{in2, out2, attrs, pool, nullptr};
+  def.cpu(ctx);
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out2[i].storage != out[i].storage) convert_contiguous(out2[i], out[i], pool);
+}
+
+// ---------- streams ----------
+int default_threads() {
+  if (const char* e = std::getenv("HYPERSD_THREADS")) {
+    int n = std::atoi(e);
+    if (n > 0) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? (int)n : 1;
+}
+
+Stream::Stream(Device d) : device_(d) {
+  const char* s = std::getenv("HYPERSD_SYNC");
+  sync_mode_ = s && std::string(s) == "1";
+  if (d == Device::CUDA) {
+    std::string why;
+    if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
+    cuda_stream_ = dev::cuda_stream_create();
+  }
+  pool_ = std::make_unique<ThreadPool>(d == Device::CPU ? default_threads() : 1);
+  if (!sync_mode_) thread_ = std::thread([this] { loop(); });
+}
+
+Stream::~Stream() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Stream::set_threads(int n) {
+  sync();
+  pool_ = std::make_unique<ThreadPool>(n);
+}
+
+void Stream::run_task(Task& t) {
+  try {
+    t.fn();
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (error_.empty()) error_ = t.what + " failed: " + e.what();
+  } catch (...) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (error_.empty()) error_ = t.what + " failed with an unknown exception";
+  }
+}
+
+void Stream::loop() {
+  for (;;) {
+    Task t;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and drained
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    run_task(t);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      busy_ = false;
+      if (queue_.empty()) idle_cv_.notify_all();
+    }
+  }
+}
+
+void Stream::enqueue_task(std::string what, std::function<void()> fn) {
+  Task t{std::move(what), std::move(fn)};
+  if (sync_mode_) {
+    run_task(t);
+    std::string err;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      err.swap(error_);
+    }
+    if (!err.empty()) throw Error(err);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    queue_.push_back(std::move(t));
+  }
+  cv_.notify_one();
+}
+
+void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {
+  const OpDef* def = OpRegistry::get().find(op);
+  if (!def) throw Error("unknown op '" + op + "'");
+  if (device_ == Device::CPU && !def->cpu) throw Error("op '" + op + "' has no CPU kernel");
+  if (device_ == Device::CUDA && !def->cuda) throw Error("op '" + op + "' has no CUDA kernel");
+  for (auto& t : in)
+    if (t.storage && t.device() != device_)
+      throw Error(describe_call(op, device_, in, out) + ": an input is on another device");
+  for (auto& t : out)
+    if (t.device() != device_) throw Error(describe_call(op, device_, in, out) + ": an output is on another device");
+  std::string what = describe_call(op, device_, in, out);
+  enqueue_task(std::move(what), [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
+    run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
+  });
+}
+
+void Stream::sync() {
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+  }
+  if (device_ == Device::CUDA) {
+    try {
+      dev::cuda_stream_sync(cuda_stream_);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(mu_);
+      if (error_.empty()) error_ = std::string("cuda stream: ") + e.what();
+    }
+  }
+  std::string err;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    err.swap(error_);
+  }
+  if (!err.empty()) throw Error(err);
+}
+
+std::vector<uint8_t> Stream::read(const Tensor& t) {
+  auto result = std::make_shared<std::vector<uint8_t>>(t.nbytes());
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  Tensor src = t;
+  enqueue_task("read " + t.describe(), [src, result, done] {
+    struct Signal {
+      std::shared_ptr<std::promise<void>> p;
+      ~Signal() { p->set_value(); }
+    } sig{done};
+    copy_to_host(src, result->data());
+  });
+  fut.wait();
+  sync();  // rethrows an error recorded by this read or by any earlier op
+  return std::move(*result);
+}
+
+Stream& stream(Device d) {
+  static std::mutex mu;
+  static std::unique_ptr<Stream> streams[2];
+  std::lock_guard<std::mutex> g(mu);
+  auto& s = streams[(int)d];
+  if (!s) s = std::make_unique<Stream>(d);
+  return *s;
+}
+
+void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {
+  if (out.empty()) throw Error("op '" + op + "' called without outputs");
+  Device d = out[0].device();
+  stream(d).enqueue(op, std::move(in), std::move(out), std::move(attrs));
+}
+
+// ---------- host copies ----------
+void copy_to_host(const Tensor& src, void* dst) {
+  if (!src.is_contiguous()) throw Error("copy_to_host needs a contiguous tensor, got " + src.describe());
+  if (src.device() == Device::CPU) {
+    std::memcpy(dst, src.raw(), src.nbytes());
+    return;
+  }
+  void* s = stream(Device::CUDA).cuda_stream();
+  dev::cuda_memcpy_d2h(dst, src.raw(), src.nbytes(), s);
+  dev::cuda_stream_sync(s);
+}
+
+void copy_from_host(const Tensor& dst, const void* src) {
+  if (dst.device() == Device::CPU) {
+    std::memcpy(dst.raw(), src, dst.nbytes());
+    return;
+  }
+  void* s = stream(Device::CUDA).cuda_stream();
+  dev::cuda_memcpy_h2d(dst.raw(), src, dst.nbytes(), s);
+  dev::cuda_stream_sync(s);
+}
+
+}  // namespace hsd

@@ -1,0 +1,252 @@
+// Tensors, dtypes and the per-device caching allocator.
+// The allocator keeps freed blocks in size buckets (rounded up to 512 B, or to 2 MiB past 1 MiB) for reuse;
+// it counts live, cached and peak bytes per device. Storage destructors may run on any thread (a JS
+// dispose, or a stream finishing the last task that held it), hence one mutex.
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "device.h"
+#include "hypersd/tensor.h"
+
+namespace hsd {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F16: return 2;
+    case DType::BF16: return 2;
+    case DType::I32: return 4;
+    case DType::I64: return 8;
+  }
+  return 0;
+}
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
+    case DType::I64: return "i64";
+  }
+  return "?";
+}
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+DType dtype_from_name(const std::string& s) {
+  if (s == "f32" || s == "float32") return DType::F32;
+  if (s == "f16" || s == "float16") return DType::F16;
+  if (s == "bf16" || s == "bfloat16") return DType::BF16;
+  if (s == "i32" || s == "int32") return DType::I32;
+  if (s == "i64" || s == "int64") return DType::I64;
+  throw Error("unknown dtype '" + s + "' (expected f32, f16, bf16, i32 or i64)");
+}
+Device device_from_name(const std::string& s) {
+  if (s == "cpu") return Device::CPU;
+  if (s == "cuda") return Device::CUDA;
+  throw Error("unknown device '" + s + "' (expected cpu or cuda)");
+}
+
+namespace {
+struct Pool {
+  std::mutex mu;
+  std::multimap<size_t, void*> free_blocks;
+  MemoryStats stats;
+};
+Pool& pool(Device d) {
+  static Pool pools[2];
+  return pools[(int)d];
+}
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n <= (1u << 20)) return (n + 511) & ~size_t(511);
+  return (n + (2u << 20) - 1) & ~size_t((2u << 20) - 1);
+}
+void* raw_alloc(Device d, size_t n) {
+  if (d == Device::CPU) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, n) != 0) return nullptr;
+    return p;
+  }
+  return dev::cuda_malloc(n);
+}
+void raw_free(Device d, void* p) {
+  if (d == Device::CPU) ::free(p);
+  else dev::cuda_free(p);
+}
+}  // namespace
+
+Storage::Storage(size_t n, Device d) : device(d) {
+  if (d == Device::CUDA) {
+    std::string why;
+    if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
+  }
+  bytes = round_size(n);
+  Pool& P = pool(d);
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    auto it = P.free_blocks.lower_bound(bytes);
+    // Reuse a cached block of the same bucket (or at most 2x larger for small ones).
+    if (it != P.free_blocks.end() && it->first <= bytes * 2) {
+      bytes = it->first;
+      ptr = it->second;
+      P.free_blocks.erase(it);
+      P.stats.cached_bytes -= (int64_t)bytes;
+    }
+  }
+  if (!ptr) {
+    ptr = raw_alloc(d, bytes);
+    if (!ptr) {
+      empty_cache(d);
+      ptr = raw_alloc(d, bytes);
+    }
+    if (!ptr) {
+      std::ostringstream os;
+      os << "out of memory on " << device_name(d) << " allocating " << bytes << " bytes ("
+         << pool(d).stats.allocated_bytes << " bytes in use)";
+      throw Error(os.str());
+    }
+  }
+  std::lock_guard<std::mutex> g(P.mu);
+  P.stats.allocated_bytes += (int64_t)bytes;
+  P.stats.live_storages += 1;
+  if (P.stats.allocated_bytes > P.stats.peak_bytes) P.stats.peak_bytes = P.stats.allocated_bytes;
+}
+
+Storage::~Storage() {
+  if (!ptr) return;
+  Pool& P = pool(device);
+  std::lock_guard<std::mutex> g(P.mu);
+  P.stats.allocated_bytes -= (int64_t)bytes;
+  P.stats.live_storages -= 1;
+  P.stats.cached_bytes += (int64_t)bytes;
+  P.free_blocks.emplace(bytes, ptr);
+}
+
+MemoryStats memory_stats(Device d) {
+  Pool& P = pool(d);
+  std::lock_guard<std::mutex> g(P.mu);
+  return P.stats;
+}
+
+void empty_cache(Device d) {
+  Pool& P = pool(d);
+  std::multimap<size_t, void*> blocks;
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    blocks.swap(P.free_blocks);
+    P.stats.cached_bytes = 0;
+  }
+  for (auto& b : blocks) raw_free(d, b.second);
+}
+
+bool cuda_available(std::string* why) { return dev::cuda_init(why); }
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (auto s : shape) n *= s;
+  return n;
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t expect = 1;
+  for (int64_t i = dim() - 1; i >= 0; --i) {
+    if (shape[i] != 1 && strides[i] != expect) return false;
+    expect *= shape[i];
+  }
+  return true;
+}
+
+std::string Tensor::describe() const {
+  std::ostringstream os;
+  os << dtype_name(dtype) << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? "," : "") << shape[i];
+  os << "]@" << device_name(device());
+  return os.str();
+}
+
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> st(shape.size());
+  int64_t s = 1;
+  for (int64_t i = (int64_t)shape.size() - 1; i >= 0; --i) {
+    st[i] = s;
+    s *= shape[i];
+  }
+  return st;
+}
+
+Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device) {
+  for (auto s : shape)
+    if (s < 0) throw Error("negative dimension in shape");
+  Tensor t;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.dtype = dtype;
+  t.storage = std::make_shared<Storage>((size_t)t.numel() * dtype_size(dtype), device);
+  return t;
+}
+
+Tensor view(const Tensor& t, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, int64_t offset) {
+  Tensor v = t;
+  v.shape = shape;
+  if (strides.empty()) {
+    if (!t.is_contiguous()) throw Error("view of a non-contiguous tensor " + t.describe() + " needs explicit strides");
+    int64_t n = 1;
+    for (auto s : shape) n *= s;
+    if (n != t.numel()) throw Error("view " + std::to_string(n) + " elements of " + t.describe());
+    v.strides = contiguous_strides(shape);
+  } else {
+    if (strides.size() != shape.size()) throw Error("view: strides and shape differ in rank");
+    v.strides = strides;
+  }
+  if (offset >= 0) v.offset = offset;
+  // Bounds: the furthest element must lie inside the storage.
+  int64_t hi = v.offset;
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (shape[i] > 0) hi += (shape[i] - 1) * v.strides[i];
+  if (v.numel() > 0 && (size_t)(hi + 1) * dtype_size(v.dtype) > t.storage->bytes)
+    throw Error("view of " + t.describe() + " reaches past its storage");
+  return v;
+}
+
+// IEEE half <-> float, round to nearest even.
+float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+  if (exp == 0) {
+    if (man == 0) u = sign;
+    else {
+      int e = -1;
+      do { man <<= 1; ++e; } while (!(man & 0x400));
+      u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+  } else if (exp == 31) u = sign | 0x7f800000u | (man << 13);
+  else u = sign | ((exp + 112) << 23) | (man << 13);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000;
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // overflow to inf (>= 65520)
+  if (ax < 0x38800000u) {                                     // subnormal half or zero
+    if (ax < 0x33000000u) return (uint16_t)sign;
+    uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;  // 14..24
+    uint32_t half = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) ++half;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t h = ((ax >> 13) - (112u << 10));
+  uint32_t rem = ax & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
+  return (uint16_t)(sign | h);
+}
+
+}  // namespace hsd

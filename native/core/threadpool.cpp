@@ -1,0 +1,105 @@
+// A fixed pool of worker threads for CPU kernels. parallel_for splits [0, n) into chunks handed out through
+// an atomic counter; the calling (stream) thread works too, then waits for the rest. One job at a time:
+// only a stream's thread calls it.
+#include <algorithm>
+#include <atomic>
+#include <exception>
+
+#include "hypersd/ops.h"
+
+namespace hsd {
+
+namespace {
+std::atomic<int64_t> g_next{0};
+std::mutex g_err_mu;
+std::exception_ptr g_err;
+// A throwing chunk must not kill a worker thread: keep the first exception for the caller.
+void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t b, int64_t e) {
+  try {
+    fn(b, e);
+  } catch (...) {
+    std::lock_guard<std::mutex> g(g_err_mu);
+    if (!g_err) g_err = std::current_exception();
+  }
+}
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  if (threads < 1) threads = 1;
+  for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::worker_loop(int) {
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int64_t, int64_t)>* job;
+    int64_t n, chunk;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      job = job_;
+      n = n_;
+      chunk = chunk_;
+    }
+    for (;;) {
+      int64_t b = g_next.fetch_add(chunk);
+      if (b >= n) break;
+      run_chunk(*job, b, std::min(n, b + chunk));
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (--active_ == 0) done_cv_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  int threads = size();
+  if (threads == 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  // About 4 chunks per thread for balance, never below grain.
+  int64_t chunk = std::max<int64_t>(grain, (n + threads * 4 - 1) / (threads * 4));
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    job_ = &fn;
+    n_ = n;
+    chunk_ = chunk;
+    g_next.store(0);
+    active_ = (int)workers_.size();
+    ++generation_;
+  }
+  cv_.notify_all();
+  for (;;) {
+    int64_t b = g_next.fetch_add(chunk);
+    if (b >= n) break;
+    run_chunk(fn, b, std::min(n, b + chunk));
+  }
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [&] { return active_ == 0; });
+    job_ = nullptr;
+  }
+  std::exception_ptr err;
+  {
+    std::lock_guard<std::mutex> g(g_err_mu);
+    std::swap(err, g_err);
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace hsd

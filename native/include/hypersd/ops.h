@@ -1,0 +1,143 @@
+// hypersd core: the op table, op attributes, streams and the thread pool.
+//
+// An op is a name in one table with a CPU kernel and, where built, a CUDA kernel of the same signature.
+// Callers allocate outputs (shape inference lives in the TypeScript wrappers and in ops' own checks), then
+// enqueue(op, inputs, outputs, attrs) on the device's stream: the call returns at once; the stream's
+// worker thread runs the kernel. A kernel reports failure by throwing hsd::Error; the stream records it
+// (op name, shapes, device) and the next sync point rethrows it. The full op list, with the semantics of
+// every input, output and attribute, is in native/include/hypersd/OPS.md.
+#pragma once
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tensor.h"
+
+namespace hsd {
+
+// Attributes: named lists of numbers (a scalar is a list of one).
+struct Attrs {
+  std::map<std::string, std::vector<double>> values;
+  bool has(const std::string& k) const { return values.count(k) != 0; }
+  double f(const std::string& k, double def) const;
+  int64_t i(const std::string& k, int64_t def) const;
+  double f(const std::string& k) const;   // required; throws naming the key
+  int64_t i(const std::string& k) const;  // required
+  std::vector<int64_t> ints(const std::string& k) const;
+  void set(const std::string& k, double v) { values[k] = {v}; }
+  void set(const std::string& k, std::vector<double> v) { values[k] = std::move(v); }
+};
+
+class ThreadPool;
+
+struct OpContext {
+  const std::vector<Tensor>& in;
+  const std::vector<Tensor>& out;
+  const Attrs& attrs;
+  ThreadPool* pool;    // CPU kernels
+  void* cuda_stream;   // cudaStream_t for CUDA kernels
+};
+using Kernel = void (*)(const OpContext&);
+
+struct OpDef {
+  std::string name;
+  Kernel cpu = nullptr;
+  Kernel cuda = nullptr;
+  // CPU kernel computes in f32 only: the engine widens f16/bf16 inputs into f32 temporaries and narrows the
+  // f32 results into f16/bf16 outputs around it. Ops that take half weights natively set this false.
+  bool cpu_f32_only = true;
+};
+
+class OpRegistry {
+ public:
+  static OpRegistry& get();
+  void add_cpu(const std::string& name, Kernel k, bool f32_only = true);
+  void add_cuda(const std::string& name, Kernel k);
+  const OpDef* find(const std::string& name) const;
+  std::vector<const OpDef*> all() const;
+
+ private:
+  std::map<std::string, OpDef> ops_;
+};
+
+// Fixed-size pool; parallel_for is called by one stream thread at a time.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  int size() const { return (int)workers_.size() + 1; }
+  // Runs fn(begin, end) over [0, n) in chunks of at least grain; the calling thread takes part.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop(int id);
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t n_ = 0, chunk_ = 0, next_ = 0;
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+// One ordered queue per device, drained by a worker thread.
+class Stream {
+ public:
+  explicit Stream(Device d);
+  ~Stream();
+  Device device() const { return device_; }
+  // Enqueue a kernel call. Throws at once only for an unknown op or missing kernel for this device.
+  void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs);
+  // Enqueue an arbitrary task (copies, host callbacks); it may throw hsd::Error.
+  void enqueue_task(std::string what, std::function<void()> fn);
+  // Blocks until everything enqueued so far has run; rethrows (and clears) the first recorded error.
+  void sync();
+  // Copy a tensor's bytes into host memory after all queued work; rethrows a recorded error.
+  std::vector<uint8_t> read(const Tensor& t);
+  ThreadPool* pool() { return pool_.get(); }
+  void set_threads(int n);
+  void* cuda_stream() const { return cuda_stream_; }
+
+ private:
+  struct Task {
+    std::string what;
+    std::function<void()> fn;
+  };
+  void loop();
+  void run_task(Task& t);
+  Device device_;
+  std::unique_ptr<ThreadPool> pool_;
+  void* cuda_stream_ = nullptr;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<Task> queue_;
+  bool busy_ = false, stop_ = false, sync_mode_ = false;
+  std::string error_;
+};
+
+// The process-wide streams (created on first use). stream(CUDA) throws a clear Error without a GPU.
+Stream& stream(Device d);
+// Runs an op's kernel right here on the calling thread (used by the streams, by HYPERSD_SYNC=1 and by
+// kernels that compose other ops).
+void run_op_now(const OpDef& def, Device d, const std::vector<Tensor>& in, const std::vector<Tensor>& out,
+                const Attrs& attrs, ThreadPool* pool, void* cuda_stream);
+// Convenience: enqueue on the stream of the first output's device.
+void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs = {});
+int default_threads();
+
+// Registration entry points implemented by native/cpu and native/cuda.
+void register_cpu_kernels(OpRegistry& r);
+void register_cuda_kernels(OpRegistry& r);  // no-op when built without CUDA
+
+// Device-side copies used by the binding and by cast/to(): host<->device and device<->device.
+void copy_to_host(const Tensor& src, void* dst);     // synchronous; call on the stream thread
+void copy_from_host(const Tensor& dst, const void* src);
+
+}  // namespace hsd

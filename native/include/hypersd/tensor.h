@@ -1,0 +1,95 @@
+// hypersd core: tensors, dtypes, devices and the caching allocator.
+// This header is the public C++ face of the core; it has no N-API in it, so a plain C++ program can
+// link libhypersd_core and use it (see examples/run_op.cpp).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hsd {
+
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I64 = 4 };
+enum class Device : int { CPU = 0, CUDA = 1 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+const char* device_name(Device d);
+DType dtype_from_name(const std::string& s);    // throws Error on an unknown name
+Device device_from_name(const std::string& s);  // "cpu" | "cuda"
+
+// Every failure inside the core is an hsd::Error; the stream turns it into a recorded message.
+struct Error : std::runtime_error {
+  explicit Error(const std::string& m) : std::runtime_error(m) {}
+};
+
+// A device buffer owned through shared_ptr. Kernels queued on a stream hold a reference, so freeing is
+// stream-ordered: the memory returns to the allocator's cache only after the last queued user ran.
+struct Storage {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  Device device = Device::CPU;
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+using StoragePtr = std::shared_ptr<Storage>;
+
+struct Tensor {
+  StoragePtr storage;
+  int64_t offset = 0;  // in elements
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in elements
+  DType dtype = DType::F32;
+
+  Device device() const { return storage ? storage->device : Device::CPU; }
+  int64_t numel() const;
+  int64_t dim() const { return (int64_t)shape.size(); }
+  int64_t size(int64_t i) const { return shape[i < 0 ? i + dim() : i]; }
+  bool is_contiguous() const;
+  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
+  void* raw() const { return (char*)storage->ptr + offset * (int64_t)dtype_size(dtype); }
+  template <class T> T* data() const { return (T*)raw(); }
+  std::string describe() const;  // "f32[2,77,768]@cpu"
+};
+
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape);
+Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device);
+// A view sharing storage (reshape of a contiguous tensor, or explicit strides/offset).
+Tensor view(const Tensor& t, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides = {},
+            int64_t offset = -1);
+
+// Caching allocator statistics, per device.
+struct MemoryStats {
+  int64_t allocated_bytes = 0;  // in live storages
+  int64_t cached_bytes = 0;     // freed, kept for reuse
+  int64_t peak_bytes = 0;
+  int64_t live_storages = 0;
+};
+MemoryStats memory_stats(Device d);
+void empty_cache(Device d);
+
+// CUDA availability: returns true when a device is usable; otherwise fills why (built without CUDA, no GPU, driver error).
+bool cuda_available(std::string* why = nullptr);
+
+// f16 / bf16 conversions (round to nearest even), shared by kernels and the binding.
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+inline float bf16_to_float(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+}  // namespace hsd

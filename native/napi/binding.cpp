@@ -1,0 +1,319 @@
+// The Node binding: thin. It converts JS arguments to core calls and core errors to JS Errors; all compute
+// runs on the core's streams. Tensors cross into JS as externals holding a core Tensor (a shared_ptr to the
+// storage): dispose() drops the reference at once, the GC finalizer is only a safety net, and queued
+// kernels keep their own references, so freeing is stream-ordered.
+#include <napi.h>
+
+#include <cstring>
+#include <future>
+#include <memory>
+
+#include "hypersd/ops.h"
+
+namespace {
+
+using hsd::Attrs;
+using hsd::Device;
+using hsd::DType;
+using hsd::Tensor;
+
+struct Box {
+  Tensor t;
+  bool alive = true;
+};
+
+Napi::Value wrap(Napi::Env env, Tensor t) {
+  return Napi::External<Box>::New(env, new Box{std::move(t), true}, [](Napi::Env, Box* b) { delete b; });
+}
+
+Tensor& unwrap(const Napi::Value& v, const char* what) {
+  if (!v.IsExternal()) throw hsd::Error(std::string(what) + " is not a tensor handle");
+  Box* b = v.As<Napi::External<Box>>().Data();
+  if (!b->alive) throw hsd::Error(std::string(what) + " was disposed");
+  return b->t;
+}
+
+std::vector<int64_t> to_shape(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw hsd::Error(std::string(what) + " must be an array of integers");
+  auto a = v.As<Napi::Array>();
+  std::vector<int64_t> s;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    double d = a.Get(i).As<Napi::Number>().DoubleValue();
+    if (d < 0 || d != (double)(int64_t)d) throw hsd::Error(std::string(what) + " must hold non-negative integers");
+    s.push_back((int64_t)d);
+  }
+  return s;
+}
+
+template <class F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
+Napi::Value Empty(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    auto shape = to_shape(info[0], "shape");
+    DType dt = hsd::dtype_from_name(info[1].As<Napi::String>());
+    Device dev = hsd::device_from_name(info[2].As<Napi::String>());
+    return wrap(info.Env(), hsd::empty(shape, dt, dev));
+  });
+}
+
+// fromBuffer(view, shape, dtype, device): copies the bytes now (CPU) or through the CUDA stream.
+Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    if (!info[0].IsTypedArray() && !info[0].IsBuffer()) throw hsd::Error("data must be a typed array or Buffer");
+    auto ta = info[0].As<Napi::TypedArray>();
+    size_t bytes = ta.ByteLength();
+    const uint8_t* src = (const uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset();
+    auto shape = to_shape(info[1], "shape");
+    DType dt = hsd::dtype_from_name(info[2].As<Napi::String>());
+    Device dev = hsd::device_from_name(info[3].As<Napi::String>());
+    Tensor t = hsd::empty(shape, dt, dev);
+    if (bytes != t.nbytes())
+      throw hsd::Error("data has " + std::to_string(bytes) + " bytes but " + t.describe() + " needs " +
+                       std::to_string(t.nbytes()));
+    if (dev == Device::CPU) {
+      hsd::copy_from_host(t, src);
+    } else {
+      auto host = std::make_shared<std::vector<uint8_t>>(src, src + bytes);
+      hsd::stream(dev).enqueue_task("upload " + t.describe(), [t, host] { hsd::copy_from_host(t, host->data()); });
+    }
+    return wrap(info.Env(), t);
+  });
+}
+
+// view(handle, shape, strides | null, offset)
+Napi::Value View(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    Tensor& t = unwrap(info[0], "tensor");
+    auto shape = to_shape(info[1], "shape");
+    std::vector<int64_t> strides;
+    if (info.Length() > 2 && info[2].IsArray()) strides = to_shape(info[2], "strides");
+    int64_t offset = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : -1;
+    return wrap(info.Env(), hsd::view(t, shape, strides, offset));
+  });
+}
+
+Attrs to_attrs(const Napi::Value& v) {
+  Attrs a;
+  if (!v.IsObject()) return a;
+  auto o = v.As<Napi::Object>();
+  auto keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).As<Napi::String>();
+    Napi::Value x = o.Get(k);
+    if (x.IsNumber()) a.set(k, x.As<Napi::Number>().DoubleValue());
+    else if (x.IsBoolean()) a.set(k, x.As<Napi::Boolean>().Value() ? 1.0 : 0.0);
+    else if (x.IsArray()) {
+      auto arr = x.As<Napi::Array>();
+      std::vector<double> d;
+      for (uint32_t j = 0; j < arr.Length(); ++j) d.push_back(arr.Get(j).As<Napi::Number>().DoubleValue());
+      a.set(k, d);
+    } else if (!x.IsUndefined()) {
+      throw hsd::Error("attribute '" + k + "' must be a number, boolean or array of numbers");
+    }
+  }
+  return a;
+}
+
+// run(op, inputs[], outputs[], attrs): enqueues and returns at once.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    std::string op = info[0].As<Napi::String>();
+    std::vector<Tensor> in, out;
+    auto ins = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < ins.Length(); ++i) in.push_back(unwrap(ins.Get(i), ("input " + std::to_string(i)).c_str()));
+    auto outs = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < outs.Length(); ++i)
+      out.push_back(unwrap(outs.Get(i), ("output " + std::to_string(i)).c_str()));
+    hsd::enqueue(op, std::move(in), std::move(out), to_attrs(info[3]));
+    return info.Env().Undefined();
+  });
+}
+
+// Promise-returning waits run on libuv's pool so the JS thread never blocks on compute.
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Env env, Tensor t)
+      : Napi::AsyncWorker(env), t_(std::move(t)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      bytes_ = hsd::stream(t_.device()).read(t_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    auto ab = Napi::ArrayBuffer::New(Env(), bytes_.size());
+    if (!bytes_.empty()) std::memcpy(ab.Data(), bytes_.data(), bytes_.size());
+    deferred_.Resolve(ab);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Tensor t_;
+  std::vector<uint8_t> bytes_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    Tensor& t = unwrap(info[0], "tensor");
+    if (!t.is_contiguous()) throw hsd::Error("read needs a contiguous tensor (copy it first)");
+    auto* w = new ReadWorker(info.Env(), t);
+    auto p = w->promise();
+    w->Queue();
+    return p;
+  });
+}
+
+struct SyncWorker : Napi::AsyncWorker {
+  Device d;
+  Napi::Promise::Deferred def;
+  SyncWorker(Napi::Env env, Device d) : Napi::AsyncWorker(env), d(d), def(Napi::Promise::Deferred::New(env)) {}
+  void Execute() override {
+    try {
+      hsd::stream(d).sync();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { def.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { def.Reject(e.Value()); }
+};
+
+Napi::Value Sync(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    auto* s = new SyncWorker(info.Env(), hsd::device_from_name(info[0].As<Napi::String>()));
+    auto p = s->def.Promise();
+    s->Queue();
+    return p;
+  });
+}
+
+// copyTo(handle, device): ordered after the source's queued work, before later work on the destination.
+Napi::Value CopyTo(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    Tensor src = unwrap(info[0], "tensor");
+    Device dd = hsd::device_from_name(info[1].As<Napi::String>());
+    if (!src.is_contiguous()) throw hsd::Error("to(): copy a non-contiguous tensor first");
+    Tensor dst = hsd::empty(src.shape, src.dtype, dd);
+    auto staging = std::make_shared<std::vector<uint8_t>>(src.nbytes());
+    auto ready = std::make_shared<std::promise<void>>();
+    auto fut = std::make_shared<std::shared_future<void>>(ready->get_future().share());
+    hsd::stream(src.device()).enqueue_task("to(" + std::string(hsd::device_name(dd)) + ") read " + src.describe(),
+                                           [src, staging, ready] {
+                                             try {
+                                               hsd::copy_to_host(src, staging->data());
+                                               ready->set_value();
+                                             } catch (...) {
+                                               ready->set_exception(std::current_exception());
+                                               throw;
+                                             }
+                                           });
+    hsd::stream(dd).enqueue_task("to(" + std::string(hsd::device_name(dd)) + ") write " + dst.describe(),
+                                 [dst, staging, fut] {
+                                   fut->get();
+                                   hsd::copy_from_host(dst, staging->data());
+                                 });
+    return wrap(info.Env(), dst);
+  });
+}
+
+Napi::Value Dispose(const Napi::CallbackInfo& info) {
+  if (info[0].IsExternal()) {
+    Box* b = info[0].As<Napi::External<Box>>().Data();
+    b->t = Tensor();
+    b->alive = false;
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Object stats(Napi::Env env, Device d) {
+  auto s = hsd::memory_stats(d);
+  auto o = Napi::Object::New(env);
+  o.Set("allocatedBytes", (double)s.allocated_bytes);
+  o.Set("cachedBytes", (double)s.cached_bytes);
+  o.Set("peakBytes", (double)s.peak_bytes);
+  o.Set("liveStorages", (double)s.live_storages);
+  return o;
+}
+
+Napi::Value Memory(const Napi::CallbackInfo& info) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("cpu", stats(info.Env(), Device::CPU));
+  o.Set("cuda", stats(info.Env(), Device::CUDA));
+  return o;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    hsd::empty_cache(hsd::device_from_name(info[0].As<Napi::String>()));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    int n = info[0].As<Napi::Number>().Int32Value();
+    if (n < 1) throw hsd::Error("threads must be >= 1");
+    hsd::stream(Device::CPU).set_threads(n);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), hsd::stream(Device::CPU).pool()->size());
+}
+
+Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
+  std::string why;
+  bool ok = hsd::cuda_available(&why);
+  auto o = Napi::Object::New(info.Env());
+  o.Set("available", ok);
+  o.Set("reason", ok ? std::string("") : why);
+  return o;
+}
+
+Napi::Value Ops(const Napi::CallbackInfo& info) {
+  auto all = hsd::OpRegistry::get().all();
+  auto arr = Napi::Array::New(info.Env(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    auto o = Napi::Object::New(info.Env());
+    o.Set("name", all[i]->name);
+    o.Set("cpu", all[i]->cpu != nullptr);
+    o.Set("cuda", all[i]->cuda != nullptr);
+    arr.Set((uint32_t)i, o);
+  }
+  return arr;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("empty", Napi::Function::New(env, Empty));
+  exports.Set("fromBuffer", Napi::Function::New(env, FromBuffer));
+  exports.Set("view", Napi::Function::New(env, View));
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("read", Napi::Function::New(env, Read));
+  exports.Set("sync", Napi::Function::New(env, Sync));
+  exports.Set("copyTo", Napi::Function::New(env, CopyTo));
+  exports.Set("dispose", Napi::Function::New(env, Dispose));
+  exports.Set("memory", Napi::Function::New(env, Memory));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
+  exports.Set("ops", Napi::Function::New(env, Ops));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(hypersd, Init)

@@ -1,0 +1,180 @@
+/**
+ * AutoencoderKL (encoder and decoder, with the mid-block attention) from a diffusers vae/config.json.
+ * decode() takes latents already divided by scaling_factor (what diffusers passes to vae.decode) and returns
+ * the unclamped image NCHW in about [-1, 1]; encode() returns the latent distribution's mean and logvar.
+ * NHWC inside.
+ */
+import { Tensor, tidy, zeros } from '../tensor';
+import * as ops from '../ops';
+import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
+import { Linear, Conv2d, GroupNorm, toNHWC, toNCHW } from '../nn/layers';
+import { upsampleTo } from './unet';
+
+export interface VAEConfig {
+  in_channels: number; out_channels: number; latent_channels: number; block_out_channels: number[];
+  layers_per_block: number; norm_num_groups?: number; down_block_types?: string[]; up_block_types?: string[];
+  scaling_factor?: number; mid_block_add_attention?: boolean; force_upcast?: boolean; [k: string]: unknown;
+}
+
+class Resnet {
+  n1: GroupNorm; c1: Conv2d; n2: GroupNorm; c2: Conv2d; sc: Conv2d | null;
+  constructor(p: ParamStore, name: string, inC: number, outC: number, groups: number) {
+    this.n1 = new GroupNorm(p, `${name}.norm1`, groups, inC, 1e-6);
+    this.c1 = new Conv2d(p, `${name}.conv1`, inC, outC, 3, 1, 1);
+    this.n2 = new GroupNorm(p, `${name}.norm2`, groups, outC, 1e-6);
+    this.c2 = new Conv2d(p, `${name}.conv2`, outC, outC, 3, 1, 1);
+    this.sc = inC !== outC ? new Conv2d(p, `${name}.conv_shortcut`, inC, outC, 1) : null;
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const h = this.c2.forward(this.n2.forward(this.c1.forward(this.n1.forward(x, true)), true));
+      return ops.add(this.sc ? this.sc.forward(x) : x, h);
+    });
+  }
+}
+
+/** Single-head self-attention over all pixels, with residual (diffusers Attention in the VAE mid block). */
+class MidAttention {
+  norm: GroupNorm; q: Linear; k: Linear; v: Linear; o: Linear;
+  constructor(p: ParamStore, name: string, readonly ch: number, groups: number) {
+    this.norm = new GroupNorm(p, `${name}.group_norm`, groups, ch, 1e-6);
+    this.q = new Linear(p, `${name}.to_q`, ch, ch);
+    this.k = new Linear(p, `${name}.to_k`, ch, ch);
+    this.v = new Linear(p, `${name}.to_v`, ch, ch);
+    this.o = new Linear(p, `${name}.to_out.0`, ch, ch);
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const [n, h, w, c] = x.shape;
+      const s = this.norm.forward(x).reshape([n, h * w, c]);
+      const a = ops.attention(this.q.forward(s), this.k.forward(s), this.v.forward(s), { heads: 1, scale: 1 / Math.sqrt(c) });
+      return ops.add(this.o.forward(a).reshape([n, h, w, c]), x);
+    });
+  }
+}
+
+class Mid {
+  r0: Resnet; attn: MidAttention | null; r1: Resnet;
+  constructor(p: ParamStore, name: string, ch: number, groups: number, withAttn: boolean) {
+    this.r0 = new Resnet(p, `${name}.resnets.0`, ch, ch, groups);
+    this.attn = withAttn ? new MidAttention(p, `${name}.attentions.0`, ch, groups) : null;
+    this.r1 = new Resnet(p, `${name}.resnets.1`, ch, ch, groups);
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      let h = this.r0.forward(x);
+      if (this.attn) h = this.attn.forward(h);
+      return this.r1.forward(h);
+    });
+  }
+}
+
+export class AutoencoderKL {
+  readonly params = new ParamStore('vae');
+  private enc: { convIn: Conv2d; blocks: { resnets: Resnet[]; down?: Conv2d }[]; mid: Mid; norm: GroupNorm; convOut: Conv2d };
+  private dec: { convIn: Conv2d; mid: Mid; blocks: { resnets: Resnet[]; up?: Conv2d }[]; norm: GroupNorm; convOut: Conv2d };
+  private quant: Conv2d; private postQuant: Conv2d;
+  readonly scalingFactor: number;
+
+  constructor(readonly config: VAEConfig) {
+    const c = config, p = this.params, boc = c.block_out_channels, nb = boc.length;
+    const g = c.norm_num_groups ?? 32, L = c.latent_channels;
+    const attn = c.mid_block_add_attention ?? true;
+    for (const t of c.down_block_types ?? []) if (t !== 'DownEncoderBlock2D') throw new Error(`vae config: down block type ${t} is not supported`);
+    for (const t of c.up_block_types ?? []) if (t !== 'UpDecoderBlock2D') throw new Error(`vae config: up block type ${t} is not supported`);
+    this.scalingFactor = c.scaling_factor ?? 0.18215;
+    // encoder
+    const eb: { resnets: Resnet[]; down?: Conv2d }[] = [];
+    let out = boc[0];
+    const encIn = new Conv2d(p, 'encoder.conv_in', c.in_channels, boc[0], 3, 1, 1);
+    for (let i = 0; i < nb; i++) {
+      const inC = out;
+      out = boc[i];
+      const b: { resnets: Resnet[]; down?: Conv2d } = { resnets: [] };
+      for (let j = 0; j < c.layers_per_block; j++) b.resnets.push(new Resnet(p, `encoder.down_blocks.${i}.resnets.${j}`, j === 0 ? inC : out, out, g));
+      if (i < nb - 1) b.down = new Conv2d(p, `encoder.down_blocks.${i}.downsamplers.0.conv`, out, out, 3, 2, 0);
+      eb.push(b);
+    }
+    this.enc = {
+      convIn: encIn, blocks: eb, mid: new Mid(p, 'encoder.mid_block', boc[nb - 1], g, attn),
+      norm: new GroupNorm(p, 'encoder.conv_norm_out', g, boc[nb - 1], 1e-6),
+      convOut: new Conv2d(p, 'encoder.conv_out', boc[nb - 1], 2 * L, 3, 1, 1),
+    };
+    this.quant = new Conv2d(p, 'quant_conv', 2 * L, 2 * L, 1);
+    this.postQuant = new Conv2d(p, 'post_quant_conv', L, L, 1);
+    // decoder
+    const rb = [...boc].reverse();
+    const decIn = new Conv2d(p, 'decoder.conv_in', L, rb[0], 3, 1, 1);
+    const decMid = new Mid(p, 'decoder.mid_block', rb[0], g, attn);
+    const db: { resnets: Resnet[]; up?: Conv2d }[] = [];
+    out = rb[0];
+    for (let i = 0; i < nb; i++) {
+      const prev = out;
+      out = rb[i];
+      const b: { resnets: Resnet[]; up?: Conv2d } = { resnets: [] };
+      for (let j = 0; j < c.layers_per_block + 1; j++) b.resnets.push(new Resnet(p, `decoder.up_blocks.${i}.resnets.${j}`, j === 0 ? prev : out, out, g));
+      if (i < nb - 1) b.up = new Conv2d(p, `decoder.up_blocks.${i}.upsamplers.0.conv`, out, out, 3, 1, 1);
+      db.push(b);
+    }
+    this.dec = {
+      convIn: decIn, mid: decMid, blocks: db, norm: new GroupNorm(p, 'decoder.conv_norm_out', g, boc[0], 1e-6),
+      convOut: new Conv2d(p, 'decoder.conv_out', boc[0], c.out_channels, 3, 1, 1),
+    };
+  }
+
+  load(src: Map<string, WeightSource>, opts?: LoadOptions, label?: string): LoadReport {
+    return this.params.load(src, opts, label);
+  }
+  parameterCount(): number {
+    return this.params.parameterCount();
+  }
+
+  /** z: latents / scaling_factor, NCHW [B, latent, h, w] -> image NCHW [B, 3, 8h, 8w] (unclamped). */
+  decode(z: Tensor): Tensor {
+    const L = this.config.latent_channels;
+    if (z.rank !== 4 || z.shape[1] !== L) throw new Error(`vae.decode: latents must be [B, ${L}, h, w], got [${z.shape}]`);
+    return tidy(() => {
+      let h = this.postQuant.forward(toNHWC(z.dtype === 'f32' ? z : ops.cast(z, 'f32')));
+      h = this.dec.mid.forward(this.dec.convIn.forward(h));
+      for (const b of this.dec.blocks) {
+        for (const r of b.resnets) h = r.forward(h);
+        if (b.up) h = b.up.forward(upsampleTo(h, h.shape[1] * 2, h.shape[2] * 2));
+      }
+      h = this.dec.convOut.forward(this.dec.norm.forward(h, true));
+      return toNCHW(h);
+    });
+  }
+
+  /** img NCHW in [-1, 1] -> { mean, logvar } NCHW [B, latent, H/8, W/8] (logvar clamped to [-30, 20]). */
+  encode(img: Tensor): { mean: Tensor; logvar: Tensor } {
+    const C = this.config.in_channels;
+    if (img.rank !== 4 || img.shape[1] !== C) throw new Error(`vae.encode: image must be [B, ${C}, H, W], got [${img.shape}]`);
+    return tidy(() => {
+      let h = this.enc.convIn.forward(toNHWC(img));
+      for (const b of this.enc.blocks) {
+        for (const r of b.resnets) h = r.forward(h);
+        if (b.down) h = b.down.forward(padBottomRight(h));
+      }
+      h = this.enc.mid.forward(h);
+      h = this.quant.forward(this.enc.convOut.forward(this.enc.norm.forward(h, true)));
+      const L = this.config.latent_channels;
+      const mean = toNCHW(ops.slice(h, 3, 0, L));
+      const logvar = toNCHW(ops.clamp(ops.slice(h, 3, L, L), -30, 20));
+      return { mean, logvar };
+    });
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+
+/** diffusers' encoder downsampler pads (left 0, right 1, top 0, bottom 1) before a stride-2 conv. */
+function padBottomRight(x: Tensor): Tensor {
+  const [n, h, w, c] = x.shape;
+  const col = zeros([n, h, 1, c], { device: x.device, dtype: x.dtype });
+  const wide = ops.concat([x, col], 2);
+  const row = zeros([n, 1, w + 1, c], { device: x.device, dtype: x.dtype });
+  return ops.concat([wide, row], 1);
+}

@@ -1,0 +1,117 @@
+/**
+ * Building blocks shared by the UNet, the VAE and the CLIP text encoders. Each layer declares its parameters
+ * (diffusers names) in a ParamStore when built, and reads them at forward time, so LoRA fusing can swap a
+ * weight in place and runtime LoRA adapters can be attached per module name.
+ * Images flow as NHWC [N, H, W, C]; sequences as [B, L, C].
+ */
+import { Tensor, tidy } from '../tensor';
+import * as ops from '../ops';
+import { ParamStore } from './params';
+
+export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
+
+/** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
+export interface RuntimeAdapter { name: string; down: Tensor; up: Tensor; scale: number }
+
+export class Linear {
+  constructor(readonly p: ParamStore, readonly name: string, readonly inF: number, readonly outF: number, readonly bias = true) {
+    p.declare(`${name}.weight`, [outF, inF], 'linear');
+    if (bias) p.declare(`${name}.bias`, [outF], 'bias');
+  }
+  forward(x: Tensor, act: Act = 'none'): Tensor {
+    const w = this.p.get(`${this.name}.weight`);
+    const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    const adapters = this.p.adapters.get(this.name);
+    if (!adapters || adapters.length === 0) return ops.linear(x, w, b, act);
+    if (act !== 'none') throw new Error(`${this.name}: runtime LoRA with a fused activation is not supported`);
+    return tidy(() => {
+      let y = ops.loraLinear(x, w, b, adapters[0].down, adapters[0].up, adapters[0].scale);
+      for (const a of adapters.slice(1)) {
+        const t = ops.linear(x, a.down, null);
+        y = ops.matmul(t, a.up, { transB: true, alpha: a.scale, beta: 1, out: y });
+      }
+      return y;
+    });
+  }
+}
+
+export class Conv2d {
+  constructor(
+    readonly p: ParamStore, readonly name: string, readonly inC: number, readonly outC: number,
+    readonly k: number, readonly stride = 1, readonly pad = 0, readonly bias = true,
+  ) {
+    p.declare(`${name}.weight`, [outC, inC, k, k], 'conv');
+    if (bias) p.declare(`${name}.bias`, [outC], 'bias');
+  }
+  /** x NHWC [N, H, W, Cin] -> [N, Ho, Wo, Cout] */
+  forward(x: Tensor): Tensor {
+    const w = this.p.get(`${this.name}.weight`);
+    const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    const adapters = this.p.adapters.get(this.name);
+    if (!adapters || adapters.length === 0) return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad });
+    return tidy(() => {
+      let y = ops.loraConv2d(x, w, b, adapters[0].down, adapters[0].up, adapters[0].scale, { stride: this.stride, pad: this.pad });
+      for (const a of adapters.slice(1)) {
+        const t = ops.conv2d(x, a.down, null, { stride: this.stride, pad: this.pad });
+        y = ops.matmul(t, a.up, { transB: true, alpha: a.scale, beta: 1, out: y });
+      }
+      return y;
+    });
+  }
+}
+
+export class GroupNorm {
+  constructor(readonly p: ParamStore, readonly name: string, readonly groups: number, readonly channels: number, readonly eps: number) {
+    if (channels % groups !== 0) throw new Error(`${name}: ${channels} channels do not split into ${groups} groups`);
+    p.declare(`${name}.weight`, [channels], 'norm');
+    p.declare(`${name}.bias`, [channels], 'norm');
+  }
+  /** x NHWC or [N, S, C] */
+  forward(x: Tensor, silu = false): Tensor {
+    const shape = x.shape;
+    const n = shape[0], c = shape[shape.length - 1];
+    const flat = x.reshape([n, x.size / (n * c), c]);
+    const y = ops.groupNorm(flat, this.p.get(`${this.name}.weight`), this.p.get(`${this.name}.bias`), {
+      groups: this.groups, eps: this.eps, silu,
+    });
+    return y.reshape(shape);
+  }
+}
+
+export class LayerNorm {
+  constructor(readonly p: ParamStore, readonly name: string, readonly dim: number, readonly eps = 1e-5) {
+    p.declare(`${name}.weight`, [dim], 'norm');
+    p.declare(`${name}.bias`, [dim], 'norm');
+  }
+  forward(x: Tensor): Tensor {
+    return ops.layerNorm(x, this.p.get(`${this.name}.weight`), this.p.get(`${this.name}.bias`), this.eps);
+  }
+}
+
+/** Multi-head attention with separate q/k/v projections (diffusers Attention, CLIP self-attention). */
+export class MultiHeadAttention {
+  readonly q: Linear; readonly k: Linear; readonly v: Linear; readonly o: Linear;
+  constructor(
+    p: ParamStore, readonly name: string, queryDim: number, kvDim: number, readonly heads: number, readonly headDim: number,
+    names: [string, string, string, string], qkvBias: boolean,
+  ) {
+    const inner = heads * headDim;
+    this.q = new Linear(p, `${name}.${names[0]}`, queryDim, inner, qkvBias);
+    this.k = new Linear(p, `${name}.${names[1]}`, kvDim, inner, qkvBias);
+    this.v = new Linear(p, `${name}.${names[2]}`, kvDim, inner, qkvBias);
+    this.o = new Linear(p, `${name}.${names[3]}`, inner, queryDim, true);
+  }
+  /** x [B, Lq, Cq], ctx [B, Lk, Ckv] (self-attention when absent) */
+  forward(x: Tensor, ctx: Tensor | null = null, causal = false): Tensor {
+    return tidy(() => {
+      const kv = ctx ?? x;
+      const q = this.q.forward(x), k = this.k.forward(kv), v = this.v.forward(kv);
+      const a = ops.attention(q, k, v, { heads: this.heads, scale: 1 / Math.sqrt(this.headDim), causal });
+      return this.o.forward(a);
+    });
+  }
+}
+
+/** NCHW [N, C, H, W] -> NHWC and back. */
+export const toNHWC = (x: Tensor): Tensor => ops.permute(x, [0, 2, 3, 1]);
+export const toNCHW = (x: Tensor): Tensor => ops.permute(x, [0, 3, 1, 2]);

@@ -33,6 +33,12 @@ export interface TorchCpuGeneratorOptions {
   normalKernel?: NormalKernel;
 }
 
+/**
+ * A torch.Generator() on the CPU.
+ * @example
+ *   const g = new TorchCpuGenerator(1234);
+ *   const latents = g.randn(1 * 4 * 64 * 64); // == torch.randn((1, 4, 64, 64), generator=torch.Generator().manual_seed(1234))
+ */
 export class TorchCpuGenerator {
   private readonly mt = new Uint32Array(N);
   private left = 1;

@@ -1,0 +1,124 @@
+/**
+ * PNG in and out with node's zlib: 8-bit RGB/RGBA/gray writing (filter 0), and reading of
+ * 8-bit non-interlaced PNGs of every colour type with all five row filters, enough for init images
+ * and for checking our own output.
+ */
+import * as zlib from 'zlib';
+import * as fs from 'fs';
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(buf: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function chunk(type: string, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'ascii');
+  Buffer.from(data.buffer, data.byteOffset, data.length).copy(out, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
+export interface RawImage { width: number; height: number; channels: 1 | 3 | 4; data: Uint8Array }
+
+export function encodePNG(img: RawImage, text?: Record<string, string>): Buffer {
+  const { width, height, channels, data } = img;
+  if (data.length !== width * height * channels)
+    throw new Error(`encodePNG: ${data.length} bytes do not make a ${width}x${height}x${channels} image`);
+  const stride = width * channels;
+  const raw = Buffer.alloc((stride + 1) * height);
+  for (let y = 0; y < height; y++) {
+    raw[y * (stride + 1)] = 0;
+    Buffer.from(data.buffer, data.byteOffset + y * stride, stride).copy(raw, y * (stride + 1) + 1);
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = channels === 1 ? 0 : channels === 3 ? 2 : 6;
+  const parts = [Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr)];
+  for (const [k, v] of Object.entries(text ?? {})) parts.push(chunk('tEXt', Buffer.from(`${k}\0${v}`, 'latin1')));
+  parts.push(chunk('IDAT', zlib.deflateSync(raw, { level: 6 })), chunk('IEND', new Uint8Array(0)));
+  return Buffer.concat(parts);
+}
+
+export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  if (b.length < 8 || b.readUInt32BE(0) !== 0x89504e47) throw new Error(`${label}: not a PNG file`);
+  let pos = 8, width = 0, height = 0, depth = 0, ctype = -1, interlace = 0;
+  const idat: Buffer[] = [];
+  let palette: Buffer | null = null;
+  while (pos + 8 <= b.length) {
+    const len = b.readUInt32BE(pos), type = b.toString('ascii', pos + 4, pos + 8);
+    if (pos + 12 + len > b.length) throw new Error(`${label}: truncated ${type} chunk`);
+    const d = b.subarray(pos + 8, pos + 8 + len);
+    if (type === 'IHDR') {
+      width = d.readUInt32BE(0); height = d.readUInt32BE(4); depth = d[8]; ctype = d[9]; interlace = d[12];
+    } else if (type === 'PLTE') palette = d;
+    else if (type === 'IDAT') idat.push(d);
+    else if (type === 'IEND') break;
+    pos += 12 + len;
+  }
+  if (ctype < 0) throw new Error(`${label}: no IHDR chunk`);
+  if (depth !== 8) throw new Error(`${label}: only 8-bit PNGs are supported (this one is ${depth}-bit)`);
+  if (interlace) throw new Error(`${label}: interlaced PNGs are not supported`);
+  const spp = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
+  if (!spp) throw new Error(`${label}: unknown colour type ${ctype}`);
+  let raw: Buffer;
+  try {
+    raw = zlib.inflateSync(Buffer.concat(idat));
+  } catch (e) {
+    throw new Error(`${label}: corrupt image data (${(e as Error).message})`);
+  }
+  const stride = width * spp;
+  if (raw.length < (stride + 1) * height) throw new Error(`${label}: image data too short`);
+  const px = new Uint8Array(stride * height);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)];
+    const src = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const o = y * stride;
+    for (let i = 0; i < stride; i++) {
+      const a = i >= spp ? px[o + i - spp] : 0;
+      const up = y > 0 ? px[o - stride + i] : 0;
+      const c = y > 0 && i >= spp ? px[o - stride + i - spp] : 0;
+      let v = src[i];
+      if (f === 1) v += a;
+      else if (f === 2) v += up;
+      else if (f === 3) v += (a + up) >> 1;
+      else if (f === 4) {
+        const p = a + up - c, pa = Math.abs(p - a), pb = Math.abs(p - up), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? up : c;
+      } else if (f !== 0) throw new Error(`${label}: bad row filter ${f}`);
+      px[o + i] = v & 0xff;
+    }
+  }
+  // to RGB
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    if (ctype === 2 || ctype === 6) for (let k = 0; k < 3; k++) rgb[i * 3 + k] = px[i * spp + k];
+    else if (ctype === 3) {
+      if (!palette) throw new Error(`${label}: palette image without PLTE`);
+      for (let k = 0; k < 3; k++) rgb[i * 3 + k] = palette[px[i] * 3 + k];
+    } else for (let k = 0; k < 3; k++) rgb[i * 3 + k] = px[i * spp];
+  }
+  return { width, height, channels: 3, data: rgb };
+}
+
+export function readPNG(file: string): RawImage {
+  return decodePNG(fs.readFileSync(file), file);
+}
+export function writePNG(file: string, img: RawImage, text?: Record<string, string>): void {
+  fs.writeFileSync(file, encodePNG(img, text));
+}

@@ -1,2 +1,65 @@
-// attention op wrappers (see native/include/hypersd/OPS.md).
-export {};
+/**
+ * Multi-head attention on the networks' [B, L, H*D] layout (see native/cpu/attention.cpp and OPS.md):
+ * o = softmax(scale * q k^T [+ causal mask]) v per head, flash-style (no L x L matrix in memory).
+ * Causal masking is top-left aligned (query i sees keys 0..i), like torch's SDPA with is_causal=True.
+ */
+import type { Tensor } from '../tensor';
+import { checkFloat, checkRank, checkSameDevice, out, runOp, shapeStr } from './runtime';
+
+export interface AttentionOptions {
+  /** Number of heads H; q/k channels are H*D, v channels H*Dv. */
+  heads: number;
+  /** Logit scale, default 1/sqrt(D). */
+  scale?: number;
+  /** Mask keys after the query's own position (CLIP text encoder). */
+  causal?: boolean;
+  /** Also return lse [B, H, Lq] (f32): the log-sum-exp of each query row's scaled logits (for backward). */
+  returnLse?: boolean;
+}
+
+/**
+ * @example
+ * const o = attention(q, k, v, { heads: 8 });                        // q [2, 4096, 320], k/v [2, 77, 320]
+ * const { out, lse } = attention(q, k, v, { heads: 8, returnLse: true });
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions & { returnLse: true }): { out: Tensor; lse: Tensor };
+export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions & { returnLse?: false }): Tensor;
+export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Tensor | { out: Tensor; lse: Tensor };
+export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Tensor | { out: Tensor; lse: Tensor } {
+  const op = 'attention';
+  checkFloat(op, 'q', q);
+  checkFloat(op, 'k', k);
+  checkFloat(op, 'v', v);
+  checkRank(op, 'q', q, 3);
+  checkRank(op, 'k', k, 3);
+  checkRank(op, 'v', v, 3);
+  checkSameDevice(op, { q, k, v });
+  const H = o?.heads;
+  if (!Number.isInteger(H) || H < 1) throw new Error(`${op}: heads must be a positive integer, got ${H}`);
+  const [B, Lq, C] = q.shape;
+  const [Bk, Lk, Ck] = k.shape;
+  const [Bv, Lv, Cv] = v.shape;
+  if (Bk !== B || Bv !== B) throw new Error(`${op}: batch sizes differ: q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}`);
+  if (Ck !== C) throw new Error(`${op}: k ${shapeStr(k.shape)} must have q's channels (q ${shapeStr(q.shape)})`);
+  if (Lv !== Lk) throw new Error(`${op}: v ${shapeStr(v.shape)} must have k's length (k ${shapeStr(k.shape)})`);
+  if (Lk < 1) throw new Error(`${op}: k ${shapeStr(k.shape)} has no keys`);
+  if (C % H !== 0 || Cv % H !== 0)
+    throw new Error(`${op}: heads ${H} must divide the channels of q ${shapeStr(q.shape)} and v ${shapeStr(v.shape)}`);
+  const D = C / H;
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be a finite number, got ${o.scale}`);
+  const y = out([B, Lq, Cv], q);
+  const attrs = { heads: H, scale, causal: !!o.causal };
+  if (!o.returnLse) {
+    runOp(op, [q, k, v], [y], attrs);
+    return y;
+  }
+  const lse = out([B, H, Lq], q, 'f32');
+  runOp(op, [q, k, v], [y, lse], attrs);
+  return { out: y, lse };
+}
+
+/** attention(...) with returnLse: the output and lse [B, H, Lq]. */
+export function attentionWithLse(q: Tensor, k: Tensor, v: Tensor, o: Omit<AttentionOptions, 'returnLse'>): { out: Tensor; lse: Tensor } {
+  return attention(q, k, v, { ...o, returnLse: true });
+}

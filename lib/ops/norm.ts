@@ -1,2 +1,51 @@
-// norm op wrappers (see native/include/hypersd/OPS.md).
-export {};
+/**
+ * Normalisation ops (see native/cpu/norm.cpp and OPS.md): group-norm on channels-last [N, S, C] with an
+ * optional fused SiLU, and layer-norm over the last dim. Output dtype is x's.
+ */
+import type { Tensor } from '../tensor';
+import { checkFloat, checkRank, checkSameDevice, out, runOp, shapeStr } from './runtime';
+
+function checkAffine(op: string, x: Tensor, gamma: Tensor, beta: Tensor, C: number): void {
+  checkFloat(op, 'gamma', gamma);
+  checkFloat(op, 'beta', beta);
+  checkSameDevice(op, { x, gamma, beta });
+  for (const [name, t] of [['gamma', gamma], ['beta', beta]] as const)
+    if (t.rank !== 1 || t.shape[0] !== C)
+      throw new Error(`${op}: ${name} ${shapeStr(t.shape)} must be [${C}] for x ${shapeStr(x.shape)}`);
+}
+
+function checkEps(op: string, eps: number): void {
+  if (!(typeof eps === 'number' && eps >= 0 && Number.isFinite(eps))) throw new Error(`${op}: eps must be a finite number >= 0, got ${eps}`);
+}
+
+/**
+ * GroupNorm over [N, S, C] (S = H*W): statistics per (n, group) over S x C/groups.
+ * @example const y = groupNorm(x.reshape([n, h * w, c]), gamma, beta, { groups: 32, eps: 1e-6, silu: true });
+ */
+export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: number; eps?: number; silu?: boolean }): Tensor {
+  const op = 'groupNorm';
+  checkFloat(op, 'x', x);
+  checkRank(op, 'x', x, 3);
+  const C = x.shape[2];
+  checkAffine(op, x, gamma, beta, C);
+  const groups = o?.groups;
+  if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0)
+    throw new Error(`${op}: groups must be a positive integer dividing the ${C} channels of x ${shapeStr(x.shape)}, got ${groups}`);
+  const eps = o.eps ?? 1e-5;
+  checkEps(op, eps);
+  const y = out(x.shape, x);
+  runOp('group_norm', [x, gamma, beta], [y], { groups, eps, silu: !!o.silu });
+  return y;
+}
+
+/** LayerNorm over the last dim of x [..., C]. @example const y = layerNorm(x, w, b, 1e-5); */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5): Tensor {
+  const op = 'layerNorm';
+  checkFloat(op, 'x', x);
+  checkRank(op, 'x', x, [1, 8]);
+  checkAffine(op, x, gamma, beta, x.shape[x.rank - 1]);
+  checkEps(op, eps);
+  const y = out(x.shape, x);
+  runOp('layer_norm', [x, gamma, beta], [y], { eps });
+  return y;
+}

@@ -221,6 +221,7 @@ void Stream::loop() {
       busy_ = true;
     }
     run_task(t);
+    t = Task{};  // drop the task's tensor references before reporting idle, so memory stats are exact at sync
     {
       std::lock_guard<std::mutex> g(mu_);
       busy_ = false;

@@ -9,20 +9,15 @@
 
 namespace hsd {
 
-namespace {
-std::atomic<int64_t> g_next{0};
-std::mutex g_err_mu;
-std::exception_ptr g_err;
 // A throwing chunk must not kill a worker thread: keep the first exception for the caller.
-void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t b, int64_t e) {
+void ThreadPool::run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t b, int64_t e) {
   try {
     fn(b, e);
   } catch (...) {
-    std::lock_guard<std::mutex> g(g_err_mu);
-    if (!g_err) g_err = std::current_exception();
+    std::lock_guard<std::mutex> g(err_mu_);
+    if (!err_) err_ = std::current_exception();
   }
 }
-}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   if (threads < 1) threads = 1;
@@ -53,7 +48,7 @@ void ThreadPool::worker_loop(int) {
       chunk = chunk_;
     }
     for (;;) {
-      int64_t b = g_next.fetch_add(chunk);
+      int64_t b = next_.fetch_add(chunk);
       if (b >= n) break;
       run_chunk(*job, b, std::min(n, b + chunk));
     }
@@ -79,13 +74,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     job_ = &fn;
     n_ = n;
     chunk_ = chunk;
-    g_next.store(0);
+    next_.store(0);
     active_ = (int)workers_.size();
     ++generation_;
   }
   cv_.notify_all();
   for (;;) {
-    int64_t b = g_next.fetch_add(chunk);
+    int64_t b = next_.fetch_add(chunk);
     if (b >= n) break;
     run_chunk(fn, b, std::min(n, b + chunk));
   }
@@ -96,8 +91,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   }
   std::exception_ptr err;
   {
-    std::lock_guard<std::mutex> g(g_err_mu);
-    std::swap(err, g_err);
+    std::lock_guard<std::mutex> g(err_mu_);
+    std::swap(err, err_);
   }
   if (err) std::rethrow_exception(err);
 }

@@ -1,8 +1,23 @@
-// Elementwise ops: fill.
+// Elementwise ops: fill, add/sub/mul/div with numpy broadcasting, affine, clamp, scheduler_step.
+//
+// Layout: all tensors contiguous row-major f32 (the engine widens f16/bf16 around these kernels).
+// Broadcasting: a and b are right-aligned against y's shape; a size-1 (or missing) dim gets stride 0. The
+// dims are then coalesced (adjacent dims whose strides chain in a, b and y merge into one), so equal shapes
+// become one flat loop and "b is a trailing-dims vector" becomes [rows, n] with b's strides (0, 1); the
+// innermost loop is specialised on the (a, b) inner strides being 0 or 1 so the compiler vectorises it.
+// scheduler_step is computed without fma contraction ((a*x + b*eps) + c*noise, each product rounded) so it
+// matches a JS float32 reference bit for bit.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
 #include "hypersd/ops.h"
 
 namespace hsd {
 namespace {
+
+constexpr int64_t kGrain = 1 << 14;
+
 void fill_kernel(const OpContext& c) {
   const Tensor& y = c.out.at(0);
   float v = (float)c.attrs.f("value");
@@ -11,7 +26,197 @@ void fill_kernel(const OpContext& c) {
     for (int64_t i = b; i < e; ++i) p[i] = v;
   });
 }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// Strides of `t` broadcast to `shape` (right-aligned); throws when t does not broadcast.
+std::vector<int64_t> broadcast_strides(const char* op, const char* name, const Tensor& t,
+                                       const std::vector<int64_t>& shape) {
+  int64_t nd = (int64_t)shape.size(), td = t.dim();
+  if (td > nd)
+    throw Error(std::string(op) + ": " + name + " " + shape_str(t.shape) + " has more dims than the output " +
+                shape_str(shape));
+  std::vector<int64_t> st(nd, 0);
+  int64_t s = 1;
+  for (int64_t i = td - 1; i >= 0; --i) {
+    int64_t d = i + nd - td;
+    if (t.shape[i] == shape[d]) st[d] = shape[d] == 1 ? 0 : s;
+    else if (t.shape[i] != 1)
+      throw Error(std::string(op) + ": " + name + " " + shape_str(t.shape) + " does not broadcast to " +
+                  shape_str(shape));
+    s *= t.shape[i];
+  }
+  return st;
+}
+
+// The loop nest of a broadcast binary op after merging dims whose strides chain.
+struct Nest {
+  std::vector<int64_t> size, sa, sb;  // outer dims first; the last entry is the inner loop
+};
+
+Nest coalesce(const std::vector<int64_t>& shape, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb) {
+  Nest n;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    if (!n.size.empty()) {
+      int64_t k = (int64_t)n.size.size() - 1;
+      // Merging the previous dim into this one is valid when it steps exactly size[d] of this dim's strides.
+      if (n.sa[k] == sa[d] * shape[d] && n.sb[k] == sb[d] * shape[d]) {
+        n.size[k] *= shape[d];
+        n.sa[k] = sa[d];
+        n.sb[k] = sb[d];
+        continue;
+      }
+    }
+    n.size.push_back(shape[d]);
+    n.sa.push_back(sa[d]);
+    n.sb.push_back(sb[d]);
+  }
+  if (n.size.empty()) {
+    n.size = {1};
+    n.sa = {0};
+    n.sb = {0};
+  }
+  return n;
+}
+
+// Inner loop over n elements with a/b strides each 0 or 1; specialised so each case vectorises.
+template <class F>
+inline void inner(F f, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  if (sa == 1 && sb == 1)
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+  else if (sa == 1 && sb == 0) {
+    float bv = b[0];
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv);
+  } else if (sa == 0 && sb == 1) {
+    float av = a[0];
+    for (int64_t i = 0; i < n; ++i) y[i] = f(av, b[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i * sa], b[i * sb]);
+  }
+}
+
+template <class F>
+void binary(const OpContext& c, const char* op, F f) {
+  const Tensor &a = c.in.at(0), &b = c.in.at(1), &y = c.out.at(0);
+  const std::vector<int64_t>& shape = y.shape;
+  auto sa = broadcast_strides(op, "a", a, shape), sb = broadcast_strides(op, "b", b, shape);
+  const float *pa = a.data<float>(), *pb = b.data<float>();
+  float* py = y.data<float>();
+  int64_t total = y.numel();
+  if (total == 0) return;
+  // Fast path: equal shapes, one flat loop.
+  if (a.numel() == total && b.numel() == total) {
+    c.pool->parallel_for(total, kGrain, [&](int64_t s, int64_t e) { inner(f, pa + s, 1, pb + s, 1, py + s, e - s); });
+    return;
+  }
+  Nest n = coalesce(shape, sa, sb);
+  int64_t nd = (int64_t)n.size.size(), len = n.size[nd - 1];
+  int64_t rows = total / len, isa = n.sa[nd - 1], isb = n.sb[nd - 1];
+  // Fast path: a is y-shaped and b repeats along rows (b a trailing-dims vector): [rows, len] x [len].
+  if (nd == 2 && n.sa[0] == len && isa == 1 && n.sb[0] == 0 && isb == 1) {
+    c.pool->parallel_for(rows, std::max<int64_t>(1, kGrain / len), [&](int64_t s, int64_t e) {
+      for (int64_t r = s; r < e; ++r) inner(f, pa + r * len, 1, pb, 1, py + r * len, len);
+    });
+    return;
+  }
+  c.pool->parallel_for(rows, std::max<int64_t>(1, kGrain / len), [&](int64_t s, int64_t e) {
+    for (int64_t r = s; r < e; ++r) {
+      int64_t rem = r, oa = 0, ob = 0;
+      for (int64_t d = nd - 2; d >= 0; --d) {
+        int64_t i = rem % n.size[d];
+        rem /= n.size[d];
+        oa += i * n.sa[d];
+        ob += i * n.sb[d];
+      }
+      inner(f, pa + oa, isa, pb + ob, isb, py + r * len, len);
+    }
+  });
+}
+
+void add_kernel(const OpContext& c) { binary(c, "add", [](float x, float y) { return x + y; }); }
+void sub_kernel(const OpContext& c) { binary(c, "sub", [](float x, float y) { return x - y; }); }
+void mul_kernel(const OpContext& c) { binary(c, "mul", [](float x, float y) { return x * y; }); }
+void div_kernel(const OpContext& c) { binary(c, "div", [](float x, float y) { return x / y; }); }
+
+void check_same_size(const char* op, const Tensor& x, const Tensor& y) {
+  if (x.numel() != y.numel())
+    throw Error(std::string(op) + ": input " + shape_str(x.shape) + " and output " + shape_str(y.shape) +
+                " differ in size");
+}
+
+void affine_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  check_same_size("affine", x, y);
+  float a = (float)c.attrs.f("a"), b = (float)c.attrs.f("b");
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = a * px[i] + b;
+  });
+}
+
+void clamp_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  check_same_size("clamp", x, y);
+  float lo = (float)c.attrs.f("min", -INFINITY), hi = (float)c.attrs.f("max", INFINITY);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = std::min(std::max(px[i], lo), hi);
+  });
+}
+
 }  // namespace
 
-void register_elementwise_cpu(OpRegistry& r) { r.add_cpu("fill", fill_kernel); }
+// Sampler updates must round each product and sum separately (no fused multiply-add), like the JS reference.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+namespace {
+void scheduler_step_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &eps = c.in.at(1), &y = c.out.at(0);
+  bool has_noise = c.in.size() > 2;
+  check_same_size("scheduler_step", x, y);
+  check_same_size("scheduler_step", eps, y);
+  if (has_noise) check_same_size("scheduler_step", c.in[2], y);
+  float a = (float)c.attrs.f("a"), b = (float)c.attrs.f("b"), cc = (float)c.attrs.f("c", 0.0);
+  const float *px = x.data<float>(), *pe = eps.data<float>(), *pn = has_noise ? c.in[2].data<float>() : nullptr;
+  float* py = y.data<float>();
+  c.pool->parallel_for(y.numel(), kGrain, [&, a, b, cc](int64_t s, int64_t e) {
+    if (pn) {
+      for (int64_t i = s; i < e; ++i) {
+        float ax = a * px[i], be = b * pe[i], cn = cc * pn[i];
+        py[i] = (ax + be) + cn;
+      }
+    } else {
+      for (int64_t i = s; i < e; ++i) {
+        float ax = a * px[i], be = b * pe[i];
+        py[i] = ax + be;
+      }
+    }
+  });
+}
+}  // namespace
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+void register_elementwise_cpu(OpRegistry& r) {
+  r.add_cpu("fill", fill_kernel);
+  r.add_cpu("add", add_kernel);
+  r.add_cpu("sub", sub_kernel);
+  r.add_cpu("mul", mul_kernel);
+  r.add_cpu("div", div_kernel);
+  r.add_cpu("affine", affine_kernel);
+  r.add_cpu("clamp", clamp_kernel);
+  r.add_cpu("scheduler_step", scheduler_step_kernel);
+}
 }  // namespace hsd

@@ -1,4 +1,31 @@
+// rand: fills y (f32; the engine narrows into f16/bf16 outputs) with Philox4x32-10 numbers, element i taking
+// hsd::philox::element(seed, offset, i, normal): N(0, 1) when `normal`, else U[0, 1). Every element is a pure
+// function of (seed, offset, i), so the threads split the range freely and the CUDA kernel gives the same
+// bits. This file is compiled with -ffp-contract=off (CMakeLists.txt) so that the compiler fuses nothing
+// beyond the explicit fmaf calls in philox.h. Each element recomputes its 4-lane block (4x the Philox work
+// of sharing a block across lanes); the generator is cheap next to the denoising it feeds.
+#include <string>
+
 #include "hypersd/ops.h"
+#include "hypersd/philox.h"
+
 namespace hsd {
-void register_random_cpu(OpRegistry&) {}
+namespace {
+
+void rand_kernel(const OpContext& c) {
+  const Tensor& y = c.out.at(0);
+  if (y.dtype != DType::F32) throw Error("rand: output must be f32 here, got " + y.describe());
+  double seed_d = c.attrs.f("seed"), offset_d = c.attrs.f("offset", 0.0);
+  if (seed_d < 0 || offset_d < 0) throw Error("rand: seed and offset must be non-negative");
+  uint64_t seed = (uint64_t)seed_d, offset = (uint64_t)offset_d;
+  int normal = c.attrs.i("normal", 1) != 0;
+  float* p = y.data<float>();
+  c.pool->parallel_for(y.numel(), 1 << 12, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) p[i] = philox::element(seed, offset, (uint64_t)i, normal);
+  });
+}
+
+}  // namespace
+
+void register_random_cpu(OpRegistry& r) { r.add_cpu("rand", rand_kernel); }
 }  // namespace hsd

@@ -1,37 +1,173 @@
-// Shape ops: copy (strided -> contiguous), cast between dtypes.
+// Shape ops: copy (strided -> contiguous), cast between dtypes, permute, slice, concat, upsample_nearest2x.
+//
+// Except cast, these only move bytes, so they work on every dtype without widening (registered with
+// f32_only = false) and copy whole contiguous runs with memcpy where the layout has them. permute and
+// copy share one strided gather: y (contiguous) walks its rows, x is addressed through arbitrary strides,
+// with the element size (2, 4 or 8 bytes) a template parameter so the inner loop is a plain typed copy.
+#include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "hypersd/ops.h"
 
 namespace hsd {
 namespace {
 
+template <class T>
+void gather_rows(const T* src, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, T* dst,
+                 int64_t r0, int64_t r1) {
+  int64_t nd = (int64_t)shape.size();
+  int64_t inner = nd ? shape[nd - 1] : 1, is = nd ? strides[nd - 1] : 1;
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t rem = r, off = 0;
+    for (int64_t d = nd - 2; d >= 0; --d) {
+      off += (rem % shape[d]) * strides[d];
+      rem /= shape[d];
+    }
+    T* out = dst + r * inner;
+    const T* in = src + off;
+    if (is == 1) std::memcpy(out, in, (size_t)inner * sizeof(T));
+    else
+      for (int64_t i = 0; i < inner; ++i) out[i] = in[i * is];
+  }
+}
+
+// y (contiguous, `shape`) = the elements of x's storage at x.offset + sum(index * strides).
+void strided_gather(const Tensor& x, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
+                    const Tensor& y, ThreadPool* pool) {
+  int64_t n = y.numel(), inner = shape.empty() ? 1 : shape.back();
+  if (n == 0) return;
+  int64_t rows = n / inner;
+  size_t es = dtype_size(y.dtype);
+  const char* src = (const char*)x.storage->ptr + (size_t)x.offset * es;
+  pool->parallel_for(rows, std::max<int64_t>(1, 4096 / inner), [&](int64_t b, int64_t e) {
+    switch (es) {
+      case 2: gather_rows((const uint16_t*)src, shape, strides, (uint16_t*)y.raw(), b, e); break;
+      case 4: gather_rows((const uint32_t*)src, shape, strides, (uint32_t*)y.raw(), b, e); break;
+      default: gather_rows((const uint64_t*)src, shape, strides, (uint64_t*)y.raw(), b, e); break;
+    }
+  });
+}
+
 // General strided gather into a contiguous output of the same shape and dtype.
 void copy_kernel(const OpContext& c) {
   const Tensor& x = c.in.at(0);
   const Tensor& y = c.out.at(0);
   if (x.shape != y.shape || x.dtype != y.dtype) throw Error("copy: input and output differ in shape or dtype");
-  size_t es = dtype_size(x.dtype);
-  int64_t n = y.numel();
   if (x.is_contiguous()) {
-    std::memcpy(y.raw(), x.raw(), (size_t)n * es);
+    std::memcpy(y.raw(), x.raw(), y.nbytes());
     return;
   }
+  strided_gather(x, x.shape, x.strides, y, c.pool);
+}
+
+void permute_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  auto dims = c.attrs.ints("dims");
   int64_t nd = x.dim();
-  int64_t inner = nd ? x.shape[nd - 1] : 1, inner_stride = nd ? x.strides[nd - 1] : 1;
-  int64_t rows = inner ? n / inner : 0;
-  const char* src = (const char*)x.storage->ptr;
+  if ((int64_t)dims.size() != nd || y.dim() != nd || x.dtype != y.dtype)
+    throw Error("permute: dims, input " + x.describe() + " and output " + y.describe() + " disagree");
+  std::vector<int64_t> strides(nd), seen(nd, 0);
+  auto xs = contiguous_strides(x.shape);
+  for (int64_t i = 0; i < nd; ++i) {
+    int64_t d = dims[i] < 0 ? dims[i] + nd : dims[i];
+    if (d < 0 || d >= nd || seen[d]++) throw Error("permute: dims is not a permutation of 0.." + std::to_string(nd - 1));
+    if (y.shape[i] != x.shape[d]) throw Error("permute: output " + y.describe() + " does not match the permuted input");
+    strides[i] = xs[d];
+  }
+  strided_gather(x, y.shape, strides, y, c.pool);
+}
+
+// outer x axis x inner decomposition of a contiguous shape.
+void split_at(const std::vector<int64_t>& shape, int64_t axis, int64_t& outer, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= shape[d];
+  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+}
+
+int64_t norm_axis(const char* op, int64_t axis, int64_t nd) {
+  int64_t a = axis < 0 ? axis + nd : axis;
+  if (a < 0 || a >= nd) throw Error(std::string(op) + ": axis " + std::to_string(axis) + " out of range for rank " + std::to_string(nd));
+  return a;
+}
+
+void slice_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  int64_t nd = x.dim(), axis = norm_axis("slice", c.attrs.i("axis"), nd);
+  int64_t start = c.attrs.i("start"), step = c.attrs.i("step", 1), len = y.dim() == nd ? y.shape[axis] : -1;
+  for (int64_t d = 0; d < nd && len >= 0; ++d)
+    if (d != axis && y.shape[d] != x.shape[d]) len = -1;
+  if (len < 0 || x.dtype != y.dtype)
+    throw Error("slice: output " + y.describe() + " does not match input " + x.describe() + " outside axis " + std::to_string(axis));
+  if (len > 0 && (start < 0 || start >= x.shape[axis] || start + step * (len - 1) < 0 ||
+                  start + step * (len - 1) >= x.shape[axis]))
+    throw Error("slice: start " + std::to_string(start) + ", step " + std::to_string(step) + ", length " +
+                std::to_string(len) + " reach outside axis " + std::to_string(axis) + " of " + x.describe());
+  int64_t outer, inner;
+  split_at(x.shape, axis, outer, inner);
+  size_t es = dtype_size(x.dtype), run = (size_t)inner * es;
+  const char* src = (const char*)x.raw();
   char* dst = (char*)y.raw();
-  c.pool->parallel_for(rows, 64, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      int64_t rem = r, off = x.offset;
-      for (int64_t d = nd - 2; d >= 0; --d) {
-        off += (rem % x.shape[d]) * x.strides[d];
-        rem /= x.shape[d];
+  int64_t xa = x.shape[axis];
+  c.pool->parallel_for(outer * len, std::max<int64_t>(1, 8192 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      int64_t o = t / len, i = t % len;
+      std::memcpy(dst + (size_t)t * run, src + (size_t)(o * xa + start + step * i) * run, run);
+    }
+  });
+}
+
+void concat_kernel(const OpContext& c) {
+  const Tensor& y = c.out.at(0);
+  int64_t nd = y.dim(), axis = norm_axis("concat", c.attrs.i("axis"), nd);
+  int64_t total = 0;
+  for (size_t k = 0; k < c.in.size(); ++k) {
+    const Tensor& x = c.in[k];
+    bool ok = x.dim() == nd && x.dtype == y.dtype;
+    for (int64_t d = 0; ok && d < nd; ++d) ok = d == axis || x.shape[d] == y.shape[d];
+    if (!ok) throw Error("concat: input " + std::to_string(k) + " " + x.describe() + " does not fit output " + y.describe());
+    total += x.shape[axis];
+  }
+  if (total != y.shape[axis])
+    throw Error("concat: inputs add up to " + std::to_string(total) + " along axis " + std::to_string(axis) +
+                " but the output " + y.describe() + " has " + std::to_string(y.shape[axis]));
+  int64_t outer, inner;
+  split_at(y.shape, axis, outer, inner);
+  size_t es = dtype_size(y.dtype);
+  int64_t nin = (int64_t)c.in.size();
+  std::vector<int64_t> start(nin + 1, 0);  // offset of input k inside one output row, in elements
+  for (int64_t k = 0; k < nin; ++k) start[k + 1] = start[k] + c.in[k].shape[axis] * inner;
+  int64_t row = start[nin];
+  char* dst = (char*)y.raw();
+  c.pool->parallel_for(outer * nin, std::max<int64_t>(1, 8192 / std::max<int64_t>(row / std::max<int64_t>(nin, 1), 1)),
+                       [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      int64_t o = t / nin, k = t % nin;
+      size_t n = (size_t)(start[k + 1] - start[k]) * es;
+      std::memcpy(dst + (size_t)(o * row + start[k]) * es, (const char*)c.in[k].raw() + (size_t)o * n, n);
+    }
+  });
+}
+
+void upsample_nearest2x_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  if (x.dim() != 4 || y.dim() != 4 || y.shape[0] != x.shape[0] || y.shape[1] != 2 * x.shape[1] ||
+      y.shape[2] != 2 * x.shape[2] || y.shape[3] != x.shape[3] || x.dtype != y.dtype)
+    throw Error("upsample_nearest2x: x " + x.describe() + " must be [N, H, W, C] and y " + y.describe() + " [N, 2H, 2W, C]");
+  int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2];
+  size_t run = (size_t)x.shape[3] * dtype_size(x.dtype);
+  const char* src = (const char*)x.raw();
+  char* dst = (char*)y.raw();
+  c.pool->parallel_for(N * 2 * H, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {  // output row r = (n, oh)
+      int64_t n = r / (2 * H), h = (r % (2 * H)) / 2;
+      const char* in = src + (size_t)(n * H + h) * W * run;
+      char* out = dst + (size_t)r * 2 * W * run;
+      for (int64_t w = 0; w < W; ++w) {
+        std::memcpy(out + (2 * w) * run, in + w * run, run);
+        std::memcpy(out + (2 * w + 1) * run, in + w * run, run);
       }
-      char* out = dst + (size_t)(r * inner) * es;
-      for (int64_t i = 0; i < inner; ++i)
-        std::memcpy(out + i * es, src + (size_t)(off + i * inner_stride) * es, es);
     }
   });
 }
@@ -66,8 +202,15 @@ void cast_kernel(const OpContext& c) {
 
 }  // namespace
 
+void register_debug_cpu(OpRegistry& r);  // debug.cpp: test-support ops
+
 void register_shape_cpu(OpRegistry& r) {
   r.add_cpu("copy", copy_kernel, false);
   r.add_cpu("cast", cast_kernel, false);
+  r.add_cpu("permute", permute_kernel, false);
+  r.add_cpu("slice", slice_kernel, false);
+  r.add_cpu("concat", concat_kernel, false);
+  r.add_cpu("upsample_nearest2x", upsample_nearest2x_kernel, false);
+  register_debug_cpu(r);
 }
 }  // namespace hsd

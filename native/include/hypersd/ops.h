@@ -7,7 +7,9 @@
 // (op name, shapes, device) and the next sync point rethrows it. The full op list, with the semantics of
 // every input, output and attribute, is in native/include/hypersd/OPS.md.
 #pragma once
+#include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <deque>
 #include <functional>
 #include <map>
@@ -76,11 +78,15 @@ class ThreadPool {
 
  private:
   void worker_loop(int id);
+  void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t b, int64_t e);
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  int64_t n_ = 0, chunk_ = 0, next_ = 0;
+  int64_t n_ = 0, chunk_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::mutex err_mu_;
+  std::exception_ptr err_;
   int active_ = 0;
   uint64_t generation_ = 0;
   bool stop_ = false;

@@ -1,0 +1,142 @@
+// The execution model (DESIGN.md): async kernel errors surface at the next sync point and the process keeps
+// working; the JS event loop runs while kernels run; tidy/dispose return memory; HYPERSD_SYNC=1 throws at the
+// call. Uses the CPU stream and the test-support ops debug_sleep / debug_fail (native/cpu/debug.cpp).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as hs from '../lib';
+
+const { ops } = hs;
+const cpu = { device: 'cpu' as const };
+const vec = (v: number[]) => hs.tensor(v, [v.length], cpu);
+
+/** Waits (briefly) until cond holds: storages are released by the stream thread right after it goes idle. */
+async function eventually(cond: () => boolean, ms = 2000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
+test('a failing op between good ops surfaces at the next data() with its name; the process keeps working', async () => {
+  const a = vec([1, 2, 3]);
+  const b = ops.add(a, a);
+  hs.runOp('debug_fail', [b], [hs.empty([3], cpu)]);
+  const c = ops.mul(b, b);
+  let message = '';
+  try {
+    await c.data();
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  assert.match(message, /op 'debug_fail' on cpu/);
+  assert.match(message, /debug_fail: requested failure/);
+  // The error was reported once; later work runs and is right.
+  assert.equal(Array.from(await ops.add(c, a).floats()), [5, 18, 39]);
+  await hs.sync('cpu');
+});
+
+test('the event loop keeps ticking while a 1-second kernel runs', async () => {
+  const x = vec([1, 2, 3]);
+  const y = hs.empty([3], cpu);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 10);
+  const t0 = Date.now();
+  hs.runOp('debug_sleep', [x], [y], { ms: 1000 });
+  const enqueued = Date.now() - t0;
+  const v = await y.floats();
+  const took = Date.now() - t0;
+  clearInterval(timer);
+  assert.ok(enqueued < 100, `enqueue returned after ${enqueued} ms`);
+  assert.ok(took >= 990, `data() resolved after ${took} ms`);
+  assert.ok(ticks >= 40, `only ${ticks} ticks of a 10 ms interval in ${took} ms`);
+  assert.equal(Array.from(v), [1, 2, 3]);
+});
+
+test('dispose() while kernels are queued is safe (stream-ordered freeing)', async () => {
+  const x = vec([1, 2, 3, 4]);
+  const y = hs.empty([4], cpu);
+  hs.runOp('debug_sleep', [x], [y], { ms: 100 });
+  const z = ops.mul(y, x);
+  x.dispose();
+  y.dispose();
+  assert.equal(Array.from(await z.floats()), [1, 4, 9, 16]);
+});
+
+test('memory() returns to its baseline after tidy', async () => {
+  await hs.sync('cpu');
+  const base = hs.memory();
+  const kept = hs.tidy(() => {
+    let h = ops.randn([64, 65], { seed: 1, device: 'cpu' });
+    for (let i = 0; i < 20; i++) h = ops.silu(ops.add(h, ops.mul(h, 0.5)));
+    return ops.sumTo(h, [65]);
+  });
+  const during = hs.memory();
+  assert.is(during.tensors, base.tensors + 1, 'only the returned tensor is alive');
+  assert.is(during.bytes, base.bytes + 65 * 4);
+  assert.is((await kept.floats()).length, 65);
+  kept.dispose();
+  const after = hs.memory();
+  assert.is(after.tensors, base.tensors);
+  assert.is(after.bytes, base.bytes);
+  await hs.sync('cpu');
+  assert.ok(await eventually(() => hs.memory().cpu.allocatedBytes === base.cpu.allocatedBytes),
+    `native bytes ${hs.memory().cpu.allocatedBytes} vs ${base.cpu.allocatedBytes} at the start`);
+});
+
+test('10,000 small ops (each disposed) do not grow RSS', async () => {
+  const x = vec(Array.from({ length: 1024 }, (_, i) => i)); // 4 KiB: a leaked buffer per op would add 80 MiB
+  const round = async () => {
+    for (let i = 0; i < 10_000; i++) ops.add(x, x).dispose();
+    await hs.sync('cpu');
+  };
+  const base = hs.memory();
+  await round(); // warm-up: allocator caches, JIT, V8 heap sizing
+  const rss0 = process.memoryUsage().rss;
+  await round();
+  await round();
+  const grew = process.memoryUsage().rss - rss0;
+  assert.ok(grew < 8 * 2 ** 20, `RSS grew ${(grew / 2 ** 20).toFixed(1)} MiB over 20,000 ops`);
+  assert.is(hs.memory().tensors, base.tensors);
+  assert.ok(await eventually(() => hs.memory().cpu.allocatedBytes === base.cpu.allocatedBytes));
+});
+
+test('HYPERSD_SYNC=1 throws at the op call itself', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-sync-'));
+  const script = path.join(dir, 'sync.ts');
+  fs.writeFileSync(script, `
+    import * as hs from ${JSON.stringify(path.resolve(__dirname, '../lib'))};
+    const y = hs.empty([2], { device: 'cpu' });
+    try {
+      hs.runOp('debug_fail', [], [y]);
+      console.log('NO THROW');
+    } catch (e) {
+      console.log('THREW AT CALL: ' + (e as Error).message);
+    }
+    // Ops run on the calling thread: a good op's result is already there, and the process goes on.
+    const ids = hs.tensor(Int32Array.from([5]), [1], { dtype: 'i32', device: 'cpu' });
+    try {
+      hs.ops.embedding(ids, hs.zeros([3, 2], { device: 'cpu' }));
+    } catch (e) {
+      console.log('EMBEDDING: ' + (e as Error).message);
+    }
+    hs.ops.add(hs.tensor([1, 2], [2], { device: 'cpu' }), 1).data().then((v) => console.log('DATA ' + Array.from(v).join(',')));
+  `);
+  const env: NodeJS.ProcessEnv = { ...process.env, HYPERSD_SYNC: '1' };
+  if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+  const tsx = require.resolve('tsx/cli');
+  const r = spawnSync(process.execPath, [tsx, script], { env, encoding: 'utf8', timeout: 60_000 });
+  fs.rmSync(dir, { recursive: true, force: true });
+  const out = r.stdout + r.stderr;
+  assert.is(r.status, 0, out);
+  assert.match(out, /THREW AT CALL: .*debug_fail: requested failure/);
+  assert.match(out, /EMBEDDING: .*id 5 .*vocabulary of 3/);
+  assert.match(out, /DATA 2,3/);
+});
+
+test.run();

@@ -1,0 +1,112 @@
+// silu, gelu (erf), gelu_tanh, quick_gelu, geglu and softmax against float64 references.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+
+const { silu, gelu, geluTanh, quickGelu, geglu, softmax } = hs.ops;
+
+// erf in float64: the Taylor series for |z| < 3 (terms stay below ~1e4, so ~1e-12 absolute), and
+// 1 - erfc(z) with erfc's continued fraction exp(-z^2)/sqrt(pi) / (z + (1/2)/(z + 1/(z + (3/2)/(z + ...)))) beyond.
+function erf(z: number): number {
+  const a = Math.abs(z);
+  if (a < 3) {
+    let sum = 0, term = z;
+    for (let n = 0; n < 120; n++) {
+      sum += term / (2 * n + 1);
+      term = (-term * z * z) / (n + 1);
+    }
+    return (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  let f = a;
+  for (let n = 80; n >= 1; n--) f = a + n / 2 / f;
+  return Math.sign(z) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f);
+}
+const sig = (x: number) => 1 / (1 + Math.exp(-x));
+const refs: Record<string, (x: number) => number> = {
+  silu: (x) => x * sig(x),
+  gelu: (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+  geluTanh: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
+  quickGelu: (x) => x * sig(1.702 * x),
+};
+const fns: Record<string, (x: hs.Tensor) => hs.Tensor> = { silu, gelu, geluTanh, quickGelu };
+
+const N = 1001;
+const inputs = () => {
+  const v = randn(N, 3, 2.5);
+  v[0] = 0; v[1] = -9; v[2] = 9; v[3] = 5.5; v[4] = -5.5;
+  return v;
+};
+
+for (const name of Object.keys(fns))
+  for (const dtype of ['f32', 'f16', 'bf16'] as const)
+    test(`${name} ${dtype} [7, 11, 13]`, async () => {
+      const xv = inputs();
+      const y = fns[name](t(xv, [7, 11, 13], dtype));
+      assert.equal(y.shape, [7, 11, 13]);
+      assert.is(y.dtype, dtype);
+      const ref = Array.from(roundTo(dtype, xv), refs[name]);
+      const out = await y.floats();
+      assertClose(out, ref, TOL[dtype], name);
+      // In f32 the four functions are distinguishable at this tolerance (a kernel mixing them up fails).
+      if (dtype === 'f32')
+        for (const other of Object.keys(refs))
+          if (other !== name) assert.ok(relErr(out, Array.from(roundTo(dtype, xv), refs[other])) > TOL.f32, `${name} vs ${other}`);
+    });
+
+function gegluRef(x: Float64Array, rows: number, n: number) {
+  const y = new Float64Array(rows * n);
+  for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) y[r * n + i] = x[r * 2 * n + i] * refs.gelu(x[r * 2 * n + n + i]);
+  return y;
+}
+
+for (const dtype of ['f32', 'f16', 'bf16'] as const)
+  test(`geglu ${dtype} [3, 5, 2*37]`, async () => {
+    const xv = randn(3 * 5 * 74, 9, 1.5);
+    const y = geglu(t(xv, [3, 5, 74], dtype));
+    assert.equal(y.shape, [3, 5, 37]);
+    const out = await y.floats();
+    assertClose(out, gegluRef(roundTo(dtype, xv), 15, 37), TOL[dtype], 'geglu');
+    // hidden * gelu(gate), not gate * gelu(hidden)
+    const swapped = new Float64Array(15 * 37);
+    const xr = roundTo(dtype, xv);
+    for (let r = 0; r < 15; r++) for (let i = 0; i < 37; i++) swapped[r * 37 + i] = xr[r * 74 + 37 + i] * refs.gelu(xr[r * 74 + i]);
+    assert.ok(relErr(out, swapped) > 0.1);
+  });
+
+function softmaxRef(x: Float64Array, n: number, scale: number) {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < x.length / n; r++) {
+    let m = -Infinity, s = 0;
+    for (let i = 0; i < n; i++) m = Math.max(m, scale * x[r * n + i]);
+    for (let i = 0; i < n; i++) s += Math.exp(scale * x[r * n + i] - m);
+    for (let i = 0; i < n; i++) y[r * n + i] = Math.exp(scale * x[r * n + i] - m) / s;
+  }
+  return y;
+}
+
+for (const dtype of ['f32', 'f16', 'bf16'] as const)
+  test(`softmax ${dtype} [7, 77] scale 0.3 and default`, async () => {
+    const xv = randn(7 * 77, 13, 6);
+    const x = t(xv, [7, 77], dtype);
+    const xr = roundTo(dtype, xv);
+    const a = await softmax(x, 0.3).floats();
+    assertClose(a, softmaxRef(xr, 77, 0.3), TOL[dtype], 'scale 0.3');
+    const b = await softmax(x).floats();
+    assertClose(b, softmaxRef(xr, 77, 1), TOL[dtype], 'scale 1');
+    assert.ok(relErr(a, b) > 0.1, 'the scale matters');
+  });
+
+test('softmax: large logits stay finite; one-element rows are 1', async () => {
+  const y = await softmax(t([1000, 999, -1000, 50], [2, 2])).floats();
+  assertClose(y, [1 / (1 + Math.exp(-1)), Math.exp(-1) / (1 + Math.exp(-1)), Math.exp(-1050), 1], TOL.f32, 'y');
+  assert.equal(Array.from(await softmax(t([3, -2, 7], [3, 1])).floats()), [1, 1, 1]);
+});
+
+test('activations: argument errors', () => {
+  assert.throws(() => geglu(t(randn(15), [3, 5])), /geglu: x \[3,5\] must have an even last dim/);
+  assert.throws(() => silu(hs.tensor(new Int32Array(3), [3], { device: DEVICE })), /silu: x must be a float tensor, got i32/);
+  assert.throws(() => softmax(t([1, 2], [2]), NaN), /softmax: scale must be a finite number/);
+});
+
+test.run();

@@ -1,0 +1,113 @@
+// attention: flash-style CPU/CUDA kernel against a plain float64 softmax(q k^T * scale) v per head.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+
+const { attention } = hs.ops;
+
+interface Case { B: number; Lq: number; Lk: number; H: number; D: number; Dv: number; causal?: boolean; scale?: number; amp?: number }
+
+/** Float64 reference: o [B, Lq, H*Dv] and lse [B, H, Lq]. Causal is top-left aligned (key j <= query i). */
+function reference(q: Float64Array, k: Float64Array, v: Float64Array, c: Case, scale: number) {
+  const { B, Lq, Lk, H, D, Dv } = c;
+  const o = new Float64Array(B * Lq * H * Dv), lse = new Float64Array(B * H * Lq);
+  const s = new Float64Array(Lk);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Lq; i++) {
+        let m = -Infinity;
+        const n = c.causal ? Math.min(Lk, i + 1) : Lk;
+        for (let j = 0; j < n; j++) {
+          let d = 0;
+          for (let e = 0; e < D; e++) d += q[((b * Lq + i) * H + h) * D + e] * k[((b * Lk + j) * H + h) * D + e];
+          s[j] = d * scale;
+          m = Math.max(m, s[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += Math.exp(s[j] - m);
+        lse[(b * H + h) * Lq + i] = m + Math.log(sum);
+        for (let e = 0; e < Dv; e++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += Math.exp(s[j] - m) * v[((b * Lk + j) * H + h) * Dv + e];
+          o[((b * Lq + i) * H + h) * Dv + e] = acc / sum;
+        }
+      }
+  return { o, lse };
+}
+
+async function run(c: Case, dtype: hs.DType, seed: number) {
+  const { B, Lq, Lk, H, D, Dv } = c;
+  const qv = randn(B * Lq * H * D, seed, c.amp ?? 1), kv = randn(B * Lk * H * D, seed + 1), vv = randn(B * Lk * H * Dv, seed + 2);
+  const q = t(qv, [B, Lq, H * D], dtype), k = t(kv, [B, Lk, H * D], dtype), v = t(vv, [B, Lk, H * Dv], dtype);
+  const scale = c.scale ?? 1 / Math.sqrt(D);
+  const res = attention(q, k, v, { heads: H, scale: c.scale, causal: c.causal, returnLse: true });
+  const ref = reference(roundTo(dtype, qv), roundTo(dtype, kv), roundTo(dtype, vv), c, scale);
+  const out = await res.out.floats(), lse = await res.lse.floats();
+  assert.equal(res.out.shape, [B, Lq, H * Dv]);
+  assert.equal(res.lse.shape, [B, H, Lq]);
+  assert.is(res.lse.dtype, 'f32');
+  assert.is(res.out.dtype, dtype);
+  for (const x of [q, k, v, res.out, res.lse]) x.dispose();
+  return { out, lse, ref, inputs: [roundTo(dtype, qv), roundTo(dtype, kv), roundTo(dtype, vv)] as const };
+}
+
+const cases: [string, Case][] = [
+  ['self L=37 D=40 heads 3', { B: 2, Lq: 37, Lk: 37, H: 3, D: 40, Dv: 40 }],
+  ['cross Lk=77 D=8 (two key blocks)', { B: 1, Lq: 37, Lk: 77, H: 3, D: 8, Dv: 8 }],
+  ['cross Lk=45 D=40 Dv=24', { B: 2, Lq: 37, Lk: 45, H: 3, D: 40, Dv: 24 }],
+  ['causal self L=77', { B: 1, Lq: 77, Lk: 77, H: 3, D: 8, Dv: 8, causal: true }],
+  ['causal Lq=37 < Lk=45 (top-left)', { B: 1, Lq: 37, Lk: 45, H: 2, D: 8, Dv: 8, causal: true }],
+  ['large logits (online max rescaling), Lk=150', { B: 1, Lq: 19, Lk: 150, H: 1, D: 40, Dv: 40, amp: 4 }],
+  ['explicit scale, Lq=1', { B: 3, Lq: 1, Lk: 45, H: 3, D: 40, Dv: 40, scale: 0.37 }],
+];
+
+for (const [name, c] of cases) {
+  test(`attention f32: ${name}`, async () => {
+    const { out, lse, ref } = await run(c, 'f32', 11);
+    assertClose(out, ref.o, TOL.f32, 'out');
+    assertClose(lse, ref.lse, TOL.f32, 'lse');
+  });
+}
+
+for (const dtype of ['f16', 'bf16'] as const) {
+  test(`attention ${dtype}: cross Lk=77 D=40`, async () => {
+    const c: Case = { B: 2, Lq: 37, Lk: 77, H: 3, D: 40, Dv: 40 };
+    const { out, ref } = await run(c, dtype, 5);
+    assertClose(out, ref.o, TOL[dtype], 'out');
+    assert.ok(relErr(out, ref.o) > 0, 'half storage rounds the output');
+  });
+}
+
+test('attention: the reference discriminates (causal vs full, wrong scale)', async () => {
+  const c: Case = { B: 1, Lq: 37, Lk: 37, H: 3, D: 8, Dv: 8, causal: true };
+  const { out, ref, inputs } = await run(c, 'f32', 3);
+  assert.ok(relErr(out, ref.o) < 1e-5);
+  const full = reference(...inputs, { ...c, causal: false }, 1 / Math.sqrt(8));
+  assert.ok(relErr(out, full.o) > 1e-2, 'causal output differs from unmasked');
+  const scaled = reference(...inputs, c, 0.5);
+  assert.ok(relErr(out, scaled.o) > 1e-3, 'the scale matters');
+});
+
+test('attention: default scale is 1/sqrt(D) and a single head view matches', async () => {
+  const B = 1, L = 9, D = 40;
+  const qv = randn(B * L * D, 21), kv = randn(B * L * D, 22), vv = randn(B * L * D, 23);
+  const q = t(qv, [B, L, D]), k = t(kv, [B, L, D]), v = t(vv, [B, L, D]);
+  const a = await attention(q, k, v, { heads: 1 }).floats();
+  const ref = reference(roundTo('f32', qv), roundTo('f32', kv), roundTo('f32', vv), { B, Lq: L, Lk: L, H: 1, D, Dv: D }, 1 / Math.sqrt(D));
+  assertClose(a, ref.o, TOL.f32, 'out');
+  const wrong = reference(roundTo('f32', qv), roundTo('f32', kv), roundTo('f32', vv), { B, Lq: L, Lk: L, H: 1, D, Dv: D }, 1);
+  assert.ok(relErr(a, wrong.o) > 1e-3);
+});
+
+test('attention: argument errors name the op and the shapes', () => {
+  const q = t(randn(2 * 5 * 12), [2, 5, 12]), k = t(randn(2 * 7 * 12), [2, 7, 12]), v = t(randn(2 * 7 * 6), [2, 7, 6]);
+  assert.throws(() => attention(q, k, v, { heads: 5 }), /attention: heads 5 must divide.*\[2,5,12\].*\[2,7,6\]/);
+  assert.throws(() => attention(q, t(randn(2 * 7 * 8), [2, 7, 8]), v, { heads: 2 }), /attention: k \[2,7,8\] must have q's channels \(q \[2,5,12\]\)/);
+  assert.throws(() => attention(q, k, t(randn(2 * 6 * 6), [2, 6, 6]), { heads: 2 }), /attention: v \[2,6,6\] must have k's length/);
+  assert.throws(() => attention(q.reshape([10, 12]), k, v, { heads: 2 }), /attention: q must have rank 3, got shape \[10,12\]/);
+  assert.throws(() => attention(q, k, v, { heads: 0 }), /heads must be a positive integer/);
+  assert.throws(() => attention(q, t(randn(7 * 12), [1, 7, 12]), v, { heads: 2 }), /batch sizes differ/);
+});
+
+test.run();

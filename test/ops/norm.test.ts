@@ -1,0 +1,106 @@
+// group_norm (NHWC [N, S, C], fused SiLU) and layer_norm against float64 references.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+
+const { groupNorm, layerNorm } = hs.ops;
+const silu = (x: number) => x / (1 + Math.exp(-x));
+
+function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
+  const y = new Float64Array(x.length), cg = C / G;
+  for (let n = 0; n < N; n++)
+    for (let q = 0; q < G; q++) {
+      let s1 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
+      const mean = s1 / (S * cg);
+      let s2 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
+      for (let s = 0; s < S; s++)
+        for (let k = 0; k < cg; k++) {
+          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
+          const v = (x[i] - mean) * rstd * g[c] + b[c];
+          y[i] = act ? silu(v) : v;
+        }
+    }
+  return y;
+}
+
+function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < x.length / C; r++) {
+    let s1 = 0;
+    for (let k = 0; k < C; k++) s1 += x[r * C + k];
+    const mean = s1 / C;
+    let s2 = 0;
+    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(s2 / C + eps);
+    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
+  }
+  return y;
+}
+
+const offset = (a: Float64Array, d: number) => a.map((v) => v + d);
+
+for (const dtype of ['f32', 'f16', 'bf16'] as const)
+  for (const act of [false, true]) {
+    test(`groupNorm ${dtype} N=2 S=35 C=40 groups 8 silu=${act}`, async () => {
+      const N = 2, S = 35, C = 40, G = 8, eps = 1e-5;
+      const xv = offset(randn(N * S * C, 1, 2), 0.5), gv = randn(C, 2), bv = randn(C, 3);
+      const y = groupNorm(t(xv, [N, S, C], dtype), t(gv, [C], dtype), t(bv, [C], dtype), { groups: G, eps, silu: act });
+      assert.equal(y.shape, [N, S, C]);
+      assert.is(y.dtype, dtype);
+      const ref = groupNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), N, S, C, G, eps, act);
+      assertClose(await y.floats(), ref, TOL[dtype], 'y');
+    });
+  }
+
+test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {
+  const N = 1, S = 1500, C = 24, G = 3, eps = 1e-6;
+  // Around 300 with std 0.01, each group shifted by 0.05 more than the last.
+  const xv = randn(N * S * C, 7, 0.01).map((v, i) => v + 300 + 0.05 * Math.floor((i % C) / (C / G)));
+  const gv = randn(C, 8), bv = randn(C, 9);
+  const y = await groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps }).floats();
+  const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, false);
+  assertClose(y, ref, TOL.f32, 'y');
+  // The reference discriminates: normalising over the wrong groups is far off.
+  const wrong = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, 1, eps, false);
+  assert.ok(relErr(y, wrong) > 1e-2);
+});
+
+test('groupNorm: eps matters and the default is 1e-5', async () => {
+  const N = 1, S = 5, C = 4, G = 2;
+  const xv = randn(N * S * C, 4, 1e-3), gv = new Float64Array(C).fill(1), bv = new Float64Array(C);
+  const x = t(xv, [N, S, C]), g = t(gv, [C]), b = t(bv, [C]);
+  const y = await groupNorm(x, g, b, { groups: G }).floats();
+  assertClose(y, groupNormRef(roundTo('f32', xv), gv, bv, N, S, C, G, 1e-5, false), TOL.f32, 'default eps');
+  assert.ok(relErr(y, groupNormRef(roundTo('f32', xv), gv, bv, N, S, C, G, 1e-3, false)) > 1e-2);
+});
+
+for (const dtype of ['f32', 'f16', 'bf16'] as const)
+  test(`layerNorm ${dtype} [3, 7, 45]`, async () => {
+    const C = 45, xv = offset(randn(3 * 7 * C, 11, 3), 2), gv = randn(C, 12), bv = randn(C, 13);
+    const y = layerNorm(t(xv, [3, 7, C], dtype), t(gv, [C], dtype), t(bv, [C], dtype), 1e-5);
+    assert.equal(y.shape, [3, 7, C]);
+    assertClose(await y.floats(), layerNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), C, 1e-5), TOL[dtype], 'y');
+  });
+
+test('layerNorm: f16 weights on an f32 x, rows of 768 with a large mean', async () => {
+  const C = 768, xv = offset(randn(5 * C, 21), 100), gv = randn(C, 22), bv = randn(C, 23);
+  const y = layerNorm(t(xv, [5, C]), t(gv, [C], 'f16'), t(bv, [C], 'f16'));
+  assert.is(y.dtype, 'f32');
+  assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), roundTo('f16', gv), roundTo('f16', bv), C, 1e-5), 2e-5, 'y');
+});
+
+test('norms: argument errors name the op, the argument and the shapes', () => {
+  const x = t(randn(2 * 5 * 12), [2, 5, 12]), g = t(randn(12), [12]), b = t(randn(12), [12]);
+  assert.throws(() => groupNorm(x, g, b, { groups: 5 }), /groupNorm: groups must be a positive integer dividing the 12 channels of x \[2,5,12\], got 5/);
+  assert.throws(() => groupNorm(x, t(randn(10), [10]), b, { groups: 4 }), /groupNorm: gamma \[10\] must be \[12\] for x \[2,5,12\]/);
+  assert.throws(() => groupNorm(x.reshape([10, 12]), g, b, { groups: 4 }), /groupNorm: x must have rank 3, got shape \[10,12\]/);
+  assert.throws(() => layerNorm(x, g, t(randn(11), [11])), /layerNorm: beta \[11\] must be \[12\] for x \[2,5,12\]/);
+  assert.throws(() => layerNorm(x, g, b, -1), /layerNorm: eps must be/);
+  assert.throws(() => groupNorm(hs.tensor(new Int32Array(12), [1, 1, 12], { device: DEVICE }), g, b, { groups: 4 }), /groupNorm: x must be a float tensor, got i32/);
+});
+
+test.run();

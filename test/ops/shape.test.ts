@@ -1,0 +1,144 @@
+// upsample_nearest2x, concat, slice, permute, cast, contiguous: exact data movement checked element by element.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { DEVICE, randn, roundTo, t } from '../helpers/check';
+
+const { upsampleNearest2x, concat, slice, permute, cast, contiguous } = hs.ops;
+const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+const strides = (s: readonly number[]) => {
+  const r = new Array(s.length).fill(1);
+  for (let i = s.length - 2; i >= 0; i--) r[i] = r[i + 1] * s[i + 1];
+  return r;
+};
+/** Calls f(outIndex, coords) for every element of shape s, row-major. */
+function each(s: readonly number[], f: (i: number, c: number[]) => void) {
+  const c = new Array(s.length).fill(0);
+  for (let i = 0; i < size(s); i++) {
+    let r = i;
+    for (let d = s.length - 1; d >= 0; d--) { c[d] = r % s[d]; r = Math.floor(r / s[d]); }
+    f(i, c);
+  }
+}
+const at = (x: ArrayLike<number>, s: readonly number[], c: number[]) => x[c.reduce((o, v, d) => o + v * strides(s)[d], 0)];
+
+const DTYPES = ['f32', 'f16', 'bf16'] as const;
+
+for (const dtype of DTYPES)
+  test(`upsampleNearest2x ${dtype} [2, 3, 5, 7]`, async () => {
+    const s = [2, 3, 5, 7], xv = randn(size(s), 1);
+    const y = upsampleNearest2x(t(xv, s, dtype));
+    assert.equal(y.shape, [2, 6, 10, 7]);
+    const out = await y.floats(), xr = roundTo(dtype, xv);
+    each(y.shape, (i, [n, h, w, c]) => assert.is(out[i], at(xr, s, [n, h >> 1, w >> 1, c])));
+  });
+
+for (const dtype of DTYPES)
+  test(`concat ${dtype}: three inputs along each axis, negative axis`, async () => {
+    const base = [3, 4, 5];
+    for (const axis of [0, 1, 2, -1]) {
+      const ax = axis < 0 ? axis + 3 : axis;
+      const parts = [2, 1, 3].map((k, j) => {
+        const s = base.slice();
+        s[ax] = k;
+        return { s, v: randn(size(s), 10 + j) };
+      });
+      const y = concat(parts.map((p) => t(p.v, p.s, dtype)), axis);
+      const ys = base.slice();
+      ys[ax] = 6;
+      assert.equal(y.shape, ys);
+      const out = await y.floats();
+      each(ys, (i, c) => {
+        let k = c[ax], j = 0;
+        while (k >= parts[j].s[ax]) k -= parts[j++].s[ax];
+        const cc = c.slice();
+        cc[ax] = k;
+        assert.is(out[i], at(roundTo(dtype, parts[j].v), parts[j].s, cc), `axis ${axis} element ${i}`);
+      });
+    }
+  });
+
+test('concat: i32 tensors and a single input', async () => {
+  const a = hs.tensor(Int32Array.from([1, 2, 3, 4]), [2, 2], { device: DEVICE }), b = hs.tensor(Int32Array.from([5, 6]), [2, 1], { device: DEVICE });
+  assert.equal(await concat([a, b], 1).toArray(), [1, 2, 5, 3, 4, 6]);
+  assert.equal(await concat([a], 0).toArray(), [1, 2, 3, 4]);
+});
+
+for (const dtype of DTYPES)
+  test(`slice ${dtype}: start/length/step along each axis`, async () => {
+    const s = [4, 9, 6], xv = randn(size(s), 2), xr = roundTo(dtype, xv);
+    const x = t(xv, s, dtype);
+    for (const [axis, start, length, step] of [[0, 1, 2, 1], [1, 2, 3, 3], [2, 5, 1, 1], [-1, 0, 3, 2], [1, 0, 9, 1]]) {
+      const ax = axis < 0 ? axis + 3 : axis;
+      const y = slice(x, axis, start, length, step);
+      const ys = s.slice();
+      ys[ax] = length;
+      assert.equal(y.shape, ys);
+      const out = await y.floats();
+      each(ys, (i, c) => {
+        const cc = c.slice();
+        cc[ax] = start + step * c[ax];
+        assert.is(out[i], at(xr, s, cc));
+      });
+    }
+  });
+
+for (const dtype of DTYPES)
+  test(`permute ${dtype}: NCHW <-> NHWC and a 4-d shuffle`, async () => {
+    const s = [2, 5, 3, 7], xv = randn(size(s), 3), xr = roundTo(dtype, xv);
+    const x = t(xv, s, dtype);
+    for (const dims of [[0, 2, 3, 1], [0, 3, 1, 2], [3, 1, 0, 2], [0, 1, 2, 3], [-1, 0, 1, 2]]) {
+      const d = dims.map((v) => (v < 0 ? v + 4 : v));
+      const y = permute(x, dims);
+      assert.equal(y.shape, d.map((k) => s[k]));
+      const out = await y.floats();
+      each(y.shape, (i, c) => {
+        const xc = new Array(4);
+        d.forEach((k, j) => (xc[k] = c[j]));
+        assert.is(out[i], at(xr, s, xc));
+      });
+    }
+  });
+
+test('permute round trip and contiguous', async () => {
+  const s = [3, 4, 5], xv = randn(60, 4);
+  const x = t(xv, s);
+  const back = await permute(permute(x, [2, 0, 1]), [1, 2, 0]).floats();
+  assert.equal(Array.from(back), Array.from(roundTo('f32', xv)));
+  const c = contiguous(x);
+  assert.equal(c.shape, s);
+  assert.equal(Array.from(await c.floats()), Array.from(roundTo('f32', xv)));
+});
+
+test('cast between float dtypes and from integers', async () => {
+  const xv = randn(101, 5, 3);
+  const x = t(xv, [101]);
+  for (const dt of DTYPES) {
+    const y = cast(x, dt);
+    assert.is(y.dtype, dt);
+    assert.equal(Array.from(await y.floats()), Array.from(roundTo(dt, xv)), `f32 -> ${dt}`);
+    assert.equal(Array.from(await cast(y, 'f32').floats()), Array.from(roundTo(dt, xv)), `${dt} -> f32`);
+  }
+  assert.equal(Array.from(await cast(cast(x, 'f16'), 'bf16').floats()), Array.from(roundTo('bf16', roundTo('f16', xv))));
+  const ids = hs.tensor(BigInt64Array.from([0n, -5n, 123456789n]), [3], { device: DEVICE });
+  assert.equal(await cast(ids, 'i32').toArray(), [0, -5, 123456789]);
+  assert.equal(Array.from(await cast(ids, 'f32').floats()), [0, -5, Math.fround(123456789)]);
+  const i32 = hs.tensor(Int32Array.from([7, -8]), [2], { device: DEVICE });
+  assert.equal(await cast(i32, 'i64').toArray(), [7, -8]);
+});
+
+test('shape ops: argument errors name the op, the argument and the shapes', () => {
+  const x = t(randn(60), [3, 4, 5]);
+  assert.throws(() => upsampleNearest2x(x), /upsampleNearest2x: x must have rank 4, got shape \[3,4,5\]/);
+  assert.throws(() => concat([x, t(randn(24), [3, 4, 2])], 0), /concat: tensor 1 \[3,4,2\] does not match tensor 0 \[3,4,5\] outside axis 0/);
+  assert.throws(() => concat([x, t(randn(60), [3, 4, 5], 'f16')], 0), /concat: tensor 1 is f16 but tensor 0 is f32/);
+  assert.throws(() => concat([], 0), /concat: needs a non-empty array/);
+  assert.throws(() => concat([x], 3), /concat: axis 3 is out of range for shape \[3,4,5\]/);
+  assert.throws(() => slice(x, 1, 2, 2, 2), /slice: start 2, length 2, step 2 reach outside axis 1 of x \[3,4,5\]/);
+  assert.throws(() => slice(x, 1, 0, 1, 0), /slice: step must be an integer >= 1/);
+  assert.throws(() => permute(x, [0, 0, 1]), /permute: dims \[0,0,1\] is not a permutation of the 3 dims of x \[3,4,5\]/);
+  assert.throws(() => cast(x, 'i32'), /cast: cannot cast f32 to i32/);
+  assert.throws(() => cast(x, 'f64' as hs.DType), /cast: unknown dtype 'f64'/);
+});
+
+test.run();

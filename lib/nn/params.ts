@@ -55,6 +55,10 @@ export class ParamStore {
     this.values.set(name, keep(t));
     if (old && old !== t) old.dispose();
   }
+  /** Replaces a parameter without disposing the old tensor (the caller keeps it, e.g. LoRA unfuse). */
+  replaceKeep(name: string, t: Tensor): void {
+    this.values.set(name, keep(t));
+  }
   parameterCount(): number {
     let n = 0;
     for (const s of this.specs.values()) n += s.shape.reduce((a, b) => a * b, 1);

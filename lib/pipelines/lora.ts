@@ -1,0 +1,165 @@
+/**
+ * Applying LoRA adapters to loaded networks, two ways with the same result:
+ * - fuse: W' = W + scale * (alpha/rank) * up @ down, written into the weight; the original tensor is kept so
+ *   unfuse restores it bit for bit without reloading the base;
+ * - runtime: the adapter's down/up tensors are attached to the module and the LoRA-matmul op applies them at
+ *   each forward, so a server can switch adapters and scales per request without touching the base.
+ * Several adapters can be active at once, each with its own scale.
+ */
+import { tensor, type Tensor, type DType } from '../tensor';
+import type { ParamStore } from '../nn/params';
+import { oihwToOhwi } from '../nn/params';
+import type { ComponentName } from '../io/model_files';
+import { parseLora, mergedDelta, type LoraModule, type LoraTarget } from '../models/lora';
+
+export type LoraMode = 'fuse' | 'runtime';
+
+export interface LoadedLora {
+  name: string;
+  path: string;
+  format: string;
+  scale: number;
+  mode: LoraMode;
+  modules: LoraModule[];
+  /** keys of the file that matched no module, by name */
+  warnings: string[];
+}
+
+interface Applied { lora: LoadedLora; fusedOriginals: Map<string, Tensor> /* store key -> original */; runtime: Map<string, Tensor[]> }
+
+export class LoraManager {
+  private applied = new Map<string, Applied>();
+  constructor(private stores: Partial<Record<ComponentName, ParamStore>>, private target: LoraTarget) {}
+
+  get names(): string[] {
+    return [...this.applied.keys()];
+  }
+  list(): LoadedLora[] {
+    return [...this.applied.values()].map((a) => a.lora);
+  }
+
+  async load(path: string, o: { name?: string; scale?: number; mode?: LoraMode } = {}): Promise<LoadedLora> {
+    const name = o.name ?? path;
+    if (this.applied.has(name)) throw new Error(`a LoRA named '${name}' is already loaded (unload it first)`);
+    const scale = o.scale ?? 1;
+    const mode = o.mode ?? 'fuse';
+    const parsed = parseLora(path, this.target);
+    try {
+      // Check every shape before changing anything.
+      for (const m of parsed.modules) {
+        const store = this.stores[m.component];
+        if (!store) throw new Error(`${path}: the LoRA has ${m.component} modules but this model has no ${m.component}`);
+        const spec = store.specs.get(`${m.module}.weight`);
+        if (!spec) throw new Error(`${path}: module ${m.component}.${m.module} has no weight in this model`);
+        const [out, inF] = spec.shape;
+        const kdims = spec.shape.slice(2);
+        const wantDown = [m.rank, inF, ...(m.kind === 'conv' ? kdims : [])];
+        const wantUp = [out, m.rank, ...(m.kind === 'conv' ? [1, 1] : [])];
+        const ok = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+        if (!ok(m.down.shape, wantDown) && !(m.kind === 'linear' && ok(m.down.shape, [m.rank, inF, 1, 1])))
+          throw new Error(`${path}: ${m.down.source}: shape [${m.down.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantDown}])`);
+        if (!ok(m.up.shape, wantUp) && !(m.kind === 'linear' && ok(m.up.shape, [out, m.rank, 1, 1])))
+          throw new Error(`${path}: ${m.up.source}: shape [${m.up.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantUp}])`);
+      }
+      const lora: LoadedLora = { name, path, format: parsed.format, scale, mode, modules: parsed.modules, warnings: parsed.unmatched };
+      const a: Applied = { lora, fusedOriginals: new Map(), runtime: new Map() };
+      if (mode === 'fuse') await this.fuse(a, scale);
+      else this.attach(a, scale);
+      this.applied.set(name, a);
+      return lora;
+    } finally {
+      parsed.close();
+    }
+  }
+
+  /** Changes a loaded adapter's scale (runtime: instant; fused: re-fuses from the kept originals). */
+  async setScale(name: string, scale: number): Promise<void> {
+    const a = this.get(name);
+    if (a.lora.mode === 'runtime') {
+      for (const m of a.lora.modules) {
+        const list = this.stores[m.component]!.adapters.get(m.module) ?? [];
+        for (const ad of list) if (ad.name === name) ad.scale = scale * (m.alpha / m.rank);
+      }
+    } else {
+      this.restore(a);
+      await this.fuse(a, scale);
+    }
+    a.lora.scale = scale;
+  }
+
+  unload(name: string): void {
+    const a = this.get(name);
+    if (a.lora.mode === 'fuse') this.restore(a);
+    else {
+      for (const m of a.lora.modules) {
+        const store = this.stores[m.component]!;
+        const list = (store.adapters.get(m.module) ?? []).filter((x) => x.name !== name);
+        if (list.length) store.adapters.set(m.module, list);
+        else store.adapters.delete(m.module);
+      }
+      for (const ts of a.runtime.values()) for (const t of ts) t.dispose();
+    }
+    this.applied.delete(name);
+  }
+
+  unloadAll(): void {
+    for (const n of [...this.applied.keys()].reverse()) this.unload(n);
+  }
+
+  private get(name: string): Applied {
+    const a = this.applied.get(name);
+    if (!a) throw new Error(`no LoRA named '${name}' is loaded (loaded: ${this.names.join(', ') || 'none'})`);
+    return a;
+  }
+
+  private async fuse(a: Applied, scale: number): Promise<void> {
+    for (const m of a.lora.modules) {
+      const store = this.stores[m.component]!;
+      const key = `${m.module}.weight`;
+      const cur = store.get(key);
+      const spec = store.specs.get(key)!;
+      const base = (await cur.data()) as Float32Array;
+      let delta = mergedDelta(m, scale);
+      if (spec.kind === 'conv') delta = oihwToOhwi(delta, spec.shape[0], spec.shape[1], spec.shape[2], spec.shape[3]);
+      const merged = new Float32Array(base.length);
+      for (let i = 0; i < base.length; i++) merged[i] = base[i] + delta[i];
+      const next = tensor(merged, cur.shape, { dtype: cur.dtype as DType, device: cur.device });
+      if (!a.fusedOriginals.has(key)) {
+        // keep the original: detach it from the store without disposing
+        a.fusedOriginals.set(key, cur);
+        store.replaceKeep(key, next);
+      } else {
+        store.set(key, next);
+      }
+    }
+  }
+
+  private restore(a: Applied): void {
+    for (const [key, orig] of a.fusedOriginals) {
+      const m = a.lora.modules.find((x) => `${x.module}.weight` === key)!;
+      this.stores[m.component]!.set(key, orig);
+    }
+    a.fusedOriginals.clear();
+  }
+
+  private attach(a: Applied, scale: number): void {
+    for (const m of a.lora.modules) {
+      const store = this.stores[m.component]!;
+      const dev = store.get(`${m.module}.weight`).device;
+      const spec = store.specs.get(`${m.module}.weight`)!;
+      let down = m.down.readF32();
+      let downShape: number[];
+      if (m.kind === 'conv' && spec.kind === 'conv') {
+        const [, inC, kh, kw] = spec.shape;
+        down = oihwToOhwi(down, m.rank, inC, kh, kw);
+        downShape = [m.rank, kh, kw, inC];
+      } else downShape = [m.rank, spec.shape[1] * (spec.kind === 'conv' ? spec.shape[2] * spec.shape[3] : 1)];
+      const dT = tensor(down, downShape, { device: dev });
+      const uT = tensor(m.up.readF32(), [spec.shape[0], m.rank], { device: dev });
+      a.runtime.set(m.module, [dT, uT]);
+      const list = store.adapters.get(m.module) ?? [];
+      list.push({ name: a.lora.name, down: dT, up: uT, scale: scale * (m.alpha / m.rank) });
+      store.adapters.set(m.module, list);
+    }
+  }
+}

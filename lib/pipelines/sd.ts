@@ -1,0 +1,358 @@
+/**
+ * Stable Diffusion 1.5 / SDXL text-to-image and image-to-image, the way diffusers runs them, with Hyper-SD
+ * presets. One generate() call: encode prompts (CFG batches cond and uncond together), draw initial latents
+ * (Philox, or PyTorch's CPU generator so a seed gives a diffusers script's latents), run the sampler (one fused
+ * scheduler-step op per step), decode with the VAE, return RGB bytes. Calls are queued one at a time per
+ * pipeline; an AbortSignal stops between steps and frees everything.
+ */
+import * as fs from 'fs';
+import * as hs from '../tensor';
+import { Tensor, tensor, tidy, keep, zeros } from '../tensor';
+import * as ops from '../ops';
+import { loadModel, type LoadModelOptions, type LoadedModel } from '../models/load';
+import { CLIPTokenizer } from '../models/clip_tokenizer';
+import { createSampler, samplerConfigFromDiffusers, type SamplerName, type SchedulerConfig, type StepPlan } from '../schedulers';
+import { TorchCpuGenerator } from '../random/torch_cpu';
+import { getPreset } from './presets';
+import { LoraManager, type LoadedLora, type LoraMode } from './lora';
+import { loraTargetFromModel } from '../models/lora';
+import { openModel } from '../io/model_files';
+import { encodePNG, readPNG, type RawImage } from '../io/png';
+
+export interface PipelineOptions extends LoadModelOptions {
+  /** tokenizer folder(s) when the model has none (single files): a folder with vocab.json + merges.txt */
+  tokenizer?: string;
+  tokenizer2?: string;
+}
+
+export interface GeneratedImage extends RawImage {
+  channels: 3;
+  toPNG(file?: string): Promise<Buffer>;
+}
+
+export interface ProgressInfo { step: number; steps: number; timestep: number; elapsedMs: number }
+
+export interface GenerateOptions {
+  prompt: string | string[];
+  negativePrompt?: string | string[];
+  steps?: number;
+  guidance?: number;
+  seed?: number;
+  /** 'philox' (default; identical on CPU and CUDA) or 'torch-cpu' (PyTorch's CPU generator, diffusers' latents) */
+  rng?: 'philox' | 'torch-cpu';
+  width?: number;
+  height?: number;
+  numImages?: number;
+  sampler?: SamplerName;
+  eta?: number;
+  timesteps?: number[];
+  preset?: string;
+  /** DDIM/Euler timestep spacing (default 'trailing', as Hyper-SD runs) */
+  timestepSpacing?: 'trailing' | 'leading' | 'linspace';
+  clipSkip?: number;
+  /** initial latents NCHW [B, 4, H/8, W/8] (replaces the random draw; multiplied by init_noise_sigma) */
+  latents?: Tensor | Float32Array;
+  /** image-to-image */
+  image?: RawImage | string;
+  strength?: number;
+  /** SDXL micro-conditioning */
+  originalSize?: [number, number];
+  cropCoords?: [number, number];
+  targetSize?: [number, number];
+  /** test hook: the noise tensor a step draws (replaces the generator's draw) */
+  noise?: (step: number, shape: number[]) => Tensor | Float32Array;
+  onProgress?: (p: ProgressInfo) => void;
+  signal?: AbortSignal;
+  /** 'image' (default) or 'latent' (skip the VAE) */
+  output?: 'image' | 'latent';
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  latents: Float32Array;
+  latentShape: number[];
+  timesteps: number[];
+  timings: { textMs: number; unetMs: number; vaeMs: number };
+}
+
+export class StableDiffusionPipeline {
+  readonly kind: 'sd15' | 'sdxl';
+  private queue: Promise<unknown> = Promise.resolve();
+  readonly lora: LoraManager;
+
+  constructor(readonly model: LoadedModel, readonly tokenizer: CLIPTokenizer, readonly tokenizer2: CLIPTokenizer | null, loraTarget: ReturnType<typeof loraTargetFromModel>) {
+    this.kind = model.kind;
+    this.lora = new LoraManager({
+      unet: model.unet?.params, text_encoder: model.textEncoder?.params, text_encoder_2: model.textEncoder2?.params,
+    }, loraTarget);
+  }
+
+  get device(): hs.DeviceName {
+    return this.model.unet!.params.get('conv_in.weight').device;
+  }
+
+  /** Loads a LoRA file (kohya or peft naming). mode 'fuse' (default) merges it; 'runtime' applies it per forward. */
+  loadLora(file: string, o: { scale?: number; name?: string; mode?: LoraMode } = {}): Promise<LoadedLora> {
+    return this.serial(() => this.lora.load(file, o));
+  }
+  unloadLora(name: string): Promise<void> {
+    return this.serial(async () => this.lora.unload(name));
+  }
+  setLoraScale(name: string, scale: number): Promise<void> {
+    return this.serial(() => this.lora.setScale(name, scale));
+  }
+
+  generate(o: GenerateOptions): Promise<GenerateResult> {
+    return this.serial(() => this.run(o));
+  }
+
+  dispose(): void {
+    this.lora.unloadAll();
+    this.model.dispose();
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(f, f);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Prompt embeddings for a batch, cond then (when CFG) uncond, concatenated along the batch. */
+  encodePrompt(prompts: string[], negatives: string[] | null, clipSkip = 0): { embeds: Tensor; pooled: Tensor | null } {
+    const m = this.model;
+    const te1 = m.textEncoder!;
+    const all = negatives ? [...prompts, ...negatives] : prompts;
+    const B = all.length;
+    return tidy(() => {
+      if (this.kind === 'sd15') {
+        const r = te1.forward(this.tokenizer.callBatch(all), B, { device: this.device });
+        const embeds = clipSkip > 0
+          ? finalLn(te1, r.hiddenStates[r.hiddenStates.length - 1 - clipSkip])
+          : r.lastHiddenState;
+        return { embeds, pooled: null };
+      }
+      const te2 = m.textEncoder2!;
+      const r1 = te1.forward(this.tokenizer.callBatch(all), B, { device: this.device });
+      const r2 = te2.forward(this.tokenizer2!.callBatch(all), B, { device: this.device });
+      const k = 2 + clipSkip;
+      let embeds = ops.concat([r1.hiddenStates[r1.hiddenStates.length - k], r2.hiddenStates[r2.hiddenStates.length - k]], 2);
+      let pooled = r2.textEmbeds!;
+      // SDXL: force_zeros_for_empty_prompt -> an empty negative prompt is all zeros.
+      const zeroNeg = negatives && negatives.every((s) => s === '') && (m.configs.model_index?.force_zeros_for_empty_prompt ?? true);
+      if (zeroNeg) {
+        const n = prompts.length;
+        embeds = ops.concat([ops.slice(embeds, 0, 0, n), zeros([n, embeds.shape[1], embeds.shape[2]], { device: this.device })], 0);
+        pooled = ops.concat([ops.slice(pooled, 0, 0, n), zeros([n, pooled.shape[1]], { device: this.device })], 0);
+      }
+      return { embeds, pooled };
+    });
+  }
+
+  private async run(o: GenerateOptions): Promise<GenerateResult> {
+    const m = this.model;
+    if (!m.unet || !m.vae || !m.textEncoder) throw new Error('generate: the model needs a unet, a vae and a text encoder');
+    const preset = o.preset ? getPreset(o.preset) : null;
+    const prompts = Array.isArray(o.prompt) ? o.prompt : [o.prompt];
+    if (prompts.length === 0) throw new Error('generate: prompt is empty');
+    const perPrompt = o.numImages ?? 1;
+    const batchPrompts = prompts.flatMap((p) => Array(perPrompt).fill(p) as string[]);
+    const B = batchPrompts.length;
+    const guidance = o.guidance ?? preset?.guidance ?? (this.kind === 'sdxl' ? 5 : 7.5);
+    const cfg = guidance > 1;
+    const negs = o.negativePrompt === undefined ? Array(B).fill('') : (Array.isArray(o.negativePrompt) ? o.negativePrompt : [o.negativePrompt]);
+    const negatives = cfg ? (negs.length === B ? negs : negs.length === prompts.length ? prompts.flatMap((_, i) => Array(perPrompt).fill(negs[i])) : Array(B).fill(negs[0])) : null;
+    const samplerName = o.sampler ?? preset?.sampler ?? 'ddim';
+    const steps = o.steps ?? preset?.steps ?? 4;
+    const eta = o.eta ?? preset?.eta;
+    const timesteps = o.timesteps ?? (o.steps === undefined ? preset?.timesteps : undefined);
+    const defaultSize = this.kind === 'sdxl' ? 1024 : 512;
+    let width = o.width ?? defaultSize, height = o.height ?? defaultSize;
+    let init: RawImage | null = null;
+    if (o.image) {
+      init = typeof o.image === 'string' ? readPNG(o.image) : o.image;
+      if (o.width === undefined) width = init.width;
+      if (o.height === undefined) height = init.height;
+      if (init.width !== width || init.height !== height) throw new Error(`generate: image is ${init.width}x${init.height} but width/height ask for ${width}x${height}`);
+    }
+    for (const [k, v] of [['width', width], ['height', height]] as const)
+      if (!Number.isInteger(v) || v < 8 || v % 8 !== 0) throw new Error(`generate: ${k} must be a positive multiple of 8, got ${v}`);
+    const strength = o.strength ?? (init ? 0.8 : 1);
+    if (!(strength > 0 && strength <= 1)) throw new Error(`generate: strength must be in (0, 1], got ${strength}`);
+    const sampler = createSampler(samplerName, {
+      steps: timesteps ? undefined : steps, timesteps, eta: samplerName === 'ddim' || samplerName === 'tcd' ? eta ?? 0 : undefined,
+      config: this.schedulerConfig(samplerName, o.timestepSpacing ?? 'trailing'), strength: init ? strength : 1,
+    });
+    const plans = sampler.plan();
+    const device = this.device;
+    const latentC = m.unet.config.in_channels;
+    const shape = [B, latentC, height / 8, width / 8];
+    const n = shape.reduce((a, b) => a * b, 1);
+    const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
+    const rngKind = o.rng ?? 'philox';
+    const torchGen = rngKind === 'torch-cpu' ? new TorchCpuGenerator(seed) : null;
+    let philoxOffset = 0;
+    const draw = (): Tensor => {
+      if (torchGen) return tensor(torchGen.randn(n), shape, { device });
+      return ops.randn(shape, { seed, offset: philoxOffset++, device });
+    };
+    const checkAbort = () => {
+      if (o.signal?.aborted) throw Object.assign(new Error('generate: aborted'), { name: 'AbortError' });
+    };
+    const t0 = Date.now();
+    return tidy(async () => {
+      checkAbort();
+      const tText = Date.now();
+      const { embeds, pooled } = this.encodePrompt(batchPrompts, negatives, o.clipSkip ?? 0);
+      let timeIds: Tensor | null = null;
+      if (this.kind === 'sdxl') {
+        const orig = o.originalSize ?? [height, width], crop = o.cropCoords ?? [0, 0], tgt = o.targetSize ?? [height, width];
+        const row = [...orig, ...crop, ...tgt];
+        const rows = cfg ? 2 * B : B;
+        timeIds = tensor(Float32Array.from({ length: rows * 6 }, (_, i) => row[i % 6]), [rows, 6], { device });
+      }
+      await hs.sync(device);
+      const textMs = Date.now() - tText;
+      // initial latents
+      let x: Tensor;
+      if (o.latents) {
+        const l = o.latents instanceof Tensor ? o.latents : tensor(o.latents, shape, { device });
+        if (l.size !== n) throw new Error(`generate: latents must be [${shape}], got [${l.shape}]`);
+        x = l.reshape(shape);
+      } else x = draw();
+      if (init) {
+        const img = imageToTensor(init, device);
+        const enc = m.vae!.encode(ops.concat(Array(B).fill(img), 0));
+        const sf = m.vae!.scalingFactor;
+        const z = ops.affine(enc.mean, sf, 0);
+        const { a, b } = sampler.addNoiseCoefficients(plans[0].t);
+        x = ops.schedulerStep(z, x, null, a, b, 0);
+      } else {
+        x = ops.affine(x, sampler.initNoiseSigma, 0);
+      }
+      const tUnet = Date.now();
+      for (let i = 0; i < plans.length; i++) {
+        checkAbort();
+        const p = plans[i];
+        x = keep(this.step(x, p, i, embeds, pooled, timeIds, guidance, cfg, o, draw));
+        await hs.sync(device);
+        o.onProgress?.({ step: i + 1, steps: plans.length, timestep: p.t, elapsedMs: Date.now() - t0 });
+      }
+      const unetMs = Date.now() - tUnet;
+      checkAbort();
+      const latents = (await x.data()) as Float32Array;
+      const tVae = Date.now();
+      const images: GeneratedImage[] = [];
+      if ((o.output ?? 'image') === 'image') {
+        const dec = m.vae!.decode(ops.affine(x, 1 / m.vae!.scalingFactor, 0));
+        const rgb = await tensorToImages(dec);
+        images.push(...rgb);
+      }
+      const vaeMs = Date.now() - tVae;
+      return { images, latents, latentShape: shape, timesteps: plans.map((p) => p.t), timings: { textMs, unetMs, vaeMs } };
+    });
+  }
+
+  /** The model's scheduler_config.json read for the chosen sampler (diffusers from_config semantics). Hyper-SD runs
+   * trailing spacing and no x0 clipping (clipping is not a linear step). */
+  private schedulerConfig(name: SamplerName, spacing: 'trailing' | 'leading' | 'linspace'): SchedulerConfig {
+    const sch = this.model.configs.scheduler as Record<string, unknown> | undefined;
+    const over: SchedulerConfig = { timestep_spacing: spacing, clip_sample: false };
+    return sch ? samplerConfigFromDiffusers(sch, name, over).config : over;
+  }
+
+  private step(x: Tensor, p: StepPlan, i: number, embeds: Tensor, pooled: Tensor | null, timeIds: Tensor | null,
+    guidance: number, cfg: boolean, o: GenerateOptions, draw: () => Tensor): Tensor {
+    return tidy(() => {
+      const B = x.shape[0];
+      const xin = ops.affine(x, p.inputScale, 0);
+      const unetIn = cfg ? ops.concat([xin, xin], 0) : xin;
+      const eps2 = this.model.unet!.forward({
+        sample: unetIn, timesteps: p.t, encoderHiddenStates: embeds,
+        textEmbeds: pooled ?? undefined, timeIds: timeIds ?? undefined,
+      });
+      let eps = eps2;
+      if (cfg) {
+        const cond = ops.slice(eps2, 0, 0, B), uncond = ops.slice(eps2, 0, B, B);
+        // uncond + g * (cond - uncond)
+        eps = ops.schedulerStep(uncond, ops.sub(cond, uncond), null, 1, guidance, 0);
+      }
+      let noise: Tensor | null = null;
+      if (p.noise) {
+        const hook = o.noise?.(i, [...x.shape]);
+        noise = hook ? (hook instanceof Tensor ? hook : tensor(hook, x.shape, { device: x.device })) : draw();
+        if (p.drawsUnused) noise = null;
+      }
+      return ops.schedulerStep(x, eps, noise, p.a, p.b, p.c);
+    });
+  }
+}
+
+function finalLn(te: NonNullable<LoadedModel['textEncoder']>, h: Tensor): Tensor {
+  const p = te.params;
+  return ops.layerNorm(h, p.get('text_model.final_layer_norm.weight'), p.get('text_model.final_layer_norm.bias'), te.config.layer_norm_eps ?? 1e-5);
+}
+
+/** RGB u8 image -> NCHW [1, 3, H, W] in [-1, 1]. */
+export function imageToTensor(img: RawImage, device: hs.DeviceName): Tensor {
+  const { width: W, height: H } = img;
+  const out = new Float32Array(3 * H * W);
+  for (let i = 0; i < H * W; i++)
+    for (let c = 0; c < 3; c++) out[c * H * W + i] = (img.data[i * img.channels + c] / 255) * 2 - 1;
+  return tensor(out, [1, 3, H, W], { device });
+}
+
+/** NCHW [B, 3, H, W] decoded image -> RGB bytes per image: round(clamp(x/2 + 0.5, 0, 1) * 255). */
+export async function tensorToImages(dec: Tensor): Promise<GeneratedImage[]> {
+  const [B, C, H, W] = dec.shape;
+  const v = (await tidy(() => ops.permute(ops.clamp(ops.affine(dec, 0.5, 0.5), 0, 1), [0, 2, 3, 1])).data()) as Float32Array;
+  const imgs: GeneratedImage[] = [];
+  for (let b = 0; b < B; b++) {
+    const data = new Uint8Array(H * W * 3);
+    for (let i = 0; i < H * W; i++) for (let c = 0; c < 3; c++) data[i * 3 + c] = Math.round(v[(b * H * W + i) * C + c] * 255);
+    imgs.push(makeImage(W, H, data));
+  }
+  return imgs;
+}
+
+export function makeImage(width: number, height: number, data: Uint8Array): GeneratedImage {
+  const img: GeneratedImage = {
+    width, height, channels: 3, data,
+    async toPNG(file?: string) {
+      const png = encodePNG(img);
+      if (file) await fs.promises.writeFile(file, png);
+      return png;
+    },
+  };
+  return img;
+}
+
+/** Loads a model (diffusers folder, prefixed file or single-file checkpoint) and its tokenizers. */
+export async function loadPipeline(modelPath: string, opts: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
+  const device = hs.resolveDevice(opts.device ?? 'auto');
+  const target = (() => {
+    const om = openModel(modelPath, opts);
+    try {
+      return loraTargetFromModel(om);
+    } finally {
+      om.close();
+    }
+  })();
+  const model = loadModel(modelPath, { ...opts, device });
+  try {
+    const tokDir = opts.tokenizer ?? model.tokenizerDirs.tokenizer;
+    if (!tokDir) throw new Error(`${modelPath}: no tokenizer folder in the model; pass tokenizer (a folder with vocab.json and merges.txt)`);
+    const tok = CLIPTokenizer.fromFolder(tokDir);
+    let tok2: CLIPTokenizer | null = null;
+    if (model.kind === 'sdxl') {
+      const d2 = opts.tokenizer2 ?? model.tokenizerDirs.tokenizer_2;
+      // Without a tokenizer_2 folder: the same vocabulary with SDXL's pad token "!" (id 0).
+      tok2 = d2 ? CLIPTokenizer.fromFolder(d2)
+        : CLIPTokenizer.fromFiles(`${tokDir}/vocab.json`, `${tokDir}/merges.txt`, { padToken: '!' });
+    }
+    return new StableDiffusionPipeline(model, tok, tok2, target);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+

@@ -1,0 +1,107 @@
+// The UNet, CLIP text encoders and VAE against diffusers/transformers outputs on the tiny fixture models,
+// in all three file layouts (diffusers folder, diffusers-prefixed file, single-file original).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as path from 'path';
+import * as hs from '../../lib';
+import { loadModel } from '../../lib/models/load';
+import { SafeTensors } from '../../lib/io/safetensors';
+import { relErr } from '../helpers/check';
+
+const FIX = path.resolve(__dirname, '../fixtures');
+const TOL = 1e-4;
+
+function io(model: string) {
+  const st = SafeTensors.open(path.join(FIX, model, 'io.safetensors'));
+  const get = (k: string) => st.readF32(k);
+  const ids = (k: string) => Int32Array.from(st.readI64(k), Number);
+  const shape = (k: string) => st.info(k).shape;
+  return { get, ids, shape, t: (k: string) => hs.tensor(get(k), shape(k)) };
+}
+
+function layouts(model: string) {
+  const dir = path.join(FIX, model);
+  return [
+    ['diffusers', path.join(dir, 'diffusers'), {}],
+    ['prefixed', path.join(dir, 'model.safetensors'), { configFrom: path.join(dir, 'diffusers') }],
+    ['single-file', path.join(dir, 'single_file.safetensors'), { configFrom: path.join(dir, 'diffusers') }],
+  ] as const;
+}
+
+async function close(t: hs.Tensor, ref: Float32Array, what: string) {
+  const out = (await t.data()) as Float32Array;
+  const e = relErr(out, ref);
+  assert.ok(e < TOL, `${what}: relative error ${e}`);
+}
+
+for (const model of ['tiny-sd15', 'tiny-sdxl']) {
+  const x = io(model);
+  const sdxl = model === 'tiny-sdxl';
+  for (const [layout, p, o] of layouts(model)) {
+    test(`${model} ${layout}: unet, text encoders, vae match diffusers`, async () => {
+      const m = loadModel(p, { ...o });
+      try {
+        assert.is(m.kind, sdxl ? 'sdxl' : 'sd15');
+        const inputs = {
+          sample: x.t('unet_in_sample'),
+          timesteps: Array.from(x.ids('unet_in_timesteps')),
+          encoderHiddenStates: x.t('unet_in_encoder_hidden_states'),
+          textEmbeds: sdxl ? x.t('unet_in_text_embeds') : undefined,
+          timeIds: sdxl ? x.t('unet_in_time_ids') : undefined,
+        };
+        await close(m.unet!.forward(inputs), x.get('unet_out'), 'unet_out');
+        await close(m.unet!.forward({ ...inputs, timesteps: 500 }), x.get('unet_out_t500'), 'unet_out_t500');
+        const te = [[m.textEncoder!, sdxl ? 'te1' : 'te'], ...(sdxl ? [[m.textEncoder2!, 'te2']] : [])] as const;
+        for (const [enc, pre] of te) {
+          const ids = x.ids(`${pre}_in_input_ids`);
+          const r = enc.forward(ids, 2);
+          await close(r.lastHiddenState, x.get(`${pre}_out_last_hidden_state`), `${pre} last_hidden_state`);
+          await close(r.hiddenStates[r.hiddenStates.length - 2], x.get(`${pre}_out_penultimate`), `${pre} penultimate`);
+          if (pre === 'te2') {
+            await close(r.pooled, x.get('te2_out_pooler_unprojected'), 'te2 pooler');
+            await close(r.textEmbeds!, x.get('te2_out_text_embeds'), 'te2 text_embeds');
+          } else {
+            await close(r.pooled, x.get(`${pre}_out_pooler`), `${pre} pooler`);
+          }
+        }
+        await close(m.vae!.decode(x.t('vae_decode_in')), x.get('vae_decode_out'), 'vae decode');
+        const enc = m.vae!.encode(x.t('vae_encode_in'));
+        await close(enc.mean, x.get('vae_encode_mean'), 'vae encode mean');
+        await close(enc.logvar, x.get('vae_encode_logvar'), 'vae encode logvar');
+      } finally {
+        m.dispose();
+      }
+    });
+  }
+}
+
+test('bf16 weight storage stays close to f32 and halves matrix memory', async () => {
+  const x = io('tiny-sd15');
+  const p = path.join(FIX, 'tiny-sd15', 'diffusers');
+  const before = hs.memory().bytes;
+  const m32 = loadModel(p, { components: ['unet'] });
+  const b32 = hs.memory().bytes - before;
+  const m16 = loadModel(p, { components: ['unet'], dtype: 'bf16' });
+  const b16 = hs.memory().bytes - before - b32;
+  assert.ok(b16 < 0.55 * b32, `bf16 storage ${b16} bytes vs f32 ${b32}`);
+  const inputs = { sample: x.t('unet_in_sample'), timesteps: Array.from(x.ids('unet_in_timesteps')), encoderHiddenStates: x.t('unet_in_encoder_hidden_states') };
+  const out = (await m16.unet!.forward(inputs).data()) as Float32Array;
+  const e = relErr(out, x.get('unet_out'));
+  assert.ok(e < 3e-2 && e > 0, `bf16 unet relative error ${e}`);
+  m32.dispose();
+  m16.dispose();
+});
+
+test('strict loading names missing keys; strict:false reports them', () => {
+  const dir = path.join(FIX, 'tiny-sd15');
+  // The SDXL unet config against SD1.5 weights: keys and shapes disagree.
+  assert.throws(() => loadModel(path.join(dir, 'model.safetensors'), { configFrom: path.join(FIX, 'tiny-sdxl', 'diffusers'), components: ['unet'] }),
+    /unet .*(missing|unexpected|wrong shape).*down_blocks/);
+  const m = loadModel(path.join(dir, 'model.safetensors'), { configFrom: path.join(FIX, 'tiny-sdxl', 'diffusers'), components: ['unet'], strict: false });
+  const r = m.reports.unet!;
+  assert.ok(r.missing.length + r.unexpected.length + r.mismatched.length > 0);
+  assert.ok(r.missing.includes('add_embedding.linear_1.weight'));
+  m.dispose();
+});
+
+test.run();

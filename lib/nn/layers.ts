@@ -23,15 +23,24 @@ export class Linear {
     const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
     const adapters = this.p.adapters.get(this.name);
     if (!adapters || adapters.length === 0) return ops.linear(x, w, b, act);
-    if (act !== 'none') throw new Error(`${this.name}: runtime LoRA with a fused activation is not supported`);
     return tidy(() => {
       let y = ops.loraLinear(x, w, b, adapters[0].down, adapters[0].up, adapters[0].scale);
       for (const a of adapters.slice(1)) {
         const t = ops.linear(x, a.down, null);
         y = ops.matmul(t, a.up, { transB: true, alpha: a.scale, beta: 1, out: y });
       }
-      return y;
+      return applyAct(y, act);
     });
+  }
+}
+
+function applyAct(y: Tensor, act: Act): Tensor {
+  switch (act) {
+    case 'none': return y;
+    case 'silu': return ops.silu(y);
+    case 'gelu': return ops.gelu(y);
+    case 'gelu_tanh': return ops.geluTanh(y);
+    case 'quick_gelu': return ops.quickGelu(y);
   }
 }
 

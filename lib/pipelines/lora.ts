@@ -25,7 +25,7 @@ export interface LoadedLora {
   warnings: string[];
 }
 
-interface Applied { lora: LoadedLora; fusedOriginals: Map<string, Tensor> /* store key -> original */; runtime: Map<string, Tensor[]> }
+interface Applied { lora: LoadedLora; close: () => void; fusedOriginals: Map<string, { component: ComponentName; key: string; orig: Tensor }> /* 'component:key' */; runtime: Map<string, Tensor[]> }
 
 export class LoraManager {
   private applied = new Map<string, Applied>();
@@ -62,13 +62,15 @@ export class LoraManager {
           throw new Error(`${path}: ${m.up.source}: shape [${m.up.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantUp}])`);
       }
       const lora: LoadedLora = { name, path, format: parsed.format, scale, mode, modules: parsed.modules, warnings: parsed.unmatched };
-      const a: Applied = { lora, fusedOriginals: new Map(), runtime: new Map() };
+      // The file stays open while the adapter is loaded: a fused adapter re-reads it to change its scale.
+      const a: Applied = { lora, close: () => parsed.close(), fusedOriginals: new Map(), runtime: new Map() };
       if (mode === 'fuse') await this.fuse(a, scale);
       else this.attach(a, scale);
       this.applied.set(name, a);
       return lora;
-    } finally {
+    } catch (e) {
       parsed.close();
+      throw e;
     }
   }
 
@@ -81,16 +83,26 @@ export class LoraManager {
         for (const ad of list) if (ad.name === name) ad.scale = scale * (m.alpha / m.rank);
       }
     } else {
+      const fused = [...this.applied.values()].filter((x) => x.lora.mode === 'fuse');
+      const later = fused.slice(fused.indexOf(a) + 1);
+      for (const x of [...later].reverse()) this.restore(x);
       this.restore(a);
       await this.fuse(a, scale);
+      for (const x of later) await this.fuse(x, x.lora.scale);
     }
     a.lora.scale = scale;
   }
 
-  unload(name: string): void {
+  async unload(name: string): Promise<void> {
     const a = this.get(name);
-    if (a.lora.mode === 'fuse') this.restore(a);
-    else {
+    if (a.lora.mode === 'fuse') {
+      // Fused adapters stack: unfuse those fused after this one (newest first), this one, then fuse them again.
+      const fused = [...this.applied.values()].filter((x) => x.lora.mode === 'fuse');
+      const later = fused.slice(fused.indexOf(a) + 1);
+      for (const x of [...later].reverse()) this.restore(x);
+      this.restore(a);
+      for (const x of later) await this.fuse(x, x.lora.scale);
+    } else {
       for (const m of a.lora.modules) {
         const store = this.stores[m.component]!;
         const list = (store.adapters.get(m.module) ?? []).filter((x) => x.name !== name);
@@ -99,11 +111,21 @@ export class LoraManager {
       }
       for (const ts of a.runtime.values()) for (const t of ts) t.dispose();
     }
+    a.close();
     this.applied.delete(name);
   }
 
+  /** Unloads everything, newest first (synchronous: fused originals are restored without re-fusing). */
   unloadAll(): void {
-    for (const n of [...this.applied.keys()].reverse()) this.unload(n);
+    for (const a of [...this.applied.values()].reverse()) {
+      if (a.lora.mode === 'fuse') this.restore(a);
+      else {
+        for (const m of a.lora.modules) this.stores[m.component]?.adapters.delete(m.module);
+        for (const ts of a.runtime.values()) for (const t of ts) t.dispose();
+      }
+      a.close();
+    }
+    this.applied.clear();
   }
 
   private get(name: string): Applied {
@@ -124,9 +146,10 @@ export class LoraManager {
       const merged = new Float32Array(base.length);
       for (let i = 0; i < base.length; i++) merged[i] = base[i] + delta[i];
       const next = tensor(merged, cur.shape, { dtype: cur.dtype as DType, device: cur.device });
-      if (!a.fusedOriginals.has(key)) {
+      const id = `${m.component}:${key}`;
+      if (!a.fusedOriginals.has(id)) {
         // keep the original: detach it from the store without disposing
-        a.fusedOriginals.set(key, cur);
+        a.fusedOriginals.set(id, { component: m.component, key, orig: cur });
         store.replaceKeep(key, next);
       } else {
         store.set(key, next);
@@ -135,10 +158,7 @@ export class LoraManager {
   }
 
   private restore(a: Applied): void {
-    for (const [key, orig] of a.fusedOriginals) {
-      const m = a.lora.modules.find((x) => `${x.module}.weight` === key)!;
-      this.stores[m.component]!.set(key, orig);
-    }
+    for (const { component, key, orig } of a.fusedOriginals.values()) this.stores[component]!.set(key, orig);
     a.fusedOriginals.clear();
   }
 

@@ -6,8 +6,9 @@
  * pipeline; an AbortSignal stops between steps and frees everything.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import * as hs from '../tensor';
-import { Tensor, tensor, tidy, keep, zeros } from '../tensor';
+import { Tensor, tensor, tidy, zeros } from '../tensor';
 import * as ops from '../ops';
 import { loadModel, type LoadModelOptions, type LoadedModel } from '../models/load';
 import { CLIPTokenizer } from '../models/clip_tokenizer';
@@ -96,7 +97,7 @@ export class StableDiffusionPipeline {
     return this.serial(() => this.lora.load(file, o));
   }
   unloadLora(name: string): Promise<void> {
-    return this.serial(async () => this.lora.unload(name));
+    return this.serial(() => this.lora.unload(name));
   }
   setLoraScale(name: string, scale: number): Promise<void> {
     return this.serial(() => this.lora.setScale(name, scale));
@@ -233,7 +234,7 @@ export class StableDiffusionPipeline {
       for (let i = 0; i < plans.length; i++) {
         checkAbort();
         const p = plans[i];
-        x = keep(this.step(x, p, i, embeds, pooled, timeIds, guidance, cfg, o, draw));
+        x = this.step(x, p, i, embeds, pooled, timeIds, guidance, cfg, o, draw);
         await hs.sync(device);
         o.onProgress?.({ step: i + 1, steps: plans.length, timestep: p.t, elapsedMs: Date.now() - t0 });
       }
@@ -326,6 +327,30 @@ export function makeImage(width: number, height: number, data: Uint8Array): Gene
   return img;
 }
 
+/**
+ * A tokenizer for one slot: the model's own folder when it holds the vocabulary; otherwise the vocabulary from
+ * `vocabDir` (vocab.json + merges.txt) with the pad token the model's folder configures (SDXL tokenizer_2: "!").
+ */
+function tokenizerFor(modelDir: string | undefined, vocabDir: string | undefined, defaultPad: string, modelPath: string): CLIPTokenizer {
+  const has = (d?: string) => !!d && fs.existsSync(path.join(d, 'vocab.json')) && fs.existsSync(path.join(d, 'merges.txt'));
+  if (has(modelDir) && !vocabDir) return CLIPTokenizer.fromFolder(modelDir!);
+  const src = has(vocabDir) ? vocabDir! : has(modelDir) ? modelDir! : null;
+  if (!src)
+    throw new Error(`${modelPath}: no CLIP vocabulary (vocab.json + merges.txt) in the model${vocabDir ? ` or in ${vocabDir}` : ''}; pass tokenizer: <folder with vocab.json and merges.txt>`);
+  let pad = defaultPad;
+  for (const f of ['special_tokens_map.json', 'tokenizer_config.json']) {
+    const file = modelDir ? path.join(modelDir, f) : '';
+    if (!file || !fs.existsSync(file)) continue;
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { pad_token?: string | { content?: string } };
+    const pt = typeof j.pad_token === 'string' ? j.pad_token : j.pad_token?.content;
+    if (pt) {
+      pad = pt;
+      break;
+    }
+  }
+  return CLIPTokenizer.fromFiles(path.join(src, 'vocab.json'), path.join(src, 'merges.txt'), { padToken: pad });
+}
+
 /** Loads a model (diffusers folder, prefixed file or single-file checkpoint) and its tokenizers. */
 export async function loadPipeline(modelPath: string, opts: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
   const device = hs.resolveDevice(opts.device ?? 'auto');
@@ -339,16 +364,10 @@ export async function loadPipeline(modelPath: string, opts: PipelineOptions = {}
   })();
   const model = loadModel(modelPath, { ...opts, device });
   try {
-    const tokDir = opts.tokenizer ?? model.tokenizerDirs.tokenizer;
-    if (!tokDir) throw new Error(`${modelPath}: no tokenizer folder in the model; pass tokenizer (a folder with vocab.json and merges.txt)`);
-    const tok = CLIPTokenizer.fromFolder(tokDir);
-    let tok2: CLIPTokenizer | null = null;
-    if (model.kind === 'sdxl') {
-      const d2 = opts.tokenizer2 ?? model.tokenizerDirs.tokenizer_2;
-      // Without a tokenizer_2 folder: the same vocabulary with SDXL's pad token "!" (id 0).
-      tok2 = d2 ? CLIPTokenizer.fromFolder(d2)
-        : CLIPTokenizer.fromFiles(`${tokDir}/vocab.json`, `${tokDir}/merges.txt`, { padToken: '!' });
-    }
+    const tok = tokenizerFor(model.tokenizerDirs.tokenizer, opts.tokenizer, '<|endoftext|>', modelPath);
+    const tok2 = model.kind === 'sdxl'
+      ? tokenizerFor(model.tokenizerDirs.tokenizer_2, opts.tokenizer2 ?? opts.tokenizer, '!', modelPath)
+      : null;
     return new StableDiffusionPipeline(model, tok, tok2, target);
   } catch (e) {
     model.dispose();

@@ -1,0 +1,124 @@
+// LoRA files in three formats (kohya diffusers names, kohya LDM names, peft) against diffusers' merged outputs,
+// fused and at runtime, at scales 1.0 and 0.5; unfuse restores the base bit for bit.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as path from 'path';
+import * as hs from '../../lib';
+import { loadModel, type LoadedModel } from '../../lib/models/load';
+import { openModel } from '../../lib/io/model_files';
+import { loraTargetFromModel } from '../../lib/models/lora';
+import { LoraManager } from '../../lib/pipelines/lora';
+import { SafeTensors } from '../../lib/io/safetensors';
+import { relErr } from '../helpers/check';
+
+const FIX = path.resolve(__dirname, '../fixtures');
+
+function setup(model: 'tiny-sd15' | 'tiny-sdxl') {
+  const dir = path.join(FIX, model, 'diffusers');
+  const m = loadModel(dir);
+  const om = openModel(dir);
+  const target = loraTargetFromModel(om);
+  om.close();
+  const mgr = new LoraManager({ unet: m.unet!.params, text_encoder: m.textEncoder!.params, text_encoder_2: m.textEncoder2?.params }, target);
+  const io = SafeTensors.open(path.join(FIX, 'lora', `${model}_lora_io.safetensors`));
+  return { m, mgr, io };
+}
+
+function unetOut(m: LoadedModel, io: SafeTensors, sdxl: boolean): Promise<Float32Array> {
+  const T = (k: string) => hs.tensor(io.readF32(k), io.info(k).shape);
+  return hs.tidy(() => m.unet!.forward({
+    sample: T('unet_in_sample'), timesteps: Array.from(io.readI64('unet_in_timesteps'), Number),
+    encoderHiddenStates: T('unet_in_encoder_hidden_states'),
+    textEmbeds: sdxl ? T('unet_in_text_embeds') : undefined, timeIds: sdxl ? T('unet_in_time_ids') : undefined,
+  })).data() as Promise<Float32Array>;
+}
+
+for (const model of ['tiny-sd15', 'tiny-sdxl'] as const) {
+  const sdxl = model === 'tiny-sdxl';
+  for (const fmt of ['kohya', 'kohya_ldm', 'peft']) {
+    test(`${model} ${fmt}: fused and runtime LoRA match diffusers at scales 1.0 and 0.5`, async () => {
+      const { m, mgr, io } = setup(model);
+      const file = path.join(FIX, 'lora', `${model}_${fmt}.safetensors`);
+      try {
+        const base = await unetOut(m, io, sdxl);
+        assert.ok(relErr(base, io.readF32('unet_out_base')) < 1e-4, 'base output');
+        for (const mode of ['fuse', 'runtime'] as const) {
+          const l = await mgr.load(file, { name: 'a', scale: 1.0, mode });
+          assert.is(l.warnings.length, 0, `unmatched keys: ${l.warnings.slice(0, 3)}`);
+          assert.is(l.modules.filter((x) => x.component === 'unet').length, sdxl ? 303 : 271);
+          for (const s of [1.0, 0.5]) {
+            if (s !== 1.0) await mgr.setScale('a', s);
+            const out = await unetOut(m, io, sdxl);
+            const e = relErr(out, io.readF32(`unet_out_scale${s.toFixed(1)}`));
+            assert.ok(e < 1e-4, `${mode} scale ${s}: relative error ${e}`);
+          }
+          // text encoder(s)
+          const te = sdxl ? [[m.textEncoder!, 'te1'], [m.textEncoder2!, 'te2']] as const : [[m.textEncoder!, 'te']] as const;
+          for (const [enc, pre] of te) {
+            const idsKey = sdxl ? `${pre}_in_input_ids` : 'te_in_input_ids';
+            const ids = Int32Array.from(io.readI64(idsKey), Number);
+            const r = enc.forward(ids, 2);
+            const e = relErr((await r.lastHiddenState.data()) as Float32Array, io.readF32(`${pre}_scale0.5_last_hidden_state`));
+            assert.ok(e < 1e-4, `${mode} ${pre} last_hidden_state at 0.5: ${e}`);
+          }
+          await mgr.unload('a');
+          const back = await unetOut(m, io, sdxl);
+          assert.equal(Array.from(back), Array.from(base), `${mode}: unload restores the base exactly`);
+        }
+      } finally {
+        mgr.unloadAll();
+        m.dispose();
+        io.close();
+      }
+    });
+  }
+}
+
+test('two adapters at once, each with its own scale, equal one adapter at the summed scale', async () => {
+  const { m, mgr, io } = setup('tiny-sd15');
+  const file = path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors');
+  try {
+    await mgr.load(file, { name: 'a', scale: 0.25, mode: 'runtime' });
+    await mgr.load(path.join(FIX, 'lora', 'tiny-sd15_peft.safetensors'), { name: 'b', scale: 0.25, mode: 'fuse' });
+    const out = await unetOut(m, io, false);
+    const e = relErr(out, io.readF32('unet_out_scale0.5'));
+    assert.ok(e < 1e-4, `0.25 + 0.25 vs 0.5: ${e}`);
+    // unloading the older runtime adapter leaves the fused one: scale 0.25 alone
+    await mgr.unload('a');
+    const half = await unetOut(m, io, false);
+    const base = io.readF32('unet_out_base'), full = io.readF32('unet_out_scale0.5');
+    // 0.25 lies between base and 0.5: closer to neither endpoint than 1e-3
+    assert.ok(relErr(half, base) > 1e-3 && relErr(half, full) > 1e-3);
+    await mgr.load(file, { name: 'c', scale: 0.25, mode: 'fuse' });
+    await mgr.unload('b'); // the older fused one, under a newer fused one
+    const e2 = relErr(await unetOut(m, io, false), half);
+    assert.ok(e2 < 1e-5, `unfusing the older of two fused adapters keeps the newer: ${e2}`);
+    let msg = '';
+    try { await mgr.unload('nope'); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /no LoRA named 'nope'/);
+  } finally {
+    mgr.unloadAll();
+    m.dispose();
+    io.close();
+  }
+});
+
+test('a LoRA for another model is a clear error naming the key and both shapes', async () => {
+  const { m, mgr, io } = setup('tiny-sd15');
+  try {
+    // tiny-sdxl's LoRA has module names the sd15 UNet also has (down_blocks.1...) with other shapes
+    let msg = '';
+    try {
+      await mgr.load(path.join(FIX, 'lora', 'tiny-sdxl_kohya.safetensors'), { name: 'x' });
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert.ok(/shape \[.*\] does not fit .*weight \[.*\]|has no|text_encoder_2/.test(msg), msg);
+  } finally {
+    mgr.unloadAll();
+    m.dispose();
+    io.close();
+  }
+});
+
+test.run();

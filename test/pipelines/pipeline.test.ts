@@ -1,0 +1,125 @@
+// The tiny SD1.5 and SDXL pipelines end to end against diffusers (latents after every step, decoded image),
+// determinism, progress, abort, queueing and event-loop responsiveness. The CLIP vocabulary is not shipped:
+// these tests read ../shared/fixtures and skip, saying so, when it is absent.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as hs from '../../lib';
+import { loadPipeline, type StableDiffusionPipeline } from '../../lib/pipelines/sd';
+import { SafeTensors } from '../../lib/io/safetensors';
+import { decodePNG } from '../../lib/io/png';
+import { relErr } from '../helpers/check';
+
+const FIX = path.resolve(__dirname, '../fixtures');
+const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
+const VOCAB = path.join(SHARED, 'tokenizer');
+const haveVocab = fs.existsSync(path.join(VOCAB, 'vocab.json'));
+if (!haveVocab) console.log(`pipeline tests: SKIP, the CLIP vocabulary (${VOCAB}) is absent`);
+
+const PROMPT = 'a tiny red house in a green field';
+const pipes: Record<string, StableDiffusionPipeline> = {};
+async function pipe(model: 'tiny-sd15' | 'tiny-sdxl') {
+  pipes[model] ??= await loadPipeline(path.join(FIX, model, 'diffusers'), { device: 'cpu', tokenizer: VOCAB });
+  return pipes[model];
+}
+
+if (haveVocab) {
+  test('tiny SD1.5: DDIM trailing, 3 steps, CFG 7.5 reproduces diffusers step by step', async () => {
+    const io = SafeTensors.open(path.join(FIX, 'tiny-sd15', 'io.safetensors'));
+    const p = await pipe('tiny-sd15');
+    const steps: Float32Array[] = [];
+    const r = await p.generate({
+      prompt: PROMPT, steps: 3, guidance: 7.5, sampler: 'ddim', width: 128, height: 128,
+      latents: io.readF32('pipe_in_latents'), onProgress: () => undefined,
+    });
+    assert.equal(r.timesteps, Array.from(io.readF32('pipe_timesteps')));
+    const e = relErr(r.latents, io.readF32('pipe_out_latents'));
+    assert.ok(e < 1e-4, `final latents: ${e}`);
+    const ref = io.readF32('pipe_out_image');
+    const img = r.images[0];
+    assert.is(img.width, 128);
+    let maxd = 0;
+    for (let i = 0; i < 128 * 128; i++) for (let c = 0; c < 3; c++) maxd = Math.max(maxd, Math.abs(img.data[i * 3 + c] - ref[c * 128 * 128 + i] * 255));
+    assert.ok(maxd <= 1.01, `image bytes differ by up to ${maxd}`);
+    void steps;
+    io.close();
+  });
+
+  test('tiny SDXL: Euler leading, 3 steps, CFG 5, zero negative embeddings reproduces diffusers', async () => {
+    const io = SafeTensors.open(path.join(FIX, 'tiny-sdxl', 'io.safetensors'));
+    const p = await pipe('tiny-sdxl');
+    const r = await p.generate({
+      prompt: PROMPT, steps: 3, guidance: 5, sampler: 'euler', timestepSpacing: 'leading', width: 128, height: 128,
+      latents: io.readF32('pipe_in_latents'),
+    });
+    assert.equal(r.timesteps, Array.from(io.readF32('pipe_timesteps')));
+    const e = relErr(r.latents, io.readF32('pipe_out_latents'));
+    assert.ok(e < 1e-4, `final latents: ${e}`);
+    io.close();
+  });
+
+  test('same seed gives the same bytes; another seed does not; torch-cpu rng works', async () => {
+    const p = await pipe('tiny-sd15');
+    const o = { prompt: 'a cat', preset: 'hyper-sd15-2step', width: 64, height: 72, seed: 7 } as const;
+    const a = await p.generate(o), b = await p.generate(o), c = await p.generate({ ...o, seed: 8 });
+    assert.is(a.images[0].height, 72);
+    assert.equal(Buffer.from(a.images[0].data).equals(Buffer.from(b.images[0].data)), true);
+    assert.equal(Buffer.from(a.images[0].data).equals(Buffer.from(c.images[0].data)), false);
+    const t = await p.generate({ ...o, rng: 'torch-cpu', numImages: 2 });
+    assert.is(t.images.length, 2);
+  });
+
+  test('presets: unified TCD, 1-step UNet LCM [800], CFG preset; every option stays overridable', async () => {
+    const p = await pipe('tiny-sd15');
+    const base = { prompt: 'x', width: 64, height: 64, seed: 1, output: 'latent' as const };
+    assert.equal((await p.generate({ ...base, preset: 'hyper-sd15-unified', steps: 4 })).timesteps, [999, 759, 499, 259]);
+    assert.equal((await p.generate({ ...base, preset: 'hyper-sdxl-1step-unet' })).timesteps, [800]);
+    assert.equal((await p.generate({ ...base, preset: 'hyper-sd15-4step' })).timesteps, [999, 749, 499, 249]);
+    assert.equal((await p.generate({ ...base, preset: 'hyper-sd15-4step', steps: 2 })).timesteps, [999, 499]);
+    let msg = '';
+    try { await p.generate({ ...base, preset: 'nope' }); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /unknown preset 'nope'/);
+    msg = '';
+    try { await p.generate({ ...base, width: 60 }); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /width must be a positive multiple of 8/);
+  });
+
+  test('img2img with strength runs fewer steps and starts from the image', async () => {
+    const p = await pipe('tiny-sd15');
+    const img = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(200) };
+    const r = await p.generate({ prompt: 'x', image: img, strength: 0.5, steps: 4, sampler: 'ddim', seed: 3 });
+    assert.equal(r.timesteps, [499, 249]);
+    const png = await r.images[0].toPNG();
+    assert.is(decodePNG(png).width, 64);
+  });
+
+  test('progress, abort between steps frees everything, queued calls run in order, event loop stays responsive', async () => {
+    const p = await pipe('tiny-sd15');
+    const before = hs.memory().tensors;
+    const seen: number[] = [];
+    const ac = new AbortController();
+    let ticks = 0;
+    const iv = setInterval(() => ticks++, 1);
+    const aborted = p.generate({ prompt: 'x', steps: 4, width: 64, height: 64, seed: 1, signal: ac.signal,
+      onProgress: (pr) => { seen.push(pr.step); if (pr.step === 2) ac.abort(); } });
+    const next = p.generate({ prompt: 'y', steps: 1, width: 64, height: 64, seed: 1 });
+    let err: Error | null = null;
+    try { await aborted; } catch (e) { err = e as Error; }
+    assert.ok(err && err.name === 'AbortError', 'aborted with an AbortError');
+    assert.equal(seen, [1, 2]);
+    const r = await next;
+    clearInterval(iv);
+    assert.is(r.images.length, 1);
+    assert.ok(ticks > 3, `event loop ticked ${ticks} times`);
+    assert.is(hs.memory().tensors, before, 'no tensors left behind');
+  });
+
+  test.after(() => {
+    for (const p of Object.values(pipes)) p.dispose();
+  });
+} else {
+  test('pipeline tests skipped: no CLIP vocabulary', () => assert.ok(true));
+}
+
+test.run();

@@ -2,8 +2,8 @@
 // hsd::philox::element(seed, offset, i, normal): N(0, 1) when `normal`, else U[0, 1). Every element is a pure
 // function of (seed, offset, i), so the threads split the range freely and the CUDA kernel gives the same
 // bits. This file is compiled with -ffp-contract=off (CMakeLists.txt) so that the compiler fuses nothing
-// beyond the explicit fmaf calls in philox.h. Each element recomputes its 4-lane block (4x the Philox work
-// of sharing a block across lanes); the generator is cheap next to the denoising it feeds.
+// beyond the explicit fmaf calls in philox.h. Work is split by 4-element groups so each Philox block and each
+// Box-Muller pair is computed once (philox::block4 gives exactly element()'s values).
 #include <string>
 
 #include "hypersd/ops.h"
@@ -20,8 +20,14 @@ void rand_kernel(const OpContext& c) {
   uint64_t seed = (uint64_t)seed_d, offset = (uint64_t)offset_d;
   int normal = c.attrs.i("normal", 1) != 0;
   float* p = y.data<float>();
-  c.pool->parallel_for(y.numel(), 1 << 12, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) p[i] = philox::element(seed, offset, (uint64_t)i, normal);
+  int64_t n = y.numel(), groups = (n + 3) / 4;
+  c.pool->parallel_for(groups, 1 << 10, [&](int64_t b, int64_t e) {
+    float v[4];
+    for (int64_t g = b; g < e; ++g) {
+      philox::block4(seed, offset, (uint64_t)g, normal, v);
+      int64_t i0 = g * 4;
+      for (int k = 0; k < 4 && i0 + k < n; ++k) p[i0 + k] = v[k];
+    }
   });
 }
 

@@ -101,5 +101,22 @@ HSD_HD float element(uint64_t seed, uint64_t offset, uint64_t i, int normal) {
   return (lane & 1) ? rad * s : rad * c;
 }
 
+// All four lanes of group g (elements 4g..4g+3), exactly the values element() gives each of them.
+HSD_HD void block4(uint64_t seed, uint64_t offset, uint64_t g, int normal, float out[4]) {
+  U4 r = philox4x32_10(U4{(uint32_t)g, (uint32_t)(g >> 32), (uint32_t)offset, (uint32_t)(offset >> 32)},
+                       (uint32_t)seed, (uint32_t)(seed >> 32));
+  if (!normal) {
+    out[0] = uniform01(r.x); out[1] = uniform01(r.y); out[2] = uniform01(r.z); out[3] = uniform01(r.w);
+    return;
+  }
+  float s, c;
+  float rad = sqrtf(-2.0f * logf_det(uniform_open0(r.x)));
+  sincos2pi_det(uniform01(r.y), s, c);
+  out[0] = rad * c; out[1] = rad * s;
+  rad = sqrtf(-2.0f * logf_det(uniform_open0(r.z)));
+  sincos2pi_det(uniform01(r.w), s, c);
+  out[2] = rad * c; out[3] = rad * s;
+}
+
 }  // namespace philox
 }  // namespace hsd

@@ -1,0 +1,66 @@
+/**
+ * bench/unet: full-size UNets with random weights, batch 1: seconds per forward (median), achieved GFLOP/s
+ * (FLOPs counted per op), peak RSS; f32 and bf16 weight storage; plus the SD1.5 VAE decoder at 512x512.
+ *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16] [--xl-128]
+ */
+import { installFlopCounter, counter } from './flops';
+installFlopCounter();
+import * as hs from '../lib';
+import { builtinConfigs } from '../lib/models/configs';
+import { UNet2DConditionModel, type UNetConfig } from '../lib/models/unet';
+import { AutoencoderKL, type VAEConfig } from '../lib/models/vae';
+
+const args = process.argv.slice(2);
+const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
+const only = opt('only', 'all');
+const reps = Number(opt('reps', '3'));
+const dtypes = opt('dtype', 'f32,bf16').split(',') as hs.DType[];
+
+async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
+  counter.flops = 0;
+  await f().data(); // warm-up (and FLOP count)
+  const flops = counter.flops;
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    const out = f();
+    await out.data();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    out.dispose();
+  }
+  ts.sort((a, b) => a - b);
+  const med = ts[Math.floor(ts.length / 2)];
+  const rss = process.resourceUsage().maxRSS / 1024;
+  console.log(`${label.padEnd(44)} ${med.toFixed(2).padStart(7)} s  ${(flops / 1e9).toFixed(0).padStart(6)} GFLOP  ${(flops / med / 1e9).toFixed(1).padStart(6)} GFLOP/s  peak RSS ${rss.toFixed(0)} MiB`);
+}
+
+(async () => {
+  console.log(`hypersd bench/unet  ${new Date().toISOString()}  threads=${hs.threads()}`);
+  for (const dtype of dtypes) {
+    if (only === 'all' || only === 'sd15') {
+      const u = new UNet2DConditionModel(builtinConfigs('sd15').unet as UNetConfig);
+      u.params.initRandom(1, { dtype });
+      const x = hs.ops.randn([1, 4, 64, 64], { seed: 2 }), c = hs.ops.randn([1, 77, 768], { seed: 3 });
+      await timeIt(`SD1.5 UNet 64x64 latent, ${dtype} weights`, () => u.forward({ sample: x, timesteps: 999, encoderHiddenStates: c }));
+      u.dispose();
+    }
+    if (only === 'all' || only === 'sdxl') {
+      const u = new UNet2DConditionModel(builtinConfigs('sdxl').unet as UNetConfig);
+      u.params.initRandom(1, { dtype });
+      const c = hs.ops.randn([1, 77, 2048], { seed: 3 }), te = hs.ops.randn([1, 1280], { seed: 4 });
+      const ids = hs.tensor([1024, 1024, 0, 0, 1024, 1024], [1, 6]);
+      for (const s of args.includes('--xl-128') ? [64, 128] : [64]) {
+        const x = hs.ops.randn([1, 4, s, s], { seed: 2 });
+        await timeIt(`SDXL UNet ${s}x${s} latent, ${dtype} weights`, () => u.forward({ sample: x, timesteps: 999, encoderHiddenStates: c, textEmbeds: te, timeIds: ids }));
+      }
+      u.dispose();
+    }
+    if (only === 'all' || only === 'vae') {
+      const v = new AutoencoderKL(builtinConfigs('sd15').vae as VAEConfig);
+      v.params.initRandom(1, { dtype });
+      const z = hs.ops.randn([1, 4, 64, 64], { seed: 2 });
+      await timeIt(`SD1.5 VAE decode 512x512, ${dtype} weights`, () => v.decode(z));
+      v.dispose();
+    }
+  }
+})();

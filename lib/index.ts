@@ -9,3 +9,16 @@ export {
 export type { DType, DeviceName, DeviceSetting, TensorOptions, MemoryInfo } from './tensor';
 export * as ops from './ops';
 export { runOp } from './ops/runtime';
+export { loadPipeline, StableDiffusionPipeline } from './pipelines/sd';
+export type { GenerateOptions, GenerateResult, GeneratedImage, PipelineOptions, ProgressInfo } from './pipelines/sd';
+export { PRESETS } from './pipelines/presets';
+export { loadModel } from './models/load';
+export { UNet2DConditionModel } from './models/unet';
+export { CLIPTextModel } from './models/clip';
+export { AutoencoderKL } from './models/vae';
+export { CLIPTokenizer } from './models/clip_tokenizer';
+export { SafeTensors, saveSafetensors } from './io/safetensors';
+export { openModel } from './io/model_files';
+export { encodePNG, decodePNG, readPNG, writePNG } from './io/png';
+export { createSampler, SAMPLER_NAMES } from './schedulers';
+export { TorchCpuGenerator } from './random/torch_cpu';

@@ -8,6 +8,7 @@ export {
 } from './tensor';
 export type { DType, DeviceName, DeviceSetting, TensorOptions, MemoryInfo } from './tensor';
 export * as ops from './ops';
+export * as autograd from './autograd';
 export { runOp } from './ops/runtime';
 export { loadPipeline, StableDiffusionPipeline } from './pipelines/sd';
 export type { GenerateOptions, GenerateResult, GeneratedImage, PipelineOptions, ProgressInfo } from './pipelines/sd';

@@ -13,6 +13,7 @@ import { PRESETS } from '../pipelines/presets';
 import { SafeTensors } from '../io/safetensors';
 import { describeFile } from './info';
 import { runComponent } from './run';
+import { trainTeacherCommand, TRAIN_USAGE } from './train';
 import { drawText } from './font';
 import type { SamplerName } from '../schedulers';
 
@@ -26,11 +27,12 @@ const USAGE = `usage:
   hypersd info <file|folder>
   hypersd run <unet|text_encoder|text_encoder_2|vae.decode|vae.encode> --model <folder|file>
               --inputs in.safetensors --out out.safetensors [--repeat N] [--device ..] [--dtype ..]
+${TRAIN_USAGE}
 presets: ${Object.keys(PRESETS).join(', ')}`;
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    const p = parseArgs(argv, new Set(['help', 'no-progress']));
+    const p = parseArgs(argv, new Set(['help', 'no-progress', 'no-eval', 'quiet']));
     const cmd = p._[0];
     if (!cmd || p.opts.has('help')) {
       process.stdout.write(USAGE + '\n');
@@ -46,7 +48,8 @@ export async function main(argv: string[]): Promise<void> {
     } else if (cmd === 'run') {
       if (!p._[1]) throw new Error('run needs a component: unet, text_encoder, text_encoder_2, vae.decode or vae.encode');
       await runComponent(p._[1], o);
-    } else throw new Error(`unknown command '${cmd}' (generate, info, run)`);
+    } else if (cmd === 'train-teacher') await trainTeacherCommand(o);
+    else throw new Error(`unknown command '${cmd}' (generate, info, run)`);
   } catch (e) {
     process.stderr.write(`hypersd: ${(e as Error).message.split('\n')[0]}\n`);
     process.exitCode = 1;

@@ -6,6 +6,7 @@
 import { Tensor, tidy, tensor, zeros } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
+import { checkpoint } from '../autograd';
 import { Linear, Conv2d, GroupNorm, LayerNorm, MultiHeadAttention, toNHWC, toNCHW } from '../nn/layers';
 
 export interface UNetConfig {
@@ -113,6 +114,8 @@ export class UNet2DConditionModel {
   private time1: Linear; private time2: Linear; private add1?: Linear; private add2?: Linear;
   private downs: Block[] = []; private mid: { resnets: Resnet[]; attentions: Transformer2D[] }; private ups: Block[] = [];
   readonly isSDXL: boolean;
+  /** Training: recompute each resnet and transformer block's forward during backward (saves activation memory). */
+  gradientCheckpointing = false;
 
   constructor(readonly config: UNetConfig) {
     const c = config, p = this.params;
@@ -224,10 +227,13 @@ export class UNet2DConditionModel {
       // down
       let h = this.convIn.forward(toNHWC(x0));
       const skips: Tensor[] = [h];
+      const ck = this.gradientCheckpointing;
+      const res = (r: Resnet, x: Tensor) => (ck ? checkpoint((a, e) => r.forward(a, e), [x, embSilu]) : r.forward(x, embSilu));
+      const att = (a: Transformer2D, x: Tensor) => (ck ? checkpoint((y, c) => a.forward(y, c), [x, ehs]) : a.forward(x, ehs));
       for (const b of this.downs) {
         b.resnets.forEach((r, j) => {
-          h = r.forward(h, embSilu);
-          if (b.attentions.length) h = b.attentions[j].forward(h, ehs);
+          h = res(r, h);
+          if (b.attentions.length) h = att(b.attentions[j], h);
           skips.push(h);
         });
         if (b.down) {
@@ -236,15 +242,15 @@ export class UNet2DConditionModel {
         }
       }
       // mid
-      h = this.mid.resnets[0].forward(h, embSilu);
-      h = this.mid.attentions[0].forward(h, ehs);
-      h = this.mid.resnets[1].forward(h, embSilu);
+      h = res(this.mid.resnets[0], h);
+      h = att(this.mid.attentions[0], h);
+      h = res(this.mid.resnets[1], h);
       // up
       for (const b of this.ups) {
         b.resnets.forEach((r, j) => {
           const s = skips.pop()!;
-          h = r.forward(ops.concat([h, s], 3), embSilu);
-          if (b.attentions.length) h = b.attentions[j].forward(h, ehs);
+          h = res(r, ops.concat([h, s], 3));
+          if (b.attentions.length) h = att(b.attentions[j], h);
         });
         if (b.up) {
           const target = skips[skips.length - 1];

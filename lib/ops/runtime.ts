@@ -9,6 +9,16 @@ import { isFloat } from '../tensor/dtype';
 
 export type Attrs = Record<string, number | boolean | number[] | undefined>;
 
+/** Called after every op is enqueued (autograd's tape records through it; tests count launches with it). */
+export type OpHook = (op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs) => void;
+let opHook: OpHook | null = null;
+/** Installs the op hook (null removes it) and returns the previous one, so a new hook can chain to it. */
+export function setOpHook(fn: OpHook | null): OpHook | null {
+  const prev = opHook;
+  opHook = fn;
+  return prev;
+}
+
 export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs = {}): void {
   const ins = inputs.map((t, i) => {
     if (!(t instanceof Tensor)) throw new Error(`${op}: input ${i} is not a Tensor`);
@@ -18,6 +28,7 @@ export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly T
   const clean: Record<string, number | boolean | number[]> = {};
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;
   native().run(op, ins, outs, clean);
+  if (opHook) opHook(op, inputs, outputs, clean);
 }
 
 export function shapeStr(s: readonly number[]): string {

@@ -18,6 +18,14 @@ export type DeviceSetting = DeviceName | 'auto';
 
 let defaultDevice: DeviceName = 'cpu';
 let poisonOutputs = false;
+let viewHook: ((from: Tensor, view: Tensor) => void) | null = null;
+
+/** @internal autograd follows values through reshape views with this; returns the previous hook. */
+export function setViewHook(fn: ((from: Tensor, view: Tensor) => void) | null): typeof viewHook {
+  const prev = viewHook;
+  viewHook = fn;
+  return prev;
+}
 
 /** Where new tensors go. 'auto' picks cuda when a GPU is usable, else cpu. 'cuda' without a GPU throws. */
 export function setDevice(d: DeviceSetting): DeviceName {
@@ -147,7 +155,9 @@ export class Tensor {
   /** A view with another shape over the same storage (no copy). One dimension may be -1. */
   reshape(shape: readonly number[]): Tensor {
     const s = inferShape(shape, this.size, 'reshape', this.shape);
-    return new Tensor(native().view(this.handle(), s, null, null), s, this.dtype, this.device, false);
+    const v = new Tensor(native().view(this.handle(), s, null, null), s, this.dtype, this.device, false);
+    if (viewHook) viewHook(this, v);
+    return v;
   }
 
   toString(): string {

@@ -98,7 +98,8 @@ void cuda_check_last(const char*) {}
 
 }  // namespace dev
 
-#ifndef HSD_WITH_CUDA
+// Without CUDA kernels in the build (no nvcc, or no native/cuda/register.cu), the CUDA op table is empty.
+#ifndef HSD_CUDA_KERNELS
 void register_cuda_kernels(OpRegistry&) {}
 #endif
 

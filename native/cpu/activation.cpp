@@ -1,4 +1,5 @@
-// Activations: silu, gelu (erf), gelu_tanh, quick_gelu, geglu, softmax (last dim, with a scale).
+// Activations: silu, gelu (erf), gelu_tanh, quick_gelu, geglu, softmax (last dim, with a scale), and their
+// backwards (*_backward, at the end of the file).
 //
 // Layout: contiguous f32 (the engine widens f16/bf16). The pointwise ones are one flat parallel loop over a
 // scalar function; geglu reads rows [..., 2N] and writes [..., N]; softmax works row by row (max, exp, sum
@@ -87,6 +88,90 @@ void softmax_kernel(const OpContext& c) {
   });
 }
 
+
+// ---------- backward ----------
+// The pointwise backwards take (x, dy) and write dx = dy * f'(x): recomputing f' from x is one pass over
+// memory, the same as reading a saved output would be, and needs nothing kept from the forward.
+// geglu_backward takes (x, dy) and writes dx [..., 2N]; softmax_backward takes the forward OUTPUT y and dy:
+// dx = scale * y * (dy - sum(dy * y)) per row (y is all the derivative needs, x is not read).
+
+inline float silu_d(float x) {
+  float s = 1.0f / (1.0f + std::exp(-x));
+  return s * (1.0f + x * (1.0f - s));
+}
+inline float gelu_d(float x) {  // Phi(x) + x phi(x)
+  return 0.5f * (1.0f + std::erf(x * 0.70710678118654752f)) + x * 0.39894228040143268f * std::exp(-0.5f * x * x);
+}
+inline float gelu_tanh_d(float x) {
+  const float k = 0.79788456080286536f, c = 0.044715f;
+  float t = std::tanh(k * (x + c * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+}
+inline float quick_gelu_d(float x) {
+  float s = 1.0f / (1.0f + std::exp(-1.702f * x));
+  return s + 1.702f * x * s * (1.0f - s);
+}
+
+template <float (*D)(float)>
+void pointwise_backward(const OpContext& c, const char* op) {
+  const Tensor &x = c.in.at(0), &dy = c.in.at(1), &dx = c.out.at(0);
+  check_same_size(op, x, dy);
+  check_same_size(op, x, dx);
+  const float *px = x.data<float>(), *pd = dy.data<float>();
+  float* po = dx.data<float>();
+  c.pool->parallel_for(dx.numel(), 1 << 13, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) po[i] = pd[i] * D(px[i]);
+  });
+}
+
+void silu_backward_kernel(const OpContext& c) { pointwise_backward<silu_d>(c, "silu_backward"); }
+void gelu_backward_kernel(const OpContext& c) { pointwise_backward<gelu_d>(c, "gelu_backward"); }
+void gelu_tanh_backward_kernel(const OpContext& c) { pointwise_backward<gelu_tanh_d>(c, "gelu_tanh_backward"); }
+void quick_gelu_backward_kernel(const OpContext& c) { pointwise_backward<quick_gelu_d>(c, "quick_gelu_backward"); }
+
+// y = h * gelu(g): dh = dy * gelu(g), dg = dy * h * gelu'(g).
+void geglu_backward_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &dy = c.in.at(1), &dx = c.out.at(0);
+  int64_t n = dy.dim() ? dy.size(-1) : 0;
+  if (x.dim() == 0 || x.size(-1) != 2 * n || x.numel() != 2 * dy.numel() || dx.numel() != x.numel())
+    throw Error("geglu_backward: x " + x.describe() + " and dx " + dx.describe() + " must be [..., 2N] for dy " +
+                dy.describe());
+  int64_t rows = n ? dy.numel() / n : 0;
+  const float *px = x.data<float>(), *pd = dy.data<float>();
+  float* po = dx.data<float>();
+  c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
+    for (int64_t r = s; r < e; ++r) {
+      const float *h = px + r * 2 * n, *g = h + n, *d = pd + r * n;
+      float *dh = po + r * 2 * n, *dg = dh + n;
+      for (int64_t i = 0; i < n; ++i) {
+        dh[i] = d[i] * gelu_f(g[i]);
+        dg[i] = d[i] * h[i] * gelu_d(g[i]);
+      }
+    }
+  });
+}
+
+void softmax_backward_kernel(const OpContext& c) {
+  const Tensor &y = c.in.at(0), &dy = c.in.at(1), &dx = c.out.at(0);
+  check_same_size("softmax_backward", y, dy);
+  check_same_size("softmax_backward", y, dx);
+  float scale = (float)c.attrs.f("scale", 1.0);
+  int64_t n = y.dim() ? y.size(-1) : 1;
+  int64_t rows = n ? y.numel() / n : 0;
+  const float *py = y.data<float>(), *pd = dy.data<float>();
+  float* po = dx.data<float>();
+  c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
+    for (int64_t r = s; r < e; ++r) {
+      const float *yi = py + r * n, *di = pd + r * n;
+      float* oi = po + r * n;
+      double dot = 0;
+      for (int64_t i = 0; i < n; ++i) dot += (double)yi[i] * di[i];
+      float d = (float)dot;
+      for (int64_t i = 0; i < n; ++i) oi[i] = scale * yi[i] * (di[i] - d);
+    }
+  });
+}
+
 }  // namespace
 
 void register_activation_cpu(OpRegistry& r) {
@@ -96,5 +181,11 @@ void register_activation_cpu(OpRegistry& r) {
   r.add_cpu("quick_gelu", quick_gelu_kernel);
   r.add_cpu("geglu", geglu_kernel);
   r.add_cpu("softmax", softmax_kernel);
+  r.add_cpu("silu_backward", silu_backward_kernel);
+  r.add_cpu("gelu_backward", gelu_backward_kernel);
+  r.add_cpu("gelu_tanh_backward", gelu_tanh_backward_kernel);
+  r.add_cpu("quick_gelu_backward", quick_gelu_backward_kernel);
+  r.add_cpu("geglu_backward", geglu_backward_kernel);
+  r.add_cpu("softmax_backward", softmax_backward_kernel);
 }
 }  // namespace hsd

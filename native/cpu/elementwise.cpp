@@ -7,6 +7,8 @@
 // innermost loop is specialised on the (a, b) inner strides being 0 or 1 so the compiler vectorises it.
 // scheduler_step is computed without fma contraction ((a*x + b*eps) + c*noise, each product rounded) so it
 // matches a JS float32 reference bit for bit.
+// clamp_backward is the one backward kernel here: the other elementwise gradients are elementwise ops
+// themselves (lib/ops/elementwise.grad.ts).
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -171,6 +173,20 @@ void clamp_kernel(const OpContext& c) {
   });
 }
 
+// clamp_backward: x, dy -> dx = dy where min <= x <= max, else 0 (the boundary passes the gradient, as
+// torch.clamp does).
+void clamp_backward_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &dy = c.in.at(1), &dx = c.out.at(0);
+  check_same_size("clamp_backward", x, dy);
+  check_same_size("clamp_backward", x, dx);
+  float lo = (float)c.attrs.f("min", -INFINITY), hi = (float)c.attrs.f("max", INFINITY);
+  const float *px = x.data<float>(), *pd = dy.data<float>();
+  float* po = dx.data<float>();
+  c.pool->parallel_for(dx.numel(), kGrain, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) po[i] = px[i] >= lo && px[i] <= hi ? pd[i] : 0.0f;
+  });
+}
+
 }  // namespace
 
 // Sampler updates must round each product and sum separately (no fused multiply-add), like the JS reference.
@@ -217,6 +233,7 @@ void register_elementwise_cpu(OpRegistry& r) {
   r.add_cpu("div", div_kernel);
   r.add_cpu("affine", affine_kernel);
   r.add_cpu("clamp", clamp_kernel);
+  r.add_cpu("clamp_backward", clamp_backward_kernel);
   r.add_cpu("scheduler_step", scheduler_step_kernel);
 }
 }  // namespace hsd

@@ -12,6 +12,7 @@
 // row of y: a vector loop) or reduced (a contiguous sum). Work is (block of outer y rows) x (chunk of the
 // reduced outer space) with double partial sums per chunk, so a reduction to a handful of outputs (a bias
 // gradient, a mean) still spreads over all threads.
+// embedding_backward (the scatter-add into the table's gradient) is at the end of the file.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -183,11 +184,51 @@ void sum_to_kernel(const OpContext& c) {
   });
 }
 
+
+// embedding_backward: ids [...] (i32/i64), dy [..., D] -> dtable [V, D] (V from the output), the scatter-add
+// of dy's rows into the rows their ids name; rows no id names are zero. Repeated ids would race if the ids
+// were split across threads, so the threads split the D columns instead: each walks every id and adds its
+// own column range, in id order (deterministic).
+template <class I>
+void scatter_rows(const OpContext& c, const I* ids, int64_t n, int64_t V, int64_t D) {
+  const float* pd = c.in[1].data<float>();
+  float* po = c.out[0].data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    if ((int64_t)ids[i] < 0 || (int64_t)ids[i] >= V)
+      throw Error("embedding_backward: id " + std::to_string((int64_t)ids[i]) + " (at position " + std::to_string(i) +
+                  ") is out of range for a vocabulary of " + std::to_string(V));
+  int64_t cols = std::max<int64_t>(16, (D + 4 * c.pool->size() - 1) / (4 * c.pool->size()));
+  int64_t nblk = (D + cols - 1) / cols;
+  c.pool->parallel_for(nblk, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      int64_t d0 = blk * cols, d1 = std::min(D, d0 + cols);
+      for (int64_t v = 0; v < V; ++v) std::fill(po + v * D + d0, po + v * D + d1, 0.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = po + (int64_t)ids[i] * D;
+        const float* src = pd + i * D;
+        for (int64_t d = d0; d < d1; ++d) row[d] += src[d];
+      }
+    }
+  });
+}
+
+void embedding_backward_kernel(const OpContext& c) {
+  const Tensor &ids = c.in.at(0), &dy = c.in.at(1), &dt = c.out.at(0);
+  if (dt.dim() != 2) throw Error("embedding_backward: dtable must be [V, D], got " + dt.describe());
+  int64_t V = dt.shape[0], D = dt.shape[1], n = ids.numel();
+  if (dy.numel() != n * D)
+    throw Error("embedding_backward: dy " + dy.describe() + " must be [..., " + std::to_string(D) + "] for ids " + ids.describe());
+  if (ids.dtype == DType::I32) scatter_rows(c, ids.data<int32_t>(), n, V, D);
+  else if (ids.dtype == DType::I64) scatter_rows(c, ids.data<int64_t>(), n, V, D);
+  else throw Error("embedding_backward: ids must be i32 or i64, got " + ids.describe());
+}
+
 }  // namespace
 
 void register_embedding_cpu(OpRegistry& r) {
   r.add_cpu("timestep_embedding", timestep_embedding_kernel);
   r.add_cpu("embedding", embedding_kernel, false);
   r.add_cpu("sum_to", sum_to_kernel);
+  r.add_cpu("embedding_backward", embedding_backward_kernel);
 }
 }  // namespace hsd

@@ -1,4 +1,203 @@
-#include "hypersd/ops.h"
+// CPU kernels of the gemm family: matmul, lora_linear, lora_linear_batched (semantics in OPS.md), all on
+// the blocked GEMM engine of gemm_kernels.h.
+//
+// Registered with f32_only = false: weights (B, W, LoRA down/up) stay f16 / bf16 in memory and are widened
+// while packing; a half activation (A, x) is widened into a temporary first, a half output is computed in
+// an f32 temporary and narrowed (both are rare on the CPU, where activations are f32).
+//   matmul: B without a batch (a weight) and A not transposed fold the batch into M: one GEMM, B packed once.
+//     Many small batch items (attention-shaped) run one item per thread instead.
+//   lora_linear: t = scale * x down^T [M, r] first, then ONE GEMM over the extended K range
+//     y = [x | t] [W | up]^T + bias, so the adapter costs 2 M r (K + N) flops and no merged weight.
+//   lora_linear_batched: y = x W^T + bias over all B*L rows (W packed once), then per batch item with an
+//     adapter t = s x_b down^T and y_b += t up^T (a beta = 1 pass with K = r).
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "gemm_kernels.h"
+
 namespace hsd {
-void register_gemm_cpu(OpRegistry&) {}
+namespace {
+
+using gemm::Epilogue;
+
+std::string shp(const Tensor& t) {
+  std::string s = "[";
+  for (size_t i = 0; i < t.shape.size(); ++i) s += (i ? "," : "") + std::to_string(t.shape[i]);
+  return s + "]";
+}
+
+bool is_float(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
+
+void need_float(const char* op, const char* name, const Tensor& t) {
+  if (!is_float(t.dtype)) throw Error(std::string(op) + ": " + name + " must be a float tensor, got " + t.describe());
+}
+
+int act_attr(const char* op, const Attrs& at) {
+  int64_t a = at.i("act", 0);
+  if (a < 0 || a > 4)
+    throw Error(std::string(op) + ": act must be 0 (none), 1 (silu), 2 (gelu), 3 (gelu_tanh) or 4 (quick_gelu), got " +
+                std::to_string(a));
+  return (int)a;
+}
+
+// bias [N] as f32 (or null when absent).
+gemm::F32View bias_view(const char* op, const OpContext& c, size_t idx, int64_t N) {
+  if (!c.attrs.i("has_bias", 0)) return {};
+  if (c.in.size() <= idx) throw Error(std::string(op) + ": has_bias is set but the bias input is missing");
+  const Tensor& b = c.in[idx];
+  need_float(op, "bias", b);
+  if (b.numel() != N) throw Error(std::string(op) + ": bias " + shp(b) + " must have " + std::to_string(N) + " elements");
+  return gemm::as_f32(b, c.pool);
+}
+
+void matmul_kernel(const OpContext& c) {
+  const Tensor &A = c.in.at(0), &B = c.in.at(1), &C = c.out.at(0);
+  need_float("matmul", "A", A);
+  need_float("matmul", "B", B);
+  need_float("matmul", "C", C);
+  if (A.dim() < 2 || B.dim() < 2)
+    throw Error("matmul: A " + shp(A) + " and B " + shp(B) + " must both have rank >= 2");
+  const bool ta = c.attrs.i("transA", 0) != 0, tb = c.attrs.i("transB", 0) != 0;
+  const int64_t M = ta ? A.size(-1) : A.size(-2), K = ta ? A.size(-2) : A.size(-1);
+  const int64_t KB = tb ? B.size(-1) : B.size(-2), N = tb ? B.size(-2) : B.size(-1);
+  if (K != KB) throw Error("matmul: inner dimensions differ: A " + shp(A) + " and B " + shp(B));
+  int64_t batch = 1;
+  for (int64_t d = 0; d + 2 < A.dim(); ++d) batch *= A.shape[d];
+  const bool b_batched = B.dim() > 2;
+  if (b_batched && (B.dim() != A.dim() || !std::equal(A.shape.begin(), A.shape.end() - 2, B.shape.begin())))
+    throw Error("matmul: B " + shp(B) + " must have A's batch dimensions (A " + shp(A) + ") or none");
+  if (C.dim() != A.dim() || C.size(-2) != M || C.size(-1) != N ||
+      !std::equal(A.shape.begin(), A.shape.end() - 2, C.shape.begin()))
+    throw Error("matmul: C " + shp(C) + " does not match A " + shp(A) + " x B " + shp(B));
+  Epilogue e;
+  e.alpha = (float)c.attrs.f("alpha", 1.0);
+  e.beta = (float)c.attrs.f("beta", 0.0);
+  e.act = act_attr("matmul", c.attrs);
+  gemm::F32View bias = bias_view("matmul", c, 2, N);
+  e.bias = bias.p;
+  gemm::F32View a = gemm::as_f32(A, c.pool);
+  gemm::F32Out out = gemm::out_f32(C, e.beta != 0.f, c.pool);
+  const int64_t es = (int64_t)dtype_size(B.dtype);
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+
+  auto item = [&](int64_t bi, int64_t rows, ThreadPool* pool) {
+    const float* ab = a.p + bi * M * K;
+    const void* bb = (const char*)B.raw() + (b_batched ? bi * K * N * es : 0);
+    gemm::StridedA pa(ab, ta ? 1 : lda, ta ? lda : 1);
+    gemm::StridedB pb(bb, B.dtype, tb ? 1 : ldb, tb ? ldb : 1);
+    gemm::run(rows, N, K, pa, pb, out.p + bi * M * N, N, e, pool);
+  };
+  if (!b_batched && !ta) {
+    item(0, batch * M, c.pool);
+  } else if (c.pool && batch >= c.pool->size() && (double)M * N * K < 4e6) {
+    std::atomic<int64_t> next{0};
+    c.pool->parallel_for(c.pool->size(), 1, [&](int64_t, int64_t) {
+      for (int64_t bi; (bi = next.fetch_add(1)) < batch;) item(bi, M, nullptr);
+    });
+  } else {
+    for (int64_t bi = 0; bi < batch; ++bi) item(bi, M, c.pool);
+  }
+  out.finish(c.pool);
+}
+
+struct LoraShapes {
+  int64_t M, K, N, r;
+};
+
+// Checks x [..., K], W [N, K], down [(nA,) r, K], up [(nA,) N, r], y [..., N].
+LoraShapes lora_shapes(const char* op, const Tensor& x, const Tensor& W, const Tensor& down, const Tensor& up,
+                       const Tensor& y, bool batched) {
+  need_float(op, "x", x);
+  need_float(op, "W", W);
+  need_float(op, "down", down);
+  need_float(op, "up", up);
+  need_float(op, "y", y);
+  if (x.dim() < 1 || W.dim() != 2) throw Error(std::string(op) + ": W " + shp(W) + " must be [N, K]");
+  const int64_t K = x.size(-1), N = W.size(0);
+  if (W.size(1) != K) throw Error(std::string(op) + ": x " + shp(x) + " and W " + shp(W) + " differ in K");
+  const int64_t lead = batched ? 1 : 0;
+  if (down.dim() != 2 + lead || up.dim() != 2 + lead)
+    throw Error(std::string(op) + ": down " + shp(down) + " and up " + shp(up) + (batched ? " must have rank 3" : " must have rank 2"));
+  const int64_t r = down.size(lead);
+  if (down.size(lead + 1) != K) throw Error(std::string(op) + ": down " + shp(down) + " must be [" + (batched ? "nA, " : "") + "r, " + std::to_string(K) + "]");
+  if (up.size(lead) != N || up.size(lead + 1) != r || (batched && up.size(0) != down.size(0)))
+    throw Error(std::string(op) + ": up " + shp(up) + " does not match down " + shp(down) + " and W " + shp(W));
+  if (y.dim() != x.dim() || y.size(-1) != N || !std::equal(x.shape.begin(), x.shape.end() - 1, y.shape.begin()))
+    throw Error(std::string(op) + ": y " + shp(y) + " must be x " + shp(x) + " with the last dimension " + std::to_string(N));
+  return {K ? x.numel() / K : 0, K, N, r};
+}
+
+void lora_linear_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &W = c.in.at(1), &y = c.out.at(0);
+  const bool hb = c.attrs.i("has_bias", 0) != 0;
+  const Tensor &down = c.in.at(hb ? 3 : 2), &up = c.in.at(hb ? 4 : 3);
+  LoraShapes s = lora_shapes("lora_linear", x, W, down, up, y, false);
+  gemm::F32View bias = bias_view("lora_linear", c, 2, s.N);
+  gemm::F32View xv = gemm::as_f32(x, c.pool);
+  gemm::F32Out out = gemm::out_f32(y, false, c.pool);
+  std::unique_ptr<float[]> t(new float[(size_t)std::max<int64_t>(s.M * s.r, 1)]);
+  gemm::StridedA px(xv.p, s.K, 1), pt(t.get(), s.r, 1);
+  gemm::StridedB pw(W.raw(), W.dtype, 1, s.K), pdown(down.raw(), down.dtype, 1, s.K), pup(up.raw(), up.dtype, 1, s.r);
+  Epilogue et;
+  et.alpha = (float)c.attrs.f("scale");
+  gemm::run(s.M, s.r, s.K, px, pdown, t.get(), s.r, et, c.pool);
+  Epilogue e;
+  e.bias = bias.p;
+  gemm::run(s.M, s.N, s.K + s.r, gemm::ConcatA(px, pt, s.K), gemm::ConcatB(pw, pup, s.K), out.p, s.N, e, c.pool);
+  out.finish(c.pool);
+}
+
+void lora_linear_batched_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &W = c.in.at(1), &y = c.out.at(0);
+  const bool hb = c.attrs.i("has_bias", 0) != 0;
+  const size_t o = hb ? 1 : 0;
+  const Tensor &downs = c.in.at(2 + o), &ups = c.in.at(3 + o), &idx = c.in.at(4 + o), &scales = c.in.at(5 + o);
+  LoraShapes s = lora_shapes("lora_linear_batched", x, W, downs, ups, y, true);
+  if (x.dim() != 3) throw Error("lora_linear_batched: x " + shp(x) + " must be [B, L, K]");
+  const int64_t B = x.size(0), L = x.size(1), nA = downs.size(0);
+  if (idx.numel() != B || (idx.dtype != DType::I32 && idx.dtype != DType::I64))
+    throw Error("lora_linear_batched: idx " + idx.describe() + " must be i32 [" + std::to_string(B) + "]");
+  if (scales.numel() != B) throw Error("lora_linear_batched: scales " + shp(scales) + " must have " + std::to_string(B) + " elements");
+  need_float("lora_linear_batched", "scales", scales);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t a = (int64_t)gemm::load_f32(idx, b);
+    if (a < -1 || a >= nA)
+      throw Error("lora_linear_batched: idx[" + std::to_string(b) + "] = " + std::to_string(a) + " is outside [-1, " +
+                  std::to_string(nA) + ")");
+  }
+  gemm::F32View bias = bias_view("lora_linear_batched", c, 2, s.N);
+  gemm::F32View xv = gemm::as_f32(x, c.pool);
+  gemm::F32Out out = gemm::out_f32(y, false, c.pool);
+  Epilogue e;
+  e.bias = bias.p;
+  gemm::run(s.M, s.N, s.K, gemm::StridedA(xv.p, s.K, 1), gemm::StridedB(W.raw(), W.dtype, 1, s.K), out.p, s.N, e,
+            c.pool);
+  std::unique_ptr<float[]> t(new float[(size_t)std::max<int64_t>(L * s.r, 1)]);
+  const int64_t esd = (int64_t)dtype_size(downs.dtype), esu = (int64_t)dtype_size(ups.dtype);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t a = (int64_t)gemm::load_f32(idx, b);
+    if (a < 0) continue;
+    Epilogue et;
+    et.alpha = gemm::load_f32(scales, b);
+    gemm::run(L, s.r, s.K, gemm::StridedA(xv.p + b * L * s.K, s.K, 1),
+              gemm::StridedB((const char*)downs.raw() + a * s.r * s.K * esd, downs.dtype, 1, s.K), t.get(), s.r, et,
+              c.pool);
+    Epilogue ea;
+    ea.beta = 1.f;
+    gemm::run(L, s.N, s.r, gemm::StridedA(t.get(), s.r, 1),
+              gemm::StridedB((const char*)ups.raw() + a * s.N * s.r * esu, ups.dtype, 1, s.r), out.p + b * L * s.N, s.N,
+              ea, c.pool);
+  }
+  out.finish(c.pool);
+}
+
+}  // namespace
+
+void register_gemm_cpu(OpRegistry& r) {
+  r.add_cpu("matmul", matmul_kernel, false);
+  r.add_cpu("lora_linear", lora_linear_kernel, false);
+  r.add_cpu("lora_linear_batched", lora_linear_batched_kernel, false);
+}
 }  // namespace hsd

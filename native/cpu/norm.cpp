@@ -7,6 +7,7 @@
 // vectors, a loop over C that vectorises. The input is read twice; a single-read fused version would need
 // the whole image in cache and is a later performance step.
 // layer_norm: one row per task, two passes (mean, then centred variance) with double accumulators.
+// The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -18,6 +19,10 @@ namespace hsd {
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu_d(float x) {
+  float s = 1.0f / (1.0f + std::exp(-x));
+  return s * (1.0f + x * (1.0f - s));
+}
 
 void group_norm_kernel(const OpContext& c) {
   const Tensor &x = c.in.at(0), &gamma = c.in.at(1), &beta = c.in.at(2), &y = c.out.at(0);
@@ -131,10 +136,206 @@ void layer_norm_kernel(const OpContext& c) {
   });
 }
 
+
+// ---------- backward ----------
+// group_norm_backward: inputs x [N, S, C], gamma, beta, dy; attrs groups, eps, silu (as the forward) and
+// need_dx / need_affine (0/1, default 1); outputs dx (if need_dx), then dgamma [C] and dbeta [C] (if
+// need_affine), all f32. The statistics are recomputed from x (double, two passes per (n, group)) rather
+// than saved: one extra read of x, and no extra forward output. With the fused SiLU the pre-activation
+// z = xhat*gamma + beta is recomputed too and dy is taken through silu'(z) first. Then, per (n, group) over
+// its M = S * C/G elements, with g = dz*gamma:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma[c] = sum dz*xhat,  dbeta[c] = sum dz.
+// Work is split by (n, group): each task owns its group's channels of image n, so the per-image dgamma/dbeta
+// partials need no locking; they are summed over images at the end.
+// layer_norm_backward: inputs x, gamma, dy; the same formulas per row (M = C); dgamma/dbeta are summed over
+// rows in per-block double partials.
+
+struct NormOuts {
+  float *dx = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+};
+
+NormOuts norm_outs(const char* op, const OpContext& c, const Tensor& x, int64_t C) {
+  bool need_dx = c.attrs.i("need_dx", 1) != 0, need_aff = c.attrs.i("need_affine", 1) != 0;
+  size_t want = (need_dx ? 1 : 0) + (need_aff ? 2 : 0);
+  if (c.out.size() != want)
+    throw Error(std::string(op) + ": expected " + std::to_string(want) + " outputs (need_dx " + std::to_string(need_dx) +
+                ", need_affine " + std::to_string(need_aff) + "), got " + std::to_string(c.out.size()));
+  NormOuts o;
+  size_t k = 0;
+  if (need_dx) {
+    if (c.out[0].numel() != x.numel()) throw Error(std::string(op) + ": dx " + c.out[0].describe() + " differs from x " + x.describe());
+    o.dx = c.out[k++].data<float>();
+  }
+  if (need_aff) {
+    if (c.out[k].numel() != C || c.out[k + 1].numel() != C)
+      throw Error(std::string(op) + ": dgamma and dbeta must have " + std::to_string(C) + " elements");
+    o.dgamma = c.out[k].data<float>();
+    o.dbeta = c.out[k + 1].data<float>();
+  }
+  return o;
+}
+
+// One (n, group) of group_norm_backward: x, dy, dx point at the group's first channel of image n (row
+// stride C); dg, db receive the group's Cg channel sums. With the SiLU, dz is kept in dz_buf (S*Cg floats)
+// so silu' is evaluated once per element.
+template <bool kSilu>
+void group_norm_backward_group(const float* xb, const float* db, float* dxb, const float* gg, const float* bb, int64_t S,
+                               int64_t C, int64_t Cg, double eps, std::vector<float>& dz_buf, double* dg, double* dbeta) {
+  const double cnt = (double)S * (double)Cg;
+  double s1 = 0, s2 = 0;
+  for (int64_t r = 0; r < S; ++r)
+    for (int64_t k = 0; k < Cg; ++k) s1 += xb[r * C + k];
+  const double mean = s1 / cnt;
+  for (int64_t r = 0; r < S; ++r)
+    for (int64_t k = 0; k < Cg; ++k) {
+      double d = xb[r * C + k] - mean;
+      s2 += d * d;
+    }
+  // x - mean as (x - K) - (mean - K) with K a value of the group, as the forward does: exact enough when
+  // |mean| >> std.
+  const float K = xb[0], fdm = (float)(mean - K), fr = (float)(1.0 / std::sqrt(s2 / cnt + eps));
+  if (kSilu) dz_buf.resize((size_t)(S * Cg));
+  std::vector<float> dgf((size_t)Cg), dbf((size_t)Cg);
+  for (int64_t k = 0; k < Cg; ++k) dg[k] = dbeta[k] = 0.0;
+  double a1 = 0, a2 = 0;
+  constexpr int64_t kRows = 64;  // float partials over this many rows, then double
+  for (int64_t r0 = 0; r0 < S; r0 += kRows) {
+    std::fill(dgf.begin(), dgf.end(), 0.0f);
+    std::fill(dbf.begin(), dbf.end(), 0.0f);
+    for (int64_t r = r0; r < std::min(S, r0 + kRows); ++r) {
+      const float *xr = xb + r * C, *dr = db + r * C;
+      float f1 = 0, f2 = 0;
+      for (int64_t k = 0; k < Cg; ++k) {
+        float xh = ((xr[k] - K) - fdm) * fr, d = dr[k];
+        if (kSilu) {
+          d *= silu_d(xh * gg[k] + bb[k]);
+          dz_buf[(size_t)(r * Cg + k)] = d;
+        }
+        dgf[k] += d * xh;
+        dbf[k] += d;
+        f1 += d * gg[k];
+        f2 += d * gg[k] * xh;
+      }
+      a1 += f1;
+      a2 += f2;
+    }
+    for (int64_t k = 0; k < Cg; ++k) {
+      dg[k] += dgf[k];
+      dbeta[k] += dbf[k];
+    }
+  }
+  if (!dxb) return;
+  const float m1 = (float)(a1 / cnt), m2 = (float)(a2 / cnt);
+  for (int64_t r = 0; r < S; ++r) {
+    const float *xr = xb + r * C, *dr = db + r * C;
+    float* o = dxb + r * C;
+    for (int64_t k = 0; k < Cg; ++k) {
+      float xh = ((xr[k] - K) - fdm) * fr, d = kSilu ? dz_buf[(size_t)(r * Cg + k)] : dr[k];
+      o[k] = fr * (d * gg[k] - m1 - xh * m2);
+    }
+  }
+}
+
+void group_norm_backward_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &gamma = c.in.at(1), &beta = c.in.at(2), &dy = c.in.at(3);
+  if (x.dim() != 3) throw Error("group_norm_backward: x must be [N, S, C], got " + x.describe());
+  int64_t N = x.shape[0], S = x.shape[1], C = x.shape[2], G = c.attrs.i("groups");
+  if (G <= 0 || C % G != 0)
+    throw Error("group_norm_backward: groups " + std::to_string(G) + " must divide channels " + std::to_string(C));
+  if (gamma.numel() != C || beta.numel() != C || dy.numel() != x.numel())
+    throw Error("group_norm_backward: gamma, beta [C] and dy (x's shape) do not fit x " + x.describe());
+  double eps = c.attrs.f("eps", 1e-5);
+  bool silu = c.attrs.i("silu", 0) != 0;
+  NormOuts o = norm_outs("group_norm_backward", c, x, C);
+  int64_t Cg = C / G;
+  const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>(), *pd = dy.data<float>();
+  std::vector<double> dgp((size_t)(N * C), 0.0), dbp((size_t)(N * C), 0.0);
+  if (S > 0)
+    c.pool->parallel_for(N * G, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> dz_buf;
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t n = t / G, g = t % G, off = n * S * C + g * Cg;
+        auto run = silu ? group_norm_backward_group<true> : group_norm_backward_group<false>;
+        run(px + off, pd + off, o.dx ? o.dx + off : nullptr, pg + g * Cg, pb + g * Cg, S, C, Cg, eps, dz_buf,
+            &dgp[(size_t)(n * C + g * Cg)], &dbp[(size_t)(n * C + g * Cg)]);
+      }
+    });
+  if (o.dgamma)
+    for (int64_t ch = 0; ch < C; ++ch) {
+      double sg = 0, sb = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        sg += dgp[(size_t)(n * C + ch)];
+        sb += dbp[(size_t)(n * C + ch)];
+      }
+      o.dgamma[ch] = (float)sg;
+      o.dbeta[ch] = (float)sb;
+    }
+}
+
+void layer_norm_backward_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &gamma = c.in.at(1), &dy = c.in.at(2);
+  if (x.dim() < 1) throw Error("layer_norm_backward: x must have at least one dim, got " + x.describe());
+  int64_t C = x.size(-1);
+  if (gamma.numel() != C || dy.numel() != x.numel())
+    throw Error("layer_norm_backward: gamma [C] and dy (x's shape) do not fit x " + x.describe());
+  double eps = c.attrs.f("eps", 1e-5);
+  NormOuts o = norm_outs("layer_norm_backward", c, x, C);
+  int64_t rows = C ? x.numel() / C : 0;
+  const float *px = x.data<float>(), *pg = gamma.data<float>(), *pd = dy.data<float>();
+  int64_t nblk = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * (int64_t)c.pool->size()));
+  std::vector<double> part(o.dgamma ? (size_t)(nblk * 2 * C) : 0, 0.0);
+  c.pool->parallel_for(nblk, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t r0 = rows * b / nblk, r1 = rows * (b + 1) / nblk;
+      double* pgam = o.dgamma ? &part[(size_t)(b * 2 * C)] : nullptr;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float *xr = px + r * C, *dr = pd + r * C;
+        double s1 = 0;
+        for (int64_t k = 0; k < C; ++k) s1 += xr[k];
+        double mean = s1 / (double)C, s2 = 0;
+        for (int64_t k = 0; k < C; ++k) {
+          double d = xr[k] - mean;
+          s2 += d * d;
+        }
+        const float K = xr[0], dm = (float)(mean - K), rstd = (float)(1.0 / std::sqrt(s2 / (double)C + eps));
+        double a1 = 0, a2 = 0;
+        for (int64_t k = 0; k < C; ++k) {
+          float xh = ((xr[k] - K) - dm) * rstd, gk = dr[k] * pg[k];
+          a1 += gk;
+          a2 += gk * xh;
+          if (pgam) {
+            pgam[k] += dr[k] * xh;
+            pgam[C + k] += dr[k];
+          }
+        }
+        if (!o.dx) continue;
+        float m1 = (float)(a1 / (double)C), m2 = (float)(a2 / (double)C);
+        float* dxr = o.dx + r * C;
+        for (int64_t k = 0; k < C; ++k) {
+          float xh = ((xr[k] - K) - dm) * rstd;
+          dxr[k] = rstd * (dr[k] * pg[k] - m1 - xh * m2);
+        }
+      }
+    }
+  });
+  if (o.dgamma)
+    for (int64_t k = 0; k < C; ++k) {
+      double sg = 0, sb = 0;
+      for (int64_t b = 0; b < nblk; ++b) {
+        sg += part[(size_t)(b * 2 * C + k)];
+        sb += part[(size_t)(b * 2 * C + C + k)];
+      }
+      o.dgamma[k] = (float)sg;
+      o.dbeta[k] = (float)sb;
+    }
+}
+
 }  // namespace
 
 void register_norm_cpu(OpRegistry& r) {
   r.add_cpu("group_norm", group_norm_kernel);
   r.add_cpu("layer_norm", layer_norm_kernel);
+  r.add_cpu("group_norm_backward", group_norm_backward_kernel);
+  r.add_cpu("layer_norm_backward", layer_norm_backward_kernel);
 }
 }  // namespace hsd

@@ -4,6 +4,8 @@
 // f32_only = false) and copy whole contiguous runs with memcpy where the layout has them. permute and
 // copy share one strided gather: y (contiguous) walks its rows, x is addressed through arbitrary strides,
 // with the element size (2, 4 or 8 bytes) a template parameter so the inner loop is a plain typed copy.
+// upsample_nearest2x_backward (a 2x2 sum, f32) is the one backward kernel here; the other shape ops'
+// gradients are shape ops themselves (lib/ops/shape.grad.ts).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -200,6 +202,29 @@ void cast_kernel(const OpContext& c) {
   });
 }
 
+
+// upsample_nearest2x_backward: dy [N, 2H, 2W, C] -> dx [N, H, W, C], each input pixel the sum of the 2x2
+// output pixels it was copied to. f32 (the engine widens half gradients); tasks are input rows.
+void upsample_nearest2x_backward_kernel(const OpContext& c) {
+  const Tensor &dy = c.in.at(0), &dx = c.out.at(0);
+  if (dx.dim() != 4 || dy.dim() != 4 || dy.shape[0] != dx.shape[0] || dy.shape[1] != 2 * dx.shape[1] ||
+      dy.shape[2] != 2 * dx.shape[2] || dy.shape[3] != dx.shape[3])
+    throw Error("upsample_nearest2x_backward: dy " + dy.describe() + " must be [N, 2H, 2W, C] for dx " + dx.describe());
+  int64_t N = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3];
+  const float* pd = dy.data<float>();
+  float* po = dx.data<float>();
+  c.pool->parallel_for(N * H, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {  // r = (n, h)
+      const float* top = pd + (size_t)(2 * r) * 2 * W * C;
+      const float* bot = top + 2 * W * C;
+      float* out = po + (size_t)r * W * C;
+      for (int64_t w = 0; w < W; ++w)
+        for (int64_t k = 0; k < C; ++k)
+          out[w * C + k] = (top[2 * w * C + k] + top[(2 * w + 1) * C + k]) + (bot[2 * w * C + k] + bot[(2 * w + 1) * C + k]);
+    }
+  });
+}
+
 }  // namespace
 
 void register_debug_cpu(OpRegistry& r);  // debug.cpp: test-support ops
@@ -211,6 +236,7 @@ void register_shape_cpu(OpRegistry& r) {
   r.add_cpu("slice", slice_kernel, false);
   r.add_cpu("concat", concat_kernel, false);
   r.add_cpu("upsample_nearest2x", upsample_nearest2x_kernel, false);
+  r.add_cpu("upsample_nearest2x_backward", upsample_nearest2x_backward_kernel);
   register_debug_cpu(r);
 }
 }  // namespace hsd

@@ -1,0 +1,84 @@
+/**
+ * The teacher-from-scratch run behind bench/RESULTS.md ("Training: teacher from scratch"): trains the tiny
+ * SD1.5-architecture teacher on the procedural shapes dataset (lib/train/teacher.ts, the same code as
+ * `hypersd train-teacher`), then writes
+ *   bench/teacher_grid.png     25-step DDIM samples for fixed prompts, a real dataset image first in each row
+ *   bench/teacher_report.json  loss tables, wall times, prompt-adherence figures
+ *   bench/teacher_section.md   the markdown section for RESULTS.md
+ * Usage: HYPERSD_ADDON=... npx tsx bench/teacher.ts [--out dir] [--steps N] [--vae-steps N] [--batch N] ...
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { parseArgs, Opts } from '../lib/cli/args';
+import { trainTeacher, type TeacherReport } from '../lib/train/teacher';
+
+async function run(): Promise<void> {
+  const o = new Opts(parseArgs(process.argv.slice(2)));
+  const out = o.str('out') ?? path.join(os.tmpdir(), 'hypersd-teacher');
+  const opts = {
+    out, seed: o.int('seed'), unetSteps: o.int('steps'), vaeSteps: o.int('vae-steps'), unetBatch: o.int('batch'),
+    vaeBatch: o.int('vae-batch'), cacheSize: o.int('cache-size'), unetLr: o.num('lr'), vaeLr: o.num('vae-lr'),
+    logEvery: o.int('log-every') ?? 50, evaluate: { guidance: o.num('guidance'), samplesPerPrompt: o.int('samples-per-prompt') },
+  };
+  o.done();
+  const logFile = path.join(__dirname, 'teacher_log.txt');
+  fs.writeFileSync(logFile, '');
+  const t0 = Date.now();
+  const r = await trainTeacher({
+    ...opts,
+    log: (line) => {
+      const l = `[${((Date.now() - t0) / 1000).toFixed(0)} s] ${line}`;
+      fs.appendFileSync(logFile, l + '\n');
+      process.stdout.write(l + '\n');
+    },
+  });
+  const ev = r.evaluation!;
+  fs.writeFileSync(path.join(__dirname, 'teacher_grid.png'), ev.gridPng);
+  const { gridPng: _png, ...evJson } = ev;
+  fs.writeFileSync(path.join(__dirname, 'teacher_report.json'), JSON.stringify({ ...r, evaluation: evJson }, null, 2) + '\n');
+  fs.writeFileSync(path.join(__dirname, 'teacher_section.md'), section(r));
+  process.stdout.write(section(r));
+}
+
+function section(r: TeacherReport): string {
+  const ev = r.evaluation!;
+  const min = (ms: number) => `${(ms / 60000).toFixed(1)} min`;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const lines: string[] = [];
+  lines.push('## Training: teacher from scratch', '');
+  lines.push(`Machine: ${os.cpus()[0]?.model ?? 'cpu'}, ${r.threads} threads (a 2-core VM shared with other jobs), ${new Date().toISOString().slice(0, 10)}.`);
+  lines.push('Command: `npx tsx bench/teacher.ts` (the same code as `hypersd train-teacher --out dir`).', '');
+  lines.push(`Model (SD1.5 architecture, diffusers configs): UNet ${r.params.unet.toLocaleString('en')} parameters, VAE ${r.params.vae.toLocaleString('en')}, ` +
+    `CLIP text encoder ${r.params.textEncoder.toLocaleString('en')}; 64x64 images, 4x8x8 latents.`, '');
+  lines.push('| stage | steps x batch | wall time |', '|---|---|---|');
+  lines.push(`| VAE (reconstruction MSE + 1e-4 KL) | ${r.vae.steps} x ${r.vae.batch} | ${min(r.vae.ms)} |`);
+  lines.push(`| latent cache (${r.cache.size} images) + scaling factor | | ${min(r.cache.ms)} |`);
+  lines.push(`| text encoder + UNet (epsilon MSE, scaled_linear) | ${r.unet.steps} x ${r.unet.batch} | ${min(r.unet.ms)} |`);
+  lines.push(`| evaluation (${ev.samples + 32} samples, ${ev.steps}-step DDIM, CFG ${ev.guidance}) | | ${min(ev.ms)} |`);
+  lines.push(`| **total** | | **${min(r.totalMs)}** |`, '');
+  lines.push(`VAE: measured scaling_factor ${r.vae.scalingFactor}; held-out reconstruction MSE ${r.vae.reconMse.toFixed(4)} (pixels in [-1, 1]).`, '');
+  lines.push('Loss curves (VAE: total / reconstruction / KL; UNet: epsilon MSE, one batch each):', '');
+  lines.push('| VAE step | loss | rec | KL | | UNet step | loss |', '|---|---|---|---|---|---|---|');
+  const n = Math.max(r.vae.losses.length, r.unet.losses.length);
+  for (let i = 0; i < n; i++) {
+    const v = r.vae.losses[i], u = r.unet.losses[i];
+    lines.push(`| ${v ? `${v.step} | ${v.loss.toFixed(4)} | ${v.extra?.rec.toFixed(4)} | ${v.extra?.kl.toFixed(3)}` : ' | | | '} | | ${u ? `${u.step} | ${u.loss.toFixed(4)}` : ' | '} |`);
+  }
+  lines.push('', '![teacher grid](teacher_grid.png)', '');
+  lines.push('Grid: one row per prompt; first column a real dataset image of the caption, then 4 samples (25-step DDIM, ' +
+    `trailing, CFG ${ev.guidance}, seeds fixed). Rows:`, '');
+  ev.gridPrompts.forEach((p, i) => lines.push(`${i + 1}. ${p}`));
+  lines.push('', `Prompt adherence: ${ev.prompts} single-shape prompts (every colour x shape, background drawn at random), ` +
+    `${ev.samples / ev.prompts} samples each. Every pixel is classified to the nearest palette colour; the background is the majority ` +
+    'colour of the 3-pixel border; the shape colour is the majority colour of the other pixels.', '');
+  lines.push('| check | samples | real images of the same captions |', '|---|---|---|');
+  lines.push(`| shape colour = caption colour | **${pct(ev.shapeColourMatch)}** | ${pct(ev.realShapeColourMatch)} |`);
+  lines.push(`| background colour = caption background | ${pct(ev.backgroundMatch)} | |`, '');
+  return lines.join('\n') + '\n';
+}
+
+run().catch((e) => {
+  process.stderr.write(`bench/teacher: ${(e as Error).stack}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,108 @@
+/**
+ * Dynamic loss scaling for f16 training (as torch.cuda.amp.GradScaler): the loss gradient is seeded with
+ * `scale` so small f16 activation gradients do not flush to zero; the parameter gradients are divided by it
+ * again before the optimizer step. A step whose gradients hold an inf or NaN is skipped and the scale backs
+ * off; after `growthInterval` good steps in a row it grows. bf16 has f32's range and needs none of this.
+ *
+ * The inf/NaN check sums every gradient (sum_to, double accumulation): a sum is finite exactly when no
+ * element is inf/NaN (short of the sum itself overflowing f32, which is as good a reason to skip the step).
+ * All gradients are reduced on the device and read back together: one sync per step.
+ */
+import { Tensor, full } from '../tensor';
+import { runOp } from '../ops/runtime';
+import { concat } from '../ops/shape';
+import { sumTo } from '../ops/embedding';
+
+/** Whether any of the tensors holds an inf or NaN (one sync). */
+export async function hasInfOrNaN(ts: Iterable<Tensor>): Promise<boolean> {
+  const sums: Tensor[] = [];
+  try {
+    for (const t of ts) {
+      if (t.size === 0) continue;
+      const flat = t.reshape([t.size]);
+      sums.push(sumTo(flat, [1]));
+      flat.dispose();
+    }
+    if (sums.length === 0) return false;
+    const all = sums.length === 1 ? sums[0] : concat(sums, 0);
+    try {
+      const v = await all.floats();
+      return v.some((x) => !Number.isFinite(x));
+    } finally {
+      if (all !== sums[0]) all.dispose();
+    }
+  } finally {
+    for (const s of sums) s.dispose();
+  }
+}
+
+export interface LossScalerOptions {
+  /** Starting scale (default 2^16). */
+  initScale?: number;
+  /** Multiplier after growthInterval good steps (default 2). */
+  growthFactor?: number;
+  /** Multiplier after a step with inf/NaN gradients (default 0.5). */
+  backoffFactor?: number;
+  growthInterval?: number;
+  /** The scale never drops below this (default 1). */
+  minScale?: number;
+}
+
+/**
+ * @example
+ * const scaler = new DynamicLossScaler();
+ * const { grads } = grad(fn, params, { dLoss: scaler.seedFor([1]) });
+ * if (await scaler.unscale(grads)) optimizer.step(grads);   // false: skipped, scale reduced
+ */
+export class DynamicLossScaler {
+  scale: number;
+  readonly growthFactor: number;
+  readonly backoffFactor: number;
+  readonly growthInterval: number;
+  readonly minScale: number;
+  private goodSteps = 0;
+
+  constructor(o: LossScalerOptions = {}) {
+    this.scale = o.initScale ?? 2 ** 16;
+    this.growthFactor = o.growthFactor ?? 2;
+    this.backoffFactor = o.backoffFactor ?? 0.5;
+    this.growthInterval = o.growthInterval ?? 2000;
+    this.minScale = o.minScale ?? 1;
+    const ok = (v: number) => Number.isFinite(v) && v > 0;
+    if (!ok(this.scale) || !(this.growthFactor >= 1) || !(this.backoffFactor > 0 && this.backoffFactor < 1) ||
+        !Number.isInteger(this.growthInterval) || this.growthInterval < 1 || !ok(this.minScale))
+      throw new Error('DynamicLossScaler: initScale, minScale > 0, growthFactor >= 1, 0 < backoffFactor < 1 and ' +
+        'an integer growthInterval >= 1 are required');
+  }
+
+  /** The dLoss to seed grad() with: `scale` everywhere, in the loss's shape. */
+  seedFor(lossShape: readonly number[], device?: Tensor['device']): Tensor {
+    return full(lossShape, this.scale, { device });
+  }
+
+  /**
+   * Divides the gradients by the scale (in place) and updates the scale. Returns true when the gradients
+   * are finite and the optimizer step should be taken, false when the step must be skipped.
+   */
+  async unscale(grads: Map<Tensor, Tensor> | Iterable<Tensor>): Promise<boolean> {
+    const list = grads instanceof Map ? [...grads.values()] : [...grads];
+    const used = this.scale;
+    const bad = await hasInfOrNaN(list);
+    this.update(bad);
+    if (bad) return false;
+    const inv = 1 / used;
+    for (const g of list) if (g.size > 0) runOp('affine', [g], [g], { a: inv, b: 0 });
+    return true;
+  }
+
+  /** Records a step's outcome: back off on inf/NaN, grow after growthInterval good steps. */
+  update(foundInfOrNaN: boolean): void {
+    if (foundInfOrNaN) {
+      this.scale = Math.max(this.minScale, this.scale * this.backoffFactor);
+      this.goodSteps = 0;
+    } else if (++this.goodSteps >= this.growthInterval) {
+      this.scale *= this.growthFactor;
+      this.goodSteps = 0;
+    }
+  }
+}

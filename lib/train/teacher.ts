@@ -1,0 +1,451 @@
+/**
+ * A teacher trained from scratch: a tiny SD1.5-architecture text-to-image model (CLIP text encoder, VAE,
+ * UNet, built from diffusers-style configs) trained on the procedural shapes dataset (lib/train/shapes.ts),
+ * small enough to train on two CPU cores in minutes, written as a diffusers folder loadPipeline runs.
+ *
+ * Stages
+ *  1. vocabulary: a CLIP BPE vocabulary of the caption words (lib/train/vocab.ts), 20 positions.
+ *  2. VAE (AutoencoderKL, 4 levels -> 8x downsampling, 64x64 images -> 4x8x8 latents): reconstruction MSE
+ *     + klWeight * KL to N(0, 1) (per-element means), reparameterised sample, fresh procedural images each
+ *     step (no epoch: sample i of the stream is image i of the seed). Then scaling_factor = 1 / std of the
+ *     latent means (diffusers' recipe for a new VAE) and a latent cache of `cacheSize` images.
+ *  3. text encoder + UNet together: epsilon-prediction MSE on the scaled_linear schedule (1000 steps,
+ *     betas 0.00085..0.012, t ~ U{0..999}), captions dropped to "" with probability captionDropout so the
+ *     model also learns the unconditional score for classifier-free guidance; EMA of both (decay 0.995 with
+ *     diffusers' warm-up) is what gets saved.
+ * Defaults chosen for the 2-core budget (about 30 minutes in all); every number is an option.
+ *   VAE: channels [16, 16, 32, 32], 1 resnet per level, 8 groups, latent 4; AdamW lr 1e-3, warm-up 50,
+ *        cosine, batch 8, weight decay 0, clip 1, KL weight 1e-4.
+ *   UNet: channels [32, 64, 64] (8x8, 4x4, 2x2), CrossAttn x2 + Down / Up + CrossAttn x2, 1 resnet per level,
+ *        4 heads, cross-attention 64; text encoder: 2 layers, width 64, 4 heads, quick-GELU.
+ *        AdamW lr 5e-4, warm-up 100, cosine to 5e-5, weight decay 1e-2, clip 1, batch 32.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tensor, tensor, empty, tidy, keep, setThreads, threads as getThreads } from '../tensor';
+import * as ops from '../ops';
+import { runOp } from '../ops/runtime';
+import type { ParamStore } from '../nn/params';
+import { UNet2DConditionModel, type UNetConfig } from '../models/unet';
+import { CLIPTextModel, type CLIPTextConfig } from '../models/clip';
+import { AutoencoderKL, type VAEConfig } from '../models/vae';
+import { CLIPTokenizer } from '../models/clip_tokenizer';
+import { alphasCumprod } from '../schedulers';
+import { encodePNG, type RawImage } from '../io/png';
+import { loadPipeline } from '../pipelines/sd';
+import { Trainer } from './trainer';
+import { DataOrder, Rng } from './rng';
+import { mse, gaussianKl, gaussianSample } from './losses';
+import { imagesToNCHW } from './image_folder';
+import { buildLatentCache, encodeDataset, LatentCache, type ImageSource } from './latent_cache';
+import { buildVocab, writeTokenizerFolder, type BuiltVocab } from './vocab';
+import { captionWords, shapeSample, randomScene, renderScene, caption, readColours, COLOUR_NAMES, SHAPE_NAMES, type SceneSpec } from './shapes';
+import { writeDiffusersPipeline } from './export';
+import { openComponent } from '../io/model_files';
+
+export interface TeacherOptions {
+  out: string;
+  seed?: number;
+  /** a trained VAE to reuse instead of stage 2: a folder with config.json + diffusion_pytorch_model.safetensors */
+  vae?: string;
+  vaeSteps?: number;
+  vaeBatch?: number;
+  vaeLr?: number;
+  klWeight?: number;
+  unetSteps?: number;
+  unetBatch?: number;
+  unetLr?: number;
+  /** images encoded into the latent cache for the UNet stage */
+  cacheSize?: number;
+  captionDropout?: number;
+  emaDecay?: number;
+  vaeChannels?: number[];
+  unetChannels?: number[];
+  textWidth?: number;
+  textLayers?: number;
+  /** log a loss row every N steps */
+  logEvery?: number;
+  /** checkpoint every N steps of a stage (0: only at the end) */
+  checkpointEvery?: number;
+  threads?: number;
+  /** the evaluation after training (grid + prompt adherence) */
+  evaluate?: boolean | Omit<EvaluateOptions, 'log' | 'seed'>;
+  onProgress?: (p: { stage: string; step: number; steps: number; loss: number }) => void;
+  log?: (line: string) => void;
+}
+
+export interface LossRow { step: number; loss: number; lr: number; extra?: Record<string, number> }
+export interface TeacherReport {
+  out: string;
+  threads: number;
+  params: { unet: number; vae: number; textEncoder: number };
+  vae: { steps: number; batch: number; ms: number; losses: LossRow[]; scalingFactor: number; reconMse: number };
+  cache: { size: number; ms: number };
+  unet: { steps: number; batch: number; ms: number; losses: LossRow[] };
+  totalMs: number;
+  evaluation?: Evaluation;
+}
+
+export const TEACHER_MAX_LENGTH = 20;
+const SIZE = 64;
+
+export function teacherConfigs(v: BuiltVocab, o: TeacherOptions = { out: '' }): {
+  unet: UNetConfig & Record<string, unknown>; vae: VAEConfig & Record<string, unknown>;
+  text_encoder: CLIPTextConfig & Record<string, unknown>; scheduler: Record<string, unknown>;
+} {
+  const width = o.textWidth ?? 64;
+  const uc = o.unetChannels ?? [32, 64, 64];
+  const nb = uc.length;
+  return {
+    text_encoder: {
+      architectures: ['CLIPTextModel'], model_type: 'clip_text_model', attention_dropout: 0, dropout: 0,
+      vocab_size: Object.keys(v.vocab).length, hidden_size: width, intermediate_size: 4 * width,
+      num_hidden_layers: o.textLayers ?? 2, num_attention_heads: 4, max_position_embeddings: TEACHER_MAX_LENGTH,
+      hidden_act: 'quick_gelu', layer_norm_eps: 1e-5, initializer_factor: 1, initializer_range: 0.02,
+      bos_token_id: v.bosId, eos_token_id: v.eosId, pad_token_id: v.eosId, projection_dim: width, torch_dtype: 'float32',
+    },
+    vae: {
+      _class_name: 'AutoencoderKL', _diffusers_version: '0.27.2', act_fn: 'silu', in_channels: 3, out_channels: 3,
+      latent_channels: 4, block_out_channels: o.vaeChannels ?? [16, 16, 32, 32], layers_per_block: 1, norm_num_groups: 8,
+      down_block_types: Array(4).fill('DownEncoderBlock2D'), up_block_types: Array(4).fill('UpDecoderBlock2D'),
+      sample_size: SIZE, scaling_factor: 0.18215, force_upcast: false, mid_block_add_attention: true,
+    },
+    unet: {
+      _class_name: 'UNet2DConditionModel', _diffusers_version: '0.27.2', act_fn: 'silu', sample_size: SIZE / 8,
+      in_channels: 4, out_channels: 4, block_out_channels: uc, layers_per_block: 1,
+      down_block_types: [...Array(nb - 1).fill('CrossAttnDownBlock2D'), 'DownBlock2D'],
+      up_block_types: ['UpBlock2D', ...Array(nb - 1).fill('CrossAttnUpBlock2D')],
+      mid_block_type: 'UNetMidBlock2DCrossAttn', attention_head_dim: 4, cross_attention_dim: width,
+      norm_num_groups: 8, norm_eps: 1e-5, flip_sin_to_cos: true, freq_shift: 0, use_linear_projection: false,
+      center_input_sample: false, downsample_padding: 1, time_embedding_type: 'positional', transformer_layers_per_block: 1,
+    },
+    scheduler: {
+      _class_name: 'DDIMScheduler', _diffusers_version: '0.27.2', beta_start: 0.00085, beta_end: 0.012,
+      beta_schedule: 'scaled_linear', num_train_timesteps: 1000, clip_sample: false, set_alpha_to_one: false,
+      steps_offset: 1, prediction_type: 'epsilon', timestep_spacing: 'trailing', trained_betas: null,
+    },
+  };
+}
+
+/**
+ * Initialisation for training from scratch (PyTorch's defaults): linear and conv weights
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)), embedding tables N(0, 0.02), norms 1 / 0, biases 0.
+ */
+export function initForTraining(store: ParamStore, seed: number): void {
+  let offset = 0;
+  for (const [name, spec] of store.specs) {
+    const shape = spec.kind === 'conv' ? [spec.shape[0], spec.shape[2], spec.shape[3], spec.shape[1]] : spec.shape;
+    const w = empty(shape);
+    if (spec.kind === 'linear' || spec.kind === 'conv') {
+      const fanIn = spec.shape.slice(1).reduce((a, b) => a * b, 1);
+      const b = 1 / Math.sqrt(fanIn);
+      runOp('rand', [], [w], { seed, offset: offset++, normal: 0 });
+      runOp('affine', [w], [w], { a: 2 * b, b: -b });
+    } else if (spec.kind === 'embedding' || spec.kind === 'other') {
+      runOp('rand', [], [w], { seed, offset: offset++, normal: 1 });
+      runOp('affine', [w], [w], { a: 0.02, b: 0 });
+    } else {
+      runOp('fill', [], [w], { value: spec.kind === 'norm' && name.endsWith('.weight') ? 1 : 0 });
+    }
+    store.set(name, w);
+  }
+}
+
+const trainablesOf = (store: ParamStore, prefix = ''): Map<string, Tensor> =>
+  new Map([...store.specs.keys()].map((k) => [prefix + k, store.get(k)]));
+
+/** The procedural dataset as an image source (images seed:offset+i). */
+export function shapesSource(seed: number, size: number, offset = 0): ImageSource {
+  return {
+    length: size,
+    image: (i) => shapeSample(seed, offset + i).image,
+    caption: (i) => shapeSample(seed, offset + i).caption,
+  };
+}
+
+function bar(o: TeacherOptions, stage: string, step: number, steps: number, loss: number): void {
+  o.onProgress?.({ stage, step, steps, loss });
+}
+
+/** Runs every stage and writes the diffusers folder to o.out; returns the figures. */
+export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
+  const t0 = Date.now();
+  const seed = o.seed ?? 0;
+  const log = o.log ?? (() => undefined);
+  if (o.threads) setThreads(o.threads);
+  const work = path.join(o.out, 'training');
+  fs.mkdirSync(work, { recursive: true });
+  const vocab = buildVocab(captionWords());
+  const cfg = teacherConfigs(vocab, o);
+  const tokenizer = new CLIPTokenizer(vocab.vocab, ['#version: 0.2', ...vocab.merges].join('\n'), { maxLength: TEACHER_MAX_LENGTH });
+  const logEvery = o.logEvery ?? 25;
+
+  // ---- stage 2: the VAE ----
+  const vae = o.vae ? loadVae(o.vae, cfg) : new AutoencoderKL(cfg.vae);
+  if (!o.vae) initForTraining(vae.params, seed * 7 + 1);
+  const vaeSteps = o.vae ? 0 : o.vaeSteps ?? 600, vaeBatch = o.vaeBatch ?? 8, klWeight = o.klWeight ?? 1e-4;
+  const tv = Date.now();
+  const vaeLosses: LossRow[] = [];
+  if (vaeSteps > 0) {
+    const trainer = new Trainer({
+      trainables: trainablesOf(vae.params), lr: o.vaeLr ?? 1e-3, schedule: 'cosine', warmup: Math.min(50, vaeSteps), totalSteps: vaeSteps,
+      minLr: (o.vaeLr ?? 1e-3) * 0.1, weightDecay: 0, maxGradNorm: 1, seed: seed * 7 + 2, fingerprint: { stage: 'vae', config: cfg.vae },
+    });
+    for (let s = 0; s < vaeSteps; s++) {
+      const imgs = Array.from({ length: vaeBatch }, (_, b) => shapeSample(seed, s * vaeBatch + b).image);
+      const x = tensor(imagesToNCHW(imgs), [vaeBatch, 3, SIZE, SIZE]);
+      const noiseShape = [vaeBatch, 4, SIZE / 8, SIZE / 8];
+      let rec: Tensor | null = null, kl: Tensor | null = null;
+      const r = await trainer.trainStep(() => {
+        const { mean, logvar } = vae.encode(x);
+        const z = gaussianSample(mean, logvar, trainer.randn(noiseShape));
+        rec = keep(mse(vae.decode(z), x));
+        kl = keep(gaussianKl(mean, logvar));
+        return ops.add(rec, ops.mul(kl, klWeight));
+      });
+      x.dispose();
+      const [recV] = await rec!.toArray(), [klV] = await kl!.toArray();
+      rec!.dispose();
+      kl!.dispose();
+      if ((s + 1) % logEvery === 0 || s === 0 || s === vaeSteps - 1) {
+        vaeLosses.push({ step: s + 1, loss: r.loss, lr: r.lr, extra: { rec: recV, kl: klV } });
+        log(`vae step ${s + 1}/${vaeSteps} loss ${r.loss.toFixed(5)} (rec ${recV.toFixed(5)}, kl ${klV.toFixed(3)}) lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
+      }
+      bar(o, 'vae', s + 1, vaeSteps, r.loss);
+      if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(path.join(work, 'vae_state.safetensors'), { step: s + 1 });
+    }
+    trainer.dispose();
+  }
+  const vaeMs = Date.now() - tv;
+
+  // scaling factor and reconstruction error on held-out images
+  const tc = Date.now();
+  const probe = shapesSource(seed + 1, Math.min(256, o.cacheSize ?? 4096));
+  const scalingFactor = (await encodeDataset(vae, probe, { batch: 32 })).suggestedScalingFactor();
+  cfg.vae.scaling_factor = Number(scalingFactor.toPrecision(5));
+  const reconMse = await reconstructionError(vae, probe, Math.min(64, probe.length));
+  log(`vae: scaling_factor ${cfg.vae.scaling_factor}, held-out reconstruction MSE ${reconMse.toFixed(5)} (images in [-1, 1])`);
+
+  // ---- latent cache ----
+  const cacheSize = o.cacheSize ?? 4096;
+  const cache = await buildLatentCache(vae, shapesSource(seed + 2, cacheSize), path.join(work, 'latents.safetensors'), {
+    batch: 64, scalingFactor: cfg.vae.scaling_factor, source: `shapes seed ${seed + 2}, ${cacheSize} images`,
+    onProgress: (d, n) => bar(o, 'cache', d, n, 0),
+  });
+  const cacheMs = Date.now() - tc;
+
+  // ---- stage 3: text encoder + UNet ----
+  const te = new CLIPTextModel(cfg.text_encoder);
+  const unet = new UNet2DConditionModel(cfg.unet);
+  initForTraining(te.params, seed * 7 + 3);
+  initForTraining(unet.params, seed * 7 + 4);
+  const unetSteps = o.unetSteps ?? 2000, B = o.unetBatch ?? 32, lr = o.unetLr ?? 5e-4;
+  const tu = Date.now();
+  const unetLosses: LossRow[] = [];
+  const ac = alphasCumprod(cfg.scheduler as never);
+  const dropout = o.captionDropout ?? 0.1;
+  const trainables = new Map([...trainablesOf(te.params, 'text_encoder.'), ...trainablesOf(unet.params, 'unet.')]);
+  const trainer = new Trainer({
+    trainables, lr, schedule: 'cosine', warmup: Math.min(100, unetSteps), totalSteps: unetSteps, minLr: lr * 0.1,
+    weightDecay: 1e-2, maxGradNorm: 1, ema: { decay: o.emaDecay ?? 0.995, warmup: true }, seed: seed * 7 + 5,
+    decay: (n) => !/norm|bias|embedding/.test(n), fingerprint: { stage: 'unet', unet: cfg.unet, text_encoder: cfg.text_encoder },
+  });
+  const order = new DataOrder(cache.length, seed * 7 + 6);
+  const lat = cache.shape.slice(1);
+  for (let s = 0; s < unetSteps; s++) {
+    const idx = order.batch(s * B, B);
+    const x0 = cache.batch(idx, trainer.rng);
+    const caps = idx.map((i) => (trainer.rng.float() < dropout ? '' : cache.captions[i]));
+    const ts = idx.map(() => trainer.rng.int(1000));
+    const sa = Float32Array.from(ts, (t) => Math.sqrt(ac[t])), sb = Float32Array.from(ts, (t) => Math.sqrt(1 - ac[t]));
+    const ids = tokenizer.callBatch(caps);
+    const r = await trainer.trainStep(() => {
+      const noise = trainer.randn([B, ...lat]);
+      const noisy = ops.add(ops.mul(tensor(x0, [B, ...lat]), tensor(sa, [B, 1, 1, 1])), ops.mul(noise, tensor(sb, [B, 1, 1, 1])));
+      const ehs = te.forward(ids, B).lastHiddenState;
+      const eps = unet.forward({ sample: noisy, timesteps: tensor(Float32Array.from(ts), [B]), encoderHiddenStates: ehs });
+      return mse(eps, noise);
+    });
+    if ((s + 1) % logEvery === 0 || s === 0 || s === unetSteps - 1) {
+      unetLosses.push({ step: s + 1, loss: r.loss, lr: r.lr });
+      log(`unet step ${s + 1}/${unetSteps} loss ${r.loss.toFixed(5)} lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
+    }
+    bar(o, 'unet', s + 1, unetSteps, r.loss);
+    if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(path.join(work, 'unet_state.safetensors'), { step: s + 1 });
+  }
+  const unetMs = Date.now() - tu;
+
+  // ---- the diffusers folder (EMA weights) ----
+  await trainer.ema!.withAveraged(() => writeDiffusersPipeline(o.out, {
+    unet: { store: unet.params, config: cfg.unet }, vae: { store: vae.params, config: cfg.vae },
+    textEncoder: { store: te.params, config: cfg.text_encoder },
+    writeTokenizer: (dir) => writeTokenizerFolder(dir, vocab, TEACHER_MAX_LENGTH), scheduler: cfg.scheduler,
+  }));
+  trainer.dispose();
+  const report: TeacherReport = {
+    out: o.out, threads: getThreads(),
+    params: { unet: unet.parameterCount(), vae: vae.parameterCount(), textEncoder: te.parameterCount() },
+    vae: { steps: vaeSteps, batch: vaeBatch, ms: vaeMs, losses: vaeLosses, scalingFactor: cfg.vae.scaling_factor as number, reconMse },
+    cache: { size: cacheSize, ms: cacheMs },
+    unet: { steps: unetSteps, batch: B, ms: unetMs, losses: unetLosses },
+    totalMs: Date.now() - t0,
+  };
+  vae.dispose(); te.dispose(); unet.dispose();
+  if (o.evaluate ?? true) {
+    const ev = typeof o.evaluate === 'object' ? o.evaluate : {};
+    report.evaluation = await evaluateTeacher(o.out, { ...ev, seed, log });
+  }
+  fs.writeFileSync(path.join(work, 'report.json'), JSON.stringify(report, null, 2));
+  return report;
+}
+
+/** A VAE saved by an earlier run (its vae/ folder); its config replaces the default one. */
+function loadVae(dir: string, cfg: ReturnType<typeof teacherConfigs>): AutoencoderKL {
+  const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  cfg.vae = c;
+  const vae = new AutoencoderKL(c);
+  const w = openComponent(path.join(dir, 'diffusion_pytorch_model.safetensors'), 'vae', c);
+  try {
+    vae.load(w.weights, {}, dir);
+  } finally {
+    w.close();
+  }
+  return vae;
+}
+
+/** Mean squared reconstruction error (decode of the posterior mean) over n held-out images. */
+async function reconstructionError(vae: AutoencoderKL, src: ImageSource, n: number): Promise<number> {
+  let sum = 0, count = 0;
+  for (let s = 0; s < n; s += 32) {
+    const imgs = Array.from({ length: Math.min(32, n - s) }, (_, k) => src.image(s + k));
+    const v = await tidy(() => {
+      const x = tensor(imagesToNCHW(imgs), [imgs.length, 3, SIZE, SIZE]);
+      return mse(vae.decode(vae.encode(x).mean), x);
+    }).toArray();
+    sum += v[0] * imgs.length;
+    count += imgs.length;
+  }
+  return sum / count;
+}
+
+// ---------------------------------------------------------------- evaluation
+
+export interface Evaluation {
+  prompts: number;
+  samples: number;
+  /** fraction of samples whose dominant shape colour is the caption's shape colour */
+  shapeColourMatch: number;
+  /** fraction whose background colour is the caption's */
+  backgroundMatch: number;
+  /** the same check on real dataset images of the same captions (the check's own ceiling) */
+  realShapeColourMatch: number;
+  perPrompt: { prompt: string; shape: string; background: string; readShapes: (string | null)[]; readBackgrounds: string[] }[];
+  guidance: number;
+  steps: number;
+  ms: number;
+  /** PNG of the picture grid: one row per grid prompt, real image then samples */
+  gridPng: Buffer;
+  gridPrompts: string[];
+}
+
+/** The fixed single-shape evaluation prompts: every colour x shape, each on a background chosen by seed. */
+export function adherencePrompts(seed: number): SceneSpec[] {
+  const rng = new Rng([seed, 0xada]);
+  const scenes: SceneSpec[] = [];
+  for (const colour of COLOUR_NAMES) {
+    for (const shape of SHAPE_NAMES) {
+      const bgs = COLOUR_NAMES.filter((c) => c !== colour);
+      scenes.push({ size: SIZE, background: rng.pick(bgs), shapes: [{ shape, colour, cx: 32, cy: 32, r: 16 }] });
+    }
+  }
+  return scenes;
+}
+
+/**
+ * Samples the saved teacher with 25-step DDIM (trailing) and classifier-free guidance, measures prompt
+ * adherence on single-shape prompts, and draws the grid (fixed prompts with one to three shapes, a real image
+ * of each caption first).
+ */
+export interface EvaluateOptions {
+  samplesPerPrompt?: number;
+  guidance?: number;
+  steps?: number;
+  seed?: number;
+  /** how many of the 24 adherence prompts (default all) */
+  prompts?: number;
+  /** grid rows (default 8) and samples per row (default 4) */
+  gridRows?: number;
+  gridSamples?: number;
+  log?: (s: string) => void;
+}
+
+export async function evaluateTeacher(dir: string, o: EvaluateOptions = {}): Promise<Evaluation> {
+  const t0 = Date.now();
+  const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 4, steps = o.steps ?? 25, seed = o.seed ?? 0;
+  const pipe = await loadPipeline(dir, { device: 'cpu' });
+  try {
+    const scenes = adherencePrompts(seed).slice(0, o.prompts ?? Infinity);
+    const perPrompt: Evaluation['perPrompt'] = [];
+    let match = 0, bgMatch = 0, realMatch = 0, total = 0;
+    for (let i = 0; i < scenes.length; i++) {
+      const sc = scenes[i];
+      const prompt = caption(sc);
+      const r = await pipe.generate({ prompt, numImages: per, steps, guidance, sampler: 'ddim', seed: seed * 1000 + i, width: SIZE, height: SIZE });
+      const reads = r.images.map(readColours);
+      const real = readColours(renderScene(randomSceneLike(sc, seed + i)));
+      perPrompt.push({ prompt, shape: sc.shapes[0].colour, background: sc.background, readShapes: reads.map((x) => x.shape), readBackgrounds: reads.map((x) => x.background) });
+      for (const x of reads) {
+        total++;
+        if (x.shape === sc.shapes[0].colour) match++;
+        if (x.background === sc.background) bgMatch++;
+      }
+      if (real.shape === sc.shapes[0].colour) realMatch++;
+    }
+    // the grid
+    const rng = new Rng([seed, 0x9d1]);
+    const gridScenes = [1, 1, 1, 2, 2, 2, 3, 3].slice(0, o.gridRows ?? 8).map((n) => randomScene(rng, SIZE, n));
+    const rows: RawImage[][] = [];
+    for (let i = 0; i < gridScenes.length; i++) {
+      const prompt = caption(gridScenes[i]);
+      const r = await pipe.generate({ prompt, numImages: o.gridSamples ?? 4, steps, guidance, sampler: 'ddim', seed: seed * 1000 + 500 + i, width: SIZE, height: SIZE });
+      rows.push([renderScene(gridScenes[i]), ...r.images]);
+    }
+    const ev: Evaluation = {
+      prompts: scenes.length, samples: total, shapeColourMatch: match / total, backgroundMatch: bgMatch / total,
+      realShapeColourMatch: realMatch / scenes.length, perPrompt, guidance, steps, ms: Date.now() - t0,
+      gridPng: encodePNG(gridImage(rows, 2)), gridPrompts: gridScenes.map(caption),
+    };
+    o.log?.(`evaluation: shape colour matches the prompt in ${(100 * ev.shapeColourMatch).toFixed(1)}% of ${total} samples ` +
+      `(background ${(100 * ev.backgroundMatch).toFixed(1)}%; real images ${(100 * ev.realShapeColourMatch).toFixed(1)}%)`);
+    return ev;
+  } finally {
+    pipe.dispose();
+  }
+}
+
+/** A dataset-style rendering of a single-shape scene: same caption, position and size drawn at random. */
+function randomSceneLike(sc: SceneSpec, seed: number): SceneSpec {
+  const rng = new Rng([seed, 0x5ce]);
+  const s = sc.shapes[0];
+  const r = rng.uniform(11, 21);
+  return { ...sc, shapes: [{ ...s, r, cx: rng.uniform(r + 2, SIZE - r - 2), cy: rng.uniform(r + 2, SIZE - r - 2) }] };
+}
+
+/** Rows of equal-size images, upscaled by `zoom` (nearest), 4-pixel white gaps; the first column is set off. */
+export function gridImage(rows: RawImage[][], zoom = 1): RawImage {
+  const w = rows[0][0].width * zoom, h = rows[0][0].height * zoom, gap = 4;
+  const cols = Math.max(...rows.map((r) => r.length));
+  const W = cols * w + (cols + 2) * gap, H = rows.length * h + (rows.length + 1) * gap;
+  const data = new Uint8Array(W * H * 3).fill(255);
+  rows.forEach((row, ri) => row.forEach((img, ci) => {
+    const x0 = gap + ci * (w + gap) + (ci > 0 ? gap : 0), y0 = gap + ri * (h + gap);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const s = (Math.floor(y / zoom) * img.width + Math.floor(x / zoom)) * img.channels;
+      const d = ((y0 + y) * W + x0 + x) * 3;
+      data[d] = img.data[s]; data[d + 1] = img.data[s + 1]; data[d + 2] = img.data[s + 2];
+    }
+  }));
+  return { width: W, height: H, channels: 3, data };
+}
+
+export { LatentCache };

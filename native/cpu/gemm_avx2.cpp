@@ -1,0 +1,300 @@
+// AVX2 + FMA + F16C kernels of the CPU GEMM engine (native/cpu/gemm_kernels.h); compiled with
+// -mavx2 -mfma -mf16c and picked at run time only when cpuid reports all three.
+//
+// micro: a 6x16 register tile, 12 ymm accumulators + 2 for the B row + 1 broadcast of A. Per k step it
+//   issues 12 FMAs against 2 B loads and 6 broadcasts, so the two FMA pipes of Zen3/Haswell stay the limit
+//   (12 independent chains cover the 4-cycle FMA latency on two pipes). The epilogue (alpha, partial-sum
+//   accumulation, bias, activation, beta) runs on the registers, so a fused linear+GELU costs no extra pass.
+// pack_*: 8x8 in-register transposes, so packing a [N, K] weight (the usual linear layout) or NHWC rows
+//   runs at about one cache line per few cycles; f16 / bf16 weights are widened on the way (F16C / shift).
+// Activations: exp from a degree-6 polynomial on a ln2 range reduction (< 2 ulp), GELU's normal CDF from
+//   Abramowitz-Stegun 7.1.26 computed as erfc for either sign (absolute error < 1.5e-7, no cancellation for
+//   x < 0); tanh-GELU, SiLU and quick-GELU as x * sigmoid(.), using 0.5 (1 + tanh u) = sigmoid(2u).
+#include "gemm_kernels.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+namespace hsd {
+namespace gemm {
+namespace {
+
+#define HSD_INLINE inline __attribute__((always_inline))
+
+HSD_INLINE __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// x * sigmoid(k x)
+HSD_INLINE __m256 x_sigmoid(__m256 x, __m256 kx) {
+  __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), kx));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+}
+
+// x * Phi(x), Phi the standard normal CDF = erfc(-x / sqrt2) / 2.
+HSD_INLINE __m256 gelu_erf(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.70710678118f));
+  __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.f)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  __m256 half_erfc = _mm256_mul_ps(_mm256_mul_ps(p, t), _mm256_mul_ps(_mm256_set1_ps(0.5f),
+                                   exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)))));
+  __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+  __m256 phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.f), half_erfc), half_erfc, neg);
+  return _mm256_mul_ps(x, phi);
+}
+
+HSD_INLINE __m256 act_ps(__m256 x, int act) {
+  switch (act) {
+    case kActSilu: return x_sigmoid(x, x);
+    case kActGelu: return gelu_erf(x);
+    case kActGeluTanh: {
+      // 2 sqrt(2/pi) (x + 0.044715 x^3)
+      __m256 x2 = _mm256_mul_ps(x, x);
+      __m256 u = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.5957691216f)),
+                               _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715f), _mm256_set1_ps(1.f)));
+      return x_sigmoid(x, u);
+    }
+    case kActQuickGelu: return x_sigmoid(x, _mm256_mul_ps(x, _mm256_set1_ps(1.702f)));
+    default: return x;
+  }
+}
+
+void act_avx2(float* x, int64_t n, int act) {
+  if (act == kActNone) return;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, act_ps(_mm256_loadu_ps(x + i), act));
+  if (i < n) {
+    float tmp[8] = {0};
+    for (int64_t j = i; j < n; ++j) tmp[j - i] = x[j];
+    _mm256_storeu_ps(tmp, act_ps(_mm256_loadu_ps(tmp), act));
+    for (int64_t j = i; j < n; ++j) x[j] = tmp[j - i];
+  }
+}
+
+void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
+                const float* bias) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  // C: towards L2 now (it is read back when K blocks accumulate or beta != 0, and written in any case), and
+  // into L1 shortly before the epilogue, since the A and B streams would evict it from L1 meanwhile. Both
+  // ends of each row, in case the 64 bytes straddle two lines.
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
+    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
+  }
+#define HSD_ROW(o, i)                                \
+  av = _mm256_broadcast_ss(a + (o) * MR + i);        \
+  c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);        \
+  c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);
+#define HSD_STEP(o)                                                                           \
+  {                                                                                           \
+    __m256 b0 = _mm256_load_ps(b + (o) * NR), b1 = _mm256_load_ps(b + (o) * NR + 8), av;     \
+    HSD_ROW(o, 0) HSD_ROW(o, 1) HSD_ROW(o, 2) HSD_ROW(o, 3) HSD_ROW(o, 4) HSD_ROW(o, 5)       \
+  }
+  int64_t k = 0;
+  for (int64_t kp = kc - 32; k + 4 <= kp; k += 4) {
+    // A streams from L2; the B panel should sit in L1 but the A stream evicts some of it (a 384-deep B
+    // panel is 24 KiB of the 32 KiB L1), so both are prefetched 8 steps ahead.
+    _mm_prefetch((const char*)(a + 8 * MR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + 8 * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + 9 * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + 10 * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + 11 * NR), _MM_HINT_T0);
+    HSD_STEP(0) HSD_STEP(1) HSD_STEP(2) HSD_STEP(3)
+    a += 4 * MR;
+    b += 4 * NR;
+  }
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+  for (; k + 4 <= kc; k += 4) {
+    HSD_STEP(0) HSD_STEP(1) HSD_STEP(2) HSD_STEP(3)
+    a += 4 * MR;
+    b += 4 * NR;
+  }
+  for (; k < kc; ++k) {
+    HSD_STEP(0)
+    a += MR;
+    b += NR;
+  }
+#undef HSD_STEP
+#undef HSD_ROW
+
+  __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+  const __m256 va = _mm256_set1_ps(e.alpha), vb = _mm256_set1_ps(e.beta);
+  const bool beta_early = e.first && e.beta != 0.f && e.act == kActNone;
+  const bool beta_late = e.first && e.last && e.beta != 0.f && e.act != kActNone;
+  __m256 bias0 = _mm256_setzero_ps(), bias1 = bias0;
+  if (e.last && bias) {
+    bias0 = _mm256_loadu_ps(bias);
+    bias1 = _mm256_loadu_ps(bias + 8);
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    __m256 v0 = _mm256_mul_ps(acc[2 * i], va), v1 = _mm256_mul_ps(acc[2 * i + 1], va);
+    if (!e.first) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+    } else if (beta_early) {
+      v0 = _mm256_fmadd_ps(_mm256_loadu_ps(ci), vb, v0);
+      v1 = _mm256_fmadd_ps(_mm256_loadu_ps(ci + 8), vb, v1);
+    }
+    if (e.last) {
+      v0 = act_ps(_mm256_add_ps(v0, bias0), e.act);
+      v1 = act_ps(_mm256_add_ps(v1, bias1), e.act);
+      if (beta_late) {
+        v0 = _mm256_fmadd_ps(_mm256_loadu_ps(ci), vb, v0);
+        v1 = _mm256_fmadd_ps(_mm256_loadu_ps(ci + 8), vb, v1);
+      }
+    }
+    _mm256_storeu_ps(ci, v0);
+    _mm256_storeu_ps(ci + 8, v1);
+  }
+}
+
+// Columns of the 8x8 block whose rows are v0..v7 (o[k] = (v0[k], ..., v7[k])).
+HSD_INLINE void transpose8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6, __m256 v7,
+                           __m256* o) {
+  __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+  __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+  __m256 t4 = _mm256_unpacklo_ps(v4, v5), t5 = _mm256_unpackhi_ps(v4, v5);
+  __m256 t6 = _mm256_unpacklo_ps(v6, v7), t7 = _mm256_unpackhi_ps(v6, v7);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  o[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  o[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  o[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  o[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  o[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  o[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  o[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  o[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+void pack_a_rows_avx2(float* dst, const float* const* rows, int64_t len) {
+  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+  int64_t k = 0;
+  for (; k + 8 <= len; k += 8) {
+    __m256 v5 = _mm256_loadu_ps(r5 + k), o[8];
+    transpose8(_mm256_loadu_ps(r0 + k), _mm256_loadu_ps(r1 + k), _mm256_loadu_ps(r2 + k), _mm256_loadu_ps(r3 + k),
+               _mm256_loadu_ps(r4 + k), v5, v5, v5, o);
+    float* d = dst + k * MR;
+    // Each 8-wide store spills 2 lanes into the next k's slot, which the next store overwrites; the last
+    // one stores exactly 6.
+    for (int j = 0; j < 7; ++j) _mm256_storeu_ps(d + j * MR, o[j]);
+    _mm_storeu_ps(d + 7 * MR, _mm256_castps256_ps128(o[7]));
+    _mm_storel_pi((__m64*)(d + 7 * MR + 4), _mm256_extractf128_ps(o[7], 1));
+  }
+  for (; k < len; ++k)
+    for (int i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
+}
+
+HSD_INLINE __m256 load8(const void* p, DType dt) {
+  if (dt == DType::F32) return _mm256_loadu_ps((const float*)p);
+  __m128i h = _mm_loadu_si128((const __m128i*)p);
+  if (dt == DType::F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+HSD_INLINE float load1(const void* p, int64_t i, DType dt) {
+  if (dt == DType::F32) return ((const float*)p)[i];
+  uint16_t h = ((const uint16_t*)p)[i];
+  return dt == DType::F16 ? _cvtsh_ss(h) : bf16_to_float(h);
+}
+
+template <DType DT>
+void pack_b_rows_t(float* dst, const void* const* rows, int64_t len) {
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  auto at = [&](int j, int64_t k) { return (const char*)rows[j] + k * es; };
+  int64_t k = 0;
+  for (; k + 8 <= len; k += 8) {
+    __m256 lo[8], hi[8];
+    transpose8(load8(at(0, k), DT), load8(at(1, k), DT), load8(at(2, k), DT), load8(at(3, k), DT),
+               load8(at(4, k), DT), load8(at(5, k), DT), load8(at(6, k), DT), load8(at(7, k), DT), lo);
+    transpose8(load8(at(8, k), DT), load8(at(9, k), DT), load8(at(10, k), DT), load8(at(11, k), DT),
+               load8(at(12, k), DT), load8(at(13, k), DT), load8(at(14, k), DT), load8(at(15, k), DT), hi);
+    float* d = dst + k * NR;
+    for (int j = 0; j < 8; ++j) {
+      _mm256_store_ps(d + j * NR, lo[j]);
+      _mm256_store_ps(d + j * NR + 8, hi[j]);
+    }
+  }
+  for (; k < len; ++k)
+    for (int j = 0; j < NR; ++j) dst[k * NR + j] = load1(rows[j], k, DT);
+}
+
+void pack_b_rows_avx2(float* dst, const void* const* rows, DType dt, int64_t len) {
+  if (dt == DType::F32) pack_b_rows_t<DType::F32>(dst, rows, len);
+  else if (dt == DType::F16) pack_b_rows_t<DType::F16>(dst, rows, len);
+  else pack_b_rows_t<DType::BF16>(dst, rows, len);
+}
+
+void pack_b_cols_avx2(float* dst, const void* src, DType dt, int64_t ld, int64_t nvalid, int64_t len) {
+  const int64_t es = dt == DType::F32 ? 4 : 2;
+  for (int64_t k = 0; k < len; ++k) {
+    const char* s = (const char*)src + k * ld * es;
+    float* d = dst + k * NR;
+    if (nvalid == NR) {
+      _mm256_store_ps(d, load8(s, dt));
+      _mm256_store_ps(d + 8, load8(s + 8 * es, dt));
+    } else {
+      for (int64_t j = 0; j < NR; ++j) d[j] = j < nvalid ? load1(s, j, dt) : 0.f;
+    }
+  }
+}
+
+bool cpu_has_avx2_fma_f16c() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+  if (!(fma && osxsave && avx && f16c)) return false;
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 6) != 6) return false;  // the OS saves XMM and YMM state
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return b & (1u << 5);
+}
+
+}  // namespace
+
+const Kernels* avx2_kernels() {
+  static const Kernels k{"avx2", micro_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2};
+  static const bool ok = cpu_has_avx2_fma_f16c();
+  return ok ? &k : nullptr;
+}
+
+}  // namespace gemm
+}  // namespace hsd
+
+#else
+
+namespace hsd {
+namespace gemm {
+const Kernels* avx2_kernels() { return nullptr; }
+}  // namespace gemm
+}  // namespace hsd
+
+#endif

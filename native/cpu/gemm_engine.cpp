@@ -1,0 +1,376 @@
+// The CPU GEMM driver (see gemm_kernels.h): cache blocking, packing, threading, and the portable kernels
+// that run where AVX2 is missing or HYPERSD_CPU_KERNELS=portable asks for them.
+//
+// Loop nest, for C[M,N] += A[M,K] B[K,N]:
+//   jc over N in NC columns          B block KC x NC, packed once by all threads (shared, L3: <= 4.5 MiB)
+//     pc over K in KC                K blocks of equal length <= 384 (K = 320 is one block, K = 1280 four)
+//       tasks (MC block, N range)    handed to threads one at a time; a task packs its MC x KC block of A
+//                                    (<= 216 KiB, stays in the 512 KiB L2), then runs jr over the NR
+//                                    panels (a B panel, 16 x KC floats <= 24 KiB, stays in L1) and ir over
+//                                    the block's MR panels.
+// The MC blocks are sized so their count is a multiple of the thread count (equal shares), and N is split
+// into ranges when that gives too few tasks to balance. When M is too small for two blocks per thread
+// (M = 77 text tokens), A is packed once, shared, so no task re-packs it. K blocks after the first add into C (the epilogue's first/last flags), so
+// the fused bias/activation runs once, on the last K block, still in registers.
+// Nesting: run() with a pool must not be called from inside that pool's parallel_for; a kernel that runs
+// GEMMs inside its own parallel loop passes pool = null (each thread then uses its own packing buffers).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "gemm_kernels.h"
+
+namespace hsd {
+namespace gemm {
+
+alignas(64) const float kZeros[kMaxKC] = {};
+
+namespace {
+
+// Block sizes for Zen3 (32 KiB L1d, 512 KiB L2 per core); see the loop nest above.
+constexpr int64_t kKC = 384, kMC = 144, kNC = 3072;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// A grow-only 64-byte aligned scratch buffer; one per thread and purpose, so nested single-threaded GEMMs
+// inside another op's parallel loop get their own.
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      cap = round_up((int64_t)n + 16, 16);
+      p = (float*)std::aligned_alloc(64, cap * sizeof(float));
+      if (!p) throw Error("gemm: out of memory for a " + std::to_string(cap * 4) + "-byte packing buffer");
+    }
+    return p;
+  }
+};
+thread_local Scratch tl_apack, tl_bpack;
+
+// Runs fn(t) for t in [0, n), tasks handed out one at a time to the pool's threads.
+template <class F>
+void parallel_tasks(ThreadPool* pool, int threads, int64_t n, const F& fn) {
+  if (threads <= 1 || n <= 1) {
+    for (int64_t t = 0; t < n; ++t) fn(t);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool->parallel_for(std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1)) < n;) fn(t);
+  });
+}
+
+float load_any(const void* p, int64_t i, DType dt) {
+  if (dt == DType::F32) return ((const float*)p)[i];
+  uint16_t h = ((const uint16_t*)p)[i];
+  return dt == DType::F16 ? half_to_float(h) : bf16_to_float(h);
+}
+
+// ---------- portable kernels ----------
+void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
+                    const float* bias) {
+  float acc[MR][NR] = {};
+  // Two 8-wide halves: 48 accumulators is about what 16 SSE registers hold.
+  for (int h = 0; h < NR; h += 8)
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* bk = b + k * NR + h;
+      for (int i = 0; i < MR; ++i) {
+        float av = a[k * MR + i];
+        for (int j = 0; j < 8; ++j) acc[i][h + j] += av * bk[j];
+      }
+    }
+  const bool beta_early = e.first && e.beta != 0.f && e.act == kActNone;
+  const bool beta_late = e.first && e.last && e.beta != 0.f && e.act != kActNone;
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      float& ci = c[i * ldc + j];
+      float v = e.alpha * acc[i][j];
+      if (!e.first) v += ci;
+      else if (beta_early) v += e.beta * ci;
+      if (e.last) {
+        v = act_scalar(v + (bias ? bias[j] : 0.f), e.act);
+        if (beta_late) v += e.beta * ci;
+      }
+      ci = v;
+    }
+}
+
+void pack_a_rows_portable(float* dst, const float* const* rows, int64_t len) {
+  for (int64_t k = 0; k < len; ++k)
+    for (int i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
+}
+
+void pack_b_rows_portable(float* dst, const void* const* rows, DType dt, int64_t len) {
+  for (int64_t k = 0; k < len; ++k)
+    for (int j = 0; j < NR; ++j) dst[k * NR + j] = load_any(rows[j], k, dt);
+}
+
+void pack_b_cols_portable(float* dst, const void* src, DType dt, int64_t ld, int64_t nvalid, int64_t len) {
+  for (int64_t k = 0; k < len; ++k)
+    for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < nvalid ? load_any(src, k * ld + j, dt) : 0.f;
+}
+
+void act_portable(float* x, int64_t n, int act) {
+  if (act == kActNone) return;
+  for (int64_t i = 0; i < n; ++i) x[i] = act_scalar(x[i], act);
+}
+
+// A tile at the matrix edge: run the full micro-kernel on a zero-padded copy, write back the valid part.
+void edge_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t mr,
+               int64_t nr, const Epilogue& e, const float* bias) {
+  alignas(64) float tile[MR * NR] = {};
+  alignas(64) float bias_tile[NR] = {};
+  if (!e.first || e.beta != 0.f)
+    for (int64_t i = 0; i < mr; ++i)
+      for (int64_t j = 0; j < nr; ++j) tile[i * NR + j] = c[i * ldc + j];
+  if (bias)
+    for (int64_t j = 0; j < nr; ++j) bias_tile[j] = bias[j];
+  kr.micro(kc, ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = tile[i * NR + j];
+}
+
+}  // namespace
+
+float act_scalar(float x, int act) {
+  switch (act) {
+    case kActSilu: return x / (1.f + std::exp(-x));
+    case kActGelu: return 0.5f * x * std::erfc(-x * 0.70710678118f);
+    case kActGeluTanh: return x / (1.f + std::exp(-1.5957691216f * (x + 0.044715f * x * x * x)));
+    case kActQuickGelu: return x / (1.f + std::exp(-1.702f * x));
+    default: return x;
+  }
+}
+
+const Kernels& portable_kernels() {
+  static const Kernels k{"portable", micro_portable, pack_a_rows_portable, pack_b_rows_portable,
+                         pack_b_cols_portable, act_portable};
+  return k;
+}
+
+const Kernels& kernels() {
+  const char* env = std::getenv("HYPERSD_CPU_KERNELS");
+  if (env && std::string(env) == "portable") return portable_kernels();
+  const Kernels* k = avx2_kernels();
+  return k ? *k : portable_kernels();
+}
+
+// ---------- packers ----------
+void StridedA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+                    int64_t kc) const {
+  for (int64_t p = 0; p * MR < mc; ++p) {
+    float* d = dst + p * MR * kstride;
+    int64_t ib = i0 + p * MR, mr = std::min<int64_t>(MR, i0 + mc - ib);
+    if (cs == 1) {
+      const float* rows[MR];
+      for (int i = 0; i < MR; ++i) rows[i] = i < mr ? a + (ib + i) * rs + k0 : kZeros;
+      kr.pack_a_rows(d, rows, kc);
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = i < mr ? a[(ib + i) * rs + (k0 + k) * cs] : 0.f;
+    }
+  }
+}
+
+void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+                    int64_t kc) const {
+  const int64_t es = (int64_t)dtype_size(dt);
+  const char* base = (const char*)b;
+  for (int64_t p = 0; p * NR < nc; ++p) {
+    float* d = dst + p * NR * kstride;
+    int64_t jb = j0 + p * NR, nr = std::min<int64_t>(NR, j0 + nc - jb);
+    if (rs == 1 && cs != 1) {
+      const void* rows[NR];
+      for (int j = 0; j < NR; ++j) rows[j] = j < nr ? base + ((jb + j) * cs + k0) * es : (const void*)kZeros;
+      kr.pack_b_rows(d, rows, dt, kc);
+    } else if (cs == 1) {
+      kr.pack_b_cols(d, base + (k0 * rs + jb) * es, dt, rs, nr, kc);
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int j = 0; j < NR; ++j) d[k * NR + j] = j < nr ? load_any(b, (k0 + k) * rs + (jb + j) * cs, dt) : 0.f;
+    }
+  }
+}
+
+void ConcatA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+                   int64_t kc) const {
+  int64_t k_end = k0 + kc;
+  if (k0 < k1) first.pack(kr, dst, kstride, i0, mc, k0, std::min(k_end, k1) - k0);
+  if (k_end > k1) {
+    int64_t s = std::max(k0, k1);
+    second.pack(kr, dst + (s - k0) * MR, kstride, i0, mc, s - k1, k_end - s);
+  }
+}
+
+void ConcatB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+                   int64_t kc) const {
+  int64_t k_end = k0 + kc;
+  if (k0 < k1) first.pack(kr, dst, kstride, j0, nc, k0, std::min(k_end, k1) - k0);
+  if (k_end > k1) {
+    int64_t s = std::max(k0, k1);
+    second.pack(kr, dst + (s - k0) * NR, kstride, j0, nc, s - k1, k_end - s);
+  }
+}
+
+// ---------- the driver ----------
+void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
+         const Epilogue& e, ThreadPool* pool) {
+  if (M <= 0 || N <= 0) return;
+  const Kernels& kr = kernels();
+  if (K == 0) {  // an empty product: act(bias) + beta * C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        float& ci = c[i * ldc + j];
+        float v = act_scalar(e.bias ? e.bias[j] : 0.f, e.act);
+        ci = e.beta != 0.f ? v + e.beta * ci : v;
+      }
+    return;
+  }
+  if (e.act != kActNone && e.beta != 0.f && K > kKC) {
+    // The activation comes before the beta term, so the K blocks cannot accumulate in C: go through a
+    // temporary (a rare combination; the networks use beta only with act none).
+    std::unique_ptr<float[]> t(new float[(size_t)(M * N)]);
+    Epilogue e2 = e;
+    e2.beta = 0.f;
+    run(M, N, K, a, b, t.get(), N, e2, pool);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) c[i * ldc + j] = t[i * N + j] + e.beta * c[i * ldc + j];
+    return;
+  }
+  int threads = pool ? pool->size() : 1;
+  if ((double)M * N * K < 1e6) threads = 1;
+
+  const int64_t nkb = ceil_div(K, kKC), kc = ceil_div(K, nkb);
+  const int64_t nnb = ceil_div(N, kNC), nc = round_up(ceil_div(N, nnb), NR);
+  // MC blocks of <= kMC rows, their count a multiple of the thread count so every thread gets the same share.
+  const int64_t mpan_all = ceil_div(M, MR);
+  int64_t mblocks = round_up(ceil_div(M, kMC), threads);
+  const int64_t mc_pan = ceil_div(mpan_all, mblocks);
+  mblocks = ceil_div(mpan_all, mc_pan);
+  // Enough MC blocks to keep every thread busy: each task packs its own block into its L2 (the classic
+  // order). Too few (small M): pack all of A once, shared, and split the N range too.
+  const bool own_a = mblocks >= 2 * threads || threads == 1;
+  float* bp = tl_bpack.get((size_t)(round_up(std::min(nc, N), NR) * kc));
+  float* ap = own_a ? nullptr : tl_apack.get((size_t)(mpan_all * MR * kc));
+
+  for (int64_t jc = 0; jc < N; jc += nc) {
+    const int64_t ncur = std::min(nc, N - jc), npan = ceil_div(ncur, NR);
+    for (int64_t pc = 0; pc < K; pc += kc) {
+      const int64_t kcur = std::min(kc, K - pc);
+      Epilogue ep = e;
+      ep.first = pc == 0;
+      ep.last = pc + kcur == K;
+      const float* bias = ep.last ? e.bias : nullptr;
+      const int64_t bgroup = 4;  // B panels per packing task
+      parallel_tasks(pool, threads, ceil_div(npan, bgroup), [&](int64_t t) {
+        int64_t p0 = t * bgroup, j0 = jc + p0 * NR;
+        b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(bgroup * NR, jc + ncur - j0), pc, kcur);
+      });
+      if (!own_a) {
+        const int64_t agroup = 4;  // A panels per packing task
+        parallel_tasks(pool, threads, ceil_div(mpan_all, agroup), [&](int64_t t) {
+          int64_t p0 = t * agroup, i0 = p0 * MR;
+          a.pack(kr, ap + p0 * MR * kcur, kcur, i0, std::min(agroup * MR, M - i0), pc, kcur);
+        });
+      }
+      // About 8 tasks per thread, so a thread slowed by another process sharing its core hands work to the
+      // others; with A packed per task an N range stays >= 256 columns (re-packing A costs < 0.2%).
+      const int64_t want = ceil_div(8 * threads, mblocks);
+      const int64_t nranges = std::max<int64_t>(1, std::min(own_a ? npan / 16 : npan, want));
+      const int64_t nr_pan = ceil_div(npan, nranges);
+      parallel_tasks(pool, threads, mblocks * nranges, [&](int64_t t) {
+        const int64_t ip0 = (t / nranges) * mc_pan, ip1 = std::min(mpan_all, ip0 + mc_pan);
+        const int64_t jp0 = (t % nranges) * nr_pan, jp1 = std::min(npan, jp0 + nr_pan);
+        const float* ablock = ap + ip0 * MR * kcur;
+        if (own_a) {
+          float* own = tl_apack.get((size_t)(mc_pan * MR * kcur));
+          a.pack(kr, own, kcur, ip0 * MR, std::min((ip1 - ip0) * MR, M - ip0 * MR), pc, kcur);
+          ablock = own;
+        }
+        for (int64_t jp = jp0; jp < jp1; ++jp) {
+          const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
+          const float* bpan = bp + jp * NR * kcur;
+          const float* bj = bias ? bias + j : nullptr;
+          for (int64_t ip = ip0; ip < ip1; ++ip) {
+            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+            const float* apan = ablock + (ip - ip0) * MR * kcur;
+            float* cij = c + i * ldc + j;
+            if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
+            else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
+          }
+        }
+      });
+    }
+  }
+}
+
+// ---------- tensor helpers ----------
+F32View as_f32(const Tensor& t, ThreadPool* pool) {
+  F32View v;
+  if (t.dtype == DType::F32) {
+    v.p = t.data<float>();
+    return v;
+  }
+  int64_t n = t.numel();
+  v.hold.reset((float*)std::malloc(sizeof(float) * std::max<int64_t>(n, 1)), std::free);
+  if (!v.hold) throw Error("out of memory widening " + t.describe() + " to f32");
+  float* d = v.hold.get();
+  const void* s = t.raw();
+  DType dt = t.dtype;
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) d[i] = load_any(s, i, dt);
+  };
+  if (pool) pool->parallel_for(n, 1 << 15, body);
+  else body(0, n);
+  v.p = d;
+  return v;
+}
+
+F32Out out_f32(const Tensor& t, bool keep_old, ThreadPool* pool) {
+  F32Out o;
+  o.t = &t;
+  if (t.dtype == DType::F32) {
+    o.p = t.data<float>();
+    return o;
+  }
+  if (keep_old) {
+    F32View v = as_f32(t, pool);
+    o.hold = v.hold;
+  } else {
+    o.hold.reset((float*)std::malloc(sizeof(float) * std::max<int64_t>(t.numel(), 1)), std::free);
+    if (!o.hold) throw Error("out of memory for an f32 temporary of " + t.describe());
+  }
+  o.p = o.hold.get();
+  return o;
+}
+
+void F32Out::finish(ThreadPool* pool) const {
+  if (!hold) return;
+  int64_t n = t->numel();
+  uint16_t* d = t->data<uint16_t>();
+  const float* s = p;
+  bool f16 = t->dtype == DType::F16;
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) d[i] = f16 ? float_to_half(s[i]) : float_to_bf16(s[i]);
+  };
+  if (pool) pool->parallel_for(n, 1 << 15, body);
+  else body(0, n);
+}
+
+float load_f32(const Tensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::F32: case DType::F16: case DType::BF16: return load_any(t.raw(), i, t.dtype);
+    case DType::I32: return (float)t.data<int32_t>()[i];
+    default: return (float)t.data<int64_t>()[i];
+  }
+}
+
+}  // namespace gemm
+}  // namespace hsd

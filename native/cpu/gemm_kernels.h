@@ -1,0 +1,133 @@
+// The CPU GEMM engine shared by matmul, the LoRA ops and conv2d (native/cpu/gemm.cpp is the driver,
+// native/cpu/gemm_avx2.cpp the AVX2+FMA kernels, the portable kernels live in gemm.cpp).
+//
+// C[M,N] = epilogue(A[M,K] B[K,N]) in the GotoBLAS/BLIS shape: B is packed in KC x NC blocks as NR-wide
+// column panels (k-major, NR floats per k), A in MC x KC blocks as MR-tall row panels (MR floats per k), and
+// a register-tiled MR x NR micro-kernel runs over them. Operands are described by packers, so the same
+// driver serves a strided matrix (any transpose, f32 / f16 / bf16 widened while packing), an implicit
+// im2col view of an NHWC image (conv2d), and a concatenation along K (LoRA: [x | s*t] [W | up]^T).
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "hypersd/ops.h"
+
+namespace hsd {
+namespace gemm {
+
+constexpr int MR = 6, NR = 16;
+constexpr int64_t kMaxKC = 512;  // no K block is longer (packers' zero rows cover it)
+enum Act : int { kActNone = 0, kActSilu = 1, kActGelu = 2, kActGeluTanh = 3, kActQuickGelu = 4 };
+
+// What the micro-kernel does with its accumulator tile T (one K block of the product):
+//   v = alpha*T;  v += C when !first (C holds the partial sum of earlier K blocks),
+//                 or v += beta*C when first and beta != 0 and act == none;
+//   when last:    v += bias[j]; v = act(v); v += beta*C_old when first and beta != 0 and act != none.
+// The driver never splits K when act != none and beta != 0 (it goes through a temporary instead).
+struct Epilogue {
+  float alpha = 1.f, beta = 0.f;
+  const float* bias = nullptr;  // [N], f32
+  int act = kActNone;
+  bool first = true, last = true;
+};
+
+// One instruction set's kernels. Panels: A panel element (i, k) at a[k*MR + i]; B panel (k, j) at b[k*NR + j].
+struct Kernels {
+  const char* name;
+  // C (ldc) <- epilogue over a full MR x NR tile; bias points at the tile's NR bias values (or is null).
+  void (*micro)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
+                const float* bias);
+  // A panel from MR row pointers, each contiguous over len floats: dst[k*MR + i] = rows[i][k]. Writes exactly
+  // len*MR floats (panels packed by different threads may be adjacent).
+  void (*pack_a_rows)(float* dst, const float* const* rows, int64_t len);
+  // B panel from NR row pointers of dtype dt, each contiguous over len (a [N, K] weight): dst[k*NR + j] = rows[j][k].
+  void (*pack_b_rows)(float* dst, const void* const* rows, DType dt, int64_t len);
+  // B panel from a [K, N] matrix: dst[k*NR + j] = src[k*ld + j] for j < nvalid, 0 beyond.
+  void (*pack_b_cols)(float* dst, const void* src, DType dt, int64_t ld, int64_t nvalid, int64_t len);
+  // In place y = act(x) over n floats.
+  void (*act)(float* x, int64_t n, int act);
+};
+
+const Kernels& portable_kernels();
+const Kernels* avx2_kernels();  // null when the CPU lacks AVX2+FMA+F16C or the build is not x86-64
+// The kernels in use: AVX2 when the CPU has it, unless HYPERSD_CPU_KERNELS=portable (read at each call).
+const Kernels& kernels();
+
+// Zeros to point padding rows at (kMaxKC floats, so also as many half values).
+extern const float kZeros[];
+
+// Packs rows [i0, i0+mc) x k [k0, k0+kc) of A into MR-row panels: panel p starts at dst + p*MR*kstride, and
+// element (i, k) of it sits at [(k - k0)*MR + i]. kstride >= kc lets a packer fill one part of a K block.
+struct APacker {
+  virtual ~APacker() = default;
+  virtual void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+                    int64_t kc) const = 0;
+};
+// Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.
+struct BPacker {
+  virtual ~BPacker() = default;
+  virtual void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+                    int64_t kc) const = 0;
+};
+
+// A(i, k) = a[i*rs + k*cs], f32.
+struct StridedA final : APacker {
+  const float* a;
+  int64_t rs, cs;
+  StridedA(const float* a, int64_t rs, int64_t cs) : a(a), rs(rs), cs(cs) {}
+  void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+            int64_t kc) const override;
+};
+// B(k, j) = b[k*rs + j*cs] of dtype dt (f32, f16, bf16).
+struct StridedB final : BPacker {
+  const void* b;
+  DType dt;
+  int64_t rs, cs;
+  StridedB(const void* b, DType dt, int64_t rs, int64_t cs) : b(b), dt(dt), rs(rs), cs(cs) {}
+  void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+            int64_t kc) const override;
+};
+// [first | second] along K: k < k1 comes from first, k >= k1 from second (at k - k1).
+struct ConcatA final : APacker {
+  const APacker &first, &second;
+  int64_t k1;
+  ConcatA(const APacker& f, const APacker& s, int64_t k1) : first(f), second(s), k1(k1) {}
+  void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+            int64_t kc) const override;
+};
+struct ConcatB final : BPacker {
+  const BPacker &first, &second;
+  int64_t k1;
+  ConcatB(const BPacker& f, const BPacker& s, int64_t k1) : first(f), second(s), k1(k1) {}
+  void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+            int64_t kc) const override;
+};
+
+// C[M, N] (row stride ldc, f32) = epilogue(A B). Threads over the pool when given (null: this thread only).
+void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
+         const Epilogue& e, ThreadPool* pool);
+
+// Scalar activation, the reference the vector kernels approximate.
+float act_scalar(float x, int act);
+
+// Tensor helpers for the ops built on the engine: a float tensor's data as f32 (the data itself, or a
+// widened copy kept alive by the returned holder).
+struct F32View {
+  const float* p = nullptr;
+  std::shared_ptr<float> hold;
+};
+F32View as_f32(const Tensor& t, ThreadPool* pool);
+// An output buffer: the tensor's own memory when it is f32, else an f32 temporary (holding the old values
+// when keep_old) that finish() narrows into it.
+struct F32Out {
+  const Tensor* t = nullptr;
+  float* p = nullptr;
+  std::shared_ptr<float> hold;
+  void finish(ThreadPool* pool) const;
+};
+F32Out out_f32(const Tensor& t, bool keep_old, ThreadPool* pool);
+// A float tensor's element i as f32 (small tensors: scales, bias).
+float load_f32(const Tensor& t, int64_t i);
+
+}  // namespace gemm
+}  // namespace hsd

@@ -1,0 +1,157 @@
+// Gradients of attention (self, cross, causal, several key/query tiles, lse saved or recomputed), group_norm
+// (with fused SiLU), layer_norm and the activations against float64 central differences.
+import { test } from 'uvu';
+import * as hs from '../../lib';
+import '../../lib/autograd';
+import { checkGrad, frozen, rnd, silu, gelu, geluTanh, quickGelu, type In } from './fd';
+import { randn } from '../helpers/check';
+
+const { attention, groupNorm, layerNorm, geglu, softmax } = hs.ops;
+
+function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
+  const o = new Float64Array(B * Lq * H * Dv);
+  const p = new Float64Array(Lk);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Lq; i++) {
+        const n = causal ? Math.min(Lk, i + 1) : Lk;
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[((b * Lq + i) * H + h) * D + d] * k[((b * Lk + j) * H + h) * D + d];
+          p[j] = s * scale;
+          m = Math.max(m, p[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
+        for (let d = 0; d < Dv; d++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += p[j] * v[((b * Lk + j) * H + h) * Dv + d];
+          o[((b * Lq + i) * H + h) * Dv + d] = acc / sum;
+        }
+      }
+  return o;
+}
+
+const cases = [
+  { name: 'self, 2 heads', B: 2, Lq: 5, Lk: 5, H: 2, D: 3, Dv: 3, causal: false, lse: false },
+  { name: 'cross, Dv != D, lse saved', B: 1, Lq: 4, Lk: 7, H: 2, D: 4, Dv: 2, causal: false, lse: true },
+  { name: 'causal', B: 1, Lq: 6, Lk: 6, H: 1, D: 3, Dv: 3, causal: true, lse: false },
+  { name: 'several query and key tiles (Lq 19, Lk 70)', B: 1, Lq: 19, Lk: 70, H: 1, D: 2, Dv: 2, causal: false, lse: false },
+  { name: 'causal over tiles (L 70)', B: 1, Lq: 70, Lk: 70, H: 1, D: 2, Dv: 1, causal: true, lse: true },
+];
+for (const c of cases)
+  test(`attention ${c.name}`, async () => {
+    const scale = 0.7;
+    await checkGrad(`attention ${c.name}`, [rnd([c.B, c.Lq, c.H * c.D], 1), rnd([c.B, c.Lk, c.H * c.D], 2), rnd([c.B, c.Lk, c.H * c.Dv], 3)],
+      ([q, k, v]) => {
+        const r = attention(q, k, v, { heads: c.H, scale, causal: c.causal, returnLse: c.lse });
+        return r instanceof hs.Tensor ? r : r.out;
+      },
+      ([q, k, v]) => attentionRef(q, k, v, c.B, c.Lq, c.Lk, c.H, c.D, c.Dv, scale, c.causal));
+  });
+
+test('attention: cross-attention on frozen k, v (text states) gives dq only', async () => {
+  await checkGrad('attention frozen kv', [rnd([1, 3, 4], 4), frozen(rnd([1, 5, 4], 5)), frozen(rnd([1, 5, 4], 6))],
+    ([q, k, v]) => attention(q, k, v, { heads: 2 }), ([q, k, v]) => attentionRef(q, k, v, 1, 3, 5, 2, 2, 2, 1 / Math.sqrt(2), false));
+});
+
+function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
+  const y = new Float64Array(x.length), cg = C / G;
+  for (let n = 0; n < N; n++)
+    for (let q = 0; q < G; q++) {
+      let s1 = 0, s2 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
+      const mean = s1 / (S * cg);
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
+      for (let s = 0; s < S; s++)
+        for (let k = 0; k < cg; k++) {
+          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
+          const v = (x[i] - mean) * rstd * g[c] + b[c];
+          y[i] = act ? silu(v) : v;
+        }
+    }
+  return y;
+}
+
+for (const act of [false, true])
+  test(`group_norm${act ? ' + fused silu' : ''}: dx, dgamma, dbeta`, async () => {
+    const [N, S, C, G] = [2, 7, 6, 3];
+    await checkGrad('group_norm', [rnd([N, S, C], 7), rnd([C], 8), rnd([C], 9)],
+      ([x, g, b]) => groupNorm(x, g, b, { groups: G, eps: 1e-5, silu: act }), ([x, g, b]) => groupNormRef(x, g, b, N, S, C, G, 1e-5, act));
+  });
+
+test('group_norm: frozen affine gives dx only; frozen x gives the affine only', async () => {
+  const [N, S, C, G] = [1, 5, 4, 2];
+  const ref = ([x, g, b]: Float64Array[]) => groupNormRef(x, g, b, N, S, C, G, 1e-6, true);
+  const fwd = ([x, g, b]: hs.Tensor[]) => groupNorm(x, g, b, { groups: G, eps: 1e-6, silu: true });
+  await checkGrad('group_norm frozen affine', [rnd([N, S, C], 10), frozen(rnd([C], 11)), frozen(rnd([C], 12))], fwd, ref);
+  await checkGrad('group_norm frozen x', [frozen(rnd([N, S, C], 13)), rnd([C], 14), rnd([C], 15)], fwd, ref);
+});
+
+test('group_norm and layer_norm backward with |mean| >> std (no cancellation)', async () => {
+  const [N, S, C, G] = [1, 6, 4, 2];
+  const x = { shape: [N, S, C], data: Array.from(rnd([N * S * C], 40, 0.05).data, (v) => v + 60) };
+  await checkGrad('group_norm large mean', [x, rnd([C], 41), rnd([C], 42)], ([t, g, b]) => groupNorm(t, g, b, { groups: G, silu: true }),
+    ([t, g, b]) => groupNormRef(t, g, b, N, S, C, G, 1e-5, true), { tol: 1e-3, fwdTol: 1e-3 });
+  await checkGrad('layer_norm large mean', [x, rnd([C], 43), rnd([C], 44)], ([t, g, b]) => layerNorm(t, g, b),
+    ([t, g, b]) => layerNormRef(t, g, b, C, 1e-5), { tol: 1e-3, fwdTol: 1e-3 });
+});
+
+function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < x.length / C; r++) {
+    let s1 = 0, s2 = 0;
+    for (let k = 0; k < C; k++) s1 += x[r * C + k];
+    const mean = s1 / C;
+    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(s2 / C + eps);
+    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
+  }
+  return y;
+}
+
+test('layer_norm: dx, dgamma, dbeta over many rows', async () => {
+  await checkGrad('layer_norm', [rnd([3, 11, 7], 16), rnd([7], 17), rnd([7], 18)],
+    ([x, g, b]) => layerNorm(x, g, b, 1e-5), ([x, g, b]) => layerNormRef(x, g, b, 7, 1e-5));
+});
+
+const pointwise = { silu: [hs.ops.silu, silu], gelu: [hs.ops.gelu, gelu], gelu_tanh: [hs.ops.geluTanh, geluTanh], quick_gelu: [hs.ops.quickGelu, quickGelu] } as const;
+for (const [name, [op, f]] of Object.entries(pointwise))
+  test(`${name}`, async () => {
+    await checkGrad(name, [rnd([3, 17], 19, 2)], ([x]) => op(x), ([x]) => x.map(f));
+  });
+
+test('geglu', async () => {
+  await checkGrad('geglu', [rnd([2, 3, 10], 20, 1.5)], ([x]) => geglu(x), ([x]) => {
+    const n = 5, y = new Float64Array(x.length / 2);
+    for (let r = 0; r < 6; r++) for (let i = 0; i < n; i++) y[r * n + i] = x[r * 2 * n + i] * gelu(x[r * 2 * n + n + i]);
+    return y;
+  });
+});
+
+test('softmax with a scale', async () => {
+  await checkGrad('softmax', [rnd([4, 9], 21)], ([x]) => softmax(x, 1.3), ([x]) => {
+    const y = new Float64Array(x.length);
+    for (let r = 0; r < 4; r++) {
+      let m = -Infinity, s = 0;
+      for (let i = 0; i < 9; i++) m = Math.max(m, 1.3 * x[r * 9 + i]);
+      for (let i = 0; i < 9; i++) s += (y[r * 9 + i] = Math.exp(1.3 * x[r * 9 + i] - m));
+      for (let i = 0; i < 9; i++) y[r * 9 + i] /= s;
+    }
+    return y;
+  });
+});
+
+for (const dtype of ['f16', 'bf16'] as const)
+  test(`${dtype} inputs get f32 gradients (silu, layer_norm)`, async () => {
+    const x: In = { ...rnd([4, 8], 22), dtype };
+    const g: In = { ...rnd([8], 23), dtype }, b: In = { shape: [8], data: randn(8, 24), dtype };
+    // Forward in half precision is compared loosely; the gradients are computed in f32 from the stored values.
+    await checkGrad(`silu ${dtype}`, [x], ([t]) => hs.ops.silu(t), ([v]) => v.map(silu), { fwdTol: 1e-2, tol: 1e-2 });
+    await checkGrad(`layer_norm ${dtype}`, [x, g, b], ([t, gg, bb]) => layerNorm(t, gg, bb), ([v, gg, bb]) => layerNormRef(v, gg, bb, 8, 1e-5),
+      { fwdTol: 1e-2, tol: 2e-2 });
+  });
+
+test.run();

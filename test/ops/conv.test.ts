@@ -1,0 +1,141 @@
+// conv family (conv2d, lora_conv2d, ohwiFromOihw) against a float64 direct convolution written out below, on
+// odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. gemm.test.ts runs this file again with the
+// portable CPU kernels.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+
+const { conv2d, loraConv2d, ohwiFromOihw } = hs.ops;
+const NAME = process.env.HYPERSD_CPU_KERNELS === 'portable' ? '[portable] ' : '';
+
+interface Geom { N: number; H: number; W: number; C: number; O: number; kh: number; kw: number; stride: number; pad: number }
+const outHW = (g: Geom) => [Math.floor((g.H + 2 * g.pad - g.kh) / g.stride) + 1, Math.floor((g.W + 2 * g.pad - g.kw) / g.stride) + 1];
+
+/** y[n, oy, ox, o] = bias[o] + sum x[n, oy*s - p + ky, ox*s - p + kx, c] w[o, ky, kx, c] (+ beta old). */
+function refConv(x: Float64Array, w: Float64Array, g: Geom, bias?: Float64Array, beta = 0, old?: Float64Array): Float64Array {
+  const [Ho, Wo] = outHW(g);
+  const y = new Float64Array(g.N * Ho * Wo * g.O);
+  for (let n = 0; n < g.N; n++)
+    for (let oy = 0; oy < Ho; oy++)
+      for (let ox = 0; ox < Wo; ox++)
+        for (let o = 0; o < g.O; o++) {
+          let s = bias ? bias[o] : 0;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = oy * g.stride - g.pad + ky;
+            if (iy < 0 || iy >= g.H) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = ox * g.stride - g.pad + kx;
+              if (ix < 0 || ix >= g.W) continue;
+              for (let c = 0; c < g.C; c++) s += x[((n * g.H + iy) * g.W + ix) * g.C + c] * w[((o * g.kh + ky) * g.kw + kx) * g.C + c];
+            }
+          }
+          const i = ((n * Ho + oy) * Wo + ox) * g.O + o;
+          y[i] = s + (beta ? beta * old![i] : 0);
+        }
+  return y;
+}
+
+const G = (N: number, H: number, W: number, C: number, O: number, kh: number, kw: number, stride: number, pad: number): Geom =>
+  ({ N, H, W, C, O, kh, kw, stride, pad });
+
+test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd H, W, C; implicit GEMM and Winograd`, async () => {
+  const cases: Geom[] = [
+    G(2, 9, 7, 5, 11, 3, 3, 1, 1), G(2, 9, 8, 5, 11, 3, 3, 2, 1), G(1, 5, 3, 13, 7, 1, 1, 1, 0),
+    G(1, 7, 5, 13, 7, 1, 1, 2, 0), G(1, 8, 9, 6, 17, 3, 3, 1, 0), G(1, 6, 7, 3, 5, 2, 3, 1, 1),
+    G(1, 6, 6, 70, 20, 3, 3, 1, 1), // K = 630: two K blocks that split a tap's channels
+    G(2, 11, 9, 24, 19, 3, 3, 1, 1), G(1, 10, 13, 17, 16, 3, 3, 1, 0), G(1, 7, 7, 16, 16, 3, 3, 1, 2),
+  ];
+  for (const g of cases) {
+    const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + g.H)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, g.O, 0.3));
+    const bias = roundTo('f32', randn(g.O, 3));
+    const ref = refConv(x, w, g, bias);
+    const algos = g.kh === 3 && g.kw === 3 && g.stride === 1 ? ['auto', 'gemm', 'winograd'] as const : ['auto'] as const;
+    for (const algo of algos) {
+      const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), t(bias, [g.O]), { stride: g.stride, pad: g.pad, algo });
+      assert.equal(y.shape, [g.N, ...outHW(g), g.O]);
+      assertClose(await y.floats(), ref, TOL.f32, `${algo} ${JSON.stringify(g)}`);
+    }
+  }
+});
+
+test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
+  for (const g of [G(1, 7, 5, 6, 9, 3, 3, 1, 1), G(2, 4, 5, 8, 9, 1, 1, 1, 0), G(1, 7, 5, 20, 18, 3, 3, 1, 1)]) {
+    const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 4)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, 5));
+    const [Ho, Wo] = outHW(g);
+    const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 6));
+    const out = t(old, [g.N, Ho, Wo, g.O]);
+    const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), null, { pad: g.pad, out, beta: 1 });
+    assert.ok(y === out);
+    assertClose(await y.floats(), refConv(x, w, g, undefined, 1, old), TOL.f32, `beta ${JSON.stringify(g)}`);
+  }
+});
+
+test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () => {
+  for (const [g, dt] of [[G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'bf16'],
+    [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
+    const x = roundTo('f32', randn(g.H * g.W * g.C, 7)), w = roundTo(dt, randn(g.O * 9 * g.C, 8)), bias = roundTo(dt, randn(g.O, 9));
+    const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1 });
+    assert.is(y.dtype, 'f32');
+    assertClose(await y.floats(), refConv(x, w, g, bias), TOL.f32, `${dt} weight`);
+    const xh = roundTo(dt, x), stride = g.C < 16 ? 2 : 1; // implicit GEMM, then Winograd
+    const yh = conv2d(t(xh, [1, g.H, g.W, g.C], dt), t(w, [g.O, 3, 3, g.C], dt), null, { pad: 1, stride });
+    assert.is(yh.dtype, dt);
+    assertClose(await yh.floats(), refConv(xh, w, { ...g, stride }), TOL[dt], `${dt} everything, stride ${stride}`);
+  }
+});
+
+/** OHWI w + scale * up down, flattened over (kh, kw, Cin). */
+function mergedConv(w: Float64Array, down: Float64Array, up: Float64Array, O: number, K: number, r: number, scale: number): Float64Array {
+  const m = Float64Array.from(w);
+  for (let o = 0; o < O; o++)
+    for (let k = 0; k < K; k++) {
+      let s = 0;
+      for (let j = 0; j < r; j++) s += up[o * r + j] * down[j * K + k];
+      m[o * K + k] += scale * s;
+    }
+  return m;
+}
+
+test(`${NAME}loraConv2d equals the merged weight (3x3 stride 1 and 2, 1x1; f32 and bf16 weights)`, async () => {
+  for (const [g, dt] of [[G(2, 7, 5, 6, 9, 3, 3, 1, 1), 'f32'], [G(1, 9, 7, 5, 8, 3, 3, 2, 1), 'f32'],
+    [G(1, 5, 6, 12, 7, 1, 1, 1, 0), 'f32'], [G(1, 7, 5, 6, 9, 3, 3, 1, 1), 'bf16']] as [Geom, 'f32' | 'bf16'][]) {
+    const r = 3, K = g.kh * g.kw * g.C, scale = 0.6;
+    const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 10)), w = roundTo(dt, randn(g.O * K, 11, 0.3));
+    const bias = roundTo(dt, randn(g.O, 12)), down = roundTo(dt, randn(r * K, 13, 0.3)), up = roundTo(dt, randn(g.O * r, 14));
+    const y = loraConv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C], dt), t(bias, [g.O], dt),
+      t(down, [r, g.kh, g.kw, g.C], dt), t(up, [g.O, r], dt), scale, { stride: g.stride, pad: g.pad });
+    assertClose(await y.floats(), refConv(x, mergedConv(w, down, up, g.O, K, r, scale), g, bias), TOL.f32, `lora ${dt} ${JSON.stringify(g)}`);
+  }
+});
+
+test('ohwiFromOihw reorders a PyTorch weight', () => {
+  const O = 2, I = 3, kh = 2, kw = 3;
+  const oihw = Float32Array.from({ length: O * I * kh * kw }, (_, i) => i);
+  const r = ohwiFromOihw(oihw, [O, I, kh, kw]);
+  for (let o = 0; o < O; o++)
+    for (let i = 0; i < I; i++)
+      for (let y = 0; y < kh; y++)
+        for (let x = 0; x < kw; x++) assert.is(r[((o * kh + y) * kw + x) * I + i], oihw[((o * I + i) * kh + y) * kw + x]);
+  assert.throws(() => ohwiFromOihw(oihw, [2, 3, 3, 3]), /ohwiFromOihw: 36 values do not fill shape \[2,3,3,3\]/);
+});
+
+test('shape errors throw before anything is enqueued, naming op, argument and shapes', () => {
+  const x = t(new Float32Array(2 * 5 * 5 * 4), [2, 5, 5, 4]);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 9 * 3), [8, 3, 3, 3])), /conv2d: x \[2,5,5,4\] \(NHWC\) and w \[8,3,3,3\] \(OHWI\) differ in Cin/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), t(new Float32Array(7), [7])), /conv2d: bias \[7\] must be \[8\]/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { stride: 0 }), /conv2d: stride must be an integer >= 1/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { pad: 1, beta: 1 }), /conv2d: beta 1 .*pass out/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { pad: 1, out: t(new Float32Array(8), [1, 1, 1, 8]) }),
+    /conv2d: out \[1,1,1,8\] must be \[2,5,5,8\]/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 7 * 7 * 4), [8, 7, 7, 4])), /conv2d: the 7x7 kernel of w \[8,7,7,4\] is larger than x/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { stride: 2, algo: 'winograd' }),
+    /conv2d: algo 'winograd' needs a 3x3 kernel and stride 1/);
+  const w = t(new Float32Array(8 * 36), [8, 3, 3, 4]);
+  assert.throws(() => loraConv2d(x, w, null, t(new Float32Array(2 * 4), [2, 1, 1, 4]), t(new Float32Array(16), [8, 2]), 1),
+    /lora_conv2d: down \[2,1,1,4\] must be \[r, 3, 3, 4\]/);
+  assert.throws(() => loraConv2d(x, w, null, t(new Float32Array(2 * 36), [2, 3, 3, 4]), t(new Float32Array(16), [2, 8]), 1),
+    /lora_conv2d: up \[2,8\] must be \[8, 2\]/);
+});
+
+test.run();

@@ -1,0 +1,282 @@
+// gemm family (matmul, linear, lora_linear, lora_linear_batched) against float64 references written out
+// below, on odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. The sizes also cross the CPU engine's
+// block edges (K blocks of <= 384, NC = 3072 columns, super-blocks of 2048 rows). The last tests run this
+// file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2).
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as hs from '../../lib';
+import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+
+const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
+type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
+const PORTABLE_CHILD = process.env.HYPERSD_CPU_KERNELS === 'portable';
+
+function erf(x: number): number {
+  // Abramowitz-Stegun 7.1.26 is too coarse for a reference: use the series / continued fraction via erfc.
+  const z = Math.abs(x);
+  let r: number;
+  if (z < 3) {
+    let term = z, sum = z;
+    for (let n = 1; n < 200; n++) {
+      term *= (-z * z) / n;
+      const d = term / (2 * n + 1);
+      sum += d;
+      if (Math.abs(d) < 1e-17 * Math.abs(sum)) break;
+    }
+    r = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    // Lentz continued fraction for erfc
+    let f = z, c = z, d = 0;
+    for (let n = 1; n < 300; n++) {
+      const an = n / 2;
+      d = z + an * d;
+      d = 1 / d;
+      c = z + an / c;
+      const delta = c * d;
+      f *= delta;
+      if (Math.abs(delta - 1) < 1e-16) break;
+    }
+    r = 1 - Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
+  }
+  return x < 0 ? -r : r;
+}
+function actRef(x: number, act: Act): number {
+  switch (act) {
+    case 'silu': return x / (1 + Math.exp(-x));
+    case 'gelu': return 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_tanh': return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+    case 'quick_gelu': return x / (1 + Math.exp(-1.702 * x));
+    default: return x;
+  }
+}
+
+interface Ref {
+  transA?: boolean; transB?: boolean; alpha?: number; beta?: number; act?: Act; bias?: Float64Array; old?: Float64Array;
+}
+/** C = act(alpha op(A) op(B) + bias) + beta old, batched (B shared when bBatched is false). */
+function refMatmul(a: Float64Array, b: Float64Array, batch: number, M: number, K: number, N: number, bBatched: boolean,
+                   o: Ref = {}): Float64Array {
+  const c = new Float64Array(batch * M * N);
+  const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
+  for (let p = 0; p < batch; p++) {
+    const ao = p * M * K, bo = bBatched ? p * K * N : 0;
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = o.transA ? a[ao + k * M + i] : a[ao + i * K + k];
+          const bv = o.transB ? b[bo + j * K + k] : b[bo + k * N + j];
+          s += av * bv;
+        }
+        const idx = p * M * N + i * N + j;
+        let v = actRef(alpha * s + (o.bias ? o.bias[j] : 0), o.act ?? 'none');
+        if (beta) v += beta * o.old![idx];
+        c[idx] = v;
+      }
+  }
+  return c;
+}
+
+const NAME = PORTABLE_CHILD ? '[portable] ' : '';
+
+test(`${NAME}matmul 37x45x29 f32, every transpose combination`, async () => {
+  const M = 37, K = 45, N = 29;
+  const a = roundTo('f32', randn(M * K, 1)), b = roundTo('f32', randn(K * N, 2));
+  for (const transA of [false, true])
+    for (const transB of [false, true]) {
+      const y = matmul(t(a, transA ? [K, M] : [M, K]), t(b, transB ? [N, K] : [K, N]), { transA, transB });
+      assert.equal(y.shape, [M, N]);
+      assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transA, transB }), TOL.f32, `transA ${transA} transB ${transB}`);
+    }
+});
+
+test(`${NAME}matmul batched: B with the batch, B broadcast (folded into M), transposed A`, async () => {
+  const P = 3, M = 13, K = 21, N = 19;
+  const a = roundTo('f32', randn(P * M * K, 3)), bb = roundTo('f32', randn(P * K * N, 4)), b = bb.subarray(0, K * N);
+  for (const transA of [false, true]) {
+    const aT = t(a, transA ? [P, K, M] : [P, M, K]);
+    const y1 = matmul(aT, t(bb, [P, N, K]), { transA, transB: true });
+    assertClose(await y1.floats(), refMatmul(a, bb, P, M, K, N, true, { transA, transB: true }), TOL.f32, `batched B transA ${transA}`);
+    const y2 = matmul(aT, t(b, [K, N]), { transA });
+    assert.equal(y2.shape, [P, M, N]);
+    assertClose(await y2.floats(), refMatmul(a, b, P, M, K, N, false, { transA }), TOL.f32, `broadcast B transA ${transA}`);
+  }
+  // Many small items (one per thread) with two batch dimensions.
+  const a4 = roundTo('f32', randn(2 * 5 * 7 * 9, 5)), b4 = roundTo('f32', randn(2 * 5 * 9 * 6, 6));
+  const y4 = matmul(t(a4, [2, 5, 7, 9]), t(b4, [2, 5, 9, 6]));
+  assertClose(await y4.floats(), refMatmul(a4, b4, 10, 7, 9, 6, true), TOL.f32, 'many small items');
+});
+
+test(`${NAME}matmul bias and every activation, alpha`, async () => {
+  const M = 37, K = 45, N = 29;
+  const a = roundTo('f32', randn(M * K, 7)), b = roundTo('f32', randn(N * K, 8, 0.3)), bias = roundTo('f32', randn(N, 9));
+  for (const act of ['none', 'silu', 'gelu', 'gelu_tanh', 'quick_gelu'] as Act[]) {
+    const y = matmul(t(a, [M, K]), t(b, [N, K]), { transB: true, bias: t(bias, [N]), act, alpha: 0.7 });
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true, bias, act, alpha: 0.7 }), TOL.f32, `act ${act}`);
+  }
+});
+
+test(`${NAME}matmul beta accumulates into out (act before the beta term), also across K blocks`, async () => {
+  for (const [M, K, N, act] of [[37, 45, 29, 'none'], [37, 45, 29, 'gelu'], [23, 800, 35, 'none'], [23, 800, 35, 'silu']] as [number, number, number, Act][]) {
+    const a = roundTo('f32', randn(M * K, 10)), b = roundTo('f32', randn(K * N, 11, 0.1)), old = roundTo('f32', randn(M * N, 12));
+    const bias = roundTo('f32', randn(N, 13));
+    const out = t(old, [M, N]);
+    const y = matmul(t(a, [M, K]), t(b, [K, N]), { alpha: 0.5, beta: -1.5, act, bias: t(bias, [N]), out });
+    assert.ok(y === out);
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { alpha: 0.5, beta: -1.5, act, bias, old }), TOL.f32,
+      `M ${M} K ${K} N ${N} act ${act}`);
+  }
+});
+
+test(`${NAME}matmul across the engine's blocks: long K, wide N, tall M`, async () => {
+  for (const [M, K, N] of [[67, 1000, 70], [7, 5, 3100], [2100, 3, 5], [1, 1, 1], [6, 16, 16]]) {
+    const a = roundTo('f32', randn(M * K, M + K)), b = roundTo('f32', randn(N * K, N));
+    const y = linear(t(a, [M, K]), t(b, [N, K]));
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true }), TOL.f32, `${M}x${K}x${N}`);
+  }
+});
+
+test(`${NAME}matmul with f16 / bf16 weights, activations and outputs`, async () => {
+  const M = 37, K = 45, N = 29;
+  for (const dt of ['f16', 'bf16'] as const) {
+    const a = roundTo('f32', randn(M * K, 14)), b = roundTo(dt, randn(N * K, 15)), bias = roundTo(dt, randn(N, 16));
+    for (const transB of [false, true]) {
+      // the weight is stored half: the reference sees the rounded values
+      const bl = transB ? b : Float64Array.from({ length: K * N }, (_, i) => b[(i % N) * K + Math.floor(i / N)]);
+      const y = matmul(t(a, [M, K]), t(bl, transB ? [N, K] : [K, N], dt), { transB, bias: t(bias, [N], dt), act: 'silu' });
+      assert.is(y.dtype, 'f32');
+      assertClose(await y.floats(), refMatmul(a, bl, 1, M, K, N, false, { transB, bias, act: 'silu' }), TOL.f32, `${dt} weight transB ${transB}`);
+    }
+    const ah = roundTo(dt, randn(M * K, 17));
+    const yh = matmul(t(ah, [M, K], dt), t(b, [N, K], dt), { transB: true });
+    assert.is(yh.dtype, dt);
+    assertClose(await yh.floats(), refMatmul(ah, b, 1, M, K, N, false, { transB: true }), TOL[dt], `${dt} everything`);
+    const old = roundTo(dt, randn(M * N, 18));
+    const yb = matmul(t(ah, [M, K], dt), t(b, [N, K], dt), { transB: true, beta: 1, out: t(old, [M, N], dt) });
+    assertClose(await yb.floats(), refMatmul(ah, b, 1, M, K, N, false, { transB: true, beta: 1, old }), TOL[dt], `${dt} beta`);
+  }
+});
+
+test(`${NAME}linear on rank 1 and rank 3 inputs`, async () => {
+  const K = 45, N = 29;
+  const w = roundTo('f32', randn(N * K, 19)), bias = roundTo('f32', randn(N, 20)), x = roundTo('f32', randn(2 * 3 * K, 21));
+  const y3 = linear(t(x, [2, 3, K]), t(w, [N, K]), t(bias, [N]), 'gelu_tanh');
+  assert.equal(y3.shape, [2, 3, N]);
+  assertClose(await y3.floats(), refMatmul(x, w, 1, 6, K, N, false, { transB: true, bias, act: 'gelu_tanh' }), TOL.f32, 'rank 3');
+  const y1 = linear(t(x.subarray(0, K), [K]), t(w, [N, K]));
+  assert.equal(y1.shape, [N]);
+  assertClose(await y1.floats(), refMatmul(x.subarray(0, K), w, 1, 1, K, N, false, { transB: true }), TOL.f32, 'rank 1');
+});
+
+/** W + scale * up down, the merged weight the LoRA ops must match without forming it. */
+function merged(w: Float64Array, down: Float64Array, up: Float64Array, N: number, K: number, r: number, scale: number): Float64Array {
+  const m = Float64Array.from(w);
+  for (let n = 0; n < N; n++)
+    for (let k = 0; k < K; k++) {
+      let s = 0;
+      for (let j = 0; j < r; j++) s += up[n * r + j] * down[j * K + k];
+      m[n * K + k] += scale * s;
+    }
+  return m;
+}
+
+test(`${NAME}loraLinear equals the merged weight (f32, and f16 / bf16 weights)`, async () => {
+  const L = 37, K = 45, N = 29, r = 4, scale = 0.75;
+  for (const dt of ['f32', 'f16', 'bf16'] as const) {
+    const x = roundTo('f32', randn(2 * L * K, 22)), w = roundTo(dt, randn(N * K, 23)), bias = roundTo(dt, randn(N, 24));
+    const down = roundTo(dt, randn(r * K, 25)), up = roundTo(dt, randn(N * r, 26));
+    const y = loraLinear(t(x, [2, L, K]), t(w, [N, K], dt), t(bias, [N], dt), t(down, [r, K], dt), t(up, [N, r], dt), scale);
+    assert.equal(y.shape, [2, L, N]);
+    const ref = refMatmul(x, merged(w, down, up, N, K, r, scale), 1, 2 * L, K, N, false, { transB: true, bias });
+    assertClose(await y.floats(), ref, TOL.f32, `weights ${dt}`);
+  }
+  // K + r crossing a K block boundary, no bias
+  const K2 = 382, r2 = 8, x2 = roundTo('f32', randn(9 * K2, 27)), w2 = roundTo('f32', randn(N * K2, 28, 0.1));
+  const d2 = roundTo('f32', randn(r2 * K2, 29, 0.1)), u2 = roundTo('f32', randn(N * r2, 30));
+  const y2 = loraLinear(t(x2, [9, K2]), t(w2, [N, K2]), null, t(d2, [r2, K2]), t(u2, [N, r2]), -1.25);
+  assertClose(await y2.floats(), refMatmul(x2, merged(w2, d2, u2, N, K2, r2, -1.25), 1, 9, K2, N, false, { transB: true }), TOL.f32, 'K 382 r 8');
+});
+
+test(`${NAME}loraLinearBatched: each batch item its own adapter, -1 none`, async () => {
+  const B = 3, L = 11, K = 45, N = 29, r = 5, nA = 2;
+  const x = roundTo('f32', randn(B * L * K, 31)), w = roundTo('f32', randn(N * K, 32)), bias = roundTo('f32', randn(N, 33));
+  const downs = roundTo('f32', randn(nA * r * K, 34)), ups = roundTo('f32', randn(nA * N * r, 35));
+  const idx = [1, -1, 0], scales = [0.5, 3, -2];
+  const y = loraLinearBatched(t(x, [B, L, K]), t(w, [N, K]), t(bias, [N]), t(downs, [nA, r, K]), t(ups, [nA, N, r]),
+    hs.tensor(Int32Array.from(idx), [B], { device: DEVICE }), t(scales, [B]));
+  const got = await y.floats();
+  for (let b = 0; b < B; b++) {
+    const wb = idx[b] < 0 ? w : merged(w, downs.subarray(idx[b] * r * K, (idx[b] + 1) * r * K),
+      ups.subarray(idx[b] * N * r, (idx[b] + 1) * N * r), N, K, r, scales[b]);
+    const ref = refMatmul(x.subarray(b * L * K, (b + 1) * L * K), wb, 1, L, K, N, false, { transB: true, bias });
+    assertClose(got.subarray(b * L * N, (b + 1) * L * N), ref, TOL.f32, `item ${b}`);
+  }
+  const bad = loraLinearBatched(t(x, [B, L, K]), t(w, [N, K]), null, t(downs, [nA, r, K]), t(ups, [nA, N, r]),
+    hs.tensor(Int32Array.from([0, 2, 0]), [B], { device: DEVICE }), t(scales, [B]));
+  try {
+    await bad.data();
+    assert.unreachable('an adapter index out of range must fail');
+  } catch (e) {
+    assert.match((e as Error).message, /idx\[1\] = 2/);
+  }
+});
+
+test('shape errors throw before anything is enqueued, naming op, argument and shapes', () => {
+  const a = t(new Float32Array(6), [2, 3]), b = t(new Float32Array(8), [4, 2]);
+  assert.throws(() => matmul(a, b), /matmul: a \[2,3\] and b \[4,2\] differ in the inner dimension/);
+  assert.throws(() => matmul(a, t(new Float32Array(12), [2, 3, 2])), /matmul: b \[2,3,2\] must have a's batch/);
+  assert.throws(() => matmul(a, t(new Float32Array(12), [3, 4]), { bias: t(new Float32Array(3), [3]) }), /matmul: bias \[3\] must be \[4\]/);
+  assert.throws(() => matmul(a, t(new Float32Array(12), [3, 4]), { beta: 1 }), /matmul: beta 1 .*pass out/);
+  assert.throws(() => matmul(a, t(new Float32Array(12), [3, 4]), { act: 'relu' as Act }), /matmul: act must be one of/);
+  assert.throws(() => linear(a, t(new Float32Array(8), [2, 4])), /linear: x \[2,3\] and w \[2,4\] differ in K/);
+  const w = t(new Float32Array(12), [4, 3]);
+  assert.throws(() => loraLinear(a, w, null, t(new Float32Array(4), [2, 2]), t(new Float32Array(8), [4, 2]), 1),
+    /lora_linear: down \[2,2\] must be \[r, 3\]/);
+  assert.throws(() => loraLinear(a, w, null, t(new Float32Array(6), [2, 3]), t(new Float32Array(8), [2, 4]), 1),
+    /lora_linear: up \[2,4\] must be \[4, 2\]/);
+  assert.throws(() => loraLinearBatched(t(new Float32Array(6), [1, 2, 3]), w, null, t(new Float32Array(6), [1, 2, 3]),
+    t(new Float32Array(8), [1, 4, 2]), t([0], [1]), t([1], [1])), /lora_linear_batched: idx f32\[1\] must be i32 \[1\]/);
+});
+
+// The portable kernels: this file again, in a child process that forces them. The child also prints one
+// product, which must differ bitwise from this process's AVX2 result (FMA rounds once, mul+add twice) while
+// matching the reference, so the switch is known to take effect.
+function hasAvx2(): boolean {
+  try {
+    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    return / avx2/.test(flags) && / fma/.test(flags) && / f16c/.test(flags);
+  } catch {
+    return false;
+  }
+}
+const probe = () => {
+  const M = 37, K = 45, N = 29;
+  return matmul(t(roundTo('f32', randn(M * K, 40)), [M, K]), t(roundTo('f32', randn(N * K, 41)), [N, K]), { transB: true });
+};
+if (PORTABLE_CHILD) {
+  test('[portable] probe', async () => {
+    const bytes = await probe().bytes();
+    process.stdout.write(`\nPROBE ${Buffer.from(bytes).toString('base64')}\n`);
+  });
+} else if (DEVICE === 'cpu') {
+  test('the portable fallback kernels pass this file too (child process)', async () => {
+    const root = path.resolve(__dirname, '../..');
+    const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv)\\.test\\.ts$'], {
+      cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'portable' }, encoding: 'utf8',
+      timeout: 120_000,
+    });
+    const outText = `${r.stdout}\n${r.stderr}`;
+    if (r.status !== 0) assert.unreachable(`portable child failed (${r.status}):\n${outText.slice(-4000)}`);
+    const m = /PROBE (\S+)/.exec(r.stdout);
+    assert.ok(m, 'the child printed its probe');
+    const mine = Buffer.from(await probe().bytes());
+    const theirs = Buffer.from(m![1], 'base64');
+    assert.is(theirs.length, mine.length);
+    if (hasAvx2()) assert.not.ok(theirs.equals(mine), 'portable result differs bitwise from the AVX2 one');
+  });
+}
+
+test.run();

@@ -70,31 +70,13 @@ std::vector<const OpDef*> OpRegistry::all() const {
 namespace {
 bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
 
+// dtype conversion between two contiguous tensors of the same size: the `cast` kernel itself.
 void convert_contiguous(const Tensor& src, const Tensor& dst, ThreadPool* pool) {
-  // Both contiguous, same numel; float dtypes and integer widen/narrow.
-  int64_t n = src.numel();
-  DType s = src.dtype, d = dst.dtype;
-  auto body = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      double v;
-      switch (s) {
-        case DType::F32: v = src.data<float>()[i]; break;
-        case DType::F16: v = half_to_float(src.data<uint16_t>()[i]); break;
-        case DType::BF16: v = bf16_to_float(src.data<uint16_t>()[i]); break;
-        case DType::I32: v = src.data<int32_t>()[i]; break;
-        default: v = (double)src.data<int64_t>()[i]; break;
-      }
-      switch (d) {
-        case DType::F32: dst.data<float>()[i] = (float)v; break;
-        case DType::F16: dst.data<uint16_t>()[i] = float_to_half((float)v); break;
-        case DType::BF16: dst.data<uint16_t>()[i] = float_to_bf16((float)v); break;
-        case DType::I32: dst.data<int32_t>()[i] = (int32_t)v; break;
-        default: dst.data<int64_t>()[i] = (int64_t)v; break;
-      }
-    }
-  };
-  if (pool) pool->parallel_for(n, 1 << 15, body);
-  else body(0, n);
+  static const OpDef* cast = OpRegistry::get().find("cast");
+  std::vector<Tensor> in{src}, out{dst};
+  Attrs none;
+  OpContext ctx{in, out, none, pool, nullptr};
+  cast->cpu(ctx);
 }
 
 std::string describe_call(const std::string& op, Device d, const std::vector<Tensor>& in,

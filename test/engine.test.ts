@@ -102,8 +102,9 @@ test('10,000 small ops (each disposed) do not grow RSS', async () => {
   await round();
   const grew = process.memoryUsage().rss - rss0;
   assert.ok(grew < 8 * 2 ** 20, `RSS grew ${(grew / 2 ** 20).toFixed(1)} MiB over 20,000 ops`);
-  assert.is(hs.memory().tensors, base.tensors);
-  assert.ok(await eventually(() => hs.memory().cpu.allocatedBytes === base.cpu.allocatedBytes));
+  // <=: tensors earlier tests left to the GC may be collected (and uncounted) meanwhile; growth is the leak.
+  assert.ok(hs.memory().tensors <= base.tensors, `live tensors ${hs.memory().tensors} > ${base.tensors}`);
+  assert.ok(await eventually(() => hs.memory().cpu.allocatedBytes <= base.cpu.allocatedBytes));
 });
 
 test('HYPERSD_SYNC=1 throws at the op call itself', () => {

@@ -112,7 +112,7 @@ if (haveVocab) {
     clearInterval(iv);
     assert.is(r.images.length, 1);
     assert.ok(ticks > 3, `event loop ticked ${ticks} times`);
-    assert.is(hs.memory().tensors, before, 'no tensors left behind');
+    assert.ok(hs.memory().tensors <= before, 'no tensors left behind'); // <=: the GC may uncount earlier garbage meanwhile
   });
 
   test.after(() => {

@@ -1,0 +1,626 @@
+// attention and attention_backward on CUDA (OPS.md). Forward: o = softmax(q k^T * scale [+ causal mask]) v
+// per head, flash-style: no Lq x Lk matrix in memory. q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv]; head
+// h is channels h*D...; optional lse f32 [B, H, Lq] (natural log-sum-exp of the scaled logits, for backward).
+// The backward is described where it starts, below the forward.
+// The causal mask is top-left aligned (key j is visible to query i when j <= i), as torch's is_causal.
+//
+// Tensor-core kernel (f16/bf16, D == Dv, D % 8 == 0, D <= 160): one block of 4 warps per 64 query rows of
+// one (batch, head); each warp owns 16 rows. The Q tile is staged once (cp.async) and kept in registers as
+// mma A fragments; K/V tiles of 64 keys (32 for D > 128, to bound registers) stream through a
+// double-buffered cp.async ring. Per tile: S = Q K^T on mma.sync m16n8k16 (K read with ldmatrix as the
+// col-major B operand), scale and mask in f32, online softmax (running row max in the log2 domain, exp2,
+// rescale of the f32 O accumulators), then P is re-packed from the S accumulators straight into A
+// fragments (the m16n8 C layout of two adjacent n-tiles is the m16k16 A layout) and O += P V with V read by
+// ldmatrix.trans. Row sums stay per-thread partials until the end (the rescale factor is uniform over the
+// 4 threads of a row), so the loop has one 2-step shuffle reduction (the max) per tile.
+// The head dim is padded with zeros in shared memory to a bucket DP in {48, 64, 80, 128, 160}: SD1.5's
+// 40/80/160 and SDXL's 64 run at 48/80/160/64; any multiple of 8 up to 160 works.
+// Causal blocks stop at the diagonal tile.
+//
+// SIMT kernel (f32, and any shape the tensor-core kernel does not take: D % 8 != 0, D != Dv, D or Dv up to
+// 256, unaligned views): one warp per query row, 8 rows per block sharing 32-key K/V tiles converted to f32
+// in shared memory; lane j scores key j, the warp does the online softmax with shuffles, and each lane owns
+// Dv/32 output channels.
+//
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills on all four archs: flash_attn_kernel f16/bf16 by head-dim bucket
+// 48: 142, 64: 164, 80: 210, 128: 244, 160: 246 registers (128 threads; shared memory 35/45/55/85/63 KiB);
+// attn_simt_kernel 46-47 registers, (32 (D+1) + 32 Dv + 8 D) * 4 B dynamic shared memory; backward:
+// attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
+#include <cmath>
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace hsd {
+namespace cu {
+namespace {
+
+struct AttnParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;
+  int B, H, Lq, Lk, D, Dv;
+  int64_t ldq, ldk, ldv, ldo;  // row strides: H*D, H*D, H*Dv, H*Dv
+  float scale_log2;            // scale * log2(e)
+  int causal;
+};
+
+constexpr float kLn2 = 0.69314718055994531f;
+
+// Number of key tiles a block of queries [q0, q0 + rows) needs (causal: up to its last query's diagonal).
+__device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, int tile) {
+  int n = (p.Lk + tile - 1) / tile;
+  if (p.causal) {
+    const int last = min(q0 + rows, p.Lq) - 1;
+    n = min(n, last / tile + 1);
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------- tensor-core (flash) kernel
+
+template <int DP>
+struct FaCfg {
+  static constexpr int BQ = 64, THREADS = 128, BKV = DP <= 128 ? 64 : 32, LD = DP + 8;
+  static constexpr int SMEM = (BQ * LD + 4 * BKV * LD) * 2;  // Q + double-buffered K and V, 16-bit
+};
+
+// rows x DP tile of a [rows, ld] matrix: rows r0.. (valid < R), columns < D (D % 8 == 0), zero elsewhere.
+template <class T, int ROWS, int DP>
+__device__ __forceinline__ void stage_tile(T* s, const T* g, int64_t ld, int r0, int R, int D, int tid) {
+  constexpr int CPR = DP / 8, N = ROWS * CPR, TH = FaCfg<DP>::THREADS;
+  static_assert(N % TH == 0, "tile chunks must split evenly over the block");
+#pragma unroll
+  for (int it = 0; it < N / TH; ++it) {
+    const int c = tid + it * TH, r = c / CPR, dc = (c % CPR) * 8;
+    const bool in = r0 + r < R && dc < D;
+    cp_async16(s + r * FaCfg<DP>::LD + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
+  }
+}
+
+template <class T, int DP>
+__global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
+  using C = FaCfg<DP>;
+  constexpr int BQ = C::BQ, BKV = C::BKV, LD = C::LD, KS = DP / 16, NT = BKV / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Qs = reinterpret_cast<T*>(smem_raw);
+  T* Ks = Qs + BQ * LD;
+  T* Vs = Ks + 2 * BKV * LD;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int q0 = blockIdx.x * BQ, b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const T* qg = (const T*)p.q + (int64_t)b * p.Lq * p.ldq + (int64_t)h * p.D;
+  const T* kg = (const T*)p.k + (int64_t)b * p.Lk * p.ldk + (int64_t)h * p.D;
+  const T* vg = (const T*)p.v + (int64_t)b * p.Lk * p.ldv + (int64_t)h * p.D;
+  const int nkv = kv_tiles(p, q0, BQ, BKV);
+
+  stage_tile<T, BQ, DP>(Qs, qg, p.ldq, q0, p.Lq, p.D, tid);
+  if (nkv > 0) {
+    stage_tile<T, BKV, DP>(Ks, kg, p.ldk, 0, p.Lk, p.D, tid);
+    stage_tile<T, BKV, DP>(Vs, vg, p.ldv, 0, p.Lk, p.D, tid);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int qrow0 = q0 + warp * 16 + g;
+
+  for (int j = 0; j < nkv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < nkv) {
+      stage_tile<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, p.ldk, (j + 1) * BKV, p.Lk, p.D, tid);
+      stage_tile<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, p.ldv, (j + 1) * BKV, p.Lk, p.D, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const T* ks = Ks + buf * BKV * LD;
+    const T* vs = Vs + buf * BKV * LD;
+
+    float s[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kq = 0; kq < KS; ++kq)
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t r[4];
+        ldmatrix_x4(r, ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8);
+        mma16816<T>(s[2 * np], qf[kq], r[0], r[1]);
+        mma16816<T>(s[2 * np + 1], qf[kq], r[2], r[3]);
+      }
+
+    // scale (log2 domain) and mask, row max over the quad that shares a row
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = j * BKV + n * 8 + 2 * t + (e & 1), qr = qrow0 + (e >> 1) * 8;
+        float x = s[n][e] * p.scale_log2;
+        if (key >= p.Lk || (p.causal && key > qr)) x = -INFINITY;
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float base[2], corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);
+      base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
+      corr[r] = exp2f(m_run[r] - base[r]);
+      m_run[r] = m_new;
+    }
+    float rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pv = exp2f(s[n][e] - base[e >> 1]);
+        s[n][e] = pv;
+        rs[e >> 1] += pv;
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
+#pragma unroll
+    for (int i = 0; i < DP / 8; ++i) {
+      o[i][0] *= corr[0];
+      o[i][1] *= corr[0];
+      o[i][2] *= corr[1];
+      o[i][3] *= corr[1];
+    }
+
+    // O += P V: the S accumulators of key tiles 2kk and 2kk+1 are the A fragment of keys 16kk..16kk+15
+#pragma unroll
+    for (int kk = 0; kk < BKV / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dp = 0; dp < DP / 16; ++dp) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
+        mma16816<T>(o[2 * dp], pa, r[0], r[1]);
+        mma16816<T>(o[2 * dp + 1], pa, r[2], r[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+  T* og = (T*)p.o + (int64_t)b * p.Lq * p.ldo + (int64_t)h * p.Dv;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int qr = qrow0 + r * 8;
+    if (qr >= p.Lq) continue;
+    T* orow = og + (int64_t)qr * p.ldo;
+#pragma unroll
+    for (int i = 0; i < DP / 8; ++i) {
+      const int d = i * 8 + 2 * t;
+      if (d < p.D) *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+    }
+    if (p.lse && t == 0)
+      p.lse[((int64_t)b * p.H + h) * p.Lq + qr] = l > 0.f ? (m_run[r] + log2f(l)) * kLn2 : -INFINITY;
+  }
+}
+
+// ---------------------------------------------------------------- SIMT kernel
+
+constexpr int SA_WARPS = 8, SA_TK = 32, SA_MAXD = 256;
+
+template <class T>
+__global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
+  extern __shared__ float sm[];
+  const int D = p.D, Dv = p.Dv;
+  float* Ks = sm;                    // [TK][D+1] (padded: lane j reads row j)
+  float* Vs = Ks + SA_TK * (D + 1);  // [TK][Dv]
+  float* Qs = Vs + SA_TK * Dv;       // [WARPS][D]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int q0 = blockIdx.x * SA_WARPS, qi = q0 + warp, b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const T* qg = (const T*)p.q + (int64_t)b * p.Lq * p.ldq + (int64_t)h * D;
+  const T* kg = (const T*)p.k + (int64_t)b * p.Lk * p.ldk + (int64_t)h * D;
+  const T* vg = (const T*)p.v + (int64_t)b * p.Lk * p.ldv + (int64_t)h * Dv;
+
+  float* q = Qs + warp * D;
+  for (int d = lane; d < D; d += 32) q[d] = qi < p.Lq ? to_f(qg[(int64_t)qi * p.ldq + d]) * p.scale_log2 : 0.f;
+
+  float o[SA_MAXD / 32];
+#pragma unroll
+  for (int i = 0; i < SA_MAXD / 32; ++i) o[i] = 0.f;
+  float m_run = -INFINITY, l_run = 0.f;
+  const int nkv = kv_tiles(p, q0, SA_WARPS, SA_TK);
+  for (int j = 0; j < nkv; ++j) {
+    const int k0 = j * SA_TK;
+    __syncthreads();  // the previous tile is consumed (and Qs written, on the first pass)
+    for (int e = tid; e < SA_TK * D; e += 256) {
+      const int r = e / D, d = e - r * D;
+      Ks[r * (D + 1) + d] = k0 + r < p.Lk ? to_f(kg[(int64_t)(k0 + r) * p.ldk + d]) : 0.f;
+    }
+    for (int e = tid; e < SA_TK * Dv; e += 256) {
+      const int r = e / Dv, d = e - r * Dv;
+      Vs[e] = k0 + r < p.Lk ? to_f(vg[(int64_t)(k0 + r) * p.ldv + d]) : 0.f;
+    }
+    __syncthreads();
+    const int key = k0 + lane;
+    float sc = 0.f;
+    const float* kr = Ks + lane * (D + 1);
+    for (int d = 0; d < D; ++d) sc = fmaf(q[d], kr[d], sc);
+    if (key >= p.Lk || (p.causal && key > qi)) sc = -INFINITY;
+    const float m_new = fmaxf(m_run, warp_max(sc));
+    const float base = m_new == -INFINITY ? 0.f : m_new;
+    const float corr = exp2f(m_run - base), pj = exp2f(sc - base);
+    l_run = l_run * corr + warp_sum(pj);
+    m_run = m_new;
+#pragma unroll
+    for (int i = 0; i < SA_MAXD / 32; ++i) o[i] *= corr;
+    for (int jj = 0; jj < SA_TK; ++jj) {
+      const float pk = __shfl_sync(0xffffffffu, pj, jj);
+      const float* vr = Vs + jj * Dv;
+#pragma unroll
+      for (int i = 0; i < SA_MAXD / 32; ++i) {
+        const int d = lane + 32 * i;
+        if (d < Dv) o[i] = fmaf(pk, vr[d], o[i]);
+      }
+    }
+  }
+  if (qi >= p.Lq) return;
+  const float inv = l_run > 0.f ? 1.f / l_run : 0.f;
+  T* orow = (T*)p.o + ((int64_t)b * p.Lq + qi) * p.ldo + (int64_t)h * Dv;
+#pragma unroll
+  for (int i = 0; i < SA_MAXD / 32; ++i) {
+    const int d = lane + 32 * i;
+    if (d < Dv) orow[d] = from_f<T>(o[i] * inv);
+  }
+  if (p.lse && lane == 0)
+    p.lse[((int64_t)b * p.H + h) * p.Lq + qi] = l_run > 0.f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;
+}
+
+// ---------------------------------------------------------------- launchers
+
+template <class T, int DP>
+void launch_flash(const AttnParams& p, cudaStream_t s) {
+  auto kernel = flash_attn_kernel<T, DP>;
+  allow_smem((const void*)kernel, FaCfg<DP>::SMEM);
+  dim3 grid((p.Lq + FaCfg<DP>::BQ - 1) / FaCfg<DP>::BQ, p.B * p.H);
+  kernel<<<grid, FaCfg<DP>::THREADS, FaCfg<DP>::SMEM, s>>>(p);
+}
+
+template <class T>
+void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
+  if constexpr (!std::is_same<T, float>::value) {
+    if (tensor_cores) {
+      if (p.D <= 48) launch_flash<T, 48>(p, s);
+      else if (p.D <= 64) launch_flash<T, 64>(p, s);
+      else if (p.D <= 80) launch_flash<T, 80>(p, s);
+      else if (p.D <= 128) launch_flash<T, 128>(p, s);
+      else launch_flash<T, 160>(p, s);
+      return;
+    }
+  }
+  const int smem = (SA_TK * (p.D + 1) + SA_TK * p.Dv + SA_WARPS * p.D) * 4;
+  allow_smem((const void*)attn_simt_kernel<T>, smem);
+  dim3 grid((p.Lq + SA_WARPS - 1) / SA_WARPS, p.B * p.H);
+  attn_simt_kernel<T><<<grid, 256, smem, s>>>(p);
+}
+
+void attention(const OpContext& ctx) {
+  const char* op = "attention";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 3, 1);
+  const Tensor& q0 = ctx.in[0];
+  const Tensor& k0 = ctx.in[1];
+  const Tensor& v0 = ctx.in[2];
+  const Tensor& o = ctx.out[0];
+  for (const Tensor* t : {&q0, &k0, &v0, &o}) need_float(op, "q, k, v and o", *t);
+  need_contiguous_out(op, o);
+  const int64_t H = ctx.attrs.i("heads");
+  const std::string all = "q " + q0.describe() + ", k " + k0.describe() + ", v " + v0.describe();
+  if (q0.dim() != 3 || k0.dim() != 3 || v0.dim() != 3) fail(op, "q, k, v must be [B, L, H*D]: " + all);
+  if (H < 1 || q0.size(2) % H != 0 || v0.size(2) % H != 0) fail(op, "channels must split into heads=" + std::to_string(H) + ": " + all);
+  const int64_t B = q0.size(0), Lq = q0.size(1), Lk = k0.size(1), D = q0.size(2) / H, Dv = v0.size(2) / H;
+  if (k0.size(0) != B || v0.size(0) != B || v0.size(1) != Lk || k0.size(2) != q0.size(2))
+    fail(op, "k must be [B, Lk, H*D] and v [B, Lk, H*Dv] for q [B, Lq, H*D]: " + all);
+  need_shape(op, "o", o, {B, Lq, H * Dv});
+  float* lse = nullptr;
+  if (ctx.out.size() > 1) {
+    const Tensor& l = ctx.out[1];
+    if (l.dtype != DType::F32) fail(op, "lse must be f32, got " + l.describe());
+    need_contiguous_out(op, l);
+    need_shape(op, "lse", l, {B, H, Lq});
+    lse = l.data<float>();
+  }
+  if (B == 0 || Lq == 0 || (o.numel() == 0 && !lse)) return;
+  if (D == 0) fail(op, "head dim 0: " + all);
+  if (Lk == 0) fail(op, "needs at least one key: " + all);
+  if (D > SA_MAXD || Dv > SA_MAXD) fail(op, "head dims above 256 are not supported: " + all);
+  if (B * H > 65535) fail(op, "B*heads must be <= 65535: " + all);
+  if (Lq > (1LL << 31) - 64 || Lk > (1LL << 31) - 64) fail(op, "sequence too long: " + all);
+  const DType dt = o.dtype;
+  const Tensor q = as_dtype(q0, dt, s), k = as_dtype(k0, dt, s), v = as_dtype(v0, dt, s);
+
+  AttnParams p;
+  p.q = q.raw();
+  p.k = k.raw();
+  p.v = v.raw();
+  p.o = o.raw();
+  p.lse = lse;
+  p.B = (int)B;
+  p.H = (int)H;
+  p.Lq = (int)Lq;
+  p.Lk = (int)Lk;
+  p.D = (int)D;
+  p.Dv = (int)Dv;
+  p.ldq = H * D;
+  p.ldk = H * D;
+  p.ldv = H * Dv;
+  p.ldo = H * Dv;
+  const double scale = ctx.attrs.f("scale", 1.0 / std::sqrt((double)D));
+  p.scale_log2 = (float)(scale * 1.4426950408889634);
+  p.causal = ctx.attrs.i("causal", 0) != 0;
+  const bool tc = dt != DType::F32 && D == Dv && D % 8 == 0 && D <= 160 && aligned16(p.q) && aligned16(p.k) &&
+                  aligned16(p.v) && aligned16(p.o);
+  dispatch_float(op, dt, [&](auto tag) { launch_attention<decltype(tag)>(p, tc, s); });
+}
+
+// ---------------------------------------------------------------- backward
+// attention_backward: inputs q, k, v, o, do [, lse]; outputs [dq] [dk, dv] (need_dq / need_dkv), f32, with
+// q's / k's / v's shapes. Per head, S = scale q k^T, P = exp(S - lse) (recomputed, no Lq x Lk matrix),
+// D_i = do_i . o_i:  dv = P^T do,  dS = P (do v^T - D),  dq = scale dS k,  dk = scale dS^T q.
+// Like the CPU kernel, two passes so that every warp owns the rows it writes (no atomics, deterministic):
+//   dkv: a warp per key (8 keys per block) walks the queries that see it, 32 at a time from shared memory;
+//   dq:  a warp per query walks the key tiles.
+// Lanes split the head dim (up to 256: 8 values per lane); each (query, key) pair costs two warp-sum
+// reductions. When lse is not given the forward kernel recomputes it first. Everything in f32 (f16/bf16
+// inputs are converted): simple and exact; a tensor-core backward (FA2-style) is the next step for training.
+
+constexpr int AB_WARPS = 8, AB_TILE = 32, AB_V = SA_MAXD / 32;
+
+struct AttnBwd {
+  const float *q, *k, *v, *dout, *lse, *delta;  // delta: D_i [B, H, Lq]
+  float *dq, *dk, *dv;
+  int B, H, Lq, Lk, D, Dv;
+  float scale;
+  int causal;
+};
+
+// delta[b, h, i] = do_i . o_i (one warp per (b, i, h)).
+__global__ void __launch_bounds__(256) attn_delta_kernel(const float* __restrict__ o, const float* __restrict__ dout,
+                                                         float* __restrict__ delta, int B, int Lq, int H, int Dv) {
+  const int lane = threadIdx.x & 31;
+  const int64_t w = blockIdx.x * 8LL + (threadIdx.x >> 5);
+  if (w >= (int64_t)B * Lq * H) return;
+  const int h = (int)(w % H);
+  const int64_t bi = w / H;
+  const int b = (int)(bi / Lq), i = (int)(bi % Lq);
+  const float* orow = o + w * Dv;
+  const float* drow = dout + w * Dv;
+  float acc = 0.f;
+  for (int d = lane; d < Dv; d += 32) acc = fmaf(orow[d], drow[d], acc);
+  acc = warp_sum(acc);
+  if (lane == 0) delta[((int64_t)b * H + h) * Lq + i] = acc;
+}
+
+// Loads this lane's slice (d = lane + 32 t) of a row into registers.
+__device__ __forceinline__ void load_slice(float* r, const float* row, int n, int lane) {
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t) r[t] = lane + 32 * t < n ? row[lane + 32 * t] : 0.f;
+}
+__device__ __forceinline__ float dot_slice(const float* r, const float* row, int n, int lane) {
+  float acc = 0.f;
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t)
+    if (lane + 32 * t < n) acc = fmaf(r[t], row[lane + 32 * t], acc);
+  return warp_sum(acc);
+}
+
+__global__ void __launch_bounds__(256) attn_bwd_dkv_kernel(const AttnBwd a) {
+  extern __shared__ float sm[];
+  float* Qs = sm;                       // [TILE][D]
+  float* Ds = Qs + AB_TILE * a.D;       // [TILE][Dv] (do rows)
+  float* Ls = Ds + AB_TILE * a.Dv;      // [TILE] lse
+  float* Es = Ls + AB_TILE;             // [TILE] delta
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int b = blockIdx.y / a.H, h = blockIdx.y % a.H, j0 = blockIdx.x * AB_WARPS, j = j0 + warp;
+  const int64_t ldq = (int64_t)a.H * a.D, ldv = (int64_t)a.H * a.Dv;
+  float kr[AB_V], vr[AB_V], dk[AB_V], dv[AB_V];
+  const bool key_ok = j < a.Lk;
+  load_slice(kr, a.k + ((int64_t)b * a.Lk + (key_ok ? j : 0)) * ldq + (int64_t)h * a.D, a.D, lane);
+  load_slice(vr, a.v + ((int64_t)b * a.Lk + (key_ok ? j : 0)) * ldv + (int64_t)h * a.Dv, a.Dv, lane);
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t) dk[t] = dv[t] = 0.f;
+  const int i_start = a.causal ? (j0 / AB_TILE) * AB_TILE : 0;
+  for (int i0 = i_start; i0 < a.Lq; i0 += AB_TILE) {
+    __syncthreads();
+    for (int e = tid; e < AB_TILE * a.D; e += 256) {
+      const int r = e / a.D, d = e - r * a.D;
+      Qs[e] = i0 + r < a.Lq ? a.q[((int64_t)b * a.Lq + i0 + r) * ldq + (int64_t)h * a.D + d] : 0.f;
+    }
+    for (int e = tid; e < AB_TILE * a.Dv; e += 256) {
+      const int r = e / a.Dv, d = e - r * a.Dv;
+      Ds[e] = i0 + r < a.Lq ? a.dout[((int64_t)b * a.Lq + i0 + r) * ldv + (int64_t)h * a.Dv + d] : 0.f;
+    }
+    if (tid < AB_TILE) {
+      const int64_t li = ((int64_t)b * a.H + h) * a.Lq + i0 + tid;
+      Ls[tid] = i0 + tid < a.Lq ? a.lse[li] : 0.f;
+      Es[tid] = i0 + tid < a.Lq ? a.delta[li] : 0.f;
+    }
+    __syncthreads();
+    const int n = min(AB_TILE, a.Lq - i0);
+    for (int r = 0; r < n; ++r) {
+      const int i = i0 + r;
+      if (a.causal && i < j) continue;  // uniform per warp
+      const float* qi = Qs + r * a.D;
+      const float* di = Ds + r * a.Dv;
+      const float p = expf(dot_slice(kr, qi, a.D, lane) * a.scale - Ls[r]);
+      const float ds = p * (dot_slice(vr, di, a.Dv, lane) - Es[r]);
+#pragma unroll
+      for (int t = 0; t < AB_V; ++t) {
+        if (lane + 32 * t < a.Dv) dv[t] = fmaf(p, di[lane + 32 * t], dv[t]);
+        if (lane + 32 * t < a.D) dk[t] = fmaf(a.scale * ds, qi[lane + 32 * t], dk[t]);
+      }
+    }
+  }
+  if (!key_ok) return;
+  float* dkr = a.dk + ((int64_t)b * a.Lk + j) * ldq + (int64_t)h * a.D;
+  float* dvr = a.dv + ((int64_t)b * a.Lk + j) * ldv + (int64_t)h * a.Dv;
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t) {
+    if (lane + 32 * t < a.D) dkr[lane + 32 * t] = dk[t];
+    if (lane + 32 * t < a.Dv) dvr[lane + 32 * t] = dv[t];
+  }
+}
+
+__global__ void __launch_bounds__(256) attn_bwd_dq_kernel(const AttnBwd a) {
+  extern __shared__ float sm[];
+  float* Ks = sm;                  // [TILE][D]
+  float* Vs = Ks + AB_TILE * a.D;  // [TILE][Dv]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int b = blockIdx.y / a.H, h = blockIdx.y % a.H, q0 = blockIdx.x * AB_WARPS, i = q0 + warp;
+  const int64_t ldq = (int64_t)a.H * a.D, ldv = (int64_t)a.H * a.Dv;
+  const bool row_ok = i < a.Lq;
+  const int ic = row_ok ? i : 0;
+  float qr[AB_V], dr[AB_V], dq[AB_V];
+  load_slice(qr, a.q + ((int64_t)b * a.Lq + ic) * ldq + (int64_t)h * a.D, a.D, lane);
+  load_slice(dr, a.dout + ((int64_t)b * a.Lq + ic) * ldv + (int64_t)h * a.Dv, a.Dv, lane);
+  const int64_t li = ((int64_t)b * a.H + h) * a.Lq + ic;
+  const float lse = a.lse[li], delta = a.delta[li];
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t) dq[t] = 0.f;
+  const int k_end = a.causal ? min(a.Lk, min(q0 + AB_WARPS, a.Lq)) : a.Lk;  // keys any row of the block sees
+  for (int j0 = 0; j0 < k_end; j0 += AB_TILE) {
+    __syncthreads();
+    for (int e = tid; e < AB_TILE * a.D; e += 256) {
+      const int r = e / a.D, d = e - r * a.D;
+      Ks[e] = j0 + r < a.Lk ? a.k[((int64_t)b * a.Lk + j0 + r) * ldq + (int64_t)h * a.D + d] : 0.f;
+    }
+    for (int e = tid; e < AB_TILE * a.Dv; e += 256) {
+      const int r = e / a.Dv, d = e - r * a.Dv;
+      Vs[e] = j0 + r < a.Lk ? a.v[((int64_t)b * a.Lk + j0 + r) * ldv + (int64_t)h * a.Dv + d] : 0.f;
+    }
+    __syncthreads();
+    const int n = min(AB_TILE, a.Lk - j0);
+    for (int r = 0; r < n; ++r) {
+      const int j = j0 + r;
+      if (a.causal && j > i) break;  // uniform per warp
+      const float* kj = Ks + r * a.D;
+      const float p = expf(dot_slice(qr, kj, a.D, lane) * a.scale - lse);
+      const float ds = p * (dot_slice(dr, Vs + r * a.Dv, a.Dv, lane) - delta);
+#pragma unroll
+      for (int t = 0; t < AB_V; ++t)
+        if (lane + 32 * t < a.D) dq[t] = fmaf(a.scale * ds, kj[lane + 32 * t], dq[t]);
+    }
+  }
+  if (!row_ok) return;
+  float* dqr = a.dq + ((int64_t)b * a.Lq + i) * ldq + (int64_t)h * a.D;
+#pragma unroll
+  for (int t = 0; t < AB_V; ++t)
+    if (lane + 32 * t < a.D) dqr[lane + 32 * t] = dq[t];
+}
+
+void attention_backward(const OpContext& ctx) {
+  const char* op = "attention_backward";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 5, 0);
+  const bool need_dq = ctx.attrs.i("need_dq", 1) != 0, need_dkv = ctx.attrs.i("need_dkv", 1) != 0;
+  if (ctx.out.size() != (need_dq ? 1u : 0u) + (need_dkv ? 2u : 0u))
+    fail(op, "expected outputs [dq][dk, dv] as need_dq / need_dkv say, got " + std::to_string(ctx.out.size()));
+  const Tensor &q0 = ctx.in[0], &k0 = ctx.in[1], &v0 = ctx.in[2], &o0 = ctx.in[3], &do0 = ctx.in[4];
+  for (const Tensor* t : {&q0, &k0, &v0, &o0, &do0}) need_float(op, "q, k, v, o and do", *t);
+  const int64_t H = ctx.attrs.i("heads");
+  const std::string all = "q " + q0.describe() + ", k " + k0.describe() + ", v " + v0.describe();
+  if (q0.dim() != 3 || k0.dim() != 3 || v0.dim() != 3) fail(op, "q, k, v must be [B, L, H*D]: " + all);
+  if (H < 1 || q0.size(2) % H != 0 || v0.size(2) % H != 0) fail(op, "channels must split into heads=" + std::to_string(H) + ": " + all);
+  const int64_t B = q0.size(0), Lq = q0.size(1), Lk = k0.size(1), D = q0.size(2) / H, Dv = v0.size(2) / H;
+  if (k0.size(0) != B || v0.size(0) != B || v0.size(1) != Lk || k0.size(2) != q0.size(2))
+    fail(op, "k must be [B, Lk, H*D] and v [B, Lk, H*Dv] for q [B, Lq, H*D]: " + all);
+  need_shape(op, "o", o0, {B, Lq, H * Dv});
+  need_shape(op, "do", do0, {B, Lq, H * Dv});
+  if (D > SA_MAXD || Dv > SA_MAXD) fail(op, "head dims above 256 are not supported: " + all);
+  if (B * H > 65535) fail(op, "B*heads must be <= 65535: " + all);
+  if (Lq > (1LL << 31) - 64 || Lk > (1LL << 31) - 64 || (B * Lq * H + 7) / 8 > 0x7fffffffLL) fail(op, "too long: " + all);
+  size_t k = 0;
+  OutAs dq, dk, dv;
+  if (need_dq) {
+    need_float(op, "dq", ctx.out[k]);
+    need_shape(op, "dq", ctx.out[k], q0.shape);
+    dq = OutAs(ctx.out[k++], DType::F32, false, s);
+  }
+  if (need_dkv) {
+    need_float(op, "dk", ctx.out[k]);
+    need_shape(op, "dk", ctx.out[k], k0.shape);
+    dk = OutAs(ctx.out[k++], DType::F32, false, s);
+    need_float(op, "dv", ctx.out[k]);
+    need_shape(op, "dv", ctx.out[k], v0.shape);
+    dv = OutAs(ctx.out[k++], DType::F32, false, s);
+  }
+  if (B == 0 || H == 0) return;
+  if (Lq == 0 || Lk == 0) {  // no pairs: zero gradients
+    for (const OutAs* t : {&dq, &dk, &dv})
+      if (t->buf.storage && t->buf.numel()) {
+        cudaMemsetAsync(t->buf.raw(), 0, t->buf.nbytes(), s);
+        t->finish(s);
+      }
+    return;
+  }
+  const Tensor q = as_dtype(q0, DType::F32, s), kk = as_dtype(k0, DType::F32, s), v = as_dtype(v0, DType::F32, s);
+  const Tensor o = as_dtype(o0, DType::F32, s), dout = as_dtype(do0, DType::F32, s);
+  const double scale = ctx.attrs.f("scale", 1.0 / std::sqrt((double)D));
+  const int causal = ctx.attrs.i("causal", 0) != 0;
+  Tensor lse;
+  if (ctx.in.size() > 5 && ctx.in[5].storage) {
+    need_shape(op, "lse", ctx.in[5], {B, H, Lq});
+    lse = as_dtype(ctx.in[5], DType::F32, s);
+  } else {  // recompute with the forward kernel
+    lse = empty({B, H, Lq}, DType::F32, Device::CUDA);
+    Tensor o_tmp = empty({B, Lq, H * Dv}, DType::F32, Device::CUDA);
+    AttnParams p{q.raw(), kk.raw(), v.raw(), o_tmp.raw(), lse.data<float>(), (int)B, (int)H, (int)Lq, (int)Lk, (int)D,
+                 (int)Dv, H * D, H * D, H * Dv, H * Dv, (float)(scale * 1.4426950408889634), causal};
+    launch_attention<float>(p, false, s);
+  }
+  Tensor delta = empty({B, H, Lq}, DType::F32, Device::CUDA);
+  attn_delta_kernel<<<(unsigned)((B * Lq * H + 7) / 8), 256, 0, s>>>(o.data<float>(), dout.data<float>(), delta.data<float>(),
+                                                            (int)B, (int)Lq, (int)H, (int)Dv);
+  AttnBwd a{q.data<float>(), kk.data<float>(), v.data<float>(), dout.data<float>(), lse.data<float>(), delta.data<float>(),
+            need_dq ? dq.buf.data<float>() : nullptr, need_dkv ? dk.buf.data<float>() : nullptr,
+            need_dkv ? dv.buf.data<float>() : nullptr, (int)B, (int)H, (int)Lq, (int)Lk, (int)D, (int)Dv, (float)scale,
+            causal};
+  const int smem = (int)(AB_TILE * (D + Dv) * 4 + 2 * AB_TILE * 4);
+  if (need_dkv) {
+    allow_smem((const void*)attn_bwd_dkv_kernel, smem);
+    attn_bwd_dkv_kernel<<<dim3((unsigned)((Lk + AB_WARPS - 1) / AB_WARPS), (unsigned)(B * H)), 256, smem, s>>>(a);
+  }
+  if (need_dq) {
+    allow_smem((const void*)attn_bwd_dq_kernel, smem);
+    attn_bwd_dq_kernel<<<dim3((unsigned)((Lq + AB_WARPS - 1) / AB_WARPS), (unsigned)(B * H)), 256, smem, s>>>(a);
+  }
+  dq.finish(s);
+  dk.finish(s);
+  dv.finish(s);
+}
+
+}  // namespace
+}  // namespace cu
+
+void register_attention_cuda(OpRegistry& r) {
+  r.add_cuda("attention", cu::attention);
+  r.add_cuda("attention_backward", cu::attention_backward);
+}
+
+}  // namespace hsd

@@ -1,0 +1,53 @@
+// Host helpers shared by the CUDA kernel families (see common.cuh).
+#include <map>
+#include <mutex>
+
+#include "common.cuh"
+
+namespace hsd {
+namespace cu {
+
+void allow_smem(const void* kernel, int bytes) {
+  static std::mutex mu;
+  static std::map<const void*, int> raised;
+  std::lock_guard<std::mutex> g(mu);
+  int& have = raised[kernel];
+  if (have >= bytes) return;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cannot give a kernel " + std::to_string(bytes) + " bytes of shared memory: " + cudaGetErrorString(e));
+  }
+  have = bytes;
+}
+
+namespace {
+void check_cuda(const char* op, cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string(op) + ": " + what + ": " + cudaGetErrorString(e));
+}
+}  // namespace
+
+Tensor bad_index_word(const char* op, cudaStream_t s) {
+  Tensor w = empty({1}, DType::I64, Device::CUDA);
+  check_cuda(op, cudaMemsetAsync(w.raw(), 0xff, 8, s), "cudaMemsetAsync");
+  return w;
+}
+
+int64_t first_bad_index(const char* op, const Tensor& word, cudaStream_t s) {
+  check_cuda(op, cudaGetLastError(), "launch");
+  unsigned long long v = 0;
+  check_cuda(op, cudaMemcpyAsync(&v, word.raw(), 8, cudaMemcpyDeviceToHost, s), "reading the index check");
+  check_cuda(op, cudaStreamSynchronize(s), "reading the index check");
+  return v == ~0ull ? -1 : (int64_t)v;
+}
+
+int64_t read_index(const char* op, const Tensor& ids, int64_t pos, cudaStream_t s) {
+  int64_t v = 0;
+  const size_t es = dtype_size(ids.dtype);
+  check_cuda(op, cudaMemcpyAsync(&v, (const char*)ids.raw() + pos * (int64_t)es, es, cudaMemcpyDeviceToHost, s), "reading an index");
+  check_cuda(op, cudaStreamSynchronize(s), "reading an index");
+  return es == 4 ? (int64_t)(int32_t)(uint32_t)(uint64_t)v : v;
+}
+
+}  // namespace cu
+}  // namespace hsd

@@ -1,0 +1,610 @@
+// group_norm, layer_norm and their backwards on CUDA (OPS.md). Statistics in f32 (f64 where partials are
+// combined), data in its own dtype; the backwards compute in f32 (their outputs are f32) and are described
+// where they start, below the forwards.
+//
+// group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels; three launches:
+//   1. stats: the rows of each sample are cut into chunks; a block walks its chunk with every thread on a
+//      fixed channel (coalesced rows), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
+//      is the group's first element of that sample. Shifted sums add exactly like plain ones but do not
+//      cancel catastrophically when |mean| >> std. Per-thread sums are folded into per-group sums in a fixed
+//      order (no atomics: the output is deterministic) and written per (sample, chunk, group).
+//   2. finalize: per sample, the chunks are summed in f64 into mean and rstd, then expanded per channel to
+//      (mean, rstd * gamma, beta, rstd), so the last pass needs no division by the group size.
+//   3. apply: y = (x - mean) * a + b, optional SiLU; 16-byte vectors when C % 8 == 0.
+// The stats pass spreads one sample over ~512 blocks: SD's group norms have only N*G = 64 groups, so a
+// block per group would leave most of an H100 idle.
+//
+// layer_norm, x [R, C]: one warp per row, two passes over the row (mean, then the centred sum of squares;
+// the second pass hits L1), then the normalised write; 16-byte vectors when C % 8 == 0.
+//
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 48, gn_apply 26-46, layer_norm 30-32,
+// backward kernels (gnb_*, lnb_*) 24-32 registers.
+#include <cmath>
+
+#include "common.cuh"
+
+namespace hsd {
+namespace cu {
+namespace {
+
+constexpr int GN_THREADS = 256;
+
+template <class T>
+__global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restrict__ x, int64_t S, int C, int G, int Cg,
+                                                              int64_t rows_per_chunk, float* __restrict__ part) {
+  extern __shared__ float gsum[];  // [2][G]
+  __shared__ float t1[GN_THREADS], t2[GN_THREADS];
+  const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
+  const T* xn = x + (int64_t)n * S * C;
+  const int64_t s0 = chunk * rows_per_chunk, s1 = min(S, s0 + rows_per_chunk);
+  for (int g = tid; g < 2 * G; g += GN_THREADS) gsum[g] = 0.f;
+
+  for (int c0 = 0; c0 < C; c0 += GN_THREADS) {
+    const int cw = min(GN_THREADS, C - c0), rp = GN_THREADS / cw;  // channels in this window, rows per pass
+    const int c = c0 + tid % cw, r = tid / cw;
+    float a1 = 0.f, a2 = 0.f;
+    if (r < rp) {
+      const float pivot = to_f(xn[(c / Cg) * Cg]);
+      for (int64_t s = s0 + r; s < s1; s += rp) {
+        const float d = to_f(xn[s * C + c]) - pivot;
+        a1 += d;
+        a2 = fmaf(d, d, a2);
+      }
+    }
+    t1[tid] = a1;
+    t2[tid] = a2;
+    __syncthreads();
+    const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
+    for (int g = g_first + tid; g <= g_last; g += GN_THREADS) {
+      const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
+      float u1 = 0.f, u2 = 0.f;
+      for (int rr = 0; rr < rp; ++rr)
+        for (int cc = ca; cc < cb; ++cc) {
+          u1 += t1[rr * cw + cc];
+          u2 += t2[rr * cw + cc];
+        }
+      gsum[g] += u1;
+      gsum[G + g] += u2;
+    }
+    __syncthreads();
+  }
+  float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
+  for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
+}
+
+// coef[n][c] = (mean, rstd * gamma, beta, rstd)
+template <class T>
+__global__ void __launch_bounds__(GN_THREADS) gn_finalize_kernel(const T* __restrict__ x, int64_t S, int C, int G,
+                                                                 int Cg, int nchunks, const float* __restrict__ part,
+                                                                 const void* gamma, int gdt, const void* beta, int bdt,
+                                                                 float eps, float4* __restrict__ coef) {
+  extern __shared__ float st[];  // [2][G]: mean, rstd
+  const int n = blockIdx.x;
+  const T* xn = x + (int64_t)n * S * C;
+  const double cnt = (double)S * Cg;
+  for (int g = threadIdx.x; g < G; g += GN_THREADS) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int k = 0; k < nchunks; ++k) {
+      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
+      s1 += pk[g];
+      s2 += pk[G + g];
+    }
+    const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
+    st[g] = (float)((double)to_f(xn[g * Cg]) + m);
+    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += GN_THREADS) {
+    const int g = c / Cg;
+    const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
+    coef[(int64_t)n * C + c] = make_float4(st[g], st[G + g] * ga, be, st[G + g]);
+  }
+}
+
+template <class T, bool VEC>
+__global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t total,
+                                                       int64_t SC, int C, const float4* __restrict__ coef, int silu) {
+  constexpr int V = VEC ? 8 : 1;
+  const int64_t nvec = total / V;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nvec; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t e = i * V;
+    const int n = (int)(e / SC), c = (int)(e % C);
+    const float4* cf = coef + (int64_t)n * C + c;
+    float v[V];
+    if constexpr (VEC) Vec8<T>::load(x + e, v);
+    else v[0] = to_f(x[e]);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float4 f = cf[k];
+      float r = (v[k] - f.x) * f.y + f.z;
+      v[k] = silu ? silu_f(r) : r;
+    }
+    if constexpr (VEC) Vec8<T>::store(y + e, v);
+    else y[e] = from_f<T>(v[0]);
+  }
+}
+
+// Shapes and parameters shared by group_norm and group_norm_backward.
+struct GnArgs {
+  Tensor x, gamma, beta;  // x contiguous in the compute dtype; gamma / beta may be empty
+  int64_t N = 0, S = 0, C = 0, G = 0, nchunks = 1, rpc = 0;
+  float eps = 1e-5f;
+};
+
+GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
+  cudaStream_t s = stream_of(ctx);
+  const Tensor& x0 = ctx.in[0];
+  need_float(op, "x", x0);
+  if (x0.dim() < 2) fail(op, "x must be [N, S, C], got " + x0.describe());
+  GnArgs a;
+  a.N = x0.size(0);
+  a.C = x0.size(-1);
+  a.G = ctx.attrs.i("groups");
+  if (a.G < 1 || a.C % a.G != 0) fail(op, "groups=" + std::to_string(a.G) + " must divide C=" + std::to_string(a.C));
+  if (a.C > (1 << 30)) fail(op, "too many channels");
+  a.S = (a.N && a.C) ? x0.numel() / (a.N * a.C) : 0;
+  for (size_t i : {size_t(1), beta_at}) {
+    if (ctx.in.size() <= i) continue;
+    need_float(op, i == 1 ? "gamma" : "beta", ctx.in[i]);
+    if (ctx.in[i].numel() != a.C)
+      fail(op, std::string(i == 1 ? "gamma" : "beta") + " must have C=" + std::to_string(a.C) + " elements, got " + ctx.in[i].describe());
+    (i == 1 ? a.gamma : a.beta) = contiguous(ctx.in[i], s);
+  }
+  a.eps = (float)ctx.attrs.f("eps", 1e-5);
+  a.x = as_dtype(x0, dt, s);
+  a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, std::max<int64_t>(1, 512 / std::max<int64_t>(a.N, 1))));
+  if (a.nchunks > 65535 || a.N > 65535 || 2 * a.G * 4 > 48 * 1024) fail(op, "shape out of range: " + x0.describe());
+  a.rpc = a.S ? (a.S + a.nchunks - 1) / a.nchunks : 0;
+  return a;
+}
+
+// coef [N, C] float4 = (mean, rstd * gamma, beta, rstd): the statistics passes 1 and 2.
+template <class T>
+Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
+  Tensor part = empty({a.N, a.nchunks, 2 * a.G}, DType::F32, Device::CUDA);
+  Tensor coef = empty({a.N, a.C, 4}, DType::F32, Device::CUDA);
+  const T* xp = a.x.data<T>();
+  const size_t sm = 2 * a.G * sizeof(float);
+  gn_stats_kernel<T><<<dim3((unsigned)a.nchunks, (unsigned)a.N), GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G,
+                                                                                     (int)(a.C / a.G), a.rpc, part.data<float>());
+  gn_finalize_kernel<T><<<(unsigned)a.N, GN_THREADS, sm, s>>>(
+      xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), (int)a.nchunks, part.data<float>(),
+      a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
+      (int)a.beta.dtype, a.eps, (float4*)coef.raw());
+  return coef;
+}
+
+void group_norm(const OpContext& ctx) {
+  const char* op = "group_norm";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 1, 1);
+  const Tensor& y = ctx.out[0];
+  need_float(op, "y", y);
+  need_contiguous_out(op, y);
+  need_shape(op, "y", y, ctx.in[0].shape);
+  if (y.numel() == 0) return;
+  const GnArgs a = gn_args(op, ctx, y.dtype, 2);
+  const int silu = ctx.attrs.i("silu", 0) != 0;
+  const int64_t total = a.x.numel();
+  const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
+  dispatch_float(op, y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const Tensor coef = gn_coef<T>(a, s);
+    const float4* cf = (const float4*)coef.raw();
+    if (vec)
+      gn_apply_kernel<T, true><<<grid_for(total / 8, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C,
+                                                                         (int)a.C, cf, silu);
+    else
+      gn_apply_kernel<T, false><<<grid_for(total, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C,
+                                                                      (int)a.C, cf, silu);
+  });
+}
+
+// ---------------------------------------------------------------- group norm backward
+// Inputs x [N, S, C], gamma, beta, dy; outputs [dx] [dgamma, dbeta] (need_dx / need_affine), computed in f32.
+// With xh = (x - mean) rstd and dz = dy (times silu'(xh gamma + beta) with the fused SiLU), per (n, group) of
+// M = S C/G elements: dx = rstd (dz gamma - mean(dz gamma) - xh mean(dz gamma xh)); dgamma[c] = sum dz xh,
+// dbeta[c] = sum dz. Both group means come from per-channel sums of dz and dz xh (weighted by gamma), so one
+// reduction pass serves dx and the affine gradients:
+//   1. the forward's statistics (coef);
+//   2. per (sample, row chunk, channel) partial sums of dz and dz xh, laid out as the forward's stats pass;
+//   3. per channel: chunks (and samples, for dgamma / dbeta) summed in f64, in a fixed order;
+//   4. per (sample, group): the two means;  5. dx, elementwise.
+
+__device__ __forceinline__ float gn_dz(float x, float dy, const float4& cf, float gamma, float beta, int silu, float& xh) {
+  xh = (x - cf.x) * cf.w;
+  return silu ? dy * silu_d(xh * gamma + beta) : dy;
+}
+
+__global__ void __launch_bounds__(GN_THREADS) gnb_reduce_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                                                int64_t S, int C, int64_t rows_per_chunk,
+                                                                const float4* __restrict__ coef, const void* gamma,
+                                                                int gdt, const void* beta, int bdt, int silu,
+                                                                float2* __restrict__ part) {
+  __shared__ float t1[GN_THREADS], t2[GN_THREADS];
+  const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
+  const int64_t base = (int64_t)n * S * C, s0 = chunk * rows_per_chunk, s1 = min(S, s0 + rows_per_chunk);
+  float2* out = part + ((int64_t)n * nchunks + chunk) * C;
+  for (int c0 = 0; c0 < C; c0 += GN_THREADS) {
+    const int cw = min(GN_THREADS, C - c0), rp = GN_THREADS / cw;
+    const int c = c0 + tid % cw, r = tid / cw;
+    float a1 = 0.f, a2 = 0.f;
+    if (r < rp) {
+      const float4 cf = coef[(int64_t)n * C + c];
+      const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
+      for (int64_t s = s0 + r; s < s1; s += rp) {
+        float xh;
+        const float dz = gn_dz(x[base + s * C + c], dy[base + s * C + c], cf, ga, be, silu, xh);
+        a1 += dz;
+        a2 = fmaf(dz, xh, a2);
+      }
+    }
+    t1[tid] = a1;
+    t2[tid] = a2;
+    __syncthreads();
+    if (tid < cw) {
+      float u1 = 0.f, u2 = 0.f;
+      for (int rr = 0; rr < rp; ++rr) {
+        u1 += t1[rr * cw + tid];
+        u2 += t2[rr * cw + tid];
+      }
+      out[c0 + tid] = make_float2(u1, u2);
+    }
+    __syncthreads();
+  }
+}
+
+// chan[n][c] = (sum dz, sum dz xh) over all rows of sample n; dgamma / dbeta = their sums over samples.
+__global__ void __launch_bounds__(256) gnb_channel_kernel(const float2* __restrict__ part, int N, int nchunks, int C,
+                                                          double2* __restrict__ chan, float* dgamma, float* dbeta) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+    double g = 0.0, b = 0.0;
+    for (int n = 0; n < N; ++n) {
+      double sdz = 0.0, sdzxh = 0.0;
+      for (int k = 0; k < nchunks; ++k) {
+        const float2 v = part[((int64_t)n * nchunks + k) * C + c];
+        sdz += v.x;
+        sdzxh += v.y;
+      }
+      chan[(int64_t)n * C + c] = make_double2(sdz, sdzxh);
+      b += sdz;
+      g += sdzxh;
+    }
+    if (dgamma) {
+      dgamma[c] = (float)g;
+      dbeta[c] = (float)b;
+    }
+  }
+}
+
+// means[n][g] = (mean of dz gamma, mean of dz gamma xh) over the group.
+__global__ void __launch_bounds__(256) gnb_means_kernel(const double2* __restrict__ chan, int N, int C, int G,
+                                                        const void* gamma, int gdt, double inv_cnt, float2* __restrict__ means) {
+  const int Cg = C / G;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N * G; i += gridDim.x * blockDim.x) {
+    const int n = i / G, g = i - n * G;
+    double a1 = 0.0, a2 = 0.0;
+    const double2* cn = chan + (int64_t)n * C;
+#pragma unroll 1
+    for (int c = g * Cg; c < g * Cg + Cg; ++c) {
+      const float ga = gamma ? load_any(gamma, gdt, c) : 1.f;
+      a1 = fma((double)ga, cn[c].x, a1);
+      a2 = fma((double)ga, cn[c].y, a2);
+    }
+    means[i] = make_float2((float)(a1 * inv_cnt), (float)(a2 * inv_cnt));
+  }
+}
+
+__global__ void __launch_bounds__(256) gnb_dx_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                                     float* __restrict__ dx, int64_t total, int64_t SC, int C, int Cg,
+                                                     int G, const float4* __restrict__ coef, const void* gamma, int gdt,
+                                                     const void* beta, int bdt, int silu, const float2* __restrict__ means) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int n = (int)(i / SC), c = (int)(i % C);
+    const float4 cf = coef[(int64_t)n * C + c];
+    const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
+    float xh;
+    const float dz = gn_dz(x[i], dy[i], cf, ga, be, silu, xh);
+    const float2 m = means[(int64_t)n * G + c / Cg];
+    dx[i] = cf.w * (dz * ga - m.x - xh * m.y);
+  }
+}
+
+// The outputs of a norm backward: [dx] [dgamma, dbeta] as need_dx / need_affine say.
+struct NormGrads {
+  const Tensor* dx = nullptr;
+  const Tensor* dgamma = nullptr;
+  const Tensor* dbeta = nullptr;
+};
+
+NormGrads norm_grads(const char* op, const OpContext& ctx, const Tensor& x, int64_t C) {
+  const bool need_dx = ctx.attrs.i("need_dx", 1) != 0, need_aff = ctx.attrs.i("need_affine", 1) != 0;
+  const size_t want = (need_dx ? 1 : 0) + (need_aff ? 2 : 0);
+  if (ctx.out.size() != want)
+    fail(op, "expected " + std::to_string(want) + " outputs (need_dx " + std::to_string(need_dx) + ", need_affine " +
+                 std::to_string(need_aff) + "), got " + std::to_string(ctx.out.size()));
+  NormGrads o;
+  size_t k = 0;
+  if (need_dx) {
+    o.dx = &ctx.out[k++];
+    need_float(op, "dx", *o.dx);
+    need_shape(op, "dx", *o.dx, x.shape);
+  }
+  if (need_aff) {
+    o.dgamma = &ctx.out[k];
+    o.dbeta = &ctx.out[k + 1];
+    for (const Tensor* t : {o.dgamma, o.dbeta}) {
+      need_float(op, "dgamma / dbeta", *t);
+      if (t->numel() != C) fail(op, "dgamma and dbeta must have " + std::to_string(C) + " elements, got " + t->describe());
+    }
+  }
+  return o;
+}
+
+void group_norm_backward(const OpContext& ctx) {
+  const char* op = "group_norm_backward";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 4, 0);
+  const NormGrads o = norm_grads(op, ctx, ctx.in[0], ctx.in[0].size(-1));
+  need_float(op, "dy", ctx.in[3]);
+  need_shape(op, "dy", ctx.in[3], ctx.in[0].shape);
+  const GnArgs a = gn_args(op, ctx, DType::F32, 2);
+  const int silu = ctx.attrs.i("silu", 0) != 0;
+  if (!o.dx && !o.dgamma) return;
+  OutAs dx, dg, db;
+  if (o.dx) dx = OutAs(*o.dx, DType::F32, false, s);
+  if (o.dgamma) {
+    dg = OutAs(*o.dgamma, DType::F32, false, s);
+    db = OutAs(*o.dbeta, DType::F32, false, s);
+  }
+  if (a.x.numel() == 0) {  // no elements: zero affine gradients
+    for (const OutAs* t : {&dg, &db})
+      if (t->buf.storage) {
+        cudaMemsetAsync(t->buf.raw(), 0, t->buf.nbytes(), s);
+        t->finish(s);
+      }
+    return;
+  }
+  const Tensor dy = as_dtype(ctx.in[3], DType::F32, s);
+  const Tensor coef = gn_coef<float>(a, s);
+  const int C = (int)a.C, G = (int)a.G, N = (int)a.N;
+  const void* gp = a.gamma.storage ? a.gamma.raw() : nullptr;
+  const void* bp = a.beta.storage ? a.beta.raw() : nullptr;
+  Tensor part = empty({a.N, a.nchunks, a.C, 2}, DType::F32, Device::CUDA);
+  Tensor chan = empty({a.N, a.C, 2}, DType::I64, Device::CUDA);  // double2 slots
+  Tensor means = empty({a.N, a.G, 2}, DType::F32, Device::CUDA);
+  gnb_reduce_kernel<<<dim3((unsigned)a.nchunks, (unsigned)N), GN_THREADS, 0, s>>>(
+      a.x.data<float>(), dy.data<float>(), a.S, C, a.rpc, (const float4*)coef.raw(), gp, (int)a.gamma.dtype, bp,
+      (int)a.beta.dtype, silu, (float2*)part.raw());
+  gnb_channel_kernel<<<grid_for(C, 256), 256, 0, s>>>((const float2*)part.raw(), N, (int)a.nchunks, C, (double2*)chan.raw(),
+                                                      o.dgamma ? dg.buf.data<float>() : nullptr,
+                                                      o.dgamma ? db.buf.data<float>() : nullptr);
+  if (o.dx) {
+    gnb_means_kernel<<<grid_for((int64_t)N * G, 256), 256, 0, s>>>((const double2*)chan.raw(), N, C, G, gp,
+                                                                   (int)a.gamma.dtype, 1.0 / ((double)a.S * (C / G)),
+                                                                   (float2*)means.raw());
+    gnb_dx_kernel<<<grid_for(a.x.numel(), 256), 256, 0, s>>>(a.x.data<float>(), dy.data<float>(), dx.buf.data<float>(),
+                                                             a.x.numel(), a.S * a.C, C, C / G, G, (const float4*)coef.raw(),
+                                                             gp, (int)a.gamma.dtype, bp, (int)a.beta.dtype, silu,
+                                                             (const float2*)means.raw());
+  }
+  dx.finish(s);
+  dg.finish(s);
+  db.finish(s);
+}
+
+// ---------------------------------------------------------------- layer norm
+
+template <class T, bool VEC>
+__global__ void __launch_bounds__(256) layer_norm_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t R, int C,
+                                                         const void* gamma, int gdt, const void* beta, int bdt,
+                                                         float eps) {
+  constexpr int V = VEC ? 8 : 1;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = blockIdx.x * 8LL + (threadIdx.x >> 5);
+  if (row >= R) return;
+  const T* xr = x + row * C;
+  T* yr = y + row * C;
+  float v[V];
+  auto load = [&](int c) {
+    if constexpr (VEC) Vec8<T>::load(xr + c, v);
+    else v[0] = to_f(xr[c]);
+  };
+  float sum = 0.f;
+  for (int c = lane * V; c < C; c += 32 * V) {
+    load(c);
+#pragma unroll
+    for (int k = 0; k < V; ++k) sum += v[k];
+  }
+  const float mean = warp_sum(sum) / C;
+  float sq = 0.f;
+  for (int c = lane * V; c < C; c += 32 * V) {
+    load(c);
+#pragma unroll
+    for (int k = 0; k < V; ++k) sq = fmaf(v[k] - mean, v[k] - mean, sq);
+  }
+  const float rstd = rsqrtf(warp_sum(sq) / C + eps);
+  for (int c = lane * V; c < C; c += 32 * V) {
+    load(c);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float ga = gamma ? load_any(gamma, gdt, c + k) : 1.f, be = beta ? load_any(beta, bdt, c + k) : 0.f;
+      v[k] = (v[k] - mean) * rstd * ga + be;
+    }
+    if constexpr (VEC) Vec8<T>::store(yr + c, v);
+    else yr[c] = from_f<T>(v[0]);
+  }
+}
+
+void layer_norm(const OpContext& ctx) {
+  const char* op = "layer_norm";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 1, 1);
+  const Tensor& x0 = ctx.in[0];
+  const Tensor& y = ctx.out[0];
+  need_float(op, "x", x0);
+  need_float(op, "y", y);
+  need_contiguous_out(op, y);
+  if (x0.dim() < 1) fail(op, "x must have rank >= 1, got " + x0.describe());
+  need_shape(op, "y", y, x0.shape);
+  const int64_t C = x0.size(-1);
+  if (y.numel() == 0) return;
+  if (C > (1 << 30)) fail(op, "last dim too large");
+  const int64_t R = x0.numel() / C;
+  Tensor gc, bc;
+  if (ctx.in.size() > 1) {
+    need_float(op, "gamma", ctx.in[1]);
+    if (ctx.in[1].numel() != C) fail(op, "gamma must have C=" + std::to_string(C) + " elements, got " + ctx.in[1].describe());
+    gc = contiguous(ctx.in[1], s);
+  }
+  if (ctx.in.size() > 2) {
+    need_float(op, "beta", ctx.in[2]);
+    if (ctx.in[2].numel() != C) fail(op, "beta must have C=" + std::to_string(C) + " elements, got " + ctx.in[2].describe());
+    bc = contiguous(ctx.in[2], s);
+  }
+  const float eps = (float)ctx.attrs.f("eps", 1e-5);
+  const DType dt = y.dtype;
+  const Tensor x = as_dtype(x0, dt, s);
+  const bool vec = C % 8 == 0 && aligned16(x.raw()) && aligned16(y.raw());
+  const unsigned blocks = (unsigned)((R + 7) / 8);
+  if ((R + 7) / 8 > 0x7fffffffLL) fail(op, "too many rows");
+  dispatch_float(op, dt, [&](auto tag) {
+    using T = decltype(tag);
+    const void* g = gc.storage ? gc.raw() : nullptr;
+    const void* b = bc.storage ? bc.raw() : nullptr;
+    if (vec)
+      layer_norm_kernel<T, true><<<blocks, 256, 0, s>>>(x.data<T>(), y.data<T>(), R, (int)C, g, (int)gc.dtype, b,
+                                                        (int)bc.dtype, eps);
+    else
+      layer_norm_kernel<T, false><<<blocks, 256, 0, s>>>(x.data<T>(), y.data<T>(), R, (int)C, g, (int)gc.dtype, b,
+                                                         (int)bc.dtype, eps);
+  });
+}
+
+// ---------------------------------------------------------------- layer norm backward
+// Inputs x [..., C], gamma, dy; outputs [dx] [dgamma, dbeta] in f32. Per row (warp per row, as the forward):
+// dx = rstd (dy gamma - mean(dy gamma) - xh mean(dy gamma xh)), and the row's (mean, rstd) is kept for the
+// affine pass, which sums dy xh and dy down the rows per column in row chunks (f64 partials, fixed order).
+
+__global__ void __launch_bounds__(256) lnb_rows_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                                       float* __restrict__ dx, float2* __restrict__ stats, int64_t R,
+                                                       int C, const void* gamma, int gdt, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = blockIdx.x * 8LL + (threadIdx.x >> 5);
+  if (row >= R) return;
+  const float* xr = x + row * C;
+  const float* dr = dy + row * C;
+  float sum = 0.f;
+  for (int c = lane; c < C; c += 32) sum += xr[c];
+  const float mean = warp_sum(sum) / C;
+  float sq = 0.f;
+  for (int c = lane; c < C; c += 32) sq = fmaf(xr[c] - mean, xr[c] - mean, sq);
+  const float rstd = rsqrtf(warp_sum(sq) / C + eps);
+  if (stats && lane == 0) stats[row] = make_float2(mean, rstd);
+  if (!dx) return;
+  float a1 = 0.f, a2 = 0.f;
+  for (int c = lane; c < C; c += 32) {
+    const float g = dr[c] * (gamma ? load_any(gamma, gdt, c) : 1.f), xh = (xr[c] - mean) * rstd;
+    a1 += g;
+    a2 = fmaf(g, xh, a2);
+  }
+  const float m1 = warp_sum(a1) / C, m2 = warp_sum(a2) / C;
+  for (int c = lane; c < C; c += 32) {
+    const float g = dr[c] * (gamma ? load_any(gamma, gdt, c) : 1.f), xh = (xr[c] - mean) * rstd;
+    dx[row * C + c] = rstd * (g - m1 - xh * m2);
+  }
+}
+
+__global__ void __launch_bounds__(256) lnb_affine_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                                         const float2* __restrict__ stats, int64_t R, int C,
+                                                         int64_t rows_per_chunk, double2* __restrict__ part) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+  if (c >= C) return;
+  const int64_t r0 = chunk * rows_per_chunk, r1 = min(R, r0 + rows_per_chunk);
+  double g = 0.0, b = 0.0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float2 st = stats[r];
+    const float d = dy[r * C + c];
+    g += (double)(d * ((x[r * C + c] - st.x) * st.y));
+    b += d;
+  }
+  part[(int64_t)chunk * C + c] = make_double2(g, b);
+}
+
+__global__ void __launch_bounds__(256) lnb_affine_final_kernel(const double2* __restrict__ part, int nchunks, int C,
+                                                               float* dgamma, float* dbeta) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double g = 0.0, b = 0.0;
+  for (int k = 0; k < nchunks; ++k) {
+    const double2 v = part[(int64_t)k * C + c];
+    g += v.x;
+    b += v.y;
+  }
+  dgamma[c] = (float)g;
+  dbeta[c] = (float)b;
+}
+
+void layer_norm_backward(const OpContext& ctx) {
+  const char* op = "layer_norm_backward";
+  cudaStream_t s = stream_of(ctx);
+  need_inputs(op, ctx, 3, 0);
+  const Tensor& x0 = ctx.in[0];
+  need_float(op, "x", x0);
+  need_float(op, "gamma", ctx.in[1]);
+  need_float(op, "dy", ctx.in[2]);
+  if (x0.dim() < 1) fail(op, "x must have rank >= 1, got " + x0.describe());
+  const int64_t C = x0.size(-1);
+  if (C > (1 << 30)) fail(op, "last dim too large");
+  if (ctx.in[1].numel() != C) fail(op, "gamma must have C=" + std::to_string(C) + " elements, got " + ctx.in[1].describe());
+  need_shape(op, "dy", ctx.in[2], x0.shape);
+  const NormGrads o = norm_grads(op, ctx, x0, C);
+  OutAs dx, dg, db;
+  if (o.dx) dx = OutAs(*o.dx, DType::F32, false, s);
+  if (o.dgamma) {
+    dg = OutAs(*o.dgamma, DType::F32, false, s);
+    db = OutAs(*o.dbeta, DType::F32, false, s);
+  }
+  const int64_t R = C ? x0.numel() / C : 0;
+  if (R == 0 || C == 0) {
+    for (const OutAs* t : {&dg, &db})
+      if (t->buf.storage && t->buf.numel()) {
+        cudaMemsetAsync(t->buf.raw(), 0, t->buf.nbytes(), s);
+        t->finish(s);
+      }
+    return;
+  }
+  if ((R + 7) / 8 > 0x7fffffffLL) fail(op, "too many rows");
+  const Tensor x = as_dtype(x0, DType::F32, s), dy = as_dtype(ctx.in[2], DType::F32, s), gamma = contiguous(ctx.in[1], s);
+  const float eps = (float)ctx.attrs.f("eps", 1e-5);
+  Tensor stats;
+  if (o.dgamma) stats = empty({R, 2}, DType::F32, Device::CUDA);
+  lnb_rows_kernel<<<(unsigned)((R + 7) / 8), 256, 0, s>>>(x.data<float>(), dy.data<float>(),
+                                                          o.dx ? dx.buf.data<float>() : nullptr,
+                                                          o.dgamma ? (float2*)stats.raw() : nullptr, R, (int)C,
+                                                          gamma.raw(), (int)gamma.dtype, eps);
+  if (o.dgamma) {
+    const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(std::min<int64_t>(R, 1024), 65536 / std::max<int64_t>(C, 1) + 1));
+    const int64_t rpc = (R + nchunks - 1) / nchunks;
+    Tensor part = empty({nchunks, C, 2}, DType::I64, Device::CUDA);  // double2 slots
+    lnb_affine_kernel<<<dim3((unsigned)((C + 255) / 256), (unsigned)nchunks), 256, 0, s>>>(
+        x.data<float>(), dy.data<float>(), (const float2*)stats.raw(), R, (int)C, rpc, (double2*)part.raw());
+    lnb_affine_final_kernel<<<(unsigned)((C + 255) / 256), 256, 0, s>>>((const double2*)part.raw(), (int)nchunks, (int)C,
+                                                                       dg.buf.data<float>(), db.buf.data<float>());
+  }
+  dx.finish(s);
+  dg.finish(s);
+  db.finish(s);
+}
+
+}  // namespace
+}  // namespace cu
+
+void register_norm_cuda(OpRegistry& r) {
+  r.add_cuda("group_norm", cu::group_norm);
+  r.add_cuda("layer_norm", cu::layer_norm);
+  r.add_cuda("group_norm_backward", cu::group_norm_backward);
+  r.add_cuda("layer_norm_backward", cu::layer_norm_backward);
+}
+
+}  // namespace hsd

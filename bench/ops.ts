@@ -6,25 +6,32 @@
  *
  *   HYPERSD_ADDON=build/Release/hypersd.node npx tsx bench/ops.ts [--only gemm,conv,attn,norm] [--quick] [--write]
  *
- * Each figure is the median of several timed runs after a warm-up (the VAE convolution runs once). --write
- * replaces the "CPU ops" section of bench/RESULTS.md with this run's table, date, machine and command.
+ * The machine this was written on is shared with other jobs, so a ceiling measured a minute away from a run
+ * says little about it. Each run of ours is therefore paired with a ceiling measured right before it (and an
+ * OpenBLAS run right after it, for GEMM shapes); "% of peak" and "x OpenBLAS" are medians of those per-pair
+ * ratios, the GFLOP/s columns medians of the runs. --write replaces the "CPU ops" section of bench/RESULTS.md
+ * with this run's table, date, machine and command.
  * GEMMs are linear layers: x [M, K] times a weight [N, K] (transB). Convolutions are 3x3, stride 1, pad 1 on
- * NHWC, counted in direct-convolution FLOPs (2 H W Cout 9 Cin); "vs GEMM" divides by our own GEMM rate on the
- * implicit-GEMM shape M = H W, K = 9 Cin, N = Cout, measured in the same run.
+ * NHWC, counted in direct-convolution FLOPs (2 H W Cout 9 Cin); "x our GEMM" divides by our own GEMM on the
+ * implicit-GEMM shape M = H W, K = 9 Cin, N = Cout, run in the same pairs.
  */
-import { execFileSync } from 'child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as readline from 'readline';
 import * as hs from '../lib';
 
 const args = process.argv.slice(2);
-const only = (args.find((a) => a.startsWith('--only='))?.slice(7) ?? args[args.indexOf('--only') + 1] ?? '').split(',').filter((s) => s && !s.startsWith('--'));
+const onlyArg = args.find((a) => a.startsWith('--only='))?.slice(7) ?? (args.includes('--only') ? args[args.indexOf('--only') + 1] : '');
+const only = onlyArg.split(',').filter(Boolean);
 const want = (what: string) => only.length === 0 || only.includes(what);
 const quick = args.includes('--quick');
 const threads = hs.threads();
+const loadBefore = os.loadavg().map((l) => l.toFixed(1)).join(' ');
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
-// ---------- ceilings and the OpenBLAS yardstick (small C++ programs built here) ----------
+// ---------- helper processes: ceilings and the OpenBLAS yardstick, one answer per request line ----------
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-bench-'));
 function build(src: string, flags: string[], libs: string[] = []): string | null {
   const bin = path.join(tmp, path.basename(src, '.cpp'));
@@ -35,23 +42,40 @@ function build(src: string, flags: string[], libs: string[] = []): string | null
     return null;
   }
 }
-const peakBin = build('peak.cpp', ['-mavx2', '-mfma', '-pthread']);
-const peaks: { fma_gflops: number; copy_gbs: number }[] = [];
-/** The ceilings are measured at the start, between the sections and at the end; the table uses the medians. */
-function measurePeak(): void {
-  if (peakBin) peaks.push(JSON.parse(execFileSync(peakBin, [String(threads)], { encoding: 'utf8' })));
+class Helper {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly waiting: ((line: string) => void)[] = [];
+  constructor(bin: string, argv: string[], env: NodeJS.ProcessEnv = process.env) {
+    this.proc = spawn(bin, argv, { env });
+    readline.createInterface({ input: this.proc.stdout }).on('line', (l) => this.waiting.shift()?.(l));
+  }
+  ask(line: string): Promise<number> {
+    return new Promise((resolve) => {
+      this.waiting.push((l) => resolve(Number(l)));
+      this.proc.stdin.write(line + '\n');
+    });
+  }
+  close(): void {
+    this.proc.stdin.end();
+  }
 }
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const peakBin = build('peak.cpp', ['-mavx2', '-mfma', '-pthread']);
+const peak = peakBin ? new Helper(peakBin, [String(threads)]) : null;
 const blasBin = build('blas.cpp', [], ['-lopenblas']);
-/** OpenBLAS sgemm GFLOP/s for x [M, K] times w [N, K]^T (median of reps after a warm-up), or undefined. */
-function blas(M: number, K: number, N: number, reps: number): number | undefined {
-  if (!blasBin) return undefined;
-  const outText = execFileSync(blasBin, { input: `${M} ${K} ${N} ${reps}\n`, encoding: 'utf8',
-    env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) } });
-  return (JSON.parse(outText) as { gflops: number }).gflops;
+const blas = blasBin ? new Helper(blasBin, [], { ...process.env, OPENBLAS_NUM_THREADS: String(threads) }) : null;
+const peaks: number[] = [], copies: number[] = [];
+async function fmaPeak(): Promise<number> {
+  const g = peak ? await peak.ask('fma 100') : NaN;
+  peaks.push(g);
+  return g;
+}
+async function copyRate(): Promise<number> {
+  const g = peak ? await peak.ask('copy') : NaN;
+  copies.push(g);
+  return g;
 }
 
-// ---------- timing ----------
+// ---------- our runs ----------
 function filled(n: number, seed: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
   let s = seed >>> 0;
@@ -61,110 +85,137 @@ function filled(n: number, seed: number, scale = 1): Float32Array {
   }
   return a;
 }
-/** Seconds of each of reps runs of fn() + sync, after one warm-up (none when reps is 1). */
-async function times(fn: () => hs.Tensor, reps: number): Promise<number[]> {
-  if (reps > 1) {
-    fn().dispose();
-    await hs.sync('cpu');
-  }
-  const ts: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    const y = fn();
-    await hs.sync('cpu');
-    ts.push((performance.now() - t0) / 1e3);
-    y.dispose();
-  }
-  return ts;
+/**
+ * Seconds per fn(): n calls enqueued back to back (as a network runs them), one sync at the end, so the
+ * fixed cost of a sync round trip (~0.1 ms) does not dominate the small shapes.
+ */
+async function once(fn: () => hs.Tensor, n = 1): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) fn().dispose();
+  await hs.sync('cpu');
+  return (performance.now() - t0) / 1e3 / n;
 }
-const time = async (fn: () => hs.Tensor, reps: number) => median(await times(fn, reps));
-const repsFor = (flops: number) => (quick ? 3 : Math.max(3, Math.min(15, Math.round(1e10 / flops))));
-// The machine is shared: ours and OpenBLAS alternate over a few rounds per shape, and each reports the median
-// of all its runs, so both see the same background load.
-const ROUNDS = quick ? 1 : 3;
+/** Back-to-back calls per timed sample: about 0.2 GFLOP of work. */
+const batchFor = (flops: number) => Math.max(1, Math.round(2e8 / flops));
+const pairsFor = (flops: number) => (quick ? 3 : Math.max(5, Math.min(21, Math.round(3e10 / flops))));
 
-interface Row { kind: string; shape: string; ours: number; unit: string; blas?: number; note?: string }
+interface Row { kind: string; shape: string; rate: number; unit: string; pct: number; blas?: number; vsBlas?: number; note?: string }
 const rows: Row[] = [];
 
-/** Our and OpenBLAS's GFLOP/s for x [M, K] w [N, K]^T, alternating over ROUNDS rounds. */
-async function gemmRates(M: number, K: number, N: number): Promise<{ ours: number; blas?: number }> {
+/** Our GEMM x [M, K] w [N, K]^T over `pairs` runs, each after a ceiling run and before an OpenBLAS run. */
+async function gemmPairs(M: number, K: number, N: number, pairs: number) {
   const x = hs.tensor(filled(M * K, 1), [M, K]), w = hs.tensor(filled(N * K, 2, 0.1), [N, K]);
-  const flops = 2 * M * K * N, reps = repsFor(flops);
-  const ours: number[] = [], ref: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const b = blas(M, K, N, reps);
-    if (b !== undefined) ref.push(b);
-    for (const s of await times(() => hs.ops.linear(x, w), reps)) ours.push(flops / s / 1e9);
+  const flops = 2 * M * K * N;
+  await once(() => hs.ops.linear(x, w));
+  const ours: number[] = [], pct: number[] = [], ref: number[] = [], vs: number[] = [];
+  for (let p = 0; p < pairs; p++) {
+    const pk = await fmaPeak();
+    const g = flops / (await once(() => hs.ops.linear(x, w), batchFor(flops))) / 1e9;
+    ours.push(g);
+    pct.push(g / pk);
+    if (blas) {
+      const b = await blas.ask(`${M} ${K} ${N} ${batchFor(flops)}`);
+      ref.push(b);
+      vs.push(g / b);
+    }
   }
   x.dispose();
   w.dispose();
-  return { ours: median(ours), blas: ref.length ? median(ref) : undefined };
+  return { rate: median(ours), pct: median(pct), blas: blas ? median(ref) : undefined, vsBlas: blas ? median(vs) : undefined, runs: ours };
 }
 
 async function main(): Promise<void> {
   const gemmShapes: [number, number, number][] = [[4096, 320, 320], [4096, 320, 2560], [1024, 1280, 5120], [77, 768, 320], [4096, 1280, 5120]];
-  const convShapes: [number, number, number, number][] = [[64, 64, 320, 5], [32, 32, 640, 5], [16, 16, 1280, 5], [256, 256, 512, 1]];
-  measurePeak();
   if (want('gemm')) {
     for (const [M, K, N] of gemmShapes) {
-      const g = await gemmRates(M, K, N);
-      rows.push({ kind: 'gemm', shape: `M=${M} K=${K} N=${N}`, ours: g.ours, unit: 'GFLOP/s', blas: g.blas });
+      const g = await gemmPairs(M, K, N, pairsFor(2 * M * K * N));
+      rows.push({ kind: 'gemm', shape: `M=${M} K=${K} N=${N}`, rate: g.rate, unit: 'GFLOP/s', pct: g.pct, blas: g.blas, vsBlas: g.vsBlas });
     }
-    measurePeak();
   }
   if (want('conv')) {
-    for (const [H, W, C, reps0] of convShapes) {
-      const reps = quick ? Math.min(reps0, 2) : reps0;
-      const x = hs.tensor(filled(H * W * C, 3), [1, H, W, C]), w = hs.tensor(filled(C * 9 * C, 4, 0.05), [C, 3, 3, C]);
-      const flops = 2 * H * W * C * 9 * C;
-      const direct = flops / (await time(() => hs.ops.conv2d(x, w, null, { pad: 1, algo: 'gemm' }), reps)) / 1e9;
-      const wino = flops / (await time(() => hs.ops.conv2d(x, w, null, { pad: 1, algo: 'winograd' }), reps)) / 1e9;
-      x.dispose();
-      w.dispose();
-      // The same problem as a plain GEMM (M = H W, K = 9 C, N = C), ours and OpenBLAS, at the smaller sizes.
-      const eq = H * W <= 4096 ? await gemmRates(H * W, 9 * C, C) : undefined;
-      const vs = (g: number) => (eq ? `; ${(g / eq.ours).toFixed(2)}x our GEMM ${H * W}x${9 * C}x${C} (${eq.ours.toFixed(1)})` : '');
-      rows.push({ kind: 'conv3x3 implicit GEMM', shape: `${C}->${C} ${H}x${W}`, ours: direct, unit: 'GFLOP/s', blas: eq?.blas,
-        note: `OpenBLAS column: sgemm on the im2col shape${vs(direct)}` });
-      rows.push({ kind: 'conv3x3 Winograd F(2x2,3x3)', shape: `${C}->${C} ${H}x${W}`, ours: wino, unit: 'GFLOP/s', blas: eq?.blas,
-        note: `direct-conv FLOPs${vs(wino)}` });
+    for (const [H, C] of [[64, 320], [32, 640], [16, 1280], [256, 512]]) {
+      const x = hs.tensor(filled(H * H * C, 3), [1, H, H, C]), w = hs.tensor(filled(C * 9 * C, 4, 0.05), [C, 3, 3, C]);
+      const flops = 2 * H * H * C * 9 * C;
+      const big = H * H > 4096;  // the VAE shape: one pair, no GEMM / OpenBLAS twin (65536 x 4608 x 512 is 309 GFLOP)
+      const pairs = big ? 1 : pairsFor(flops);
+      const res: Record<'gemm' | 'winograd', { rate: number[]; pct: number[]; vsOurs: number[] }> = {
+        gemm: { rate: [], pct: [], vsOurs: [] }, winograd: { rate: [], pct: [], vsOurs: [] },
+      };
+      const a = big ? null : hs.tensor(filled(H * H * 9 * C, 5), [H * H, 9 * C]), wk = w.reshape([C, 9 * C]);
+      const twin: number[] = [], twinBlas: number[] = [];
+      if (!big) for (const algo of ['gemm', 'winograd'] as const) await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }));
+      for (let p = 0; p < pairs; p++) {
+        const ourGemm = a ? flops / (await once(() => hs.ops.linear(a, wk))) / 1e9 : NaN;
+        twin.push(ourGemm);
+        if (a && blas) twinBlas.push(await blas.ask(`${H * H} ${9 * C} ${C}`));
+        for (const algo of ['gemm', 'winograd'] as const) {
+          const pk = await fmaPeak();
+          const g = flops / (await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }))) / 1e9;
+          res[algo].rate.push(g);
+          res[algo].pct.push(g / pk);
+          res[algo].vsOurs.push(g / ourGemm);
+        }
+      }
+      for (const t of [x, w, a]) t?.dispose();
+      for (const algo of ['gemm', 'winograd'] as const) {
+        const r = res[algo];
+        const vs = big ? '' : `${median(r.vsOurs).toFixed(2)}x our GEMM ${H * H}x${9 * C}x${C} (${median(twin).toFixed(1)} GFLOP/s)`;
+        rows.push({
+          kind: algo === 'gemm' ? 'conv3x3 implicit GEMM' : 'conv3x3 Winograd F(2x2,3x3)', shape: `${C}->${C} ${H}x${H}`,
+          rate: median(r.rate), unit: 'GFLOP/s', pct: median(r.pct), blas: twinBlas.length ? median(twinBlas) : undefined,
+          note: [algo === 'winograd' ? 'direct-conv FLOPs' : '', vs, twinBlas.length ? 'OpenBLAS column: sgemm on the im2col shape' : '']
+            .filter(Boolean).join('; '),
+        });
+      }
     }
-    measurePeak();
   }
   if (want('attn') && typeof hs.ops.attention === 'function') {
     for (const [L, Lk, D, H] of [[4096, 4096, 40, 8], [1024, 1024, 64, 10], [4096, 77, 40, 8]]) {
       const q = hs.tensor(filled(L * H * D, 5), [1, L, H * D]), k = hs.tensor(filled(Lk * H * D, 6), [1, Lk, H * D]);
       const v = hs.tensor(filled(Lk * H * D, 7), [1, Lk, H * D]);
       const flops = 4 * H * L * Lk * D;
-      const s = await time(() => hs.ops.attention(q, k, v, { heads: H }), repsFor(flops));
+      const rate: number[] = [], pct: number[] = [];
+      await once(() => hs.ops.attention(q, k, v, { heads: H }));
+      for (let p = 0; p < Math.min(5, pairsFor(flops)); p++) {
+        const pk = await fmaPeak();
+        const g = flops / (await once(() => hs.ops.attention(q, k, v, { heads: H }))) / 1e9;
+        rate.push(g);
+        pct.push(g / pk);
+      }
       for (const t of [q, k, v]) t.dispose();
-      rows.push({ kind: 'attention', shape: `L=${L} keys=${Lk} d=${D} heads=${H}`, ours: flops / s / 1e9, unit: 'GFLOP/s', note: 'QK^T + PV flops' });
+      rows.push({ kind: 'attention', shape: `L=${L} keys=${Lk} d=${D} heads=${H}`, rate: median(rate), unit: 'GFLOP/s', pct: median(pct), note: 'QK^T + PV flops' });
     }
   }
   if (want('norm') && typeof hs.ops.groupNorm === 'function') {
     const [S, C] = [64 * 64, 320];
     const x = hs.tensor(filled(S * C, 8), [1, S, C]), g = hs.tensor(filled(C, 9), [C]), b = hs.tensor(filled(C, 10), [C]);
-    const s = await time(() => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 15);
+    const rate: number[] = [], pct: number[] = [];
+    await once(() => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }));
+    for (let p = 0; p < 9; p++) {
+      const cp = await copyRate();
+      const r = (2 * S * C * 4) / (await once(() => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }))) / 1e9;
+      rate.push(r);
+      pct.push(r / cp);
+    }
     for (const t of [x, g, b]) t.dispose();
-    rows.push({ kind: 'group_norm+silu', shape: `${C}ch 64x64`, ours: (2 * S * C * 4) / s / 1e9, unit: 'GB/s', note: 'one read + one write' });
+    rows.push({ kind: 'group_norm+silu', shape: `${C}ch 64x64`, rate: median(rate), unit: 'GB/s', pct: median(pct), note: 'one read + one write; % of memcpy' });
   }
-  measurePeak();
-  const peak = peaks.length ? { fma_gflops: median(peaks.map((p) => p.fma_gflops)), copy_gbs: median(peaks.map((p) => p.copy_gbs)) } : null;
+  if (copies.length === 0) await copyRate();
 
+  const range = (v: number[]) => `median ${median(v).toFixed(1)}, range ${Math.min(...v).toFixed(1)}-${Math.max(...v).toFixed(1)}`;
   const lines: string[] = [];
-  lines.push(`threads ${threads}; FMA peak ${peak ? peak.fma_gflops.toFixed(1) : '?'} GFLOP/s (median of ${peaks.map((p) => p.fma_gflops.toFixed(0)).join(', ')}); ` +
-    `memcpy ${peak ? peak.copy_gbs.toFixed(1) : '?'} GB/s read + write (median of ${peaks.map((p) => p.copy_gbs.toFixed(1)).join(', ')})` +
-    `${blasBin ? '' : '; OpenBLAS not installed'}`);
+  lines.push(`threads ${threads}; FMA peak ${peaks.length ? range(peaks) : '?'} GFLOP/s over ${peaks.length} measurements; ` +
+    `memcpy ${copies.length ? range(copies) : '?'} GB/s (read + write)${blas ? '' : '; OpenBLAS not installed'}`);
   lines.push('');
   lines.push('| op | shape | hypersd | % of peak | OpenBLAS sgemm | hypersd / OpenBLAS | note |');
   lines.push('|---|---|---|---|---|---|---|');
-  for (const r of rows) {
-    const ceiling = r.unit === 'GB/s' ? peak?.copy_gbs : peak?.fma_gflops;
-    lines.push(`| ${r.kind} | ${r.shape} | ${r.ours.toFixed(1)} ${r.unit} | ${ceiling ? ((100 * r.ours) / ceiling).toFixed(0) + '%' : ''} | ` +
-      `${r.blas ? r.blas.toFixed(1) : ''} | ${r.blas ? (r.ours / r.blas).toFixed(2) + 'x' : ''} | ${r.note ?? ''} |`);
-  }
+  for (const r of rows)
+    lines.push(`| ${r.kind} | ${r.shape} | ${r.rate.toFixed(1)} ${r.unit} | ${(100 * r.pct).toFixed(0)}% | ` +
+      `${r.blas ? r.blas.toFixed(1) : ''} | ${r.vsBlas ? r.vsBlas.toFixed(2) + 'x' : ''} | ${r.note ?? ''} |`);
   console.log(lines.join('\n'));
   if (args.includes('--write')) writeResults(lines);
+  peak?.close();
+  blas?.close();
   fs.rmSync(tmp, { recursive: true, force: true });
 }
 
@@ -177,7 +228,10 @@ function writeResults(table: string[]): void {
     `- date: ${execFileSync('date', { encoding: 'utf8' }).trim()}`,
     `- machine: ${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}; kernels: ${process.env.HYPERSD_CPU_KERNELS ?? 'auto (avx2)'}`,
     `- command: \`HYPERSD_ADDON=${process.env.HYPERSD_ADDON ?? ''} npx tsx bench/ops.ts ${args.join(' ')}\``,
-    '- ceilings from bench/native/peak.cpp in the same run; OpenBLAS (Debian libopenblas) sgemm with the same thread count, as a yardstick only.',
+    '- ceilings from bench/native/peak.cpp and OpenBLAS (Debian libopenblas, same thread count, a yardstick only) in the',
+    '  same run, each measured right beside the run it is compared with; "% of peak" and "x OpenBLAS" are medians of those',
+    `  per-pair ratios. Load average before the run: ${loadBefore}, after: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`,
+    '  (the machine is shared with other jobs; absolute figures move by tens of percent between runs).',
     '', ...table, '',
   ].join('\n');
   let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n\n';

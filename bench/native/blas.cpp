@@ -1,10 +1,10 @@
 // OpenBLAS sgemm yardstick for bench/ops.ts (never linked into the library). Built by the bench script with
-// `g++ -O2 blas.cpp -lopenblas` when cblas.h is present; reads "M K N reps" lines on stdin (C = A B, row-major,
-// B given as [N, K] and transposed, like a linear layer's weight) and prints one JSON line per shape with
-// the median GFLOP/s.
+// `g++ -O2 blas.cpp -lopenblas` when cblas.h is present; threads from OPENBLAS_NUM_THREADS. It serves requests
+// on stdin, "M K N [n]" per line, and answers each with the GFLOP/s of n back-to-back C = A B^T calls (row-major,
+// B given as [N, K] like a linear layer's weight; n = 1 by default), after one warm-up call whenever the shape
+// changes, so the bench can alternate OpenBLAS and hypersd run by run.
 #include <cblas.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -14,20 +14,25 @@ static double now() {
 }
 
 int main() {
-  long M, K, N, reps;
-  while (std::scanf("%ld %ld %ld %ld", &M, &K, &N, &reps) == 4) {
-    std::vector<float> a(M * K), b(N * K), c(M * N);
-    for (size_t i = 0; i < a.size(); ++i) a[i] = (float)((i * 7919) % 1000) / 1000.f - 0.5f;
-    for (size_t i = 0; i < b.size(); ++i) b[i] = (float)((i * 104729) % 1000) / 1000.f - 0.5f;
-    std::vector<double> g;
-    for (long r = 0; r < reps + 1; ++r) {
-      double t0 = now();
+  long M, K, N, n, cur[3] = {0, 0, 0};
+  std::vector<float> a, b, c;
+  char line[256];
+  while (std::fgets(line, sizeof line, stdin)) {
+    n = 1;
+    if (std::sscanf(line, "%ld %ld %ld %ld", &M, &K, &N, &n) < 3) break;
+    auto call = [&] {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, a.data(), K, b.data(), K, 0.f, c.data(), N);
-      double t = now() - t0;
-      if (r) g.push_back(2.0 * M * N * K / t / 1e9);  // the first call warms up
+    };
+    if (M != cur[0] || K != cur[1] || N != cur[2]) {
+      a.assign(M * K, 0.f), b.assign(N * K, 0.f), c.assign(M * N, 0.f);
+      for (size_t i = 0; i < a.size(); ++i) a[i] = (float)((i * 7919) % 1000) / 1000.f - 0.5f;
+      for (size_t i = 0; i < b.size(); ++i) b[i] = (float)((i * 104729) % 1000) / 1000.f - 0.5f;
+      call();
+      cur[0] = M, cur[1] = K, cur[2] = N;
     }
-    std::sort(g.begin(), g.end());
-    std::printf("{\"M\":%ld,\"K\":%ld,\"N\":%ld,\"gflops\":%.1f}\n", M, K, N, g[g.size() / 2]);
+    double t0 = now();
+    for (long i = 0; i < n; ++i) call();
+    std::printf("%.2f\n", 2.0 * M * N * K * n / (now() - t0) / 1e9);
     std::fflush(stdout);
   }
   return 0;

@@ -1,16 +1,19 @@
-// Machine ceilings for bench/ops.ts: FMA peak from a register-only loop and memory copy bandwidth.
-// Built by the bench script with `g++ -O2 -mavx2 -mfma -pthread`; prints one JSON line.
-//   fma: 12 independent 8-wide FMA chains per thread (Zen3/Haswell need >= 8 to hide the 4-cycle latency on
-//        two pipes), nothing but registers, all threads at once; GFLOP/s counts 2 flops per lane.
-//   copy: memcpy of a 256 MiB buffer (far beyond L3) by all threads on disjoint halves; GB/s counts the
-//        bytes read plus the bytes written, the way bench/ops counts traffic for memory-bound ops.
+// Machine ceilings for bench/ops.ts: the FMA peak of a register-only loop and memcpy bandwidth.
+// Built by the bench script with `g++ -O2 -mavx2 -mfma -pthread`. It serves requests on stdin, one per line,
+// and answers each with one number, so the bench can measure a ceiling right beside each of its own runs
+// (the machine is shared; ceilings measured minutes apart differ by tens of percent):
+//   fma <ms>   GFLOP/s of <threads> threads running 12 independent 8-wide FMA chains each (Zen3/Haswell need
+//              >= 8 to hide the 4-cycle latency on two pipes) for about <ms> milliseconds; 2 flops per lane.
+//   copy       GB/s of memcpy over a 256 MiB buffer (far beyond L3) split among the threads, counting the
+//              bytes read plus the bytes written, as bench/ops counts traffic for memory-bound ops.
+// Usage: peak <threads>
 #include <immintrin.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -51,26 +54,28 @@ static double run_threads(int n, F f) {
 }
 
 int main(int argc, char** argv) {
-  int threads = argc > 1 ? std::atoi(argv[1]) : (int)std::thread::hardware_concurrency();
-  const long iters = 20'000'000;
+  const int threads = argc > 1 ? std::atoi(argv[1]) : (int)std::thread::hardware_concurrency();
   volatile float sink = 0;
-  std::vector<double> fma, copy;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t = run_threads(threads, [&](int i) { sink = sink + fma_loop(iters, 1.0f + i); });
-    fma.push_back(threads * iters * 12.0 * 8 * 2 / t / 1e9);
-  }
   const size_t bytes = 256u << 20;
-  std::vector<char> src(bytes, 1), dst(bytes, 2);
-  for (int rep = 0; rep < 5; ++rep) {
-    double t = run_threads(threads, [&](int i) {
-      size_t part = bytes / threads;
-      std::memcpy(dst.data() + i * part, src.data() + i * part, part);
-    });
-    copy.push_back(2.0 * bytes / t / 1e9);
+  std::vector<char> src, dst;
+  char line[256];
+  while (std::fgets(line, sizeof line, stdin)) {
+    double ms = 0;
+    if (std::sscanf(line, "fma %lf", &ms) == 1) {
+      const long iters = (long)(ms * 1e-3 * 3e9 / 6);  // about 6 cycles per iteration at ~3 GHz
+      double t = run_threads(threads, [&](int i) { sink = sink + fma_loop(iters, 1.0f + i); });
+      std::printf("%.2f\n", threads * iters * 12.0 * 8 * 2 / t / 1e9);
+    } else if (std::string(line).rfind("copy", 0) == 0) {
+      if (src.empty()) src.assign(bytes, 1), dst.assign(bytes, 2);
+      double t = run_threads(threads, [&](int i) {
+        size_t part = bytes / threads;
+        std::memcpy(dst.data() + i * part, src.data() + i * part, part);
+      });
+      std::printf("%.2f\n", 2.0 * bytes / t / 1e9);
+    } else {
+      std::printf("?\n");
+    }
+    std::fflush(stdout);
   }
-  std::sort(fma.begin(), fma.end());
-  std::sort(copy.begin(), copy.end());
-  std::printf("{\"threads\":%d,\"fma_gflops\":%.1f,\"fma_gflops_max\":%.1f,\"copy_gbs\":%.2f}\n", threads, fma[2],
-              fma[4], copy[2]);
   return sink == 12345.f;
 }

@@ -10,16 +10,29 @@
 //                                    the block's MR panels.
 // The MC blocks are sized so their count is a multiple of the thread count (equal shares), and N is split
 // into ranges when that gives too few tasks to balance. When M is too small for two blocks per thread
-// (M = 77 text tokens), A is packed once, shared, so no task re-packs it. K blocks after the first add into C (the epilogue's first/last flags), so
-// the fused bias/activation runs once, on the last K block, still in registers.
+// (M = 77 text tokens, Winograd chunks), run_small_m packs A once for all of K and gives each task a range of
+// N through every K block. K blocks after the first add into C (the epilogue's first/last flags), so the
+// fused bias/activation runs once, on the last K block, still in registers. All the packing and compute
+// steps of one product are phases of a single parallel region (PhaseRunner), so the pool wakes once.
+// Figures (bench/RESULTS.md, 2 threads on the shared 2-core EPYC, other jobs running): 0.7-1.4x OpenBLAS
+// sgemm across runs and shapes, the K = 1280 shapes at the low end (~0.85x one-threaded, where runs are
+// steadier); the micro-kernel alone runs at ~97% of the FMA peak, whole products at 65-80%.
 // Nesting: run() with a pool must not be called from inside that pool's parallel_for; a kernel that runs
 // GEMMs inside its own parallel loop passes pool = null (each thread then uses its own packing buffers).
 #include <algorithm>
 #include <atomic>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "gemm_kernels.h"
 
@@ -37,7 +50,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // A grow-only 64-byte aligned scratch buffer; one per thread and purpose, so nested single-threaded GEMMs
-// inside another op's parallel loop get their own.
+// inside another op's parallel loop get their own. Buffers of 2 MiB and more (the shared B block) ask for
+// transparent huge pages: fewer TLB misses while the micro-kernel walks B panels (~3% on 1024x1280x2560).
 struct Scratch {
   float* p = nullptr;
   size_t cap = 0;
@@ -45,27 +59,82 @@ struct Scratch {
   float* get(size_t n) {
     if (n > cap) {
       std::free(p);
-      cap = round_up((int64_t)n + 16, 16);
-      p = (float*)std::aligned_alloc(64, cap * sizeof(float));
-      if (!p) throw Error("gemm: out of memory for a " + std::to_string(cap * 4) + "-byte packing buffer");
+      cap = 0;
+      const size_t huge = size_t(1) << 21;
+      size_t want = (size_t)round_up((int64_t)n + 16, 16), bytes = want * sizeof(float);
+      if (bytes >= huge) {
+        bytes = (bytes + huge - 1) / huge * huge;
+        p = (float*)std::aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+        if (p) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+      } else {
+        p = (float*)std::aligned_alloc(64, bytes);
+      }
+      if (!p) throw Error("gemm: out of memory for a " + std::to_string(bytes) + "-byte packing buffer");
+      cap = bytes / sizeof(float);
     }
     return p;
   }
 };
 thread_local Scratch tl_apack, tl_bpack;
 
-// Runs fn(t) for t in [0, n), tasks handed out one at a time to the pool's threads.
-template <class F>
-void parallel_tasks(ThreadPool* pool, int threads, int64_t n, const F& fn) {
-  if (threads <= 1 || n <= 1) {
-    for (int64_t t = 0; t < n; ++t) fn(t);
-    return;
+// One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
+// tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
+// have finished, then moves on; a thread that arrives late starts wherever the work is. So the pool is woken
+// once per GEMM: on a VM, waking an idle vCPU can take longer than a whole phase, and a worker that missed a
+// per-phase parallel_for would leave the caller computing alone (measured: 4096x320x320 then ran at the
+// one-thread rate every other call).
+class PhaseRunner {
+ public:
+  PhaseRunner(ThreadPool* pool, int threads) : pool_(pool), threads_(pool ? threads : 1) {}
+  void add(int64_t n, std::function<void(int64_t)> fn) {
+    if (n > 0) phases_.emplace_back(n, std::move(fn));
   }
-  std::atomic<int64_t> next{0};
-  pool->parallel_for(std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t) {
-    for (int64_t t; (t = next.fetch_add(1)) < n;) fn(t);
-  });
-}
+  void run() {
+    if (threads_ <= 1) {
+      for (auto& ph : phases_)
+        for (int64_t t = 0; t < ph.n; ++t) ph.fn(t);
+      return;
+    }
+    pool_->parallel_for(threads_, 1, [&](int64_t, int64_t) {
+      for (auto& ph : phases_) {
+        for (int64_t t; (t = ph.next.fetch_add(1)) < ph.n;) {
+          try {
+            ph.fn(t);
+          } catch (...) {
+            std::lock_guard<std::mutex> g(err_mu_);
+            if (!err_) err_ = std::current_exception();
+          }
+          ph.done.fetch_add(1, std::memory_order_release);
+        }
+        for (int spins = 0; ph.done.load(std::memory_order_acquire) < ph.n; ++spins) {
+          if (spins < 4096) cpu_relax();
+          else std::this_thread::yield();
+        }
+      }
+    });
+    if (err_) std::rethrow_exception(err_);
+  }
+
+ private:
+  static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  struct Phase {
+    Phase(int64_t n, std::function<void(int64_t)> fn) : n(n), fn(std::move(fn)) {}
+    int64_t n;
+    std::function<void(int64_t)> fn;
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  ThreadPool* pool_;
+  int threads_;
+  std::deque<Phase> phases_;  // a deque: the atomics do not move
+  std::mutex err_mu_;
+  std::exception_ptr err_;
+};
 
 float load_any(const void* p, int64_t i, DType dt) {
   if (dt == DType::F32) return ((const float*)p)[i];
@@ -220,6 +289,56 @@ void ConcatB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, i
 }
 
 // ---------- the driver ----------
+namespace {
+
+// Small M (too few MC blocks for two per thread: M = 77 text tokens, attention-sized products, Winograd
+// chunks): A is packed once for all of K (shared, <= 32 MiB), then each task takes a range of N, packs its
+// own B panels K block by K block and runs every M panel against them. Two phases in all, instead of two per
+// K block, and a task's C block stays in cache across the K blocks.
+void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc, const APacker& a,
+                 const BPacker& b, float* c, int64_t ldc, const Epilogue& e, ThreadPool* pool, int threads) {
+  const int64_t mpan = ceil_div(M, MR), npan = ceil_div(N, NR), nkb = ceil_div(K, kc);
+  // A panel p holds all of K: (i, k) at ap + p*MR*K + k*MR, so K block pc starts at + pc*MR.
+  float* ap = tl_apack.get((size_t)(mpan * MR * K));
+  const int64_t group = 4;  // A panels per packing task
+  const int64_t agroups = ceil_div(mpan, group);
+  PhaseRunner phases(pool, threads);
+  phases.add(agroups * nkb, [&](int64_t t) {
+    const int64_t p0 = (t % agroups) * group, pc = (t / agroups) * kc, i0 = p0 * MR;
+    a.pack(kr, ap + p0 * MR * K + pc * MR, K, i0, std::min(group * MR, M - i0), pc, std::min(kc, K - pc));
+  });
+  // About 4 ranges per thread (dynamic balance), each <= 16 panels so its B block stays within L2.
+  const int64_t nranges = std::min(npan, std::max<int64_t>(4 * threads, ceil_div(npan, 16)));
+  const int64_t rpan = ceil_div(npan, nranges);
+  const float* pre = b.prepacked();
+  phases.add(ceil_div(npan, rpan), [&](int64_t t) {
+    const int64_t jp0 = t * rpan, jp1 = std::min(npan, jp0 + rpan), j0 = jp0 * NR;
+    float* bp = pre ? nullptr : tl_bpack.get((size_t)((jp1 - jp0) * NR * kc));
+    for (int64_t pc = 0; pc < K; pc += kc) {
+      const int64_t kcur = std::min(kc, K - pc);
+      Epilogue ep = e;
+      ep.first = pc == 0;
+      ep.last = pc + kcur == K;
+      if (!pre) b.pack(kr, bp, kcur, j0, std::min((jp1 - jp0) * NR, N - j0), pc, kcur);
+      for (int64_t jp = jp0; jp < jp1; ++jp) {
+        const int64_t j = jp * NR, nr = std::min<int64_t>(NR, N - j);
+        const float* bpan = pre ? pre + (jp * K + pc) * NR : bp + (jp - jp0) * NR * kcur;
+        const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
+        for (int64_t ip = 0; ip < mpan; ++ip) {
+          const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+          const float* apan = ap + ip * MR * K + pc * MR;
+          float* cij = c + i * ldc + j;
+          if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
+          else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
+        }
+      }
+    }
+  });
+  phases.run();
+}
+
+}  // namespace
+
 void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
          const Epilogue& e, ThreadPool* pool) {
   if (M <= 0 || N <= 0) return;
@@ -257,9 +376,12 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   // Enough MC blocks to keep every thread busy: each task packs its own block into its L2 (the classic
   // order). Too few (small M): pack all of A once, shared, and split the N range too.
   const bool own_a = mblocks >= 2 * threads || threads == 1;
-  float* bp = tl_bpack.get((size_t)(round_up(std::min(nc, N), NR) * kc));
+  if (!own_a && M * K <= (int64_t(8) << 20)) return run_small_m(kr, M, N, K, kc, a, b, c, ldc, e, pool, threads);
+  float* bp = b.prepacked() ? nullptr : tl_bpack.get((size_t)(round_up(std::min(nc, N), NR) * kc));
   float* ap = own_a ? nullptr : tl_apack.get((size_t)(mpan_all * MR * kc));
 
+  PhaseRunner phases(pool, threads);
+  const float* pre = b.prepacked();
   for (int64_t jc = 0; jc < N; jc += nc) {
     const int64_t ncur = std::min(nc, N - jc), npan = ceil_div(ncur, NR);
     for (int64_t pc = 0; pc < K; pc += kc) {
@@ -268,24 +390,26 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       ep.first = pc == 0;
       ep.last = pc + kcur == K;
       const float* bias = ep.last ? e.bias : nullptr;
-      const int64_t bgroup = 4;  // B panels per packing task
-      parallel_tasks(pool, threads, ceil_div(npan, bgroup), [&](int64_t t) {
-        int64_t p0 = t * bgroup, j0 = jc + p0 * NR;
-        b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(bgroup * NR, jc + ncur - j0), pc, kcur);
+      // B panel jp of this block: packed here, or read in place from a prepacked operand.
+      const float* bblock = pre ? pre + (jc / NR * K + pc) * NR : bp;
+      const int64_t bstride = pre ? NR * K : NR * kcur;
+      // Packing phase: B panels in groups of 4 (unless prepacked), then, when A is shared, A panels in groups of 4.
+      const int64_t group = 4, btasks = pre ? 0 : ceil_div(npan, group), atasks = own_a ? 0 : ceil_div(mpan_all, group);
+      phases.add(btasks + atasks, [=, &a, &b, &kr](int64_t t) {
+        if (t < btasks) {
+          int64_t p0 = t * group, j0 = jc + p0 * NR;
+          b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(group * NR, jc + ncur - j0), pc, kcur);
+        } else {
+          int64_t p0 = (t - btasks) * group, i0 = p0 * MR;
+          a.pack(kr, ap + p0 * MR * kcur, kcur, i0, std::min(group * MR, M - i0), pc, kcur);
+        }
       });
-      if (!own_a) {
-        const int64_t agroup = 4;  // A panels per packing task
-        parallel_tasks(pool, threads, ceil_div(mpan_all, agroup), [&](int64_t t) {
-          int64_t p0 = t * agroup, i0 = p0 * MR;
-          a.pack(kr, ap + p0 * MR * kcur, kcur, i0, std::min(agroup * MR, M - i0), pc, kcur);
-        });
-      }
-      // About 8 tasks per thread, so a thread slowed by another process sharing its core hands work to the
-      // others; with A packed per task an N range stays >= 256 columns (re-packing A costs < 0.2%).
+      // Compute phase: about 8 tasks per thread, so a thread slowed by another process sharing its core hands
+      // work to the others; with A packed per task an N range stays >= 256 columns (re-packing A costs < 0.2%).
       const int64_t want = ceil_div(8 * threads, mblocks);
       const int64_t nranges = std::max<int64_t>(1, std::min(own_a ? npan / 16 : npan, want));
       const int64_t nr_pan = ceil_div(npan, nranges);
-      parallel_tasks(pool, threads, mblocks * nranges, [&](int64_t t) {
+      phases.add(mblocks * nranges, [=, &a, &kr](int64_t t) {
         const int64_t ip0 = (t / nranges) * mc_pan, ip1 = std::min(mpan_all, ip0 + mc_pan);
         const int64_t jp0 = (t % nranges) * nr_pan, jp1 = std::min(npan, jp0 + nr_pan);
         const float* ablock = ap + ip0 * MR * kcur;
@@ -296,7 +420,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
         }
         for (int64_t jp = jp0; jp < jp1; ++jp) {
           const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
-          const float* bpan = bp + jp * NR * kcur;
+          const float* bpan = bblock + jp * bstride;
           const float* bj = bias ? bias + j : nullptr;
           for (int64_t ip = ip0; ip < ip1; ++ip) {
             const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
@@ -309,6 +433,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       });
     }
   }
+  phases.run();
 }
 
 // ---------- tensor helpers ----------

@@ -68,6 +68,16 @@ struct BPacker {
   virtual ~BPacker() = default;
   virtual void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
                     int64_t kc) const = 0;
+  // B already in panel form for all of K, [ceil(N/NR)][K][NR] zero-padded (panel p, row k at
+  // base + (p*K + k)*NR), 32-byte aligned, or null: the driver then reads it in place instead of packing.
+  virtual const float* prepacked() const { return nullptr; }
+};
+// A B operand that is already packed (see BPacker::prepacked), e.g. Winograd-transformed weights.
+struct PackedB final : BPacker {
+  const float* base;
+  explicit PackedB(const float* base) : base(base) {}
+  void pack(const Kernels&, float*, int64_t, int64_t, int64_t, int64_t, int64_t) const override {}
+  const float* prepacked() const override { return base; }
 };
 
 // A(i, k) = a[i*rs + k*cs], f32.

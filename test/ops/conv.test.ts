@@ -45,6 +45,8 @@ test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd 
     G(1, 7, 5, 13, 7, 1, 1, 2, 0), G(1, 8, 9, 6, 17, 3, 3, 1, 0), G(1, 6, 7, 3, 5, 2, 3, 1, 1),
     G(1, 6, 6, 70, 20, 3, 3, 1, 1), // K = 630: two K blocks that split a tap's channels
     G(2, 11, 9, 24, 19, 3, 3, 1, 1), G(1, 10, 13, 17, 16, 3, 3, 1, 0), G(1, 7, 7, 16, 16, 3, 3, 1, 2),
+    G(1, 33, 31, 16, 17, 3, 3, 1, 1), // 272 tiles: 'auto' takes Winograd
+    G(1, 32, 32, 64, 64, 3, 3, 1, 1), // Winograd's 16 GEMMs large enough for threads (the small-M path)
   ];
   for (const g of cases) {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + g.H)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, g.O, 0.3));
@@ -64,10 +66,12 @@ test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 4)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, 5));
     const [Ho, Wo] = outHW(g);
     const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 6));
-    const out = t(old, [g.N, Ho, Wo, g.O]);
-    const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), null, { pad: g.pad, out, beta: 1 });
-    assert.ok(y === out);
-    assertClose(await y.floats(), refConv(x, w, g, undefined, 1, old), TOL.f32, `beta ${JSON.stringify(g)}`);
+    for (const algo of g.kh === 3 ? ['gemm', 'winograd'] as const : ['auto'] as const) {
+      const out = t(old, [g.N, Ho, Wo, g.O]);
+      const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), null, { pad: g.pad, out, beta: 1, algo });
+      assert.ok(y === out);
+      assertClose(await y.floats(), refConv(x, w, g, undefined, 1, old), TOL.f32, `beta ${algo} ${JSON.stringify(g)}`);
+    }
   }
 });
 
@@ -75,11 +79,14 @@ test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () 
   for (const [g, dt] of [[G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'bf16'],
     [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
     const x = roundTo('f32', randn(g.H * g.W * g.C, 7)), w = roundTo(dt, randn(g.O * 9 * g.C, 8)), bias = roundTo(dt, randn(g.O, 9));
-    const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1 });
-    assert.is(y.dtype, 'f32');
-    assertClose(await y.floats(), refConv(x, w, g, bias), TOL.f32, `${dt} weight`);
+    for (const algo of ['gemm', 'winograd'] as const) {
+      const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1, algo });
+      assert.is(y.dtype, 'f32');
+      assertClose(await y.floats(), refConv(x, w, g, bias), TOL.f32, `${dt} weight ${algo}`);
+    }
     const xh = roundTo(dt, x), stride = g.C < 16 ? 2 : 1; // implicit GEMM, then Winograd
-    const yh = conv2d(t(xh, [1, g.H, g.W, g.C], dt), t(w, [g.O, 3, 3, g.C], dt), null, { pad: 1, stride });
+    const yh = conv2d(t(xh, [1, g.H, g.W, g.C], dt), t(w, [g.O, 3, 3, g.C], dt), null,
+      { pad: 1, stride, algo: stride === 1 ? 'winograd' : 'auto' });
     assert.is(yh.dtype, dt);
     assertClose(await yh.floats(), refConv(xh, w, { ...g, stride }), TOL[dt], `${dt} everything, stride ${stride}`);
   }

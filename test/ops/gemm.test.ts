@@ -131,11 +131,11 @@ test(`${NAME}matmul beta accumulates into out (act before the beta term), also a
   }
 });
 
-test(`${NAME}matmul across the engine's blocks: long K, wide N, tall M`, async () => {
-  for (const [M, K, N] of [[67, 1000, 70], [7, 5, 3100], [2100, 3, 5], [1, 1, 1], [6, 16, 16]]) {
-    const a = roundTo('f32', randn(M * K, M + K)), b = roundTo('f32', randn(N * K, N));
-    const y = linear(t(a, [M, K]), t(b, [N, K]));
-    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true }), TOL.f32, `${M}x${K}x${N}`);
+test(`${NAME}matmul across the engine's blocks: long K (small and large M), wide N, tall M`, async () => {
+  for (const [M, K, N] of [[67, 1000, 70], [77, 800, 300], [7, 5, 3100], [2100, 3, 5], [1, 1, 1], [6, 16, 16]]) {
+    const a = roundTo('f32', randn(M * K, M + K)), b = roundTo('f32', randn(N * K, N, 0.1)), bias = roundTo('f32', randn(N, 3));
+    const y = linear(t(a, [M, K]), t(b, [N, K]), t(bias, [N]), 'gelu');
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true, bias, act: 'gelu' }), TOL.f32, `${M}x${K}x${N}`);
   }
 });
 

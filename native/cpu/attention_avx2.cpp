@@ -1,0 +1,228 @@
+// AVX2 + FMA forward of the CPU `attention` op (native/cpu/attention.cpp holds the shape checks, the portable
+// kernel and the dispatch); compiled with -mavx2 -mfma and called only when the GEMM engine's kernels() picks
+// its AVX2 set (so HYPERSD_CPU_KERNELS=portable or a CPU without AVX2 never reaches it).
+//
+// Tasks over (batch, head, block of kBQ = 48 query rows). Each walks the keys in blocks of kBK = 64 with the
+// online softmax, keeping the flash structure (no Lq x Lk matrix):
+//   S = (scale q) K^T: K's block transposed once into kt [D][64] (zero-padded), then 6x16 register tiles
+//       (12 ymm accumulators, 2 loads + 6 broadcasts per d step, the GEMM micro-kernel's shape) over D;
+//   softmax: vector max, exp (degree-6 polynomial, as gemm_avx2.cpp's), masked keys (causal / block tail)
+//       set to exactly 0; running max m and sum l, the accumulator rescaled by exp(m_old - m_new);
+//   O += P V: V's block copied into vb [64][Dv rounded to 8] (zero columns), 6 x 16 (or 6 x 8 at the tail)
+//       tiles of the accumulator loaded, updated over the block's keys, stored.
+// Scratch per task: 48*D + 64*D + 64*Dv8 + 48*64 + 48*Dv8 floats (about 60 KB at D = Dv = 64).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "hypersd/ops.h"
+
+namespace hsd {
+
+struct AttnFwdArgs {
+  const float *q, *k, *v;
+  float* o;
+  float* lse;  // may be null
+  int64_t B, Lq, Lk, H, D, Dv;
+  float scale;
+  bool causal;
+};
+void attention_forward_avx2(const AttnFwdArgs& a, ThreadPool* pool);
+
+}  // namespace hsd
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+namespace hsd {
+namespace {
+
+#define HSD_INLINE inline __attribute__((always_inline))
+
+constexpr int64_t kBQ = 48;  // query rows per task (a multiple of 6)
+constexpr int64_t kBK = 64;  // keys per block (a multiple of 16)
+
+HSD_INLINE __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+HSD_INLINE float hmax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+HSD_INLINE float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
+// s[r*kBK + 0..16) = sum_d q[r*D + d] kt[d*kBK + 0..16) for 6 rows.
+HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, float* s) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const float *q0 = q, *q1 = q + D, *q2 = q + 2 * D, *q3 = q + 3 * D, *q4 = q + 4 * D, *q5 = q + 5 * D;
+  for (int64_t d = 0; d < D; ++d) {
+    __m256 b0 = _mm256_loadu_ps(kt + d * kBK), b1 = _mm256_loadu_ps(kt + d * kBK + 8), a;
+    a = _mm256_broadcast_ss(q0 + d);
+    c00 = _mm256_fmadd_ps(a, b0, c00);
+    c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(q1 + d);
+    c10 = _mm256_fmadd_ps(a, b0, c10);
+    c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(q2 + d);
+    c20 = _mm256_fmadd_ps(a, b0, c20);
+    c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(q3 + d);
+    c30 = _mm256_fmadd_ps(a, b0, c30);
+    c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(q4 + d);
+    c40 = _mm256_fmadd_ps(a, b0, c40);
+    c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(q5 + d);
+    c50 = _mm256_fmadd_ps(a, b0, c50);
+    c51 = _mm256_fmadd_ps(a, b1, c51);
+  }
+  _mm256_storeu_ps(s, c00);
+  _mm256_storeu_ps(s + 8, c01);
+  _mm256_storeu_ps(s + kBK, c10);
+  _mm256_storeu_ps(s + kBK + 8, c11);
+  _mm256_storeu_ps(s + 2 * kBK, c20);
+  _mm256_storeu_ps(s + 2 * kBK + 8, c21);
+  _mm256_storeu_ps(s + 3 * kBK, c30);
+  _mm256_storeu_ps(s + 3 * kBK + 8, c31);
+  _mm256_storeu_ps(s + 4 * kBK, c40);
+  _mm256_storeu_ps(s + 4 * kBK + 8, c41);
+  _mm256_storeu_ps(s + 5 * kBK, c50);
+  _mm256_storeu_ps(s + 5 * kBK + 8, c51);
+}
+
+// acc[r*ldc + 0..8W) += sum_{j<nk} p[r*kBK + j] vb[j*ldv + 0..8W) for 6 rows, W = 1 or 2.
+template <int W>
+HSD_INLINE void pv_6xW(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc) {
+  __m256 c[6][W];
+  for (int r = 0; r < 6; ++r)
+    for (int w = 0; w < W; ++w) c[r][w] = _mm256_loadu_ps(acc + r * ldc + 8 * w);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m256 b[W];
+    for (int w = 0; w < W; ++w) b[w] = _mm256_loadu_ps(vb + j * ldv + 8 * w);
+    for (int r = 0; r < 6; ++r) {
+      __m256 a = _mm256_broadcast_ss(p + r * kBK + j);
+      for (int w = 0; w < W; ++w) c[r][w] = _mm256_fmadd_ps(a, b[w], c[r][w]);
+    }
+  }
+  for (int r = 0; r < 6; ++r)
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(acc + r * ldc + 8 * w, c[r][w]);
+}
+
+}  // namespace
+
+void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
+  const int64_t B = g.B, Lq = g.Lq, Lk = g.Lk, H = g.H, D = g.D, Dv = g.Dv;
+  const int64_t Dv8 = (Dv + 7) / 8 * 8;
+  const int64_t nqb = (Lq + kBQ - 1) / kBQ;
+  const float scale = g.scale;
+  const bool causal = g.causal;
+  pool->parallel_for(B * H * nqb, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> qs(kBQ * D), kt(D * kBK), vb(kBK * Dv8, 0.0f), p(kBQ * kBK), acc(kBQ * Dv8), m(kBQ), l(kBQ);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / (H * nqb), h = (t / nqb) % H, i0 = (t % nqb) * kBQ;
+      const int64_t rows = std::min(kBQ, Lq - i0), rows6 = (rows + 5) / 6 * 6;
+      for (int64_t i = 0; i < rows6; ++i) {
+        float* dst = &qs[i * D];
+        if (i < rows) {
+          const float* src = g.q + ((b * Lq + i0 + i) * H + h) * D;
+          for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
+        } else {
+          std::fill(dst, dst + D, 0.0f);  // padding rows: finite logits, never written out
+        }
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+      }
+      std::fill(acc.begin(), acc.begin() + rows6 * Dv8, 0.0f);
+      const int64_t kend = causal ? std::min(Lk, i0 + rows) : Lk;  // keys past the last row's diagonal: masked
+      for (int64_t j0 = 0; j0 < kend; j0 += kBK) {
+        const int64_t nk = std::min(kBK, kend - j0), nk16 = (nk + 15) / 16 * 16, nk8 = (nk + 7) / 8 * 8;
+        for (int64_t j = 0; j < nk; ++j) {
+          const float* src = g.k + ((b * Lk + j0 + j) * H + h) * D;
+          for (int64_t d = 0; d < D; ++d) kt[d * kBK + j] = src[d];
+          std::memcpy(&vb[j * Dv8], g.v + ((b * Lk + j0 + j) * H + h) * Dv, (size_t)Dv * sizeof(float));
+        }
+        if (nk < nk16)
+          for (int64_t d = 0; d < D; ++d) std::fill(&kt[d * kBK + nk], &kt[d * kBK + nk16], 0.0f);
+        // S for all (padded) rows and 16-key tiles.
+        for (int64_t r0 = 0; r0 < rows6; r0 += 6)
+          for (int64_t jt = 0; jt < nk16; jt += 16) logits_6x16(&qs[r0 * D], D, &kt[jt], &p[r0 * kBK + jt]);
+        // Online softmax per real row.
+        for (int64_t i = 0; i < rows; ++i) {
+          float* sp = &p[i * kBK];
+          const int64_t nvis = causal ? std::min(nk, i0 + i + 1 - j0) : nk;
+          if (nvis <= 0) {
+            std::fill(sp, sp + nk, 0.0f);
+            continue;
+          }
+          for (int64_t j = nvis; j < nk8; ++j) sp[j] = -INFINITY;
+          __m256 vm = _mm256_set1_ps(-INFINITY);
+          for (int64_t j = 0; j < nk8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sp + j));
+          const float mold = m[i], mb = std::max(mold, hmax(vm));
+          const float corr = std::exp(mold - mb);  // exp(-inf) = 0 on the first block
+          const __m256 vmb = _mm256_set1_ps(mb), ninf = _mm256_set1_ps(-INFINITY);
+          __m256 vs = _mm256_setzero_ps();
+          for (int64_t j = 0; j < nk8; j += 8) {
+            __m256 s = _mm256_loadu_ps(sp + j);
+            __m256 e = _mm256_and_ps(exp_ps(_mm256_sub_ps(s, vmb)), _mm256_cmp_ps(s, ninf, _CMP_NEQ_OQ));
+            _mm256_storeu_ps(sp + j, e);
+            vs = _mm256_add_ps(vs, e);
+          }
+          l[i] = l[i] * corr + hsum(vs);
+          m[i] = mb;
+          if (corr != 1.0f) {
+            float* ai = &acc[i * Dv8];
+            const __m256 vc = _mm256_set1_ps(corr);
+            for (int64_t d = 0; d < Dv8; d += 8) _mm256_storeu_ps(ai + d, _mm256_mul_ps(_mm256_loadu_ps(ai + d), vc));
+          }
+        }
+        // O += P V.
+        for (int64_t r0 = 0; r0 < rows6; r0 += 6) {
+          int64_t c0 = 0;
+          for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(&p[r0 * kBK], nk, &vb[c0], Dv8, &acc[r0 * Dv8 + c0], Dv8);
+          if (c0 < Dv8) pv_6xW<1>(&p[r0 * kBK], nk, &vb[c0], Dv8, &acc[r0 * Dv8 + c0], Dv8);
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        const float inv = 1.0f / l[i];
+        float* dst = g.o + ((b * Lq + i0 + i) * H + h) * Dv;
+        for (int64_t d = 0; d < Dv; ++d) dst[d] = acc[i * Dv8 + d] * inv;
+        if (g.lse) g.lse[(b * H + h) * Lq + i0 + i] = m[i] + std::log(l[i]);
+      }
+    }
+  });
+}
+
+}  // namespace hsd
+
+#else
+
+namespace hsd {
+// Never called: attention.cpp dispatches here only when the GEMM engine's AVX2 kernels are in use.
+void attention_forward_avx2(const AttnFwdArgs&, ThreadPool*) {}
+}  // namespace hsd
+
+#endif

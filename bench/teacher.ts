@@ -72,9 +72,9 @@ function section(r: TeacherReport): string {
   lines.push('', `Prompt adherence: ${ev.prompts} single-shape prompts (every colour x shape, background drawn at random), ` +
     `${ev.samples / ev.prompts} samples each. Every pixel is classified to the nearest palette colour; the background is the majority ` +
     'colour of the 3-pixel border; the shape colour is the majority colour of the other pixels.', '');
-  lines.push('| check | samples | real images of the same captions |', '|---|---|---|');
-  lines.push(`| shape colour = caption colour | **${pct(ev.shapeColourMatch)}** | ${pct(ev.realShapeColourMatch)} |`);
-  lines.push(`| background colour = caption background | ${pct(ev.backgroundMatch)} | |`, '');
+  lines.push('| check | teacher samples | real images of the same captions | their VAE reconstructions |', '|---|---|---|---|');
+  lines.push(`| shape colour = caption colour | **${pct(ev.shapeColourMatch)}** | ${pct(ev.realShapeColourMatch)} | ${pct(ev.vaeShapeColourMatch)} |`);
+  lines.push(`| background colour = caption background | ${pct(ev.backgroundMatch)} | | |`, '');
   return lines.join('\n') + '\n';
 }
 

@@ -32,7 +32,7 @@ presets: ${Object.keys(PRESETS).join(', ')}`;
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    const p = parseArgs(argv, new Set(['help', 'no-progress', 'no-eval', 'quiet']));
+    const p = parseArgs(argv, new Set(['help', 'no-progress', 'no-eval', 'quiet', 'resume']));
     const cmd = p._[0];
     if (!cmd || p.opts.has('help')) {
       process.stdout.write(USAGE + '\n');

@@ -6,9 +6,10 @@
 import { Opts } from './args';
 import { trainTeacher, type TeacherOptions } from '../train/teacher';
 
-export const TRAIN_USAGE = `  hypersd train-teacher --out <dir> [--steps N (UNet, 2000)] [--vae-steps N (600)] [--batch N (32)]
-                        [--vae-batch N (8)] [--lr x (5e-4)] [--vae-lr x (1e-3)] [--cache-size N (4096)]
-                        [--vae <trained vae/ folder>] [--seed s] [--threads N] [--checkpoint-every N]
+export const TRAIN_USAGE = `  hypersd train-teacher --out <dir> [--steps N (UNet, 1600)] [--vae-steps N (800)] [--batch N (16)]
+                        [--vae-batch N (8)] [--lr x (1e-3)] [--vae-lr x (1e-3)] [--cache-size N (4096)]
+                        [--offset-noise x (0.1)] [--snr-gamma g (5; 0 = plain MSE)]
+                        [--vae <trained vae/ folder>] [--seed s] [--threads N] [--checkpoint-every N] [--resume]
                         [--no-eval] [--guidance g (4)]
                         [--samples-per-prompt N (2)] [--no-progress] [--quiet]`;
 
@@ -28,8 +29,11 @@ export async function trainTeacherCommand(o: Opts): Promise<void> {
     unetLr: o.num('lr'),
     vaeLr: o.num('vae-lr'),
     cacheSize: o.int('cache-size'),
+    offsetNoise: o.num('offset-noise'),
+    snrGamma: o.num('snr-gamma'),
     threads: o.int('threads'),
     checkpointEvery: o.int('checkpoint-every'),
+    resume: o.flag('resume'),
     evaluate: evaluate ? { guidance: o.num('guidance'), samplesPerPrompt: o.int('samples-per-prompt') } : false,
   };
   o.done();
@@ -54,6 +58,6 @@ export async function trainTeacherCommand(o: Opts): Promise<void> {
   process.stdout.write(`${out}: teacher written (vae ${r.vae.steps} steps in ${s(r.vae.ms)}, cache ${s(r.cache.ms)}, unet ${r.unet.steps} steps in ${s(r.unet.ms)}; total ${s(r.totalMs)})\n`);
   if (r.evaluation) {
     const e = r.evaluation;
-    process.stdout.write(`prompt adherence: shape colour ${(100 * e.shapeColourMatch).toFixed(1)}% of ${e.samples} samples, background ${(100 * e.backgroundMatch).toFixed(1)}%\n`);
+    process.stdout.write(`prompt adherence: shape colour ${(100 * e.shapeColourMatch).toFixed(1)}% of ${e.samples} samples, background ${(100 * e.backgroundMatch).toFixed(1)}%; grid in ${out}/training/grid.png\n`);
   }
 }

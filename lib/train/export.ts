@@ -52,18 +52,20 @@ export interface PipelineParts {
   dtype?: SaveDType;
 }
 
+/** Writes one component folder: config.json and the weights file (diffusers names, PyTorch layout). */
+export async function writeComponent(dir: string, file: string, part: { store: ParamStore; config: Record<string, unknown> }, dtype: SaveDType = 'F32'): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  writeJsonAtomic(path.join(dir, 'config.json'), part.config);
+  saveSafetensors(path.join(dir, file), await storeStateDict(part.store, dtype), { format: 'pt' });
+}
+
 /** Writes a diffusers StableDiffusionPipeline folder. */
 export async function writeDiffusersPipeline(dir: string, p: PipelineParts): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
-  const comp = async (name: string, file: string, part: { store: ParamStore; config: Record<string, unknown> }) => {
-    const d = path.join(dir, name);
-    fs.mkdirSync(d, { recursive: true });
-    writeJsonAtomic(path.join(d, 'config.json'), part.config);
-    saveSafetensors(path.join(d, file), await storeStateDict(part.store, p.dtype ?? 'F32'), { format: 'pt' });
-  };
-  await comp('unet', 'diffusion_pytorch_model.safetensors', p.unet);
-  await comp('vae', 'diffusion_pytorch_model.safetensors', p.vae);
-  await comp('text_encoder', 'model.safetensors', p.textEncoder);
+  const weights = 'diffusion_pytorch_model.safetensors';
+  await writeComponent(path.join(dir, 'unet'), weights, p.unet, p.dtype);
+  await writeComponent(path.join(dir, 'vae'), weights, p.vae, p.dtype);
+  await writeComponent(path.join(dir, 'text_encoder'), 'model.safetensors', p.textEncoder, p.dtype);
   p.writeTokenizer(path.join(dir, 'tokenizer'));
   fs.mkdirSync(path.join(dir, 'scheduler'), { recursive: true });
   writeJsonAtomic(path.join(dir, 'scheduler', 'scheduler_config.json'), p.scheduler);

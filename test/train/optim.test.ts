@@ -8,7 +8,8 @@ import { AdamW, globalNorm } from '../../lib/train/optimizer';
 import { lrSchedule } from '../../lib/train/schedule';
 import { Trainer } from '../../lib/train/trainer';
 import { EMA } from '../../lib/train/ema';
-import { mse } from '../../lib/train/losses';
+import { mse, pseudoHuber, gaussianKl, gaussianSample } from '../../lib/train/losses';
+import { grad } from '../../lib/autograd';
 import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
 
 interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }
@@ -137,6 +138,35 @@ test('EMA: shadow = d * shadow + (1 - d) * param; withAveraged swaps in and rest
   assert.ok(Math.abs(warm.currentDecay() - 0.1) < 1e-12, 'warm-up decay (1 + t) / (10 + t) at t = 0');
   ema.dispose();
   warm.dispose();
+});
+
+test('losses: MSE, pseudo-Huber, Gaussian KL and the reparameterised sample, values and gradients vs float64', async () => {
+  const n = 37, c = 0.1;
+  const a = roundTo('f32', randn(n, 1)), b = roundTo('f32', randn(n, 2)), lv = roundTo('f32', randn(n, 3, 0.5));
+  const A = t(a, [n]), Bt = t(b, [n]), LV = t(lv, [n]), N = t(b, [n]);
+  let ref = 0, hub = 0, kl = 0;
+  const dHub = new Float64Array(n), dMean = new Float64Array(n), dLv = new Float64Array(n), dSampleLv = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const d = a[i] - b[i];
+    ref += (d * d) / n;
+    hub += (Math.sqrt(d * d + c * c) - c) / n;
+    dHub[i] = d / Math.sqrt(d * d + c * c) / n;
+    kl += 0.5 * (a[i] * a[i] + Math.exp(lv[i]) - 1 - lv[i]) / n;
+    dMean[i] = a[i] / n;
+    dLv[i] = 0.5 * (Math.exp(lv[i]) - 1) / n;
+    dSampleLv[i] = 0.5 * Math.exp(0.5 * lv[i]) * b[i];
+  }
+  assertClose(await mse(A, Bt).floats(), [ref], TOL.f32, 'mse');
+  const h = grad(() => pseudoHuber(A, Bt, c), [A]);
+  assertClose(await h.loss.floats(), [hub], TOL.f32, 'pseudo-Huber');
+  assertClose(await h.grads.get(A)!.floats(), dHub, TOL.f32, 'd pseudo-Huber / d pred');
+  const k = grad(() => gaussianKl(A, LV), [A, LV]);
+  assertClose(await k.loss.floats(), [kl], TOL.f32, 'KL');
+  assertClose(await k.grads.get(A)!.floats(), dMean, TOL.f32, 'd KL / d mean');
+  assertClose(await k.grads.get(LV)!.floats(), dLv, TOL.f32, 'd KL / d logvar');
+  const z = grad(() => hs.ops.mean(gaussianSample(A, LV, N), [0]), [LV], {});
+  assertClose(await z.grads.get(LV)!.floats(), Array.from(dSampleLv, (v) => v / n), TOL.f32, 'd sample / d logvar');
+  assert.throws(() => pseudoHuber(A, Bt, 0), /c must be > 0/);
 });
 
 test('lrSchedule: constant, warmup and cosine', () => {

@@ -22,7 +22,7 @@ test('train-teacher: a short run writes a diffusers folder that loadPipeline run
     process.stdout.write = ((s: string) => { printed += s; return true; }) as typeof process.stdout.write;
     try {
       await main(['train-teacher', '--out', out, '--steps', '2', '--vae-steps', '2', '--batch', '2', '--vae-batch', '2',
-        '--cache-size', '8', '--no-eval', '--no-progress', '--quiet', '--seed', '3']);
+        '--cache-size', '8', '--no-eval', '--no-progress', '--quiet', '--seed', '3', '--checkpoint-every', '1']);
     } finally {
       process.stdout.write = write;
     }
@@ -31,7 +31,7 @@ test('train-teacher: a short run writes a diffusers folder that loadPipeline run
     for (const f of ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
       'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
       'tokenizer/vocab.json', 'tokenizer/merges.txt', 'tokenizer/tokenizer_config.json', 'scheduler/scheduler_config.json',
-      'training/latents.safetensors', 'training/report.json'])
+      'training/latents.safetensors', 'training/report.json', 'training/vae/config.json', 'training/unet_state.safetensors'])
       assert.ok(fs.existsSync(path.join(out, f)), `${f} written`);
     const vaeCfg = JSON.parse(fs.readFileSync(path.join(out, 'vae/config.json'), 'utf8'));
     assert.ok(vaeCfg.scaling_factor > 0 && vaeCfg.scaling_factor !== 0.18215, 'scaling_factor measured from the latents');
@@ -44,6 +44,18 @@ test('train-teacher: a short run writes a diffusers folder that loadPipeline run
     assert.equal([r.images[0].width, r.images[0].height], [64, 64]);
     assert.equal(r.latentShape, [1, 4, 8, 8]);
     pipe.dispose();
+
+    // an interrupted run picks up the finished VAE, the cache and the last UNet checkpoint
+    process.stdout.write = ((s: string) => { printed += s; return true; }) as typeof process.stdout.write;
+    try {
+      await main(['train-teacher', '--out', out, '--steps', '3', '--batch', '2', '--cache-size', '8', '--no-eval', '--no-progress',
+        '--quiet', '--seed', '3', '--resume']);
+    } finally {
+      process.stdout.write = write;
+    }
+    const again = JSON.parse(fs.readFileSync(path.join(out, 'training/report.json'), 'utf8'));
+    assert.is(again.vae.steps, 0, 'the VAE is not trained again');
+    assert.equal(again.unet.losses.map((r: { step: number }) => r.step), [3], 'only step 3 ran');
 
     const ev = await evaluateTeacher(out, { samplesPerPrompt: 1, steps: 1, prompts: 3, gridRows: 2, gridSamples: 1 });
     assert.is(ev.samples, 3);

@@ -4,7 +4,8 @@
  * `hypersd train-teacher`), then writes
  *   bench/teacher_grid.png     25-step DDIM samples for fixed prompts, a real dataset image first in each row
  *   bench/teacher_report.json  loss tables, wall times, prompt-adherence figures
- *   bench/teacher_section.md   the markdown section for RESULTS.md
+ *   bench/teacher_section.md   the markdown section, also put into bench/RESULTS.md in place of an earlier
+ *                              "## Training: teacher from scratch" section (other sections are left as they are)
  * Usage: HYPERSD_ADDON=... npx tsx bench/teacher.ts [--out dir] [--steps N] [--vae-steps N] [--batch N] ...
  */
 import * as fs from 'fs';
@@ -19,7 +20,7 @@ async function run(): Promise<void> {
   const opts = {
     out, seed: o.int('seed'), unetSteps: o.int('steps'), vaeSteps: o.int('vae-steps'), unetBatch: o.int('batch'),
     vaeBatch: o.int('vae-batch'), cacheSize: o.int('cache-size'), unetLr: o.num('lr'), vaeLr: o.num('vae-lr'),
-    logEvery: o.int('log-every') ?? 50, evaluate: { guidance: o.num('guidance'), samplesPerPrompt: o.int('samples-per-prompt') },
+    logEvery: o.int('log-every') ?? 100, evaluate: { guidance: o.num('guidance'), samplesPerPrompt: o.int('samples-per-prompt') },
   };
   o.done();
   const logFile = path.join(__dirname, 'teacher_log.txt');
@@ -37,8 +38,10 @@ async function run(): Promise<void> {
   fs.writeFileSync(path.join(__dirname, 'teacher_grid.png'), ev.gridPng);
   const { gridPng: _png, ...evJson } = ev;
   fs.writeFileSync(path.join(__dirname, 'teacher_report.json'), JSON.stringify({ ...r, evaluation: evJson }, null, 2) + '\n');
-  fs.writeFileSync(path.join(__dirname, 'teacher_section.md'), section(r));
-  process.stdout.write(section(r));
+  const md = section(r);
+  fs.writeFileSync(path.join(__dirname, 'teacher_section.md'), md);
+  putSection(path.join(__dirname, 'RESULTS.md'), md);
+  process.stdout.write(md);
 }
 
 function section(r: TeacherReport): string {
@@ -56,9 +59,9 @@ function section(r: TeacherReport): string {
   lines.push(`| latent cache (${r.cache.size} images) + scaling factor | | ${min(r.cache.ms)} |`);
   lines.push(`| text encoder + UNet (epsilon MSE, scaled_linear) | ${r.unet.steps} x ${r.unet.batch} | ${min(r.unet.ms)} |`);
   lines.push(`| evaluation (${ev.samples + 32} samples, ${ev.steps}-step DDIM, CFG ${ev.guidance}) | | ${min(ev.ms)} |`);
-  lines.push(`| **total** | | **${min(r.totalMs)}** |`, '');
+  lines.push(`| **total** | | **${min(r.totalMs)}** (CPU time ${min(r.cpuMs)} on ${r.threads} threads) |`, '');
   lines.push(`VAE: measured scaling_factor ${r.vae.scalingFactor}; held-out reconstruction MSE ${r.vae.reconMse.toFixed(4)} (pixels in [-1, 1]).`, '');
-  lines.push('Loss curves (VAE: total / reconstruction / KL; UNet: epsilon MSE, one batch each):', '');
+  lines.push('Loss curves: each row is the mean over the steps since the previous row (one batch per step). VAE: total / reconstruction MSE / KL per latent element; UNet + text encoder: min-SNR-5-weighted epsilon MSE.', '');
   lines.push('| VAE step | loss | rec | KL | | UNet step | loss |', '|---|---|---|---|---|---|---|');
   const n = Math.max(r.vae.losses.length, r.unet.losses.length);
   for (let i = 0; i < n; i++) {
@@ -76,6 +79,19 @@ function section(r: TeacherReport): string {
   lines.push(`| shape colour = caption colour | **${pct(ev.shapeColourMatch)}** | ${pct(ev.realShapeColourMatch)} | ${pct(ev.vaeShapeColourMatch)} |`);
   lines.push(`| background colour = caption background | ${pct(ev.backgroundMatch)} | | |`, '');
   return lines.join('\n') + '\n';
+}
+
+/** Replaces this section of RESULTS.md (up to the next "## " heading), or appends it. */
+function putSection(file: string, md: string): void {
+  const title = '## Training: teacher from scratch';
+  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Results\n';
+  const at = text.indexOf(title);
+  if (at < 0) {
+    fs.writeFileSync(file, `${text.replace(/\n*$/, '')}\n\n${md}`);
+    return;
+  }
+  const next = text.indexOf('\n## ', at + title.length);
+  fs.writeFileSync(file, text.slice(0, at) + md + (next < 0 ? '' : `\n${text.slice(next + 1)}`));
 }
 
 run().catch((e) => {

@@ -10,7 +10,7 @@ export const TRAIN_USAGE = `  hypersd train-teacher --out <dir> [--steps N (UNet
                         [--vae-batch N (8)] [--lr x (1e-3)] [--vae-lr x (1e-3)] [--cache-size N (4096)]
                         [--offset-noise x (0.1)] [--snr-gamma g (5; 0 = plain MSE)]
                         [--vae <trained vae/ folder>] [--seed s] [--threads N] [--checkpoint-every N] [--resume]
-                        [--no-eval] [--guidance g (4)]
+                        [--no-eval] [--guidance g (7.5)]
                         [--samples-per-prompt N (2)] [--no-progress] [--quiet]`;
 
 export async function trainTeacherCommand(o: Opts): Promise<void> {

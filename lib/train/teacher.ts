@@ -94,7 +94,25 @@ export interface TeacherOptions {
   log?: (line: string) => void;
 }
 
+/** A loss-table row: the mean over the steps since the previous row (one batch each), and the lr at `step`. */
 export interface LossRow { step: number; loss: number; lr: number; extra?: Record<string, number> }
+
+/** Running means of named values between flushes. */
+class Window {
+  private sums: Record<string, number> = {};
+  private n = 0;
+  add(v: Record<string, number>): void {
+    for (const [k, x] of Object.entries(v)) this.sums[k] = (this.sums[k] ?? 0) + x;
+    this.n++;
+  }
+  flush(): Record<string, number> {
+    const m: Record<string, number> = {};
+    for (const [k, x] of Object.entries(this.sums)) m[k] = x / this.n;
+    this.sums = {};
+    this.n = 0;
+    return m;
+  }
+}
 export interface TeacherReport {
   out: string;
   threads: number;
@@ -103,6 +121,9 @@ export interface TeacherReport {
   cache: { size: number; ms: number };
   unet: { steps: number; batch: number; ms: number; losses: LossRow[] };
   totalMs: number;
+  /** CPU time of this process over the run (user + system): on a shared machine, wall time / CPU time shows
+   * how much of the cores the run actually got */
+  cpuMs: number;
   evaluation?: Evaluation;
 }
 
@@ -202,7 +223,7 @@ function bar(o: TeacherOptions, stage: string, step: number, steps: number, loss
 
 /** Runs every stage and writes the diffusers folder to o.out; returns the figures. */
 export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
-  const t0 = Date.now();
+  const t0 = Date.now(), cpu0 = process.cpuUsage();
   const seed = o.seed ?? 0;
   const log = o.log ?? (() => undefined);
   if (o.threads) setThreads(o.threads);
@@ -234,6 +255,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       await trainer.load(state);
       log(`vae: resumed at step ${trainer.step} from ${state}`);
     }
+    const win = new Window();
     for (let s = trainer.step; s < vaeSteps; s++) {
       const imgs = Array.from({ length: vaeBatch }, (_, b) => shapeSample(seed, s * vaeBatch + b).image);
       const x = tensor(imagesToNCHW(imgs), [vaeBatch, 3, SIZE, SIZE]);
@@ -250,9 +272,11 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       const [recV] = await rec!.toArray(), [klV] = await kl!.toArray();
       rec!.dispose();
       kl!.dispose();
+      win.add({ loss: r.loss, rec: recV, kl: klV });
       if ((s + 1) % logEvery === 0 || s === 0 || s === vaeSteps - 1) {
-        vaeLosses.push({ step: s + 1, loss: r.loss, lr: r.lr, extra: { rec: recV, kl: klV } });
-        log(`vae step ${s + 1}/${vaeSteps} loss ${r.loss.toFixed(5)} (rec ${recV.toFixed(5)}, kl ${klV.toFixed(3)}) lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
+        const m = win.flush();
+        vaeLosses.push({ step: s + 1, loss: m.loss, lr: r.lr, extra: { rec: m.rec, kl: m.kl } });
+        log(`vae step ${s + 1}/${vaeSteps} loss ${m.loss.toFixed(5)} (rec ${m.rec.toFixed(5)}, kl ${m.kl.toFixed(3)}) lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
       }
       bar(o, 'vae', s + 1, vaeSteps, r.loss);
       if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(state);
@@ -304,6 +328,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     await trainer.load(unetState);
     log(`unet: resumed at step ${trainer.step} from ${unetState}`);
   }
+  const win = new Window();
   for (let s = trainer.step; s < unetSteps; s++) {
     const idx = order.batch(s * B, B);
     const x0 = cache.batch(idx, trainer.rng);
@@ -319,9 +344,11 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       const eps = unet.forward({ sample: noisy, timesteps: tensor(Float32Array.from(ts), [B]), encoderHiddenStates: ehs });
       return snrGamma > 0 ? weightedMse(eps, noise, tensor(minSnrWeights(ac, ts, snrGamma))) : mse(eps, noise);
     });
+    win.add({ loss: r.loss });
     if ((s + 1) % logEvery === 0 || s === 0 || s === unetSteps - 1) {
-      unetLosses.push({ step: s + 1, loss: r.loss, lr: r.lr });
-      log(`unet step ${s + 1}/${unetSteps} loss ${r.loss.toFixed(5)} lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
+      const m = win.flush();
+      unetLosses.push({ step: s + 1, loss: m.loss, lr: r.lr });
+      log(`unet step ${s + 1}/${unetSteps} loss ${m.loss.toFixed(5)} lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`);
     }
     bar(o, 'unet', s + 1, unetSteps, r.loss);
     if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(unetState);
@@ -342,6 +369,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     cache: { size: cacheSize, ms: cacheMs },
     unet: { steps: unetSteps, batch: B, ms: unetMs, losses: unetLosses },
     totalMs: Date.now() - t0,
+    cpuMs: 0,
   };
   vae.dispose(); te.dispose(); unet.dispose();
   if (o.evaluate ?? true) {
@@ -349,6 +377,9 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     report.evaluation = await evaluateTeacher(o.out, { ...ev, seed, log });
     fs.writeFileSync(path.join(work, 'grid.png'), report.evaluation.gridPng);
   }
+  report.totalMs = Date.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  report.cpuMs = (cpu.user + cpu.system) / 1000;
   fs.writeFileSync(path.join(work, 'report.json'), JSON.stringify({ ...report, evaluation: report.evaluation && { ...report.evaluation, gridPng: undefined } }, null, 2));
   return report;
 }
@@ -437,7 +468,7 @@ export interface EvaluateOptions {
 
 export async function evaluateTeacher(dir: string, o: EvaluateOptions = {}): Promise<Evaluation> {
   const t0 = Date.now();
-  const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 4, steps = o.steps ?? 25, seed = o.seed ?? 0;
+  const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 7.5, steps = o.steps ?? 25, seed = o.seed ?? 0;
   const pipe = await loadPipeline(dir, { device: 'cpu' });
   try {
     const scenes = adherencePrompts(seed).slice(0, o.prompts ?? Infinity);

@@ -1,7 +1,7 @@
 /**
  * bench/e2e: full-size SD1.5 (512x512) and SDXL (1024x1024) text-to-image with random weights, 1 and 4 steps:
  * seconds per image split into text encoding, UNet steps and VAE decode, and peak RSS.
- *   npx tsx bench/e2e.ts [--only sd15|sdxl] [--dtype f32|bf16] [--steps 1,4] [--size N]
+ *   npx tsx bench/e2e.ts [--only sd15|sdxl] [--dtype f32|bf16|f16] [--steps 1,4] [--size N] [--device cpu|cuda] [--reps 1]
  * Needs a CLIP vocabulary folder (vocab.json + merges.txt): --tokenizer dir (default ../shared/fixtures/tokenizer).
  */
 import * as path from 'path';
@@ -18,6 +18,8 @@ const args = process.argv.slice(2);
 const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
 const only = opt('only', 'all');
 const dtype = opt('dtype', 'bf16') as hs.DType;
+const device = hs.resolveDevice(opt('device', 'cpu') as hs.DeviceName);
+const reps = Number(opt('reps', '1'));
 const stepsList = opt('steps', '1,4').split(',').map(Number);
 const tokDir = path.resolve(opt('tokenizer', path.join(__dirname, '../../shared/fixtures/tokenizer')));
 
@@ -28,8 +30,8 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
   const te = new CLIPTextModel(c.text_encoder as CLIPTextConfig, 'text_encoder');
   const te2 = kind === 'sdxl' ? new CLIPTextModel(c.text_encoder_2 as CLIPTextConfig, 'text_encoder_2', true) : undefined;
   let seed = 1;
-  for (const p of [unet.params, te.params, te2?.params]) p?.initRandom(seed++, { dtype });
-  vae.params.initRandom(seed++, { dtype: 'f32' });
+  for (const p of [unet.params, te.params, te2?.params]) p?.initRandom(seed++, { dtype, device });
+  vae.params.initRandom(seed++, { dtype: 'f32', device });
   return {
     kind, layout: 'diffusers', path: `random ${kind}`, unet, vae, textEncoder: te, textEncoder2: te2,
     configs: c as LoadedModel['configs'], tokenizerDirs: {}, reports: {},
@@ -38,7 +40,7 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
 }
 
 (async () => {
-  console.log(`hypersd bench/e2e  ${new Date().toISOString()}  threads=${hs.threads()}  weights ${dtype}`);
+  console.log(`hypersd bench/e2e  ${new Date().toISOString()}  threads=${hs.threads()}  weights ${dtype}  device=${device}`);
   for (const kind of ['sd15', 'sdxl'] as const) {
     if (only !== 'all' && only !== kind) continue;
     const m = randomModel(kind);
@@ -46,7 +48,7 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
     const tok2 = kind === 'sdxl' ? CLIPTokenizer.fromFiles(path.join(tokDir, 'vocab.json'), path.join(tokDir, 'merges.txt'), { padToken: '!' }) : null;
     const pipe = new StableDiffusionPipeline(m, tok, tok2, { modules: {} });
     const size = Number(opt('size', kind === 'sdxl' ? '1024' : '512'));
-    for (const steps of stepsList) {
+    for (const steps of stepsList) for (let rep = 0; rep < reps; rep++) {
       const t0 = Date.now();
       const r = await pipe.generate({ prompt: 'a photo of a cat', steps, guidance: 0, sampler: 'ddim', width: size, height: size, seed: 1 });
       const total = (Date.now() - t0) / 1000;

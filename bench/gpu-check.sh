@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# One run on a fresh GPU machine (a copy of the repository with node_modules present, nothing downloadable):
-#   1. build the addon with CUDA for this GPU's architecture (HYPERSD_CUDA_ARCHS overrides; cmake-js, offline)
-#   2. the op tests on the GPU: npm run test:gpu (HYPERSD_TEST_DEVICE=cuda)
-#   3. compute-sanitizer memcheck over one small op test file (SANITIZE_TEST, default attention.test.ts)
-#   4. the GPU op benchmark, bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings)
-# Every stage runs even when an earlier one failed; the script ends with a summary and exits non-zero when
-# any stage failed. Everything goes to stdout and, when $OUT is set, to $OUT/gpu-check.log (plus the
-# benchmark's $OUT/ops_gpu.{md,json}). It installs nothing. Time: typically 3-4 minutes; the per-stage
-# timeouts below add up to 6 minutes. QUICK=1 shortens the benchmark.
+# One run on a fresh GPU machine (a copy of the repository; nothing downloadable there):
+#   0. setup: node, node_modules and the tiny fixture models from .devcarry/ when the machine lacks them
+#      (bench/gpu-prepare.sh makes .devcarry/ here: node.xz, nm.tar.xz, fix.tar.xz, a CUDA addon built for
+#      sm_90, the CLIP vocabulary)
+#   1. the addon: the carried .devcarry/hypersd.node if it loads and sees the GPU, else a build with CUDA
+#      (cmake-js, offline) for this GPU's architecture (HYPERSD_CUDA_ARCHS overrides)
+#   2. op tests on the GPU, one process per file, HYPERSD_SYNC=1 so a faulting kernel names its op:
+#      test/ops (forward ops vs float64 references), test/autograd (backward kernels vs finite differences),
+#      test/train/optim (AdamW etc.)
+#   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
+#   4. compute-sanitizer memcheck over small op test files (SANITIZE_TESTS)
+#   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings), full-size UNets, end-to-end
+# Every stage runs even when an earlier one failed, each under a timeout clipped to an overall deadline
+# (DEADLINE_S, default 400 s); the script ends with a summary and exits non-zero when any stage failed.
+# Everything goes to stdout and, when $OUT is set, to $OUT/gpu-check.log (plus $OUT/ops_gpu.{md,json}).
+# It installs nothing from a network.
 #
 #   bash bench/gpu-check.sh            # from the repository root or anywhere
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+T_START=$(date +%s)
+DEADLINE=$((T_START + ${DEADLINE_S:-400}))
 LOG=${OUT:+$OUT/gpu-check.log}
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && : > "$LOG"; fi
 
@@ -21,18 +30,26 @@ say() {
 }
 
 declare -a NAMES RESULTS TIMES
-# stage NAME TIMEOUT_S CMD...: runs CMD with a timeout, output to stdout and the log, records the outcome.
+# stage NAME TIMEOUT_S CMD...: runs CMD with a timeout (clipped to the deadline), output to stdout and the
+# log, records the outcome.
 stage() {
   local name=$1 limit=$2
   shift 2
+  local left=$((DEADLINE - $(date +%s)))
+  if [ "$left" -lt 8 ]; then
+    say "=== [$name] SKIPPED: past the deadline"
+    NAMES+=("$name"); RESULTS+=("SKIPPED (deadline)"); TIMES+=(0)
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   say ""
-  say "=== [$name] $* (timeout ${limit}s)"
+  say "=== [$name] $* (timeout ${limit}s, +$(( $(date +%s) - T_START ))s)"
   local t0=$(date +%s) rc
   if [ -n "$LOG" ]; then
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
   else
-    timeout --kill-after=10 "$limit" "$@" 2>&1
+    timeout --kill-after=5 "$limit" "$@" 2>&1
     rc=$?
   fi
   local dt=$(( $(date +%s) - t0 ))
@@ -44,9 +61,22 @@ stage() {
   TIMES+=("$dt")
 }
 
-# ---- 0. the machine
+# ---- 0. setup
 say "hypersd gpu-check, $(date -u +%Y-%m-%dT%H:%M:%SZ), in $ROOT"
-stage info 10 bash -c 'nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv; nvcc --version | tail -2; node --version; cmake --version | head -1'
+if ! command -v node > /dev/null 2>&1 && [ -f .devcarry/node.xz ]; then
+  mkdir -p /tmp/hsd-node/bin && xz -dc .devcarry/node.xz > /tmp/hsd-node/bin/node && chmod +x /tmp/hsd-node/bin/node
+  export PATH=/tmp/hsd-node/bin:$PATH
+  say "node: the carried binary"
+fi
+if [ ! -d node_modules/uvu ] && [ -f .devcarry/nm.tar.xz ]; then
+  tar -xJf .devcarry/nm.tar.xz && say "node_modules: the carried archive"
+fi
+if [ ! -d test/fixtures/tiny-sd15/diffusers ] && [ -f .devcarry/fix.tar.xz ]; then
+  tar -xJf .devcarry/fix.tar.xz && say "test/fixtures: the carried tiny models"
+fi
+export PATH=$ROOT/node_modules/.bin:$PATH
+UVU="node $ROOT/node_modules/uvu/bin.js -r tsx"
+stage info 15 bash -c 'nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv; (nvcc --version | tail -2) || true; node --version; cmake --version | head -1; uname -r; nproc'
 
 if [ -z "${HYPERSD_CUDA_ARCHS:-}" ]; then
   cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
@@ -55,16 +85,31 @@ if [ -z "${HYPERSD_CUDA_ARCHS:-}" ]; then
     *) export HYPERSD_CUDA_ARCHS=90 ;;  # newer GPUs JIT the compute_90 PTX that this build embeds
   esac
 fi
-say "building for sm_${HYPERSD_CUDA_ARCHS}"
 
-# ---- 1. build (cmake-js with the package's napi_versions uses node-api-headers from node_modules: no download)
-export HYPERSD_CUDA=1
-export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-stage build 120 npx --no-install cmake-js compile
-ADDON=$ROOT/build/Release/hypersd.node
-if [ -f "$ADDON" ]; then export HYPERSD_ADDON=$ADDON; fi
-stage cuda-status 10 node -e "
-const n = require(process.env.HYPERSD_ADDON || '$ADDON');
+# ---- 1. the addon
+probe() { node -e "const s = require('$1').cudaStatus(); console.log('cudaStatus', JSON.stringify(s)); process.exit(s.available ? 0 : 1)"; }
+ADDON=""
+if [ -f .devcarry/hypersd.node.xz ] && [ "${HYPERSD_REBUILD:-0}" != 1 ]; then
+  mkdir -p /tmp/hsd-addon && xz -dc .devcarry/hypersd.node.xz > /tmp/hsd-addon/hypersd.node
+  probe /tmp/hsd-addon/hypersd.node > /tmp/hsd-addon/probe.txt 2>&1; prc=$?
+  say "$(cat /tmp/hsd-addon/probe.txt)"
+  if [ "$prc" = 0 ]; then
+    ADDON=/tmp/hsd-addon/hypersd.node
+    say "addon: the carried build ($(cat .devcarry/hypersd.node.txt 2>/dev/null))"
+  else
+    say "addon: the carried build does not load or sees no GPU; building"
+  fi
+fi
+if [ -z "$ADDON" ]; then
+  say "building for sm_${HYPERSD_CUDA_ARCHS}"
+  export HYPERSD_CUDA=1
+  export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+  stage build 240 node node_modules/cmake-js/bin/cmake-js compile
+  ADDON=$ROOT/build/Release/hypersd.node
+fi
+export HYPERSD_ADDON=$ADDON
+stage cuda-status 15 node -e "
+const n = require(process.env.HYPERSD_ADDON);
 const s = n.cudaStatus();
 console.log('cudaStatus', s);
 const doc = require('fs').readFileSync('native/include/hypersd/OPS.md', 'utf8');
@@ -77,35 +122,46 @@ console.log(listed.size + ' ops in OPS.md; without a CUDA kernel: ' + (missing.j
 if (extra.length) console.log('(CPU-only ops not in OPS.md: ' + extra.join(', ') + ')');
 process.exit(s.available && missing.length === 0 ? 0 : 1);"
 
-# ---- 2. op tests on the GPU
-stage test-gpu 120 npm run --silent test:gpu
+# ---- 2. op tests on the GPU, one process per file (a sticky CUDA fault stays in its file)
+export HYPERSD_TEST_DEVICE=cuda
+export NODE_DISABLE_COLORS=1 FORCE_COLOR=0
+# (autograd/unet_lora runs on the CPU whatever the device: left out)
+for f in test/ops/*.test.ts test/autograd/{attention_norm_act,elementwise_shape,gemm_conv,tape}.test.ts test/train/optim.test.ts; do
+  d=$(dirname "$f"); b=$(basename "$f")
+  stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
+done
 
-# ---- 3. memcheck on one small op test file
-SAN_TEST=${SANITIZE_TEST:-attention.test.ts}
-if command -v compute-sanitizer > /dev/null 2>&1; then
-  SAN=compute-sanitizer
-elif [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-  SAN=/usr/local/cuda/bin/compute-sanitizer
-else
-  SAN=""
-fi
-if [ -n "$SAN" ]; then
-  stage memcheck 50 env HYPERSD_TEST_DEVICE=cuda "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
-    --print-limit 20 node "$ROOT/node_modules/uvu/bin.js" -r tsx test/ops "^${SAN_TEST//./\\.}\$"
+# ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
+if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
+stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/networks|pipelines/pipeline)\\.test\\.ts\$"
+
+# ---- 4. memcheck on small op test files
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ]; then
+  for t in ${SANITIZE_TESTS:-attention norm}; do
+    stage "memcheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
+      --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
+  done
 else
   say "=== [memcheck] compute-sanitizer not found"
   NAMES+=(memcheck); RESULTS+=("SKIPPED (no compute-sanitizer)"); TIMES+=(0)
 fi
+unset HYPERSD_TEST_DEVICE
 
-# ---- 4. the benchmark
-stage bench 45 npx --no-install tsx bench/ops_gpu.ts ${QUICK:+--quick}
+# ---- 5. benchmarks
+stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick}
+stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
+stage bench-unet-xl 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 5 --only sdxl --xl-128
+if [ -f .devcarry/tokenizer/vocab.json ]; then
+  stage bench-e2e 60 node node_modules/tsx/dist/cli.mjs bench/e2e.ts --device cuda --dtype bf16 --steps 1,4 --reps 2 --tokenizer .devcarry/tokenizer
+fi
 
 # ---- summary
 say ""
-say "=== summary"
+say "=== summary (total $(( $(date +%s) - T_START ))s)"
 fail=0
 for i in "${!NAMES[@]}"; do
-  say "$(printf '%-12s %-28s %5ss' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}")"
+  say "$(printf '%-22s %-28s %5ss' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}")"
   [ "${RESULTS[$i]}" = PASS ] || fail=1
 done
 if [ -n "${OUT:-}" ] && [ -f "$OUT/ops_gpu.md" ]; then say "benchmark table: $OUT/ops_gpu.md"; fi

@@ -1,7 +1,7 @@
 /**
  * bench/unet: full-size UNets with random weights, batch 1: seconds per forward (median), achieved GFLOP/s
  * (FLOPs counted per op), peak RSS; f32 and bf16 weight storage; plus the SD1.5 VAE decoder at 512x512.
- *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16] [--xl-128]
+ *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16|f16] [--xl-128] [--device cpu|cuda]
  */
 import { installFlopCounter, counter } from './flops';
 installFlopCounter();
@@ -15,6 +15,7 @@ const opt = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return
 const only = opt('only', 'all');
 const reps = Number(opt('reps', '3'));
 const dtypes = opt('dtype', 'f32,bf16').split(',') as hs.DType[];
+const device = hs.resolveDevice(opt('device', 'cpu') as hs.DeviceName);
 
 async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
   counter.flops = 0;
@@ -35,30 +36,30 @@ async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
 }
 
 (async () => {
-  console.log(`hypersd bench/unet  ${new Date().toISOString()}  threads=${hs.threads()}`);
+  console.log(`hypersd bench/unet  ${new Date().toISOString()}  threads=${hs.threads()}  device=${device}`);
   for (const dtype of dtypes) {
     if (only === 'all' || only === 'sd15') {
       const u = new UNet2DConditionModel(builtinConfigs('sd15').unet as UNetConfig);
-      u.params.initRandom(1, { dtype });
-      const x = hs.ops.randn([1, 4, 64, 64], { seed: 2 }), c = hs.ops.randn([1, 77, 768], { seed: 3 });
+      u.params.initRandom(1, { dtype, device });
+      const x = hs.ops.randn([1, 4, 64, 64], { seed: 2, device }), c = hs.ops.randn([1, 77, 768], { seed: 3, device });
       await timeIt(`SD1.5 UNet 64x64 latent, ${dtype} weights`, () => u.forward({ sample: x, timesteps: 999, encoderHiddenStates: c }));
       u.dispose();
     }
     if (only === 'all' || only === 'sdxl') {
       const u = new UNet2DConditionModel(builtinConfigs('sdxl').unet as UNetConfig);
-      u.params.initRandom(1, { dtype });
-      const c = hs.ops.randn([1, 77, 2048], { seed: 3 }), te = hs.ops.randn([1, 1280], { seed: 4 });
-      const ids = hs.tensor([1024, 1024, 0, 0, 1024, 1024], [1, 6]);
+      u.params.initRandom(1, { dtype, device });
+      const c = hs.ops.randn([1, 77, 2048], { seed: 3, device }), te = hs.ops.randn([1, 1280], { seed: 4, device });
+      const ids = hs.tensor([1024, 1024, 0, 0, 1024, 1024], [1, 6], { device });
       for (const s of args.includes('--xl-128') ? [64, 128] : [64]) {
-        const x = hs.ops.randn([1, 4, s, s], { seed: 2 });
+        const x = hs.ops.randn([1, 4, s, s], { seed: 2, device });
         await timeIt(`SDXL UNet ${s}x${s} latent, ${dtype} weights`, () => u.forward({ sample: x, timesteps: 999, encoderHiddenStates: c, textEmbeds: te, timeIds: ids }));
       }
       u.dispose();
     }
     if (only === 'all' || only === 'vae') {
       const v = new AutoencoderKL(builtinConfigs('sd15').vae as VAEConfig);
-      v.params.initRandom(1, { dtype });
-      const z = hs.ops.randn([1, 4, 64, 64], { seed: 2 });
+      v.params.initRandom(1, { dtype, device });
+      const z = hs.ops.randn([1, 4, 64, 64], { seed: 2, device });
       await timeIt(`SD1.5 VAE decode 512x512, ${dtype} weights`, () => v.decode(z));
       v.dispose();
     }

@@ -4,7 +4,8 @@
 // storages, so a tensor disposed from JS while its kernels are queued stays alive until they ran
 // (stream-ordered freeing). A task that throws records "op '<name>' failed on <device> (<shapes>): <why>"
 // as the stream's error; the next sync()/read() rethrows it and clears it, so the process keeps working.
-// HYPERSD_SYNC=1 runs every op on the calling thread and throws at once.
+// HYPERSD_SYNC=1 runs every op on the calling thread and throws at once (on CUDA it also waits for the
+// kernel, so a fault names its op).
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -216,6 +217,16 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn) {
   Task t{std::move(what), std::move(fn)};
   if (sync_mode_) {
     run_task(t);
+    if (device_ == Device::CUDA) {
+      // Wait for the kernel too, so that a fault (illegal address, launch failure) is reported against the
+      // op that caused it, not at some later sync.
+      try {
+        dev::cuda_stream_sync(cuda_stream_);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(mu_);
+        if (error_.empty()) error_ = t.what + " failed on the GPU: " + e.what();
+      }
+    }
     std::string err;
     {
       std::lock_guard<std::mutex> g(mu_);

@@ -10,13 +10,17 @@ import { relErr } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const TOL = 1e-4;
+// HYPERSD_TEST_DEVICE=cuda runs the networks on the GPU (bench/gpu-check.sh); HYPERSD_TEST_LAYOUTS=diffusers
+// limits the layouts (the GPU machine gets only the diffusers folders, to keep the copied tree small).
+const DEV = (process.env.HYPERSD_TEST_DEVICE ?? 'cpu') as hs.DeviceName;
+const LAYOUTS = process.env.HYPERSD_TEST_LAYOUTS?.split(',');
 
 function io(model: string) {
   const st = SafeTensors.open(path.join(FIX, model, 'io.safetensors'));
   const get = (k: string) => st.readF32(k);
   const ids = (k: string) => Int32Array.from(st.readI64(k), Number);
   const shape = (k: string) => st.info(k).shape;
-  return { get, ids, shape, t: (k: string) => hs.tensor(get(k), shape(k)) };
+  return { get, ids, shape, t: (k: string) => hs.tensor(get(k), shape(k), { device: DEV }) };
 }
 
 function layouts(model: string) {
@@ -25,7 +29,7 @@ function layouts(model: string) {
     ['diffusers', path.join(dir, 'diffusers'), {}],
     ['prefixed', path.join(dir, 'model.safetensors'), { configFrom: path.join(dir, 'diffusers') }],
     ['single-file', path.join(dir, 'single_file.safetensors'), { configFrom: path.join(dir, 'diffusers') }],
-  ] as const;
+  ].filter(([name]) => !LAYOUTS || LAYOUTS.includes(name)) as [string, string, { configFrom?: string }][];
 }
 
 async function close(t: hs.Tensor, ref: Float32Array, what: string) {
@@ -39,7 +43,7 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
   const sdxl = model === 'tiny-sdxl';
   for (const [layout, p, o] of layouts(model)) {
     test(`${model} ${layout}: unet, text encoders, vae match diffusers`, async () => {
-      const m = loadModel(p, { ...o });
+      const m = loadModel(p, { ...o, device: DEV });
       try {
         assert.is(m.kind, sdxl ? 'sdxl' : 'sd15');
         const inputs = {
@@ -78,11 +82,12 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
 test('bf16 weight storage stays close to f32 and halves matrix memory', async () => {
   const x = io('tiny-sd15');
   const p = path.join(FIX, 'tiny-sd15', 'diffusers');
-  const before = hs.memory().bytes;
-  const m32 = loadModel(p, { components: ['unet'] });
-  const b32 = hs.memory().bytes - before;
-  const m16 = loadModel(p, { components: ['unet'], dtype: 'bf16' });
-  const b16 = hs.memory().bytes - before - b32;
+  const mem = () => hs.memory().bytes;
+  const before = mem();
+  const m32 = loadModel(p, { components: ['unet'], device: DEV });
+  const b32 = mem() - before;
+  const m16 = loadModel(p, { components: ['unet'], dtype: 'bf16', device: DEV });
+  const b16 = mem() - before - b32;
   assert.ok(b16 < 0.55 * b32, `bf16 storage ${b16} bytes vs f32 ${b32}`);
   const inputs = { sample: x.t('unet_in_sample'), timesteps: Array.from(x.ids('unet_in_timesteps')), encoderHiddenStates: x.t('unet_in_encoder_hidden_states') };
   const out = (await m16.unet!.forward(inputs).data()) as Float32Array;

@@ -12,7 +12,8 @@ import { decodePNG } from '../../lib/io/png';
 import { relErr } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
-const SHARED = path.resolve(__dirname, '../../../shared/fixtures');
+const SHARED = path.resolve(process.env.HYPERSD_SHARED_FIXTURES ?? path.join(__dirname, '../../../shared/fixtures'));
+const DEV = (process.env.HYPERSD_TEST_DEVICE ?? 'cpu') as hs.DeviceName;
 const VOCAB = path.join(SHARED, 'tokenizer');
 const haveVocab = fs.existsSync(path.join(VOCAB, 'vocab.json'));
 if (!haveVocab) console.log(`pipeline tests: SKIP, the CLIP vocabulary (${VOCAB}) is absent`);
@@ -20,7 +21,7 @@ if (!haveVocab) console.log(`pipeline tests: SKIP, the CLIP vocabulary (${VOCAB}
 const PROMPT = 'a tiny red house in a green field';
 const pipes: Record<string, StableDiffusionPipeline> = {};
 async function pipe(model: 'tiny-sd15' | 'tiny-sdxl') {
-  pipes[model] ??= await loadPipeline(path.join(FIX, model, 'diffusers'), { device: 'cpu', tokenizer: VOCAB });
+  pipes[model] ??= await loadPipeline(path.join(FIX, model, 'diffusers'), { device: DEV, tokenizer: VOCAB });
   return pipes[model];
 }
 

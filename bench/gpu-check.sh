@@ -9,7 +9,8 @@
 #      test/ops (forward ops vs float64 references), test/autograd (backward kernels vs finite differences),
 #      test/train/optim (AdamW etc.)
 #   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
-#   4. compute-sanitizer memcheck over small op test files (SANITIZE_TESTS)
+#   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS), racecheck over the kernels that
+#      share tiles in shared memory (RACECHECK_TESTS)
 #   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings), full-size UNets, end-to-end
 # Every stage runs even when an earlier one failed, each under a timeout clipped to an overall deadline
 # (DEADLINE_S, default 400 s); the script ends with a summary and exits non-zero when any stage failed.
@@ -71,7 +72,7 @@ fi
 if [ ! -d node_modules/uvu ] && [ -f .devcarry/nm.tar.xz ]; then
   tar -xJf .devcarry/nm.tar.xz && say "node_modules: the carried archive"
 fi
-if [ ! -d test/fixtures/tiny-sd15/diffusers ] && [ -f .devcarry/fix.tar.xz ]; then
+if [ ! -f test/fixtures/tiny-sd15/io.safetensors ] && [ -f .devcarry/fix.tar.xz ]; then
   tar -xJf .devcarry/fix.tar.xz && say "test/fixtures: the carried tiny models"
 fi
 export PATH=$ROOT/node_modules/.bin:$PATH
@@ -138,8 +139,12 @@ stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/network
 # ---- 4. memcheck on small op test files
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
-  for t in ${SANITIZE_TESTS:-attention norm}; do
+  for t in ${SANITIZE_TESTS:-attention norm gemm conv shape elementwise embedding activation random}; do
     stage "memcheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
+      --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
+  done
+  for t in ${RACECHECK_TESTS:-attention gemm norm}; do
+    stage "racecheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
   done
 else

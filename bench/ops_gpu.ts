@@ -196,8 +196,9 @@ async function bandwidth(): Promise<void> {
   await measure('add', `${n} elements`, 'f16', 3 * 2 * n, 'GB/s', () => hs.ops.add(a, c));
   await measure('silu', `${n} elements`, 'f16', 2 * 2 * n, 'GB/s', () => hs.ops.silu(a));
   await measure('scheduler_step', `${n} elements + noise`, 'f16', 4 * 2 * n, 'GB/s', () => hs.ops.schedulerStep(a, c, e, 0.9, -0.1, 0.05));
-  const rowb = randn([1280], 'f16'), m = randn([n / 1280, 1280], 'f16');
-  await measure('add (bias bcast)', `[${n / 1280}, 1280] + [1280]`, 'f16', 2 * 2 * n, 'GB/s', () => hs.ops.add(m, rowb));
+  const rows = Math.floor(n / 1280);
+  const rowb = randn([1280], 'f16'), m = randn([rows, 1280], 'f16');
+  await measure('add (bias bcast)', `[${rows}, 1280] + [1280]`, 'f16', 2 * 2 * rows * 1280, 'GB/s', () => hs.ops.add(m, rowb));
   const img = randn([2, 64, 64, 640], 'f16');
   await measure('upsample2x', '[2, 64, 64, 640]', 'f16', 5 * 2 * 64 * 64 * 640 * 2, 'GB/s', () => hs.ops.upsampleNearest2x(img));
   const cat2 = randn([2, 64, 64, 640], 'f16');

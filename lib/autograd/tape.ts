@@ -440,7 +440,8 @@ function checkSeed(loss: unknown, dLoss: Tensor | undefined, tape: Tape): Tensor
       tape.dispose();
       throw new Error(`grad: dLoss ${dLoss instanceof Tensor ? shapeStr(dLoss.shape) : String(dLoss)} must have the loss's shape ${shapeStr(loss.shape)}`);
     }
-    return dLoss;
+    // a seed made on another device (a loss scaler's seedFor() without a device, say) follows the loss
+    return dLoss.device === loss.device ? dLoss : dLoss.to(loss.device);
   }
   if (loss.size !== 1) {
     tape.dispose();

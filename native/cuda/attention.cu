@@ -18,7 +18,8 @@
 // Causal blocks stop at the diagonal tile.
 //
 // SIMT kernel (f32, and any shape the tensor-core kernel does not take: D % 8 != 0, D != Dv, D or Dv up to
-// 256, unaligned views): one warp per query row, 8 rows per block sharing 32-key K/V tiles converted to f32
+// 512 (the VAE's one 512-channel head), unaligned views): one warp per query row, 8 rows per block sharing
+// 32-key (16 above a head dim of 256) K/V tiles converted to f32
 // in shared memory; lane j scores key j, the warp does the online softmax with shuffles, and each lane owns
 // Dv/32 output channels.
 //
@@ -223,9 +224,11 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
 
 // ---------------------------------------------------------------- SIMT kernel
 
-constexpr int SA_WARPS = 8, SA_TK = 32, SA_MAXD = 256;
+constexpr int SA_WARPS = 8, SA_MAXD = 256, SA_MAXD_BIG = 512;
 
-template <class T>
+// MAXD: the largest head dim (MAXD / 32 output values per lane); SA_TK keys per tile (16 for the big variant,
+// so its shared memory stays under 99 KiB: lanes 16..31 then score nothing).
+template <class T, int MAXD, int SA_TK>
 __global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
   extern __shared__ float sm[];
   const int D = p.D, Dv = p.Dv;
@@ -241,9 +244,9 @@ __global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
   float* q = Qs + warp * D;
   for (int d = lane; d < D; d += 32) q[d] = qi < p.Lq ? to_f(qg[(int64_t)qi * p.ldq + d]) * p.scale_log2 : 0.f;
 
-  float o[SA_MAXD / 32];
+  float o[MAXD / 32];
 #pragma unroll
-  for (int i = 0; i < SA_MAXD / 32; ++i) o[i] = 0.f;
+  for (int i = 0; i < MAXD / 32; ++i) o[i] = 0.f;
   float m_run = -INFINITY, l_run = 0.f;
   const int nkv = kv_tiles(p, q0, SA_WARPS, SA_TK);
   for (int j = 0; j < nkv; ++j) {
@@ -260,21 +263,23 @@ __global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
     __syncthreads();
     const int key = k0 + lane;
     float sc = 0.f;
-    const float* kr = Ks + lane * (D + 1);
-    for (int d = 0; d < D; ++d) sc = fmaf(q[d], kr[d], sc);
-    if (key >= p.Lk || (p.causal && key > qi)) sc = -INFINITY;
+    if (lane < SA_TK) {
+      const float* kr = Ks + lane * (D + 1);
+      for (int d = 0; d < D; ++d) sc = fmaf(q[d], kr[d], sc);
+    }
+    if (lane >= SA_TK || key >= p.Lk || (p.causal && key > qi)) sc = -INFINITY;
     const float m_new = fmaxf(m_run, warp_max(sc));
     const float base = m_new == -INFINITY ? 0.f : m_new;
     const float corr = exp2f(m_run - base), pj = exp2f(sc - base);
     l_run = l_run * corr + warp_sum(pj);
     m_run = m_new;
 #pragma unroll
-    for (int i = 0; i < SA_MAXD / 32; ++i) o[i] *= corr;
+    for (int i = 0; i < MAXD / 32; ++i) o[i] *= corr;
     for (int jj = 0; jj < SA_TK; ++jj) {
       const float pk = __shfl_sync(0xffffffffu, pj, jj);
       const float* vr = Vs + jj * Dv;
 #pragma unroll
-      for (int i = 0; i < SA_MAXD / 32; ++i) {
+      for (int i = 0; i < MAXD / 32; ++i) {
         const int d = lane + 32 * i;
         if (d < Dv) o[i] = fmaf(pk, vr[d], o[i]);
       }
@@ -284,7 +289,7 @@ __global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
   const float inv = l_run > 0.f ? 1.f / l_run : 0.f;
   T* orow = (T*)p.o + ((int64_t)b * p.Lq + qi) * p.ldo + (int64_t)h * Dv;
 #pragma unroll
-  for (int i = 0; i < SA_MAXD / 32; ++i) {
+  for (int i = 0; i < MAXD / 32; ++i) {
     const int d = lane + 32 * i;
     if (d < Dv) orow[d] = from_f<T>(o[i] * inv);
   }
@@ -314,10 +319,18 @@ void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
       return;
     }
   }
-  const int smem = (SA_TK * (p.D + 1) + SA_TK * p.Dv + SA_WARPS * p.D) * 4;
-  allow_smem((const void*)attn_simt_kernel<T>, smem);
   dim3 grid((p.Lq + SA_WARPS - 1) / SA_WARPS, p.B * p.H);
-  attn_simt_kernel<T><<<grid, 256, smem, s>>>(p);
+  if (p.D <= SA_MAXD && p.Dv <= SA_MAXD) {
+    constexpr int TK = 32;
+    const int smem = (TK * (p.D + 1) + TK * p.Dv + SA_WARPS * p.D) * 4;
+    allow_smem((const void*)attn_simt_kernel<T, SA_MAXD, TK>, smem);
+    attn_simt_kernel<T, SA_MAXD, TK><<<grid, 256, smem, s>>>(p);
+  } else {  // the VAE's single 512-channel head
+    constexpr int TK = 16;
+    const int smem = (TK * (p.D + 1) + TK * p.Dv + SA_WARPS * p.D) * 4;
+    allow_smem((const void*)attn_simt_kernel<T, SA_MAXD_BIG, TK>, smem);
+    attn_simt_kernel<T, SA_MAXD_BIG, TK><<<grid, 256, smem, s>>>(p);
+  }
 }
 
 void attention(const OpContext& ctx) {
@@ -349,7 +362,7 @@ void attention(const OpContext& ctx) {
   if (B == 0 || Lq == 0 || (o.numel() == 0 && !lse)) return;
   if (D == 0) fail(op, "head dim 0: " + all);
   if (Lk == 0) fail(op, "needs at least one key: " + all);
-  if (D > SA_MAXD || Dv > SA_MAXD) fail(op, "head dims above 256 are not supported: " + all);
+  if (D > SA_MAXD_BIG || Dv > SA_MAXD_BIG) fail(op, "head dims above 512 are not supported: " + all);
   if (B * H > 65535) fail(op, "B*heads must be <= 65535: " + all);
   if (Lq > (1LL << 31) - 64 || Lk > (1LL << 31) - 64) fail(op, "sequence too long: " + all);
   const DType dt = o.dtype;

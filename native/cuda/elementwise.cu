@@ -134,11 +134,14 @@ struct ClampF {
 };
 struct Step2F {
   float a, b;
-  __device__ float operator()(const float* v) const { return a * v[0] + b * v[1]; }
+  // __fmul_rn/__fadd_rn: never contracted into an fma, so the result is the CPU's left-to-right float32 bit for bit
+  __device__ float operator()(const float* v) const { return __fadd_rn(__fmul_rn(a, v[0]), __fmul_rn(b, v[1])); }
 };
 struct Step3F {
   float a, b, c;
-  __device__ float operator()(const float* v) const { return a * v[0] + b * v[1] + c * v[2]; }
+  __device__ float operator()(const float* v) const {
+    return __fadd_rn(__fadd_rn(__fmul_rn(a, v[0]), __fmul_rn(b, v[1])), __fmul_rn(c, v[2]));
+  }
 };
 
 void affine(const OpContext& ctx) {

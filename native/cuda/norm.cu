@@ -8,9 +8,12 @@
 //      is the group's first element of that sample. Shifted sums add exactly like plain ones but do not
 //      cancel catastrophically when |mean| >> std. Per-thread sums are folded into per-group sums in a fixed
 //      order (no atomics: the output is deterministic) and written per (sample, chunk, group).
-//   2. finalize: per sample, the chunks are summed in f64 into mean and rstd, then expanded per channel to
-//      (mean, rstd * gamma, beta, rstd), so the last pass needs no division by the group size.
-//   3. apply: y = (x - mean) * a + b, optional SiLU; 16-byte vectors when C % 8 == 0.
+//   2. finalize: per sample, the chunks are summed in f64 into m = mean - pivot and rstd, then expanded per
+//      channel to coef = (pivot, a = rstd * gamma, b = beta - m a, rstd), (m rstd, 0, 0, 0), so the last pass
+//      needs no division by the group size. The pivot (an element of the group, exact in f32) is kept
+//      instead of the mean: x - pivot is exact when x is near it (Sterbenz), whereas a mean rounded to f32
+//      loses ulp(mean) / std of the result (3e-4 at mean 300, std 0.01: seen on an H200).
+//   3. apply: y = (x - pivot) * a + b, optional SiLU; 16-byte vectors when C % 8 == 0.
 // The stats pass spreads one sample over ~512 blocks: SD's group norms have only N*G = 64 groups, so a
 // block per group would leave most of an H100 idle.
 //
@@ -72,13 +75,13 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
 }
 
-// coef[n][c] = (mean, rstd * gamma, beta, rstd)
+// coef[n][c] = (pivot, rstd * gamma, beta - m rstd gamma, rstd), (m rstd, 0, 0, 0) with m = mean - pivot
 template <class T>
 __global__ void __launch_bounds__(GN_THREADS) gn_finalize_kernel(const T* __restrict__ x, int64_t S, int C, int G,
                                                                  int Cg, int nchunks, const float* __restrict__ part,
                                                                  const void* gamma, int gdt, const void* beta, int bdt,
                                                                  float eps, float4* __restrict__ coef) {
-  extern __shared__ float st[];  // [2][G]: mean, rstd
+  extern __shared__ float st[];  // [3][G]: pivot, rstd, m = mean - pivot
   const int n = blockIdx.x;
   const T* xn = x + (int64_t)n * S * C;
   const double cnt = (double)S * Cg;
@@ -90,14 +93,17 @@ __global__ void __launch_bounds__(GN_THREADS) gn_finalize_kernel(const T* __rest
       s2 += pk[G + g];
     }
     const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
-    st[g] = (float)((double)to_f(xn[g * Cg]) + m);
+    st[g] = to_f(xn[g * Cg]);
     st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
+    st[2 * G + g] = (float)m;
   }
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += GN_THREADS) {
     const int g = c / Cg;
     const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
-    coef[(int64_t)n * C + c] = make_float4(st[g], st[G + g] * ga, be, st[G + g]);
+    const float r = st[G + g], a = r * ga, mr = st[2 * G + g] * r;
+    coef[2 * ((int64_t)n * C + c)] = make_float4(st[g], a, be - mr * ga, r);
+    coef[2 * ((int64_t)n * C + c) + 1] = make_float4(mr, 0.f, 0.f, 0.f);
   }
 }
 
@@ -109,13 +115,13 @@ __global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, 
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nvec; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t e = i * V;
     const int n = (int)(e / SC), c = (int)(e % C);
-    const float4* cf = coef + (int64_t)n * C + c;
+    const float4* cf = coef + 2 * ((int64_t)n * C + c);
     float v[V];
     if constexpr (VEC) Vec8<T>::load(x + e, v);
     else v[0] = to_f(x[e]);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const float4 f = cf[k];
+      const float4 f = cf[2 * k];
       float r = (v[k] - f.x) * f.y + f.z;
       v[k] = silu ? silu_f(r) : r;
     }
@@ -153,21 +159,21 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
   a.eps = (float)ctx.attrs.f("eps", 1e-5);
   a.x = as_dtype(x0, dt, s);
   a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, std::max<int64_t>(1, 512 / std::max<int64_t>(a.N, 1))));
-  if (a.nchunks > 65535 || a.N > 65535 || 2 * a.G * 4 > 48 * 1024) fail(op, "shape out of range: " + x0.describe());
+  if (a.nchunks > 65535 || a.N > 65535 || 3 * a.G * 4 > 48 * 1024) fail(op, "shape out of range: " + x0.describe());
   a.rpc = a.S ? (a.S + a.nchunks - 1) / a.nchunks : 0;
   return a;
 }
 
-// coef [N, C] float4 = (mean, rstd * gamma, beta, rstd): the statistics passes 1 and 2.
+// coef [N, C] x 2 float4 (finalize's comment): the statistics passes 1 and 2.
 template <class T>
 Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
   Tensor part = empty({a.N, a.nchunks, 2 * a.G}, DType::F32, Device::CUDA);
-  Tensor coef = empty({a.N, a.C, 4}, DType::F32, Device::CUDA);
+  Tensor coef = empty({a.N, a.C, 8}, DType::F32, Device::CUDA);
   const T* xp = a.x.data<T>();
   const size_t sm = 2 * a.G * sizeof(float);
   gn_stats_kernel<T><<<dim3((unsigned)a.nchunks, (unsigned)a.N), GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G,
                                                                                      (int)(a.C / a.G), a.rpc, part.data<float>());
-  gn_finalize_kernel<T><<<(unsigned)a.N, GN_THREADS, sm, s>>>(
+  gn_finalize_kernel<T><<<(unsigned)a.N, GN_THREADS, 3 * a.G * sizeof(float), s>>>(
       xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), (int)a.nchunks, part.data<float>(),
       a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
       (int)a.beta.dtype, a.eps, (float4*)coef.raw());
@@ -211,8 +217,9 @@ void group_norm(const OpContext& ctx) {
 //   3. per channel: chunks (and samples, for dgamma / dbeta) summed in f64, in a fixed order;
 //   4. per (sample, group): the two means;  5. dx, elementwise.
 
-__device__ __forceinline__ float gn_dz(float x, float dy, const float4& cf, float gamma, float beta, int silu, float& xh) {
-  xh = (x - cf.x) * cf.w;
+__device__ __forceinline__ float gn_dz(float x, float dy, const float4* cfp, float gamma, float beta, int silu, float& xh) {
+  const float4 cf = cfp[0];
+  xh = (x - cf.x) * cf.w - cfp[1].x;
   return silu ? dy * silu_d(xh * gamma + beta) : dy;
 }
 
@@ -230,7 +237,7 @@ __global__ void __launch_bounds__(GN_THREADS) gnb_reduce_kernel(const float* __r
     const int c = c0 + tid % cw, r = tid / cw;
     float a1 = 0.f, a2 = 0.f;
     if (r < rp) {
-      const float4 cf = coef[(int64_t)n * C + c];
+      const float4* cf = coef + 2 * ((int64_t)n * C + c);
       const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
       for (int64_t s = s0 + r; s < s1; s += rp) {
         float xh;
@@ -301,12 +308,12 @@ __global__ void __launch_bounds__(256) gnb_dx_kernel(const float* __restrict__ x
                                                      const void* beta, int bdt, int silu, const float2* __restrict__ means) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int n = (int)(i / SC), c = (int)(i % C);
-    const float4 cf = coef[(int64_t)n * C + c];
+    const float4* cf = coef + 2 * ((int64_t)n * C + c);
     const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
     float xh;
     const float dz = gn_dz(x[i], dy[i], cf, ga, be, silu, xh);
     const float2 m = means[(int64_t)n * G + c / Cg];
-    dx[i] = cf.w * (dz * ga - m.x - xh * m.y);
+    dx[i] = cf->w * (dz * ga - m.x - xh * m.y);
   }
 }
 

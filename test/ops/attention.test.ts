@@ -60,6 +60,7 @@ const cases: [string, Case][] = [
   ['causal Lq=37 < Lk=45 (top-left)', { B: 1, Lq: 37, Lk: 45, H: 2, D: 8, Dv: 8, causal: true }],
   ['large logits (online max rescaling), Lk=150', { B: 1, Lq: 19, Lk: 150, H: 1, D: 40, Dv: 40, amp: 4 }],
   ['explicit scale, Lq=1', { B: 3, Lq: 1, Lk: 45, H: 3, D: 40, Dv: 40, scale: 0.37 }],
+  ['one 512-channel head (the VAE mid-block), Lk=45', { B: 1, Lq: 21, Lk: 45, H: 1, D: 512, Dv: 512 }],
 ];
 
 for (const [name, c] of cases) {
@@ -71,6 +72,10 @@ for (const [name, c] of cases) {
 }
 
 for (const dtype of ['f16', 'bf16'] as const) {
+  test(`attention ${dtype}: one 512-channel head, Lk=37`, async () => {
+    const { out, ref } = await run({ B: 2, Lq: 19, Lk: 37, H: 1, D: 512, Dv: 512 }, dtype, 6);
+    assertClose(out, ref.o, TOL[dtype], 'out');
+  });
   test(`attention ${dtype}: cross Lk=77 D=40`, async () => {
     const c: Case = { B: 2, Lq: 37, Lk: 77, H: 3, D: 40, Dv: 40 };
     const { out, ref } = await run(c, dtype, 5);

@@ -97,7 +97,8 @@ test('bf16 weight storage stays close to f32 and halves matrix memory', async ()
   m16.dispose();
 });
 
-test('strict loading names missing keys; strict:false reports them', () => {
+// (needs the prefixed file: left out when HYPERSD_TEST_LAYOUTS leaves that layout out)
+if (!LAYOUTS || LAYOUTS.includes('prefixed')) test('strict loading names missing keys; strict:false reports them', () => {
   const dir = path.join(FIX, 'tiny-sd15');
   // The SDXL unet config against SD1.5 weights: keys and shapes disagree.
   assert.throws(() => loadModel(path.join(dir, 'model.safetensors'), { configFrom: path.join(FIX, 'tiny-sdxl', 'diffusers'), components: ['unet'] }),

@@ -156,6 +156,8 @@ unset HYPERSD_TEST_DEVICE
 # ---- 5. benchmarks
 stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick}
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
+stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f32,bf16 --reps 3 --only vae
+stage profile-unet 60 env HYPERSD_SYNC=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 1 --only sd15 --profile
 stage bench-unet-xl 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 5 --only sdxl --xl-128
 if [ -f .devcarry/tokenizer/vocab.json ]; then
   stage bench-e2e 60 node node_modules/tsx/dist/cli.mjs bench/e2e.ts --device cuda --dtype bf16 --steps 1,4 --reps 2 --tokenizer .devcarry/tokenizer

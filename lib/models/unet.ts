@@ -3,7 +3,7 @@
  * this one code path. Parameter names are diffusers'. Activations are NHWC inside; the public forward takes
  * and returns NCHW like diffusers.
  */
-import { Tensor, tidy, tensor, zeros } from '../tensor';
+import { Tensor, tidy, tensor, zeros, type DType } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
 import { checkpoint } from '../autograd';
@@ -116,6 +116,10 @@ export class UNet2DConditionModel {
   readonly isSDXL: boolean;
   /** Training: recompute each resnet and transformer block's forward during backward (saves activation memory). */
   gradientCheckpointing = false;
+  /** The activations' dtype. 'auto': the weights' dtype on a GPU (f16/bf16 activations run the tensor-core
+   * kernels; f32 ones the SIMT kernels, 10-100x slower), f32 on the CPU (whose kernels compute in f32). The
+   * output keeps the sample's dtype. */
+  computeDtype: DType | 'auto' = 'auto';
 
   constructor(readonly config: UNetConfig) {
     const c = config, p = this.params;
@@ -202,10 +206,10 @@ export class UNet2DConditionModel {
       if (x0.rank !== 4 || x0.shape[1] !== c.in_channels)
         throw new Error(`unet: sample must be [B, ${c.in_channels}, H, W], got [${x0.shape}]`);
       const B = x0.shape[0];
-      const ehs = inp.encoderHiddenStates;
+      const ehs0 = inp.encoderHiddenStates;
       const crossDim = Array.isArray(c.cross_attention_dim) ? c.cross_attention_dim[0] : c.cross_attention_dim;
-      if (ehs.rank !== 3 || ehs.shape[0] !== B || ehs.shape[2] !== crossDim)
-        throw new Error(`unet: encoder_hidden_states must be [${B}, L, ${crossDim}], got [${ehs.shape}]`);
+      if (ehs0.rank !== 3 || ehs0.shape[0] !== B || ehs0.shape[2] !== crossDim)
+        throw new Error(`unet: encoder_hidden_states must be [${B}, L, ${crossDim}], got [${ehs0.shape}]`);
       const ts = timestepTensor(inp.timesteps, B, x0.device);
       // time embedding
       const tproj = ops.timestepEmbedding(ts, c.block_out_channels[0], { flipSinToCos: c.flip_sin_to_cos ?? true, freqShift: c.freq_shift ?? 0 });
@@ -223,9 +227,13 @@ export class UNet2DConditionModel {
         const addIn = ops.concat([textEmbeds.dtype === 'f32' ? textEmbeds : ops.cast(textEmbeds, 'f32'), te.reshape([B, 6 * d])], 1);
         emb = ops.add(emb, this.add2!.forward(this.add1!.forward(addIn, 'silu')));
       }
-      const embSilu = ops.silu(emb);
+      const wdt = this.params.get('conv_in.weight').dtype;
+      const cdt: DType = this.computeDtype !== 'auto' ? this.computeDtype : x0.device === 'cuda' && wdt !== 'f32' ? wdt : 'f32';
+      const cast = (t: Tensor) => (t.dtype === cdt ? t : ops.cast(t, cdt));
+      const embSilu = cast(ops.silu(emb));
+      const ehs = cast(ehs0);
       // down
-      let h = this.convIn.forward(toNHWC(x0));
+      let h = this.convIn.forward(toNHWC(cast(x0)));
       const skips: Tensor[] = [h];
       const ck = this.gradientCheckpointing;
       const res = (r: Resnet, x: Tensor) => (ck ? checkpoint((a, e) => r.forward(a, e), [x, embSilu]) : r.forward(x, embSilu));
@@ -258,8 +266,8 @@ export class UNet2DConditionModel {
           h = b.up.forward(h);
         }
       }
-      h = this.convOut.forward(this.normOut.forward(h, true));
-      return toNCHW(h);
+      h = toNCHW(this.convOut.forward(this.normOut.forward(h, true)));
+      return h.dtype === x0.dtype ? h : ops.cast(h, x0.dtype);
     });
   }
 

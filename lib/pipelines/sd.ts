@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as hs from '../tensor';
 import { Tensor, tensor, tidy, zeros } from '../tensor';
 import * as ops from '../ops';
+import { exp } from '../ops/unary';
 import { loadModel, type LoadModelOptions, type LoadedModel } from '../models/load';
 import { CLIPTokenizer } from '../models/clip_tokenizer';
 import { createSampler, samplerConfigFromDiffusers, type SamplerName, type SchedulerConfig, type StepPlan } from '../schedulers';
@@ -215,16 +216,20 @@ export class StableDiffusionPipeline {
       const textMs = Date.now() - tText;
       // initial latents
       let x: Tensor;
+      let z: Tensor | null = null;
+      if (init) {
+        // diffusers' img2img: the posterior sample (mean + std * eps) is drawn before the noise, from the same
+        // generator, so with rng 'torch-cpu' both draws match diffusers'
+        const img = imageToTensor(init, device);
+        const enc = m.vae!.encode(ops.concat(Array(B).fill(img), 0));
+        z = ops.affine(samplePosterior(enc.mean, enc.logvar, draw()), m.vae!.scalingFactor, 0);
+      }
       if (o.latents) {
         const l = o.latents instanceof Tensor ? o.latents : tensor(o.latents, shape, { device });
         if (l.size !== n) throw new Error(`generate: latents must be [${shape}], got [${l.shape}]`);
         x = l.reshape(shape);
       } else x = draw();
-      if (init) {
-        const img = imageToTensor(init, device);
-        const enc = m.vae!.encode(ops.concat(Array(B).fill(img), 0));
-        const sf = m.vae!.scalingFactor;
-        const z = ops.affine(enc.mean, sf, 0);
+      if (z) {
         const { a, b } = sampler.addNoiseCoefficients(plans[0].t);
         x = ops.schedulerStep(z, x, null, a, b, 0);
       } else {
@@ -294,6 +299,12 @@ function finalLn(te: NonNullable<LoadedModel['textEncoder']>, h: Tensor): Tensor
 }
 
 /** RGB u8 image -> NCHW [1, 3, H, W] in [-1, 1]. */
+/** A sample of the VAE's diagonal Gaussian posterior: mean + exp(logvar / 2) * eps, logvar clamped to [-30, 20]
+ * as diffusers' DiagonalGaussianDistribution does. */
+export function samplePosterior(mean: Tensor, logvar: Tensor, eps: Tensor): Tensor {
+  return tidy(() => ops.add(mean, ops.mul(exp(ops.affine(ops.clamp(logvar, -30, 20), 0.5, 0)), eps)));
+}
+
 export function imageToTensor(img: RawImage, device: hs.DeviceName): Tensor {
   const { width: W, height: H } = img;
   const out = new Float32Array(3 * H * W);

@@ -6,7 +6,8 @@
 // accumulators); f32 runs the SIMT kernel in exact f32.
 //
 // lora_linear: y = x W^T + bias + scale (x down^T) up^T in two launches and no merged weight:
-//   1. t = scale * x down^T, a thin [rows, r] GEMM into a scratch (rows padded to 8 elements for cp.async);
+//   1. t = scale * x down^T, a thin [rows, r] GEMM into a scratch (rows padded to 8 elements for cp.async),
+//      split over K into 2 or 4 slices summed by a small kernel when it would fill too few SMs;
 //   2. the main GEMM runs its k loop over x|W and then over t|up, accumulating both into one tile.
 // lora_linear_batched does the same with a device-side adapter index per batch item (-1: no adapter) and a
 // per-item scale, so a batch mixes adapters. Its contract makes an index outside [-1, nA) an error, which a
@@ -55,6 +56,16 @@ int64_t prod(const std::vector<int64_t>& s, size_t b, size_t e) {
   int64_t n = 1;
   for (size_t i = b; i < e; ++i) n *= s[i];
   return n;
+}
+
+// y[i] = sum over z < k of x[z n + i], in f32, in a fixed order.
+template <class T>
+__global__ void __launch_bounds__(256) sum_slices_kernel(const T* __restrict__ x, int k, int64_t n, T* __restrict__ y) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float acc = 0.f;
+    for (int z = 0; z < k; ++z) acc += to_f(x[z * n + i]);
+    y[i] = from_f<T>(acc);
+  }
 }
 
 __global__ void __launch_bounds__(256) adapter_check_kernel(const int* __restrict__ idx, int64_t n, int n_adapters,
@@ -168,7 +179,38 @@ void run_lora(const char* op, const LoraArgs& a, DType dt, cudaStream_t s) {
     d.n_idx = (int)a.nA;
     d.scales = a.scales.data<float>();
   }
-  run_gemm(op, d, dt, A_ROWMAJOR, true, a.B, s);
+  // Split-K: the thin GEMM has ceil(L/128) blocks, fewer than half an H100's SMs at L = 8192 (64 blocks, a
+  // third of the LoRA layer's time in the first H200 run). Without an adapter index, its K range is cut into
+  // `split` slices run as a batch (A and B advance by K/split columns per batch item) into partial
+  // tiles of the output dtype, then summed: three more roundings of t, which is stored in that dtype anyway.
+  int split = 1;
+  if (!batched && dt != DType::F32) {
+    const int64_t blocks = (a.L + GEMM_BM - 1) / GEMM_BM * ((a.r + GEMM_BN - 1) / GEMM_BN);
+    for (int sp : {4, 2})
+      if (blocks < 132 && a.K % (8 * sp) == 0 && a.K / sp >= 128) {  // 132: an H100's SMs
+        split = sp;
+        break;
+      }
+  }
+  if (split > 1) {
+    Tensor part = empty({split, a.L, r8}, dt, Device::CUDA);
+    GemmParams q = d;
+    q.K = (int)(a.K / split);
+    q.sA = a.K / split;  // batch item z reads columns [z K/split, (z+1) K/split) of x and of down
+    q.sB = a.K / split;
+    q.vecA = rows_aligned(q.A, q.lda, q.sA, es);
+    q.vecB = rows_aligned(q.B, q.ldb, q.sB, es);
+    q.C = part.raw();
+    q.sC = a.L * r8;
+    run_gemm(op, q, dt, A_ROWMAJOR, true, split, s);
+    dispatch_float(op, dt, [&](auto tag) {
+      using T = decltype(tag);
+      const int64_t n = a.L * r8;
+      sum_slices_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(part.data<T>(), split, n, t.data<T>());
+    });
+  } else {
+    run_gemm(op, d, dt, A_ROWMAJOR, true, a.B, s);
+  }
 
   GemmParams p;  // y = x W^T + bias + t up^T
   p.M = (int)a.L;

@@ -8,7 +8,7 @@ import * as path from 'path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
 
 const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
 type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
@@ -182,6 +182,21 @@ function merged(w: Float64Array, down: Float64Array, up: Float64Array, N: number
     }
   return m;
 }
+
+test(`${NAME}loraLinear in f16 / bf16 throughout, K = 512 (the CUDA kernel splits the rank GEMM over K)`, async () => {
+  const L = 75, K = 512, N = 40, r = 6, scale = -0.6;
+  for (const dt of ['f16', 'bf16'] as const) {
+    const x = roundTo(dt, randn(L * K, 41)), w = roundTo(dt, randn(N * K, 42, 0.05)), bias = roundTo(dt, randn(N, 43));
+    const down = roundTo(dt, randn(r * K, 44, 0.05)), up = roundTo(dt, randn(N * r, 45));
+    const y = loraLinear(t(x, [L, K], dt), t(w, [N, K], dt), t(bias, [N], dt), t(down, [r, K], dt), t(up, [N, r], dt), scale);
+    assert.is(y.dtype, dt);
+    const ref = refMatmul(x, merged(w, down, up, N, K, r, scale), 1, L, K, N, false, { transB: true, bias });
+    assertClose(await y.floats(), ref, TOL[dt], `${dt}`);
+    // the adapter's share is large enough that dropping it (or a K slice of it) fails the tolerance
+    const base = refMatmul(x, w, 1, L, K, N, false, { transB: true, bias });
+    assert.ok(relErr(base, ref) > 5 * TOL[dt], `adapter share ${relErr(base, ref)}`);
+  }
+});
 
 test(`${NAME}loraLinear equals the merged weight (f32, and f16 / bf16 weights)`, async () => {
   const L = 37, K = 45, N = 29, r = 4, scale = 0.75;

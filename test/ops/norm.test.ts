@@ -56,6 +56,14 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const)
     });
   }
 
+test('groupNorm f16 N=2 S=13 C=2576 groups 8 (channel windows of 2048, groups across 8-channel vectors)', async () => {
+  const N = 2, S = 13, C = 2576, G = 8, eps = 1e-5;
+  const xv = offset(randn(N * S * C, 51, 1.5), -0.7), gv = randn(C, 52), bv = randn(C, 53);
+  const y = groupNorm(t(xv, [N, S, C], 'f16'), t(gv, [C], 'f16'), t(bv, [C], 'f16'), { groups: G, eps, silu: true });
+  const ref = groupNormRef(roundTo('f16', xv), roundTo('f16', gv), roundTo('f16', bv), N, S, C, G, eps, true);
+  assertClose(await y.floats(), ref, TOL.f16, 'y');
+});
+
 test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {
   const N = 1, S = 1500, C = 24, G = 3, eps = 1e-6;
   // Around 300 with std 0.01, each group shifted by 0.05 more than the last.

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as hs from '../../lib';
-import { loadPipeline, type StableDiffusionPipeline } from '../../lib/pipelines/sd';
+import { loadPipeline, samplePosterior, type StableDiffusionPipeline } from '../../lib/pipelines/sd';
 import { SafeTensors } from '../../lib/io/safetensors';
 import { decodePNG } from '../../lib/io/png';
 import { relErr } from '../helpers/check';
@@ -24,6 +24,14 @@ async function pipe(model: 'tiny-sd15' | 'tiny-sdxl') {
   pipes[model] ??= await loadPipeline(path.join(FIX, model, 'diffusers'), { device: DEV, tokenizer: VOCAB });
   return pipes[model];
 }
+
+test('img2img posterior sample: mean + exp(logvar / 2) eps, logvar clamped to [-30, 20]', async () => {
+  const mean = [0.5, -1, 2, 0, 3], logvar = [0, -2, 25, -40, 1.5], eps = [1, -0.5, 0.25, 2, -1];
+  const mk = (v: number[]) => hs.tensor(v, [5], { device: DEV });
+  const got = await samplePosterior(mk(mean), mk(logvar), mk(eps)).floats();
+  const ref = mean.map((m, i) => m + Math.exp(Math.min(20, Math.max(-30, logvar[i])) / 2) * eps[i]);
+  assert.ok(relErr(got, Float64Array.from(ref)) < 1e-6, `${Array.from(got)} vs ${ref}`);
+});
 
 if (haveVocab) {
   test('tiny SD1.5: DDIM trailing, 3 steps, CFG 7.5 reproduces diffusers step by step', async () => {

@@ -2,6 +2,7 @@
  * bench/e2e: full-size SD1.5 (512x512) and SDXL (1024x1024) text-to-image with random weights, 1 and 4 steps:
  * seconds per image split into text encoding, UNet steps and VAE decode, and peak RSS.
  *   npx tsx bench/e2e.ts [--only sd15|sdxl] [--dtype f32|bf16|f16] [--steps 1,4] [--size N] [--device cpu|cuda] [--reps 1]
+ *   [--vae-dtype f32|bf16|f16] (VAE weight storage; on a GPU the VAE computes in it)
  * Needs a CLIP vocabulary folder (vocab.json + merges.txt): --tokenizer dir (default ../shared/fixtures/tokenizer).
  */
 import * as path from 'path';
@@ -20,6 +21,7 @@ const only = opt('only', 'all');
 const dtype = opt('dtype', 'bf16') as hs.DType;
 const device = hs.resolveDevice(opt('device', 'cpu') as hs.DeviceName);
 const reps = Number(opt('reps', '1'));
+const vaeDtype = opt('vae-dtype', 'f32') as hs.DType;
 const stepsList = opt('steps', '1,4').split(',').map(Number);
 const tokDir = path.resolve(opt('tokenizer', path.join(__dirname, '../../shared/fixtures/tokenizer')));
 
@@ -31,7 +33,7 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
   const te2 = kind === 'sdxl' ? new CLIPTextModel(c.text_encoder_2 as CLIPTextConfig, 'text_encoder_2', true) : undefined;
   let seed = 1;
   for (const p of [unet.params, te.params, te2?.params]) p?.initRandom(seed++, { dtype, device });
-  vae.params.initRandom(seed++, { dtype: 'f32', device });
+  vae.params.initRandom(seed++, { dtype: vaeDtype, device });
   return {
     kind, layout: 'diffusers', path: `random ${kind}`, unet, vae, textEncoder: te, textEncoder2: te2,
     configs: c as LoadedModel['configs'], tokenizerDirs: {}, reports: {},
@@ -40,7 +42,7 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
 }
 
 (async () => {
-  console.log(`hypersd bench/e2e  ${new Date().toISOString()}  threads=${hs.threads()}  weights ${dtype}  device=${device}`);
+  console.log(`hypersd bench/e2e  ${new Date().toISOString()}  threads=${hs.threads()}  weights ${dtype} (VAE ${vaeDtype})  device=${device}`);
   for (const kind of ['sd15', 'sdxl'] as const) {
     if (only !== 'all' && only !== kind) continue;
     const m = randomModel(kind);

@@ -160,7 +160,7 @@ stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cud
 stage profile-unet 60 env HYPERSD_SYNC=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 1 --only sd15 --profile
 stage bench-unet-xl 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 5 --only sdxl --xl-128
 if [ -f .devcarry/tokenizer/vocab.json ]; then
-  stage bench-e2e 60 node node_modules/tsx/dist/cli.mjs bench/e2e.ts --device cuda --dtype bf16 --steps 1,4 --reps 2 --tokenizer .devcarry/tokenizer
+  stage bench-e2e 60 node node_modules/tsx/dist/cli.mjs bench/e2e.ts --device cuda --dtype bf16 --vae-dtype bf16 --steps 1,4 --reps 2 --tokenizer .devcarry/tokenizer
 fi
 
 # ---- summary

@@ -3,7 +3,10 @@
  * o = softmax(scale * q k^T [+ causal mask]) v per head, flash-style (no L x L matrix in memory).
  * Causal masking is top-left aligned (query i sees keys 0..i), like torch's SDPA with is_causal=True.
  */
-import type { Tensor } from '../tensor';
+import { tidy, type Tensor } from '../tensor';
+import { matmul } from './gemm';
+import { softmax } from './activation';
+import { cast, concat, slice } from './shape';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, shapeStr } from './runtime';
 
 export interface AttentionOptions {
@@ -48,6 +51,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   const D = C / H;
   const scale = o.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be a finite number, got ${o.scale}`);
+  // A head wider than the tensor-core kernel's 160 channels (the VAE's one 512-channel head) on the GPU: the
+  // SIMT kernel manages ~2 TFLOP/s, so compose it from f32 GEMMs (~30 TFLOP/s) and a softmax over query chunks
+  // instead (scores in f32, <= 256 MiB per chunk).
+  if (q.device === 'cuda' && H === 1 && C > 160 && !o.causal && !o.returnLse) return attentionByGemm(q, k, v, scale);
   const y = out([B, Lq, Cv], q);
   const attrs = { heads: H, scale, causal: !!o.causal };
   if (!o.returnLse) {
@@ -62,4 +69,24 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
 /** attention(...) with returnLse: the output and lse [B, H, Lq]. */
 export function attentionWithLse(q: Tensor, k: Tensor, v: Tensor, o: Omit<AttentionOptions, 'returnLse'>): { out: Tensor; lse: Tensor } {
   return attention(q, k, v, { ...o, returnLse: true });
+}
+
+/** One head, no mask: softmax(q k^T scale) v per batch item and query chunk, in f32 GEMMs; the output in q's dtype. */
+function attentionByGemm(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+  return tidy(() => {
+    const f32 = (t: Tensor) => (t.dtype === 'f32' ? t : cast(t, 'f32'));
+    const [B, Lq, D] = q.shape, Lk = k.shape[1], Dv = v.shape[2];
+    const chunk = Math.max(1, Math.min(Lq, Math.floor((256 * 2 ** 20) / (4 * Lk))));
+    const outs: Tensor[] = [];
+    for (let b = 0; b < B; b++) {
+      const kb = f32(slice(k, 0, b, 1).reshape([Lk, D])), vb = f32(slice(v, 0, b, 1).reshape([Lk, Dv]));
+      for (let s = 0; s < Lq; s += chunk) {
+        const n = Math.min(chunk, Lq - s);
+        const qc = f32(slice(slice(q, 0, b, 1), 1, s, n).reshape([n, D]));
+        outs.push(matmul(softmax(matmul(qc, kb, { transB: true }), scale), vb));
+      }
+    }
+    const o = (outs.length === 1 ? outs[0] : concat(outs, 0)).reshape([B, Lq, Dv]);
+    return o.dtype === q.dtype ? o : cast(o, q.dtype);
+  });
 }

@@ -71,6 +71,18 @@ for (const [name, c] of cases) {
   });
 }
 
+// Without lse, one head wider than 160 channels runs on the GPU as f32 GEMMs + softmax (lib/ops/attention.ts).
+for (const dtype of ['f32', 'bf16'] as const)
+  test(`attention ${dtype}: one 512-channel head without lse, B=2 Lq=70 Lk=33`, async () => {
+    const c: Case = { B: 2, Lq: 70, Lk: 33, H: 1, D: 512, Dv: 512 };
+    const qv = randn(2 * 70 * 512, 61), kv = randn(2 * 33 * 512, 62), vv = randn(2 * 33 * 512, 63);
+    const y = attention(t(qv, [2, 70, 512], dtype), t(kv, [2, 33, 512], dtype), t(vv, [2, 33, 512], dtype), { heads: 1 });
+    assert.equal(y.shape, [2, 70, 512]);
+    assert.is(y.dtype, dtype);
+    const ref = reference(roundTo(dtype, qv), roundTo(dtype, kv), roundTo(dtype, vv), c, 1 / Math.sqrt(512));
+    assertClose(await y.floats(), ref.o, TOL[dtype], 'out');
+  });
+
 for (const dtype of ['f16', 'bf16'] as const) {
   test(`attention ${dtype}: one 512-channel head, Lk=37`, async () => {
     const { out, ref } = await run({ B: 2, Lq: 19, Lk: 37, H: 1, D: 512, Dv: 512 }, dtype, 6);

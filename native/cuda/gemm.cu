@@ -30,12 +30,24 @@
 namespace hsd {
 namespace cu {
 
+#ifdef HSD_WGMMA
+// gemm_sm90a.cu (an sm_90a cubin): wgmma on Hopper
+bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk);
+void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s);
+#endif
+
 void run_gemm(const char* op, const GemmParams& p, DType dt, int amode, bool b_nk, int64_t batch, cudaStream_t s) {
   if (p.M == 0 || p.N == 0 || batch == 0) return;
   if (dt == DType::F32) {
     launch_simt_gemm<false>(p, amode, b_nk, (int)batch, s);
     return;
   }
+#ifdef HSD_WGMMA
+  if ((dt == DType::F16 || dt == DType::BF16) && wgmma_gemm_eligible(p, amode, b_nk)) {
+    launch_wgmma_gemm(p, dt, (int)batch, s);
+    return;
+  }
+#endif
   dispatch_float(op, dt, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same<T, float>::value) {

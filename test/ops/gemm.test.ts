@@ -160,6 +160,27 @@ test(`${NAME}matmul with f16 / bf16 weights, activations and outputs`, async () 
   }
 });
 
+// The shapes the Hopper wgmma kernel takes (A [M, K] and B [N, K], K % 8 == 0) with ragged tile edges, a K
+// tail below the 64-wide k tile, batches with a batched B, bias + activation and beta; any device runs it.
+test(`${NAME}matmul f16 / bf16, K-major operands: ragged tiles, K tail, batched B, bias + gelu, beta`, async () => {
+  for (const dt of ['f16', 'bf16'] as const) {
+    const M = 200, K = 328, N = 136;
+    const a = roundTo(dt, randn(M * K, 71)), b = roundTo(dt, randn(N * K, 72, 0.1)), bias = roundTo(dt, randn(N, 73));
+    const y = matmul(t(a, [M, K], dt), t(b, [N, K], dt), { transB: true, bias: t(bias, [N], dt), act: 'gelu_tanh' });
+    assert.is(y.dtype, dt);
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true, bias, act: 'gelu_tanh' }), TOL[dt], `${dt} bias gelu`);
+    const P = 3, M2 = 70, K2 = 72, N2 = 90;
+    const a2 = roundTo(dt, randn(P * M2 * K2, 74)), b2 = roundTo(dt, randn(P * N2 * K2, 75, 0.2));
+    const y2 = matmul(t(a2, [P, M2, K2], dt), t(b2, [P, N2, K2], dt), { transB: true, alpha: 0.5 });
+    assertClose(await y2.floats(), refMatmul(a2, b2, P, M2, K2, N2, true, { transB: true, alpha: 0.5 }), TOL[dt], `${dt} batched B`);
+    const c0 = roundTo(dt, randn(M * N, 76));
+    const acc = t(c0, [M, N], dt);
+    matmul(t(a, [M, K], dt), t(b, [N, K], dt), { transB: true, beta: 1, out: acc });
+    const ref = refMatmul(a, b, 1, M, K, N, false, { transB: true }).map((v, i) => v + c0[i]);
+    assertClose(await acc.floats(), ref, TOL[dt], `${dt} beta`);
+  }
+});
+
 test(`${NAME}linear on rank 1 and rank 3 inputs`, async () => {
   const K = 45, N = 29;
   const w = roundTo('f32', randn(N * K, 19)), bias = roundTo('f32', randn(N, 20)), x = roundTo('f32', randn(2 * 3 * K, 21));

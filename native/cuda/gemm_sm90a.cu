@@ -19,9 +19,7 @@
 namespace hsd {
 namespace cu {
 
-constexpr int W_BM = 128, W_BN = 128, W_BK = 64, W_ST = 3, W_THREADS = 256;
-constexpr int W_TILE_BYTES = W_BM * W_BK * 2;                // A or B tile of one stage: 16 KiB
-constexpr int W_SMEM = W_ST * 2 * W_TILE_BYTES + 1024;       // + alignment slack (tiles start 1024-aligned)
+constexpr int W_BM = 128, W_BK = 64, W_THREADS = 256;
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define HSD_WGMMA_DEVICE 1
@@ -64,19 +62,46 @@ __device__ __forceinline__ void wgmma_m64n128k16_f16(float* d, uint64_t da, uint
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(da), "l"(db), "r"(1));
 }
-
-template <class T>
+__device__ __forceinline__ void wgmma_m64n256k16_bf16(float* d, uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_m64n256k16_f16(float* d, uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(1));
+}
+template <class T, int BN>
 __device__ __forceinline__ void wg_mma(float* d, uint64_t da, uint64_t db) {
-  if constexpr (std::is_same<T, bf16>::value) wgmma_m64n128k16_bf16(d, da, db);
-  else wgmma_m64n128k16_f16(d, da, db);
+  if constexpr (BN == 256) {
+    if constexpr (std::is_same<T, bf16>::value) wgmma_m64n256k16_bf16(d, da, db);
+    else wgmma_m64n256k16_f16(d, da, db);
+  } else {
+    if constexpr (std::is_same<T, bf16>::value) wgmma_m64n128k16_bf16(d, da, db);
+    else wgmma_m64n128k16_f16(d, da, db);
+  }
 }
 
-// One 128 x 64 tile of a K-major operand (rows r0.., k0..) into swizzled shared memory; rows past `rows`
-// and k past K are zero-filled. 1024 16-byte chunks, 4 per thread.
+// One ROWS x 64 tile of a K-major operand (rows r0.., k0..) into swizzled shared memory; rows past `rows`
+// and k past K are zero-filled. ROWS * 8 16-byte chunks, ROWS / 32 per thread.
+template <int ROWS>
 __device__ __forceinline__ void wg_load_tile(uint32_t sbase, const uint16_t* g, int64_t ld, int r0, int rows, int k0, int K,
                                              int tid) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < ROWS / 32; ++i) {
     const int c = tid + i * W_THREADS, r = c >> 3, ch = c & 7;
     const int gr = r0 + r, gk = k0 + ch * 8;
     const bool in = gr < rows && gk < K;
@@ -87,55 +112,66 @@ __device__ __forceinline__ void wg_load_tile(uint32_t sbase, const uint16_t* g, 
 }
 #endif
 
-template <class T>
-__global__ void __launch_bounds__(W_THREADS) wgmma_gemm_kernel(const GemmParams p) {
+// BN: 128 or 256 columns per block; ST stages; with 4 or more stages one k tile's wgmma group stays in flight
+// while the next is issued (wait_group 1) and loads run PD = ST - 2 tiles ahead, else PD = ST - 1 and each
+// tile's group is waited for (wait_group 0). Either way a stage is refilled only after the barrier that follows
+// the completion of every wgmma that read it.
+template <int BN, int ST>
+struct WCfg {
+  static constexpr int WAIT = ST >= 4 ? 1 : 0, PD = ST >= 4 ? ST - 2 : ST - 1;
+  static constexpr int A_BYTES = W_BM * 128, B_BYTES = BN * 128, STAGE = A_BYTES + B_BYTES;
+  static constexpr int SMEM = ST * STAGE + 1024;  // + slack: tiles start 1024-aligned
+};
+
+template <class T, int BN, int ST>
+__global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmParams p) {
 #ifdef HSD_WGMMA_DEVICE
+  using Cfg = WCfg<BN, ST>;
+  constexpr int PD = Cfg::PD;
   extern __shared__ __align__(16) unsigned char wsm_raw[];
   const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(wsm_raw) + 1023u) & ~1023u;
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp = (tid >> 5) & 3;
-  const int m0 = blockIdx.x * W_BM, n0 = blockIdx.y * W_BN, z = blockIdx.z;
+  const int m0 = blockIdx.x * W_BM, n0 = blockIdx.y * BN, z = blockIdx.z;
   const uint16_t* A = (const uint16_t*)p.A + (int64_t)z * p.sA;
   const uint16_t* B = (const uint16_t*)p.B + (int64_t)z * p.sB;
   const int nk = (p.K + W_BK - 1) / W_BK;
-  auto sA = [&](int st) { return s0 + st * 2 * W_TILE_BYTES; };
-  auto sB = [&](int st) { return s0 + st * 2 * W_TILE_BYTES + W_TILE_BYTES; };
+  auto sA = [&](int st) { return s0 + st * Cfg::STAGE; };
+  auto sB = [&](int st) { return s0 + st * Cfg::STAGE + Cfg::A_BYTES; };
+  auto load = [&](int kt) {
+    wg_load_tile<W_BM>(sA(kt % ST), A, p.lda, m0, p.M, kt * W_BK, p.K, tid);
+    wg_load_tile<BN>(sB(kt % ST), B, p.ldb, n0, p.N, kt * W_BK, p.K, tid);
+  };
 
 #pragma unroll
-  for (int st = 0; st < W_ST - 1; ++st) {
-    if (st < nk) {
-      wg_load_tile(sA(st), A, p.lda, m0, p.M, st * W_BK, p.K, tid);
-      wg_load_tile(sB(st), B, p.ldb, n0, p.N, st * W_BK, p.K, tid);
-    }
+  for (int t = 0; t < PD; ++t) {
+    if (t < nk) load(t);
     cp_async_commit();
   }
-  float d[64];
+  float d[BN / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) d[i] = 0.f;
+  for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
 
   for (int kt = 0; kt < nk; ++kt) {
-    cp_async_wait<W_ST - 2>();
+    cp_async_wait<PD - 1>();
     fence_proxy_async();
-    __syncthreads();  // tile kt is in shared memory for everyone; every wgmma of tile kt-1 has completed
-    const int nt = kt + W_ST - 1;
-    if (nt < nk) {
-      wg_load_tile(sA(nt % W_ST), A, p.lda, m0, p.M, nt * W_BK, p.K, tid);
-      wg_load_tile(sB(nt % W_ST), B, p.ldb, n0, p.N, nt * W_BK, p.K, tid);
-    }
+    __syncthreads();
+    if (kt + PD < nk) load(kt + PD);
     cp_async_commit();
-    const int st = kt % W_ST;
-    const uint32_t a0 = sA(st) + wg * 64 * 128, b0 = sB(st);
+    const uint32_t a0 = sA(kt % ST) + wg * 64 * 128, b0 = sB(kt % ST);
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
+    for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T, BN>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
     wg_commit();
-    wg_wait0();
+    if constexpr (Cfg::WAIT == 1) asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    else wg_wait0();
   }
+  wg_wait0();
   cp_async_wait<0>();
 
   T* C = (T*)p.C + (int64_t)z * p.sC;
   const int row = m0 + wg * 64 + warp * 16 + (lane >> 2);
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < BN / 8; ++j) {
     const int col = n0 + j * 8 + (lane & 3) * 2;
     store_pair<T>(p, C, p.alpha, row, col, d[4 * j], d[4 * j + 1]);
     store_pair<T>(p, C, p.alpha, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
@@ -157,14 +193,29 @@ bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
          p.lda % 8 == 0 && p.ldb % 8 == 0 && p.sA % 8 == 0 && p.sB % 8 == 0;
 }
 
+template <class T, int BN, int ST>
+void launch_wg(const GemmParams& p, int batch, cudaStream_t s) {
+  constexpr int smem = WCfg<BN, ST>::SMEM;
+  allow_smem((const void*)wgmma_gemm_kernel<T, BN, ST>, smem);
+  dim3 grid((p.M + W_BM - 1) / W_BM, (p.N + BN - 1) / BN, batch);
+  wgmma_gemm_kernel<T, BN, ST><<<grid, W_THREADS, smem, s>>>(p);
+}
+
+// 128 x 256 tiles (4 stages, one wgmma group in flight) unless N fits 128-wide tiles clearly better (N = 320,
+// 640: less padding); HYPERSD_WGMMA_TILE=128|256 forces one (benchmarks).
 void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
-  dim3 grid((p.M + W_BM - 1) / W_BM, (p.N + W_BN - 1) / W_BN, batch);
+  static const int forced = [] {
+    const char* e = std::getenv("HYPERSD_WGMMA_TILE");
+    return e ? std::atoi(e) : 0;
+  }();
+  const double w256 = (double)((p.N + 255) / 256 * 256) / p.N, w128 = (double)((p.N + 127) / 128 * 128) / p.N;
+  const bool wide = forced ? forced == 256 : w256 <= w128 * 1.05;
   if (dt == DType::BF16) {
-    allow_smem((const void*)wgmma_gemm_kernel<bf16>, W_SMEM);
-    wgmma_gemm_kernel<bf16><<<grid, W_THREADS, W_SMEM, s>>>(p);
+    if (wide) launch_wg<bf16, 256, 4>(p, batch, s);
+    else launch_wg<bf16, 128, 3>(p, batch, s);
   } else {
-    allow_smem((const void*)wgmma_gemm_kernel<__half>, W_SMEM);
-    wgmma_gemm_kernel<__half><<<grid, W_THREADS, W_SMEM, s>>>(p);
+    if (wide) launch_wg<__half, 256, 4>(p, batch, s);
+    else launch_wg<__half, 128, 3>(p, batch, s);
   }
 }
 

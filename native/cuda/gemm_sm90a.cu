@@ -1,11 +1,13 @@
 // matmul on Hopper tensor cores with wgmma (sm_90a only): C = act(alpha A B^T + bias) + beta C for f16/bf16,
 // A [M, K] row-major and B [N, K] row-major (a linear layer's weight: both operands K-major), batched by
-// blockIdx.z with strides, no LoRA segment. gemm.cu's run_gemm() calls it on a compute capability 9.0 device
+// blockIdx.z with strides, with LoRA's second segment (t [M, r] and up [N, r] continue the k loop) when r % 8 == 0;
+// per-item adapter indices (lora_linear_batched) stay on the mma.sync kernel. gemm.cu's run_gemm() calls it on a compute capability 9.0 device
 // when the operands qualify (rows 16-byte aligned, K % 8 == 0) unless HYPERSD_WGMMA=0; everything else takes
 // the mma.sync kernel of gemm_core.cuh, which also runs on Ampere and Ada.
 //
 // Block: 128x128 output tile, 2 warpgroups (256 threads), warpgroup w owning rows 64w..64w+63 with one
-// m64n128k16 wgmma per 16 k. Operands reach shared memory by cp.async (every thread loads) in a 3-stage ring
+// m64n128k16 wgmma per 16 k. Measured on an H200 (bench/RESULTS.md): 360 TFLOP/s bf16 at 4096^3, against 227
+// for the mma.sync kernel; ptxas: 102 registers (128x128) / 166 (128x256), 0 spills. Operands reach shared memory by cp.async (every thread loads) in a 3-stage ring
 // of 64-wide k tiles stored in the 128-byte swizzle that the wgmma descriptors name (16-byte chunk c of row r
 // at chunk c ^ (r & 7); 8-row groups 1024 bytes apart); fence.proxy.async makes the cp.async writes visible to
 // the tensor cores before the barrier. Per k tile: barrier, issue the loads of the tile two ahead, 4 wgmma,
@@ -134,12 +136,20 @@ __global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmPara
   const int m0 = blockIdx.x * W_BM, n0 = blockIdx.y * BN, z = blockIdx.z;
   const uint16_t* A = (const uint16_t*)p.A + (int64_t)z * p.sA;
   const uint16_t* B = (const uint16_t*)p.B + (int64_t)z * p.sB;
-  const int nk = (p.K + W_BK - 1) / W_BK;
+  // segment 2 (LoRA: t [M, K2] and up [N, K2]) continues the same k loop into the same accumulators
+  const uint16_t* A2 = p.A2 ? (const uint16_t*)p.A2 + (int64_t)z * p.sA2 : nullptr;
+  const uint16_t* B2 = p.B2 ? (const uint16_t*)p.B2 + (int64_t)z * p.sB2 : nullptr;
+  const int nk1 = (p.K + W_BK - 1) / W_BK, nk = nk1 + (A2 ? (p.K2 + W_BK - 1) / W_BK : 0);
   auto sA = [&](int st) { return s0 + st * Cfg::STAGE; };
   auto sB = [&](int st) { return s0 + st * Cfg::STAGE + Cfg::A_BYTES; };
   auto load = [&](int kt) {
-    wg_load_tile<W_BM>(sA(kt % ST), A, p.lda, m0, p.M, kt * W_BK, p.K, tid);
-    wg_load_tile<BN>(sB(kt % ST), B, p.ldb, n0, p.N, kt * W_BK, p.K, tid);
+    if (kt < nk1) {
+      wg_load_tile<W_BM>(sA(kt % ST), A, p.lda, m0, p.M, kt * W_BK, p.K, tid);
+      wg_load_tile<BN>(sB(kt % ST), B, p.ldb, n0, p.N, kt * W_BK, p.K, tid);
+    } else {
+      wg_load_tile<W_BM>(sA(kt % ST), A2, p.lda2, m0, p.M, (kt - nk1) * W_BK, p.K2, tid);
+      wg_load_tile<BN>(sB(kt % ST), B2, p.ldb2, n0, p.N, (kt - nk1) * W_BK, p.K2, tid);
+    }
   };
 
 #pragma unroll
@@ -189,7 +199,9 @@ bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     return major == 9 && minor == 0 ? 1 : 0;
   }();
-  return ok && amode == A_ROWMAJOR && b_nk && !p.A2 && !p.idx && !p.scales && p.vecA && p.vecB && p.K % 8 == 0 &&
+  const bool seg2 = !p.A2 || (p.B2 && p.vecA2 && p.vecB2 && p.K2 % 8 == 0 && p.lda2 % 8 == 0 && p.ldb2 % 8 == 0 &&
+                              p.sA2 % 8 == 0 && p.sB2 % 8 == 0);
+  return ok && amode == A_ROWMAJOR && b_nk && seg2 && !p.idx && !p.scales && p.vecA && p.vecB && p.K % 8 == 0 &&
          p.lda % 8 == 0 && p.ldb % 8 == 0 && p.sA % 8 == 0 && p.sB % 8 == 0;
 }
 
@@ -201,15 +213,14 @@ void launch_wg(const GemmParams& p, int batch, cudaStream_t s) {
   wgmma_gemm_kernel<T, BN, ST><<<grid, W_THREADS, smem, s>>>(p);
 }
 
-// 128 x 256 tiles (4 stages, one wgmma group in flight) unless N fits 128-wide tiles clearly better (N = 320,
-// 640: less padding); HYPERSD_WGMMA_TILE=128|256 forces one (benchmarks).
+// 128 x 128 tiles, 3 stages (two blocks per SM). HYPERSD_WGMMA_TILE=256 runs the 128 x 256 variant (4 stages, one
+// wgmma group in flight, one block per SM), which measured slower on an H200 (217 against 360 TFLOP/s at 4096^3
+// bf16, bench/gpu-runs/2026-11-26-h200-run6.log): kept for the next experiments (warp specialization, TMA).
 void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
-  static const int forced = [] {
+  static const bool wide = [] {
     const char* e = std::getenv("HYPERSD_WGMMA_TILE");
-    return e ? std::atoi(e) : 0;
+    return e && std::atoi(e) == 256;
   }();
-  const double w256 = (double)((p.N + 255) / 256 * 256) / p.N, w128 = (double)((p.N + 127) / 128 * 128) / p.N;
-  const bool wide = forced ? forced == 256 : w256 <= w128 * 1.05;
   if (dt == DType::BF16) {
     if (wide) launch_wg<bf16, 256, 4>(p, batch, s);
     else launch_wg<bf16, 128, 3>(p, batch, s);

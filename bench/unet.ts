@@ -2,7 +2,7 @@
  * bench/unet: full-size UNets with random weights, batch 1: seconds per forward (median), achieved GFLOP/s
  * (FLOPs counted per op), peak RSS; f32 and bf16 weight storage; plus the SD1.5 VAE decoder at 512x512.
  *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16|f16] [--xl-128] [--device cpu|cuda]
- *   [--profile] (with HYPERSD_SYNC=1: time per op name and dtype)
+ *   [--profile | --profile-shapes] (with HYPERSD_SYNC=1: time per op name and dtype [and shapes])
  */
 import { installFlopCounter, counter } from './flops';
 import { setOpHook } from '../lib/ops/runtime';
@@ -19,22 +19,24 @@ const reps = Number(opt('reps', '3'));
 const dtypes = opt('dtype', 'f32,bf16').split(',') as hs.DType[];
 const device = hs.resolveDevice(opt('device', 'cpu') as hs.DeviceName);
 
-// --profile (with HYPERSD_SYNC=1, so that each op runs to completion inside its call): the time from one op's
-// hook call to the next is charged to the first op, keyed by name and output dtype; printed after the runs.
+// --profile (with HYPERSD_SYNC=1, so that each op runs to completion inside its call): the op hook runs after
+// each op, so the time since the previous hook call is charged to the op just reported (its run plus the JS
+// before it), keyed by name and output dtype; printed after the runs.
 const prof = new Map<string, { ms: number; n: number }>();
-if (args.includes('--profile')) {
+if (args.includes('--profile') || args.includes('--profile-shapes')) {
   if (process.env.HYPERSD_SYNC !== '1') console.log('(--profile without HYPERSD_SYNC=1 measures enqueue times only)');
-  let lastKey = '', lastT = 0;
+  let lastT = 0;
   const prev = setOpHook((op, ins, outs, attrs) => {
     prev?.(op, ins, outs, attrs);
     const now = performance.now();
-    if (lastKey) {
-      const e = prof.get(lastKey) ?? { ms: 0, n: 0 };
+    if (lastT) {
+      let key = `${op} ${outs[0]?.dtype ?? ''}`;
+      if (args.includes('--profile-shapes')) key += ` ${ins.map((t) => `[${t.shape}]`).join(' ')} ${JSON.stringify(attrs)}`;
+      const e = prof.get(key) ?? { ms: 0, n: 0 };
       e.ms += now - lastT;
       e.n++;
-      prof.set(lastKey, e);
+      prof.set(key, e);
     }
-    lastKey = `${op} ${outs[0]?.dtype ?? ''}`;
     lastT = now;
   });
 }
@@ -43,7 +45,7 @@ function printProfile(label: string): void {
   const rows = [...prof.entries()].sort((a, b) => b[1].ms - a[1].ms);
   const total = rows.reduce((a, [, v]) => a + v.ms, 0);
   console.log(`  profile of ${label} (all runs): ${total.toFixed(0)} ms over ${rows.reduce((a, [, v]) => a + v.n, 0)} ops`);
-  for (const [k, v] of rows.slice(0, 14))
+  for (const [k, v] of rows.slice(0, args.includes('--profile-shapes') ? 40 : 14))
     console.log(`    ${k.padEnd(28)} ${v.ms.toFixed(1).padStart(9)} ms ${(100 * v.ms / total).toFixed(1).padStart(5)}%  ${String(v.n).padStart(6)} calls`);
   prof.clear();
 }

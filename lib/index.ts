@@ -9,8 +9,9 @@ export {
 export type { DType, DeviceName, DeviceSetting, TensorOptions, MemoryInfo } from './tensor';
 export * as ops from './ops';
 export * as autograd from './autograd';
+export * as train from './train';
 export { runOp } from './ops/runtime';
-export { loadPipeline, StableDiffusionPipeline } from './pipelines/sd';
+export { loadPipeline, StableDiffusionPipeline, samplePosterior } from './pipelines/sd';
 export type { GenerateOptions, GenerateResult, GeneratedImage, PipelineOptions, ProgressInfo } from './pipelines/sd';
 export { PRESETS } from './pipelines/presets';
 export { loadModel } from './models/load';

@@ -8,4 +8,6 @@ export * from './elementwise';
 export * from './shape';
 export * from './embedding';
 export * from './random';
+export * from './unary';
+export * from './optim';
 export { runOp } from './runtime';

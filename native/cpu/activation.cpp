@@ -10,8 +10,12 @@
 #include <string>
 
 #include "hypersd/ops.h"
+#include "gemm_kernels.h"
 
 namespace hsd {
+namespace pw_avx2 {  // pointwise_avx2.cpp
+void silu(const float* x, float* y, int64_t n);
+}  // namespace pw_avx2
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
@@ -38,7 +42,14 @@ void pointwise(const OpContext& c, const char* op) {
   });
 }
 
-void silu_kernel(const OpContext& c) { pointwise<silu_f>(c, "silu"); }
+void silu_kernel(const OpContext& c) {
+  if (&gemm::kernels() != gemm::avx2_kernels()) return pointwise<silu_f>(c, "silu");
+  const Tensor &x = c.in.at(0), &y = c.out.at(0);
+  check_same_size("silu", x, y);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  c.pool->parallel_for(y.numel(), 1 << 13, [&](int64_t s, int64_t e) { pw_avx2::silu(px + s, py + s, e - s); });
+}
 void gelu_kernel(const OpContext& c) { pointwise<gelu_f>(c, "gelu"); }
 void gelu_tanh_kernel(const OpContext& c) { pointwise<gelu_tanh_f>(c, "gelu_tanh"); }
 void quick_gelu_kernel(const OpContext& c) { pointwise<quick_gelu_f>(c, "quick_gelu"); }

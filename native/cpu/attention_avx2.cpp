@@ -2,15 +2,15 @@
 // kernel and the dispatch); compiled with -mavx2 -mfma and called only when the GEMM engine's kernels() picks
 // its AVX2 set (so HYPERSD_CPU_KERNELS=portable or a CPU without AVX2 never reaches it).
 //
-// Tasks over (batch, head, block of kBQ = 48 query rows). Each walks the keys in blocks of kBK = 64 with the
+// Tasks over (batch, head, block of kBQ = 96 query rows). Each walks the keys in blocks of kBK = 64 with the
 // online softmax, keeping the flash structure (no Lq x Lk matrix):
-//   S = (scale q) K^T: K's block transposed once into kt [D][64] (zero-padded), then 6x16 register tiles
+//   S = (scale q) K^T: K transposed once per head into [D][Lk rounded to 16] (zero-padded), then 6x16 register tiles
 //       (12 ymm accumulators, 2 loads + 6 broadcasts per d step, the GEMM micro-kernel's shape) over D;
 //   softmax: vector max, exp (degree-6 polynomial, as gemm_avx2.cpp's), masked keys (causal / block tail)
 //       set to exactly 0; running max m and sum l, the accumulator rescaled by exp(m_old - m_new);
-//   O += P V: V's block copied into vb [64][Dv rounded to 8] (zero columns), 6 x 16 (or 6 x 8 at the tail)
+//   O += P V: V read in place (copied into vb [64][Dv rounded to 8] only when Dv % 8 != 0), 6 x 16 (or 6 x 8 at the tail)
 //       tiles of the accumulator loaded, updated over the block's keys, stored.
-// Scratch per task: 48*D + 64*D + 64*Dv8 + 48*64 + 48*Dv8 floats (about 60 KB at D = Dv = 64).
+// Scratch: K^T of all heads (B*H*D*Lk floats), per task 96*D + [64*Dv8] + 96*64 + 96*Dv8 floats.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -45,7 +45,7 @@ namespace {
 
 using avx2::exp_ps;
 
-constexpr int64_t kBQ = 48;  // query rows per task (a multiple of 6)
+constexpr int64_t kBQ = 96;  // query rows per task (a multiple of 6)
 constexpr int64_t kBK = 64;  // keys per block (a multiple of 16)
 
 
@@ -62,13 +62,13 @@ HSD_INLINE float hsum(__m256 v) {
   return _mm_cvtss_f32(x);
 }
 
-// s[r*kBK + 0..16) = sum_d q[r*D + d] kt[d*kBK + 0..16) for 6 rows.
-HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, float* s) {
+// s[r*kBK + 0..16) = sum_d q[r*D + d] kt[d*ldk + 0..16) for 6 rows.
+HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, int64_t ldk, float* s) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   const float *q0 = q, *q1 = q + D, *q2 = q + 2 * D, *q3 = q + 3 * D, *q4 = q + 4 * D, *q5 = q + 5 * D;
   for (int64_t d = 0; d < D; ++d) {
-    __m256 b0 = _mm256_loadu_ps(kt + d * kBK), b1 = _mm256_loadu_ps(kt + d * kBK + 8), a;
+    __m256 b0 = _mm256_loadu_ps(kt + d * ldk), b1 = _mm256_loadu_ps(kt + d * ldk + 8), a;
     a = _mm256_broadcast_ss(q0 + d);
     c00 = _mm256_fmadd_ps(a, b0, c00);
     c01 = _mm256_fmadd_ps(a, b1, c01);
@@ -128,8 +128,23 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   const int64_t nqb = (Lq + kBQ - 1) / kBQ;
   const float scale = g.scale;
   const bool causal = g.causal;
+  // K transposed once per (batch, head) into kts [B*H][D][Lk16] (keys zero-padded to 16), shared by every query
+  // block of that head (transposing it per block cost ~20% of the time at D = 40); V is read in place when its
+  // rows are whole 8-float vectors (Dv % 8 == 0), else copied per block with zero padding.
+  const int64_t Lk16 = (Lk + 15) / 16 * 16;
+  std::vector<float> kts((size_t)(B * H * D * Lk16));
+  pool->parallel_for(B * H * D, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t t = s0; t < s1; ++t) {
+      const int64_t bh = t / D, d = t % D, b = bh / H, h = bh % H;
+      float* dst = &kts[(size_t)(t * Lk16)];
+      const float* src = g.k + (b * Lk * H + h) * D + d;
+      for (int64_t j = 0; j < Lk; ++j) dst[j] = src[j * H * D];
+      std::fill(dst + Lk, dst + Lk16, 0.0f);
+    }
+  });
+  const bool v_direct = Dv % 8 == 0;
   pool->parallel_for(B * H * nqb, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> qs(kBQ * D), kt(D * kBK), vb(kBK * Dv8, 0.0f), p(kBQ * kBK), acc(kBQ * Dv8), m(kBQ), l(kBQ);
+    std::vector<float> qs(kBQ * D), vb(v_direct ? 0 : kBK * Dv8, 0.0f), p(kBQ * kBK), acc(kBQ * Dv8), m(kBQ), l(kBQ);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / (H * nqb), h = (t / nqb) % H, i0 = (t % nqb) * kBQ;
       const int64_t rows = std::min(kBQ, Lq - i0), rows6 = (rows + 5) / 6 * 6;
@@ -145,19 +160,24 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
         l[i] = 0.0f;
       }
       std::fill(acc.begin(), acc.begin() + rows6 * Dv8, 0.0f);
+      const float* kth = &kts[(size_t)((b * H + h) * D * Lk16)];
       const int64_t kend = causal ? std::min(Lk, i0 + rows) : Lk;  // keys past the last row's diagonal: masked
       for (int64_t j0 = 0; j0 < kend; j0 += kBK) {
         const int64_t nk = std::min(kBK, kend - j0), nk16 = (nk + 15) / 16 * 16, nk8 = (nk + 7) / 8 * 8;
-        for (int64_t j = 0; j < nk; ++j) {
-          const float* src = g.k + ((b * Lk + j0 + j) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) kt[d * kBK + j] = src[d];
-          std::memcpy(&vb[j * Dv8], g.v + ((b * Lk + j0 + j) * H + h) * Dv, (size_t)Dv * sizeof(float));
+        const float* vblk;
+        int64_t ldv;
+        if (v_direct) {
+          vblk = g.v + ((b * Lk + j0) * H + h) * Dv;
+          ldv = H * Dv;
+        } else {
+          for (int64_t j = 0; j < nk; ++j)
+            std::memcpy(&vb[j * Dv8], g.v + ((b * Lk + j0 + j) * H + h) * Dv, (size_t)Dv * sizeof(float));
+          vblk = vb.data();
+          ldv = Dv8;
         }
-        if (nk < nk16)
-          for (int64_t d = 0; d < D; ++d) std::fill(&kt[d * kBK + nk], &kt[d * kBK + nk16], 0.0f);
-        // S for all (padded) rows and 16-key tiles.
+        // S for all (padded) rows and 16-key tiles (keys past Lk are zero columns of kts; past kend, masked).
         for (int64_t r0 = 0; r0 < rows6; r0 += 6)
-          for (int64_t jt = 0; jt < nk16; jt += 16) logits_6x16(&qs[r0 * D], D, &kt[jt], &p[r0 * kBK + jt]);
+          for (int64_t jt = 0; jt < nk16; jt += 16) logits_6x16(&qs[r0 * D], D, kth + j0 + jt, Lk16, &p[r0 * kBK + jt]);
         // Online softmax per real row.
         for (int64_t i = 0; i < rows; ++i) {
           float* sp = &p[i * kBK];
@@ -190,8 +210,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
         // O += P V.
         for (int64_t r0 = 0; r0 < rows6; r0 += 6) {
           int64_t c0 = 0;
-          for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(&p[r0 * kBK], nk, &vb[c0], Dv8, &acc[r0 * Dv8 + c0], Dv8);
-          if (c0 < Dv8) pv_6xW<1>(&p[r0 * kBK], nk, &vb[c0], Dv8, &acc[r0 * Dv8 + c0], Dv8);
+          for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(&p[r0 * kBK], nk, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8);
+          if (c0 < Dv8) pv_6xW<1>(&p[r0 * kBK], nk, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8);
         }
       }
       for (int64_t i = 0; i < rows; ++i) {

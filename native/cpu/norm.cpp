@@ -1,9 +1,9 @@
 // Normalisation: group_norm on channels-last [N, S, C] (optional fused SiLU) and layer_norm over the last dim.
 //
 // group_norm: a group is C/G adjacent channels of every one of the S positions, so its elements are strided
-// runs. Pass 1 splits each image's S positions into blocks that are summed in parallel (sum and sum of squares
-// per group, of x - K with K the group's first element, so a large mean does not cancel the variance away;
-// short float runs, then double); the blocks are reduced per (n, group). Pass 2 normalises row by row with per-channel mean/(rstd*gamma)/beta
+// runs. Pass 1 splits each image's S positions into blocks that are summed in parallel (per-channel float sums
+// of x - K and its square over the block's rows, K the group's first element, so a large mean does not cancel
+// the variance away; then per group in double); the blocks are reduced per (n, group). Pass 2 normalises row by row with per-channel mean/(rstd*gamma)/beta
 // vectors, a loop over C that vectorises. The input is read twice; a single-read fused version would need
 // the whole image in cache and is a later performance step.
 // layer_norm: one row per task, two passes (mean, then centred variance) with double accumulators.
@@ -14,11 +14,19 @@
 #include <vector>
 
 #include "hypersd/ops.h"
+#include "gemm_kernels.h"
 
 namespace hsd {
+namespace pw_avx2 {  // pointwise_avx2.cpp
+void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2);
+void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+              bool silu_on);
+}  // namespace pw_avx2
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
+// The AVX2 row kernels run when the GEMM engine chose its AVX2 kernels (same dispatch rule).
+inline bool pointwise_avx2() { return &gemm::kernels() == gemm::avx2_kernels(); }
 inline float silu_d(float x) {
   float s = 1.0f / (1.0f + std::exp(-x));
   return s * (1.0f + x * (1.0f - s));
@@ -42,28 +50,40 @@ void group_norm_kernel(const OpContext& c) {
   float* py = y.data<float>();
   if (x.numel() == 0) return;
 
-  // Pass 1: partial sums per (n, S-block, group).
+  // Pass 1: partial sums per (n, S-block, group). Each block accumulates per channel (x - K_c and its square,
+  // K_c the first element of the channel's group: a value of the group, so a large mean does not cancel the
+  // variance away) in one vectorised pass over its rows, then folds the channels into groups in double.
   int64_t rows_per_block = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(C, 1));
   int64_t nblk = (S + rows_per_block - 1) / rows_per_block;
   std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);
+  const bool avx2 = pointwise_avx2();
   c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
+    std::vector<float> kc((size_t)C), a1((size_t)C), a2((size_t)C);
     for (int64_t t = s; t < e; ++t) {
       int64_t n = t / nblk, blk = t % nblk;
       int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block);
+      for (int64_t ch = 0; ch < C; ++ch) kc[(size_t)ch] = px[n * S * C + (ch / Cg) * Cg];
+      std::fill(a1.begin(), a1.end(), 0.f);
+      std::fill(a2.begin(), a2.end(), 0.f);
+      const float* xb = px + (n * S + r0) * C;
+      if (avx2) {
+        pw_avx2::gn_sums(xb, r1 - r0, C, kc.data(), a1.data(), a2.data());
+      } else {
+        for (int64_t r = 0; r < r1 - r0; ++r) {
+          const float* xr = xb + r * C;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            float d = xr[ch] - kc[(size_t)ch];
+            a1[(size_t)ch] += d;
+            a2[(size_t)ch] += d * d;
+          }
+        }
+      }
       double* acc = &part[(size_t)t * G * 2];
       for (int64_t g = 0; g < G; ++g) {
         double s1 = 0, s2 = 0;
-        float K = px[n * S * C + g * Cg];
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* p = px + (n * S + r) * C + g * Cg;
-          float f1 = 0, f2 = 0;  // Cg is at most a few hundred values: float partials, then double
-          for (int64_t k = 0; k < Cg; ++k) {
-            float d = p[k] - K;
-            f1 += d;
-            f2 += d * d;
-          }
-          s1 += f1;
-          s2 += f2;
+        for (int64_t k = 0; k < Cg; ++k) {
+          s1 += a1[(size_t)(g * Cg + k)];
+          s2 += a2[(size_t)(g * Cg + k)];
         }
         acc[2 * g] = s1;
         acc[2 * g + 1] = s2;
@@ -100,6 +120,10 @@ void group_norm_kernel(const OpContext& c) {
       const float* xr = px + r * C;
       float* yr = py + r * C;
       const float *kk = &k_c[(size_t)(n * C)], *dm = &dm_c[(size_t)(n * C)], *a = &scale_c[(size_t)(n * C)];
+      if (avx2) {
+        pw_avx2::gn_apply(xr, yr, C, kk, dm, a, pb, silu);
+        continue;
+      }
       for (int64_t k = 0; k < C; ++k) yr[k] = ((xr[k] - kk[k]) - dm[k]) * a[k] + pb[k];
       if (silu)
         for (int64_t k = 0; k < C; ++k) yr[k] = silu_f(yr[k]);

@@ -61,6 +61,7 @@ const cases: [string, Case][] = [
   ['large logits (online max rescaling), Lk=150', { B: 1, Lq: 19, Lk: 150, H: 1, D: 40, Dv: 40, amp: 4 }],
   ['explicit scale, Lq=1', { B: 3, Lq: 1, Lk: 45, H: 3, D: 40, Dv: 40, scale: 0.37 }],
   ['one 512-channel head (the VAE mid-block), Lk=45', { B: 1, Lq: 21, Lk: 45, H: 1, D: 512, Dv: 512 }],
+  ['head dims off the 8-float vectors D=12 Dv=20, Lk=70', { B: 2, Lq: 23, Lk: 70, H: 2, D: 12, Dv: 20 }],
 ];
 
 for (const [name, c] of cases) {

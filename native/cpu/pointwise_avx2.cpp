@@ -1,0 +1,75 @@
+// AVX2 + FMA row kernels for the memory-bound ops (compiled with -mavx2 -mfma; chosen at run time by the
+// callers in norm.cpp and activation.cpp when the GEMM engine picked its AVX2 kernels, i.e. the CPU has them
+// and HYPERSD_CPU_KERNELS is not "portable"). The portable versions of the same loops live beside their
+// callers; both are checked by the same tests (test/ops/norm.test.ts and activation.test.ts run the portable
+// kernels too, in a child process).
+//
+// silu uses exp_ps from avx2_math.h (relative error ~2e-7, as libm's expf within the tests' f32 tolerance).
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include "avx2_math.h"
+
+namespace hsd {
+namespace pw_avx2 {
+
+static inline __m256 silu_ps(__m256 v) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), v));
+  return _mm256_div_ps(v, _mm256_add_ps(one, e));
+}
+
+// y[i] = silu(x[i]) (in place when y == x).
+void silu(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu_ps(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) y[i] = x[i] / (1.f + std::exp(-x[i]));
+}
+
+// Group-norm statistics of `rows` rows of C channels: acc1[c] += x - k[c], acc2[c] += (x - k[c])^2.
+void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), _mm256_loadu_ps(k + c));
+      _mm256_storeu_ps(acc1 + c, _mm256_add_ps(_mm256_loadu_ps(acc1 + c), d));
+      _mm256_storeu_ps(acc2 + c, _mm256_fmadd_ps(d, d, _mm256_loadu_ps(acc2 + c)));
+    }
+    for (; c < C; ++c) {
+      const float d = xr[c] - k[c];
+      acc1[c] += d;
+      acc2[c] += d * d;
+    }
+  }
+}
+
+// y = ((x - k) - dm) * a + b [, silu] over one row of C channels.
+void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+              bool silu_on) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 v = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(k + c)), _mm256_loadu_ps(dm + c));
+    v = _mm256_fmadd_ps(v, _mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c));
+    _mm256_storeu_ps(y + c, silu_on ? silu_ps(v) : v);
+  }
+  for (; c < C; ++c) {
+    const float v = ((x[c] - k[c]) - dm[c]) * a[c] + b[c];
+    y[c] = silu_on ? v / (1.f + std::exp(-v)) : v;
+  }
+}
+
+}  // namespace pw_avx2
+}  // namespace hsd
+
+#else  // not an x86-64 AVX2 build: never called (the GEMM engine reports no AVX2 kernels)
+namespace hsd {
+namespace pw_avx2 {
+void silu(const float*, float*, int64_t) { std::abort(); }
+void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
+void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
+}  // namespace pw_avx2
+}  // namespace hsd
+#endif

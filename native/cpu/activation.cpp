@@ -15,6 +15,7 @@
 namespace hsd {
 namespace pw_avx2 {  // pointwise_avx2.cpp
 void silu(const float* x, float* y, int64_t n);
+void geglu(const float* h, const float* g, float* o, int64_t n);
 }  // namespace pw_avx2
 namespace {
 
@@ -63,12 +64,15 @@ void geglu_kernel(const OpContext& c) {
   int64_t rows = n ? y.numel() / n : 0;
   const float* px = x.data<float>();
   float* py = y.data<float>();
+  const bool avx2 = &gemm::kernels() == gemm::avx2_kernels();
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* h = px + r * 2 * n;
       const float* g = h + n;
       float* o = py + r * n;
-      for (int64_t i = 0; i < n; ++i) o[i] = h[i] * gelu_f(g[i]);
+      if (avx2) pw_avx2::geglu(h, g, o, n);
+      else
+        for (int64_t i = 0; i < n; ++i) o[i] = h[i] * gelu_f(g[i]);
     }
   });
 }

@@ -21,6 +21,34 @@ static inline __m256 silu_ps(__m256 v) {
   return _mm256_div_ps(v, _mm256_add_ps(one, e));
 }
 
+// erf(x) by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended: 1 - poly(t) exp(-x^2), t = 1/(1 + p|x|).
+static inline __m256 erf_ps(__m256 x) {
+  const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.f));
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.f)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+  const __m256 r = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.f));
+  return _mm256_or_ps(r, sign);
+}
+
+// GEGLU row: o[i] = h[i] * gelu(g[i]), gelu(x) = 0.5 x (1 + erf(x / sqrt 2)).
+void geglu(const float* h, const float* g, float* o, int64_t n) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), r2 = _mm256_set1_ps(0.70710678118654752f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 gl = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf_ps(_mm256_mul_ps(x, r2))));
+    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(h + i), gl));
+  }
+  for (; i < n; ++i) o[i] = h[i] * (0.5f * g[i] * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
+}
+
 // y[i] = silu(x[i]) (in place when y == x).
 void silu(const float* x, float* y, int64_t n) {
   int64_t i = 0;
@@ -68,6 +96,7 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
 namespace hsd {
 namespace pw_avx2 {
 void silu(const float*, float*, int64_t) { std::abort(); }
+void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 }  // namespace pw_avx2

@@ -1,17 +1,18 @@
 // matmul on Hopper tensor cores with wgmma (sm_90a only): C = act(alpha A B^T + bias) + beta C for f16/bf16,
 // A [M, K] row-major and B [N, K] row-major (a linear layer's weight: both operands K-major), batched by
-// blockIdx.z with strides, with LoRA's second segment (t [M, r] and up [N, r] continue the k loop) when r % 8 == 0;
-// per-item adapter indices (lora_linear_batched) stay on the mma.sync kernel. gemm.cu's run_gemm() calls it on a compute capability 9.0 device
-// when the operands qualify (rows 16-byte aligned, K % 8 == 0) unless HYPERSD_WGMMA=0; everything else takes
-// the mma.sync kernel of gemm_core.cuh, which also runs on Ampere and Ada.
+// blockIdx.z with strides, with LoRA's second segment (t [M, r] and up [N, r] continue the k loop) when
+// r % 8 == 0; per-item adapter indices (lora_linear_batched) stay on the mma.sync kernel. gemm.cu's run_gemm()
+// calls it on a compute capability 9.0 device when the operands qualify (rows 16-byte aligned, K % 8 == 0)
+// unless HYPERSD_WGMMA=0; everything else takes the mma.sync kernel of gemm_core.cuh (Ampere, Ada, Hopper).
 //
 // Block: 128x128 output tile, 2 warpgroups (256 threads), warpgroup w owning rows 64w..64w+63 with one
-// m64n128k16 wgmma per 16 k. Measured on an H200 (bench/RESULTS.md): 360 TFLOP/s bf16 at 4096^3, against 227
-// for the mma.sync kernel; ptxas: 102 registers (128x128) / 166 (128x256), 0 spills. Operands reach shared memory by cp.async (every thread loads) in a 3-stage ring
+// m64n128k16 wgmma per 16 k. Operands reach shared memory by cp.async (every thread loads) in a 3-stage ring
 // of 64-wide k tiles stored in the 128-byte swizzle that the wgmma descriptors name (16-byte chunk c of row r
 // at chunk c ^ (r & 7); 8-row groups 1024 bytes apart); fence.proxy.async makes the cp.async writes visible to
 // the tensor cores before the barrier. Per k tile: barrier, issue the loads of the tile two ahead, 4 wgmma,
 // commit, wait. The accumulators use mma.sync's m16n8 layout per warp, so the epilogue is store_pair().
+// Measured on an H200 (bench/RESULTS.md, bench/gpu-runs/): 355-360 TFLOP/s bf16 at 4096^3 against 230 for the
+// mma.sync kernel. ptxas (sm_90a, CUDA 13.0): 102 registers (128x128), 168 (128x256 variant), 0 spills.
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
 #include <cstdlib>
 #include <type_traits>

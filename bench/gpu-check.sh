@@ -11,7 +11,9 @@
 #   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
 #   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS), racecheck over the kernels that
 #      share tiles in shared memory (RACECHECK_TESTS)
-#   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings), full-size UNets, end-to-end
+#   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings; the GEMMs again with
+#      HYPERSD_WGMMA=0 for the mma.sync kernel), full-size UNets and VAE, a per-op profile, end-to-end
+#      (SASS=1 also lists the tensor-core instructions in the addon)
 # Every stage runs even when an earlier one failed, each under a timeout clipped to an overall deadline
 # (DEADLINE_S, default 400 s); the script ends with a summary and exits non-zero when any stage failed.
 # Everything goes to stdout and, when $OUT is set, to $OUT/gpu-check.log (plus $OUT/ops_gpu.{md,json}).

@@ -70,8 +70,8 @@ function section(r: TeacherReport, sweep: Sweep[]): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const lines: string[] = [];
   lines.push('## Training: teacher from scratch', '');
-  lines.push(`Machine: ${os.cpus()[0]?.model ?? 'cpu'}, ${r.threads} threads (a 2-core VM shared with other jobs), ${new Date().toISOString().slice(0, 10)}.`);
-  lines.push('Command: `npx tsx bench/teacher.ts` (the same code as `hypersd train-teacher --out dir`).', '');
+  lines.push(`Machine: ${os.cpus()[0]?.model ?? 'cpu'}, ${r.threads} threads, ${new Date().toISOString().slice(0, 10)}.`);
+  lines.push(`Command: \`npx tsx bench/teacher.ts ${process.argv.slice(2).join(' ')}\` (the same code as \`hypersd train-teacher --out dir\`).`, '');
   lines.push(`Model (SD1.5 architecture, diffusers configs): UNet ${r.params.unet.toLocaleString('en')} parameters, VAE ${r.params.vae.toLocaleString('en')}, ` +
     `CLIP text encoder ${r.params.textEncoder.toLocaleString('en')}; 64x64 images, 4x8x8 latents.`, '');
   lines.push('| stage | steps x batch | wall time |', '|---|---|---|');
@@ -101,8 +101,8 @@ function section(r: TeacherReport, sweep: Sweep[]): string {
   const miss = new Map<string, number>();
   for (const p of ev.perPrompt) for (const x of p.readShapes) if (x !== p.shape) miss.set(`${p.shape} read as ${x ?? 'no shape'}`, (miss.get(`${p.shape} read as ${x ?? 'no shape'}`) ?? 0) + 1);
   lines.push('The check reads colours only: shape identity and the spatial relations of the captions are not measured ' +
-    '(at this training budget the samples draw rounded blobs of the right colour rather than clean circles, squares and triangles; ' +
-    'see the grid).', '');
+    "(the samples' outlines are rounder and softer than the real shapes, though triangles, squares and circles are told apart " +
+    'in most of them; see the grid).', '');
   lines.push(`Misses: ${[...miss].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} (${n})`).join(', ')}.`, '');
   lines.push('The same check at other guidance scales (same prompts and seeds):', '');
   lines.push(`| guidance | ${sweep.map((x) => x.guidance).join(' | ')} |`, `|---|${sweep.map(() => '---|').join('')}`);

@@ -6,7 +6,7 @@
 import { Opts } from './args';
 import { trainTeacher, type TeacherOptions } from '../train/teacher';
 
-export const TRAIN_USAGE = `  hypersd train-teacher --out <dir> [--steps N (UNet, 3600)] [--vae-steps N (1000)] [--batch N (16)]
+export const TRAIN_USAGE = `  hypersd train-teacher --out <dir> [--steps N (UNet, 6000)] [--vae-steps N (2500)] [--batch N (16)]
                         [--vae-batch N (8)] [--lr x (1e-3)] [--vae-lr x (1e-3)] [--cache-size N (4096)]
                         [--offset-noise x (0.1)] [--snr-gamma g (5; 0 = plain MSE)]
                         [--vae <trained vae/ folder>] [--seed s] [--threads N] [--checkpoint-every N] [--resume]

@@ -22,13 +22,15 @@
  * is an option.
  *   VAE: channels [16, 16, 32, 32], 1 resnet per level, 4 groups (8 groups: held-out MSE 0.073 vs 0.034 after
  *        800 steps, colours visibly off), latent 4; posterior started narrow (logvar -6, see narrowPosterior);
- *        AdamW lr 1e-3 (2e-3 was no faster), warm-up 50, cosine to 1e-4, 1000 steps x batch 8, weight decay 0,
- *        clip 1, KL weight 1e-4.
+ *        AdamW lr 1e-3 (2e-3 was no faster), warm-up 50, cosine to 1e-4, 2500 steps x batch 8, weight decay 0,
+ *        clip 1, KL weight 1e-4 (1000 steps: held-out MSE 0.032 and only 87.5% of reconstructions kept the
+ *        shape's colour, which capped the teacher's adherence; 2500 steps: 0.009 and 100%).
  *   UNet: channels [32, 64, 64] (8x8, 4x4, 2x2), CrossAttn x2 + Down / Up + CrossAttn x2, 1 resnet per level,
  *        4 heads, cross-attention 64; text encoder: 2 layers, width 64, 4 heads, quick-GELU, 20 positions.
  *        AdamW lr 1e-3, warm-up 100, cosine to 1e-4, weight decay 1e-2 (not on norms, biases, embeddings),
- *        clip 1, 3600 steps x batch 16 (batch 16 costs 57% of batch 32 per step: more updates per minute;
- *        shape-colour adherence 21% after 1600 steps, 48% after 3200 at the same guidance),
+ *        clip 1, 6000 steps x batch 16 (batch 16 costs 57% of batch 32 per step: more updates per minute;
+ *        shape-colour adherence 21% after 1600 steps, 48% after 3200, 71-77% after 3600 on the 1000-step VAE,
+ *        96-100% after 6000 on the 2500-step VAE: bench/RESULTS.md),
  *        latent cache of 4096 images.
  */
 import * as fs from 'fs';
@@ -243,7 +245,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     initForTraining(vae.params, seed * 7 + 1);
     narrowPosterior(vae, o.vaeInitLogvar ?? -6);
   }
-  const vaeSteps = vaeFrom ? 0 : o.vaeSteps ?? 1000, vaeBatch = o.vaeBatch ?? 8, klWeight = o.klWeight ?? 1e-4;
+  const vaeSteps = vaeFrom ? 0 : o.vaeSteps ?? 2500, vaeBatch = o.vaeBatch ?? 8, klWeight = o.klWeight ?? 1e-4;
   const tv = Date.now();
   const vaeLosses: LossRow[] = [];
   if (vaeSteps > 0) {
@@ -311,7 +313,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
   const unet = new UNet2DConditionModel(cfg.unet);
   initForTraining(te.params, seed * 7 + 3);
   initForTraining(unet.params, seed * 7 + 4);
-  const unetSteps = o.unetSteps ?? 3600, B = o.unetBatch ?? 16, lr = o.unetLr ?? 1e-3;
+  const unetSteps = o.unetSteps ?? 6000, B = o.unetBatch ?? 16, lr = o.unetLr ?? 1e-3;
   const tu = Date.now();
   const unetLosses: LossRow[] = [];
   const ac = alphasCumprod(cfg.scheduler as never);
@@ -452,9 +454,8 @@ export function adherencePrompts(seed: number): SceneSpec[] {
 /**
  * Samples the saved teacher with 25-step DDIM (trailing) and classifier-free guidance, measures prompt
  * adherence on single-shape prompts, and draws the grid (fixed prompts with one to three shapes, a real image
- * of each caption first). Default guidance 2: on a 3200-step teacher the shape-colour match was 62% at
- * guidance 1 (no CFG), 69% at 2, 67% at 3, 58% at 5, 48% at 7.5, 44% at 10 (higher guidance saturates
- * this small model's colours).
+ * of each caption first). Default guidance 3: the default-recipe teacher matched the shape colour in 96-100% of
+ * samples at guidance 1-7.5 (97.9% at 3); a 3600-step teacher on a weaker VAE peaked at guidance 3 (77%).
  */
 export interface EvaluateOptions {
   samplesPerPrompt?: number;
@@ -471,7 +472,7 @@ export interface EvaluateOptions {
 
 export async function evaluateTeacher(dir: string, o: EvaluateOptions = {}): Promise<Evaluation> {
   const t0 = Date.now();
-  const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 2, steps = o.steps ?? 25, seed = o.seed ?? 0;
+  const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 3, steps = o.steps ?? 25, seed = o.seed ?? 0;
   const pipe = await loadPipeline(dir, { device: 'cpu' });
   try {
     const scenes = adherencePrompts(seed).slice(0, o.prompts ?? Infinity);

@@ -1,6 +1,6 @@
 /**
  * Loads the native addon. Order: HYPERSD_ADDON (an explicit path, for development builds), then
- * node-gyp-build (prebuilds/ made by `npm run prebuild`, then build/Release from `npm install`).
+ * node-gyp-build (prebuilds/ made by `npm run prebuilds`, then build/Release from `npm install`).
  */
 import * as path from 'path';
 

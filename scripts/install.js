@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm install` step: use a prebuilt addon when one matches (prebuilds/, made by `npm run prebuild`),
+// `npm install` step: use a prebuilt addon when one matches (prebuilds/, made by `npm run prebuilds`),
 // otherwise build from source with cmake-js (CUDA kernels when nvcc is found; HYPERSD_CUDA=0|1 forces),
 // and fall back to node-gyp (binding.gyp, CPU only) when CMake is missing or fails. Downloads nothing.
 'use strict';

@@ -1,32 +1,21 @@
 #!/usr/bin/env node
-// `npm run prebuild`: N-API prebuilds with prebuildify (cmake-js backend, so CUDA is included when nvcc is
-// found), picked up first by node-gyp-build. npm also runs a script named "prebuild" as the pre-hook of
-// `npm run build` (the TypeScript build): in that case this does nothing.
+// `npm run prebuilds`: an N-API prebuild for this platform, picked up first by node-gyp-build (and by
+// scripts/install.js, which then skips compiling). Built with cmake-js like `npm install` (so the CUDA kernels
+// are in it when nvcc is found; HYPERSD_CUDA=0|1 and HYPERSD_CUDA_ARCHS apply) into build-prebuild/, then
+// copied to prebuilds/<platform>-<arch>/hypersd.node. (prebuildify is not used: it only drives node-gyp, whose
+// binding.gyp is the CPU-only fallback.) The script is not named "prebuild" on purpose: npm would run that as
+// the pre-hook of `npm run build`, and a CPU-only prebuild would then shadow the CUDA build of `npm install`.
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 
-function ancestorsArgv() {
-  const out = [];
-  let pid = process.ppid;
-  for (let i = 0; i < 8 && pid > 1; i++) {
-    try {
-      out.push(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean));
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      pid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    } catch {
-      break;
-    }
-  }
-  return out;
-}
-
-const asHook = ancestorsArgv().some((argv) => {
-  const i = argv.findIndex((a) => a === 'run' || a === 'run-script');
-  return i >= 0 && argv[i + 1] === 'build';
-});
-if (asHook) process.exit(0);
-const bin = path.join(__dirname, '..', 'node_modules', '.bin', 'prebuildify');
-const r = spawnSync(bin, ['--napi', '--strip', '--backend', 'cmake-js'], { stdio: 'inherit', cwd: path.join(__dirname, '..') });
-process.exit(r.status ?? 1);
+const root = path.join(__dirname, '..');
+const out = path.join(root, 'build-prebuild');
+const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js'), 'compile', '-O', out],
+  { stdio: 'inherit', cwd: root });
+if (r.status !== 0) process.exit(r.status ?? 1);
+const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+fs.mkdirSync(dir, { recursive: true });
+fs.copyFileSync(path.join(out, 'Release', 'hypersd.node'), path.join(dir, 'hypersd.node'));
+console.log(`prebuild: ${path.relative(root, path.join(dir, 'hypersd.node'))}`);

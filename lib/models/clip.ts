@@ -22,7 +22,7 @@ export interface CLIPTextOutput {
   textEmbeds: Tensor | null;    // pooled @ text_projection^T           [B, P]
 }
 
-const f32 = (t: Tensor): Tensor => (t.dtype === 'f32' ? t : ops.cast(t, 'f32'));
+const f32 = (t: Tensor): Tensor => ops.asDtype(t, 'f32');
 
 class EncoderLayer {
   ln1: LayerNorm; attn: MultiHeadAttention; ln2: LayerNorm; fc1: Linear; fc2: Linear;

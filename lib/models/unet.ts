@@ -7,7 +7,7 @@ import { Tensor, tidy, tensor, zeros, type DType } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
 import { checkpoint } from '../autograd';
-import { Linear, Conv2d, GroupNorm, LayerNorm, MultiHeadAttention, toNHWC, toNCHW } from '../nn/layers';
+import { Linear, Conv2d, GroupNorm, LayerNorm, MultiHeadAttention, toNHWC, toNCHW, activationDtype } from '../nn/layers';
 
 export interface UNetConfig {
   in_channels: number; out_channels: number; block_out_channels: number[]; layers_per_block: number | number[];
@@ -116,9 +116,8 @@ export class UNet2DConditionModel {
   readonly isSDXL: boolean;
   /** Training: recompute each resnet and transformer block's forward during backward (saves activation memory). */
   gradientCheckpointing = false;
-  /** The activations' dtype. 'auto': the weights' dtype on a GPU (f16/bf16 activations run the tensor-core
-   * kernels; f32 ones the SIMT kernels, 10-100x slower), f32 on the CPU (whose kernels compute in f32). The
-   * output keeps the sample's dtype. */
+  /** The activations' dtype (layers.ts activationDtype: 'auto' is the weights' half dtype on a GPU, f32 on the
+   * CPU). The output keeps the sample's dtype. */
   computeDtype: DType | 'auto' = 'auto';
 
   constructor(readonly config: UNetConfig) {
@@ -222,14 +221,13 @@ export class UNet2DConditionModel {
         if (!timeIds || timeIds.rank !== 2 || timeIds.shape[0] !== B || timeIds.shape[1] !== 6)
           throw new Error(`unet: SDXL needs time_ids [${B}, 6], got ${timeIds ? `[${timeIds.shape}]` : 'none'}`);
         const d = c.addition_time_embed_dim!;
-        const tids = timeIds.dtype === 'f32' ? timeIds : ops.cast(timeIds, 'f32');
+        const tids = ops.asDtype(timeIds, 'f32');
         const te = ops.timestepEmbedding(tids.reshape([B * 6]), d, { flipSinToCos: c.flip_sin_to_cos ?? true, freqShift: c.freq_shift ?? 0 });
-        const addIn = ops.concat([textEmbeds.dtype === 'f32' ? textEmbeds : ops.cast(textEmbeds, 'f32'), te.reshape([B, 6 * d])], 1);
+        const addIn = ops.concat([ops.asDtype(textEmbeds, 'f32'), te.reshape([B, 6 * d])], 1);
         emb = ops.add(emb, this.add2!.forward(this.add1!.forward(addIn, 'silu')));
       }
-      const wdt = this.params.get('conv_in.weight').dtype;
-      const cdt: DType = this.computeDtype !== 'auto' ? this.computeDtype : x0.device === 'cuda' && wdt !== 'f32' ? wdt : 'f32';
-      const cast = (t: Tensor) => (t.dtype === cdt ? t : ops.cast(t, cdt));
+      const cdt = activationDtype(this.computeDtype, this.params.get('conv_in.weight').dtype, x0.device);
+      const cast = (t: Tensor) => ops.asDtype(t, cdt);
       const embSilu = cast(ops.silu(emb));
       const ehs = cast(ehs0);
       // down
@@ -267,7 +265,7 @@ export class UNet2DConditionModel {
         }
       }
       h = toNCHW(this.convOut.forward(this.normOut.forward(h, true)));
-      return h.dtype === x0.dtype ? h : ops.cast(h, x0.dtype);
+      return ops.asDtype(h, x0.dtype);
     });
   }
 
@@ -286,7 +284,7 @@ export function upsampleTo(h: Tensor, H: number, W: number): Tensor {
 
 export function timestepTensor(t: Tensor | number | number[], B: number, device: Tensor['device']): Tensor {
   if (t instanceof Tensor) {
-    const f = t.dtype === 'f32' ? t : ops.cast(t, 'f32');
+    const f = ops.asDtype(t, 'f32');
     if (f.size === 1 && B > 1) return ops.add(zeros([B], { device }), f.reshape([1]));
     if (f.size !== B) throw new Error(`unet: timesteps must have ${B} values (one per sample), got [${t.shape}]`);
     return f.reshape([B]);

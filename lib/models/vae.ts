@@ -7,7 +7,7 @@
 import { Tensor, tidy, zeros, type DType } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
-import { Linear, Conv2d, GroupNorm, toNHWC, toNCHW } from '../nn/layers';
+import { Linear, Conv2d, GroupNorm, toNHWC, toNCHW, activationDtype } from '../nn/layers';
 import { upsampleTo } from './unet';
 
 export interface VAEConfig {
@@ -75,14 +75,12 @@ export class AutoencoderKL {
   private dec: { convIn: Conv2d; mid: Mid; blocks: { resnets: Resnet[]; up?: Conv2d }[]; norm: GroupNorm; convOut: Conv2d };
   private quant: Conv2d; private postQuant: Conv2d;
   readonly scalingFactor: number;
-  /** The activations' dtype: 'auto' is the weights' dtype on a GPU, f32 on the CPU (see UNet's computeDtype).
-   * decode() and encode() return f32 either way. */
+  /** The activations' dtype (layers.ts activationDtype: 'auto' is the weights' half dtype on a GPU, f32 on the
+   * CPU). decode() and encode() return f32 either way. */
   computeDtype: DType | 'auto' = 'auto';
 
   private cdt(device: Tensor['device']): DType {
-    if (this.computeDtype !== 'auto') return this.computeDtype;
-    const w = this.params.get('decoder.conv_in.weight').dtype;
-    return device === 'cuda' && w !== 'f32' ? w : 'f32';
+    return activationDtype(this.computeDtype, this.params.get('decoder.conv_in.weight').dtype, device);
   }
 
   constructor(readonly config: VAEConfig) {
@@ -144,14 +142,14 @@ export class AutoencoderKL {
     if (z.rank !== 4 || z.shape[1] !== L) throw new Error(`vae.decode: latents must be [B, ${L}, h, w], got [${z.shape}]`);
     return tidy(() => {
       const cdt = this.cdt(z.device);
-      let h = this.postQuant.forward(toNHWC(z.dtype === cdt ? z : ops.cast(z, cdt)));
+      let h = this.postQuant.forward(toNHWC(ops.asDtype(z, cdt)));
       h = this.dec.mid.forward(this.dec.convIn.forward(h));
       for (const b of this.dec.blocks) {
         for (const r of b.resnets) h = r.forward(h);
         if (b.up) h = b.up.forward(upsampleTo(h, h.shape[1] * 2, h.shape[2] * 2));
       }
       h = toNCHW(this.dec.convOut.forward(this.dec.norm.forward(h, true)));
-      return h.dtype === 'f32' ? h : ops.cast(h, 'f32');
+      return ops.asDtype(h, 'f32');
     });
   }
 
@@ -161,7 +159,7 @@ export class AutoencoderKL {
     if (img.rank !== 4 || img.shape[1] !== C) throw new Error(`vae.encode: image must be [B, ${C}, H, W], got [${img.shape}]`);
     return tidy(() => {
       const cdt = this.cdt(img.device);
-      let h = this.enc.convIn.forward(toNHWC(img.dtype === cdt ? img : ops.cast(img, cdt)));
+      let h = this.enc.convIn.forward(toNHWC(ops.asDtype(img, cdt)));
       for (const b of this.enc.blocks) {
         for (const r of b.resnets) h = r.forward(h);
         if (b.down) h = b.down.forward(padBottomRight(h));
@@ -169,7 +167,7 @@ export class AutoencoderKL {
       h = this.enc.mid.forward(h);
       h = this.quant.forward(this.enc.convOut.forward(this.enc.norm.forward(h, true)));
       const L = this.config.latent_channels;
-      if (h.dtype !== 'f32') h = ops.cast(h, 'f32');
+      h = ops.asDtype(h, 'f32');
       const mean = toNCHW(ops.slice(h, 3, 0, L));
       const logvar = toNCHW(ops.clamp(ops.slice(h, 3, L, L), -30, 20));
       return { mean, logvar };

@@ -4,7 +4,7 @@
  * weight in place and runtime LoRA adapters can be attached per module name.
  * Images flow as NHWC [N, H, W, C]; sequences as [B, L, C].
  */
-import { Tensor, tidy } from '../tensor';
+import { Tensor, tidy, type DType, type DeviceName } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore } from './params';
 
@@ -119,6 +119,14 @@ export class MultiHeadAttention {
       return this.o.forward(a);
     });
   }
+}
+
+/** The activations' dtype of a network whose `computeDtype` is `setting`: 'auto' is the weights' half dtype on a
+ * GPU (the tensor-core kernels; f32 runs the SIMT ones, 10-100x slower) and f32 on the CPU (whose kernels compute
+ * in f32). */
+export function activationDtype(setting: DType | 'auto', weights: DType, device: DeviceName): DType {
+  if (setting !== 'auto') return setting;
+  return device === 'cuda' && weights !== 'f32' ? weights : 'f32';
 }
 
 /** NCHW [N, C, H, W] -> NHWC and back. */

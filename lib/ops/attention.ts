@@ -6,7 +6,7 @@
 import { tidy, type Tensor } from '../tensor';
 import { matmul } from './gemm';
 import { softmax } from './activation';
-import { cast, concat, slice } from './shape';
+import { asDtype, concat, slice } from './shape';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, shapeStr } from './runtime';
 
 export interface AttentionOptions {
@@ -75,7 +75,7 @@ export function attentionWithLse(q: Tensor, k: Tensor, v: Tensor, o: Omit<Attent
 /** One head, no mask: softmax(q k^T scale) v per batch item and query chunk, in f32 GEMMs; the output in q's dtype. */
 function attentionByGemm(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
   return tidy(() => {
-    const f32 = (t: Tensor) => (t.dtype === 'f32' ? t : cast(t, 'f32'));
+    const f32 = (t: Tensor) => asDtype(t, 'f32');
     const [B, Lq, D] = q.shape, Lk = k.shape[1], Dv = v.shape[2];
     const chunk = Math.max(1, Math.min(Lq, Math.floor((256 * 2 ** 20) / (4 * Lk))));
     const outs: Tensor[] = [];
@@ -88,6 +88,6 @@ function attentionByGemm(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor
       }
     }
     const o = (outs.length === 1 ? outs[0] : concat(outs, 0)).reshape([B, Lq, Dv]);
-    return o.dtype === q.dtype ? o : cast(o, q.dtype);
+    return asDtype(o, q.dtype);
   });
 }

@@ -79,6 +79,11 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
   return y;
 }
 
+/** x itself when it already has dtype, else cast(x, dtype) (no copy for the common no-op case). */
+export function asDtype(x: Tensor, dtype: DType): Tensor {
+  return x.dtype === dtype ? x : cast(x, dtype);
+}
+
 /** A copy converted to dtype: between float dtypes, from i32/i64 to floats, and i32 <-> i64. */
 export function cast(x: Tensor, dtype: DType): Tensor {
   const op = 'cast';

@@ -32,6 +32,24 @@ namespace {
 
 constexpr int GN_THREADS = 256;
 
+// Folds one channel window's per-thread sums t1, t2 ([rp][cw] for channels c0..c0+cw) into the per-group sums
+// gsum ([2][G]), in a fixed order (deterministic). Shared by both statistics kernels.
+__device__ __forceinline__ void gn_fold_window(const float* t1, const float* t2, int rp, int cw, int c0, int Cg, int G,
+                                               float* gsum, int tid) {
+  const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
+  for (int g = g_first + tid; g <= g_last; g += GN_THREADS) {
+    const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
+    float u1 = 0.f, u2 = 0.f;
+    for (int rr = 0; rr < rp; ++rr)
+      for (int cc = ca; cc < cb; ++cc) {
+        u1 += t1[rr * cw + cc];
+        u2 += t2[rr * cw + cc];
+      }
+    gsum[g] += u1;
+    gsum[G + g] += u2;
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restrict__ x, int64_t S, int C, int G, int Cg,
                                                               int64_t rows_per_chunk, float* __restrict__ part) {
@@ -57,18 +75,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
     t1[tid] = a1;
     t2[tid] = a2;
     __syncthreads();
-    const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
-    for (int g = g_first + tid; g <= g_last; g += GN_THREADS) {
-      const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
-      float u1 = 0.f, u2 = 0.f;
-      for (int rr = 0; rr < rp; ++rr)
-        for (int cc = ca; cc < cb; ++cc) {
-          u1 += t1[rr * cw + cc];
-          u2 += t2[rr * cw + cc];
-        }
-      gsum[g] += u1;
-      gsum[G + g] += u2;
-    }
+    gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid);
     __syncthreads();
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
@@ -127,18 +134,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
       }
     }
     __syncthreads();
-    const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
-    for (int g = g_first + tid; g <= g_last; g += GN_THREADS) {
-      const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
-      float u1 = 0.f, u2 = 0.f;
-      for (int rr = 0; rr < rp; ++rr)
-        for (int cc = ca; cc < cb; ++cc) {
-          u1 += t1[rr * cw + cc];
-          u2 += t2[rr * cw + cc];
-        }
-      gsum[g] += u1;
-      gsum[G + g] += u2;
-    }
+    gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid);
     __syncthreads();
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;

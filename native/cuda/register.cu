@@ -1,5 +1,5 @@
-// The CUDA half of the op table: every family registers its kernels here (replaces the no-CUDA stub in
-// native/core/device_cuda.cpp when the build has HSD_WITH_CUDA).
+// The CUDA half of the op table: every family registers its kernels here (replaces the empty
+// register_cuda_kernels of native/core/device_cuda.cpp when the build has HSD_CUDA_KERNELS).
 #include "common.cuh"
 
 namespace hsd {

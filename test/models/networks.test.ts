@@ -6,13 +6,12 @@ import * as path from 'path';
 import * as hs from '../../lib';
 import { loadModel } from '../../lib/models/load';
 import { SafeTensors } from '../../lib/io/safetensors';
-import { relErr } from '../helpers/check';
+import { DEVICE as DEV, relErr } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const TOL = 1e-4;
 // HYPERSD_TEST_DEVICE=cuda runs the networks on the GPU (bench/gpu-check.sh); HYPERSD_TEST_LAYOUTS=diffusers
 // limits the layouts (the GPU machine gets only the diffusers folders, to keep the copied tree small).
-const DEV = (process.env.HYPERSD_TEST_DEVICE ?? 'cpu') as hs.DeviceName;
 const LAYOUTS = process.env.HYPERSD_TEST_LAYOUTS?.split(',');
 
 function io(model: string) {

@@ -9,11 +9,10 @@ import * as hs from '../../lib';
 import { loadPipeline, samplePosterior, type StableDiffusionPipeline } from '../../lib/pipelines/sd';
 import { SafeTensors } from '../../lib/io/safetensors';
 import { decodePNG } from '../../lib/io/png';
-import { relErr } from '../helpers/check';
+import { DEVICE as DEV, relErr } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const SHARED = path.resolve(process.env.HYPERSD_SHARED_FIXTURES ?? path.join(__dirname, '../../../shared/fixtures'));
-const DEV = (process.env.HYPERSD_TEST_DEVICE ?? 'cpu') as hs.DeviceName;
 const VOCAB = path.join(SHARED, 'tokenizer');
 const haveVocab = fs.existsSync(path.join(VOCAB, 'vocab.json'));
 if (!haveVocab) console.log(`pipeline tests: SKIP, the CLIP vocabulary (${VOCAB}) is absent`);

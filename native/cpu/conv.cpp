@@ -6,18 +6,25 @@
 // the A panels straight from the image, one contiguous run of Cin channels per (pixel, ky, kx) — padding
 // taps point at a zero row — so the packing costs the same as a plain GEMM's. A 1x1 stride-1 convolution is
 // a plain GEMM over the pixels.
-// Winograd F(2x2, 3x3) (below) takes the stride-1 3x3 convolutions with enough tiles: 2.25x fewer
-// multiply-adds, measured 1.0-1.5x the implicit GEMM's rate (in direct-convolution FLOPs) at 64x64x320,
-// 32x32x640 and 256x256x512 on the 2-core EPYC, the implicit GEMM itself 0.85-1.05x our plain GEMM's rate;
-// the attribute `algo` (0 auto, 1 implicit GEMM, 2 Winograd) forces either for tests and benchmarks.
+// Winograd (below) takes the stride-1 3x3 convolutions with >= 16 channels in and out: F(4x4, 3x3) (4x fewer
+// multiply-adds) once there are >= 64 4x4 tiles (32x32 and up), else the implicit GEMM; measured on the 2-core
+// EPYC (2026-11-26, ms per call, implicit GEMM / F(2x2) / F(4x4)): 64x64x320 70 / 43 / 33, 32x32x640 63 / 40
+// / 34, 64x64x640 276 / 173 / 122, 256x256x512->256 1277 / 850 / 637, 16x16x1280 62 / 64 / 77 (the weight
+// transform, 36 x Cin x Cout floats per call, outweighs the saving there), 8x8x1280 24 / 49 / 61.
+// The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4)) forces one for tests and benchmarks;
+// HYPERSD_CONV_ALGO (gemm, winograd, winograd4) overrides 'auto'; HYPERSD_WINO_PROFILE=1 prints each
+// Winograd call's phase times (weights, input transform, GEMMs, output transform) to stderr.
 // lora_conv2d: t = scale * conv(x, down) [pixels, r], then one GEMM over the extended K range,
 // y = [im2col(x) | t] [w | up]^T + bias (the same trick as lora_linear), always as implicit GEMM.
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
 
 #include "gemm_kernels.h"
+#include "winograd.h"
 
 namespace hsd {
 namespace {
@@ -83,142 +90,130 @@ struct ConvA {
   const gemm::APacker& get() const { return is_plain ? (const gemm::APacker&)plain : image; }
 };
 
-// ---------- Winograd F(2x2, 3x3) for stride-1 3x3 convolutions ----------
-// y tile (2x2) = A^T [ (G g G^T) .* (B^T d B) ] A over 4x4 input patches d (transforms in Lavin & Gray's
-// "Fast Algorithms for Convolutional Neural Networks"). Per element (u, v) of the 4x4 transformed tile that
-// is a GEMM over channels: M_uv[tile, o] = sum_c V_uv[tile, c] U_uv[o, c]; 16 GEMMs of 2.25x fewer
-// multiply-adds in all than the direct convolution. WinoA packs V_uv straight from the image (each V_uv
-// element is a +-sum of 4 input values), the weights are transformed once per call into U [16, Cout, Cin],
-// and the 16 GEMM results of a chunk of tiles (<= 32 MiB) are folded back into 2x2 outputs with the bias.
-// The transform coefficients are 0, +-1 and +-1/2, so the rounding stays that of a direct convolution.
+// ---------- Winograd F(2x2, 3x3) and F(4x4, 3x3) for stride-1 3x3 convolutions ----------
+// y tile (m x m) = A^T [ (G g G^T) .* (B^T d B) ] A over (m+2) x (m+2) input patches d (transforms in
+// winograd_transforms.h). Per element uv of the transformed tile that is a GEMM over channels:
+// M_uv[tile, o] = sum_c V_uv[tile, c] U_uv[o, c]; (m+2)^2 GEMMs with 9 m^2 / (m+2)^2 times fewer multiply-adds
+// in all than the direct convolution (2.25x for m = 2, 4x for m = 4). Per chunk of tiles: the input transform
+// writes V straight into the engine's A-panel form (each component's panels read in place by PanelA), the
+// GEMMs run against the weights transformed once per call into U, already in B-panel form (PackedB), and
+// the output transform folds the components back into m x m outputs with the bias (and beta).
+// Rounding: m = 2's coefficients are 0, +-1, +-1/2 (the rounding of a direct convolution); m = 4's reach 8,
+// which costs about 4x the f32 rounding error (relative error ~2e-6 over 320 channels, inside the tests' 1e-5).
 
-// B^T row u as two (input index, sign) terms.
-constexpr int kBt[4][2][2] = {{{0, 1}, {2, -1}}, {{1, 1}, {2, 1}}, {{1, -1}, {2, 1}}, {{1, 1}, {3, -1}}};
-
-struct WinoTiles {
-  int64_t th, tw;  // tiles per image along H and W
-  int64_t count(const ConvGeom& g) const { return g.N * th * tw; }
-};
-
-struct WinoA final : gemm::APacker {
-  const float* x;
-  const ConvGeom& g;
-  WinoTiles tl;
-  int u, v;
-  int64_t tile0;
-  WinoA(const float* x, const ConvGeom& g, WinoTiles tl, int u, int v, int64_t tile0)
-      : x(x), g(g), tl(tl), u(u), v(v), tile0(tile0) {}
-  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+// The A panels of one component, packed for all of K (panel p, channel k at base + (p*K + k)*MR).
+struct PanelA final : gemm::APacker {
+  const float* base;
+  int64_t K;
+  PanelA(const float* base, int64_t K) : base(base), K(K) {}
+  void pack(const gemm::Kernels&, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
             int64_t kc) const override {
-    float tmp[MR][gemm::kMaxKC];
-    const float* rows[MR];
-    for (int64_t p = 0; p * MR < mc; ++p) {
-      for (int r = 0; r < MR; ++r) {
-        int64_t i = i0 + p * MR + r;
-        rows[r] = gemm::kZeros;
-        if (i >= i0 + mc) continue;
-        int64_t t = tile0 + i, tx = t % tl.tw, ty = (t / tl.tw) % tl.th, n = t / (tl.tw * tl.th);
-        int64_t y0 = 2 * ty - g.pad, x0 = 2 * tx - g.pad;
-        float* o = tmp[r];
-        for (int64_t k = 0; k < kc; ++k) o[k] = 0.f;
-        for (auto& ra : kBt[u])
-          for (auto& cb : kBt[v]) {
-            int64_t iy = y0 + ra[0], ix = x0 + cb[0];
-            if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
-            const float* s = x + ((n * g.H + iy) * g.W + ix) * g.C + k0;
-            if (ra[1] * cb[1] > 0)
-              for (int64_t k = 0; k < kc; ++k) o[k] += s[k];
-            else
-              for (int64_t k = 0; k < kc; ++k) o[k] -= s[k];
-          }
-        rows[r] = o;
-      }
-      kr.pack_a_rows(dst + p * MR * kstride, rows, kc);
-    }
+    for (int64_t p = 0; p * MR < mc; ++p)
+      std::memcpy(dst + p * MR * kstride, base + ((i0 / MR + p) * K + k0) * MR, (size_t)(kc * MR) * sizeof(float));
   }
 };
 
-// U[uv][o][c] = (G g[o, :, :, c] G^T)[u][v], G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], written
-// straight into the engine's panel form ([16][ceil(Cout/NR)][Cin][NR], see gemm::PackedB), so the 16 GEMMs
-// read the weights without packing them.
-using AlignedFloats = std::unique_ptr<float, void (*)(void*)>;
-
-AlignedFloats wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool) {
-  const int64_t NR = gemm::NR, per_uv = (cout + NR - 1) / NR * cin * NR;
-  // 64-byte aligned: the micro-kernel reads B panels with aligned loads.
-  AlignedFloats U((float*)std::aligned_alloc(64, (size_t)(16 * per_uv) * sizeof(float)), std::free);
-  if (!U) throw Error("conv2d: out of memory for the Winograd weights");
-  std::memset(U.get(), 0, (size_t)(16 * per_uv) * sizeof(float));
+// U[uv][o][c] = (G g[o, :, :, c] G^T)[u][v], written straight into the engine's panel form
+// ([a*a][ceil(Cout/NR)][Cin][NR], see gemm::PackedB), so the GEMMs read the weights without packing them.
+template <int m>
+float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool) {
+  constexpr int a = m + 2;
+  const int64_t NR = gemm::NR, npan = (cout + NR - 1) / NR, per_uv = npan * cin * NR;
+  float* U = gemm::thread_scratch(0, (size_t)(a * a * per_uv));
   gemm::F32View wf = gemm::as_f32(w, pool);
-  const float G[4][3] = {{1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
-  pool->parallel_for(cout, 1, [&](int64_t b, int64_t e) {
-    std::unique_ptr<float[]> t(new float[(size_t)(12 * cin)]), u(new float[(size_t)cin]);
-    for (int64_t o = b; o < e; ++o) {
-      const float* g = wf.p + o * 9 * cin;  // [3][3][cin]
-      for (int r = 0; r < 4; ++r)            // t[r][q] = sum_a G[r][a] g[a][q]
-        for (int q = 0; q < 3; ++q) {
-          float* tr = t.get() + (r * 3 + q) * cin;
-          const float *g0 = g + q * cin, *g1 = g + (3 + q) * cin, *g2 = g + (6 + q) * cin;
-          for (int64_t c = 0; c < cin; ++c) tr[c] = G[r][0] * g0[c] + G[r][1] * g1[c] + G[r][2] * g2[c];
-        }
-      for (int r = 0; r < 4; ++r)
-        for (int v = 0; v < 4; ++v) {
-          const float *t0 = t.get() + (r * 3) * cin, *t1 = t0 + cin, *t2 = t1 + cin;
-          for (int64_t c = 0; c < cin; ++c) u[c] = t0[c] * G[v][0] + t1[c] * G[v][1] + t2[c] * G[v][2];
-          float* dst = U.get() + (r * 4 + v) * per_uv + (o / NR) * cin * NR + o % NR;
-          for (int64_t c = 0; c < cin; ++c) dst[c * NR] = u[c];
-        }
+  const gemm::Kernels& kr = gemm::kernels();
+  auto weight = m == 2 ? wino::fns().weight2 : wino::fns().weight4;
+  const int64_t ncb = (cin + wino::kCB - 1) / wino::kCB;
+  pool->parallel_for(npan * ncb, 1, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t p = i / ncb, c0 = (i % ncb) * wino::kCB;
+      weight(kr, wf.p, cout, cin, p * NR, c0, std::min(wino::kCB, cin - c0), U + (p * cin + c0) * NR, per_uv,
+             scratch.get());
     }
   });
   return U;
 }
 
-void conv3x3_winograd(const ConvGeom& g, const float* x, const Tensor& w, int64_t cout, const float* bias, float beta,
+// Tiles per chunk: the chunk's V and M buffers together take about 16 MiB (HYPERSD_WINO_CHUNK_MB), a whole
+// number of A panels per thread; HYPERSD_WINO_CHUNK_TILES sets the tile count itself (tests use it to cross
+// chunk boundaries on small images).
+int64_t wino_chunk(int m, int64_t tiles, int64_t cin, int64_t cout, int threads) {
+  const int64_t step = (int64_t)MR * std::max(1, threads);
+  const char* et = std::getenv("HYPERSD_WINO_CHUNK_TILES");
+  const char* em = std::getenv("HYPERSD_WINO_CHUNK_MB");
+  const int64_t vt = et ? std::atoll(et) : 0, vm = em ? std::atoll(em) : 0;
+  const int64_t per_tile = (int64_t)(m + 2) * (m + 2) * (cin + cout) * 4;
+  int64_t want = vt > 0 ? (vt + MR - 1) / MR * MR : std::max<int64_t>(step, ((vm > 0 ? vm : 16) << 20) / per_tile / step * step);
+  return std::min(want, (tiles + MR - 1) / MR * MR);
+}
+
+template <int m>
+void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias, float beta,
                       float* y, ThreadPool* pool) {
-  const WinoTiles tl{(g.Ho + 1) / 2, (g.Wo + 1) / 2};
-  const int64_t tiles = tl.count(g);
-  AlignedFloats U = wino_weights(w, cout, g.C, pool);
-  const int64_t per_uv = (cout + gemm::NR - 1) / gemm::NR * g.C * gemm::NR;
-  const int64_t chunk = std::min(tiles, std::max<int64_t>(64, (int64_t(8) << 20) / (16 * cout)));
-  std::unique_ptr<float[]> Mb(new float[(size_t)(16 * chunk * cout)]);
+  constexpr int a = m + 2, nuv = a * a;
+  const wino::Geom g{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+  const int64_t tiles = g.N * g.th * g.tw, cin = g.C;
+  const wino::Fns& fn = wino::fns();
+  const gemm::Kernels& kr = gemm::kernels();
+  auto input = m == 2 ? fn.input2 : fn.input4;
+  auto output = m == 2 ? fn.output2 : fn.output4;
+  auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  double tw0 = now(), tin = 0, tgemm = 0, tout = 0;
+  float* U = wino_weights<m>(w, cout, cin, pool);
+  double tw1 = now();
+  const int64_t per_uv_w = (cout + gemm::NR - 1) / gemm::NR * cin * gemm::NR;
+  const int64_t chunk = wino_chunk(m, tiles, cin, cout, pool->size());
+  const int64_t vstride = chunk * cin;  // floats per component in V (chunk is a multiple of MR)
+  float* V = gemm::thread_scratch(1, (size_t)(nuv * vstride));
+  float* Mb = gemm::thread_scratch(2, (size_t)(nuv * chunk * cout));
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
-    const int64_t tc = std::min(chunk, tiles - t0);
-    for (int uv = 0; uv < 16; ++uv)
-      gemm::run(tc, cout, g.C, WinoA(x, g, tl, uv / 4, uv % 4, t0),
-                gemm::PackedB(U.get() + uv * per_uv), Mb.get() + uv * tc * cout, cout,
-                gemm::Epilogue(), pool);
-    // y = A^T M A per tile, A^T = [[1,1,1,0],[0,1,-1,-1]].
-    pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
-      std::unique_ptr<float[]> row(new float[(size_t)(8 * cout)]);
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t t = t0 + i, tx = t % tl.tw, ty = (t / tl.tw) % tl.th, n = t / (tl.tw * tl.th);
-        const float* m = Mb.get() + i * cout;
-        const int64_t cs = tc * cout;  // stride between the 16 components
-        float* r0 = row.get();         // [2][4][cout]: A^T applied over u
-        for (int v = 0; v < 4; ++v) {
-          const float *m0 = m + (0 * 4 + v) * cs, *m1 = m + (1 * 4 + v) * cs, *m2 = m + (2 * 4 + v) * cs,
-                      *m3 = m + (3 * 4 + v) * cs;
-          float *a0 = r0 + v * cout, *a1 = r0 + (4 + v) * cout;
-          for (int64_t o = 0; o < cout; ++o) {
-            a0[o] = m0[o] + m1[o] + m2[o];
-            a1[o] = m1[o] - m2[o] - m3[o];
-          }
-        }
-        for (int dy = 0; dy < 2; ++dy)
-          for (int dx = 0; dx < 2; ++dx) {
-            const int64_t oy = 2 * ty + dy, ox = 2 * tx + dx;
-            if (oy >= g.Ho || ox >= g.Wo) continue;
-            const float* s = r0 + dy * 4 * cout;
-            float* out = y + ((n * g.Ho + oy) * g.Wo + ox) * cout;
-            for (int64_t o = 0; o < cout; ++o) {
-              float val = dx == 0 ? s[o] + s[cout + o] + s[2 * cout + o] : s[cout + o] - s[2 * cout + o] - s[3 * cout + o];
-              if (bias) val += bias[o];
-              out[o] = beta != 0.f ? val + beta * out[o] : val;
-            }
-          }
-      }
+    const int64_t tc = std::min(chunk, tiles - t0), npan = (tc + MR - 1) / MR;
+    double q0 = now();
+    pool->parallel_for(npan, 1, [&](int64_t b, int64_t e) {
+      std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+      for (int64_t p = b; p < e; ++p)
+        for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
+          input(kr, x, g, t0 + p * MR, (int)std::min<int64_t>(MR, tc - p * MR), c0, std::min(wino::kCB, cin - c0),
+                V + (p * cin + c0) * MR, vstride, scratch.get());
     });
+    double q1 = now();
+    // One GEMM per component, each on one thread (a pool wake per GEMM would cost more than a small GEMM).
+    pool->parallel_for(nuv, 1, [&](int64_t b, int64_t e) {
+      for (int64_t uv = b; uv < e; ++uv)
+        gemm::run(tc, cout, cin, PanelA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
+                  Mb + uv * tc * cout, cout, gemm::Epilogue(), nullptr);
+    });
+    double q2 = now();
+    pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
+      std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+      for (int64_t i = b; i < e; ++i)
+        output(Mb + i * cout, tc * cout, g, t0 + i, cout, bias, beta, y, scratch.get());
+    });
+    double q3 = now();
+    tin += q1 - q0; tgemm += q2 - q1; tout += q3 - q2;
   }
+  if (std::getenv("HYPERSD_WINO_PROFILE"))
+    std::fprintf(stderr, "wino m=%d %lldx%lld %lld->%lld chunk %lld: weights %.1f in %.1f gemm %.1f (%.0f GF/s) out %.1f ms\n", m,
+                 (long long)g.Ho, (long long)g.Wo, (long long)cin, (long long)cout, (long long)chunk, tw1 - tw0, tin, tgemm,
+                 2.0 * nuv * tiles * cin * cout / tgemm / 1e6, tout);
+}
+
+// 'auto' for a stride-1 3x3 convolution with >= 16 channels in and out: HYPERSD_CONV_ALGO (gemm, winograd,
+// winograd4) overrides it for benchmarks.
+int64_t auto_algo(const ConvGeom& g, int64_t cout) {
+  static const int64_t forced = [] {
+    const char* e = std::getenv("HYPERSD_CONV_ALGO");
+    std::string v = e ? e : "";
+    return v == "gemm" ? 1 : v == "winograd" ? 2 : v == "winograd4" ? 3 : 0;
+  }();
+  if (forced) return forced;
+  const int64_t tiles4 = g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4);
+  const int64_t tiles2 = g.N * ((g.Ho + 1) / 2) * ((g.Wo + 1) / 2);
+  if (tiles4 >= 64) return 3;
+  if (tiles2 >= 256) return 2;
+  (void)cout;
+  return 1;
 }
 
 ConvGeom conv_geom(const char* op, const OpContext& c, const Tensor& x, const Tensor& w, const Tensor& y) {
@@ -261,15 +256,17 @@ void conv2d_kernel(const OpContext& c) {
   e.bias = bias.p;
   gemm::F32View xv = gemm::as_f32(x, c.pool);
   gemm::F32Out out = gemm::out_f32(y, e.beta != 0.f, c.pool);
-  // algo: 0 picks, 1 implicit GEMM, 2 Winograd. Winograd wins for stride-1 3x3 with >= 16 channels in and
-  // out once there are enough 2x2 tiles to pay for transforming the weights on every call (measured: up to
-  // 1.5x the implicit GEMM at 64x64, about 0.5x at 16x16 with 1280 channels).
+  // algo: 0 picks, 1 implicit GEMM, 2 Winograd F(2x2, 3x3), 3 Winograd F(4x4, 3x3).
   const int64_t algo = c.attrs.i("algo", 0);
   const bool wino_ok = g.kh == 3 && g.kw == 3 && g.stride == 1;
-  if (algo == 2 && !wino_ok) throw Error("conv2d: algo 2 (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
-  const int64_t tiles = g.N * ((g.Ho + 1) / 2) * ((g.Wo + 1) / 2);
-  if (algo == 2 || (algo == 0 && wino_ok && g.C >= 16 && cout >= 16 && tiles >= 256)) {
-    conv3x3_winograd(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+  if (algo < 0 || algo > 3) throw Error("conv2d: algo must be 0 (auto), 1 (gemm), 2 (winograd) or 3 (winograd4), got " + std::to_string(algo));
+  if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
+  int64_t pick = algo;
+  if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g, cout) : 1;
+  if (pick == 2) {
+    conv3x3_winograd<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+  } else if (pick == 3) {
+    conv3x3_winograd<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
   } else {
     ConvA a(xv.p, g);
     gemm::run(g.pixels(), cout, g.K(), a.get(), gemm::StridedB(w.raw(), w.dtype, 1, g.K()), out.p, cout, e, c.pool);

@@ -78,6 +78,7 @@ struct Scratch {
   }
 };
 thread_local Scratch tl_apack, tl_bpack;
+thread_local Scratch tl_other[4];
 
 // One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
 // tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
@@ -207,6 +208,8 @@ void edge_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, 
 }
 
 }  // namespace
+
+float* thread_scratch(int slot, size_t n) { return tl_other[slot].get(n); }
 
 float act_scalar(float x, int act) {
   switch (act) {

@@ -117,6 +117,11 @@ struct ConcatB final : BPacker {
 void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
          const Epilogue& e, ThreadPool* pool);
 
+// Grow-only 64-byte aligned buffers of this thread (slot 0-3), kept for the thread's life and backed by
+// transparent huge pages from 2 MiB on, for kernels that need large temporaries on every call (conv2d's
+// Winograd path: fresh pages would cost a page fault and a clear per 4 KiB each time). Not the GEMM's own.
+float* thread_scratch(int slot, size_t n);
+
 // Scalar activation, the reference the vector kernels approximate.
 float act_scalar(float x, int act);
 

@@ -52,11 +52,29 @@ test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd 
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + g.H)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, g.O, 0.3));
     const bias = roundTo('f32', randn(g.O, 3));
     const ref = refConv(x, w, g, bias);
-    const algos = g.kh === 3 && g.kw === 3 && g.stride === 1 ? ['auto', 'gemm', 'winograd'] as const : ['auto'] as const;
+    const algos = g.kh === 3 && g.kw === 3 && g.stride === 1 ? ['auto', 'gemm', 'winograd', 'winograd4'] as const : ['auto'] as const;
     for (const algo of algos) {
       const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), t(bias, [g.O]), { stride: g.stride, pad: g.pad, algo });
       assert.equal(y.shape, [g.N, ...outHW(g), g.O]);
       assertClose(await y.floats(), ref, TOL.f32, `${algo} ${JSON.stringify(g)}`);
+    }
+  }
+});
+
+test(`${NAME}conv2d Winograd F(2x2) and F(4x4): 320 channels in, several chunks of tiles, batch 2`, async () => {
+  for (const [g, chunk] of [[G(1, 12, 10, 320, 24, 3, 3, 1, 1), ''], [G(2, 13, 11, 20, 33, 3, 3, 1, 1), '6'],
+    [G(2, 9, 14, 17, 16, 3, 3, 1, 0), '12']] as [Geom, string][]) {
+    const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + 1, 2)), w = roundTo('f32', randn(g.O * 9 * g.C, g.O + 2, 0.1));
+    const bias = roundTo('f32', randn(g.O, 5));
+    const ref = refConv(x, w, g, bias);
+    if (chunk) process.env.HYPERSD_WINO_CHUNK_TILES = chunk;
+    try {
+      for (const algo of ['winograd', 'winograd4'] as const) {
+        const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), t(bias, [g.O]), { pad: g.pad, algo });
+        assertClose(await y.floats(), ref, TOL.f32, `${algo} chunk ${chunk || 'auto'} ${JSON.stringify(g)}`);
+      }
+    } finally {
+      delete process.env.HYPERSD_WINO_CHUNK_TILES;
     }
   }
 });
@@ -66,7 +84,7 @@ test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 4)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, 5));
     const [Ho, Wo] = outHW(g);
     const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 6));
-    for (const algo of g.kh === 3 ? ['gemm', 'winograd'] as const : ['auto'] as const) {
+    for (const algo of g.kh === 3 ? ['gemm', 'winograd', 'winograd4'] as const : ['auto'] as const) {
       const out = t(old, [g.N, Ho, Wo, g.O]);
       const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), null, { pad: g.pad, out, beta: 1, algo });
       assert.ok(y === out);
@@ -79,7 +97,7 @@ test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () 
   for (const [g, dt] of [[G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'bf16'],
     [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
     const x = roundTo('f32', randn(g.H * g.W * g.C, 7)), w = roundTo(dt, randn(g.O * 9 * g.C, 8)), bias = roundTo(dt, randn(g.O, 9));
-    for (const algo of ['gemm', 'winograd'] as const) {
+    for (const algo of ['gemm', 'winograd', 'winograd4'] as const) {
       const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1, algo });
       assert.is(y.dtype, 'f32');
       assertClose(await y.floats(), refConv(x, w, g, bias), TOL.f32, `${dt} weight ${algo}`);
@@ -138,6 +156,8 @@ test('shape errors throw before anything is enqueued, naming op, argument and sh
   assert.throws(() => conv2d(x, t(new Float32Array(8 * 7 * 7 * 4), [8, 7, 7, 4])), /conv2d: the 7x7 kernel of w \[8,7,7,4\] is larger than x/);
   assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { stride: 2, algo: 'winograd' }),
     /conv2d: algo 'winograd' needs a 3x3 kernel and stride 1/);
+  assert.throws(() => conv2d(x, t(new Float32Array(8 * 4), [8, 1, 1, 4]), null, { algo: 'winograd4' }),
+    /conv2d: algo 'winograd4' needs a 3x3 kernel and stride 1, got w \[8,1,1,4\]/);
   const w = t(new Float32Array(8 * 36), [8, 3, 3, 4]);
   assert.throws(() => loraConv2d(x, w, null, t(new Float32Array(2 * 4), [2, 1, 1, 4]), t(new Float32Array(16), [8, 2]), 1),
     /lora_conv2d: down \[2,1,1,4\] must be \[r, 3, 3, 4\]/);

@@ -1,0 +1,261 @@
+// The Winograd transforms of conv2d's stride-1 3x3 path (driver in conv.cpp), written once and compiled
+// twice: by winograd.cpp for any CPU and by winograd_avx2.cpp with -mavx2 -mfma. Include with HSD_WINO_NS
+// defined to the namespace the copy lives in. Each 1-D transform is a loop over channels with every input
+// and output row held in a restrict pointer, so the compiler vectorises it over the channels (8 floats per
+// step with AVX2).
+//
+// F(m x m, 3 x 3) over (m+2) x (m+2) input patches d (Lavin & Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016): y = A^T [ (G g G^T) .* (B^T d B) ] A.
+//   m = 2: B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  A^T = [1 1 1 0; 0 1 -1 -1],
+//          G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+//   m = 4 (interpolation points 0, +-1, +-2, infinity):
+//          B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+//          A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1],
+//          G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+// (the weight transform, G g G^T, is done once per call in conv.cpp in double precision.)
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "gemm_kernels.h"
+#include "winograd.h"
+
+#ifndef HSD_WINO_NS
+#error "define HSD_WINO_NS before including winograd_transforms.h"
+#endif
+
+namespace hsd {
+namespace HSD_WINO_NS {
+
+#define HSD_R __restrict
+
+// ---- 1-D transforms over n channels: out[j][c] = sum_a T[j][a] in[a][c] ----
+inline void bt_m2(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c];
+    o0[c] = a0 - a2;
+    o1[c] = a1 + a2;
+    o2[c] = a2 - a1;
+    o3[c] = a1 - a3;
+  }
+}
+
+inline void bt_m4(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3], *HSD_R d4 = in[4],
+              *HSD_R d5 = in[5];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3], *HSD_R o4 = out[4],
+        *HSD_R o5 = out[5];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c], a4 = d4[c], a5 = d5[c];
+    const float p = a4 - 4.f * a2, q = a3 - 4.f * a1;  // rows 1, 2: p +- q
+    const float r = a4 - a2, s = 2.f * (a3 - a1);      // rows 3, 4: r +- s
+    o0[c] = 4.f * a0 - 5.f * a2 + a4;
+    o1[c] = p + q;
+    o2[c] = p - q;
+    o3[c] = r + s;
+    o4[c] = r - s;
+    o5[c] = 4.f * a1 - 5.f * a3 + a5;
+  }
+}
+
+inline void at_m2(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c];
+    o0[c] = a0 + a1 + a2;
+    o1[c] = a1 - a2 - a3;
+  }
+}
+
+inline void at_m4(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3], *HSD_R d4 = in[4],
+              *HSD_R d5 = in[5];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c], a4 = d4[c], a5 = d5[c];
+    const float s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4;
+    o0[c] = a0 + s12 + s34;
+    o1[c] = d12 + 2.f * d34;
+    o2[c] = s12 + 4.f * s34;
+    o3[c] = d12 + 8.f * d34 + a5;
+  }
+}
+
+template <int m>
+struct Tr;
+template <>
+struct Tr<2> {
+  static void bt(const float* const* in, float* const* out, int64_t n) { bt_m2(in, out, n); }
+  static void at(const float* const* in, float* const* out, int64_t n) { at_m2(in, out, n); }
+};
+template <>
+struct Tr<4> {
+  static void bt(const float* const* in, float* const* out, int64_t n) { bt_m4(in, out, n); }
+  static void at(const float* const* in, float* const* out, int64_t n) { at_m4(in, out, n); }
+};
+
+// Input transform of one A panel: tiles [t0, t0 + nt) (nt <= MR; rows past nt are zero) over channels
+// [c0, c0 + cb), cb <= wino::kCB. For each of the a*a components uv, the (cb x MR) piece of the panel is
+// written in the GEMM engine's A-panel form at dst + uv * uv_stride (element (tile r, channel c) at
+// [(c - c0) * MR + r]). scratch holds wino::scratch_floats(m) floats.
+template <int m>
+void input_panel(const gemm::Kernels& kr, const float* x, const wino::Geom& g, int64_t t0, int nt, int64_t c0,
+                 int64_t cb, float* dst, int64_t uv_stride, float* scratch) {
+  constexpr int a = m + 2, MR = gemm::MR;
+  constexpr int64_t CB = wino::kCB;
+  float* t = scratch;                   // [a][a][CB]: row transforms of the patch
+  float* v = scratch + a * a * CB;      // [a*a][MR][CB]: the transformed tiles
+  for (int r = 0; r < nt; ++r) {
+    const int64_t tile = t0 + r, tx = tile % g.tw, ty = (tile / g.tw) % g.th, n = tile / (g.tw * g.th);
+    const int64_t y0 = m * ty - g.pad, x0 = m * tx - g.pad;
+    for (int i = 0; i < a; ++i) {  // row i of the patch: t[i][j] = sum_b B^T[j][b] d[i][b]
+      const float* in[a];
+      float* out[a];
+      const int64_t iy = y0 + i;
+      for (int b = 0; b < a; ++b) {
+        const int64_t ix = x0 + b;
+        in[b] = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? x + ((n * g.H + iy) * g.W + ix) * g.C + c0 : gemm::kZeros;
+        out[b] = t + (i * a + b) * CB;
+      }
+      Tr<m>::bt(in, out, cb);
+    }
+    for (int j = 0; j < a; ++j) {  // column j: v[i][j] = sum_k B^T[i][k] t[k][j]
+      const float* in[a];
+      float* out[a];
+      for (int k = 0; k < a; ++k) in[k] = t + (k * a + j) * CB;
+      for (int i = 0; i < a; ++i) out[i] = v + ((i * a + j) * MR + r) * CB;
+      Tr<m>::bt(in, out, cb);
+    }
+  }
+  for (int uv = 0; uv < a * a; ++uv) {
+    const float* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = r < nt ? v + (uv * MR + r) * CB : gemm::kZeros;
+    kr.pack_a_rows(dst + uv * uv_stride, rows, cb);
+  }
+}
+
+// Output transform of one tile: M holds the a*a GEMM results of the tile (component uv at M + uv * uv_stride,
+// cout floats each); writes its m x m outputs (those inside the image) as y = A^T M A + bias (+ beta * y).
+template <int m>
+void output_tile(const float* M, int64_t uv_stride, const wino::Geom& g, int64_t tile, int64_t cout,
+                 const float* bias, float beta, float* y, float* scratch) {
+  constexpr int a = m + 2;
+  constexpr int64_t CB = wino::kCB;
+  const int64_t tx = tile % g.tw, ty = (tile / g.tw) % g.th, n = tile / (g.tw * g.th);
+  float* rr = scratch;             // [a][m][CB]: A^T over the columns
+  float* s = scratch + a * m * CB;  // [m][m][CB]
+  for (int64_t o0 = 0; o0 < cout; o0 += CB) {
+    const int64_t ob = std::min(CB, cout - o0);
+    for (int i = 0; i < a; ++i) {
+      const float* in[a];
+      float* out[m];
+      for (int j = 0; j < a; ++j) in[j] = M + (i * a + j) * uv_stride + o0;
+      for (int q = 0; q < m; ++q) out[q] = rr + (i * m + q) * CB;
+      Tr<m>::at(in, out, ob);
+    }
+    for (int q = 0; q < m; ++q) {
+      const float* in[a];
+      float* out[m];
+      for (int i = 0; i < a; ++i) in[i] = rr + (i * m + q) * CB;
+      for (int p = 0; p < m; ++p) out[p] = s + (p * m + q) * CB;
+      Tr<m>::at(in, out, ob);
+    }
+    for (int p = 0; p < m; ++p) {
+      const int64_t oy = m * ty + p;
+      if (oy >= g.Ho) break;
+      for (int q = 0; q < m; ++q) {
+        const int64_t ox = m * tx + q;
+        if (ox >= g.Wo) break;
+        const float* HSD_R sv = s + (p * m + q) * CB;
+        float* HSD_R out = y + ((n * g.Ho + oy) * g.Wo + ox) * cout + o0;
+        const float* HSD_R bb = bias ? bias + o0 : nullptr;
+        if (beta != 0.f) {
+          if (bb)
+            for (int64_t o = 0; o < ob; ++o) out[o] = sv[o] + bb[o] + beta * out[o];
+          else
+            for (int64_t o = 0; o < ob; ++o) out[o] = sv[o] + beta * out[o];
+        } else if (bb) {
+          for (int64_t o = 0; o < ob; ++o) out[o] = sv[o] + bb[o];
+        } else {
+          for (int64_t o = 0; o < ob; ++o) out[o] = sv[o];
+        }
+      }
+    }
+  }
+}
+
+// ---- weight transform: U = G g G^T ----
+// out[r][c] = sum_k G[r][k] in[k][c] over n channels.
+inline void g_m2(const float* i0, const float* i1, const float* i2, float* const* out, int64_t n) {
+  const float *HSD_R g0 = i0, *HSD_R g1 = i1, *HSD_R g2 = i2;
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = g0[c], a1 = g1[c], a2 = g2[c];
+    o0[c] = a0;
+    o1[c] = .5f * (a0 + a1 + a2);
+    o2[c] = .5f * (a0 - a1 + a2);
+    o3[c] = a2;
+  }
+}
+inline void g_m4(const float* i0, const float* i1, const float* i2, float* const* out, int64_t n) {
+  const float *HSD_R g0 = i0, *HSD_R g1 = i1, *HSD_R g2 = i2;
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3], *HSD_R o4 = out[4],
+        *HSD_R o5 = out[5];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = g0[c], a1 = g1[c], a2 = g2[c];
+    const float s = a0 + a2, p = a0 * (1.f / 24) + a2 * (1.f / 6), q = a1 * (1.f / 12);
+    o0[c] = .25f * a0;
+    o1[c] = (s + a1) * (-1.f / 6);
+    o2[c] = (s - a1) * (-1.f / 6);
+    o3[c] = p + q;
+    o4[c] = p - q;
+    o5[c] = a2;
+  }
+}
+template <int m>
+inline void g_rows(const float* i0, const float* i1, const float* i2, float* const* out, int64_t n) {
+  if (m == 2) g_m2(i0, i1, i2, out, n);
+  else g_m4(i0, i1, i2, out, n);
+}
+
+// One B panel of the transformed weights: output channels [o0, o0 + NR) (those >= cout are zero) over input
+// channels [c0, c0 + cb), cb <= kCB, from the f32 OHWI weight w [cout][3][3][cin]. Component uv's piece goes
+// to dst + uv * uv_stride in the engine's B-panel form (element (c, j) at [(c - c0) * NR + j]). scratch holds
+// wino::weight_scratch_floats(m) floats.
+template <int m>
+void weight_panel(const gemm::Kernels& kr, const float* w, int64_t cout, int64_t cin, int64_t o0, int64_t c0,
+                  int64_t cb, float* dst, int64_t uv_stride, float* scratch) {
+  constexpr int a = m + 2, NR = gemm::NR;
+  constexpr int64_t CB = wino::kCB;
+  float* t = scratch + a * a * NR * CB;  // [3][a][CB]: t[kx][r] = sum_ky G[r][ky] g[ky][kx]
+  for (int j = 0; j < NR && o0 + j < cout; ++j) {
+    const float* g = w + (o0 + j) * 9 * cin + c0;
+    for (int q = 0; q < 3; ++q) {
+      float* out[a];
+      for (int r = 0; r < a; ++r) out[r] = t + (q * a + r) * CB;
+      g_rows<m>(g + q * cin, g + (3 + q) * cin, g + (6 + q) * cin, out, cb);
+    }
+    for (int r = 0; r < a; ++r) {  // U[r][v] = sum_kx t[kx][r] G[v][kx]; component uv at [uv][j][CB]
+      float* out[a];
+      for (int v = 0; v < a; ++v) out[v] = scratch + ((r * a + v) * NR + j) * CB;
+      g_rows<m>(t + r * CB, t + (a + r) * CB, t + (2 * a + r) * CB, out, cb);
+    }
+  }
+  for (int uv = 0; uv < a * a; ++uv) {
+    const void* rows[NR];
+    for (int j = 0; j < NR; ++j) rows[j] = o0 + j < cout ? (const void*)(scratch + (uv * NR + j) * CB) : (const void*)gemm::kZeros;
+    kr.pack_b_rows(dst + uv * uv_stride, rows, DType::F32, cb);
+  }
+}
+
+inline wino::Fns make_fns(const char* name) {
+  return wino::Fns{name, input_panel<2>, input_panel<4>, output_tile<2>, output_tile<4>, weight_panel<2>, weight_panel<4>};
+}
+
+#undef HSD_R
+
+}  // namespace HSD_WINO_NS
+}  // namespace hsd

@@ -4,7 +4,7 @@
 //
 // Tasks over (batch, head, block of kBQ = 96 query rows). Each walks the keys in blocks of kBK = 64 with the
 // online softmax, keeping the flash structure (no Lq x Lk matrix):
-//   S = (scale q) K^T: K transposed once per head into [D][Lk rounded to 16] (zero-padded), then 6x16 register tiles
+//   S = (scale q) K^T: K transposed once per head into 16-key tiles [Lk/16][D][16] (zero-padded), then 6x16 register tiles
 //       (12 ymm accumulators, 2 loads + 6 broadcasts per d step, the GEMM micro-kernel's shape) over D;
 //   softmax: vector max, exp (degree-6 polynomial, as gemm_avx2.cpp's), masked keys (causal / block tail)
 //       set to exactly 0; running max m and sum l, the accumulator rescaled by exp(m_old - m_new);
@@ -62,29 +62,29 @@ HSD_INLINE float hsum(__m256 v) {
   return _mm_cvtss_f32(x);
 }
 
-// s[r*kBK + 0..16) = sum_d q[r*D + d] kt[d*ldk + 0..16) for 6 rows.
+// s[r*kBK + 0..16) = sum_d q[d*6 + r] kt[d*ldk + 0..16) for 6 rows; q is a panel of 6 rows interleaved per d (the
+// GEMM's A-panel form), so the 6 broadcasts of a step come from one pointer at fixed offsets.
 HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, int64_t ldk, float* s) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  const float *q0 = q, *q1 = q + D, *q2 = q + 2 * D, *q3 = q + 3 * D, *q4 = q + 4 * D, *q5 = q + 5 * D;
-  for (int64_t d = 0; d < D; ++d) {
-    __m256 b0 = _mm256_loadu_ps(kt + d * ldk), b1 = _mm256_loadu_ps(kt + d * ldk + 8), a;
-    a = _mm256_broadcast_ss(q0 + d);
+  for (int64_t d = 0; d < D; ++d, q += 6, kt += ldk) {
+    __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8), a;
+    a = _mm256_broadcast_ss(q);
     c00 = _mm256_fmadd_ps(a, b0, c00);
     c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(q1 + d);
+    a = _mm256_broadcast_ss(q + 1);
     c10 = _mm256_fmadd_ps(a, b0, c10);
     c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(q2 + d);
+    a = _mm256_broadcast_ss(q + 2);
     c20 = _mm256_fmadd_ps(a, b0, c20);
     c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(q3 + d);
+    a = _mm256_broadcast_ss(q + 3);
     c30 = _mm256_fmadd_ps(a, b0, c30);
     c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(q4 + d);
+    a = _mm256_broadcast_ss(q + 4);
     c40 = _mm256_fmadd_ps(a, b0, c40);
     c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(q5 + d);
+    a = _mm256_broadcast_ss(q + 5);
     c50 = _mm256_fmadd_ps(a, b0, c50);
     c51 = _mm256_fmadd_ps(a, b1, c51);
   }
@@ -120,6 +120,30 @@ HSD_INLINE void pv_6xW(const float* p, int64_t nk, const float* vb, int64_t ldv,
     for (int w = 0; w < W; ++w) _mm256_storeu_ps(acc + r * ldc + 8 * w, c[r][w]);
 }
 
+// acc[r*ldc + 0..40) += sum_{j<nk} p[r*kBK + j] vb[j*ldv + 0..40) for 2 rows: 10 accumulators and the 5 V
+// vectors of a key held in registers (2 broadcasts + 5 loads per 10 FMAs; the 6 x 16 + 6 x 8 tiles needed 23
+// loads per 30 FMAs and the 6 x 8 one had too few independent chains to fill both FMA pipes).
+HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc) {
+  __m256 c[2][5];
+  for (int r = 0; r < 2; ++r)
+    for (int w = 0; w < 5; ++w) c[r][w] = _mm256_loadu_ps(acc + r * ldc + 8 * w);
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* vj = vb + j * ldv;
+    const __m256 b0 = _mm256_loadu_ps(vj), b1 = _mm256_loadu_ps(vj + 8), b2 = _mm256_loadu_ps(vj + 16),
+                 b3 = _mm256_loadu_ps(vj + 24), b4 = _mm256_loadu_ps(vj + 32);
+    for (int r = 0; r < 2; ++r) {
+      const __m256 a = _mm256_broadcast_ss(p + r * kBK + j);
+      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+      c[r][2] = _mm256_fmadd_ps(a, b2, c[r][2]);
+      c[r][3] = _mm256_fmadd_ps(a, b3, c[r][3]);
+      c[r][4] = _mm256_fmadd_ps(a, b4, c[r][4]);
+    }
+  }
+  for (int r = 0; r < 2; ++r)
+    for (int w = 0; w < 5; ++w) _mm256_storeu_ps(acc + r * ldc + 8 * w, c[r][w]);
+}
+
 }  // namespace
 
 void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
@@ -128,18 +152,20 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   const int64_t nqb = (Lq + kBQ - 1) / kBQ;
   const float scale = g.scale;
   const bool causal = g.causal;
-  // K transposed once per (batch, head) into kts [B*H][D][Lk16] (keys zero-padded to 16), shared by every query
-  // block of that head (transposing it per block cost ~20% of the time at D = 40); V is read in place when its
+  // K transposed once per (batch, head) into kts [B*H][Lk16 / 16][D][16] (keys zero-padded to 16), shared by every
+  // query block of that head (transposing it per block cost ~20% of the time at D = 40). Tiles of 16 keys are
+  // contiguous: with [D][Lk16] rows 16 KiB apart (Lk = 4096), the D rows a logits tile reads fell into one L1
+  // set and evicted each other (the loads were ~1/4 of the time; 61 -> see RESULTS). V is read in place when its
   // rows are whole 8-float vectors (Dv % 8 == 0), else copied per block with zero padding.
   const int64_t Lk16 = (Lk + 15) / 16 * 16;
   std::vector<float> kts((size_t)(B * H * D * Lk16));
   pool->parallel_for(B * H * D, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t t = s0; t < s1; ++t) {
       const int64_t bh = t / D, d = t % D, b = bh / H, h = bh % H;
-      float* dst = &kts[(size_t)(t * Lk16)];
+      float* dst = &kts[(size_t)(bh * D * Lk16 + d * 16)];  // tile jt of 16 keys at + jt * D * 16
       const float* src = g.k + (b * Lk * H + h) * D + d;
-      for (int64_t j = 0; j < Lk; ++j) dst[j] = src[j * H * D];
-      std::fill(dst + Lk, dst + Lk16, 0.0f);
+      for (int64_t j = 0; j < Lk; ++j) dst[(j / 16) * D * 16 + j % 16] = src[j * H * D];
+      for (int64_t j = Lk; j < Lk16; ++j) dst[(j / 16) * D * 16 + j % 16] = 0.0f;
     }
   });
   const bool v_direct = Dv % 8 == 0;
@@ -148,13 +174,13 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / (H * nqb), h = (t / nqb) % H, i0 = (t % nqb) * kBQ;
       const int64_t rows = std::min(kBQ, Lq - i0), rows6 = (rows + 5) / 6 * 6;
-      for (int64_t i = 0; i < rows6; ++i) {
-        float* dst = &qs[i * D];
+      for (int64_t i = 0; i < rows6; ++i) {  // scale q into 6-row panels: row i, d at [(i/6)*6*D + d*6 + i%6]
+        float* dst = &qs[(i / 6) * 6 * D + i % 6];
         if (i < rows) {
           const float* src = g.q + ((b * Lq + i0 + i) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
+          for (int64_t d = 0; d < D; ++d) dst[d * 6] = src[d] * scale;
         } else {
-          std::fill(dst, dst + D, 0.0f);  // padding rows: finite logits, never written out
+          for (int64_t d = 0; d < D; ++d) dst[d * 6] = 0.0f;  // padding rows: finite logits, never written out
         }
         m[i] = -INFINITY;
         l[i] = 0.0f;
@@ -177,7 +203,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
         }
         // S for all (padded) rows and 16-key tiles (keys past Lk are zero columns of kts; past kend, masked).
         for (int64_t r0 = 0; r0 < rows6; r0 += 6)
-          for (int64_t jt = 0; jt < nk16; jt += 16) logits_6x16(&qs[r0 * D], D, kth + j0 + jt, Lk16, &p[r0 * kBK + jt]);
+          for (int64_t jt = 0; jt < nk16; jt += 16) logits_6x16(&qs[r0 * D], D, kth + (j0 + jt) * D, 16, &p[r0 * kBK + jt]);
         // Online softmax per real row.
         for (int64_t i = 0; i < rows; ++i) {
           float* sp = &p[i * kBK];
@@ -210,6 +236,11 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
         // O += P V.
         for (int64_t r0 = 0; r0 < rows6; r0 += 6) {
           int64_t c0 = 0;
+          if (Dv8 % 40 == 0) {  // head dims 40, 80, 160 (SD1.5, SDXL)
+            for (; c0 < Dv8; c0 += 40)
+              for (int64_t r = r0; r < r0 + 6; r += 2) pv_2x40(&p[r * kBK], nk, vblk + c0, ldv, &acc[r * Dv8 + c0], Dv8);
+            continue;
+          }
           for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(&p[r0 * kBK], nk, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8);
           if (c0 < Dv8) pv_6xW<1>(&p[r0 * kBK], nk, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8);
         }

@@ -62,6 +62,8 @@ const cases: [string, Case][] = [
   ['explicit scale, Lq=1', { B: 3, Lq: 1, Lk: 45, H: 3, D: 40, Dv: 40, scale: 0.37 }],
   ['one 512-channel head (the VAE mid-block), Lk=45', { B: 1, Lq: 21, Lk: 45, H: 1, D: 512, Dv: 512 }],
   ['head dims off the 8-float vectors D=12 Dv=20, Lk=70', { B: 2, Lq: 23, Lk: 70, H: 2, D: 12, Dv: 20 }],
+  ['D=80 (two 40-wide P V tiles), Lk=70', { B: 1, Lq: 25, Lk: 70, H: 2, D: 80, Dv: 80 }],
+  ['Dv=37 (copied V rows padded to 40), Lk=33', { B: 1, Lq: 14, Lk: 33, H: 2, D: 40, Dv: 37 }],
 ];
 
 for (const [name, c] of cases) {

@@ -187,19 +187,34 @@ async function main(): Promise<void> {
     }
   }
   if (want('norm') && typeof hs.ops.groupNorm === 'function') {
+    // Memory-bound ops on the SD1.5 64x64 activation [1, 4096, 320] (5.2 MB): each sample times 10 calls back
+    // to back, as the networks make them (one call alone mostly measures the thread pool's wake-up and the
+    // sync round trip); bytes counted are the op's compulsory traffic (reads + writes of its tensors).
     const [S, C] = [64 * 64, 320];
     const x = hs.tensor(filled(S * C, 8), [1, S, C]), g = hs.tensor(filled(C, 9), [C]), b = hs.tensor(filled(C, 10), [C]);
-    const rate: number[] = [], pct: number[] = [];
-    await once(() => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }));
-    for (let p = 0; p < 9; p++) {
-      const cp = await copyRate();
-      const r = (2 * S * C * 4) / (await once(() => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }))) / 1e9;
-      rate.push(r);
-      pct.push(r / cp);
+    const x2 = hs.tensor(filled(S * 2 * C, 11), [1, S, 2 * C]);
+    const E = S * C * 4;
+    const cases: [string, string, number, () => hs.Tensor][] = [
+      ['group_norm+silu', `${C}ch 64x64, 32 groups`, 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true })],
+      ['layer_norm', `[${S}, ${C}]`, 2 * E, () => hs.ops.layerNorm(x, g, b)],
+      ['silu', `[${S}, ${C}]`, 2 * E, () => hs.ops.silu(x)],
+      ['add', `[${S}, ${C}] + [${S}, ${C}]`, 3 * E, () => hs.ops.add(x, x)],
+      ['geglu', `[${S}, ${2 * C}] -> [${S}, ${C}]`, 3 * E, () => hs.ops.geglu(x2)],
+    ];
+    for (const [kind, shape, bytes, fn] of cases) {
+      const rate: number[] = [], pct: number[] = [];
+      await once(fn, 10);
+      for (let p = 0; p < 9; p++) {
+        const cp = await copyRate();
+        const r = bytes / (await once(fn, 10)) / 1e9;
+        rate.push(r);
+        pct.push(r / cp);
+      }
+      rows.push({ kind, shape, rate: median(rate), unit: 'GB/s', pct: median(pct), note: 'compulsory reads + writes, 10 calls back to back; % of memcpy' });
     }
-    for (const t of [x, g, b]) t.dispose();
-    rows.push({ kind: 'group_norm+silu', shape: `${C}ch 64x64`, rate: median(rate), unit: 'GB/s', pct: median(pct), note: 'one read + one write; % of memcpy' });
+    for (const t of [x, g, b, x2]) t.dispose();
   }
+
   if (copies.length === 0) await copyRate();
 
   const range = (v: number[]) => `median ${median(v).toFixed(1)}, range ${Math.min(...v).toFixed(1)}-${Math.max(...v).toFixed(1)}`;

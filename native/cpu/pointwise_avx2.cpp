@@ -5,6 +5,7 @@
 // kernels too, in a child process).
 //
 // silu uses exp_ps from avx2_math.h (relative error ~2e-7, as libm's expf within the tests' f32 tolerance).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -89,6 +90,49 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
   }
 }
 
+// Layer-norm of one row of C floats: y = (x - mean) * rstd * gamma + beta, mean and the centred variance from
+// two passes over the row (in L1) with 8-lane float partial sums folded in double.
+void ln_row(const float* x, float* y, int64_t C, const float* gamma, const float* beta, double eps) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int64_t c = 0;
+  for (; c + 16 <= C; c += 16) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + c));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + c + 8));
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, _mm256_add_ps(s0, s1));
+  double sum = 0;
+  for (int i = 0; i < 8; ++i) sum += l[i];
+  for (; c < C; ++c) sum += x[c];
+  const double mean = sum / (double)C;
+  const __m256 vm = _mm256_set1_ps((float)mean);
+  s0 = _mm256_setzero_ps();
+  s1 = s0;
+  c = 0;
+  for (; c + 16 <= C; c += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + c), vm), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + c + 8), vm);
+    s0 = _mm256_fmadd_ps(d0, d0, s0);
+    s1 = _mm256_fmadd_ps(d1, d1, s1);
+  }
+  _mm256_store_ps(l, _mm256_add_ps(s0, s1));
+  double ss = 0;
+  for (int i = 0; i < 8; ++i) ss += l[i];
+  for (; c < C; ++c) {
+    const double d = x[c] - (float)mean;
+    ss += d * d;
+  }
+  // ss is centred on the f32-rounded mean m: subtract the (tiny) bias of that rounding, C (mean - m)^2.
+  const double dmr = mean - (double)(float)mean;
+  const float rstd = (float)(1.0 / std::sqrt(std::max(0.0, ss / (double)C - dmr * dmr) + eps));
+  const __m256 vr = _mm256_set1_ps(rstd);
+  c = 0;
+  for (; c + 8 <= C; c += 8) {
+    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), vm), vr);
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + c), _mm256_loadu_ps(beta + c)));
+  }
+  for (; c < C; ++c) y[c] = (x[c] - (float)mean) * rstd * gamma[c] + beta[c];
+}
+
 }  // namespace pw_avx2
 }  // namespace hsd
 
@@ -99,6 +143,7 @@ void silu(const float*, float*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
+void ln_row(const float*, float*, int64_t, const float*, const float*, double) { std::abort(); }
 }  // namespace pw_avx2
 }  // namespace hsd
 #endif

@@ -199,6 +199,75 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
                  2.0 * nuv * tiles * cin * cout / tgemm / 1e6, tout);
 }
 
+// Winograd for small images (16x16, 8x8 at 1280 channels): there the U above, (m+2)^2 Cin Cout floats written
+// and read back on every call, costs more than the multiply-adds it saves. This variant never forms U: per
+// block of NR output channels and kWB input channels it transforms that piece of the weights into a per-thread
+// buffer (<= 36 x 128 x 16 floats, L2-resident) and runs the (m+2)^2 micro-kernel columns over all tiles at
+// once, accumulating the products over the channel blocks in M. The input transform is done once for all
+// tiles (V, the A panels). Needs Cout % NR == 0 (every SD convolution; else the implicit GEMM runs).
+constexpr int64_t kWB = 128;  // input channels per transformed-weight block
+
+template <int m>
+void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias,
+                            float beta, float* y, ThreadPool* pool) {
+  constexpr int a = m + 2, nuv = a * a;
+  const int64_t NR = gemm::NR;
+  const wino::Geom g{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+  const int64_t tiles = g.N * g.th * g.tw, cin = g.C, tpan = (tiles + MR - 1) / MR, tpad = tpan * MR;
+  const wino::Fns& fn = wino::fns();
+  const gemm::Kernels& kr = gemm::kernels();
+  auto input = m == 2 ? fn.input2 : fn.input4;
+  auto output = m == 2 ? fn.output2 : fn.output4;
+  auto weight = m == 2 ? fn.weight2 : fn.weight4;
+  const int64_t vstride = tpad * cin, mstride = tpad * cout;
+  float* V = gemm::thread_scratch(1, (size_t)(nuv * vstride));
+  float* Mb = gemm::thread_scratch(2, (size_t)(nuv * mstride));
+  gemm::F32View wf = gemm::as_f32(w, pool);
+  pool->parallel_for(tpan, 1, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+    for (int64_t p = b; p < e; ++p)
+      for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
+        input(kr, x, g, p * MR, (int)std::min<int64_t>(MR, tiles - p * MR), c0, std::min(wino::kCB, cin - c0),
+              V + (p * cin + c0) * MR, vstride, scratch.get());
+  });
+  pool->parallel_for(cout / NR, 1, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
+    float* U = gemm::thread_scratch(3, (size_t)(nuv * kWB * NR));  // [uv][kc][NR], the engine's B-panel form
+    for (int64_t c0 = 0; c0 < cin; c0 += kWB) {
+      const int64_t kc = std::min(kWB, cin - c0);
+      gemm::Epilogue ep;
+      ep.first = c0 == 0;
+      ep.last = c0 + kc == cin;
+      for (int64_t op = b; op < e; ++op) {
+        for (int64_t cc = 0; cc < kc; cc += wino::kCB)
+          weight(kr, wf.p, cout, cin, op * NR, c0 + cc, std::min(wino::kCB, kc - cc), U + cc * NR, kc * NR,
+                 scratch.get());
+        for (int uv = 0; uv < nuv; ++uv) {
+          const float* bp = U + uv * kc * NR;
+          for (int64_t tp = 0; tp < tpan; ++tp)
+            kr.micro(kc, V + uv * vstride + (tp * cin + c0) * MR, bp, Mb + uv * mstride + tp * MR * cout + op * NR,
+                     cout, ep, nullptr);
+        }
+      }
+    }
+  });
+  pool->parallel_for(tiles, 4, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+    for (int64_t i = b; i < e; ++i) output(Mb + i * cout, mstride, g, i, cout, bias, beta, y, scratch.get());
+  });
+}
+
+// Which Winograd variant: the per-block weight transform (conv3x3_winograd_small) for few tiles, U formed
+// once per call otherwise. HYPERSD_WINO_VARIANT=small|big forces one (tests, benchmarks; read per call).
+bool wino_small(const ConvGeom& g, int64_t cout, int m) {
+  if (cout % gemm::NR != 0) return false;
+  const char* v = std::getenv("HYPERSD_WINO_VARIANT");
+  if (v && std::string(v) == "small") return true;
+  if (v && std::string(v) == "big") return false;
+  const int64_t tiles = g.N * ((g.Ho + m - 1) / m) * ((g.Wo + m - 1) / m);
+  return tiles <= 128;
+}
+
 // 'auto' for a stride-1 3x3 convolution with >= 16 channels in and out: HYPERSD_CONV_ALGO (gemm, winograd,
 // winograd4) overrides it for benchmarks.
 int64_t auto_algo(const ConvGeom& g, int64_t cout) {
@@ -209,11 +278,8 @@ int64_t auto_algo(const ConvGeom& g, int64_t cout) {
   }();
   if (forced) return forced;
   const int64_t tiles4 = g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4);
-  const int64_t tiles2 = g.N * ((g.Ho + 1) / 2) * ((g.Wo + 1) / 2);
-  if (tiles4 >= 64) return 3;
-  if (tiles2 >= 256) return 2;
   (void)cout;
-  return 1;
+  return tiles4 >= 16 ? 3 : 1;
 }
 
 ConvGeom conv_geom(const char* op, const OpContext& c, const Tensor& x, const Tensor& w, const Tensor& y) {
@@ -263,10 +329,15 @@ void conv2d_kernel(const OpContext& c) {
   if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
   int64_t pick = algo;
   if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g, cout) : 1;
-  if (pick == 2) {
-    conv3x3_winograd<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-  } else if (pick == 3) {
-    conv3x3_winograd<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+  if (pick >= 2) {
+    const int m = pick == 2 ? 2 : 4;
+    if (wino_small(g, cout, m)) {
+      if (m == 2) conv3x3_winograd_small<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+      else conv3x3_winograd_small<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+    } else {
+      if (m == 2) conv3x3_winograd<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+      else conv3x3_winograd<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+    }
   } else {
     ConvA a(xv.p, g);
     gemm::run(g.pixels(), cout, g.K(), a.get(), gemm::StridedB(w.raw(), w.dtype, 1, g.K()), out.p, cout, e, c.pool);

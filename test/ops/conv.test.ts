@@ -61,20 +61,25 @@ test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd 
   }
 });
 
-test(`${NAME}conv2d Winograd F(2x2) and F(4x4): 320 channels in, several chunks of tiles, batch 2`, async () => {
-  for (const [g, chunk] of [[G(1, 12, 10, 320, 24, 3, 3, 1, 1), ''], [G(2, 13, 11, 20, 33, 3, 3, 1, 1), '6'],
-    [G(2, 9, 14, 17, 16, 3, 3, 1, 0), '12']] as [Geom, string][]) {
+test(`${NAME}conv2d Winograd F(2x2) and F(4x4), both variants: 320 / 200 channels in, several chunks of tiles, batch 2`, async () => {
+  // variant 'small' transforms the weights per block of 16 outputs x 128 inputs (Cout % 16 == 0 only),
+  // 'big' forms all of U once; chunk sizes force the big variant across chunk boundaries.
+  for (const [g, chunk] of [[G(1, 12, 10, 320, 24, 3, 3, 1, 1), ''], [G(1, 9, 11, 200, 32, 3, 3, 1, 1), ''],
+    [G(2, 7, 9, 24, 16, 3, 3, 1, 1), ''], [G(2, 13, 11, 20, 33, 3, 3, 1, 1), '6'], [G(2, 9, 14, 17, 16, 3, 3, 1, 0), '12']] as [Geom, string][]) {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + 1, 2)), w = roundTo('f32', randn(g.O * 9 * g.C, g.O + 2, 0.1));
     const bias = roundTo('f32', randn(g.O, 5));
     const ref = refConv(x, w, g, bias);
     if (chunk) process.env.HYPERSD_WINO_CHUNK_TILES = chunk;
     try {
-      for (const algo of ['winograd', 'winograd4'] as const) {
-        const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), t(bias, [g.O]), { pad: g.pad, algo });
-        assertClose(await y.floats(), ref, TOL.f32, `${algo} chunk ${chunk || 'auto'} ${JSON.stringify(g)}`);
-      }
+      for (const variant of ['small', 'big'])
+        for (const algo of ['winograd', 'winograd4'] as const) {
+          process.env.HYPERSD_WINO_VARIANT = variant;
+          const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), t(bias, [g.O]), { pad: g.pad, algo });
+          assertClose(await y.floats(), ref, TOL.f32, `${algo} ${variant} chunk ${chunk || 'auto'} ${JSON.stringify(g)}`);
+        }
     } finally {
       delete process.env.HYPERSD_WINO_CHUNK_TILES;
+      delete process.env.HYPERSD_WINO_VARIANT;
     }
   }
 });

@@ -133,22 +133,25 @@ async function main(): Promise<void> {
     }
   }
   if (want('conv')) {
-    for (const [H, C] of [[64, 320], [32, 640], [16, 1280], [256, 512]]) {
+    // Each algorithm forced ('gemm' implicit GEMM, 'winograd' F(2x2,3x3), 'winograd4' F(4x4,3x3)); 'auto' is what
+    // the networks get (F(4x4) from 16 4x4 tiles, with the weights transformed per block up to 128 tiles).
+    const ALGOS = ['gemm', 'winograd', 'winograd4'] as const;
+    const LABEL = { gemm: 'conv3x3 implicit GEMM', winograd: 'conv3x3 Winograd F(2x2,3x3)', winograd4: 'conv3x3 Winograd F(4x4,3x3)' };
+    for (const [H, C] of [[64, 320], [32, 640], [16, 1280], [8, 1280], [256, 512]]) {
       const x = hs.tensor(filled(H * H * C, 3), [1, H, H, C]), w = hs.tensor(filled(C * 9 * C, 4, 0.05), [C, 3, 3, C]);
       const flops = 2 * H * H * C * 9 * C;
       const big = H * H > 4096;  // the VAE shape: one pair, no GEMM / OpenBLAS twin (65536 x 4608 x 512 is 309 GFLOP)
       const pairs = big ? 1 : pairsFor(flops);
-      const res: Record<'gemm' | 'winograd', { rate: number[]; pct: number[]; vsOurs: number[] }> = {
-        gemm: { rate: [], pct: [], vsOurs: [] }, winograd: { rate: [], pct: [], vsOurs: [] },
-      };
+      const res = Object.fromEntries(ALGOS.map((k) => [k, { rate: [] as number[], pct: [] as number[], vsOurs: [] as number[] }]));
       const a = big ? null : hs.tensor(filled(H * H * 9 * C, 5), [H * H, 9 * C]), wk = w.reshape([C, 9 * C]);
       const twin: number[] = [], twinBlas: number[] = [];
-      if (!big) for (const algo of ['gemm', 'winograd'] as const) await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }));
+      if (!big) for (const algo of ALGOS) await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }));
       for (let p = 0; p < pairs; p++) {
         const ourGemm = a ? flops / (await once(() => hs.ops.linear(a, wk))) / 1e9 : NaN;
         twin.push(ourGemm);
         if (a && blas) twinBlas.push(await blas.ask(`${H * H} ${9 * C} ${C}`));
-        for (const algo of ['gemm', 'winograd'] as const) {
+        for (const algo of ALGOS) {
+          if (big && algo === 'winograd') continue;
           const pk = await fmaPeak();
           const g = flops / (await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }))) / 1e9;
           res[algo].rate.push(g);
@@ -157,18 +160,20 @@ async function main(): Promise<void> {
         }
       }
       for (const t of [x, w, a]) t?.dispose();
-      for (const algo of ['gemm', 'winograd'] as const) {
+      for (const algo of ALGOS) {
         const r = res[algo];
+        if (!r.rate.length) continue;
         const vs = big ? '' : `${median(r.vsOurs).toFixed(2)}x our GEMM ${H * H}x${9 * C}x${C} (${median(twin).toFixed(1)} GFLOP/s)`;
         rows.push({
-          kind: algo === 'gemm' ? 'conv3x3 implicit GEMM' : 'conv3x3 Winograd F(2x2,3x3)', shape: `${C}->${C} ${H}x${H}`,
+          kind: LABEL[algo], shape: `${C}->${C} ${H}x${H}`,
           rate: median(r.rate), unit: 'GFLOP/s', pct: median(r.pct), blas: twinBlas.length ? median(twinBlas) : undefined,
-          note: [algo === 'winograd' ? 'direct-conv FLOPs' : '', vs, twinBlas.length ? 'OpenBLAS column: sgemm on the im2col shape' : '']
+          note: [algo !== 'gemm' ? 'direct-conv FLOPs' : '', vs, twinBlas.length ? 'OpenBLAS column: sgemm on the im2col shape' : '']
             .filter(Boolean).join('; '),
         });
       }
     }
   }
+
   if (want('attn') && typeof hs.ops.attention === 'function') {
     for (const [L, Lk, D, H] of [[4096, 4096, 40, 8], [1024, 1024, 64, 10], [4096, 77, 40, 8]]) {
       const q = hs.tensor(filled(L * H * D, 5), [1, L, H * D]), k = hs.tensor(filled(Lk * H * D, 6), [1, Lk, H * D]);

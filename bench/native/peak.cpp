@@ -6,13 +6,17 @@
 //              >= 8 to hide the 4-cycle latency on two pipes) for about <ms> milliseconds; 2 flops per lane.
 //   copy       GB/s of memcpy over a 256 MiB buffer (far beyond L3) split among the threads, counting the
 //              bytes read plus the bytes written, as bench/ops counts traffic for memory-bound ops.
+//   copy <n>   the same over an n-byte buffer (cache-resident when small), repeated to >= 128 MiB in all: the
+//              ceiling for an op whose tensors of that size stay in cache between calls, as in a network.
 // Usage: peak <threads>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,10 +62,21 @@ int main(int argc, char** argv) {
   volatile float sink = 0;
   const size_t bytes = 256u << 20;
   std::vector<char> src, dst;
+  std::map<size_t, std::pair<std::vector<char>, std::vector<char>>> small;
   char line[256];
   while (std::fgets(line, sizeof line, stdin)) {
     double ms = 0;
-    if (std::sscanf(line, "fma %lf", &ms) == 1) {
+    size_t n = 0;
+    if (std::sscanf(line, "copy %zu", &n) == 1 && n >= 4096) {
+      auto& b = small[n];
+      if (b.first.empty()) b.first.assign(n, 1), b.second.assign(n, 2);
+      const size_t reps = std::max<size_t>(1, (size_t(128) << 20) / n);
+      double t = run_threads(threads, [&](int i) {
+        size_t part = n / threads;
+        for (size_t r = 0; r < reps; ++r) std::memcpy(b.second.data() + i * part, b.first.data() + i * part, part);
+      });
+      std::printf("%.2f\n", 2.0 * (double)(n / threads * threads) * reps / t / 1e9);
+    } else if (std::sscanf(line, "fma %lf", &ms) == 1) {
       const long iters = (long)(ms * 1e-3 * 3e9 / 6);  // about 6 cycles per iteration at ~3 GHz
       double t = run_threads(threads, [&](int i) { sink = sink + fma_loop(iters, 1.0f + i); });
       std::printf("%.2f\n", threads * iters * 12.0 * 8 * 2 / t / 1e9);

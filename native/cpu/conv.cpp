@@ -120,7 +120,7 @@ float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool
   constexpr int a = m + 2;
   const int64_t NR = gemm::NR, npan = (cout + NR - 1) / NR, per_uv = npan * cin * NR;
   float* U = gemm::thread_scratch(0, (size_t)(a * a * per_uv));
-  gemm::F32View wf = gemm::as_f32(w, pool);
+  gemm::F32View wf = gemm::as_f32(w, pool, 4);  // a half weight widened into this thread's slot 4
   const gemm::Kernels& kr = gemm::kernels();
   auto weight = m == 2 ? wino::fns().weight2 : wino::fns().weight4;
   const int64_t ncb = (cin + wino::kCB - 1) / wino::kCB;
@@ -222,7 +222,7 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
   const int64_t vstride = tpad * cin, mstride = tpad * cout;
   float* V = gemm::thread_scratch(1, (size_t)(nuv * vstride));
   float* Mb = gemm::thread_scratch(2, (size_t)(nuv * mstride));
-  gemm::F32View wf = gemm::as_f32(w, pool);
+  gemm::F32View wf = gemm::as_f32(w, pool, 4);  // a half weight widened into this thread's slot 4
   pool->parallel_for(tpan, 1, [&](int64_t b, int64_t e) {
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
     for (int64_t p = b; p < e; ++p)

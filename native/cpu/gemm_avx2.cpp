@@ -227,6 +227,13 @@ HSD_INLINE float load1(const void* p, int64_t i, DType dt) {
   return dt == DType::F16 ? _cvtsh_ss(h) : bf16_to_float(h);
 }
 
+void widen_avx2(float* dst, const void* src, DType dt, int64_t n) {
+  const int64_t es = dt == DType::F32 ? 4 : 2;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8((const char*)src + i * es, dt));
+  for (; i < n; ++i) dst[i] = load1(src, i, dt);
+}
+
 template <DType DT>
 void pack_b_rows_t(float* dst, const void* const* rows, int64_t len) {
   constexpr int64_t es = DT == DType::F32 ? 4 : 2;
@@ -283,7 +290,8 @@ bool cpu_has_avx2_fma_f16c() {
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const Kernels k{"avx2", micro_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2};
+  static const Kernels k{"avx2", micro_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2,
+                         widen_avx2};
   static const bool ok = cpu_has_avx2_fma_f16c();
   return ok ? &k : nullptr;
 }

@@ -78,7 +78,7 @@ struct Scratch {
   }
 };
 thread_local Scratch tl_apack, tl_bpack;
-thread_local Scratch tl_other[4];
+thread_local Scratch tl_other[5];
 
 // One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
 // tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
@@ -187,6 +187,10 @@ void pack_b_cols_portable(float* dst, const void* src, DType dt, int64_t ld, int
     for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < nvalid ? load_any(src, k * ld + j, dt) : 0.f;
 }
 
+void widen_portable(float* dst, const void* src, DType dt, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = load_any(src, i, dt);
+}
+
 void act_portable(float* x, int64_t n, int act) {
   if (act == kActNone) return;
   for (int64_t i = 0; i < n; ++i) x[i] = act_scalar(x[i], act);
@@ -223,7 +227,7 @@ float act_scalar(float x, int act) {
 
 const Kernels& portable_kernels() {
   static const Kernels k{"portable", micro_portable, pack_a_rows_portable, pack_b_rows_portable,
-                         pack_b_cols_portable, act_portable};
+                         pack_b_cols_portable, act_portable, widen_portable};
   return k;
 }
 
@@ -443,21 +447,25 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
 }
 
 // ---------- tensor helpers ----------
-F32View as_f32(const Tensor& t, ThreadPool* pool) {
+F32View as_f32(const Tensor& t, ThreadPool* pool, int scratch_slot) {
   F32View v;
   if (t.dtype == DType::F32) {
     v.p = t.data<float>();
     return v;
   }
   int64_t n = t.numel();
-  v.hold.reset((float*)std::malloc(sizeof(float) * std::max<int64_t>(n, 1)), std::free);
-  if (!v.hold) throw Error("out of memory widening " + t.describe() + " to f32");
-  float* d = v.hold.get();
-  const void* s = t.raw();
+  float* d;
+  if (scratch_slot >= 0) {
+    d = thread_scratch(scratch_slot, (size_t)std::max<int64_t>(n, 1));
+  } else {
+    v.hold.reset((float*)std::malloc(sizeof(float) * std::max<int64_t>(n, 1)), std::free);
+    if (!v.hold) throw Error("out of memory widening " + t.describe() + " to f32");
+    d = v.hold.get();
+  }
+  const char* s = (const char*)t.raw();
   DType dt = t.dtype;
-  auto body = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) d[i] = load_any(s, i, dt);
-  };
+  const Kernels& kr = kernels();
+  auto body = [&](int64_t b, int64_t e) { kr.widen(d + b, s + b * 2, dt, e - b); };
   if (pool) pool->parallel_for(n, 1 << 15, body);
   else body(0, n);
   v.p = d;

@@ -46,6 +46,8 @@ struct Kernels {
   void (*pack_b_cols)(float* dst, const void* src, DType dt, int64_t ld, int64_t nvalid, int64_t len);
   // In place y = act(x) over n floats.
   void (*act)(float* x, int64_t n, int act);
+  // dst[i] = src[i] of dtype dt (f32 / f16 / bf16) widened to f32, n values.
+  void (*widen)(float* dst, const void* src, DType dt, int64_t n);
 };
 
 const Kernels& portable_kernels();
@@ -117,7 +119,7 @@ struct ConcatB final : BPacker {
 void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
          const Epilogue& e, ThreadPool* pool);
 
-// Grow-only 64-byte aligned buffers of this thread (slot 0-3), kept for the thread's life and backed by
+// Grow-only 64-byte aligned buffers of this thread (slot 0-4), kept for the thread's life and backed by
 // transparent huge pages from 2 MiB on, for kernels that need large temporaries on every call (conv2d's
 // Winograd path: fresh pages would cost a page fault and a clear per 4 KiB each time). Not the GEMM's own.
 float* thread_scratch(int slot, size_t n);
@@ -131,7 +133,9 @@ struct F32View {
   const float* p = nullptr;
   std::shared_ptr<float> hold;
 };
-F32View as_f32(const Tensor& t, ThreadPool* pool);
+// scratch_slot >= 0 widens into thread_scratch(scratch_slot) instead of a fresh allocation (large weights
+// widened on every call: fresh pages cost a fault and a clear per 4 KiB); valid until that slot is reused.
+F32View as_f32(const Tensor& t, ThreadPool* pool, int scratch_slot = -1);
 // An output buffer: the tensor's own memory when it is f32, else an f32 temporary (holding the old values
 // when keep_old) that finish() narrows into it.
 struct F32Out {

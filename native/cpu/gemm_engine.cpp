@@ -319,7 +319,7 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
   const int64_t rpan = ceil_div(npan, nranges);
   const float* pre = b.prepacked();
   phases.add(ceil_div(npan, rpan), [&](int64_t t) {
-    const int64_t jp0 = t * rpan, jp1 = std::min(npan, jp0 + rpan), j0 = jp0 * NR;
+    const int64_t jp0 = t * rpan, jp1 = std::min(npan, jp0 + rpan);
     float* bp = pre ? nullptr : tl_bpack.get((size_t)(NR * kc));
     for (int64_t pc = 0; pc < K; pc += kc) {
       const int64_t kcur = std::min(kc, K - pc);

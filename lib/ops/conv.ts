@@ -15,7 +15,7 @@ export interface Conv2dOptions {
   beta?: number;
   /**
    * CPU algorithm: 'auto' (default: Winograd F(4x4,3x3) for stride-1 3x3 convolutions with >= 16 channels in
-   * and out and >= 64 4x4 output tiles, else implicit GEMM), 'gemm' (implicit GEMM, direct-convolution
+   * and out and >= 16 4x4 output tiles (16x16 and up), else implicit GEMM), 'gemm' (implicit GEMM, direct-convolution
    * arithmetic), 'winograd' (F(2x2,3x3)), 'winograd4' (F(4x4,3x3): 4x fewer multiply-adds, about 10x the
    * rounding error of the direct sum, ~4e-6 relative in f32). The CUDA kernels ignore it.
    */

@@ -141,26 +141,55 @@ HSD_INLINE void pv_6xW(const float* p, int64_t nk, const float* vb, int64_t ldv,
 
 // acc[r*ldc + 0..40) += sum_{j<nk} p[r*kBK + j] vb[j*ldv + 0..40) for 2 rows: 10 accumulators and the 5 V
 // vectors of a key held in registers (2 broadcasts + 5 loads per 10 FMAs; the 6 x 16 + 6 x 8 tiles needed 23
-// loads per 30 FMAs and the 6 x 8 one had too few independent chains to fill both FMA pipes).
+// loads per 30 FMAs and the 6 x 8 one had too few independent chains to fill both FMA pipes). In asm: with all
+// 16 ymm registers live, GCC folded the V loads into the FMAs as memory operands, loading each V vector twice.
 HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc) {
-  __m256 c[2][5];
-  for (int r = 0; r < 2; ++r)
-    for (int w = 0; w < 5; ++w) c[r][w] = _mm256_loadu_ps(acc + r * ldc + 8 * w);
-  for (int64_t j = 0; j < nk; ++j) {
-    const float* vj = vb + j * ldv;
-    const __m256 b0 = _mm256_loadu_ps(vj), b1 = _mm256_loadu_ps(vj + 8), b2 = _mm256_loadu_ps(vj + 16),
-                 b3 = _mm256_loadu_ps(vj + 24), b4 = _mm256_loadu_ps(vj + 32);
-    for (int r = 0; r < 2; ++r) {
-      const __m256 a = _mm256_broadcast_ss(p + r * kBK + j);
-      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-      c[r][2] = _mm256_fmadd_ps(a, b2, c[r][2]);
-      c[r][3] = _mm256_fmadd_ps(a, b3, c[r][3]);
-      c[r][4] = _mm256_fmadd_ps(a, b4, c[r][4]);
-    }
+  static_assert(kBK == 64, "the asm below steps to the second row of p by 256 bytes");
+  float* a1 = acc + ldc;
+  __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8), c02 = _mm256_loadu_ps(acc + 16),
+         c03 = _mm256_loadu_ps(acc + 24), c04 = _mm256_loadu_ps(acc + 32);
+  __m256 c10 = _mm256_loadu_ps(a1), c11 = _mm256_loadu_ps(a1 + 8), c12 = _mm256_loadu_ps(a1 + 16),
+         c13 = _mm256_loadu_ps(a1 + 24), c14 = _mm256_loadu_ps(a1 + 32);
+  if (nk > 0) {
+    const int64_t ldvb = ldv * 4;
+    __asm__ volatile(
+        "1:\n\t"
+        "vmovups (%[v]), %%ymm10\n\t"
+        "vmovups 32(%[v]), %%ymm11\n\t"
+        "vmovups 64(%[v]), %%ymm12\n\t"
+        "vmovups 96(%[v]), %%ymm13\n\t"
+        "vmovups 128(%[v]), %%ymm14\n\t"
+        "vbroadcastss (%[p]), %%ymm15\n\t"
+        "vfmadd231ps %%ymm10, %%ymm15, %[c00]\n\t"
+        "vfmadd231ps %%ymm11, %%ymm15, %[c01]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[c02]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[c03]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[c04]\n\t"
+        "vbroadcastss 256(%[p]), %%ymm15\n\t"
+        "vfmadd231ps %%ymm10, %%ymm15, %[c10]\n\t"
+        "vfmadd231ps %%ymm11, %%ymm15, %[c11]\n\t"
+        "vfmadd231ps %%ymm12, %%ymm15, %[c12]\n\t"
+        "vfmadd231ps %%ymm13, %%ymm15, %[c13]\n\t"
+        "vfmadd231ps %%ymm14, %%ymm15, %[c14]\n\t"
+        "add $4, %[p]\n\t"
+        "add %[ldvb], %[v]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b"
+        : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c03] "+x"(c03), [c04] "+x"(c04), [c10] "+x"(c10),
+          [c11] "+x"(c11), [c12] "+x"(c12), [c13] "+x"(c13), [c14] "+x"(c14), [p] "+r"(p), [v] "+r"(vb), [n] "+r"(nk)
+        : [ldvb] "r"(ldvb)
+        : "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
   }
-  for (int r = 0; r < 2; ++r)
-    for (int w = 0; w < 5; ++w) _mm256_storeu_ps(acc + r * ldc + 8 * w, c[r][w]);
+  _mm256_storeu_ps(acc, c00);
+  _mm256_storeu_ps(acc + 8, c01);
+  _mm256_storeu_ps(acc + 16, c02);
+  _mm256_storeu_ps(acc + 24, c03);
+  _mm256_storeu_ps(acc + 32, c04);
+  _mm256_storeu_ps(a1, c10);
+  _mm256_storeu_ps(a1 + 8, c11);
+  _mm256_storeu_ps(a1 + 16, c12);
+  _mm256_storeu_ps(a1 + 24, c13);
+  _mm256_storeu_ps(a1 + 32, c14);
 }
 
 }  // namespace

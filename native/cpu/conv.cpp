@@ -6,14 +6,16 @@
 // the A panels straight from the image, one contiguous run of Cin channels per (pixel, ky, kx) — padding
 // taps point at a zero row — so the packing costs the same as a plain GEMM's. A 1x1 stride-1 convolution is
 // a plain GEMM over the pixels.
-// Winograd (below) takes the stride-1 3x3 convolutions with >= 16 channels in and out: F(4x4, 3x3) (4x fewer
-// multiply-adds) once there are >= 64 4x4 tiles (32x32 and up), else the implicit GEMM; measured on the 2-core
-// EPYC (2026-11-26, ms per call, implicit GEMM / F(2x2) / F(4x4)): 64x64x320 70 / 43 / 33, 32x32x640 63 / 40
-// / 34, 64x64x640 276 / 173 / 122, 256x256x512->256 1277 / 850 / 637, 16x16x1280 62 / 64 / 77 (the weight
-// transform, 36 x Cin x Cout floats per call, outweighs the saving there), 8x8x1280 24 / 49 / 61.
+// Winograd (below) takes the stride-1 3x3 convolutions with >= 16 channels in and out once there are >= 16
+// 4x4 output tiles (16x16 and up): F(4x4, 3x3), 4x fewer multiply-adds than the direct sum. Up to 128 tiles the
+// weights are transformed per 16-output x 128-input block into an L2-resident buffer (conv3x3_winograd_small);
+// beyond, once per call into U (conv3x3_winograd). Measured on the 2-core EPYC (2026-11-26, bench/ops and
+// ms per call): implicit GEMM / F(4x4): 64x64x320 70 / 33 ms, 32x32x640 63 / 34, 16x16x1280 62 / 43,
+// 16x16 2560->1280 123 / 84, 256x256x512->256 1277 / 637; at 8x8x1280 the implicit GEMM stays ahead (20 / 23
+// ms with F(2x2), 29 with F(4x4)), so 'auto' keeps it there.
 // The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4)) forces one for tests and benchmarks;
 // HYPERSD_CONV_ALGO (gemm, winograd, winograd4) overrides 'auto'; HYPERSD_WINO_PROFILE=1 prints each
-// Winograd call's phase times (weights, input transform, GEMMs, output transform) to stderr.
+// big-variant Winograd call's phase times (weights, input transform, GEMMs, output transform) to stderr.
 // lora_conv2d: t = scale * conv(x, down) [pixels, r], then one GEMM over the extended K range,
 // y = [im2col(x) | t] [w | up]^T + bias (the same trick as lora_linear), always as implicit GEMM.
 #include <chrono>

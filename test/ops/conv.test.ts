@@ -85,7 +85,8 @@ test(`${NAME}conv2d Winograd F(2x2) and F(4x4), both variants: 320 / 200 channel
 });
 
 test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
-  for (const g of [G(1, 7, 5, 6, 9, 3, 3, 1, 1), G(2, 4, 5, 8, 9, 1, 1, 1, 0), G(1, 7, 5, 20, 18, 3, 3, 1, 1)]) {
+  // Cout 16: the Winograd variant that transforms weights per block (no bias, beta = 1 in its output transform)
+  for (const g of [G(1, 7, 5, 6, 9, 3, 3, 1, 1), G(2, 4, 5, 8, 9, 1, 1, 1, 0), G(1, 7, 5, 20, 18, 3, 3, 1, 1), G(2, 9, 6, 20, 16, 3, 3, 1, 1)]) {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 4)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, 5));
     const [Ho, Wo] = outHW(g);
     const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 6));
@@ -100,7 +101,8 @@ test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
 
 test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () => {
   for (const [g, dt] of [[G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'bf16'],
-    [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
+    [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16'],
+    [G(1, 7, 6, 18, 16, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 16, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
     const x = roundTo('f32', randn(g.H * g.W * g.C, 7)), w = roundTo(dt, randn(g.O * 9 * g.C, 8)), bias = roundTo(dt, randn(g.O, 9));
     for (const algo of ['gemm', 'winograd', 'winograd4'] as const) {
       const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1, algo });

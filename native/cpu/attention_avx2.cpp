@@ -43,6 +43,7 @@ namespace {
 
 #define HSD_INLINE inline __attribute__((always_inline))
 
+using avx2::exp_nonpos_ps;
 using avx2::exp_ps;
 
 constexpr int64_t kBQ = 96;  // query rows per task (a multiple of 6)
@@ -100,25 +101,6 @@ HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, int64_t 
   _mm256_storeu_ps(s + 4 * kBK + 8, c41);
   _mm256_storeu_ps(s + 5 * kBK, c50);
   _mm256_storeu_ps(s + 5 * kBK + 8, c51);
-}
-
-// exp(x) for x <= 0 (logits minus their row maximum): exp_ps without the upper clamp; the lower one keeps
-// 2^n a normal float (exp(-87) ~ 1.6e-38), the polynomial is the same.
-HSD_INLINE __m256 exp_nonpos_ps(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
 // acc[r*ldc + 0..8W) += sum_{j<nk} p[r*kBK + j] vb[j*ldv + 0..8W) for 6 rows, W = 1 or 2.

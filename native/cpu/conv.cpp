@@ -14,12 +14,9 @@
 // 16x16 2560->1280 123 / 84, 256x256x512->256 1277 / 637; at 8x8x1280 the implicit GEMM stays ahead (20 / 23
 // ms with F(2x2), 29 with F(4x4)), so 'auto' keeps it there.
 // The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4)) forces one for tests and benchmarks;
-// HYPERSD_CONV_ALGO (gemm, winograd, winograd4) overrides 'auto'; HYPERSD_WINO_PROFILE=1 prints each
-// big-variant Winograd call's phase times (weights, input transform, GEMMs, output transform) to stderr.
+// HYPERSD_CONV_ALGO (gemm, winograd, winograd4) overrides 'auto'.
 // lora_conv2d: t = scale * conv(x, down) [pixels, r], then one GEMM over the extended K range,
 // y = [im2col(x) | t] [w | up]^T + bias (the same trick as lora_linear), always as implicit GEMM.
-#include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -115,14 +112,19 @@ struct PanelA final : gemm::APacker {
   }
 };
 
+// The per-thread buffers of gemm::thread_scratch the Winograd paths use (kept across calls: no page faults):
+// U (all transformed weights), V (input transforms), M (products), the small variant's per-block U (taken by
+// every thread of its loop), and half weights widened to f32.
+enum : int { kSlotU = 0, kSlotV = 1, kSlotM = 2, kSlotUBlock = 3, kSlotW = 4 };
+
 // U[uv][o][c] = (G g[o, :, :, c] G^T)[u][v], written straight into the engine's panel form
 // ([a*a][ceil(Cout/NR)][Cin][NR], see gemm::PackedB), so the GEMMs read the weights without packing them.
 template <int m>
 float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool) {
   constexpr int a = m + 2;
   const int64_t NR = gemm::NR, npan = (cout + NR - 1) / NR, per_uv = npan * cin * NR;
-  float* U = gemm::thread_scratch(0, (size_t)(a * a * per_uv));
-  gemm::F32View wf = gemm::as_f32(w, pool, 4);  // a half weight widened into this thread's slot 4
+  float* U = gemm::thread_scratch(kSlotU, (size_t)(a * a * per_uv));
+  gemm::F32View wf = gemm::as_f32(w, pool, kSlotW);
   const gemm::Kernels& kr = gemm::kernels();
   auto weight = m == 2 ? wino::fns().weight2 : wino::fns().weight4;
   const int64_t ncb = (cin + wino::kCB - 1) / wino::kCB;
@@ -151,54 +153,61 @@ int64_t wino_chunk(int m, int64_t tiles, int64_t cin, int64_t cout, int threads)
 }
 
 template <int m>
+wino::Geom wino_geom(const ConvGeom& cg) {
+  return wino::Geom{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+}
+
+// Input transform of tiles [t0, t0 + tc) into A panels of all of Cin (component uv's panel p at
+// V + uv * vstride + p * Cin * MR), in parallel over the panels.
+template <int m>
+void wino_input(const wino::Geom& g, const float* x, int64_t t0, int64_t tc, float* V, int64_t vstride,
+                ThreadPool* pool) {
+  const gemm::Kernels& kr = gemm::kernels();
+  auto input = m == 2 ? wino::fns().input2 : wino::fns().input4;
+  const int64_t cin = g.C;
+  pool->parallel_for((tc + MR - 1) / MR, 1, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+    for (int64_t p = b; p < e; ++p)
+      for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
+        input(kr, x, g, t0 + p * MR, (int)std::min<int64_t>(MR, tc - p * MR), c0, std::min(wino::kCB, cin - c0),
+              V + (p * cin + c0) * MR, vstride, scratch.get());
+  });
+}
+
+// Output transform of tiles [t0, t0 + tc): tile t0 + i's products at Mb + i * cout, component stride mstride.
+template <int m>
+void wino_output(const wino::Geom& g, const float* Mb, int64_t mstride, int64_t t0, int64_t tc, int64_t cout,
+                 const float* bias, float beta, float* y, ThreadPool* pool) {
+  auto output = m == 2 ? wino::fns().output2 : wino::fns().output4;
+  pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
+    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
+    for (int64_t i = b; i < e; ++i) output(Mb + i * cout, mstride, g, t0 + i, cout, bias, beta, y, scratch.get());
+  });
+}
+
+template <int m>
 void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias, float beta,
                       float* y, ThreadPool* pool) {
   constexpr int a = m + 2, nuv = a * a;
-  const wino::Geom g{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+  const wino::Geom g = wino_geom<m>(cg);
   const int64_t tiles = g.N * g.th * g.tw, cin = g.C;
-  const wino::Fns& fn = wino::fns();
-  const gemm::Kernels& kr = gemm::kernels();
-  auto input = m == 2 ? fn.input2 : fn.input4;
-  auto output = m == 2 ? fn.output2 : fn.output4;
-  auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
-  double tw0 = now(), tin = 0, tgemm = 0, tout = 0;
   float* U = wino_weights<m>(w, cout, cin, pool);
-  double tw1 = now();
   const int64_t per_uv_w = (cout + gemm::NR - 1) / gemm::NR * cin * gemm::NR;
   const int64_t chunk = wino_chunk(m, tiles, cin, cout, pool->size());
   const int64_t vstride = chunk * cin;  // floats per component in V (chunk is a multiple of MR)
-  float* V = gemm::thread_scratch(1, (size_t)(nuv * vstride));
-  float* Mb = gemm::thread_scratch(2, (size_t)(nuv * chunk * cout));
+  float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
+  float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * chunk * cout));
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
-    const int64_t tc = std::min(chunk, tiles - t0), npan = (tc + MR - 1) / MR;
-    double q0 = now();
-    pool->parallel_for(npan, 1, [&](int64_t b, int64_t e) {
-      std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
-      for (int64_t p = b; p < e; ++p)
-        for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
-          input(kr, x, g, t0 + p * MR, (int)std::min<int64_t>(MR, tc - p * MR), c0, std::min(wino::kCB, cin - c0),
-                V + (p * cin + c0) * MR, vstride, scratch.get());
-    });
-    double q1 = now();
+    const int64_t tc = std::min(chunk, tiles - t0);
+    wino_input<m>(g, x, t0, tc, V, vstride, pool);
     // One GEMM per component, each on one thread (a pool wake per GEMM would cost more than a small GEMM).
     pool->parallel_for(nuv, 1, [&](int64_t b, int64_t e) {
       for (int64_t uv = b; uv < e; ++uv)
         gemm::run(tc, cout, cin, PanelA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
                   Mb + uv * tc * cout, cout, gemm::Epilogue(), nullptr);
     });
-    double q2 = now();
-    pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
-      std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
-      for (int64_t i = b; i < e; ++i)
-        output(Mb + i * cout, tc * cout, g, t0 + i, cout, bias, beta, y, scratch.get());
-    });
-    double q3 = now();
-    tin += q1 - q0; tgemm += q2 - q1; tout += q3 - q2;
+    wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool);
   }
-  if (std::getenv("HYPERSD_WINO_PROFILE"))
-    std::fprintf(stderr, "wino m=%d %lldx%lld %lld->%lld chunk %lld: weights %.1f in %.1f gemm %.1f (%.0f GF/s) out %.1f ms\n", m,
-                 (long long)g.Ho, (long long)g.Wo, (long long)cin, (long long)cout, (long long)chunk, tw1 - tw0, tin, tgemm,
-                 2.0 * nuv * tiles * cin * cout / tgemm / 1e6, tout);
 }
 
 // Winograd for small images (16x16, 8x8 at 1280 channels): there the U above, (m+2)^2 Cin Cout floats written
@@ -214,27 +223,19 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
                             float beta, float* y, ThreadPool* pool) {
   constexpr int a = m + 2, nuv = a * a;
   const int64_t NR = gemm::NR;
-  const wino::Geom g{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+  const wino::Geom g = wino_geom<m>(cg);
   const int64_t tiles = g.N * g.th * g.tw, cin = g.C, tpan = (tiles + MR - 1) / MR, tpad = tpan * MR;
-  const wino::Fns& fn = wino::fns();
   const gemm::Kernels& kr = gemm::kernels();
-  auto input = m == 2 ? fn.input2 : fn.input4;
-  auto output = m == 2 ? fn.output2 : fn.output4;
-  auto weight = m == 2 ? fn.weight2 : fn.weight4;
+  auto weight = m == 2 ? wino::fns().weight2 : wino::fns().weight4;
   const int64_t vstride = tpad * cin, mstride = tpad * cout;
-  float* V = gemm::thread_scratch(1, (size_t)(nuv * vstride));
-  float* Mb = gemm::thread_scratch(2, (size_t)(nuv * mstride));
-  gemm::F32View wf = gemm::as_f32(w, pool, 4);  // a half weight widened into this thread's slot 4
-  pool->parallel_for(tpan, 1, [&](int64_t b, int64_t e) {
-    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
-    for (int64_t p = b; p < e; ++p)
-      for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
-        input(kr, x, g, p * MR, (int)std::min<int64_t>(MR, tiles - p * MR), c0, std::min(wino::kCB, cin - c0),
-              V + (p * cin + c0) * MR, vstride, scratch.get());
-  });
+  float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
+  float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * mstride));
+  gemm::F32View wf = gemm::as_f32(w, pool, kSlotW);
+  wino_input<m>(g, x, 0, tiles, V, vstride, pool);
   pool->parallel_for(cout / NR, 1, [&](int64_t b, int64_t e) {
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
-    float* U = gemm::thread_scratch(3, (size_t)(nuv * kWB * NR));  // [uv][kc][NR], the engine's B-panel form
+    // [uv][kc][NR], the engine's B-panel form; every thread of the loop has its own
+    float* U = gemm::thread_scratch(kSlotUBlock, (size_t)(nuv * kWB * NR));
     for (int64_t c0 = 0; c0 < cin; c0 += kWB) {
       const int64_t kc = std::min(kWB, cin - c0);
       gemm::Epilogue ep;
@@ -253,10 +254,7 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
       }
     }
   });
-  pool->parallel_for(tiles, 4, [&](int64_t b, int64_t e) {
-    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
-    for (int64_t i = b; i < e; ++i) output(Mb + i * cout, mstride, g, i, cout, bias, beta, y, scratch.get());
-  });
+  wino_output<m>(g, Mb, mstride, 0, tiles, cout, bias, beta, y, pool);
 }
 
 // Which Winograd variant: the per-block weight transform (conv3x3_winograd_small) for few tiles, U formed
@@ -272,7 +270,7 @@ bool wino_small(const ConvGeom& g, int64_t cout, int m) {
 
 // 'auto' for a stride-1 3x3 convolution with >= 16 channels in and out: HYPERSD_CONV_ALGO (gemm, winograd,
 // winograd4) overrides it for benchmarks.
-int64_t auto_algo(const ConvGeom& g, int64_t cout) {
+int64_t auto_algo(const ConvGeom& g) {
   static const int64_t forced = [] {
     const char* e = std::getenv("HYPERSD_CONV_ALGO");
     std::string v = e ? e : "";
@@ -280,7 +278,6 @@ int64_t auto_algo(const ConvGeom& g, int64_t cout) {
   }();
   if (forced) return forced;
   const int64_t tiles4 = g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4);
-  (void)cout;
   return tiles4 >= 16 ? 3 : 1;
 }
 
@@ -330,7 +327,7 @@ void conv2d_kernel(const OpContext& c) {
   if (algo < 0 || algo > 3) throw Error("conv2d: algo must be 0 (auto), 1 (gemm), 2 (winograd) or 3 (winograd4), got " + std::to_string(algo));
   if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
   int64_t pick = algo;
-  if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g, cout) : 1;
+  if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g) : 1;
   if (pick >= 2) {
     const int m = pick == 2 ? 2 : 4;
     if (wino_small(g, cout, m)) {

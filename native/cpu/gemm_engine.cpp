@@ -465,7 +465,7 @@ F32View as_f32(const Tensor& t, ThreadPool* pool, int scratch_slot) {
   const char* s = (const char*)t.raw();
   DType dt = t.dtype;
   const Kernels& kr = kernels();
-  auto body = [&](int64_t b, int64_t e) { kr.widen(d + b, s + b * 2, dt, e - b); };
+  auto body = [&](int64_t b, int64_t e) { kr.widen(d + b, s + b * 2, dt, e - b); };  // half: 2-byte elements
   if (pool) pool->parallel_for(n, 1 << 15, body);
   else body(0, n);
   v.p = d;

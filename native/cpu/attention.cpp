@@ -8,7 +8,7 @@
 //
 // Forward, two implementations with the GEMM engine's dispatch (gemm::kernels(): AVX2 when the CPU has it,
 // unless HYPERSD_CPU_KERNELS=portable):
-//   AVX2 + FMA (attention_avx2.cpp): tasks of (batch, head, 48 query rows) x key blocks of 64, Q K^T and P V
+//   AVX2 + FMA (attention_avx2.cpp): tasks of (batch, head, 96 query rows) x key blocks of 64, Q K^T and P V
 //     as 6x16 register tiles (the GEMM micro-kernel's shape), vectorised exp / max / sum for the online
 //     softmax. Bench (bench/ops.ts --only attn, 2 shared noisy cores, same run): L=4096 d=40 8 heads 1.6 ->
 //     ~10-25 GFLOP/s (5% -> ~25-30% of the FMA peak), L=1024 d=64 10 heads 2.9 -> ~10-30 (5-9% -> ~35-47%),

@@ -78,6 +78,40 @@ struct ImageA final : gemm::APacker {
       }
     }
   }
+  // The same im2col rows as 16-row panels (the GEMM's weight-rows path, small images).
+  bool pack_nr(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+               int64_t kc) const override {
+    constexpr int R = gemm::NR;
+    for (int64_t p = 0; p * R < mc; ++p) {
+      float* d = dst + p * R * kstride;
+      int64_t iy0[R], ix0[R];
+      const float* img[R];
+      for (int r = 0; r < R; ++r) {
+        int64_t i = i0 + p * R + r;
+        img[r] = nullptr;
+        if (i >= i0 + mc) continue;
+        int64_t ox = i % g.Wo, oy = (i / g.Wo) % g.Ho, n = i / (g.Wo * g.Ho);
+        img[r] = x + n * g.H * g.W * g.C;
+        iy0[r] = oy * g.stride - g.pad;
+        ix0[r] = ox * g.stride - g.pad;
+      }
+      for (int64_t k = k0; k < k0 + kc;) {
+        const int64_t tap = k / g.C, c0 = k % g.C, len = std::min(g.C - c0, k0 + kc - k);
+        const int64_t ky = tap / g.kw, kx = tap % g.kw;
+        const void* rows[R];
+        for (int r = 0; r < R; ++r) {
+          rows[r] = gemm::kZeros;
+          if (!img[r]) continue;
+          int64_t iy = iy0[r] + ky, ix = ix0[r] + kx;
+          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) rows[r] = img[r] + (iy * g.W + ix) * g.C + c0;
+        }
+        kr.pack_b_rows(d + (k - k0) * R, rows, DType::F32, len);
+        k += len;
+      }
+    }
+    return true;
+  }
+  bool has_pack_nr() const override { return true; }
 };
 
 // The A side of a convolution: the image itself for a 1x1 stride-1 convolution, else the im2col view.

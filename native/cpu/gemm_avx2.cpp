@@ -80,6 +80,8 @@ void act_avx2(float* x, int64_t n, int act) {
   }
 }
 
+HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias);
+
 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                 const float* bias) {
   // C: towards L2 now (it is read back when K blocks accumulate or beta != 0, and written in any case), and
@@ -141,6 +143,11 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ld
 #undef HSD_STEP
 #undef HSD_ROW
 
+  epilogue_6x16(acc_mem, c, ldc, e, bias);
+}
+
+// The epilogue of both micro-kernels on the 12 accumulators (stored at acc_mem): see Epilogue.
+HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias) {
   __m256 acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm256_load_ps(acc_mem + 8 * i);
   const __m256 va = _mm256_set1_ps(e.alpha), vb = _mm256_set1_ps(e.beta);
@@ -173,6 +180,68 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ld
     _mm256_storeu_ps(ci, v0);
     _mm256_storeu_ps(ci + 8, v1);
   }
+}
+
+// micro_6x16 with A read in place from 6 rows a + i*lda (the weight-rows path: A is an f32 weight [N, K],
+// B the activation packed into 16-row panels). The rows are addressed as a0, a0 + lda, a0 + 2 lda, a3 =
+// a0 + 3 lda, a0 + 4 lda, a3 + 2 lda, and each is prefetched 64 steps ahead (a weight streams from memory once).
+void micro_rows_6x16(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                     const Epilogue& e, const float* bias) {
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
+    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
+  }
+#define HSD_RROW(o, addr, ar, c0, c1)                                    \
+  "vbroadcastss " #o "*4" addr ", %%ymm" #ar "\n\t"                      \
+  "vfmadd231ps %%ymm12, %%ymm" #ar ", %%ymm" #c0 "\n\t"                  \
+  "vfmadd231ps %%ymm13, %%ymm" #ar ", %%ymm" #c1 "\n\t"
+#define HSD_RSTEP(o)                                                     \
+  "vmovaps " #o "*64(%[b]), %%ymm12\n\t"                                 \
+  "vmovaps " #o "*64+32(%[b]), %%ymm13\n\t"                              \
+  HSD_RROW(o, "(%[a0])", 14, 0, 1) HSD_RROW(o, "(%[a0],%[lda],1)", 15, 2, 3)        \
+  HSD_RROW(o, "(%[a0],%[lda],2)", 14, 4, 5) HSD_RROW(o, "(%[a3])", 15, 6, 7)        \
+  HSD_RROW(o, "(%[a0],%[lda],4)", 14, 8, 9) HSD_RROW(o, "(%[a3],%[lda],2)", 15, 10, 11)
+#define HSD_PF_C "prefetcht0 (%[t])\n\tprefetcht0 60(%[t])\n\tadd %[ldc], %[t]\n\t"
+  alignas(32) float acc_mem[12 * 8];
+  int64_t n1 = kc > 32 ? (kc - 32) / 4 : 0, n2 = (kc - 4 * n1) / 4, n3 = kc - 4 * (n1 + n2), t;
+  const float* a3 = a + 3 * lda;
+  __asm__ volatile(
+      "vxorps %%ymm0, %%ymm0, %%ymm0\n\t vxorps %%ymm1, %%ymm1, %%ymm1\n\t vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
+      "vxorps %%ymm3, %%ymm3, %%ymm3\n\t vxorps %%ymm4, %%ymm4, %%ymm4\n\t vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
+      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t vxorps %%ymm7, %%ymm7, %%ymm7\n\t vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
+      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t vxorps %%ymm10, %%ymm10, %%ymm10\n\t vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+      "test %[n1], %[n1]\n\t jz 2f\n\t"
+      "1:\n\t"
+      "prefetcht0 256(%[a0])\n\t prefetcht0 256(%[a0],%[lda],1)\n\t prefetcht0 256(%[a0],%[lda],2)\n\t"
+      "prefetcht0 256(%[a3])\n\t prefetcht0 256(%[a0],%[lda],4)\n\t prefetcht0 256(%[a3],%[lda],2)\n\t"
+      "prefetcht0 512(%[b])\n\t prefetcht0 576(%[b])\n\t prefetcht0 640(%[b])\n\t prefetcht0 704(%[b])\n\t"
+      HSD_RSTEP(0) HSD_RSTEP(1) HSD_RSTEP(2) HSD_RSTEP(3)
+      "add $16, %[a0]\n\t add $16, %[a3]\n\t add $256, %[b]\n\t dec %[n1]\n\t jnz 1b\n\t"
+      "2:\n\t"
+      "mov %[c], %[t]\n\t" HSD_PF_C HSD_PF_C HSD_PF_C HSD_PF_C HSD_PF_C HSD_PF_C
+      "test %[n2], %[n2]\n\t jz 4f\n\t"
+      "3:\n\t"
+      HSD_RSTEP(0) HSD_RSTEP(1) HSD_RSTEP(2) HSD_RSTEP(3)
+      "add $16, %[a0]\n\t add $16, %[a3]\n\t add $256, %[b]\n\t dec %[n2]\n\t jnz 3b\n\t"
+      "4:\n\t"
+      "test %[n3], %[n3]\n\t jz 6f\n\t"
+      "5:\n\t"
+      HSD_RSTEP(0)
+      "add $4, %[a0]\n\t add $4, %[a3]\n\t add $64, %[b]\n\t dec %[n3]\n\t jnz 5b\n\t"
+      "6:\n\t"
+      "vmovaps %%ymm0, 0(%[acc])\n\t vmovaps %%ymm1, 32(%[acc])\n\t vmovaps %%ymm2, 64(%[acc])\n\t"
+      "vmovaps %%ymm3, 96(%[acc])\n\t vmovaps %%ymm4, 128(%[acc])\n\t vmovaps %%ymm5, 160(%[acc])\n\t"
+      "vmovaps %%ymm6, 192(%[acc])\n\t vmovaps %%ymm7, 224(%[acc])\n\t vmovaps %%ymm8, 256(%[acc])\n\t"
+      "vmovaps %%ymm9, 288(%[acc])\n\t vmovaps %%ymm10, 320(%[acc])\n\t vmovaps %%ymm11, 352(%[acc])\n\t"
+      : [a0] "+r"(a), [a3] "+r"(a3), [b] "+r"(b), [n1] "+r"(n1), [n2] "+r"(n2), [n3] "+r"(n3), [t] "=&r"(t)
+      : [c] "r"(c), [ldc] "r"(ldc * (int64_t)sizeof(float)), [lda] "r"(lda * (int64_t)sizeof(float)),
+        [acc] "r"(acc_mem)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "xmm14", "xmm15", "memory", "cc");
+#undef HSD_PF_C
+#undef HSD_RSTEP
+#undef HSD_RROW
+  epilogue_6x16(acc_mem, c, ldc, e, bias);
 }
 
 // Columns of the 8x8 block whose rows are v0..v7 (o[k] = (v0[k], ..., v7[k])).
@@ -290,7 +359,7 @@ bool cpu_has_avx2_fma_f16c() {
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const Kernels k{"avx2", micro_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2,
+  static const Kernels k{"avx2", micro_6x16, micro_rows_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2,
                          widen_avx2};
   static const bool ok = cpu_has_avx2_fma_f16c();
   return ok ? &k : nullptr;

@@ -33,6 +33,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gemm_kernels.h"
 
@@ -79,6 +80,7 @@ struct Scratch {
 };
 thread_local Scratch tl_apack, tl_bpack;
 thread_local Scratch tl_other[5];
+thread_local Scratch tl_row;  // run_weight_rows' output row
 
 // One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
 // tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
@@ -172,6 +174,15 @@ void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_
     }
 }
 
+void micro_rows_portable(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                         const Epilogue& e, const float* bias) {
+  // The A panel the in-place rows stand for, then the panel kernel (the portable set is for correctness).
+  std::vector<float> ap((size_t)(kc * MR));
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < MR; ++i) ap[k * MR + i] = a[i * lda + k];
+  micro_portable(kc, ap.data(), b, c, ldc, e, bias);
+}
+
 void pack_a_rows_portable(float* dst, const float* const* rows, int64_t len) {
   for (int64_t k = 0; k < len; ++k)
     for (int i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
@@ -226,7 +237,7 @@ float act_scalar(float x, int act) {
 }
 
 const Kernels& portable_kernels() {
-  static const Kernels k{"portable", micro_portable, pack_a_rows_portable, pack_b_rows_portable,
+  static const Kernels k{"portable", micro_portable, micro_rows_portable, pack_a_rows_portable, pack_b_rows_portable,
                          pack_b_cols_portable, act_portable, widen_portable};
   return k;
 }
@@ -253,6 +264,20 @@ void StridedA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, 
         for (int i = 0; i < MR; ++i) d[k * MR + i] = i < mr ? a[(ib + i) * rs + (k0 + k) * cs] : 0.f;
     }
   }
+}
+
+bool StridedA::pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+                       int64_t kc) const {
+  if (cs != 1) return false;
+  for (int64_t p = 0; p * NR < mc; ++p) {
+    const void* rows[NR];
+    for (int j = 0; j < NR; ++j) {
+      const int64_t i = i0 + p * NR + j;
+      rows[j] = i < i0 + mc ? (const void*)(a + i * rs + k0) : (const void*)kZeros;
+    }
+    kr.pack_b_rows(dst + p * NR * kstride, rows, DType::F32, kc);
+  }
+  return true;
 }
 
 void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
@@ -297,6 +322,14 @@ void ConcatB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, i
 
 // ---------- the driver ----------
 namespace {
+
+// The weight-rows path (run_weight_rows) serves 8 <= M <= this (HYPERSD_GEMM_ROWS_M overrides it; 0 disables
+// it). Measured side by side (bench/ops' shapes): 8x8 convolutions at 1280 channels +14%, M = 64 linear +10%,
+// M = 77 +2%; M = 256 mixed (-13% to +4%), M = 1 -23% (16 rows computed for one).
+int64_t weight_rows_max_m() {
+  const char* env = std::getenv("HYPERSD_GEMM_ROWS_M");
+  return env ? std::atoll(env) : 128;
+}
 
 // Small M (too few MC blocks for two per thread: M = 77 text tokens, attention-sized products, Winograd
 // chunks): A is packed once for all of K (shared, <= 32 MiB), then each task takes a range of N, packs its
@@ -347,6 +380,78 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
   phases.run();
 }
 
+// Small M against an f32 weight [N, K] (8x8 convolutions: M = 64; text tokens: M = 77; a timestep embedding:
+// M = 1): the roles swap. Packing B costs N*K transposed floats per call, each then used by only M rows (at
+// M = 64 the packing took a third of the time); here the weight is A, read in place by micro_rows six rows at
+// a time, and the activation is packed instead (M*K floats) into 16-row panels. The product is C^T [N][M16],
+// K block by K block (a block of the packed activation stays in L2 while the weight rows stream past), then
+// one pass writes C = act(C^T^T + bias) (+ beta C).
+void run_weight_rows(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc, const APacker& a,
+                     const float* w, int64_t ldw, float* c, int64_t ldc, const Epilogue& e, ThreadPool* pool,
+                     int threads) {
+  const int64_t mpan = ceil_div(M, NR), M16 = mpan * NR, ngroups = ceil_div(N, MR), N6 = ngroups * MR;
+  const int64_t nkb = ceil_div(K, kc), tail = N % MR;
+  // Activation panels for all of K: panel p, (i, k) at ap + p*NR*K + k*NR + i % NR.
+  float* ap = tl_apack.get((size_t)(M16 * K));
+  // C^T [N6][M16], then (for N % 6 != 0) the last rows of the weight, zero-padded to 6 [6][K].
+  float* ct = tl_bpack.get((size_t)(N6 * M16 + (tail ? MR * K : 0)));
+  float* wtail = ct + N6 * M16;
+  PhaseRunner phases(pool, threads);
+  phases.add(mpan * nkb + (tail ? 1 : 0), [&](int64_t t) {
+    if (t == mpan * nkb) {
+      for (int64_t i = 0; i < MR; ++i) {
+        const int64_t n = N - tail + i;
+        if (n < N) std::memcpy(wtail + i * K, w + n * ldw, (size_t)K * sizeof(float));
+        else std::memset(wtail + i * K, 0, (size_t)K * sizeof(float));
+      }
+      return;
+    }
+    const int64_t p = t % mpan, pc = (t / mpan) * kc;
+    a.pack_nr(kr, ap + p * NR * K + pc * NR, K, p * NR, std::min<int64_t>(NR, M - p * NR), pc, std::min(kc, K - pc));
+  });
+  // Ranges of 6-row weight groups, about 8 per thread; each runs every K block over its range.
+  const int64_t nranges = std::min(ngroups, 8 * (int64_t)threads), rg = ceil_div(ngroups, nranges);
+  Epilogue acc_e;  // C^T accumulates alpha A B over the K blocks; bias, activation and beta come last
+  acc_e.alpha = e.alpha;
+  phases.add(ceil_div(ngroups, rg), [&, acc_e](int64_t t) {
+    const int64_t g0 = t * rg, g1 = std::min(ngroups, g0 + rg);
+    for (int64_t pc = 0; pc < K; pc += kc) {
+      const int64_t kcur = std::min(kc, K - pc);
+      Epilogue ep = acc_e;
+      ep.first = pc == 0;
+      ep.last = pc + kcur == K;
+      for (int64_t g = g0; g < g1; ++g) {
+        const bool edge = tail && g == ngroups - 1;
+        const float* wa = edge ? wtail + pc : w + g * MR * ldw + pc;
+        const int64_t lda = edge ? K : ldw;
+        for (int64_t p = 0; p < mpan; ++p)
+          kr.micro_rows(kcur, wa, lda, ap + p * NR * K + pc * NR, ct + g * MR * M16 + p * NR, M16, ep, nullptr);
+      }
+    }
+  });
+  // C[i, :] from column i of C^T: bias, activation, beta.
+  const int64_t rows_per = std::max<int64_t>(1, ceil_div(M, 4 * (int64_t)threads));
+  phases.add(ceil_div(M, rows_per), [&](int64_t t) {
+    const int64_t i0 = t * rows_per, i1 = std::min(M, i0 + rows_per);
+    for (int64_t i = i0; i < i1; ++i) {
+      float* ci = c + i * ldc;
+      const bool beta_early = e.beta != 0.f && e.act == kActNone, beta_late = e.beta != 0.f && e.act != kActNone;
+      float* row = tl_row.get((size_t)N);
+      for (int64_t j = 0; j < N; ++j) {
+        float v = ct[j * M16 + i];
+        if (beta_early) v += e.beta * ci[j];
+        row[j] = v + (e.bias ? e.bias[j] : 0.f);
+      }
+      kr.act(row, N, e.act);
+      if (beta_late)
+        for (int64_t j = 0; j < N; ++j) ci[j] = row[j] + e.beta * ci[j];
+      else
+        std::memcpy(ci, row, (size_t)N * sizeof(float));
+    }
+  });
+  phases.run();
+}
+
 }  // namespace
 
 void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, float* c, int64_t ldc,
@@ -386,6 +491,12 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   // Enough MC blocks to keep every thread busy: each task packs its own block into its L2 (the classic
   // order). Too few (small M): pack all of A once, shared, and split the N range too.
   const bool own_a = mblocks >= 2 * threads || threads == 1;
+  {
+    int64_t ldw = 0;
+    const float* w = b.weight_rows(&ldw);
+    if (w && M >= 8 && M <= weight_rows_max_m() && a.has_pack_nr() && (int64_t)M * K <= (int64_t(8) << 20))
+      return run_weight_rows(kr, M, N, K, kc, a, w, ldw, c, ldc, e, pool, threads);
+  }
   if (!own_a && M * K <= (int64_t(8) << 20)) return run_small_m(kr, M, N, K, kc, a, b, c, ldc, e, pool, threads);
   float* bp = b.prepacked() ? nullptr : tl_bpack.get((size_t)(round_up(std::min(nc, N), NR) * kc));
   float* ap = own_a ? nullptr : tl_apack.get((size_t)(mpan_all * MR * kc));

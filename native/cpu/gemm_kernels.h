@@ -37,6 +37,10 @@ struct Kernels {
   // C (ldc) <- epilogue over a full MR x NR tile; bias points at the tile's NR bias values (or is null).
   void (*micro)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                 const float* bias);
+  // micro with A read in place from MR rows a + i*lda (k contiguous), no A panel: the weight-rows path, where
+  // A is a weight [N, K] (its rows streamed once) and B the packed activation (see run()).
+  void (*micro_rows)(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                     const Epilogue& e, const float* bias);
   // A panel from MR row pointers, each contiguous over len floats: dst[k*MR + i] = rows[i][k]. Writes exactly
   // len*MR floats (panels packed by different threads may be adjacent).
   void (*pack_a_rows)(float* dst, const float* const* rows, int64_t len);
@@ -64,6 +68,10 @@ struct APacker {
   virtual ~APacker() = default;
   virtual void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                     int64_t kc) const = 0;
+  // The same rows as NR-row panels in B-panel form (panel p at dst + p*NR*kstride, (i, k) at [(k - k0)*NR +
+  // (i - i0) % NR], rows past i0 + mc zero), for the weight-rows path; packers that cannot return false.
+  virtual bool pack_nr(const Kernels&, float*, int64_t, int64_t, int64_t, int64_t, int64_t) const { return false; }
+  virtual bool has_pack_nr() const { return false; }
 };
 // Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.
 struct BPacker {
@@ -73,6 +81,8 @@ struct BPacker {
   // B already in panel form for all of K, [ceil(N/NR)][K][NR] zero-padded (panel p, row k at
   // base + (p*K + k)*NR), 32-byte aligned, or null: the driver then reads it in place instead of packing.
   virtual const float* prepacked() const { return nullptr; }
+  // An f32 weight whose columns of B are contiguous rows (B(k, j) = base[j*ld + k]), or null.
+  virtual const float* weight_rows(int64_t* ld) const { return nullptr; }
 };
 // A B operand that is already packed (see BPacker::prepacked), e.g. Winograd-transformed weights.
 struct PackedB final : BPacker {
@@ -89,6 +99,9 @@ struct StridedA final : APacker {
   StridedA(const float* a, int64_t rs, int64_t cs) : a(a), rs(rs), cs(cs) {}
   void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
             int64_t kc) const override;
+  bool pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+               int64_t kc) const override;
+  bool has_pack_nr() const override { return cs == 1; }
 };
 // B(k, j) = b[k*rs + j*cs] of dtype dt (f32, f16, bf16).
 struct StridedB final : BPacker {
@@ -98,6 +111,11 @@ struct StridedB final : BPacker {
   StridedB(const void* b, DType dt, int64_t rs, int64_t cs) : b(b), dt(dt), rs(rs), cs(cs) {}
   void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
             int64_t kc) const override;
+  const float* weight_rows(int64_t* ld) const override {
+    if (dt != DType::F32 || rs != 1) return nullptr;
+    *ld = cs;
+    return (const float*)b;
+  }
 };
 // [first | second] along K: k < k1 comes from first, k >= k1 from second (at k - k1).
 struct ConcatA final : APacker {

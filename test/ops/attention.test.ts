@@ -64,6 +64,8 @@ const cases: [string, Case][] = [
   ['head dims off the 8-float vectors D=12 Dv=20, Lk=70', { B: 2, Lq: 23, Lk: 70, H: 2, D: 12, Dv: 20 }],
   ['D=80 (two 40-wide P V tiles), Lk=70', { B: 1, Lq: 25, Lk: 70, H: 2, D: 80, Dv: 80 }],
   ['Dv=37 (copied V rows padded to 40), Lk=33', { B: 1, Lq: 14, Lk: 33, H: 2, D: 40, Dv: 37 }],
+  ['causal self L=200 D=40 (several key and query blocks)', { B: 1, Lq: 200, Lk: 200, H: 2, D: 40, Dv: 40, causal: true }],
+  ['D=80 Lk=150 (32-key blocks), Lq=101', { B: 1, Lq: 101, Lk: 150, H: 2, D: 80, Dv: 80, amp: 3 }],
 ];
 
 for (const [name, c] of cases) {

@@ -139,6 +139,23 @@ test(`${NAME}matmul across the engine's blocks: long K (small and large M), wide
   }
 });
 
+// The CPU engine's weight-rows path (M <= 128 against an f32 weight [N, K]: the weight read in place, the
+// activation packed): M off 16, N off 6 (the zero-padded last weight rows), several K blocks, alpha, bias, every
+// activation, beta before and after the activation; and [K, N] weights (the ordinary path) beside it.
+test(`${NAME}matmul small M against [N, K] f32 weights: tails, K blocks, alpha, bias, act, beta`, async () => {
+  const cases: [number, number, number, Act, number][] = [
+    [1, 1280, 320, 'silu', 0], [17, 770, 47, 'gelu', 0], [64, 1155, 130, 'none', 0.75], [77, 768, 320, 'quick_gelu', 0],
+    [128, 300, 6, 'gelu_tanh', -1.5], [100, 500, 7, 'gelu', -1.5], [5, 9, 13, 'none', 0], [9, 100, 50, 'none', 0], [33, 385, 1, 'silu', 2]];
+  for (const [M, K, N, act, beta] of cases) {
+    const a = roundTo('f32', randn(M * K, M + 7 * K)), b = roundTo('f32', randn(N * K, N + 1, 0.1));
+    const bias = roundTo('f32', randn(N, 31)), old = roundTo('f32', randn(M * N, 32));
+    const out = beta !== 0 ? t(old, [M, N]) : undefined;
+    const y = matmul(t(a, [M, K]), t(b, [N, K]), { transB: true, alpha: 0.625, bias: t(bias, [N]), act, beta, out });
+    const ref = refMatmul(a, b, 1, M, K, N, false, { transB: true, alpha: 0.625, bias, act, beta, old: beta !== 0 ? old : undefined });
+    assertClose(await y.floats(), ref, TOL.f32, `${M}x${K}x${N} act ${act} beta ${beta}`);
+  }
+});
+
 test(`${NAME}matmul with f16 / bf16 weights, activations and outputs`, async () => {
   const M = 37, K = 45, N = 29;
   for (const dt of ['f16', 'bf16'] as const) {

@@ -1,7 +1,7 @@
 /**
  * FLOP counting for benchmarks through the op hook (lib/ops/runtime.ts setOpHook): every op the networks run
  * passes there with its inputs, outputs and attributes. Counted: 2*M*N*K for matmul / lora_linear (incl. the
- * low-rank product), 2*out*kh*kw*Cin for conv2d / lora_conv2d, 4*B*H*Lq*Lk*D for attention. Elementwise ops are
+ * low-rank product) / linear_geglu (N = both halves of the weight), 2*out*kh*kw*Cin for conv2d / lora_conv2d, 4*B*H*Lq*Lk*D for attention. Elementwise ops are
  * memory-bound and not counted.
  */
 import { setOpHook } from '../lib/ops/runtime';
@@ -20,6 +20,10 @@ export function installFlopCounter(): void {
         const a = ins[0];
         const K = attrs.transA ? a.shape[a.rank - 2] : last(a);
         counter.flops += 2 * y.size * K;
+        break;
+      }
+      case 'linear_geglu': {
+        counter.flops += 2 * (y.size / last(y)) * ins[1].shape[0] * last(ins[0]);
         break;
       }
       case 'lora_linear': {

@@ -38,10 +38,14 @@ class Resnet {
   /** x NHWC; embSilu = silu(temb) [B, tembC] (computed once per forward) */
   forward(x: Tensor, embSilu: Tensor | null): Tensor {
     return tidy(() => {
-      let h = this.conv1.forward(this.norm1.forward(x, true));
+      let h: Tensor;
       if (this.temb && embSilu) {
         const t = this.temb.forward(embSilu);
-        h = ops.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1]]));
+        // Batch 1: the time embedding is a per-channel term, folded into conv1's bias.
+        if (t.shape[0] === 1) h = this.conv1.forward(this.norm1.forward(x, true), t.reshape([t.shape[1]]));
+        else h = ops.add(this.conv1.forward(this.norm1.forward(x, true)), t.reshape([t.shape[0], 1, 1, t.shape[1]]));
+      } else {
+        h = this.conv1.forward(this.norm1.forward(x, true));
       }
       h = this.conv2.forward(this.norm2.forward(h, true));
       return ops.add(this.shortcut ? this.shortcut.forward(x) : x, h);
@@ -66,7 +70,7 @@ class TransformerBlock {
     return tidy(() => {
       let h = ops.add(this.attn1.forward(this.norm1.forward(x)), x);
       h = ops.add(this.attn2.forward(this.norm2.forward(h), ctx), h);
-      const ff = this.ffOut.forward(ops.geglu(this.ffIn.forward(this.norm3.forward(h))));
+      const ff = this.ffOut.forward(this.ffIn.forwardGeglu(this.norm3.forward(h)));
       return ops.add(ff, h);
     });
   }

@@ -7,6 +7,7 @@
 import { Tensor, tidy, type DType, type DeviceName } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore } from './params';
+import { currentTape } from '../autograd/tape';
 
 export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 
@@ -32,6 +33,15 @@ export class Linear {
       return applyAct(y, act);
     });
   }
+  /**
+   * geglu(this.forward(x)) (diffusers' GEGLU projection): one fused kernel at inference with no runtime
+   * adapters (ops.linearGeglu); the two ops under autograd, which the fused op has no gradient for.
+   */
+  forwardGeglu(x: Tensor): Tensor {
+    const adapters = this.p.adapters.get(this.name);
+    if ((adapters && adapters.length > 0) || currentTape()) return ops.geglu(this.forward(x));
+    return ops.linearGeglu(x, this.p.get(`${this.name}.weight`), this.bias ? this.p.get(`${this.name}.bias`) : null);
+  }
 }
 
 function applyAct(y: Tensor, act: Act): Tensor {
@@ -52,10 +62,17 @@ export class Conv2d {
     p.declare(`${name}.weight`, [outC, inC, k, k], 'conv');
     if (bias) p.declare(`${name}.bias`, [outC], 'bias');
   }
-  /** x NHWC [N, H, W, Cin] -> [N, Ho, Wo, Cout] */
-  forward(x: Tensor): Tensor {
+  /**
+   * x NHWC [N, H, W, Cin] -> [N, Ho, Wo, Cout]. `extraBias` [Cout] is added to the bias (a per-channel term the
+   * caller would otherwise add to the whole output: one [Cout] add instead of one over N*Ho*Wo*Cout values).
+   */
+  forward(x: Tensor, extraBias?: Tensor): Tensor {
     const w = this.p.get(`${this.name}.weight`);
-    const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    const b0 = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    if (!extraBias) return this.forwardWith(x, w, b0);
+    return tidy(() => this.forwardWith(x, w, b0 ? ops.add(extraBias, b0) : extraBias));
+  }
+  private forwardWith(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
     const adapters = this.p.adapters.get(this.name);
     if (!adapters || adapters.length === 0) return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad });
     return tidy(() => {

@@ -6,6 +6,7 @@
  */
 import type { Tensor } from '../tensor';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, sameShape, shapeStr } from './runtime';
+import { geglu } from './activation';
 
 export type Activation = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 const ACT: Record<Activation, number> = { none: 0, silu: 1, gelu: 2, gelu_tanh: 3, quick_gelu: 4 };
@@ -103,6 +104,24 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, act?: Activat
   const { N } = checkLinearInput('linear', x, w);
   if (x.rank === 1) return matmul(x.reshape([1, x.shape[0]]), w, { transB: true, bias, act }).reshape([N]);
   return matmul(x, w, { transB: true, bias, act });
+}
+
+/**
+ * diffusers' GEGLU projection: geglu(linear(x, w, bias)) = (x wv^T + bv) * gelu(x wg^T + bg) with w = [wv; wg]
+ * [2N, K] -> [..., N]. On the CPU (f32 x, N % 8 == 0) one fused kernel: the [..., 2N] product is never
+ * written out and read back. Elsewhere the two ops. The fused op has no gradient: under autograd compose
+ * `geglu(linear(...))` (nn's Linear.forwardGeglu does).
+ */
+export function linearGeglu(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
+  const op = 'linear_geglu';
+  const { N } = checkLinearInput(op, x, w);
+  const b = checkBias(op, bias ?? null, N);
+  checkSameDevice(op, { x, w, bias: b });
+  if (N % 2 !== 0) throw new Error(`${op}: w ${shapeStr(w.shape)} must have an even number of rows (2 x inner)`);
+  if (x.device !== 'cpu' || x.dtype !== 'f32' || N % 16 !== 0 || x.size === 0) return geglu(linear(x, w, b));
+  const y = out([...x.shape.slice(0, -1), N / 2], x);
+  runOp(op, b ? [x, w, b] : [x, w], [y], { has_bias: b ? 1 : 0 });
+  return y;
 }
 
 function checkLora(op: string, x: Tensor, w: Tensor, down: Tensor, up: Tensor, batched: boolean): { K: number; N: number; r: number } {

@@ -8,12 +8,14 @@
 //     Many small batch items (attention-shaped) run one item per thread instead.
 //   lora_linear: t = scale * x down^T [M, r] first, then ONE GEMM over the extended K range
 //     y = [x | t] [W | up]^T + bias, so the adapter costs 2 M r (K + N) flops and no merged weight.
+//   linear_geglu: diffusers' GEGLU projection fused (below); CPU only, the TS wrapper composes it elsewhere.
 //   lora_linear_batched: y = x W^T + bias over all B*L rows (W packed once), then per batch item with an
 //     adapter t = s x_b down^T and y_b += t up^T (a beta = 1 pass with K = r).
 #include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gemm_kernels.h"
 
@@ -193,9 +195,74 @@ void lora_linear_batched_kernel(const OpContext& c) {
   out.finish(c.pool);
 }
 
+// linear_geglu: one GEMM over W = [W_value; W_gate] [2 inner, K] whose B panels interleave 8 value rows with
+// their 8 gate rows, so each 16-column tile holds both halves of 8 outputs; a TileSink turns each finished tile
+// into its 8 GEGLU outputs while it is in L1. The [M, 2 inner] product never reaches memory (with K in one block;
+// else only its partial sums do), and no separate GEGLU pass reads it back.
+struct GegluB final : gemm::BPacker {
+  const char* w;
+  DType dt;
+  int64_t K, inner, es;
+  GegluB(const void* w, DType dt, int64_t K, int64_t inner)
+      : w((const char*)w), dt(dt), K(K), inner(inner), es((int64_t)dtype_size(dt)) {}
+  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
+            int64_t kc) const override {
+    for (int64_t p = 0; p * gemm::NR < nc; ++p) {
+      const int64_t q = (j0 + p * gemm::NR) / gemm::NR;  // output columns 8q .. 8q+7
+      const void* rows[gemm::NR];
+      for (int r = 0; r < 8; ++r) {
+        rows[r] = w + ((8 * q + r) * K + k0) * es;
+        rows[8 + r] = w + ((inner + 8 * q + r) * K + k0) * es;
+      }
+      kr.pack_b_rows(dst + p * gemm::NR * kstride, rows, dt, kc);
+    }
+  }
+};
+struct GegluSink final : gemm::TileSink {
+  const gemm::Kernels& kr;
+  float* out;
+  int64_t ldo;
+  GegluSink(const gemm::Kernels& kr, float* out, int64_t ldo) : kr(kr), out(out), ldo(ldo) {}
+  void write(const float* tile, int64_t i0, int64_t j0, int64_t mr, int64_t) const override {
+    kr.geglu_rows(tile, mr, out + i0 * ldo + j0 / 2, ldo);
+  }
+};
+
+void linear_geglu_kernel(const OpContext& c) {
+  const char* op = "linear_geglu";
+  const Tensor &x = c.in.at(0), &W = c.in.at(1), &y = c.out.at(0);
+  need_float(op, "x", x);
+  need_float(op, "w", W);
+  if (x.dim() < 1 || W.dim() != 2 || W.size(1) != x.size(-1))
+    throw Error(std::string(op) + ": x " + shp(x) + " and w " + shp(W) + " must be [..., K] and [2 inner, K]");
+  const int64_t K = x.size(-1), N2 = W.size(0), inner = N2 / 2, M = K ? x.numel() / K : 0;
+  if (N2 % 16 != 0) throw Error(std::string(op) + ": w " + shp(W) + " must have a multiple of 16 rows (2 x inner, inner % 8 == 0)");
+  if (y.dtype != DType::F32 || y.numel() != M * inner || y.size(-1) != inner)
+    throw Error(std::string(op) + ": y " + y.describe() + " must be f32 [..., " + std::to_string(inner) + "]");
+  if (K == 0) throw Error(std::string(op) + ": K = 0");
+  gemm::F32View bias = bias_view(op, c, 2, N2);
+  std::vector<float> bi;  // the bias in the interleaved column order of the GEMM
+  if (bias.p) {
+    bi.resize((size_t)N2);
+    for (int64_t q = 0; q < inner / 8; ++q)
+      for (int r = 0; r < 8; ++r) {
+        bi[(size_t)(16 * q + r)] = bias.p[8 * q + r];
+        bi[(size_t)(16 * q + 8 + r)] = bias.p[inner + 8 * q + r];
+      }
+  }
+  gemm::F32View xv = gemm::as_f32(x, c.pool);
+  const gemm::Kernels& kr = gemm::kernels();
+  GegluSink sink(kr, y.data<float>(), inner);
+  Epilogue e;
+  e.bias = bias.p ? bi.data() : nullptr;
+  e.sink = &sink;
+  gemm::run(M, N2, K, gemm::StridedA(xv.p, K, 1), GegluB(W.raw(), W.dtype, K, inner), nullptr, N2, e, c.pool);
+}
+
 }  // namespace
 
 void register_gemm_cpu(OpRegistry& r) {
+  r.add_cpu("linear_geglu", linear_geglu_kernel, false);
   r.add_cpu("matmul", matmul_kernel, false);
   r.add_cpu("lora_linear", lora_linear_kernel, false);
   r.add_cpu("lora_linear_batched", lora_linear_batched_kernel, false);

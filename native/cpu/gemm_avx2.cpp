@@ -21,6 +21,9 @@
 #include "avx2_math.h"
 
 namespace hsd {
+namespace pw_avx2 {  // pointwise_avx2.cpp
+void geglu(const float* h, const float* g, float* o, int64_t n);
+}  // namespace pw_avx2
 namespace gemm {
 namespace {
 
@@ -81,6 +84,12 @@ void act_avx2(float* x, int64_t n, int act) {
 }
 
 HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias);
+
+// The geglu op's own row kernel (pointwise_avx2.cpp) on 8 values and their 8 gates, so the fused
+// linear_geglu gives exactly what linear + geglu give.
+void geglu_rows_avx2(const float* t, int64_t rows, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r) pw_avx2::geglu(t + r * NR, t + r * NR + 8, out + r * ldo, 8);
+}
 
 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                 const float* bias) {
@@ -360,7 +369,7 @@ bool cpu_has_avx2_fma_f16c() {
 
 const Kernels* avx2_kernels() {
   static const Kernels k{"avx2", micro_6x16, micro_rows_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2,
-                         widen_avx2};
+                         widen_avx2, geglu_rows_avx2};
   static const bool ok = cpu_has_avx2_fma_f16c();
   return ok ? &k : nullptr;
 }

@@ -81,6 +81,7 @@ struct Scratch {
 thread_local Scratch tl_apack, tl_bpack;
 thread_local Scratch tl_other[5];
 thread_local Scratch tl_row;  // run_weight_rows' output row
+thread_local Scratch tl_partial;  // partial sums of a GEMM whose tiles go to a TileSink
 
 // One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
 // tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
@@ -202,9 +203,33 @@ void widen_portable(float* dst, const void* src, DType dt, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = load_any(src, i, dt);
 }
 
+// The portable geglu op's formula (activation.cpp), so linear_geglu equals linear + geglu exactly.
+void geglu_rows_portable(const float* t, int64_t rows, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int c = 0; c < 8; ++c) {
+      const float g = t[r * NR + 8 + c];
+      out[r * ldo + c] = t[r * NR + c] * (0.5f * g * (1.0f + std::erf(g * 0.70710678118654752f)));
+    }
+}
+
 void act_portable(float* x, int64_t n, int act) {
   if (act == kActNone) return;
   for (int64_t i = 0; i < n; ++i) x[i] = act_scalar(x[i], act);
+}
+
+// A tile of the last K block for a TileSink: computed in an L1 buffer (from C's partial sums when earlier K
+// blocks wrote some), handed to the sink.
+void sink_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
+               int64_t i, int64_t j, int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
+  alignas(64) float tile[MR * NR] = {};
+  alignas(64) float bias_tile[NR] = {};
+  if (!e.first)
+    for (int64_t r = 0; r < mr; ++r)
+      for (int64_t q = 0; q < nr; ++q) tile[r * NR + q] = c[r * ldc + q];
+  if (bias)
+    for (int64_t q = 0; q < nr; ++q) bias_tile[q] = bias[q];
+  kr.micro(kc, ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
+  e.sink->write(tile, i, j, mr, nr);
 }
 
 // A tile at the matrix edge: run the full micro-kernel on a zero-padded copy, write back the valid part.
@@ -238,7 +263,7 @@ float act_scalar(float x, int act) {
 
 const Kernels& portable_kernels() {
   static const Kernels k{"portable", micro_portable, micro_rows_portable, pack_a_rows_portable, pack_b_rows_portable,
-                         pack_b_cols_portable, act_portable, widen_portable};
+                         pack_b_cols_portable, act_portable, widen_portable, geglu_rows_portable};
   return k;
 }
 
@@ -370,8 +395,9 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         for (int64_t ip = 0; ip < mpan; ++ip) {
           const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
           const float* apan = ap + ip * MR * K + pc * MR;
-          float* cij = c + i * ldc + j;
-          if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
+          float* cij = c ? c + i * ldc + j : nullptr;
+          if (e.sink && ep.last) sink_tile(kr, kcur, apan, bpan, cij, ldc, i, j, mr, nr, ep, bj);
+          else if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
           else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
         }
       }
@@ -458,6 +484,16 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
          const Epilogue& e, ThreadPool* pool) {
   if (M <= 0 || N <= 0) return;
   const Kernels& kr = kernels();
+  if (e.sink) {
+    if (K == 0 || e.beta != 0.f) throw Error("gemm: a tile sink needs K > 0 and beta = 0");
+    // The partial sums of all but the last K block (none when K is one block).
+    if (K > kKC) {
+      c = tl_partial.get((size_t)(M * N));
+      ldc = N;
+    } else {
+      c = nullptr;
+    }
+  }
   if (K == 0) {  // an empty product: act(bias) + beta * C
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) {
@@ -494,7 +530,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   {
     int64_t ldw = 0;
     const float* w = b.weight_rows(&ldw);
-    if (w && M >= 8 && M <= weight_rows_max_m() && a.has_pack_nr() && (int64_t)M * K <= (int64_t(8) << 20))
+    if (w && !e.sink && M >= 8 && M <= weight_rows_max_m() && a.has_pack_nr() && (int64_t)M * K <= (int64_t(8) << 20))
       return run_weight_rows(kr, M, N, K, kc, a, w, ldw, c, ldc, e, pool, threads);
   }
   if (!own_a && M * K <= (int64_t(8) << 20)) return run_small_m(kr, M, N, K, kc, a, b, c, ldc, e, pool, threads);
@@ -546,8 +582,9 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           for (int64_t ip = ip0; ip < ip1; ++ip) {
             const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
             const float* apan = ablock + (ip - ip0) * MR * kcur;
-            float* cij = c + i * ldc + j;
-            if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
+            float* cij = c ? c + i * ldc + j : nullptr;
+            if (e.sink && ep.last) sink_tile(kr, kcur, apan, bpan, cij, ldc, i, j, mr, nr, ep, bj);
+            else if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
             else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
           }
         }

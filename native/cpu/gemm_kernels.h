@@ -24,11 +24,24 @@ enum Act : int { kActNone = 0, kActSilu = 1, kActGelu = 2, kActGeluTanh = 3, kAc
 //                 or v += beta*C when first and beta != 0 and act == none;
 //   when last:    v += bias[j]; v = act(v); v += beta*C_old when first and beta != 0 and act != none.
 // The driver never splits K when act != none and beta != 0 (it goes through a temporary instead).
+struct TileSink;
 struct Epilogue {
   float alpha = 1.f, beta = 0.f;
   const float* bias = nullptr;  // [N], f32
   int act = kActNone;
   bool first = true, last = true;
+  // When set, finished tiles go to the sink instead of C (see TileSink); beta must be 0.
+  const TileSink* sink = nullptr;
+};
+
+// A consumer of finished C tiles (a fused op after the GEMM, e.g. GEGLU): run() hands it each MR x NR tile
+// once, after the last K block, with alpha, bias and act applied, from a buffer in L1 (row stride NR, rows
+// i0.., columns j0.., j0 a multiple of NR, mr x nr of it valid). C is then only the K blocks' partial sums:
+// pass c = null and run() keeps them in a buffer of its own when K takes several blocks. Called from several
+// threads at once, on disjoint tiles.
+struct TileSink {
+  virtual ~TileSink() = default;
+  virtual void write(const float* tile, int64_t i0, int64_t j0, int64_t mr, int64_t nr) const = 0;
 };
 
 // One instruction set's kernels. Panels: A panel element (i, k) at a[k*MR + i]; B panel (k, j) at b[k*NR + j].
@@ -52,6 +65,9 @@ struct Kernels {
   void (*act)(float* x, int64_t n, int act);
   // dst[i] = src[i] of dtype dt (f32 / f16 / bf16) widened to f32, n values.
   void (*widen)(float* dst, const void* src, DType dt, int64_t n);
+  // GEGLU of tile rows holding 8 values then their 8 gates: out[r*ldo + c] = t[r*NR + c] * gelu(t[r*NR + 8 + c]),
+  // c < 8, r < rows (gelu with erf).
+  void (*geglu_rows)(const float* t, int64_t rows, float* out, int64_t ldo);
 };
 
 const Kernels& portable_kernels();

@@ -277,6 +277,36 @@ test(`${NAME}loraLinearBatched: each batch item its own adapter, -1 none`, async
   }
 });
 
+// linearGeglu: on the CPU one fused kernel (B panels interleaving value and gate rows, a tile sink writing the
+// GEGLU); K in one block and in several (partial sums kept by the engine), M off the 6-row tiles, rank 3, f16 /
+// bf16 weights, no bias; N % 16 != 0 composes linear + geglu (same result).
+function gegluRefOf(a: Float64Array, b: Float64Array, M: number, K: number, N2: number, bias?: Float64Array): Float64Array {
+  const h = refMatmul(a, b, 1, M, K, N2, false, { transB: true, bias });
+  const n = N2 / 2, y = new Float64Array(M * n);
+  for (let i = 0; i < M; i++)
+    for (let j = 0; j < n; j++) y[i * n + j] = h[i * N2 + j] * actRef(h[i * N2 + n + j], 'gelu');
+  return y;
+}
+test(`${NAME}linearGeglu equals geglu(linear(...)) against float64: one and several K blocks, tails, half weights`, async () => {
+  const cases: [number[], number, number, 'f32' | 'f16' | 'bf16', boolean][] = [
+    [[37], 40, 64, 'f32', true], [[2, 50], 800, 96, 'f32', true], [[301], 320, 160, 'f32', false],
+    [[13], 1000, 32, 'bf16', true], [[20], 70, 48, 'f16', true], [[9], 30, 24, 'f32', true] /* N = 24: composed */];
+  for (const [lead, K, N2, dt, hasBias] of cases) {
+    const M = lead.reduce((p, q) => p * q, 1);
+    const a = roundTo('f32', randn(M * K, K + N2)), b = roundTo(dt, randn(N2 * K, N2, 0.1)), bias = roundTo('f32', randn(N2, 5));
+    const y = hs.ops.linearGeglu(t(a, [...lead, K]), t(b, [N2, K], dt), hasBias ? t(bias, [N2]) : null);
+    assert.equal(y.shape, [...lead, N2 / 2]);
+    assertClose(await y.floats(), gegluRefOf(a, b, M, K, N2, hasBias ? bias : undefined), TOL.f32, `${lead} K ${K} N2 ${N2} ${dt}`);
+  }
+  assert.throws(() => hs.ops.linearGeglu(t(new Float64Array(6), [2, 3]), t(new Float64Array(15), [5, 3])), /linear_geglu: w \[5,3\] must have an even number of rows/);
+  // Bit-identical to the composed ops (training composes them; checkpointed recomputation must match).
+  for (const [M, K, N2] of [[50, 700, 32], [300, 96, 48]]) {
+    const a = roundTo('f32', randn(M * K, 61)), b = roundTo('f32', randn(N2 * K, 62, 0.1)), bias = roundTo('f32', randn(N2, 63));
+    const x = t(a, [M, K]), w = t(b, [N2, K]), bb = t(bias, [N2]);
+    assert.equal(Array.from(await hs.ops.linearGeglu(x, w, bb).floats()), Array.from(await hs.ops.geglu(linear(x, w, bb)).floats()), `${M}x${K}x${N2}`);
+  }
+});
+
 test('shape errors throw before anything is enqueued, naming op, argument and shapes', () => {
   const a = t(new Float32Array(6), [2, 3]), b = t(new Float32Array(8), [4, 2]);
   assert.throws(() => matmul(a, b), /matmul: a \[2,3\] and b \[4,2\] differ in the inner dimension/);

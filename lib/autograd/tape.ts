@@ -85,6 +85,11 @@ export function popRecorder(): void {
     prevOpHook = prevViewHook = null;
   }
 }
+/** @internal whether any recorder is active (a tape, a checkpoint, a noGrad scope): a layer may then not reuse
+ * a tensor's storage in place, since the recorder may hold it for later. */
+export function recording(): boolean {
+  return stack.length > 0;
+}
 /** @internal the tape recording right now, if any. */
 export function currentTape(): Tape | null {
   const r = stack[stack.length - 1];

@@ -66,12 +66,15 @@ class TransformerBlock {
     this.ffIn = new Linear(p, `${name}.ff.net.0.proj`, dim, dim * 8);
     this.ffOut = new Linear(p, `${name}.ff.net.2`, dim * 4, dim);
   }
+  /** x [B, L, C]; x is consumed: at inference its storage may hold the residual sums (Transformer2D gives it
+   * nothing it reads again). */
   forward(x: Tensor, ctx: Tensor): Tensor {
     return tidy(() => {
-      let h = ops.add(this.attn1.forward(this.norm1.forward(x)), x);
-      h = ops.add(this.attn2.forward(this.norm2.forward(h), ctx), h);
-      const ff = this.ffOut.forward(this.ffIn.forwardGeglu(this.norm3.forward(h)));
-      return ops.add(ff, h);
+      // h = x + attn1(norm1 x); h += attn2(norm2 h, ctx); h += ff(norm3 h), each residual add folded into the
+      // output projection's GEMM where the layers allow it (forwardAccumulate).
+      let h = this.attn1.forward(this.norm1.forward(x), null, false, x);
+      h = this.attn2.forward(this.norm2.forward(h), ctx, false, h);
+      return this.ffOut.forwardAccumulate(this.ffIn.forwardGeglu(this.norm3.forward(h)), h);
     });
   }
 }
@@ -87,6 +90,7 @@ class Transformer2D {
     for (let i = 0; i < depth; i++) this.blocks.push(new TransformerBlock(p, `${name}.transformer_blocks.${i}`, ch, heads, headDim, crossDim));
     this.projOut = linearProj ? new Linear(p, `${name}.proj_out`, ch, ch) : new Conv2d(p, `${name}.proj_out`, ch, ch, 1);
   }
+  /** x NHWC, consumed (its storage may hold the output at inference). */
   forward(x: Tensor, ctx: Tensor): Tensor {
     return tidy(() => {
       const [n, hh, ww, c] = x.shape;
@@ -94,8 +98,8 @@ class Transformer2D {
       let h = this.projIn.forward(this.norm.forward(x));
       h = h.reshape([n, hh * ww, c]);
       for (const b of this.blocks) h = b.forward(h, ctx);
-      h = this.projOut.forward(h.reshape([n, hh, ww, c]));
-      return ops.add(h, x);
+      // x + proj_out(h): x (a resnet's output) is not read again by the UNet, so its storage may take the sum.
+      return this.projOut.forwardAccumulate(h.reshape([n, hh, ww, c]), x);
     });
   }
 }

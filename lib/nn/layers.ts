@@ -7,9 +7,18 @@
 import { Tensor, tidy, type DType, type DeviceName } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore } from './params';
-import { currentTape } from '../autograd/tape';
+import { currentTape, recording } from '../autograd/tape';
 
 export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
+
+/**
+ * Whether a layer's forwardAccumulate may add into `acc`'s own storage (a GEMM or convolution epilogue with
+ * beta = 1, instead of a separate add over the whole tensor): CPU inference with nothing recording (a tape,
+ * a checkpoint or a noGrad scope may hold acc for later). The CUDA path keeps the separate add.
+ */
+function canAccumulate(acc: Tensor): boolean {
+  return acc.device === 'cpu' && !recording();
+}
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
 export interface RuntimeAdapter { name: string; down: Tensor; up: Tensor; scale: number }
@@ -32,6 +41,13 @@ export class Linear {
       }
       return applyAct(y, act);
     });
+  }
+  /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
+  forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
+    const adapters = this.p.adapters.get(this.name);
+    if ((adapters && adapters.length > 0) || !canAccumulate(acc) || acc.dtype !== x.dtype) return ops.add(this.forward(x), acc);
+    const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    return ops.matmul(x, w, { transB: true, bias: b, beta: 1, out: acc });
   }
   /**
    * geglu(this.forward(x)) (diffusers' GEGLU projection): one fused kernel at inference with no runtime
@@ -71,6 +87,13 @@ export class Conv2d {
     const b0 = this.bias ? this.p.get(`${this.name}.bias`) : null;
     if (!extraBias) return this.forwardWith(x, w, b0);
     return tidy(() => this.forwardWith(x, w, b0 ? ops.add(extraBias, b0) : extraBias));
+  }
+  /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
+  forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
+    const adapters = this.p.adapters.get(this.name);
+    if ((adapters && adapters.length > 0) || !canAccumulate(acc) || acc.dtype !== x.dtype) return ops.add(this.forward(x), acc);
+    const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc });
   }
   private forwardWith(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
     const adapters = this.p.adapters.get(this.name);
@@ -127,13 +150,14 @@ export class MultiHeadAttention {
     this.v = new Linear(p, `${name}.${names[2]}`, kvDim, inner, qkvBias);
     this.o = new Linear(p, `${name}.${names[3]}`, inner, queryDim, true);
   }
-  /** x [B, Lq, Cq], ctx [B, Lk, Ckv] (self-attention when absent) */
-  forward(x: Tensor, ctx: Tensor | null = null, causal = false): Tensor {
+  /** x [B, Lq, Cq], ctx [B, Lk, Ckv] (self-attention when absent); with `acc`, acc + the output (acc's storage
+   * possibly reused, see Linear.forwardAccumulate). */
+  forward(x: Tensor, ctx: Tensor | null = null, causal = false, acc?: Tensor): Tensor {
     return tidy(() => {
       const kv = ctx ?? x;
       const q = this.q.forward(x), k = this.k.forward(kv), v = this.v.forward(kv);
       const a = ops.attention(q, k, v, { heads: this.heads, scale: 1 / Math.sqrt(this.headDim), causal });
-      return this.o.forward(a);
+      return acc ? this.o.forwardAccumulate(a, acc) : this.o.forward(a);
     });
   }
 }

@@ -47,8 +47,10 @@ class Resnet {
       } else {
         h = this.conv1.forward(this.norm1.forward(x, true));
       }
-      h = this.conv2.forward(this.norm2.forward(h, true));
-      return ops.add(this.shortcut ? this.shortcut.forward(x) : x, h);
+      // With a shortcut conv its fresh output takes conv2's sum in place (forwardAccumulate); x itself may be
+      // a skip connection the UNet reads again, so an identity shortcut keeps the separate add.
+      if (this.shortcut) return this.conv2.forwardAccumulate(this.norm2.forward(h, true), this.shortcut.forward(x));
+      return ops.add(x, this.conv2.forward(this.norm2.forward(h, true)));
     });
   }
 }

@@ -25,10 +25,12 @@ class Resnet {
     this.c2 = new Conv2d(p, `${name}.conv2`, outC, outC, 3, 1, 1);
     this.sc = inC !== outC ? new Conv2d(p, `${name}.conv_shortcut`, inC, outC, 1) : null;
   }
+  /** x NHWC, consumed: the VAE is a chain (no skip connections), so at inference x's storage (or the shortcut
+   * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const h = this.c2.forward(this.n2.forward(this.c1.forward(this.n1.forward(x, true)), true));
-      return ops.add(this.sc ? this.sc.forward(x) : x, h);
+      const h = this.n2.forward(this.c1.forward(this.n1.forward(x, true)), true);
+      return this.c2.forwardAccumulate(h, this.sc ? this.sc.forward(x) : x);
     });
   }
 }
@@ -48,7 +50,8 @@ class MidAttention {
       const [n, h, w, c] = x.shape;
       const s = this.norm.forward(x).reshape([n, h * w, c]);
       const a = ops.attention(this.q.forward(s), this.k.forward(s), this.v.forward(s), { heads: 1, scale: 1 / Math.sqrt(c) });
-      return ops.add(this.o.forward(a).reshape([n, h, w, c]), x);
+      // x + to_out(a), into x's storage at inference (x, the mid block's input, is not read again).
+      return this.o.forwardAccumulate(a, x.reshape([n, h * w, c])).reshape([n, h, w, c]);
     });
   }
 }

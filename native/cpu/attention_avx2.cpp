@@ -73,6 +73,9 @@ HSD_INLINE float hsum(__m256 v) {
 HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, int64_t ldk, float* s, int64_t ldp) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  // Unrolled by 4: the loop's own increments and branch were a fifth of its instructions (measured +4-8%
+  // at L=4096 d=40, processes alternated).
+#pragma GCC unroll 4
   for (int64_t d = 0; d < D; ++d, q += 6, kt += ldk) {
     __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8), a;
     a = _mm256_broadcast_ss(q);
@@ -115,6 +118,7 @@ HSD_INLINE void logits_rows_6x16(const float* const* qr, int64_t D, const float*
   const float *q0 = qr[0], *q1 = qr[1], *q2 = qr[2], *q3 = qr[3], *q4 = qr[4], *q5 = qr[5];
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
   for (int64_t d = 0; d < D; ++d, kt += 16) {
     __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8), a;
     a = _mm256_broadcast_ss(q0 + d);

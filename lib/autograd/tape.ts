@@ -85,10 +85,10 @@ export function popRecorder(): void {
     prevOpHook = prevViewHook = null;
   }
 }
-/** @internal whether any recorder is active (a tape, a checkpoint, a noGrad scope): a layer may then not reuse
- * a tensor's storage in place, since the recorder may hold it for later. */
+/** @internal whether a recorder that may hold tensors for later (a tape, a checkpoint's probe) is active anywhere
+ * in the stack, even under a noGrad scope: a layer may then not reuse a tensor's storage in place. */
 export function recording(): boolean {
-  return stack.length > 0;
+  return stack.some((r) => r !== null);
 }
 /** @internal the tape recording right now, if any. */
 export function currentTape(): Tape | null {

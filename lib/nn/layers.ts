@@ -13,8 +13,9 @@ export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 
 /**
  * Whether a layer's forwardAccumulate may add into `acc`'s own storage (a GEMM or convolution epilogue with
- * beta = 1, instead of a separate add over the whole tensor): CPU inference with nothing recording (a tape,
- * a checkpoint or a noGrad scope may hold acc for later). The CUDA path keeps the separate add.
+ * beta = 1, instead of a separate add over the whole tensor): CPU inference with nothing recording (a tape or
+ * a checkpoint may hold acc for later; a noGrad scope outside them records nothing). The CUDA path keeps the
+ * separate add.
  */
 function canAccumulate(acc: Tensor): boolean {
   return acc.device === 'cpu' && !recording();

@@ -187,4 +187,46 @@ test('loss scaling: inf/NaN detection, back-off, growth, unscaling', async () =>
   [fin, inf, nan, g, w, seed].forEach((v) => v.dispose());
 });
 
+
+// nn's forwardAccumulate (the residual adds the networks fold into a GEMM / convolution epilogue): in place into
+// acc at CPU inference and under a top-level noGrad; under a tape or a checkpoint acc stays untouched (they may
+// hold it for later) and gradients flow through the composed add.
+test('Linear / Conv2d forwardAccumulate: in place at inference only, same sums, gradients under a tape', async () => {
+  const { ParamStore } = await import('../../lib/nn/params');
+  const { Linear, Conv2d } = await import('../../lib/nn/layers');
+  const p = new ParamStore('t');
+  const lin = new Linear(p, 'lin', 8, 6), conv = new Conv2d(p, 'conv', 4, 6, 3, 1, 1);
+  p.set('lin.weight', t(randn(48, 1), [6, 8]));
+  p.set('lin.bias', t(randn(6, 2), [6]));
+  p.set('conv.weight', t(randn(6 * 9 * 4, 3, 0.3), [6, 3, 3, 4]));
+  p.set('conv.bias', t(randn(6, 4), [6]));
+  const cases: [string, hs.Tensor, number[], (x: hs.Tensor, acc: hs.Tensor) => hs.Tensor, (x: hs.Tensor) => hs.Tensor][] = [
+    ['linear', t(randn(3 * 8, 5), [3, 8]), [3, 6], (x, a) => lin.forwardAccumulate(x, a), (x) => lin.forward(x)],
+    ['conv', t(randn(2 * 5 * 5 * 4, 6), [2, 5, 5, 4]), [2, 5, 5, 6], (x, a) => conv.forwardAccumulate(x, a), (x) => conv.forward(x)],
+  ];
+  for (const [name, x, shape, acc, plain] of cases) {
+    const n = shape.reduce((q, r) => q * r, 1);
+    const r0 = randn(n, 7);
+    const want = hs.ops.add(plain(x), t(r0, shape));
+    const wantV = await want.floats();
+    // Inference (and a top-level noGrad): the result is acc itself, holding the sum.
+    for (const wrap of [(f: () => hs.Tensor) => f(), (f: () => hs.Tensor) => noGrad(f)]) {
+      const a = t(r0, shape);
+      const y = wrap(() => acc(x, a));
+      assert.ok(DEVICE !== 'cpu' || y === a, `${name}: in place on the CPU`);
+      assert.ok(relErr(await y.floats(), wantV) < 1e-5, `${name}: sum`);
+    }
+    // Under a tape, and inside a checkpoint: acc is not written, and gradients reach acc and x.
+    for (const viaCheckpoint of [false, true]) {
+      const a = markTrainable(t(r0, shape)), xx = markTrainable(t(await x.floats(), x.shape));
+      const r = grad(() => hs.ops.mean(viaCheckpoint ? checkpoint((q, s) => acc(q, s), [xx, a]) : acc(xx, a)), [a, xx]);
+      assert.equal(Array.from(await a.floats()), Array.from(Float32Array.from(r0)), `${name}: acc untouched (checkpoint ${viaCheckpoint})`);
+      assert.ok(relErr(await r.grads.get(a)!.floats(), new Array(n).fill(1 / n)) < 1e-6, `${name}: d acc`);
+      assert.ok(r.grads.has(xx), `${name}: d x`);
+      assert.ok(Math.abs((await r.loss.floats())[0] - wantV.reduce((q, v) => q + v, 0) / n) < 1e-4, `${name}: loss`);
+    }
+  }
+  p.dispose();
+});
+
 test.run();

@@ -342,8 +342,10 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
             __m256 vm = _mm256_set1_ps(-INFINITY);
             for (int64_t j = 0; j < nkp8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sp + j));
             const float mold = m[i], mb = std::max(mold, hmax(vm));
-            // exp(-inf) = 0 on the first block; no call while the row's maximum stands (most blocks).
-            const float corr = mb == mold ? 1.0f : std::exp(mold - mb);
+            // No call while the row's maximum stands (most blocks), nor on the row's first block (m = -inf: l and
+            // the accumulator are still 0, so any factor leaves them so; with 77 keys every row has one block and
+            // this was a libm call and an accumulator pass per row).
+            const float corr = (mb == mold || mold == -INFINITY) ? 1.0f : std::exp(mold - mb);
             const __m256 vmb = _mm256_set1_ps(mb), ninf = _mm256_set1_ps(-INFINITY);
             __m256 vs = _mm256_setzero_ps();
             // exp(s - max) of values <= 0 over the whole vectors of visible keys; the vectors holding masked

@@ -68,90 +68,40 @@ HSD_INLINE float hsum(__m256 v) {
   return _mm_cvtss_f32(x);
 }
 
-// s[r*ldp + 0..16) = sum_d q[d*6 + r] kt[d*ldk + 0..16) for 6 rows; q is a panel of 6 rows interleaved per d (the
-// GEMM's A-panel form), so the 6 broadcasts of a step come from one pointer at fixed offsets.
-HSD_INLINE void logits_6x16(const float* q, int64_t D, const float* kt, int64_t ldk, float* s, int64_t ldp) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+// Where the logits kernel finds Q(r, d) for its 6 query rows: a panel of 6 rows interleaved per d (the GEMM's
+// A-panel form, one pointer at fixed offsets), or the 6 rows read in place.
+struct PanelQ {
+  const float* q;
+  HSD_INLINE const float* at(int r, int64_t d) const { return q + d * 6 + r; }
+};
+struct RowsQ {
+  const float* rows[6];  // by value: the kernel keeps the 6 pointers in registers
+  HSD_INLINE const float* at(int r, int64_t d) const { return rows[r] + d; }
+};
+
+// s[r*ldp + 0..16) = sum_d Q(r, d) kt[d*16 + 0..16) for 6 rows (times scale when kScale: Q read in place is not
+// pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
+template <bool kScale, class Q>
+HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale) {
+  __m256 c[6][2];
+  for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
   // Unrolled by 4: the loop's own increments and branch were a fifth of its instructions (measured +4-8%
   // at L=4096 d=40, processes alternated).
 #pragma GCC unroll 4
-  for (int64_t d = 0; d < D; ++d, q += 6, kt += ldk) {
-    __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8), a;
-    a = _mm256_broadcast_ss(q);
-    c00 = _mm256_fmadd_ps(a, b0, c00);
-    c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(q + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10);
-    c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(q + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20);
-    c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(q + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30);
-    c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(q + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40);
-    c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(q + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50);
-    c51 = _mm256_fmadd_ps(a, b1, c51);
-  }
-  _mm256_storeu_ps(s, c00);
-  _mm256_storeu_ps(s + 8, c01);
-  _mm256_storeu_ps(s + ldp, c10);
-  _mm256_storeu_ps(s + ldp + 8, c11);
-  _mm256_storeu_ps(s + 2 * ldp, c20);
-  _mm256_storeu_ps(s + 2 * ldp + 8, c21);
-  _mm256_storeu_ps(s + 3 * ldp, c30);
-  _mm256_storeu_ps(s + 3 * ldp + 8, c31);
-  _mm256_storeu_ps(s + 4 * ldp, c40);
-  _mm256_storeu_ps(s + 4 * ldp + 8, c41);
-  _mm256_storeu_ps(s + 5 * ldp, c50);
-  _mm256_storeu_ps(s + 5 * ldp + 8, c51);
-}
-
-// s[r*ldp + 0..16) = scale * sum_d q_r[d] kt[d*16 + 0..16) for 6 query rows read in place (q_r = qr[r]), the
-// scale applied to the finished tile (12 multiplies per 40 x 12 FMAs, instead of a scaled copy of Q).
-HSD_INLINE void logits_rows_6x16(const float* const* qr, int64_t D, const float* kt, float* s, int64_t ldp,
-                                 __m256 vscale) {
-  const float *q0 = qr[0], *q1 = qr[1], *q2 = qr[2], *q3 = qr[3], *q4 = qr[4], *q5 = qr[5];
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-#pragma GCC unroll 4
   for (int64_t d = 0; d < D; ++d, kt += 16) {
-    __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8), a;
-    a = _mm256_broadcast_ss(q0 + d);
-    c00 = _mm256_fmadd_ps(a, b0, c00);
-    c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(q1 + d);
-    c10 = _mm256_fmadd_ps(a, b0, c10);
-    c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(q2 + d);
-    c20 = _mm256_fmadd_ps(a, b0, c20);
-    c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(q3 + d);
-    c30 = _mm256_fmadd_ps(a, b0, c30);
-    c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(q4 + d);
-    c40 = _mm256_fmadd_ps(a, b0, c40);
-    c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(q5 + d);
-    c50 = _mm256_fmadd_ps(a, b0, c50);
-    c51 = _mm256_fmadd_ps(a, b1, c51);
+    const __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m256 a = _mm256_broadcast_ss(q.at(r, d));
+      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+    }
   }
-  _mm256_storeu_ps(s, _mm256_mul_ps(c00, vscale));
-  _mm256_storeu_ps(s + 8, _mm256_mul_ps(c01, vscale));
-  _mm256_storeu_ps(s + ldp, _mm256_mul_ps(c10, vscale));
-  _mm256_storeu_ps(s + ldp + 8, _mm256_mul_ps(c11, vscale));
-  _mm256_storeu_ps(s + 2 * ldp, _mm256_mul_ps(c20, vscale));
-  _mm256_storeu_ps(s + 2 * ldp + 8, _mm256_mul_ps(c21, vscale));
-  _mm256_storeu_ps(s + 3 * ldp, _mm256_mul_ps(c30, vscale));
-  _mm256_storeu_ps(s + 3 * ldp + 8, _mm256_mul_ps(c31, vscale));
-  _mm256_storeu_ps(s + 4 * ldp, _mm256_mul_ps(c40, vscale));
-  _mm256_storeu_ps(s + 4 * ldp + 8, _mm256_mul_ps(c41, vscale));
-  _mm256_storeu_ps(s + 5 * ldp, _mm256_mul_ps(c50, vscale));
-  _mm256_storeu_ps(s + 5 * ldp + 8, _mm256_mul_ps(c51, vscale));
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    _mm256_storeu_ps(s + r * ldp, kScale ? _mm256_mul_ps(c[r][0], vscale) : c[r][0]);
+    _mm256_storeu_ps(s + r * ldp + 8, kScale ? _mm256_mul_ps(c[r][1], vscale) : c[r][1]);
+  }
 }
 
 // Per-thread buffers of the forward's tasks, grown as needed and kept (a fresh allocation per chunk of tasks
@@ -325,10 +275,11 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
           // S for the panel's 6 rows, Q read in place (padding rows: a zero row, finite logits, never written
           // out); keys past Lk are zero columns of kts, keys past nkp are masked below.
           if (q_packed) {
-            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16(&qs[r0 * D], D, kth + (j0 + jt) * D, 16, &p[jt], bk);
+            const PanelQ qp{&qs[r0 * D]};
+            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<false>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
           } else {
-            const float* qr[6] = {qrow(r0), qrow(r0 + 1), qrow(r0 + 2), qrow(r0 + 3), qrow(r0 + 4), qrow(r0 + 5)};
-            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_rows_6x16(qr, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
+            const RowsQ qp{{qrow(r0), qrow(r0 + 1), qrow(r0 + 2), qrow(r0 + 3), qrow(r0 + 4), qrow(r0 + 5)}};
+            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<true>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
           }
           // Online softmax per real row.
           for (int64_t i = r0; i < std::min(r0 + 6, rows); ++i) {

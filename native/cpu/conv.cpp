@@ -48,40 +48,11 @@ struct ImageA final : gemm::APacker {
   const float* x;
   ConvGeom g;
   ImageA(const float* x, const ConvGeom& g) : x(x), g(g) {}
-  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
-            int64_t kc) const override {
-    for (int64_t p = 0; p * MR < mc; ++p) {
-      float* d = dst + p * MR * kstride;
-      int64_t iy0[MR], ix0[MR];
-      const float* img[MR];
-      for (int r = 0; r < MR; ++r) {
-        int64_t i = i0 + p * MR + r;
-        img[r] = nullptr;
-        if (i >= i0 + mc) continue;
-        int64_t ox = i % g.Wo, oy = (i / g.Wo) % g.Ho, n = i / (g.Wo * g.Ho);
-        img[r] = x + n * g.H * g.W * g.C;
-        iy0[r] = oy * g.stride - g.pad;
-        ix0[r] = ox * g.stride - g.pad;
-      }
-      for (int64_t k = k0; k < k0 + kc;) {
-        const int64_t tap = k / g.C, c0 = k % g.C, len = std::min(g.C - c0, k0 + kc - k);
-        const int64_t ky = tap / g.kw, kx = tap % g.kw;
-        const float* rows[MR];
-        for (int r = 0; r < MR; ++r) {
-          rows[r] = gemm::kZeros;
-          if (!img[r]) continue;
-          int64_t iy = iy0[r] + ky, ix = ix0[r] + kx;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) rows[r] = img[r] + (iy * g.W + ix) * g.C + c0;
-        }
-        kr.pack_a_rows(d + (k - k0) * MR, rows, len);
-        k += len;
-      }
-    }
-  }
-  // The same im2col rows as 16-row panels (the GEMM's weight-rows path, small images).
-  bool pack_nr(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
-               int64_t kc) const override {
-    constexpr int R = gemm::NR;
+  // Rows [i0, i0+mc) x k [k0, k0+kc) into R-row panels (panel p at dst + p*R*kstride, (i, k) at [(k-k0)*R +
+  // i%R]): per output pixel its input window, per run of one tap's channels the R row pointers (zeros where the
+  // window leaves the image or past the last row) handed to `put` (a pack_a_rows / pack_b_rows kernel).
+  template <int R, class Put>
+  void pack_panels(float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0, int64_t kc, Put put) const {
     for (int64_t p = 0; p * R < mc; ++p) {
       float* d = dst + p * R * kstride;
       int64_t iy0[R], ix0[R];
@@ -98,17 +69,31 @@ struct ImageA final : gemm::APacker {
       for (int64_t k = k0; k < k0 + kc;) {
         const int64_t tap = k / g.C, c0 = k % g.C, len = std::min(g.C - c0, k0 + kc - k);
         const int64_t ky = tap / g.kw, kx = tap % g.kw;
-        const void* rows[R];
+        const float* rows[R];
         for (int r = 0; r < R; ++r) {
           rows[r] = gemm::kZeros;
           if (!img[r]) continue;
           int64_t iy = iy0[r] + ky, ix = ix0[r] + kx;
           if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) rows[r] = img[r] + (iy * g.W + ix) * g.C + c0;
         }
-        kr.pack_b_rows(d + (k - k0) * R, rows, DType::F32, len);
+        put(d + (k - k0) * R, rows, len);
         k += len;
       }
     }
+  }
+  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+            int64_t kc) const override {
+    pack_panels<MR>(dst, kstride, i0, mc, k0, kc,
+                    [&](float* d, const float* const* rows, int64_t len) { kr.pack_a_rows(d, rows, len); });
+  }
+  // The same im2col rows as 16-row panels (the GEMM's weight-rows path, small images).
+  bool pack_nr(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+               int64_t kc) const override {
+    pack_panels<gemm::NR>(dst, kstride, i0, mc, k0, kc, [&](float* d, const float* const* rows, int64_t len) {
+      const void* vr[gemm::NR];
+      for (int r = 0; r < gemm::NR; ++r) vr[r] = rows[r];
+      kr.pack_b_rows(d, vr, DType::F32, len);
+    });
     return true;
   }
   bool has_pack_nr() const override { return true; }

@@ -83,6 +83,30 @@ void act_avx2(float* x, int64_t n, int act) {
   }
 }
 
+// Shared by the two micro-kernels' asm: the 12 accumulators (ymm0-11) zeroed, stored to acc_mem, and one row
+// of the C tile prefetched into L1 (both ends of its 64 bytes, which may straddle two lines).
+#define HSD_ZERO_ACC                                                                                           \
+  "vxorps %%ymm0, %%ymm0, %%ymm0\n\t vxorps %%ymm1, %%ymm1, %%ymm1\n\t vxorps %%ymm2, %%ymm2, %%ymm2\n\t"       \
+  "vxorps %%ymm3, %%ymm3, %%ymm3\n\t vxorps %%ymm4, %%ymm4, %%ymm4\n\t vxorps %%ymm5, %%ymm5, %%ymm5\n\t"       \
+  "vxorps %%ymm6, %%ymm6, %%ymm6\n\t vxorps %%ymm7, %%ymm7, %%ymm7\n\t vxorps %%ymm8, %%ymm8, %%ymm8\n\t"       \
+  "vxorps %%ymm9, %%ymm9, %%ymm9\n\t vxorps %%ymm10, %%ymm10, %%ymm10\n\t vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+#define HSD_STORE_ACC                                                                                          \
+  "vmovaps %%ymm0, 0(%[acc])\n\t vmovaps %%ymm1, 32(%[acc])\n\t vmovaps %%ymm2, 64(%[acc])\n\t"                 \
+  "vmovaps %%ymm3, 96(%[acc])\n\t vmovaps %%ymm4, 128(%[acc])\n\t vmovaps %%ymm5, 160(%[acc])\n\t"              \
+  "vmovaps %%ymm6, 192(%[acc])\n\t vmovaps %%ymm7, 224(%[acc])\n\t vmovaps %%ymm8, 256(%[acc])\n\t"             \
+  "vmovaps %%ymm9, 288(%[acc])\n\t vmovaps %%ymm10, 320(%[acc])\n\t vmovaps %%ymm11, 352(%[acc])\n\t"
+#define HSD_PF_C "prefetcht0 (%[t])\n\tprefetcht0 60(%[t])\n\tadd %[ldc], %[t]\n\t"
+
+// C's tile towards L2 before the k loop: it is read back when K blocks accumulate or beta != 0, and written in
+// any case (the asm then brings it into L1 shortly before the epilogue, since the A and B streams would evict
+// it from L1 meanwhile). Both ends of each row, in case the 64 bytes straddle two lines.
+HSD_INLINE void prefetch_c_l2(const float* c, int64_t ldc) {
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
+    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
+  }
+}
+
 HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias);
 
 // The geglu op's own row kernel (pointwise_avx2.cpp) on 8 values and their 8 gates, so the fused
@@ -93,13 +117,7 @@ void geglu_rows_avx2(const float* t, int64_t rows, float* out, int64_t ldo) {
 
 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                 const float* bias) {
-  // C: towards L2 now (it is read back when K blocks accumulate or beta != 0, and written in any case), and
-  // into L1 shortly before the epilogue (inside the asm below), since the A and B streams would evict it from
-  // L1 meanwhile. Both ends of each row, in case the 64 bytes straddle two lines.
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
-  }
+  prefetch_c_l2(c, ldc);
   // The k loop is asm with fixed registers: compiled from intrinsics, GCC rotated the 12 accumulators through
   // spare registers (14 moves per 48 FMAs). ymm0-11 accumulate (row i in ymm 2i, 2i+1), ymm12-13 hold the B
   // row, ymm14/15 alternate as the A broadcast. Three loops: 4 steps per iteration with A and B prefetched
@@ -114,14 +132,10 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ld
   "vmovaps " #o "*64+32(%[b]), %%ymm13\n\t"                              \
   HSD_ROW(o, 0, 14, 0, 1) HSD_ROW(o, 1, 15, 2, 3) HSD_ROW(o, 2, 14, 4, 5) \
   HSD_ROW(o, 3, 15, 6, 7) HSD_ROW(o, 4, 14, 8, 9) HSD_ROW(o, 5, 15, 10, 11)
-#define HSD_PF_C "prefetcht0 (%[t])\n\tprefetcht0 60(%[t])\n\tadd %[ldc], %[t]\n\t"
   alignas(32) float acc_mem[12 * 8];
   int64_t n1 = kc > 32 ? (kc - 32) / 4 : 0, n2 = (kc - 4 * n1) / 4, n3 = kc - 4 * (n1 + n2), t;
   __asm__ volatile(
-      "vxorps %%ymm0, %%ymm0, %%ymm0\n\t vxorps %%ymm1, %%ymm1, %%ymm1\n\t vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
-      "vxorps %%ymm3, %%ymm3, %%ymm3\n\t vxorps %%ymm4, %%ymm4, %%ymm4\n\t vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t vxorps %%ymm7, %%ymm7, %%ymm7\n\t vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t vxorps %%ymm10, %%ymm10, %%ymm10\n\t vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+      HSD_ZERO_ACC
       "test %[n1], %[n1]\n\t jz 2f\n\t"
       "1:\n\t"
       "prefetcht0 192(%[a])\n\t prefetcht0 512(%[b])\n\t prefetcht0 576(%[b])\n\t"
@@ -140,15 +154,11 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ld
       HSD_STEP(0)
       "add $24, %[a]\n\t add $64, %[b]\n\t dec %[n3]\n\t jnz 5b\n\t"
       "6:\n\t"
-      "vmovaps %%ymm0, 0(%[acc])\n\t vmovaps %%ymm1, 32(%[acc])\n\t vmovaps %%ymm2, 64(%[acc])\n\t"
-      "vmovaps %%ymm3, 96(%[acc])\n\t vmovaps %%ymm4, 128(%[acc])\n\t vmovaps %%ymm5, 160(%[acc])\n\t"
-      "vmovaps %%ymm6, 192(%[acc])\n\t vmovaps %%ymm7, 224(%[acc])\n\t vmovaps %%ymm8, 256(%[acc])\n\t"
-      "vmovaps %%ymm9, 288(%[acc])\n\t vmovaps %%ymm10, 320(%[acc])\n\t vmovaps %%ymm11, 352(%[acc])\n\t"
+      HSD_STORE_ACC
       : [a] "+r"(a), [b] "+r"(b), [n1] "+r"(n1), [n2] "+r"(n2), [n3] "+r"(n3), [t] "=&r"(t)
       : [c] "r"(c), [ldc] "r"(ldc * (int64_t)sizeof(float)), [acc] "r"(acc_mem)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
         "xmm13", "xmm14", "xmm15", "memory", "cc");
-#undef HSD_PF_C
 #undef HSD_STEP
 #undef HSD_ROW
 
@@ -196,10 +206,7 @@ HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const
 // a0 + 3 lda, a0 + 4 lda, a3 + 2 lda, and each is prefetched 64 steps ahead (a weight streams from memory once).
 void micro_rows_6x16(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
                      const Epilogue& e, const float* bias) {
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
-  }
+  prefetch_c_l2(c, ldc);
 #define HSD_RROW(o, addr, ar, c0, c1)                                    \
   "vbroadcastss " #o "*4" addr ", %%ymm" #ar "\n\t"                      \
   "vfmadd231ps %%ymm12, %%ymm" #ar ", %%ymm" #c0 "\n\t"                  \
@@ -210,15 +217,11 @@ void micro_rows_6x16(int64_t kc, const float* a, int64_t lda, const float* b, fl
   HSD_RROW(o, "(%[a0])", 14, 0, 1) HSD_RROW(o, "(%[a0],%[lda],1)", 15, 2, 3)        \
   HSD_RROW(o, "(%[a0],%[lda],2)", 14, 4, 5) HSD_RROW(o, "(%[a3])", 15, 6, 7)        \
   HSD_RROW(o, "(%[a0],%[lda],4)", 14, 8, 9) HSD_RROW(o, "(%[a3],%[lda],2)", 15, 10, 11)
-#define HSD_PF_C "prefetcht0 (%[t])\n\tprefetcht0 60(%[t])\n\tadd %[ldc], %[t]\n\t"
   alignas(32) float acc_mem[12 * 8];
   int64_t n1 = kc > 32 ? (kc - 32) / 4 : 0, n2 = (kc - 4 * n1) / 4, n3 = kc - 4 * (n1 + n2), t;
   const float* a3 = a + 3 * lda;
   __asm__ volatile(
-      "vxorps %%ymm0, %%ymm0, %%ymm0\n\t vxorps %%ymm1, %%ymm1, %%ymm1\n\t vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
-      "vxorps %%ymm3, %%ymm3, %%ymm3\n\t vxorps %%ymm4, %%ymm4, %%ymm4\n\t vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-      "vxorps %%ymm6, %%ymm6, %%ymm6\n\t vxorps %%ymm7, %%ymm7, %%ymm7\n\t vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-      "vxorps %%ymm9, %%ymm9, %%ymm9\n\t vxorps %%ymm10, %%ymm10, %%ymm10\n\t vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+      HSD_ZERO_ACC
       "test %[n1], %[n1]\n\t jz 2f\n\t"
       "1:\n\t"
       "prefetcht0 256(%[a0])\n\t prefetcht0 256(%[a0],%[lda],1)\n\t prefetcht0 256(%[a0],%[lda],2)\n\t"
@@ -238,18 +241,17 @@ void micro_rows_6x16(int64_t kc, const float* a, int64_t lda, const float* b, fl
       HSD_RSTEP(0)
       "add $4, %[a0]\n\t add $4, %[a3]\n\t add $64, %[b]\n\t dec %[n3]\n\t jnz 5b\n\t"
       "6:\n\t"
-      "vmovaps %%ymm0, 0(%[acc])\n\t vmovaps %%ymm1, 32(%[acc])\n\t vmovaps %%ymm2, 64(%[acc])\n\t"
-      "vmovaps %%ymm3, 96(%[acc])\n\t vmovaps %%ymm4, 128(%[acc])\n\t vmovaps %%ymm5, 160(%[acc])\n\t"
-      "vmovaps %%ymm6, 192(%[acc])\n\t vmovaps %%ymm7, 224(%[acc])\n\t vmovaps %%ymm8, 256(%[acc])\n\t"
-      "vmovaps %%ymm9, 288(%[acc])\n\t vmovaps %%ymm10, 320(%[acc])\n\t vmovaps %%ymm11, 352(%[acc])\n\t"
+      HSD_STORE_ACC
       : [a0] "+r"(a), [a3] "+r"(a3), [b] "+r"(b), [n1] "+r"(n1), [n2] "+r"(n2), [n3] "+r"(n3), [t] "=&r"(t)
       : [c] "r"(c), [ldc] "r"(ldc * (int64_t)sizeof(float)), [lda] "r"(lda * (int64_t)sizeof(float)),
         [acc] "r"(acc_mem)
       : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
         "xmm13", "xmm14", "xmm15", "memory", "cc");
-#undef HSD_PF_C
 #undef HSD_RSTEP
 #undef HSD_RROW
+#undef HSD_PF_C
+#undef HSD_STORE_ACC
+#undef HSD_ZERO_ACC
   epilogue_6x16(acc_mem, c, ldc, e, bias);
 }
 

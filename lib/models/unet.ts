@@ -38,15 +38,11 @@ class Resnet {
   /** x NHWC; embSilu = silu(temb) [B, tembC] (computed once per forward) */
   forward(x: Tensor, embSilu: Tensor | null): Tensor {
     return tidy(() => {
-      let h: Tensor;
-      if (this.temb && embSilu) {
-        const t = this.temb.forward(embSilu);
-        // Batch 1: the time embedding is a per-channel term, folded into conv1's bias.
-        if (t.shape[0] === 1) h = this.conv1.forward(this.norm1.forward(x, true), t.reshape([t.shape[1]]));
-        else h = ops.add(this.conv1.forward(this.norm1.forward(x, true)), t.reshape([t.shape[0], 1, 1, t.shape[1]]));
-      } else {
-        h = this.conv1.forward(this.norm1.forward(x, true));
-      }
+      const t = this.temb && embSilu ? this.temb.forward(embSilu) : null;
+      // Batch 1: the time embedding is a per-channel term, folded into conv1's bias.
+      const batch1 = t !== null && t.shape[0] === 1;
+      let h = this.conv1.forward(this.norm1.forward(x, true), batch1 ? t.reshape([t.shape[1]]) : undefined);
+      if (t && !batch1) h = ops.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1]]));
       // With a shortcut conv its fresh output takes conv2's sum in place (forwardAccumulate); x itself may be
       // a skip connection the UNet reads again, so an identity shortcut keeps the separate add.
       if (this.shortcut) return this.conv2.forwardAccumulate(this.norm2.forward(h, true), this.shortcut.forward(x));

@@ -13,12 +13,13 @@ export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 
 /**
  * Whether a layer's forwardAccumulate may add into `acc`'s own storage (a GEMM or convolution epilogue with
- * beta = 1, instead of a separate add over the whole tensor): CPU inference with nothing recording (a tape or
+ * beta = 1, instead of a separate add over the whole tensor): CPU inference, acc in x's dtype, no runtime
+ * adapters on the layer, nothing recording (a tape or
  * a checkpoint may hold acc for later; a noGrad scope outside them records nothing). The CUDA path keeps the
  * separate add.
  */
-function canAccumulate(acc: Tensor): boolean {
-  return acc.device === 'cpu' && !recording();
+function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
+  return acc.device === 'cpu' && acc.dtype === x.dtype && !(adapters && adapters.length > 0) && !recording();
 }
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
@@ -45,8 +46,7 @@ export class Linear {
   }
   /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
   forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
-    const adapters = this.p.adapters.get(this.name);
-    if ((adapters && adapters.length > 0) || !canAccumulate(acc) || acc.dtype !== x.dtype) return ops.add(this.forward(x), acc);
+    if (!canAccumulate(acc, x, this.p.adapters.get(this.name))) return ops.add(this.forward(x), acc);
     const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
     return ops.matmul(x, w, { transB: true, bias: b, beta: 1, out: acc });
   }
@@ -91,8 +91,7 @@ export class Conv2d {
   }
   /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
   forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
-    const adapters = this.p.adapters.get(this.name);
-    if ((adapters && adapters.length > 0) || !canAccumulate(acc) || acc.dtype !== x.dtype) return ops.add(this.forward(x), acc);
+    if (!canAccumulate(acc, x, this.p.adapters.get(this.name))) return ops.add(this.forward(x), acc);
     const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
     return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc });
   }

@@ -115,7 +115,7 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, act?: Activat
 export function linearGeglu(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const op = 'linear_geglu';
   const { N } = checkLinearInput(op, x, w);
-  const b = checkBias(op, bias ?? null, N);
+  const b = checkBias(op, bias, N);
   checkSameDevice(op, { x, w, bias: b });
   if (N % 2 !== 0) throw new Error(`${op}: w ${shapeStr(w.shape)} must have an even number of rows (2 x inner)`);
   if (x.device !== 'cpu' || x.dtype !== 'f32' || N % 16 !== 0 || x.size === 0) return geglu(linear(x, w, b));

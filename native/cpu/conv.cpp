@@ -87,14 +87,13 @@ struct ImageA final : gemm::APacker {
                     [&](float* d, const float* const* rows, int64_t len) { kr.pack_a_rows(d, rows, len); });
   }
   // The same im2col rows as 16-row panels (the GEMM's weight-rows path, small images).
-  bool pack_nr(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+  void pack_nr(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                int64_t kc) const override {
     pack_panels<gemm::NR>(dst, kstride, i0, mc, k0, kc, [&](float* d, const float* const* rows, int64_t len) {
       const void* vr[gemm::NR];
       for (int r = 0; r < gemm::NR; ++r) vr[r] = rows[r];
       kr.pack_b_rows(d, vr, DType::F32, len);
     });
-    return true;
   }
   bool has_pack_nr() const override { return true; }
 };

@@ -217,25 +217,10 @@ void act_portable(float* x, int64_t n, int act) {
   for (int64_t i = 0; i < n; ++i) x[i] = act_scalar(x[i], act);
 }
 
-// A tile of the last K block for a TileSink: computed in an L1 buffer (from C's partial sums when earlier K
-// blocks wrote some), handed to the sink.
-void sink_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
-               int64_t i, int64_t j, int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
-  alignas(64) float tile[MR * NR] = {};
-  alignas(64) float bias_tile[NR] = {};
-  if (!e.first)
-    for (int64_t r = 0; r < mr; ++r)
-      for (int64_t q = 0; q < nr; ++q) tile[r * NR + q] = c[r * ldc + q];
-  if (bias)
-    for (int64_t q = 0; q < nr; ++q) bias_tile[q] = bias[q];
-  kr.micro(kc, ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
-  e.sink->write(tile, i, j, mr, nr);
-}
-
-// A tile at the matrix edge: run the full micro-kernel on a zero-padded copy, write back the valid part.
-void edge_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t mr,
-               int64_t nr, const Epilogue& e, const float* bias) {
-  alignas(64) float tile[MR * NR] = {};
+// One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
+// reads them (partial sums of earlier K blocks, or beta), with the bias zero-padded to NR.
+void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
+                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias, float* tile) {
   alignas(64) float bias_tile[NR] = {};
   if (!e.first || e.beta != 0.f)
     for (int64_t i = 0; i < mr; ++i)
@@ -243,8 +228,26 @@ void edge_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, 
   if (bias)
     for (int64_t j = 0; j < nr; ++j) bias_tile[j] = bias[j];
   kr.micro(kc, ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
-  for (int64_t i = 0; i < mr; ++i)
-    for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = tile[i * NR + j];
+}
+
+// Tile (i, j) of C (c may be null when e.sink takes every tile and K is one block): the micro-kernel in place
+// for a full tile; a tile at the matrix edge on a zero-padded copy whose valid part is written back; a tile of
+// the last K block for a TileSink in a buffer handed to the sink.
+void run_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t i,
+              int64_t j, int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
+  float* cij = c ? c + i * ldc + j : nullptr;
+  if (e.sink && e.last) {
+    alignas(64) float tile[MR * NR] = {};
+    tile_in_buffer(kr, kc, ap, bp, cij, ldc, mr, nr, e, bias, tile);
+    e.sink->write(tile, i, j, mr, nr);
+  } else if (mr == MR && nr == NR) {
+    kr.micro(kc, ap, bp, cij, ldc, e, bias);
+  } else {
+    alignas(64) float tile[MR * NR] = {};
+    tile_in_buffer(kr, kc, ap, bp, cij, ldc, mr, nr, e, bias, tile);
+    for (int64_t r = 0; r < mr; ++r)
+      for (int64_t q = 0; q < nr; ++q) cij[r * ldc + q] = tile[r * NR + q];
+  }
 }
 
 }  // namespace
@@ -291,9 +294,8 @@ void StridedA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, 
   }
 }
 
-bool StridedA::pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+void StridedA::pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                        int64_t kc) const {
-  if (cs != 1) return false;
   for (int64_t p = 0; p * NR < mc; ++p) {
     const void* rows[NR];
     for (int j = 0; j < NR; ++j) {
@@ -302,7 +304,6 @@ bool StridedA::pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i
     }
     kr.pack_b_rows(dst + p * NR * kstride, rows, DType::F32, kc);
   }
-  return true;
 }
 
 void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
@@ -349,8 +350,8 @@ void ConcatB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, i
 namespace {
 
 // The weight-rows path (run_weight_rows) serves 8 <= M <= this (HYPERSD_GEMM_ROWS_M overrides it; 0 disables
-// it). Measured side by side (bench/ops' shapes): 8x8 convolutions at 1280 channels +14%, M = 64 linear +10%,
-// M = 77 +2%; M = 256 mixed (-13% to +4%), M = 1 -23% (16 rows computed for one).
+// it). Measured side by side (bench/ab.ts): 8x8 convolutions at 1280 channels +23%, M = 64 linear +10-12%,
+// M = 77 -1% to +2%; M = 256 mixed (-13% to +4%), M = 1 -23% (16 rows computed for one).
 int64_t weight_rows_max_m() {
   const char* env = std::getenv("HYPERSD_GEMM_ROWS_M");
   return env ? std::atoll(env) : 128;
@@ -394,11 +395,7 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
         for (int64_t ip = 0; ip < mpan; ++ip) {
           const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-          const float* apan = ap + ip * MR * K + pc * MR;
-          float* cij = c ? c + i * ldc + j : nullptr;
-          if (e.sink && ep.last) sink_tile(kr, kcur, apan, bpan, cij, ldc, i, j, mr, nr, ep, bj);
-          else if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
-          else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
+          run_tile(kr, kcur, ap + ip * MR * K + pc * MR, bpan, c, ldc, i, j, mr, nr, ep, bj);
         }
       }
     }
@@ -459,10 +456,10 @@ void run_weight_rows(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t
   const int64_t rows_per = std::max<int64_t>(1, ceil_div(M, 4 * (int64_t)threads));
   phases.add(ceil_div(M, rows_per), [&](int64_t t) {
     const int64_t i0 = t * rows_per, i1 = std::min(M, i0 + rows_per);
+    const bool beta_early = e.beta != 0.f && e.act == kActNone, beta_late = e.beta != 0.f && e.act != kActNone;
+    float* row = tl_row.get((size_t)N);
     for (int64_t i = i0; i < i1; ++i) {
       float* ci = c + i * ldc;
-      const bool beta_early = e.beta != 0.f && e.act == kActNone, beta_late = e.beta != 0.f && e.act != kActNone;
-      float* row = tl_row.get((size_t)N);
       for (int64_t j = 0; j < N; ++j) {
         float v = ct[j * M16 + i];
         if (beta_early) v += e.beta * ci[j];
@@ -581,11 +578,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           const float* bj = bias ? bias + j : nullptr;
           for (int64_t ip = ip0; ip < ip1; ++ip) {
             const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-            const float* apan = ablock + (ip - ip0) * MR * kcur;
-            float* cij = c ? c + i * ldc + j : nullptr;
-            if (e.sink && ep.last) sink_tile(kr, kcur, apan, bpan, cij, ldc, i, j, mr, nr, ep, bj);
-            else if (mr == MR && nr == NR) kr.micro(kcur, apan, bpan, cij, ldc, ep, bj);
-            else edge_tile(kr, kcur, apan, bpan, cij, ldc, mr, nr, ep, bj);
+            run_tile(kr, kcur, ablock + (ip - ip0) * MR * kcur, bpan, c, ldc, i, j, mr, nr, ep, bj);
           }
         }
       });

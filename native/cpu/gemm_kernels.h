@@ -85,8 +85,10 @@ struct APacker {
   virtual void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                     int64_t kc) const = 0;
   // The same rows as NR-row panels in B-panel form (panel p at dst + p*NR*kstride, (i, k) at [(k - k0)*NR +
-  // (i - i0) % NR], rows past i0 + mc zero), for the weight-rows path; packers that cannot return false.
-  virtual bool pack_nr(const Kernels&, float*, int64_t, int64_t, int64_t, int64_t, int64_t) const { return false; }
+  // (i - i0) % NR], rows past i0 + mc zero), for the weight-rows path; only called when has_pack_nr().
+  virtual void pack_nr(const Kernels&, float*, int64_t, int64_t, int64_t, int64_t, int64_t) const {
+    throw Error("gemm: this A operand has no 16-row panel form");
+  }
   virtual bool has_pack_nr() const { return false; }
 };
 // Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.
@@ -115,7 +117,7 @@ struct StridedA final : APacker {
   StridedA(const float* a, int64_t rs, int64_t cs) : a(a), rs(rs), cs(cs) {}
   void pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
             int64_t kc) const override;
-  bool pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+  void pack_nr(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                int64_t kc) const override;
   bool has_pack_nr() const override { return cs == 1; }
 };

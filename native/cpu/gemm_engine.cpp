@@ -232,9 +232,10 @@ void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float*
 
 // Tile (i, j) of C (c may be null when e.sink takes every tile and K is one block): the micro-kernel in place
 // for a full tile; a tile at the matrix edge on a zero-padded copy whose valid part is written back; a tile of
-// the last K block for a TileSink in a buffer handed to the sink.
-void run_tile(const Kernels& kr, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, int64_t i,
-              int64_t j, int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
+// the last K block for a TileSink in a buffer handed to the sink. Inlined: the full-tile branch is the hot loop.
+inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t kc, const float* ap,
+                                                    const float* bp, float* c, int64_t ldc, int64_t i, int64_t j,
+                                                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
   float* cij = c ? c + i * ldc + j : nullptr;
   if (e.sink && e.last) {
     alignas(64) float tile[MR * NR] = {};

@@ -68,6 +68,37 @@ test('dispose() while kernels are queued is safe (stream-ordered freeing)', asyn
   assert.equal(Array.from(await z.floats()), [1, 4, 9, 16]);
 });
 
+test('CPU stream-ordered reuse: memory freed behind queued work serves later ops at once, never a host write', async () => {
+  await hs.sync('cpu');
+  const n = 12_345; // a block size no other test uses
+  const data = Float32Array.from({ length: n }, (_, i) => i % 97);
+  const other = Float32Array.from({ length: n }, (_, i) => -1 - (i % 13));
+  // A 300 ms kernel holds the stream: everything below is queued behind it until the awaits.
+  hs.runOp('debug_sleep', [vec([0])], [hs.empty([1], cpu)], { ms: 300 });
+  const a = hs.tensor(data, [n], cpu);
+  const doubled = ops.mul(a, 2); // queued: reads a later
+  const m0 = hs.memory().cpu;
+  a.dispose(); // back in the cache now, though the queued mul still reads it
+  const m1 = hs.memory().cpu;
+  assert.is(m1.allocatedBytes, m0.allocatedBytes - m1.cachedBytes + m0.cachedBytes, 'freed to the cache at dispose');
+  assert.ok(m1.cachedBytes > m0.cachedBytes);
+  // A host write happens now, before the mul runs: it must get other memory than a's.
+  const host = hs.tensor(other, [n], cpu);
+  // Op outputs run after the mul, so they may take a's block; 50 of them, each disposed, stay within one block.
+  const x = hs.tensor(data, [n], cpu);
+  const m2 = hs.memory().cpu;
+  for (let i = 0; i < 50; i++) ops.silu(x).dispose();
+  const sevens = hs.full([n], 7, cpu);
+  const m3 = hs.memory().cpu;
+  const grew = m3.allocatedBytes + m3.cachedBytes - (m2.allocatedBytes + m2.cachedBytes);
+  assert.ok(grew <= 2 * 50 * 1024, `51 queued outputs took ${grew} new bytes: blocks were not reused behind the queue`);
+  const [d, h, s] = await Promise.all([doubled.floats(), host.floats(), sevens.floats()]);
+  assert.equal(Array.from(d), Array.from(data, (v) => 2 * v), 'the queued mul read a after its block was reused');
+  assert.equal(Array.from(h), Array.from(other), 'the host-written tensor was overwritten by queued work');
+  assert.ok(s.every((v) => v === 7));
+  for (const t of [doubled, host, x, sevens]) t.dispose();
+});
+
 test('memory() returns to its baseline after tidy', async () => {
   await hs.sync('cpu');
   const base = hs.memory();

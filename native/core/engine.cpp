@@ -1,8 +1,10 @@
 // Op registry, attributes and the per-device streams.
 //
-// A stream is a FIFO drained by one worker thread. Each task holds shared_ptr references to its tensors'
-// storages, so a tensor disposed from JS while its kernels are queued stays alive until they ran
-// (stream-ordered freeing). A task that throws records "op '<name>' failed on <device> (<shapes>): <why>"
+// A stream is a FIFO drained by one worker thread. Freeing is stream-ordered (see Storage in tensor.h): a CUDA
+// task holds shared_ptr references to its tensors' storages, so a tensor disposed from JS while its kernels are
+// queued stays alive until they were launched; a CPU op task holds non-owning aliases instead and a number
+// (its ticket), and the allocator reuses a freed block only for work that runs after every task that may
+// still use it. A task that throws records "op '<name>' failed on <device> (<shapes>): <why>"
 // as the stream's error; the next sync()/read() rethrows it and clears it, so the process keeps working.
 // HYPERSD_SYNC=1 runs every op on the calling thread and throws at once (on CUDA it also waits for the
 // kernel, so a fault names its op).
@@ -204,7 +206,9 @@ void Stream::loop() {
       busy_ = true;
     }
     run_task(t);
+    const uint64_t ticket = t.ticket;
     t = Task{};  // drop the task's tensor references before reporting idle, so memory stats are exact at sync
+    if (ticket) cpu_tasks_note_completed(ticket);
     {
       std::lock_guard<std::mutex> g(mu_);
       busy_ = false;
@@ -237,6 +241,10 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn) {
   }
   {
     std::lock_guard<std::mutex> g(mu_);
+    if (device_ == Device::CPU) {
+      t.ticket = ++tickets_;
+      cpu_tasks_note_enqueued(t.ticket);
+    }
     queue_.push_back(std::move(t));
   }
   cv_.notify_one();
@@ -253,6 +261,14 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
   for (auto& t : out)
     if (t.device() != device_) throw Error(describe_call(op, device_, in, out) + ": an output is on another device");
   std::string what = describe_call(op, device_, in, out);
+  if (device_ == Device::CPU && !sync_mode_) {
+    // The task keeps aliases, not owners: the memory may return to the allocator while the task is queued
+    // (stream-ordered reuse, see Storage).
+    for (auto* v : {&in, &out})
+      for (auto& t : *v)
+        if (t.storage && t.storage->owned)
+          t.storage = std::make_shared<Storage>(Storage::Borrow{}, t.storage->ptr, t.storage->bytes, t.storage->device);
+  }
   enqueue_task(std::move(what), [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
     run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
   });

@@ -2,6 +2,12 @@
 // The allocator keeps freed blocks in size buckets (rounded up to 512 B, or to 2 MiB past 1 MiB) for reuse;
 // it counts live, cached and peak bytes per device. Storage destructors may run on any thread (a JS
 // dispose, or a stream finishing the last task that held it), hence one mutex.
+// Each cached CPU block carries a ticket: the number of the last task enqueued on the CPU stream when it was
+// freed (queued tasks may still use it up to that one; see Storage in tensor.h). A stream-ordered allocation
+// takes any block; any other allocation (host writes, scratch inside a running task) and empty_cache only
+// blocks whose ticket the stream has completed. Within a size the newest block is taken first: it is the one
+// most likely still in cache.
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -48,11 +54,18 @@ Device device_from_name(const std::string& s) {
 }
 
 namespace {
+struct Block {
+  void* ptr;
+  uint64_t ticket;
+};
 struct Pool {
   std::mutex mu;
-  std::multimap<size_t, void*> free_blocks;
+  std::multimap<size_t, Block> free_blocks;  // equal sizes kept in the order freed
   MemoryStats stats;
 };
+std::atomic<uint64_t> g_cpu_enqueued{0}, g_cpu_completed{0};
+uint64_t free_ticket(Device d) { return d == Device::CPU ? g_cpu_enqueued.load(std::memory_order_acquire) : 0; }
+uint64_t done_ticket(Device d) { return d == Device::CPU ? g_cpu_completed.load(std::memory_order_acquire) : 0; }
 Pool& pool(Device d) {
   static Pool pools[2];
   return pools[(int)d];
@@ -76,7 +89,7 @@ void raw_free(Device d, void* p) {
 }
 }  // namespace
 
-Storage::Storage(size_t n, Device d) : device(d) {
+Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   if (d == Device::CUDA) {
     std::string why;
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
@@ -85,13 +98,23 @@ Storage::Storage(size_t n, Device d) : device(d) {
   Pool& P = pool(d);
   {
     std::lock_guard<std::mutex> g(P.mu);
-    auto it = P.free_blocks.lower_bound(bytes);
-    // Reuse a cached block of the same bucket (or at most 2x larger for small ones).
-    if (it != P.free_blocks.end() && it->first <= bytes * 2) {
-      bytes = it->first;
-      ptr = it->second;
-      P.free_blocks.erase(it);
-      P.stats.cached_bytes -= (int64_t)bytes;
+    // Reuse a cached block of the same bucket (or at most 2x larger for small ones): the smallest size that
+    // has a usable block, the newest of that size.
+    const uint64_t done = stream_ordered ? UINT64_MAX : done_ticket(d);
+    auto lo = P.free_blocks.lower_bound(bytes), hi = P.free_blocks.upper_bound(bytes * 2);
+    while (lo != hi && !ptr) {
+      auto end = P.free_blocks.upper_bound(lo->first);
+      for (auto it = end; it != lo;) {
+        --it;
+        if (it->second.ticket <= done) {
+          bytes = it->first;
+          ptr = it->second.ptr;
+          P.free_blocks.erase(it);
+          P.stats.cached_bytes -= (int64_t)bytes;
+          break;
+        }
+      }
+      lo = end;
     }
   }
   if (!ptr) {
@@ -114,14 +137,17 @@ Storage::Storage(size_t n, Device d) : device(d) {
 }
 
 Storage::~Storage() {
-  if (!ptr) return;
+  if (!ptr || !owned) return;
   Pool& P = pool(device);
   std::lock_guard<std::mutex> g(P.mu);
   P.stats.allocated_bytes -= (int64_t)bytes;
   P.stats.live_storages -= 1;
   P.stats.cached_bytes += (int64_t)bytes;
-  P.free_blocks.emplace(bytes, ptr);
+  P.free_blocks.emplace(bytes, Block{ptr, free_ticket(device)});
 }
+
+void cpu_tasks_note_enqueued(uint64_t ticket) { g_cpu_enqueued.store(ticket, std::memory_order_release); }
+void cpu_tasks_note_completed(uint64_t ticket) { g_cpu_completed.store(ticket, std::memory_order_release); }
 
 MemoryStats memory_stats(Device d) {
   Pool& P = pool(d);
@@ -131,13 +157,21 @@ MemoryStats memory_stats(Device d) {
 
 void empty_cache(Device d) {
   Pool& P = pool(d);
-  std::multimap<size_t, void*> blocks;
+  std::vector<void*> blocks;
   {
     std::lock_guard<std::mutex> g(P.mu);
-    blocks.swap(P.free_blocks);
-    P.stats.cached_bytes = 0;
+    const uint64_t done = done_ticket(d);
+    for (auto it = P.free_blocks.begin(); it != P.free_blocks.end();) {
+      if (it->second.ticket > done) {
+        ++it;  // a queued task may still use it
+        continue;
+      }
+      blocks.push_back(it->second.ptr);
+      P.stats.cached_bytes -= (int64_t)it->first;
+      it = P.free_blocks.erase(it);
+    }
   }
-  for (auto& b : blocks) raw_free(d, b.second);
+  for (void* p : blocks) raw_free(d, p);
 }
 
 bool cuda_available(std::string* why) { return dev::cuda_init(why); }
@@ -175,14 +209,14 @@ std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
   return st;
 }
 
-Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device) {
+Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device, bool stream_ordered) {
   for (auto s : shape)
     if (s < 0) throw Error("negative dimension in shape");
   Tensor t;
   t.shape = shape;
   t.strides = contiguous_strides(shape);
   t.dtype = dtype;
-  t.storage = std::make_shared<Storage>((size_t)t.numel() * dtype_size(dtype), device);
+  t.storage = std::make_shared<Storage>((size_t)t.numel() * dtype_size(dtype), device, stream_ordered);
   return t;
 }
 

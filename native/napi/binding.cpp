@@ -61,7 +61,8 @@ Napi::Value Empty(const Napi::CallbackInfo& info) {
     auto shape = to_shape(info[0], "shape");
     DType dt = hsd::dtype_from_name(info[1].As<Napi::String>());
     Device dev = hsd::device_from_name(info[2].As<Napi::String>());
-    return wrap(info.Env(), hsd::empty(shape, dt, dev));
+    // Op outputs: only work enqueued after this touches them, so a block queued tasks still use may serve.
+    return wrap(info.Env(), hsd::empty(shape, dt, dev, /*stream_ordered=*/true));
   });
 }
 

@@ -114,6 +114,7 @@ class Stream {
   struct Task {
     std::string what;
     std::function<void()> fn;
+    uint64_t ticket = 0;  // CPU: its number in enqueue order (see Storage in tensor.h)
   };
   void loop();
   void run_task(Task& t);
@@ -125,6 +126,7 @@ class Stream {
   std::condition_variable cv_, idle_cv_;
   std::deque<Task> queue_;
   bool busy_ = false, stop_ = false, sync_mode_ = false;
+  uint64_t tickets_ = 0;
   std::string error_;
 };
 

@@ -25,13 +25,25 @@ struct Error : std::runtime_error {
   explicit Error(const std::string& m) : std::runtime_error(m) {}
 };
 
-// A device buffer owned through shared_ptr. Kernels queued on a stream hold a reference, so freeing is
-// stream-ordered: the memory returns to the allocator's cache only after the last queued user ran.
+// A device buffer owned through shared_ptr. Freeing is stream-ordered. On CUDA, kernels queued on the stream
+// hold a reference, so the memory returns to the allocator's cache after the last queued launch, and later
+// launches on the same stream may take it. On the CPU stream, queued tasks hold only non-owning aliases
+// (Storage::Borrow), so the memory returns to the cache the moment the last owner (a JS tensor, a C++ Tensor)
+// lets go, even with tasks still queued that use it; the allocator then hands that block only to work that runs
+// after those tasks: to an allocation marked stream_ordered (an op output about to be enqueued, which the
+// single in-order CPU worker runs later), or to any allocation once the stream has passed the free point. This
+// keeps the CPU's peak memory that of eager execution however far JS runs ahead, and a block freed a moment ago
+// (still in cache) is the first one reused.
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
-  Storage(size_t bytes, Device device);
+  bool owned = true;
+  // stream_ordered: the memory will be touched only by work enqueued on the device's stream after this call.
+  Storage(size_t bytes, Device device, bool stream_ordered = false);
+  struct Borrow {};
+  // A non-owning alias of another storage's memory (what CPU stream tasks hold); frees nothing.
+  Storage(Borrow, void* ptr, size_t bytes, Device device) : ptr(ptr), bytes(bytes), device(device), owned(false) {}
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -57,7 +69,8 @@ struct Tensor {
 };
 
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape);
-Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device);
+// stream_ordered: see Storage (the binding allocates op outputs this way; host writes need the default).
+Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device, bool stream_ordered = false);
 // A view sharing storage (reshape of a contiguous tensor, or explicit strides/offset).
 Tensor view(const Tensor& t, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides = {},
             int64_t offset = -1);
@@ -70,7 +83,12 @@ struct MemoryStats {
   int64_t live_storages = 0;
 };
 MemoryStats memory_stats(Device d);
-void empty_cache(Device d);
+void empty_cache(Device d);  // frees the cached blocks no queued task may still use
+
+// The CPU stream's task counters behind stream-ordered reuse (engine.cpp advances them; the allocator reads
+// them): tasks are numbered 1, 2, ... in enqueue order, and the worker runs them in that order.
+void cpu_tasks_note_enqueued(uint64_t ticket);
+void cpu_tasks_note_completed(uint64_t ticket);
 
 // CUDA availability: returns true when a device is usable; otherwise fills why (built without CUDA, no GPU, driver error).
 bool cuda_available(std::string* why = nullptr);

@@ -4,7 +4,7 @@
  * compared side by side in one process: the two settings alternate sample by sample, so the machine's drift
  * (tens of percent within minutes on a shared VM) hits both alike; prints the medians and the median of the
  * per-pair ratios B / A.
- *   HYPERSD_ADDON=build/Release/hypersd.node npx tsx bench/ab.ts VAR valueA valueB [--only gemm,conv,attn,geglu] [--pairs 9]
+ *   HYPERSD_ADDON=build/Release/hypersd.node npx tsx bench/ab.ts VAR valueA valueB [--only gemm,conv,attn,geglu,pw] [--pairs 9]
  */
 import * as hs from '../lib';
 
@@ -21,7 +21,7 @@ const want = (k: string) => !only || only.includes(k);
 const filled = (n: number, s: number) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = Math.sin(i * 0.37 + s) * 0.1; return a; };
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
 
-type Case = [string, number, () => hs.Tensor];  // label, FLOPs per call, one call
+type Case = [string, number, () => hs.Tensor, string?];  // label, FLOPs (or bytes) per call, one call, unit
 const cases: Case[] = [];
 if (want('gemm'))
   for (const [M, K, N] of [[77, 768, 320], [64, 1280, 1280], [256, 1280, 10240], [4096, 320, 320], [1024, 1280, 5120]]) {
@@ -40,6 +40,15 @@ if (want('attn'))
     const v = hs.tensor(filled(Lk * H * D, 3), [1, Lk, H * D]);
     cases.push([`attention L=${L} keys=${Lk} d=${D}`, 4 * L * Lk * D * H, () => hs.ops.attention(q, k, v, { heads: H })]);
   }
+if (want('pw')) {
+  // Memory-bound ops on the SD1.5 64x64 activation (5.2 MB): bytes are the compulsory reads + writes.
+  const [S, C] = [4096, 320], E = S * C * 4;
+  const x = hs.tensor(filled(S * C, 1), [1, S, C]), g = hs.tensor(filled(C, 2), [C]), b = hs.tensor(filled(C, 3), [C]);
+  cases.push(['silu [4096, 320]', 2 * E, () => hs.ops.silu(x), 'GB/s']);
+  cases.push(['add [4096, 320]', 3 * E, () => hs.ops.add(x, x), 'GB/s']);
+  cases.push(['layer_norm [4096, 320]', 2 * E, () => hs.ops.layerNorm(x, g, b), 'GB/s']);
+  cases.push(['group_norm+silu 320ch 64x64', 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'GB/s']);
+}
 if (want('geglu'))
   for (const [M, K, N2] of [[4096, 320, 2560], [1024, 640, 5120]]) {
     const x = hs.tensor(filled(M * K, 1), [M, K]), w = hs.tensor(filled(N2 * K, 2), [N2, K]), b = hs.tensor(filled(N2, 3), [N2]);
@@ -48,8 +57,9 @@ if (want('geglu'))
 
 (async () => {
   console.log(`hypersd bench/ab  ${new Date().toISOString()}  ${name}: A=${A} B=${B}  ${pairs} pairs  threads=${hs.threads()}`);
-  for (const [label, flops, fn] of cases) {
-    const n = Math.max(1, Math.round(3e8 / flops));  // calls per sample, back to back (about 0.3 GFLOP)
+  for (const [label, flops, fn, unit] of cases) {
+    // calls per sample, back to back (about 0.3 GFLOP; 10 calls of a memory-bound op)
+    const n = unit ? 10 : Math.max(1, Math.round(3e8 / flops));
     const sample = async (value: string) => {
       process.env[name] = value;
       const t0 = performance.now();
@@ -66,6 +76,6 @@ if (want('geglu'))
       rb.push(b);
       ratio.push(b / a);
     }
-    console.log(`${label.padEnd(32)} A ${median(ra).toFixed(1).padStart(6)}  B ${median(rb).toFixed(1).padStart(6)} GFLOP/s  B/A ${median(ratio).toFixed(3)}`);
+    console.log(`${label.padEnd(32)} A ${median(ra).toFixed(1).padStart(6)}  B ${median(rb).toFixed(1).padStart(6)} ${unit ?? 'GFLOP/s'}  B/A ${median(ratio).toFixed(3)}`);
   }
 })();

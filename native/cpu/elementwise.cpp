@@ -14,9 +14,17 @@
 #include <string>
 
 #include "hypersd/ops.h"
+#include "gemm_kernels.h"
 
 namespace hsd {
+namespace pw_avx2 {  // pointwise_avx2.cpp: the same loops with AVX2, same bits
+void binary(int op, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n);
+void affine(const float* x, float a, float b, float* y, int64_t n);
+void clamp(const float* x, float lo, float hi, float* y, int64_t n);
+}  // namespace pw_avx2
 namespace {
+
+bool use_avx2() { return &gemm::kernels() == gemm::avx2_kernels(); }
 
 constexpr int64_t kGrain = 1 << 14;
 
@@ -86,9 +94,11 @@ Nest coalesce(const std::vector<int64_t>& shape, const std::vector<int64_t>& sa,
   return n;
 }
 
-// Inner loop over n elements with a/b strides each 0 or 1; specialised so each case vectorises.
-template <class F>
-inline void inner(F f, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+// Inner loop over n elements with a/b strides each 0 or 1; specialised so each case vectorises (the AVX2 build
+// runs pw_avx2::binary for the unit and zero strides).
+template <int OP, class F>
+inline void inner(F f, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n, bool avx2) {
+  if (avx2 && (sa == 0 || sa == 1) && (sb == 0 || sb == 1)) return pw_avx2::binary(OP, a, sa, b, sb, y, n);
   if (sa == 1 && sb == 1)
     for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
   else if (sa == 1 && sb == 0) {
@@ -102,7 +112,8 @@ inline void inner(F f, const float* a, int64_t sa, const float* b, int64_t sb, f
   }
 }
 
-template <class F>
+// OP: 0 add, 1 sub, 2 mul, 3 div (pw_avx2::binary's numbering); f is the same operation on floats.
+template <int OP, class F>
 void binary(const OpContext& c, const char* op, F f) {
   const Tensor &a = c.in.at(0), &b = c.in.at(1), &y = c.out.at(0);
   const std::vector<int64_t>& shape = y.shape;
@@ -111,9 +122,10 @@ void binary(const OpContext& c, const char* op, F f) {
   float* py = y.data<float>();
   int64_t total = y.numel();
   if (total == 0) return;
+  const bool avx2 = use_avx2();
   // Fast path: equal shapes, one flat loop.
   if (a.numel() == total && b.numel() == total) {
-    c.pool->parallel_for(total, kGrain, [&](int64_t s, int64_t e) { inner(f, pa + s, 1, pb + s, 1, py + s, e - s); });
+    c.pool->parallel_for(total, kGrain, [&](int64_t s, int64_t e) { inner<OP>(f, pa + s, 1, pb + s, 1, py + s, e - s, avx2); });
     return;
   }
   Nest n = coalesce(shape, sa, sb);
@@ -122,7 +134,7 @@ void binary(const OpContext& c, const char* op, F f) {
   // Fast path: a is y-shaped and b repeats along rows (b a trailing-dims vector): [rows, len] x [len].
   if (nd == 2 && n.sa[0] == len && isa == 1 && n.sb[0] == 0 && isb == 1) {
     c.pool->parallel_for(rows, std::max<int64_t>(1, kGrain / len), [&](int64_t s, int64_t e) {
-      for (int64_t r = s; r < e; ++r) inner(f, pa + r * len, 1, pb, 1, py + r * len, len);
+      for (int64_t r = s; r < e; ++r) inner<OP>(f, pa + r * len, 1, pb, 1, py + r * len, len, avx2);
     });
     return;
   }
@@ -135,15 +147,15 @@ void binary(const OpContext& c, const char* op, F f) {
         oa += i * n.sa[d];
         ob += i * n.sb[d];
       }
-      inner(f, pa + oa, isa, pb + ob, isb, py + r * len, len);
+      inner<OP>(f, pa + oa, isa, pb + ob, isb, py + r * len, len, avx2);
     }
   });
 }
 
-void add_kernel(const OpContext& c) { binary(c, "add", [](float x, float y) { return x + y; }); }
-void sub_kernel(const OpContext& c) { binary(c, "sub", [](float x, float y) { return x - y; }); }
-void mul_kernel(const OpContext& c) { binary(c, "mul", [](float x, float y) { return x * y; }); }
-void div_kernel(const OpContext& c) { binary(c, "div", [](float x, float y) { return x / y; }); }
+void add_kernel(const OpContext& c) { binary<0>(c, "add", [](float x, float y) { return x + y; }); }
+void sub_kernel(const OpContext& c) { binary<1>(c, "sub", [](float x, float y) { return x - y; }); }
+void mul_kernel(const OpContext& c) { binary<2>(c, "mul", [](float x, float y) { return x * y; }); }
+void div_kernel(const OpContext& c) { binary<3>(c, "div", [](float x, float y) { return x / y; }); }
 
 void check_same_size(const char* op, const Tensor& x, const Tensor& y) {
   if (x.numel() != y.numel())
@@ -157,7 +169,9 @@ void affine_kernel(const OpContext& c) {
   float a = (float)c.attrs.f("a"), b = (float)c.attrs.f("b");
   const float* px = x.data<float>();
   float* py = y.data<float>();
+  const bool avx2 = use_avx2();
   c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
+    if (avx2) return pw_avx2::affine(px + s, a, b, py + s, e - s);
     for (int64_t i = s; i < e; ++i) py[i] = a * px[i] + b;
   });
 }
@@ -168,7 +182,9 @@ void clamp_kernel(const OpContext& c) {
   float lo = (float)c.attrs.f("min", -INFINITY), hi = (float)c.attrs.f("max", INFINITY);
   const float* px = x.data<float>();
   float* py = y.data<float>();
+  const bool avx2 = use_avx2();
   c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
+    if (avx2) return pw_avx2::clamp(px + s, lo, hi, py + s, e - s);
     for (int64_t i = s; i < e; ++i) py[i] = std::min(std::max(px[i], lo), hi);
   });
 }

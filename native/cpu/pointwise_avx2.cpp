@@ -50,6 +50,72 @@ void geglu(const float* h, const float* g, float* o, int64_t n) {
   for (; i < n; ++i) o[i] = h[i] * (0.5f * g[i] * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
 }
 
+// Binary elementwise row: y[i] = a[i * sa] op b[i * sb] with sa, sb each 0 or 1 (op 0 add, 1 sub, 2 mul, 3 div),
+// one IEEE operation per element as in the portable loop, so both give the same bits.
+template <int OP>
+static inline __m256 bin_ps(__m256 x, __m256 y) {
+  if (OP == 0) return _mm256_add_ps(x, y);
+  if (OP == 1) return _mm256_sub_ps(x, y);
+  if (OP == 2) return _mm256_mul_ps(x, y);
+  return _mm256_div_ps(x, y);
+}
+template <int OP>
+static inline float bin_s(float x, float y) {
+  return OP == 0 ? x + y : OP == 1 ? x - y : OP == 2 ? x * y : x / y;
+}
+template <int OP>
+static void binary_op(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  int64_t i = 0;
+  if (sa && sb) {
+    for (; i + 16 <= n; i += 16) {
+      _mm256_storeu_ps(y + i, bin_ps<OP>(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+      _mm256_storeu_ps(y + i + 8, bin_ps<OP>(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bin_ps<OP>(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < n; ++i) y[i] = bin_s<OP>(a[i], b[i]);
+  } else if (sa) {
+    const __m256 vb = _mm256_set1_ps(b[0]);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bin_ps<OP>(_mm256_loadu_ps(a + i), vb));
+    for (; i < n; ++i) y[i] = bin_s<OP>(a[i], b[0]);
+  } else if (sb) {
+    const __m256 va = _mm256_set1_ps(a[0]);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bin_ps<OP>(va, _mm256_loadu_ps(b + i)));
+    for (; i < n; ++i) y[i] = bin_s<OP>(a[0], b[i]);
+  } else {
+    const float v = bin_s<OP>(a[0], b[0]);
+    const __m256 vv = _mm256_set1_ps(v);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, vv);
+    for (; i < n; ++i) y[i] = v;
+  }
+}
+void binary(int op, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  switch (op) {
+    case 0: return binary_op<0>(a, sa, b, sb, y, n);
+    case 1: return binary_op<1>(a, sa, b, sb, y, n);
+    case 2: return binary_op<2>(a, sa, b, sb, y, n);
+    default: return binary_op<3>(a, sa, b, sb, y, n);
+  }
+}
+
+// y = a x + b (a product then a sum, rounded each, as the portable loop) and y = min(max(x, lo), hi) (a NaN
+// stays NaN, as std::min / std::max pass it through there).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))  // GCC would fuse the product and the sum into an fma
+#endif
+void affine(const float* x, float a, float b, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_mul_ps(va, _mm256_loadu_ps(x + i)), vb));
+  for (; i < n; ++i) y[i] = a * x[i] + b;
+}
+void clamp(const float* x, float lo, float hi, float* y, int64_t n) {
+  const __m256 vl = _mm256_set1_ps(lo), vh = _mm256_set1_ps(hi);
+  int64_t i = 0;
+  // max_ps / min_ps return their second operand when either is NaN: x goes second.
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_min_ps(vh, _mm256_max_ps(vl, _mm256_loadu_ps(x + i))));
+  for (; i < n; ++i) y[i] = std::min(std::max(x[i], lo), hi);
+}
+
 // y[i] = silu(x[i]) (in place when y == x).
 void silu(const float* x, float* y, int64_t n) {
   int64_t i = 0;
@@ -93,28 +159,38 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
 // Layer-norm of one row of C floats: y = (x - mean) * rstd * gamma + beta, mean and the centred variance from
 // two passes over the row (in L1) with 8-lane float partial sums folded in double.
 void ln_row(const float* x, float* y, int64_t C, const float* gamma, const float* beta, double eps) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  // Four partial sums per pass, so the adds (and FMAs) of one pass overlap instead of waiting on each other.
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   int64_t c = 0;
-  for (; c + 16 <= C; c += 16) {
+  for (; c + 32 <= C; c += 32) {
     s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + c));
     s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + c + 8));
+    s2 = _mm256_add_ps(s2, _mm256_loadu_ps(x + c + 16));
+    s3 = _mm256_add_ps(s3, _mm256_loadu_ps(x + c + 24));
   }
+  for (; c + 8 <= C; c += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + c));
   alignas(32) float l[8];
-  _mm256_store_ps(l, _mm256_add_ps(s0, s1));
+  _mm256_store_ps(l, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
   double sum = 0;
   for (int i = 0; i < 8; ++i) sum += l[i];
   for (; c < C; ++c) sum += x[c];
   const double mean = sum / (double)C;
   const __m256 vm = _mm256_set1_ps((float)mean);
-  s0 = _mm256_setzero_ps();
-  s1 = s0;
+  s0 = s1 = s2 = s3 = _mm256_setzero_ps();
   c = 0;
-  for (; c + 16 <= C; c += 16) {
+  for (; c + 32 <= C; c += 32) {
     const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + c), vm), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + c + 8), vm);
+    const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(x + c + 16), vm), d3 = _mm256_sub_ps(_mm256_loadu_ps(x + c + 24), vm);
     s0 = _mm256_fmadd_ps(d0, d0, s0);
     s1 = _mm256_fmadd_ps(d1, d1, s1);
+    s2 = _mm256_fmadd_ps(d2, d2, s2);
+    s3 = _mm256_fmadd_ps(d3, d3, s3);
   }
-  _mm256_store_ps(l, _mm256_add_ps(s0, s1));
+  for (; c + 8 <= C; c += 8) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + c), vm);
+    s0 = _mm256_fmadd_ps(d0, d0, s0);
+  }
+  _mm256_store_ps(l, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
   double ss = 0;
   for (int i = 0; i < 8; ++i) ss += l[i];
   for (; c < C; ++c) {
@@ -140,6 +216,9 @@ void ln_row(const float* x, float* y, int64_t C, const float* gamma, const float
 namespace hsd {
 namespace pw_avx2 {
 void silu(const float*, float*, int64_t) { std::abort(); }
+void binary(int, const float*, int64_t, const float*, int64_t, float*, int64_t) { std::abort(); }
+void affine(const float*, float, float, float*, int64_t) { std::abort(); }
+void clamp(const float*, float, float, float*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }

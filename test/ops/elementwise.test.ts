@@ -42,6 +42,10 @@ const shapes: [number[], number[], number[]][] = [
   [[7], [3, 1, 7], [3, 1, 7]], // a is the broadcast one, y has more dims
   [[2, 1, 1, 6], [2, 4, 3, 1], [2, 4, 3, 6]],
   [[6, 1, 4], [1], [6, 1, 4]],
+  // Long rows: several thread-pool chunks, 16- and 8-wide vector loops and a scalar tail in each.
+  [[70_001], [70_001], [70_001]],
+  [[3, 20_003], [20_003], [3, 20_003]],
+  [[1], [2, 20_005], [2, 20_005]],
 ];
 
 for (const [name, fn, f] of opsF)
@@ -86,6 +90,9 @@ test('affine and clamp (f32, f16, bf16)', async () => {
     const c = await clamp(x, -1, 2).floats();
     assertClose(c, xr.map((v) => Math.min(Math.max(v, -1), 2)), TOL[dtype], 'clamp');
     assert.ok(Math.min(...c) === -1 && Math.max(...c) === 2, 'clamp reaches both bounds');
+    // NaN stays NaN, in the vector body (index 0) and in the tail (index 9).
+    const nan = await clamp(t([NaN, -5, 5, 0.5, 1, 2, 3, -3, 0, NaN], [10], dtype), -1, 2).floats();
+    assert.equal(Array.from(nan), [NaN, -1, 2, 0.5, 1, 2, 2, -1, 0, NaN]);
     assert.ok(relErr(c, xr) > 0.1, 'clamp changed something');
   }
 });

@@ -324,7 +324,7 @@ test('shape errors throw before anything is enqueued, naming op, argument and sh
     t(new Float32Array(8), [1, 4, 2]), t([0], [1]), t([1], [1])), /lora_linear_batched: idx f32\[1\] must be i32 \[1\]/);
 });
 
-// The portable kernels: this file (and conv, norm, activation) again, in a child process that forces them. The child also prints one
+// The portable kernels: this file (and conv, norm, activation, elementwise) again, in a child process that forces them. The child also prints one
 // product, which must differ bitwise from this process's AVX2 result (FMA rounds once, mul+add twice) while
 // matching the reference, so the switch is known to take effect.
 function hasAvx2(): boolean {
@@ -347,7 +347,7 @@ if (PORTABLE_CHILD) {
 } else if (DEVICE === 'cpu') {
   test('the portable fallback kernels pass this file too (child process)', async () => {
     const root = path.resolve(__dirname, '../..');
-    const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|norm|activation)\\.test\\.ts$'], {
+    const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|norm|activation|elementwise)\\.test\\.ts$'], {
       cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'portable' }, encoding: 'utf8',
       timeout: 120_000,
     });

@@ -87,9 +87,10 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
   std::mutex err_mu_;
   std::exception_ptr err_;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  // Written under mu_; read without it by the short spins before sleeping (see threadpool.cpp).
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 // One ordered queue per device, drained by a worker thread.

@@ -66,6 +66,10 @@ const cases: [string, Case][] = [
   ['Dv=37 (copied V rows padded to 40), Lk=33', { B: 1, Lq: 14, Lk: 33, H: 2, D: 40, Dv: 37 }],
   ['causal self L=200 D=40 (several key and query blocks)', { B: 1, Lq: 200, Lk: 200, H: 2, D: 40, Dv: 40, causal: true }],
   ['D=80 Lk=150 (32-key blocks), Lq=101', { B: 1, Lq: 101, Lk: 150, H: 2, D: 80, Dv: 80, amp: 3 }],
+  // One key block, head dims of 40s: P V written straight to the output, heads of a query block in turn.
+  ['cross Lk=77 D=40, Lq=101 (two query blocks, rows off the 6-row panels)', { B: 2, Lq: 101, Lk: 77, H: 4, D: 40, Dv: 40 }],
+  ['causal self L=77 D=40 (one key block)', { B: 1, Lq: 77, Lk: 77, H: 2, D: 40, Dv: 40, causal: true }],
+  ['cross Lk=77 D=160 (four 40-wide P V tiles)', { B: 1, Lq: 13, Lk: 77, H: 2, D: 160, Dv: 160, amp: 2 }],
 ];
 
 for (const [name, c] of cases) {

@@ -62,7 +62,13 @@ class Helper {
 const peakBin = build('peak.cpp', ['-mavx2', '-mfma', '-pthread']);
 const peak = peakBin ? new Helper(peakBin, [String(threads)]) : null;
 const blasBin = build('blas.cpp', [], ['-lopenblas']);
-const blas = blasBin ? new Helper(blasBin, [], { ...process.env, OPENBLAS_NUM_THREADS: String(threads) }) : null;
+// OpenBLAS's pthread workers spin for 2^28 TSC cycles (about 0.1 s) after each call by default: that spin
+// overlapped the FMA-loop ceiling and our own next sample on this 2-core machine (the FMA loop ranged 113-197
+// GFLOP/s within one run, short GEMM samples read 2x low). OPENBLAS_THREAD_TIMEOUT is the log2 of that spin:
+// 17 (about 44 us at 3 GHz) is what our own pool spins before it sleeps, so back-to-back calls stay warm in both.
+const blas = blasBin
+  ? new Helper(blasBin, [], { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OPENBLAS_THREAD_TIMEOUT: '17' })
+  : null;
 const peaks: number[] = [], copies: number[] = [];
 async function fmaPeak(): Promise<number> {
   const g = peak ? await peak.ask('fma 100') : NaN;
@@ -99,8 +105,12 @@ async function once(fn: () => hs.Tensor, n = 1): Promise<number> {
   await hs.sync('cpu');
   return (performance.now() - t0) / 1e3 / n;
 }
-/** Back-to-back calls per timed sample: about 0.2 GFLOP of work. */
-const batchFor = (flops: number) => Math.max(1, Math.round(2e8 / flops));
+/**
+ * Back-to-back calls per timed sample: about 1 GFLOP of work (5 ms or more). This VM's cores take 10-20 ms of
+ * work to come back to full speed after an idle moment (measured 2026-11-26: after a 100 ms pause a 77 x 768 x 320
+ * product took 1.6 ms, the next ten about 0.8 ms each, the rest 0.5), so 1 ms samples partly timed that ramp.
+ */
+const batchFor = (flops: number) => Math.max(1, Math.round(1e9 / flops));
 const pairsFor = (flops: number) => (quick ? 3 : Math.max(5, Math.min(21, Math.round(3e10 / flops))));
 
 interface Row { kind: string; shape: string; rate: number; unit: string; pct: number; blas?: number; vsBlas?: number; note?: string }

@@ -84,8 +84,11 @@ struct RowsQ {
 
 // s[r*ldp + 0..16) = sum_d Q(r, d) kt[d*16 + 0..16) for 6 rows (times scale when kScale: Q read in place is not
 // pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
-template <bool kScale, class Q>
-HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale) {
+// kMax: also rmax[r] = max(rmax[r], the tile's row r), from the registers (the full-block softmax needs no pass
+// over the scores for its maxima then).
+template <bool kScale, class Q, bool kMax = false>
+HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
+                            __m256* rmax = nullptr) {
   __m256 c[6][2];
   for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
   // Unrolled by 4: the loop's own increments and branch were a fifth of its instructions (measured +4-8%
@@ -102,8 +105,11 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
   }
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
-    _mm256_storeu_ps(s + r * ldp, kScale ? _mm256_mul_ps(c[r][0], vscale) : c[r][0]);
-    _mm256_storeu_ps(s + r * ldp + 8, kScale ? _mm256_mul_ps(c[r][1], vscale) : c[r][1]);
+    const __m256 v0 = kScale ? _mm256_mul_ps(c[r][0], vscale) : c[r][0];
+    const __m256 v1 = kScale ? _mm256_mul_ps(c[r][1], vscale) : c[r][1];
+    _mm256_storeu_ps(s + r * ldp, v0);
+    _mm256_storeu_ps(s + r * ldp + 8, v1);
+    if (kMax) rmax[r] = _mm256_max_ps(rmax[r], _mm256_max_ps(v0, v1));
   }
 }
 
@@ -322,7 +328,46 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
           const int64_t nkp16 = (nkp + 15) / 16 * 16, nkp8 = (nkp + 7) / 8 * 8;
           // S for the panel's 6 rows, Q read in place (padding rows: a zero row, finite logits, never written
           // out); keys past Lk are zero columns of kts, keys past nkp are masked below.
-          if (q_packed) {
+          // A whole block of keys, all visible (self-attention away from the last block): the row maxima come
+          // from the logits' registers and the exponentials run over the panel's 6 x bk scores without a
+          // per-row pass in between (the rows' chains overlap), as the general loop below would compute them.
+          // Side by side: +4% at L = 4096, d = 40; d = 80 unchanged.
+          const bool full = q_packed && !causal && nkp == bk && bk % 8 == 0;
+          if (full) {
+            const PanelQ qp{&qs[r0 * D]};
+            __m256 rmax[6];
+            for (int r = 0; r < 6; ++r) rmax[r] = _mm256_set1_ps(-INFINITY);
+            for (int64_t jt = 0; jt < bk; jt += 16)
+              logits_6x16<false, PanelQ, true>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale, rmax);
+            float corr[6];
+            __m256 vs[6];
+            for (int r = 0; r < 6; ++r) {
+              const int64_t i = r0 + r;
+              const float mold = m[i], mb = std::max(mold, hmax(rmax[r]));
+              corr[r] = (mb == mold || mold == -INFINITY) ? 1.0f : std::exp(mold - mb);
+              m[i] = mb;
+              rmax[r] = _mm256_set1_ps(mb);
+              vs[r] = _mm256_setzero_ps();
+            }
+            for (int64_t j = 0; j < bk; j += 8) {
+#pragma GCC unroll 6
+              for (int r = 0; r < 6; ++r) {
+                float* sp = &p[r * bk + j];
+                const __m256 e = exp_nonpos_ps(_mm256_sub_ps(_mm256_loadu_ps(sp), rmax[r]));
+                _mm256_storeu_ps(sp, e);
+                vs[r] = _mm256_add_ps(vs[r], e);
+              }
+            }
+            for (int r = 0; r < 6; ++r) {
+              const int64_t i = r0 + r;
+              l[i] = l[i] * corr[r] + hsum(vs[r]);
+              if (corr[r] != 1.0f) {
+                float* ai = &acc[i * Dv8];
+                const __m256 vc = _mm256_set1_ps(corr[r]);
+                for (int64_t d = 0; d < Dv8; d += 8) _mm256_storeu_ps(ai + d, _mm256_mul_ps(_mm256_loadu_ps(ai + d), vc));
+              }
+            }
+          } else if (q_packed) {
             const PanelQ qp{&qs[r0 * D]};
             for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<false>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
           } else {
@@ -330,7 +375,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
             for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<true>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
           }
           // Online softmax per real row.
-          for (int64_t i = r0; i < std::min(r0 + 6, rows); ++i) {
+          for (int64_t i = r0; i < (full ? r0 : std::min(r0 + 6, rows)); ++i) {
             float* sp = &p[(i - r0) * bk];
             const int64_t nvis = causal ? std::min(nkp, i0 + i + 1 - j0) : nkp;
             if (nvis <= 0) {

@@ -99,6 +99,22 @@ test('CPU stream-ordered reuse: memory freed behind queued work serves later ops
   for (const t of [doubled, host, x, sevens]) t.dispose();
 });
 
+test('CPU stream-ordered reuse: a kernel\'s own temporaries serve the next queued kernels (bf16 widening)', async () => {
+  await hs.sync('cpu');
+  const n = 23_456; // bf16 in memory; affine widens it into an f32 temporary and narrows the result from another
+  const x = hs.tensor(Float32Array.from({ length: n }, (_, i) => (i % 7) - 3), [n], { ...cpu, dtype: 'bf16' });
+  hs.runOp('debug_sleep', [vec([0])], [hs.empty([1], cpu)], { ms: 200 });
+  const m0 = hs.memory().cpu;
+  for (let i = 0; i < 40; i++) hs.runOp('affine', [x], [x], { a: 1, b: 1 }); // all queued behind the sleep
+  await hs.sync('cpu');
+  const m1 = hs.memory().cpu;
+  // Each task frees its temporaries before the next runs: they must be reusable at once (2 blocks), not 80.
+  const grew = m1.allocatedBytes + m1.cachedBytes - (m0.allocatedBytes + m0.cachedBytes);
+  assert.ok(grew <= 4 * n * 4, `40 queued bf16 affines left ${grew} new bytes of temporaries`);
+  assert.equal(Array.from((await x.floats()).slice(0, 7)), [37, 38, 39, 40, 41, 42, 43]);
+  x.dispose();
+});
+
 test('memory() returns to its baseline after tidy', async () => {
   await hs.sync('cpu');
   const base = hs.memory();

@@ -218,6 +218,10 @@ void Stream::loop() {
 }
 
 void Stream::enqueue_task(std::string what, std::function<void()> fn) {
+  enqueue_task(std::move(what), std::move(fn), nullptr);
+}
+
+void Stream::enqueue_task(std::string what, std::function<void()> fn, const std::function<void(uint64_t)>& numbered) {
   Task t{std::move(what), std::move(fn)};
   if (sync_mode_) {
     run_task(t);
@@ -243,7 +247,7 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn) {
     std::lock_guard<std::mutex> g(mu_);
     if (device_ == Device::CPU) {
       t.ticket = ++tickets_;
-      cpu_tasks_note_enqueued(t.ticket);
+      if (numbered) numbered(t.ticket);  // under the lock: numbers are marked in queue order
     }
     queue_.push_back(std::move(t));
   }
@@ -262,12 +266,22 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
     if (t.device() != device_) throw Error(describe_call(op, device_, in, out) + ": an output is on another device");
   std::string what = describe_call(op, device_, in, out);
   if (device_ == Device::CPU && !sync_mode_) {
-    // The task keeps aliases, not owners: the memory may return to the allocator while the task is queued
-    // (stream-ordered reuse, see Storage).
+    // The task keeps aliases, not owners, and marks each storage with its number: the memory may return to the
+    // allocator while the task is queued, for work that runs after it (stream-ordered reuse, see Storage).
+    std::vector<StoragePtr> owners;
     for (auto* v : {&in, &out})
       for (auto& t : *v)
-        if (t.storage && t.storage->owned)
+        if (t.storage && t.storage->owned) {
+          owners.push_back(t.storage);
           t.storage = std::make_shared<Storage>(Storage::Borrow{}, t.storage->ptr, t.storage->bytes, t.storage->device);
+        }
+    auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
+      run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
+    };
+    enqueue_task(std::move(what), std::move(task), [&](uint64_t ticket) {
+      for (auto& s : owners) s->last_use.store(ticket, std::memory_order_release);
+    });
+    return;
   }
   enqueue_task(std::move(what), [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
     run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);

@@ -2,10 +2,9 @@
 // The allocator keeps freed blocks in size buckets (rounded up to 512 B, or to 2 MiB past 1 MiB) for reuse;
 // it counts live, cached and peak bytes per device. Storage destructors may run on any thread (a JS
 // dispose, or a stream finishing the last task that held it), hence one mutex.
-// Each cached CPU block carries a ticket: the number of the last task enqueued on the CPU stream when it was
-// freed (queued tasks may still use it up to that one; see Storage in tensor.h). A stream-ordered allocation
-// takes any block; any other allocation (host writes, scratch inside a running task) and empty_cache only
-// blocks whose ticket the stream has completed. Within a size the newest block is taken first: it is the one
+// Each cached CPU block carries a ticket: its storage's last_use, the last CPU task that may still use it (see
+// Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
+// inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the newest block is taken first: it is the one
 // most likely still in cache.
 #include <atomic>
 #include <cstring>
@@ -63,8 +62,7 @@ struct Pool {
   std::multimap<size_t, Block> free_blocks;  // equal sizes kept in the order freed
   MemoryStats stats;
 };
-std::atomic<uint64_t> g_cpu_enqueued{0}, g_cpu_completed{0};
-uint64_t free_ticket(Device d) { return d == Device::CPU ? g_cpu_enqueued.load(std::memory_order_acquire) : 0; }
+std::atomic<uint64_t> g_cpu_completed{0};
 uint64_t done_ticket(Device d) { return d == Device::CPU ? g_cpu_completed.load(std::memory_order_acquire) : 0; }
 Pool& pool(Device d) {
   static Pool pools[2];
@@ -143,10 +141,9 @@ Storage::~Storage() {
   P.stats.allocated_bytes -= (int64_t)bytes;
   P.stats.live_storages -= 1;
   P.stats.cached_bytes += (int64_t)bytes;
-  P.free_blocks.emplace(bytes, Block{ptr, free_ticket(device)});
+  P.free_blocks.emplace(bytes, Block{ptr, device == Device::CPU ? last_use.load(std::memory_order_acquire) : 0});
 }
 
-void cpu_tasks_note_enqueued(uint64_t ticket) { g_cpu_enqueued.store(ticket, std::memory_order_release); }
 void cpu_tasks_note_completed(uint64_t ticket) { g_cpu_completed.store(ticket, std::memory_order_release); }
 
 MemoryStats memory_stats(Device d) {

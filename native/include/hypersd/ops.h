@@ -101,7 +101,8 @@ class Stream {
   Device device() const { return device_; }
   // Enqueue a kernel call. Throws at once only for an unknown op or missing kernel for this device.
   void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs);
-  // Enqueue an arbitrary task (copies, host callbacks); it may throw hsd::Error.
+  // Enqueue an arbitrary task (copies, host callbacks); it may throw hsd::Error. Tensors it captures keep
+  // their storage alive until it ran.
   void enqueue_task(std::string what, std::function<void()> fn);
   // Blocks until everything enqueued so far has run; rethrows (and clears) the first recorded error.
   void sync();
@@ -119,6 +120,8 @@ class Stream {
   };
   void loop();
   void run_task(Task& t);
+  // numbered(ticket) runs under the queue's lock once the task has its number (CPU), before it is queued.
+  void enqueue_task(std::string what, std::function<void()> fn, const std::function<void(uint64_t)>& numbered);
   Device device_;
   std::unique_ptr<ThreadPool> pool_;
   void* cuda_stream_ = nullptr;

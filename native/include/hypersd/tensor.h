@@ -3,6 +3,7 @@
 // link libhypersd_core and use it (see examples/run_op.cpp).
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -27,18 +28,21 @@ struct Error : std::runtime_error {
 
 // A device buffer owned through shared_ptr. Freeing is stream-ordered. On CUDA, kernels queued on the stream
 // hold a reference, so the memory returns to the allocator's cache after the last queued launch, and later
-// launches on the same stream may take it. On the CPU stream, queued tasks hold only non-owning aliases
-// (Storage::Borrow), so the memory returns to the cache the moment the last owner (a JS tensor, a C++ Tensor)
-// lets go, even with tasks still queued that use it; the allocator then hands that block only to work that runs
-// after those tasks: to an allocation marked stream_ordered (an op output about to be enqueued, which the
-// single in-order CPU worker runs later), or to any allocation once the stream has passed the free point. This
-// keeps the CPU's peak memory that of eager execution however far JS runs ahead, and a block freed a moment ago
-// (still in cache) is the first one reused.
+// launches on the same stream may take it. On the CPU stream, queued op tasks hold only non-owning aliases
+// (Storage::Borrow) and each storage remembers the last task that uses it (last_use, the task's number in
+// enqueue order), so the memory returns to the cache the moment the last owner (a JS tensor, a C++ Tensor) lets
+// go, even with those tasks still queued; the allocator then hands that block only to work that runs after
+// them: to an allocation marked stream_ordered (an op output about to be enqueued, which the single in-order
+// CPU worker runs later), or to any allocation once the stream has completed task last_use (a temporary that
+// no task borrowed, e.g. the widened copy a kernel makes, is free for all at once). This keeps the CPU's peak
+// memory that of eager execution however far JS runs ahead, and a block freed a moment ago (still in cache) is
+// the first one reused.
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
   bool owned = true;
+  std::atomic<uint64_t> last_use{0};  // CPU: the last enqueued task that borrows it (0: none)
   // stream_ordered: the memory will be touched only by work enqueued on the device's stream after this call.
   Storage(size_t bytes, Device device, bool stream_ordered = false);
   struct Borrow {};
@@ -85,9 +89,8 @@ struct MemoryStats {
 MemoryStats memory_stats(Device d);
 void empty_cache(Device d);  // frees the cached blocks no queued task may still use
 
-// The CPU stream's task counters behind stream-ordered reuse (engine.cpp advances them; the allocator reads
-// them): tasks are numbered 1, 2, ... in enqueue order, and the worker runs them in that order.
-void cpu_tasks_note_enqueued(uint64_t ticket);
+// Stream-ordered reuse on the CPU: tasks are numbered 1, 2, ... in enqueue order and the worker runs them in
+// that order; engine.cpp reports each one done here (the allocator reads it).
 void cpu_tasks_note_completed(uint64_t ticket);
 
 // CUDA availability: returns true when a device is usable; otherwise fills why (built without CUDA, no GPU, driver error).

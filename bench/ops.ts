@@ -96,10 +96,14 @@ function filled(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 /**
- * Seconds per fn(): n calls enqueued back to back (as a network runs them), one sync at the end, so the
- * fixed cost of a sync round trip (~0.1 ms) does not dominate the small shapes.
+ * Seconds per fn(): n calls enqueued back to back (as a network runs them), one sync at the end, so the fixed
+ * cost of a sync round trip (~0.1 ms) does not dominate the small shapes; after one untimed call, since the
+ * helpers ran in between and this VM's cores run at half speed for the first 10-20 ms of work after a pause
+ * (OpenBLAS's helper makes an untimed call before each timed batch too).
  */
 async function once(fn: () => hs.Tensor, n = 1): Promise<number> {
+  fn().dispose();
+  await hs.sync('cpu');
   const t0 = performance.now();
   for (let i = 0; i < n; i++) fn().dispose();
   await hs.sync('cpu');
@@ -195,9 +199,9 @@ async function main(): Promise<void> {
       const flops = 4 * H * L * Lk * D;
       const rate: number[] = [], pct: number[] = [];
       await once(() => hs.ops.attention(q, k, v, { heads: H }));
-      for (let p = 0; p < Math.min(5, pairsFor(flops)); p++) {
+      for (let p = 0; p < Math.min(9, pairsFor(flops)); p++) {
         const pk = await fmaPeak();
-        const g = flops / (await once(() => hs.ops.attention(q, k, v, { heads: H }))) / 1e9;
+        const g = flops / (await once(() => hs.ops.attention(q, k, v, { heads: H }), batchFor(flops))) / 1e9;
         rate.push(g);
         pct.push(g / pk);
       }

@@ -1,8 +1,8 @@
 // OpenBLAS sgemm yardstick for bench/ops.ts (never linked into the library). Built by the bench script with
 // `g++ -O2 blas.cpp -lopenblas` when cblas.h is present; threads from OPENBLAS_NUM_THREADS. It serves requests
 // on stdin, "M K N [n]" per line, and answers each with the GFLOP/s of n back-to-back C = A B^T calls (row-major,
-// B given as [N, K] like a linear layer's weight; n = 1 by default), after one warm-up call whenever the shape
-// changes, so the bench can alternate OpenBLAS and hypersd run by run.
+// B given as [N, K] like a linear layer's weight; n = 1 by default), after one untimed call (as bench/ops gives
+// hypersd), so the bench can alternate OpenBLAS and hypersd run by run.
 #include <cblas.h>
 
 #include <chrono>
@@ -27,9 +27,9 @@ int main() {
       a.assign(M * K, 0.f), b.assign(N * K, 0.f), c.assign(M * N, 0.f);
       for (size_t i = 0; i < a.size(); ++i) a[i] = (float)((i * 7919) % 1000) / 1000.f - 0.5f;
       for (size_t i = 0; i < b.size(); ++i) b[i] = (float)((i * 104729) % 1000) / 1000.f - 0.5f;
-      call();
       cur[0] = M, cur[1] = K, cur[2] = N;
     }
+    call();  // untimed: threads and caches warm, as the bench's own side gets
     double t0 = now();
     for (long i = 0; i < n; ++i) call();
     std::printf("%.2f\n", 2.0 * M * N * K * n / (now() - t0) / 1e9);

@@ -5,6 +5,7 @@
  * (tens of percent within minutes on a shared VM) hits both alike; prints the medians and the median of the
  * per-pair ratios B / A.
  *   HYPERSD_ADDON=build/Release/hypersd.node npx tsx bench/ab.ts VAR valueA valueB [--only gemm,conv,attn,geglu,pw] [--pairs 9]
+ * ATTN_SHAPES='[[L, Lk, D, H], ...]' replaces the attention shapes.
  */
 import * as hs from '../lib';
 
@@ -35,7 +36,7 @@ if (want('conv'))
     cases.push([`conv3x3 ${S}x${S} ${Ci}->${Co}`, 2 * S * S * Ci * Co * 9, () => hs.ops.conv2d(x, w, b, { pad: 1 })]);
   }
 if (want('attn'))
-  for (const [L, Lk, D, H] of [[4096, 4096, 40, 8], [1024, 1024, 80, 8], [4096, 77, 40, 8]]) {
+  for (const [L, Lk, D, H] of (process.env.ATTN_SHAPES ? JSON.parse(process.env.ATTN_SHAPES) : [[4096, 4096, 40, 8], [1024, 1024, 80, 8], [4096, 77, 40, 8]])) {
     const q = hs.tensor(filled(L * H * D, 1), [1, L, H * D]), k = hs.tensor(filled(Lk * H * D, 2), [1, Lk, H * D]);
     const v = hs.tensor(filled(Lk * H * D, 3), [1, Lk, H * D]);
     cases.push([`attention L=${L} keys=${Lk} d=${D}`, 4 * L * Lk * D * H, () => hs.ops.attention(q, k, v, { heads: H })]);

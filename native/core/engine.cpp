@@ -265,26 +265,22 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
   for (auto& t : out)
     if (t.device() != device_) throw Error(describe_call(op, device_, in, out) + ": an output is on another device");
   std::string what = describe_call(op, device_, in, out);
-  if (device_ == Device::CPU && !sync_mode_) {
-    // The task keeps aliases, not owners, and marks each storage with its number: the memory may return to the
-    // allocator while the task is queued, for work that runs after it (stream-ordered reuse, see Storage).
-    std::vector<StoragePtr> owners;
+  // On the CPU stream the task keeps aliases, not owners, and marks each storage with its number: the memory may
+  // return to the allocator while the task is queued, for work that runs after it (stream-ordered reuse, see
+  // Storage). A CUDA task owns its tensors until it ran.
+  std::vector<StoragePtr> owners;
+  if (device_ == Device::CPU && !sync_mode_)
     for (auto* v : {&in, &out})
       for (auto& t : *v)
         if (t.storage && t.storage->owned) {
           owners.push_back(t.storage);
           t.storage = std::make_shared<Storage>(Storage::Borrow{}, t.storage->ptr, t.storage->bytes, t.storage->device);
         }
-    auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
-      run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
-    };
-    enqueue_task(std::move(what), std::move(task), [&](uint64_t ticket) {
-      for (auto& s : owners) s->last_use.store(ticket, std::memory_order_release);
-    });
-    return;
-  }
-  enqueue_task(std::move(what), [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
+  auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
     run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
+  };
+  enqueue_task(std::move(what), std::move(task), [&](uint64_t ticket) {
+    for (auto& s : owners) s->last_use.store(ticket, std::memory_order_release);
   });
 }
 

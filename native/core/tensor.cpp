@@ -4,8 +4,8 @@
 // dispose, or a stream finishing the last task that held it), hence one mutex.
 // Each cached CPU block carries a ticket: its storage's last_use, the last CPU task that may still use it (see
 // Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
-// inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the newest block is taken first: it is the one
-// most likely still in cache.
+// inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the
+// newest block is taken first: it is the one most likely still in cache.
 #include <atomic>
 #include <cstring>
 #include <map>

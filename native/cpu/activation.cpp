@@ -44,7 +44,7 @@ void pointwise(const OpContext& c, const char* op) {
 }
 
 void silu_kernel(const OpContext& c) {
-  if (&gemm::kernels() != gemm::avx2_kernels()) return pointwise<silu_f>(c, "silu");
+  if (!gemm::using_avx2()) return pointwise<silu_f>(c, "silu");
   const Tensor &x = c.in.at(0), &y = c.out.at(0);
   check_same_size("silu", x, y);
   const float* px = x.data<float>();
@@ -64,7 +64,7 @@ void geglu_kernel(const OpContext& c) {
   int64_t rows = n ? y.numel() / n : 0;
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  const bool avx2 = &gemm::kernels() == gemm::avx2_kernels();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* h = px + r * 2 * n;

@@ -70,7 +70,7 @@ void attention_kernel(const OpContext& c) {
   float* po = o.data<float>();
   float* pl = lse ? lse->data<float>() : nullptr;
   // Same dispatch as the GEMM engine: AVX2 when the CPU has it, unless HYPERSD_CPU_KERNELS=portable.
-  if (&gemm::kernels() == gemm::avx2_kernels()) {
+  if (gemm::using_avx2()) {
     attention_forward_avx2(AttnFwdArgs{pq, pk, pv, po, pl, B, Lq, Lk, H, D, Dv, scale, causal}, c.pool);
     return;
   }

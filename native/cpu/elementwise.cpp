@@ -24,8 +24,6 @@ void clamp(const float* x, float lo, float hi, float* y, int64_t n);
 }  // namespace pw_avx2
 namespace {
 
-bool use_avx2() { return &gemm::kernels() == gemm::avx2_kernels(); }
-
 constexpr int64_t kGrain = 1 << 14;
 
 void fill_kernel(const OpContext& c) {
@@ -94,27 +92,34 @@ Nest coalesce(const std::vector<int64_t>& shape, const std::vector<int64_t>& sa,
   return n;
 }
 
+// The binary ops by number (pw_avx2::binary's numbering): 0 add, 1 sub, 2 mul, 3 div.
+template <int OP>
+inline float bin(float x, float y) {
+  return OP == 0 ? x + y : OP == 1 ? x - y : OP == 2 ? x * y : x / y;
+}
+constexpr const char* kBinName[4] = {"add", "sub", "mul", "div"};
+
 // Inner loop over n elements with a/b strides each 0 or 1; specialised so each case vectorises (the AVX2 build
 // runs pw_avx2::binary for the unit and zero strides).
-template <int OP, class F>
-inline void inner(F f, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n, bool avx2) {
+template <int OP>
+inline void inner(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n, bool avx2) {
   if (avx2 && (sa == 0 || sa == 1) && (sb == 0 || sb == 1)) return pw_avx2::binary(OP, a, sa, b, sb, y, n);
   if (sa == 1 && sb == 1)
-    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    for (int64_t i = 0; i < n; ++i) y[i] = bin<OP>(a[i], b[i]);
   else if (sa == 1 && sb == 0) {
     float bv = b[0];
-    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv);
+    for (int64_t i = 0; i < n; ++i) y[i] = bin<OP>(a[i], bv);
   } else if (sa == 0 && sb == 1) {
     float av = a[0];
-    for (int64_t i = 0; i < n; ++i) y[i] = f(av, b[i]);
+    for (int64_t i = 0; i < n; ++i) y[i] = bin<OP>(av, b[i]);
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i * sa], b[i * sb]);
+    for (int64_t i = 0; i < n; ++i) y[i] = bin<OP>(a[i * sa], b[i * sb]);
   }
 }
 
-// OP: 0 add, 1 sub, 2 mul, 3 div (pw_avx2::binary's numbering); f is the same operation on floats.
-template <int OP, class F>
-void binary(const OpContext& c, const char* op, F f) {
+template <int OP>
+void binary(const OpContext& c) {
+  const char* op = kBinName[OP];
   const Tensor &a = c.in.at(0), &b = c.in.at(1), &y = c.out.at(0);
   const std::vector<int64_t>& shape = y.shape;
   auto sa = broadcast_strides(op, "a", a, shape), sb = broadcast_strides(op, "b", b, shape);
@@ -122,10 +127,10 @@ void binary(const OpContext& c, const char* op, F f) {
   float* py = y.data<float>();
   int64_t total = y.numel();
   if (total == 0) return;
-  const bool avx2 = use_avx2();
+  const bool avx2 = gemm::using_avx2();
   // Fast path: equal shapes, one flat loop.
   if (a.numel() == total && b.numel() == total) {
-    c.pool->parallel_for(total, kGrain, [&](int64_t s, int64_t e) { inner<OP>(f, pa + s, 1, pb + s, 1, py + s, e - s, avx2); });
+    c.pool->parallel_for(total, kGrain, [&](int64_t s, int64_t e) { inner<OP>(pa + s, 1, pb + s, 1, py + s, e - s, avx2); });
     return;
   }
   Nest n = coalesce(shape, sa, sb);
@@ -134,7 +139,7 @@ void binary(const OpContext& c, const char* op, F f) {
   // Fast path: a is y-shaped and b repeats along rows (b a trailing-dims vector): [rows, len] x [len].
   if (nd == 2 && n.sa[0] == len && isa == 1 && n.sb[0] == 0 && isb == 1) {
     c.pool->parallel_for(rows, std::max<int64_t>(1, kGrain / len), [&](int64_t s, int64_t e) {
-      for (int64_t r = s; r < e; ++r) inner<OP>(f, pa + r * len, 1, pb, 1, py + r * len, len, avx2);
+      for (int64_t r = s; r < e; ++r) inner<OP>(pa + r * len, 1, pb, 1, py + r * len, len, avx2);
     });
     return;
   }
@@ -147,15 +152,15 @@ void binary(const OpContext& c, const char* op, F f) {
         oa += i * n.sa[d];
         ob += i * n.sb[d];
       }
-      inner<OP>(f, pa + oa, isa, pb + ob, isb, py + r * len, len, avx2);
+      inner<OP>(pa + oa, isa, pb + ob, isb, py + r * len, len, avx2);
     }
   });
 }
 
-void add_kernel(const OpContext& c) { binary<0>(c, "add", [](float x, float y) { return x + y; }); }
-void sub_kernel(const OpContext& c) { binary<1>(c, "sub", [](float x, float y) { return x - y; }); }
-void mul_kernel(const OpContext& c) { binary<2>(c, "mul", [](float x, float y) { return x * y; }); }
-void div_kernel(const OpContext& c) { binary<3>(c, "div", [](float x, float y) { return x / y; }); }
+void add_kernel(const OpContext& c) { binary<0>(c); }
+void sub_kernel(const OpContext& c) { binary<1>(c); }
+void mul_kernel(const OpContext& c) { binary<2>(c); }
+void div_kernel(const OpContext& c) { binary<3>(c); }
 
 void check_same_size(const char* op, const Tensor& x, const Tensor& y) {
   if (x.numel() != y.numel())
@@ -169,7 +174,7 @@ void affine_kernel(const OpContext& c) {
   float a = (float)c.attrs.f("a"), b = (float)c.attrs.f("b");
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  const bool avx2 = use_avx2();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
     if (avx2) return pw_avx2::affine(px + s, a, b, py + s, e - s);
     for (int64_t i = s; i < e; ++i) py[i] = a * px[i] + b;
@@ -182,7 +187,7 @@ void clamp_kernel(const OpContext& c) {
   float lo = (float)c.attrs.f("min", -INFINITY), hi = (float)c.attrs.f("max", INFINITY);
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  const bool avx2 = use_avx2();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(y.numel(), kGrain, [&](int64_t s, int64_t e) {
     if (avx2) return pw_avx2::clamp(px + s, lo, hi, py + s, e - s);
     for (int64_t i = s; i < e; ++i) py[i] = std::min(std::max(px[i], lo), hi);

@@ -74,6 +74,9 @@ const Kernels& portable_kernels();
 const Kernels* avx2_kernels();  // null when the CPU lacks AVX2+FMA+F16C or the build is not x86-64
 // The kernels in use: AVX2 when the CPU has it, unless HYPERSD_CPU_KERNELS=portable (read at each call).
 const Kernels& kernels();
+// Whether kernels() is the AVX2 set: the dispatch rule of every other op's AVX2 code (norms, activations,
+// elementwise, attention), so HYPERSD_CPU_KERNELS=portable switches them all.
+inline bool using_avx2() { return &kernels() == avx2_kernels(); }
 
 // Zeros to point padding rows at (kMaxKC floats, so also as many half values).
 extern const float kZeros[];

@@ -28,8 +28,6 @@ void ln_row(const float* x, float* y, int64_t C, const float* gamma, const float
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
-// The AVX2 row kernels run when the GEMM engine chose its AVX2 kernels (same dispatch rule).
-inline bool pointwise_avx2() { return &gemm::kernels() == gemm::avx2_kernels(); }
 inline float silu_d(float x) {
   float s = 1.0f / (1.0f + std::exp(-x));
   return s * (1.0f + x * (1.0f - s));
@@ -59,7 +57,7 @@ void group_norm_kernel(const OpContext& c) {
   int64_t rows_per_block = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(C, 1));
   int64_t nblk = (S + rows_per_block - 1) / rows_per_block;
   std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);
-  const bool avx2 = pointwise_avx2();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
     std::vector<float> kc((size_t)C), a1((size_t)C), a2((size_t)C);
     for (int64_t t = s; t < e; ++t) {
@@ -146,7 +144,7 @@ void layer_norm_kernel(const OpContext& c) {
   int64_t rows = C ? x.numel() / C : 0;
   const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>();
   float* py = y.data<float>();
-  const bool avx2 = pointwise_avx2();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 13) / std::max<int64_t>(C, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* xr = px + r * C;

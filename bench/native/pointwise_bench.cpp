@@ -1,6 +1,7 @@
 // A memory-bound kernel against memcpy, without Node: the AVX2 SiLU row kernel (native/cpu/pointwise_avx2.cpp)
 // over the SD1.5 64x64 activation (4096 x 320 floats, 5.2 MB: L3-resident) split among threads, beside glibc's
-// memcpy of the same bytes, best of 30 each (RESULTS.md quotes it for the memory-bound goal).
+// memcpy of the same bytes, and the layer-norm row kernel over the same tensor as [4096, 320], best of 30 each (RESULTS.md
+// quotes it for the memory-bound goal; each sample starts its threads, as the memcpy's do).
 // Built with the project (CMake target hypersd_pointwise_bench):   build/hypersd_pointwise_bench [threads]
 // Needs a CPU with AVX2 + FMA (the kernel is called directly, without the engine's dispatch).
 #include <algorithm>
@@ -14,6 +15,7 @@
 namespace hsd {
 namespace pw_avx2 {
 void silu(const float* x, float* y, int64_t n);
+void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx2
 }  // namespace hsd
 
@@ -42,6 +44,11 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < n; ++i) x[(size_t)i] = (float)(i % 100) * 0.01f - 0.5f;
   const double bytes = 8.0 * (double)n;  // read x + write y
   const double s = best_of(threads, n, [&](int64_t b, int64_t e) { hsd::pw_avx2::silu(x.data() + b, y.data() + b, e - b); });
+  std::vector<float> g(320, 1.1f), bb(320, 0.1f);
+  const double l = best_of(threads, 4096, [&](int64_t b, int64_t e) {
+    hsd::pw_avx2::ln_rows(x.data() + b * 320, y.data() + b * 320, e - b, 320, g.data(), bb.data(), 1e-5);
+  });
+  std::printf("layer_norm %.3f ms (%.1f GB/s)\n", l * 1e3, bytes / l / 1e9);
   const double c = best_of(threads, n, [&](int64_t b, int64_t e) {
     std::memcpy(z.data() + b, x.data() + b, (size_t)(e - b) * sizeof(float));
   });

@@ -7,8 +7,7 @@
 // vectors, a loop over C that vectorises. The input is read twice; a single-read fused version would need
 // the whole image in cache and is a later performance step.
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
-// the AVX2 row kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double (measured 4.9 ->
-// see bench/RESULTS.md).
+// the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time.
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>
 #include <cmath>
@@ -23,7 +22,7 @@ namespace pw_avx2 {  // pointwise_avx2.cpp
 void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2);
 void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu_on);
-void ln_row(const float* x, float* y, int64_t C, const float* gamma, const float* beta, double eps);
+void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx2
 namespace {
 
@@ -146,13 +145,13 @@ void layer_norm_kernel(const OpContext& c) {
   float* py = y.data<float>();
   const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 13) / std::max<int64_t>(C, 1)), [&](int64_t s, int64_t e) {
+    if (avx2) {
+      pw_avx2::ln_rows(px + s * C, py + s * C, e - s, C, pg, pb, eps);
+      return;
+    }
     for (int64_t r = s; r < e; ++r) {
       const float* xr = px + r * C;
       float* yr = py + r * C;
-      if (avx2) {
-        pw_avx2::ln_row(xr, yr, C, pg, pb, eps);
-        continue;
-      }
       double s1 = 0;
       for (int64_t k = 0; k < C; ++k) s1 += xr[k];
       double mean = s1 / (double)C, s2 = 0;

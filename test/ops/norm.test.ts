@@ -101,6 +101,24 @@ test('layerNorm: f16 weights on an f32 x, rows of 768 with a large mean', async 
   assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), roundTo('f16', gv), roundTo('f16', bv), C, 1e-5), 2e-5, 'y');
 });
 
+test('layerNorm: a row gives the same bits alone as among others (rows are normalised four at a time)', async () => {
+  // 15 rows of 332 channels (20 full vectors for the paired loop, one more vector, a scalar tail of 4) with different offsets: the
+  // AVX2 kernel interleaves four rows and finishes with three; each row must come out exactly as when it is
+  // normalised on its own, and close to the float64 reference.
+  const R = 15, C = 332, xv = randn(R * C, 31, 2), gv = randn(C, 32), bv = randn(C, 33);
+  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) xv[r * C + c] += 10 * r;
+  const g = t(gv, [C]), b = t(bv, [C]);
+  const all = await layerNorm(t(xv, [R, C]), g, b).floats();
+  assertClose(all, layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, 'y');
+  for (const r of [0, 3, 4, 11, 12, 14]) {
+    const one = await layerNorm(t(xv.slice(r * C, (r + 1) * C), [1, C]), g, b).floats();
+    const mine = all.slice(r * C, (r + 1) * C);
+    let diff = 0;
+    for (let c = 0; c < C; c++) if (one[c] !== mine[c]) diff++;
+    assert.is(diff, 0, `row ${r}: ${diff} of ${C} values differ between the row alone and among the others`);
+  }
+});
+
 test('norms: argument errors name the op, the argument and the shapes', () => {
   const x = t(randn(2 * 5 * 12), [2, 5, 12]), g = t(randn(12), [12]), b = t(randn(12), [12]);
   assert.throws(() => groupNorm(x, g, b, { groups: 5 }), /groupNorm: groups must be a positive integer dividing the 12 channels of x \[2,5,12\], got 5/);

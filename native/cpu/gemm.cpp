@@ -223,8 +223,8 @@ struct GegluSink final : gemm::TileSink {
   float* out;
   int64_t ldo;
   GegluSink(const gemm::Kernels& kr, float* out, int64_t ldo) : kr(kr), out(out), ldo(ldo) {}
-  void write(const float* tile, int64_t i0, int64_t j0, int64_t mr, int64_t) const override {
-    kr.geglu_rows(tile, mr, out + i0 * ldo + j0 / 2, ldo);
+  void write(const float* tile, int64_t ldt, int64_t i0, int64_t j0, int64_t mr, int64_t) const override {
+    kr.geglu_rows(tile, ldt, mr, out + i0 * ldo + j0 / 2, ldo);
   }
 };
 

@@ -111,8 +111,8 @@ HSD_INLINE void epilogue_6x16(const float* acc_mem, float* c, int64_t ldc, const
 
 // The geglu op's own row kernel (pointwise_avx2.cpp) on 8 values and their 8 gates, so the fused
 // linear_geglu gives exactly what linear + geglu give.
-void geglu_rows_avx2(const float* t, int64_t rows, float* out, int64_t ldo) {
-  for (int64_t r = 0; r < rows; ++r) pw_avx2::geglu(t + r * NR, t + r * NR + 8, out + r * ldo, 8);
+void geglu_rows_avx2(const float* t, int64_t ldt, int64_t rows, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r) pw_avx2::geglu(t + r * ldt, t + r * ldt + 8, out + r * ldo, 8);
 }
 
 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,

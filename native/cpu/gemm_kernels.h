@@ -35,13 +35,14 @@ struct Epilogue {
 };
 
 // A consumer of finished C tiles (a fused op after the GEMM, e.g. GEGLU): run() hands it each MR x NR tile
-// once, after the last K block, with alpha, bias and act applied, from a buffer in L1 (row stride NR, rows
-// i0.., columns j0.., j0 a multiple of NR, mr x nr of it valid). C is then only the K blocks' partial sums:
-// pass c = null and run() keeps them in a buffer of its own when K takes several blocks. Called from several
-// threads at once, on disjoint tiles.
+// once, after the last K block, with alpha, bias and act applied, just written and still in L1 (row stride
+// ldt: a buffer of its own, or run()'s partial-sum buffer when K takes several blocks; rows i0.., columns j0..,
+// j0 a multiple of NR, mr x nr of it valid). C is then only the K blocks' partial sums: pass c = null and
+// run() keeps them in a buffer of its own when K takes several blocks. Called from several threads at once,
+// on disjoint tiles.
 struct TileSink {
   virtual ~TileSink() = default;
-  virtual void write(const float* tile, int64_t i0, int64_t j0, int64_t mr, int64_t nr) const = 0;
+  virtual void write(const float* tile, int64_t ldt, int64_t i0, int64_t j0, int64_t mr, int64_t nr) const = 0;
 };
 
 // One instruction set's kernels. Panels: A panel element (i, k) at a[k*MR + i]; B panel (k, j) at b[k*NR + j].
@@ -65,9 +66,9 @@ struct Kernels {
   void (*act)(float* x, int64_t n, int act);
   // dst[i] = src[i] of dtype dt (f32 / f16 / bf16) widened to f32, n values.
   void (*widen)(float* dst, const void* src, DType dt, int64_t n);
-  // GEGLU of tile rows holding 8 values then their 8 gates: out[r*ldo + c] = t[r*NR + c] * gelu(t[r*NR + 8 + c]),
+  // GEGLU of tile rows holding 8 values then their 8 gates: out[r*ldo + c] = t[r*ldt + c] * gelu(t[r*ldt + 8 + c]),
   // c < 8, r < rows (gelu with erf).
-  void (*geglu_rows)(const float* t, int64_t rows, float* out, int64_t ldo);
+  void (*geglu_rows)(const float* t, int64_t ldt, int64_t rows, float* out, int64_t ldo);
 };
 
 const Kernels& portable_kernels();

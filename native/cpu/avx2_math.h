@@ -35,5 +35,26 @@ inline __attribute__((always_inline)) __m256 exp_nonpos_ps(__m256 x) {
   return exp_core_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)));
 }
 
+// An 8 x 8 transpose in registers: lane j of o[i] is lane i of vj.
+inline __attribute__((always_inline)) void transpose8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4,
+                                                     __m256 v5, __m256 v6, __m256 v7, __m256* o) {
+  __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+  __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+  __m256 t4 = _mm256_unpacklo_ps(v4, v5), t5 = _mm256_unpackhi_ps(v4, v5);
+  __m256 t6 = _mm256_unpacklo_ps(v6, v7), t7 = _mm256_unpackhi_ps(v6, v7);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  o[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  o[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  o[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  o[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  o[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  o[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  o[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  o[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
 }  // namespace avx2
 }  // namespace hsd

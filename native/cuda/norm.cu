@@ -21,7 +21,9 @@
 // the second pass hits L1), then the normalised write; 16-byte vectors when C % 8 == 0.
 //
 // ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 48, gn_apply 26-46, layer_norm 30-32,
-// backward kernels (gnb_*, lnb_*) 24-32 registers.
+// backward kernels (gnb_*, lnb_*) 24-32 registers; except gn_apply_vec<float> (48 registers): 8 bytes of stack
+// for the slow-path subroutine of SiLU's IEEE division (rechecked 2026-11-26: without the SiLU it uses 40
+// registers and no stack), which runs only for huge or denormal divisors, not per element.
 #include <cmath>
 
 #include "common.cuh"

@@ -228,8 +228,10 @@ HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv
 }
 
 // Cross-attention with one block of keys (no mask, <= 128 keys: the 77 text tokens), in transposed form:
-// S^T = K Q^T and O^T = V^T P^T, both on the GEMM engine's 6x16 micro-kernel, keys (then value dims) as its
-// 6 rows and 16 query rows as its 16 columns. Per (batch, head), once: K packed into 6-key A panels [Lk/6][D][6]
+// S^T = K Q^T and O^T = V^T P^T, both as 6x16 register tiles with keys (then value dims) as the 6 rows and 16
+// query rows as the 16 columns: S^T by logits_6x16 inline (D steps; with the engine's micro-kernel called per
+// tile the whole form ran 7-14% behind the row-wise kernel at d = 40, inline 3%), O^T by the GEMM micro-kernel
+// (Lk steps). Per (batch, head), once: K packed into 6-key A panels [Lk/6][D][6]
 // and V^T into 6-dim A panels [Dv/6][Lk][6] (a plain copy of 6 floats per key). Per 16 query rows: Q^T packed
 // ([D][16], the B panel), S^T tile by tile (kc = D), the softmax down the columns (the 16 queries side by
 // side in two vectors: maxima, exponentials and sums are elementwise, no horizontal reductions and no lane
@@ -315,7 +317,8 @@ void cross_attention_t(const AttnFwdArgs& g, ThreadPool* pool) {
             }
           }
         }
-        for (int64_t p = 0; p < nkp; ++p) kr.micro(D, kp + p * 6 * D, qt, st + p * 6 * 16, 16, ep, nullptr);
+        for (int64_t p = 0; p < nkp; ++p)
+          logits_6x16<false, PanelQ>(PanelQ{kp + p * 6 * D}, D, qt, st + p * 6 * 16, 16, vscale);
         // Softmax down the columns over the Lk real keys: m = max_j s, e = exp(scale (s - m)) in place, l = sum e.
         __m256 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
         int64_t j = 0;
@@ -406,7 +409,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   const bool causal = g.causal;
   const int64_t Lk16 = (Lk + 15) / 16 * 16, ntile = Lk16 / 16;
   // One block of keys, no mask, head dims other than 40s: the transposed form (measured side by side at 77
-  // keys: d = 64 +2% to +32%; d = 40 -7% to -14% and d = 80, 160 within +-5%, which keep the row-wise kernel).
+  // keys: d = 64 +2% to +32%; d = 40 -3% to -14% and d = 80, 160 within +-5%, which keep the row-wise kernel).
   if (!causal && Lk <= 128 && g.scale > 0.0f && D <= gemm::kMaxKC && Dv % 40 != 0) return cross_attention_t(g, pool);
   // Keys per block: all of them when few (77 text tokens: one block, one softmax pass), else 64 (measured side
   // by side: 32 and 128 were 3-8% slower at D = 40 and 80).

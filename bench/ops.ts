@@ -110,11 +110,12 @@ async function once(fn: () => hs.Tensor, n = 1): Promise<number> {
   return (performance.now() - t0) / 1e3 / n;
 }
 /**
- * Back-to-back calls per timed sample: about 1 GFLOP of work (5 ms or more). This VM's cores take 10-20 ms of
+ * Back-to-back calls per timed sample: about 3 GFLOP of work (15 ms or more). This VM's cores take 10-20 ms of
  * work to come back to full speed after an idle moment (measured 2026-11-26: after a 100 ms pause a 77 x 768 x 320
- * product took 1.6 ms, the next ten about 0.8 ms each, the rest 0.5), so 1 ms samples partly timed that ramp.
+ * product took 1.6 ms, the next ten about 0.8 ms each, the rest 0.5), so short samples partly timed that ramp:
+ * with 1 GFLOP samples the 77-key attention (0.2 GFLOP a call) read 45-47 GFLOP/s, with 4 GFLOP 71 (session 6).
  */
-const batchFor = (flops: number) => Math.max(1, Math.round(1e9 / flops));
+const batchFor = (flops: number) => Math.max(1, Math.round(3e9 / flops));
 const pairsFor = (flops: number) => (quick ? 3 : Math.max(5, Math.min(21, Math.round(3e10 / flops))));
 
 interface Row { kind: string; shape: string; rate: number; unit: string; pct: number; blas?: number; vsBlas?: number; note?: string }

@@ -45,8 +45,9 @@ if (want('pw')) {
   // Memory-bound ops on the SD1.5 64x64 activation (5.2 MB): bytes are the compulsory reads + writes.
   const [S, C] = [4096, 320], E = S * C * 4;
   const x = hs.tensor(filled(S * C, 1), [1, S, C]), g = hs.tensor(filled(C, 2), [C]), b = hs.tensor(filled(C, 3), [C]);
+  const y = hs.tensor(filled(S * C, 4), [1, S, C]);
   cases.push(['silu [4096, 320]', 2 * E, () => hs.ops.silu(x), 'GB/s']);
-  cases.push(['add [4096, 320]', 3 * E, () => hs.ops.add(x, x), 'GB/s']);
+  cases.push(['add [4096, 320]', 3 * E, () => hs.ops.add(x, y), 'GB/s']);
   cases.push(['layer_norm [4096, 320]', 2 * E, () => hs.ops.layerNorm(x, g, b), 'GB/s']);
   cases.push(['group_norm+silu 320ch 64x64', 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'GB/s']);
 }

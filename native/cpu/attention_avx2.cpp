@@ -409,7 +409,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   const bool causal = g.causal;
   const int64_t Lk16 = (Lk + 15) / 16 * 16, ntile = Lk16 / 16;
   // One block of keys, no mask, head dims other than 40s: the transposed form (measured side by side at 77
-  // keys: d = 64 +2% to +32%; d = 40 -3% to -14% and d = 80, 160 within +-5%, which keep the row-wise kernel).
+  // keys: d = 64 -1% to +44%, +28% or more at L = 4096; d = 40 -3% to -14% and d = 80, 160 within +-5%, which
+  // keep the row-wise kernel).
   if (!causal && Lk <= 128 && g.scale > 0.0f && D <= gemm::kMaxKC && Dv % 40 != 0) return cross_attention_t(g, pool);
   // Keys per block: all of them when few (77 text tokens: one block, one softmax pass), else 64 (measured side
   // by side: 32 and 128 were 3-8% slower at D = 40 and 80).

@@ -211,9 +211,13 @@ async function main(): Promise<void> {
     }
   }
   if (want('norm') && typeof hs.ops.groupNorm === 'function') {
-    // Memory-bound ops on the SD1.5 64x64 activation [1, 4096, 320] (5.2 MB): each sample times 10 calls back
-    // to back, as the networks make them (one call alone mostly measures the thread pool's wake-up and the
-    // sync round trip); bytes counted are the op's compulsory traffic (reads + writes of its tensors).
+    // Memory-bound ops on the SD1.5 64x64 activation [1, 4096, 320] (5.2 MB): each sample times 50 calls back
+    // to back (15-25 ms), as the networks make them (one call alone mostly measures the thread pool's wake-up
+    // and the sync round trip; 10 calls, 3-4 ms, still caught the VM's ramp after the pause between samples:
+    // `add` read 409-736 us a call in 10-call samples against 264-390 in 50-call ones, session 6); bytes
+    // counted are the op's compulsory traffic (reads + writes of its tensors). The memcpy ceiling copies the
+    // same size repeatedly for >= 512 MiB (10-15 ms).
+    const CALLS = 50;
     const [S, C] = [64 * 64, 320];
     const x = hs.tensor(filled(S * C, 8), [1, S, C]), g = hs.tensor(filled(C, 9), [C]), b = hs.tensor(filled(C, 10), [C]);
     const x2 = hs.tensor(filled(S * 2 * C, 11), [1, S, 2 * C]), y = hs.tensor(filled(S * C, 12), [1, S, C]);
@@ -231,16 +235,16 @@ async function main(): Promise<void> {
     await copyRate();
     for (const [kind, shape, bytes, fn] of cases) {
       const rate: number[] = [], pct: number[] = [], ceil: number[] = [];
-      await once(fn, 10);
+      await once(fn, CALLS);
       for (let p = 0; p < 9; p++) {
         const cp = await copyRateOf(E);
-        const r = bytes / (await once(fn, 10)) / 1e9;
+        const r = bytes / (await once(fn, CALLS)) / 1e9;
         rate.push(r);
         ceil.push(cp);
         pct.push(r / cp);
       }
       rows.push({ kind, shape, rate: median(rate), unit: 'GB/s', pct: median(pct),
-        note: `compulsory reads + writes, 10 calls back to back; % of a 5.2 MB memcpy (median ${median(ceil).toFixed(1)} GB/s)` });
+        note: `compulsory reads + writes, ${CALLS} calls back to back; % of a 5.2 MB memcpy (median ${median(ceil).toFixed(1)} GB/s)` });
     }
     for (const t of [x, g, b, x2, y]) t.dispose();
   }

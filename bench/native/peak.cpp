@@ -6,7 +6,7 @@
 //              >= 8 to hide the 4-cycle latency on two pipes) for about <ms> milliseconds; 2 flops per lane.
 //   copy       GB/s of memcpy over a 256 MiB buffer (far beyond L3) split among the threads, counting the
 //              bytes read plus the bytes written, as bench/ops counts traffic for memory-bound ops.
-//   copy <n>   the same over an n-byte buffer (cache-resident when small), repeated to >= 128 MiB in all: the
+//   copy <n>   the same over an n-byte buffer (cache-resident when small), repeated to >= 512 MiB in all: the
 //              ceiling for an op whose tensors of that size stay in cache between calls, as in a network.
 // Usage: peak <threads>
 #include <immintrin.h>
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     if (std::sscanf(line, "copy %zu", &n) == 1 && n >= 4096) {
       auto& b = small[n];
       if (b.first.empty()) b.first.assign(n, 1), b.second.assign(n, 2);
-      const size_t reps = std::max<size_t>(1, (size_t(128) << 20) / n);
+      const size_t reps = std::max<size_t>(1, (size_t(512) << 20) / n);
       double t = run_threads(threads, [&](int i) {
         size_t part = n / threads;
         for (size_t r = 0; r < reps; ++r) std::memcpy(b.second.data() + i * part, b.first.data() + i * part, part);

@@ -115,6 +115,28 @@ test('CPU stream-ordered reuse: a kernel\'s own temporaries serve the next queue
   x.dispose();
 });
 
+test('CPU allocator: large cached blocks a new large size cannot use go back to the system once their readers ran', async () => {
+  await hs.sync('cpu');
+  // 17M and 19M floats (68 and 76 MB, sizes no other test uses): the second cannot take the first's block
+  // (it is larger), so the first's block, still to be read by the queued mul, is released when the mul has run.
+  const n1 = 17_000_000, n2 = 19_000_000;
+  const a = hs.full([n1], 3, cpu);
+  await hs.sync('cpu');
+  hs.runOp('debug_sleep', [vec([0])], [hs.empty([1], cpu)], { ms: 200 });
+  const doubled = ops.mul(a, 2); // queued: reads a later, writes its own 68 MB
+  a.dispose(); // cached, its last reader still queued
+  const m0 = hs.memory().cpu;
+  const b = hs.full([n2], 1, cpu); // a fresh 76 MB block: takes the 68 MB ones out of reuse
+  const m1 = hs.memory().cpu;
+  assert.ok(m1.cachedBytes >= m0.cachedBytes - 1, 'a block still read by queued work is not freed yet');
+  const d = await doubled.floats();
+  await hs.sync('cpu');
+  const m2 = hs.memory().cpu;
+  assert.ok(d[0] === 6 && d[n1 - 1] === 6, 'the queued mul read a intact');
+  assert.ok(m1.cachedBytes - m2.cachedBytes >= 4 * n1, `a's block left the cache once the mul ran (cached ${m1.cachedBytes} -> ${m2.cachedBytes} bytes)`);
+  for (const t of [doubled, b]) t.dispose();
+});
+
 test('memory() returns to its baseline after tidy', async () => {
   await hs.sync('cpu');
   const base = hs.memory();

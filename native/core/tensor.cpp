@@ -5,9 +5,13 @@
 // Each cached CPU block carries a ticket: its storage's last_use, the last CPU task that may still use it (see
 // Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
 // inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the
-// newest block is taken first: it is the one most likely still in cache.
+// newest block is taken first: it is the one most likely still in cache. A CPU allocation of 64 MiB or more that
+// the cache cannot serve first frees the completed cached blocks of that class, so RSS follows the live peak
+// when tensors grow from one size class to the next.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -60,6 +64,10 @@ struct Block {
 struct Pool {
   std::mutex mu;
   std::multimap<size_t, Block> free_blocks;  // equal sizes kept in the order freed
+  // Large CPU blocks taken out of reuse but still read by queued tasks: freed once the stream completes their
+  // ticket (cpu_tasks_note_completed). Counted in stats.cached_bytes until then.
+  std::vector<std::pair<size_t, Block>> pending;
+  std::atomic<uint64_t> pending_min{UINT64_MAX};  // the smallest ticket in pending
   MemoryStats stats;
 };
 std::atomic<uint64_t> g_cpu_completed{0};
@@ -68,6 +76,11 @@ Pool& pool(Device d) {
   static Pool pools[2];
   return pools[(int)d];
 }
+// CPU blocks from this size on (mmap'd by malloc, so freeing returns them to the system) are released from the
+// cache when a block of this class has to be allocated afresh (see Storage::Storage).
+constexpr size_t kLargeBlock = size_t(64) << 20;
+void release_cached(Device d, size_t min_bytes);
+void release_large_cpu();
 size_t round_size(size_t n) {
   if (n == 0) n = 1;
   if (n <= (1u << 20)) return (n + 511) & ~size_t(511);
@@ -116,6 +129,10 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
     }
   }
   if (!ptr) {
+    // A large CPU block the cache cannot serve: first give the completed cached blocks of that class back to
+    // the system (below). Without it a chain of growing tensors (the VAE decoder at 1024x1024: 64 MB to 1 GB
+    // outputs) kept every size it passed through: SDXL's decode held 6.4 GB cached beside a 4.1 GB live peak.
+    if (d == Device::CPU && bytes >= kLargeBlock) release_large_cpu();
     ptr = raw_alloc(d, bytes);
     if (!ptr) {
       empty_cache(d);
@@ -144,7 +161,29 @@ Storage::~Storage() {
   P.free_blocks.emplace(bytes, Block{ptr, device == Device::CPU ? last_use.load(std::memory_order_acquire) : 0});
 }
 
-void cpu_tasks_note_completed(uint64_t ticket) { g_cpu_completed.store(ticket, std::memory_order_release); }
+void cpu_tasks_note_completed(uint64_t ticket) {
+  g_cpu_completed.store(ticket, std::memory_order_release);
+  Pool& P = pool(Device::CPU);
+  if (ticket < P.pending_min.load(std::memory_order_acquire)) return;
+  std::vector<void*> blocks;
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    uint64_t lo = UINT64_MAX;
+    for (size_t i = 0; i < P.pending.size();) {
+      if (P.pending[i].second.ticket <= ticket) {
+        blocks.push_back(P.pending[i].second.ptr);
+        P.stats.cached_bytes -= (int64_t)P.pending[i].first;
+        P.pending[i] = P.pending.back();
+        P.pending.pop_back();
+      } else {
+        lo = std::min(lo, P.pending[i].second.ticket);
+        ++i;
+      }
+    }
+    P.pending_min.store(lo, std::memory_order_release);
+  }
+  for (void* p : blocks) raw_free(Device::CPU, p);
+}
 
 MemoryStats memory_stats(Device d) {
   Pool& P = pool(d);
@@ -152,13 +191,17 @@ MemoryStats memory_stats(Device d) {
   return P.stats;
 }
 
-void empty_cache(Device d) {
+void empty_cache(Device d) { release_cached(d, 0); }
+
+namespace {
+// Frees the cached blocks of at least min_bytes whose last use the stream has completed.
+void release_cached(Device d, size_t min_bytes) {
   Pool& P = pool(d);
   std::vector<void*> blocks;
   {
     std::lock_guard<std::mutex> g(P.mu);
     const uint64_t done = done_ticket(d);
-    for (auto it = P.free_blocks.begin(); it != P.free_blocks.end();) {
+    for (auto it = P.free_blocks.lower_bound(min_bytes); it != P.free_blocks.end();) {
       if (it->second.ticket > done) {
         ++it;  // a queued task may still use it
         continue;
@@ -170,6 +213,32 @@ void empty_cache(Device d) {
   }
   for (void* p : blocks) raw_free(d, p);
 }
+
+// Takes every cached CPU block of kLargeBlock or more out of reuse: those the stream is done with are freed
+// now, the others (JS runs ahead of the stream, so a block freed by a dispose is usually still to be read by
+// queued tasks) when the stream completes their last task.
+void release_large_cpu() {
+  Pool& P = pool(Device::CPU);
+  std::vector<void*> blocks;
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    const uint64_t done = done_ticket(Device::CPU);
+    uint64_t lo = P.pending_min.load(std::memory_order_relaxed);
+    for (auto it = P.free_blocks.lower_bound(kLargeBlock); it != P.free_blocks.end();) {
+      if (it->second.ticket <= done) {
+        blocks.push_back(it->second.ptr);
+        P.stats.cached_bytes -= (int64_t)it->first;
+      } else {
+        P.pending.emplace_back(it->first, it->second);
+        lo = std::min(lo, it->second.ticket);
+      }
+      it = P.free_blocks.erase(it);
+    }
+    P.pending_min.store(lo, std::memory_order_release);
+  }
+  for (void* p : blocks) raw_free(Device::CPU, p);
+}
+}  // namespace
 
 bool cuda_available(std::string* why) { return dev::cuda_init(why); }
 

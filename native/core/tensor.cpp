@@ -6,15 +6,16 @@
 // Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
 // inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the
 // newest block is taken first: it is the one most likely still in cache. A CPU allocation of 64 MiB or more that
-// the cache cannot serve first frees the completed cached blocks of that class, so RSS follows the live peak
-// when tensors grow from one size class to the next.
+// the cache cannot serve first takes the cached blocks of that class out of reuse: freed at once when the stream
+// is done with them, else when it completes their last reader. So RSS follows the live peak when tensors grow
+// from one size class to the next.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <vector>
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "device.h"
 #include "hypersd/tensor.h"
@@ -79,8 +80,9 @@ Pool& pool(Device d) {
 // CPU blocks from this size on (mmap'd by malloc, so freeing returns them to the system) are released from the
 // cache when a block of this class has to be allocated afresh (see Storage::Storage).
 constexpr size_t kLargeBlock = size_t(64) << 20;
-void release_cached(Device d, size_t min_bytes);
+void release_cached(Device d);
 void release_large_cpu();
+void free_pending_cpu(uint64_t done);
 size_t round_size(size_t n) {
   if (n == 0) n = 1;
   if (n <= (1u << 20)) return (n + 511) & ~size_t(511);
@@ -129,8 +131,8 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
     }
   }
   if (!ptr) {
-    // A large CPU block the cache cannot serve: first give the completed cached blocks of that class back to
-    // the system (below). Without it a chain of growing tensors (the VAE decoder at 1024x1024: 64 MB to 1 GB
+    // A large CPU block the cache cannot serve: first the cached blocks of that class go back to the system,
+    // now or once their queued readers ran (release_large_cpu). Without it a chain of growing tensors (the VAE decoder at 1024x1024: 64 MB to 1 GB
     // outputs) kept every size it passed through: SDXL's decode held 6.4 GB cached beside a 4.1 GB live peak.
     if (d == Device::CPU && bytes >= kLargeBlock) release_large_cpu();
     ptr = raw_alloc(d, bytes);
@@ -162,15 +164,33 @@ Storage::~Storage() {
 }
 
 void cpu_tasks_note_completed(uint64_t ticket) {
-  g_cpu_completed.store(ticket, std::memory_order_release);
+  // seq_cst store then load, as release_large_cpu stores pending_min then loads the completed ticket: one of
+  // the two sides sees the other's store, so no pending block is left behind a completed ticket.
+  g_cpu_completed.store(ticket, std::memory_order_seq_cst);
+  if (ticket >= pool(Device::CPU).pending_min.load(std::memory_order_seq_cst)) free_pending_cpu(ticket);
+}
+
+MemoryStats memory_stats(Device d) {
+  Pool& P = pool(d);
+  std::lock_guard<std::mutex> g(P.mu);
+  return P.stats;
+}
+
+void empty_cache(Device d) {
+  release_cached(d);
+  if (d == Device::CPU) free_pending_cpu(done_ticket(d));
+}
+
+namespace {
+// Frees the pending large CPU blocks whose last reader has run (ticket <= done).
+void free_pending_cpu(uint64_t done) {
   Pool& P = pool(Device::CPU);
-  if (ticket < P.pending_min.load(std::memory_order_acquire)) return;
   std::vector<void*> blocks;
   {
     std::lock_guard<std::mutex> g(P.mu);
     uint64_t lo = UINT64_MAX;
     for (size_t i = 0; i < P.pending.size();) {
-      if (P.pending[i].second.ticket <= ticket) {
+      if (P.pending[i].second.ticket <= done) {
         blocks.push_back(P.pending[i].second.ptr);
         P.stats.cached_bytes -= (int64_t)P.pending[i].first;
         P.pending[i] = P.pending.back();
@@ -180,28 +200,19 @@ void cpu_tasks_note_completed(uint64_t ticket) {
         ++i;
       }
     }
-    P.pending_min.store(lo, std::memory_order_release);
+    P.pending_min.store(lo, std::memory_order_seq_cst);
   }
   for (void* p : blocks) raw_free(Device::CPU, p);
 }
 
-MemoryStats memory_stats(Device d) {
-  Pool& P = pool(d);
-  std::lock_guard<std::mutex> g(P.mu);
-  return P.stats;
-}
-
-void empty_cache(Device d) { release_cached(d, 0); }
-
-namespace {
-// Frees the cached blocks of at least min_bytes whose last use the stream has completed.
-void release_cached(Device d, size_t min_bytes) {
+// Frees the cached blocks whose last use the stream has completed.
+void release_cached(Device d) {
   Pool& P = pool(d);
   std::vector<void*> blocks;
   {
     std::lock_guard<std::mutex> g(P.mu);
     const uint64_t done = done_ticket(d);
-    for (auto it = P.free_blocks.lower_bound(min_bytes); it != P.free_blocks.end();) {
+    for (auto it = P.free_blocks.begin(); it != P.free_blocks.end();) {
       if (it->second.ticket > done) {
         ++it;  // a queued task may still use it
         continue;
@@ -234,9 +245,12 @@ void release_large_cpu() {
       }
       it = P.free_blocks.erase(it);
     }
-    P.pending_min.store(lo, std::memory_order_release);
+    P.pending_min.store(lo, std::memory_order_seq_cst);
   }
   for (void* p : blocks) raw_free(Device::CPU, p);
+  // The stream may have completed the moved blocks' tickets meanwhile (see cpu_tasks_note_completed).
+  const uint64_t now = g_cpu_completed.load(std::memory_order_seq_cst);
+  if (now >= P.pending_min.load(std::memory_order_seq_cst)) free_pending_cpu(now);
 }
 }  // namespace
 

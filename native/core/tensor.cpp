@@ -132,8 +132,9 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   }
   if (!ptr) {
     // A large CPU block the cache cannot serve: first the cached blocks of that class go back to the system,
-    // now or once their queued readers ran (release_large_cpu). Without it a chain of growing tensors (the VAE decoder at 1024x1024: 64 MB to 1 GB
-    // outputs) kept every size it passed through: SDXL's decode held 6.4 GB cached beside a 4.1 GB live peak.
+    // now or once their queued readers ran (release_large_cpu). Without it a chain of growing tensors (the VAE
+    // decoder at 1024x1024: 64 MB to 1 GB outputs) kept every size it passed through: SDXL's decode held 6.4 GB
+    // cached beside a 4.1 GB live peak.
     if (d == Device::CPU && bytes >= kLargeBlock) release_large_cpu();
     ptr = raw_alloc(d, bytes);
     if (!ptr) {

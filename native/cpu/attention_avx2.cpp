@@ -6,8 +6,8 @@
 // them up to 128: the 77 text tokens are one block) with the online softmax, keeping the flash structure (no
 // Lq x Lk matrix). Per key block, each 6-row panel of the task runs its whole chain before the next panel, so
 // the block's K^T tiles and V rows stay in L1 across the panels and the panel's 6 x bk scores never leave it:
-//   S = scale log2(e) q K^T: K transposed once per head into 16-key tiles [Lk/16][D][16] (zero-padded), then 6x16 register
-//       tiles (12 ymm accumulators, 2 loads + 6 broadcasts per d step, the GEMM micro-kernel's shape) over D,
+//   S = scale log2(e) q K^T: K transposed once per head into 16-key tiles [Lk/16][D][16] (zero-padded), then
+//       6x16 register tiles (12 ymm accumulators, 2 loads + 6 broadcasts per d step, the micro-kernel's shape) over D,
 //       Q packed and scaled per task when it meets several key blocks, read in place when one;
 //   softmax in base 2 (logits times scale log2(e), see kLog2e): vector max, 2^x (avx2_math.h), masked keys
 //       (causal / block tail) set to exactly 0; running max m and sum l, the accumulator rescaled by
@@ -66,6 +66,19 @@ using avx2::transpose8;
 constexpr int64_t kBQ = 96;  // query rows per task (a multiple of 6)
 constexpr int kScratchSlot = 0;  // gemm::thread_scratch slot for K^T (conv2d's Winograd slots are not live here)
 
+
+// n floats from p into L1: every 64-byte line of them (both ends, as p need not be line-aligned).
+HSD_INLINE void prefetch_floats(const float* p, int64_t n) {
+  const char* c = (const char*)p;
+  for (int64_t x = 0; x < n * 4; x += 64) _mm_prefetch(c + x, _MM_HINT_T0);
+  _mm_prefetch(c + n * 4 - 1, _MM_HINT_T0);
+}
+
+// a[0..n) *= f, n a multiple of 8 (an accumulator row rescaled when its running maximum moves).
+HSD_INLINE void scale_row(float* a, int64_t n, float f) {
+  const __m256 vf = _mm256_set1_ps(f);
+  for (int64_t d = 0; d < n; d += 8) _mm256_storeu_ps(a + d, _mm256_mul_ps(_mm256_loadu_ps(a + d), vf));
+}
 
 HSD_INLINE float hmax(__m256 v) {
   __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -231,8 +244,8 @@ HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv
 // S^T = K Q^T and O^T = V^T P^T, both as 6x16 register tiles with keys (then value dims) as the 6 rows and 16
 // query rows as the 16 columns: S^T by logits_6x16 inline (D steps; with the engine's micro-kernel called per
 // tile the whole form ran 7-14% behind the row-wise kernel at d = 40, inline 3%), O^T by the GEMM micro-kernel
-// (Lk steps). Per (batch, head), once: K packed into 6-key A panels [Lk/6][D][6]
-// and V^T into 6-dim A panels [Dv/6][Lk][6] (a plain copy of 6 floats per key). Per 16 query rows: Q^T packed
+// (Lk steps). Per (batch, head), once: K packed into 6-key A panels [Lk/6][D][6] and V^T into 6-dim A panels
+// [Dv/6][Lk][6] (a plain copy of 6 floats per key). Per 16 query rows: Q^T packed
 // ([D][16], the B panel), S^T tile by tile (kc = D), the softmax down the columns (the 16 queries side by
 // side in two vectors: maxima, exponentials and sums are elementwise, no horizontal reductions and no lane
 // masks; keys past Lk are never read), O^T = V^T P^T (kc = Lk, the exponentials being P^T's rows in place),
@@ -300,22 +313,11 @@ void cross_attention_t(const AttnFwdArgs& g, ThreadPool* pool) {
         for (int i = 0; i < 16; ++i)
           qrows[i] = i < nq ? (const void*)(g.q + ((b * Lq + q0 + r0 + i) * H + h) * D) : (const void*)gemm::kZeros;
         kr.pack_b_rows(qt, qrows, DType::F32, D);
-        {
-          // The next 16 query rows (this head's D floats of each) and this panel's output rows: lines from L3 or
-          // memory, in rows 4 * H * D bytes apart that no hardware prefetcher follows.
-          for (int64_t i = 0; i < 16; ++i) {
-            const int64_t qn = r0 + 16 + i;
-            if (qn < rows) {
-              const char* qp = (const char*)(g.q + ((b * Lq + q0 + qn) * H + h) * D);
-              for (int64_t x = 0; x < D * 4; x += 64) _mm_prefetch(qp + x, _MM_HINT_T0);
-              _mm_prefetch(qp + D * 4 - 1, _MM_HINT_T0);
-            }
-            if (i < nq) {
-              const char* op = (const char*)(g.o + ((b * Lq + q0 + r0 + i) * H + h) * Dv);
-              for (int64_t x = 0; x < Dv * 4; x += 64) _mm_prefetch(op + x, _MM_HINT_T0);
-              _mm_prefetch(op + Dv * 4 - 1, _MM_HINT_T0);
-            }
-          }
+        // The next 16 query rows (this head's D floats of each) and this panel's output rows: lines from L3 or
+        // memory, in rows 4 * H * D bytes apart that no hardware prefetcher follows.
+        for (int64_t i = 0; i < 16; ++i) {
+          if (r0 + 16 + i < rows) prefetch_floats(g.q + ((b * Lq + q0 + r0 + 16 + i) * H + h) * D, D);
+          if (i < nq) prefetch_floats(g.o + ((b * Lq + q0 + r0 + i) * H + h) * Dv, Dv);
         }
         for (int64_t p = 0; p < nkp; ++p)
           logits_6x16<false, PanelQ>(PanelQ{kp + p * 6 * D}, D, qt, st + p * 6 * 16, 16, vscale);
@@ -499,12 +501,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
             // lines come from L3 or memory, and 6 rows 1280 bytes apart are no stream the prefetcher follows.
             // Side by side: +13% at 4096 x 77 keys, d = 40 (two panels ahead: 2% less than one).
             for (int64_t i = r0 + 6; i < std::min(r0 + 12, rows); ++i) {
-              const char* qi = (const char*)qrow(i);
-              const char* oi = (const char*)orow(i);
-              for (int64_t x = 0; x < D * 4; x += 64) _mm_prefetch(qi + x, _MM_HINT_T0);
-              _mm_prefetch(qi + D * 4 - 1, _MM_HINT_T0);
-              for (int64_t x = 0; x < Dv * 4; x += 64) _mm_prefetch(oi + x, _MM_HINT_T0);
-              _mm_prefetch(oi + Dv * 4 - 1, _MM_HINT_T0);
+              prefetch_floats(qrow(i), D);
+              prefetch_floats(orow(i), Dv);
             }
           }
           // Keys this panel sees (causal: up to its last row's diagonal).
@@ -546,11 +544,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
             for (int r = 0; r < 6; ++r) {
               const int64_t i = r0 + r;
               l[i] = l[i] * corr[r] + hsum(vs[r]);
-              if (corr[r] != 1.0f) {
-                float* ai = &acc[i * Dv8];
-                const __m256 vc = _mm256_set1_ps(corr[r]);
-                for (int64_t d = 0; d < Dv8; d += 8) _mm256_storeu_ps(ai + d, _mm256_mul_ps(_mm256_loadu_ps(ai + d), vc));
-              }
+              if (corr[r] != 1.0f) scale_row(&acc[i * Dv8], Dv8, corr[r]);
             }
           } else if (q_packed) {
             const PanelQ qp{&qs[r0 * D]};
@@ -593,11 +587,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
             }
             l[i] = l[i] * corr + hsum(vs);
             m[i] = mb;
-            if (corr != 1.0f) {
-              float* ai = &acc[i * Dv8];
-              const __m256 vc = _mm256_set1_ps(corr);
-              for (int64_t d = 0; d < Dv8; d += 8) _mm256_storeu_ps(ai + d, _mm256_mul_ps(_mm256_loadu_ps(ai + d), vc));
-            }
+            if (corr != 1.0f) scale_row(&acc[i * Dv8], Dv8, corr);
           }
           // O += P V for the panel.
           if (single) {  // O = P V / l, straight to the output

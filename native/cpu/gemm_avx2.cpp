@@ -257,7 +257,6 @@ void micro_rows_6x16(int64_t kc, const float* a, int64_t lda, const float* b, fl
   epilogue_6x16(acc_mem, c, ldc, e, bias);
 }
 
-// Columns of the 8x8 block whose rows are v0..v7 (o[k] = (v0[k], ..., v7[k])).
 void pack_a_rows_avx2(float* dst, const float* const* rows, int64_t len) {
   const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
   int64_t k = 0;

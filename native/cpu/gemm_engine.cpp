@@ -234,8 +234,8 @@ void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float*
 // for a full tile; a tile at the matrix edge on a zero-padded copy whose valid part is written back; a tile of
 // the last K block for a TileSink: a full one finished in place in the partial sums (the micro-kernel
 // prefetches them; a scalar copy into a buffer first waited on their cache misses: linear_geglu at K = 1280
-// ran 12-25% behind the plain product, now 1-8%), else in a buffer, then handed to the sink. Inlined: the full-tile
-// branch is the hot loop.
+// ran 12-25% behind the plain product, now 1-8%), else in a buffer, then handed to the sink. Inlined: the
+// full-tile branch is the hot loop.
 inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t kc, const float* ap,
                                                     const float* bp, float* c, int64_t ldc, int64_t i, int64_t j,
                                                     int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {

@@ -34,7 +34,7 @@ test('a failing op between good ops surfaces at the next data() with its name; t
   } catch (e) {
     message = (e as Error).message;
   }
-  assert.match(message, /op 'debug_fail' on cpu/);
+  assert.match(message, /op 'debug_fail' on cpu \(inputs f32\[3\]@cpu; outputs f32\[3\]@cpu\) failed: /);
   assert.match(message, /debug_fail: requested failure/);
   // The error was reported once; later work runs and is right.
   assert.equal(Array.from(await ops.add(c, a).floats()), [5, 18, 39]);

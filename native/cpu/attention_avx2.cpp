@@ -12,7 +12,7 @@
 //   softmax in base 2 (logits times scale log2(e), see kLog2e): vector max, 2^x (avx2_math.h), masked keys
 //       (causal / block tail) set to exactly 0; running max m and sum l, the accumulator rescaled by
 //       2^(m_old - m_new) when m moves;
-//   O += P V: V read in place (copied into vb [bk][Dv rounded to 8] only when Dv % 8 != 0), 2 x 40 register
+//   O += P V: V from its per-head copy [Lk16][Dv rounded to 8] (made with K^T), 2 x 40 register
 //       tiles for head dims 40 / 80 / 160, else 6 x 16 and 6 x 8, the accumulator loaded, updated, stored.
 // One key block with head dims of 40s (SD1.5's 77-token cross-attention): P V is normalised and written straight
 // to the output rows, tasks take the heads of a query block one after another, and the next panel's Q and
@@ -21,7 +21,8 @@
 // interleaved loop (+4% at d = 40).
 // One key block without a mask and head dims other than 40s (SDXL's 64 at 77 keys) take cross_attention_t,
 // a transposed form on the GEMM micro-kernel (described above it).
-// Scratch: K^T of all heads (B*H*D*Lk16 floats, a reused per-thread buffer), per thread 96*D + 6*bk + 96*Dv8.
+// Scratch: K^T and V of all heads (B*H*(D + Dv8)*Lk16 floats, reused per-thread buffers), per thread 96*D + 6*bk
+// + 96*Dv8.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -64,7 +65,8 @@ constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
 using avx2::transpose8;
 
 constexpr int64_t kBQ = 96;  // query rows per task (a multiple of 6)
-constexpr int kScratchSlot = 0;  // gemm::thread_scratch slot for K^T (conv2d's Winograd slots are not live here)
+// gemm::thread_scratch slots for K^T and the packed V (conv2d's Winograd slots are not live here).
+constexpr int kScratchSlot = 0, kVScratchSlot = 1;
 
 
 // n floats from p into L1: every 64-byte line of them (both ends, as p need not be line-aligned).
@@ -138,7 +140,7 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
 // Per-thread buffers of the forward's tasks, grown as needed and kept (a fresh allocation per chunk of tasks
 // came back as page faults on every call).
 struct TaskScratch {
-  std::vector<float> vb, p, acc, m, l, zero, qs;
+  std::vector<float> p, acc, m, l, zero, qs;
   void fit(std::vector<float>& v, size_t n) {
     if (v.size() < n) v.assign(n, 0.0f);
   }
@@ -417,25 +419,32 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   // Keys per block: all of them when few (77 text tokens: one block, one softmax pass), else 64 (measured side
   // by side: 32 and 128 were 3-8% slower at D = 40 and 80).
   const int64_t bk = Lk16 <= 128 ? Lk16 : 64;
-  // K transposed once per (batch, head) into kts [B*H][Lk16 / 16][D][16] (keys zero-padded to 16): tasks
-  // over 16-key tiles, each reading 16 rows of D contiguous floats.
+  // K transposed once per (batch, head) into kts [B*H][Lk16 / 16][D][16] (keys zero-padded to 16), and V
+  // copied into vps [B*H][Lk16][Dv8] (rows zero-padded to Dv8, keys to Lk16): tasks over 16-key tiles, each
+  // reading 16 rows of D and Dv contiguous floats. P V then walks one contiguous stream, where in place it read
+  // each key's Dv floats H * Dv apart (+4% to +7% side by side at d = 40 and 80, self- and cross-attention;
+  // d = 64 within noise; prefetching the next block's V rows in place gave +3% at d = 40, -2% at d = 80).
   float* kts = gemm::thread_scratch(kScratchSlot, (size_t)(B * H * D * Lk16));
+  float* vps = gemm::thread_scratch(kVScratchSlot, (size_t)(B * H * Lk16 * Dv8));
   pool->parallel_for(B * H * ntile, 8, [&](int64_t s0, int64_t s1) {
     for (int64_t t = s0; t < s1; ++t) {
       const int64_t bh = t / ntile, jt = t % ntile, b = bh / H, h = bh % H;
       float* dst = kts + (bh * ntile + jt) * D * 16;
       for (int64_t jj = 0; jj < 16; ++jj) {
         const int64_t j = jt * 16 + jj;
+        float* vd = vps + (bh * Lk16 + j) * Dv8;
         if (j < Lk) {
           const float* src = g.k + ((b * Lk + j) * H + h) * D;
           for (int64_t d = 0; d < D; ++d) dst[d * 16 + jj] = src[d];
+          std::memcpy(vd, g.v + ((b * Lk + j) * H + h) * Dv, (size_t)Dv * sizeof(float));
+          std::fill(vd + Dv, vd + Dv8, 0.0f);
         } else {
           for (int64_t d = 0; d < D; ++d) dst[d * 16 + jj] = 0.0f;
+          std::fill(vd, vd + Dv8, 0.0f);
         }
       }
     }
   });
-  const bool v_direct = Dv % 8 == 0;
   const float scale = (float)(g.scale * kLog2e);  // base-2 logits
   const float lse_unit = (float)kLn2;
   const __m256 vscale = _mm256_set1_ps(scale);
@@ -452,14 +461,13 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   const gemm::Kernels& kr = *gemm::avx2_kernels();
   pool->parallel_for(B * H * nqb, 1, [&](int64_t t0, int64_t t1) {
     TaskScratch& ts = tl_task;
-    ts.fit(ts.vb, v_direct ? 0 : bk * Dv8);
     ts.fit(ts.p, 6 * bk);
     ts.fit(ts.acc, kBQ * Dv8);
     ts.fit(ts.m, kBQ);
     ts.fit(ts.l, kBQ);
     ts.fit(ts.zero, D);
     if (q_packed) ts.fit(ts.qs, kBQ * D);
-    float *vb = ts.vb.data(), *p = ts.p.data(), *acc = ts.acc.data(), *m = ts.m.data(), *l = ts.l.data();
+    float *p = ts.p.data(), *acc = ts.acc.data(), *m = ts.m.data(), *l = ts.l.data();
     float* qs = ts.qs.data();
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / (H * nqb);
@@ -484,17 +492,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
       const int64_t kend = causal ? std::min(Lk, i0 + rows) : Lk;  // keys past the last row's diagonal: masked
       for (int64_t j0 = 0; j0 < kend; j0 += bk) {
         const int64_t nk = std::min(bk, kend - j0);
-        const float* vblk;
-        int64_t ldv;
-        if (v_direct) {
-          vblk = g.v + ((b * Lk + j0) * H + h) * Dv;
-          ldv = H * Dv;
-        } else {
-          for (int64_t j = 0; j < nk; ++j)
-            std::memcpy(&vb[j * Dv8], g.v + ((b * Lk + j0 + j) * H + h) * Dv, (size_t)Dv * sizeof(float));
-          vblk = vb;
-          ldv = Dv8;
-        }
+        const float* vblk = vps + ((b * H + h) * Lk16 + j0) * Dv8;
+        const int64_t ldv = Dv8;
         for (int64_t r0 = 0; r0 < rows6; r0 += 6) {
           if (single) {
             // The next panel's Q rows (read in place) and output rows (written whole by pv_2x40<true>): their

@@ -14,15 +14,17 @@ export interface Conv2dOptions {
   /** 1 adds the convolution to `out` (a residual add for free); 0 (default) overwrites. */
   beta?: number;
   /**
-   * CPU algorithm: 'auto' (default: Winograd F(4x4,3x3) for stride-1 3x3 convolutions with >= 16 channels in
-   * and out and >= 16 4x4 output tiles (16x16 and up), else implicit GEMM), 'gemm' (implicit GEMM, direct-convolution
+   * CPU algorithm: 'auto' (default: for stride-1 3x3 convolutions with >= 16 channels in and out, Winograd
+   * F(6x6,3x3) with >= 256 6x6 output tiles (96x96 and up), else F(4x4,3x3) with >= 16 4x4 tiles (16x16 and
+   * up); otherwise implicit GEMM), 'gemm' (implicit GEMM, direct-convolution
    * arithmetic), 'winograd' (F(2x2,3x3)), 'winograd4' (F(4x4,3x3): 4x fewer multiply-adds, about 10x the
-   * rounding error of the direct sum, ~4e-6 relative in f32). The CUDA kernels ignore it.
+   * rounding error of the direct sum, ~4e-6 relative in f32), 'winograd6' (F(6x6,3x3): 5x fewer, about twice
+   * F(4x4)'s error, ~4.5e-6). The CUDA kernels ignore it.
    */
   algo?: ConvAlgo;
 }
-export type ConvAlgo = 'auto' | 'gemm' | 'winograd' | 'winograd4';
-const ALGO: Record<ConvAlgo, number> = { auto: 0, gemm: 1, winograd: 2, winograd4: 3 };
+export type ConvAlgo = 'auto' | 'gemm' | 'winograd' | 'winograd4' | 'winograd6';
+const ALGO: Record<ConvAlgo, number> = { auto: 0, gemm: 1, winograd: 2, winograd4: 3, winograd6: 4 };
 
 function checkInt(op: string, name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min) throw new Error(`${op}: ${name} must be an integer >= ${min}, got ${String(v)}`);
@@ -71,7 +73,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, o: Conv2dOpti
   }
   const algo = o.algo ?? 'auto';
   if (!(algo in ALGO)) throw new Error(`${op}: algo must be one of ${Object.keys(ALGO).join(', ')}, got '${String(algo)}'`);
-  if ((algo === 'winograd' || algo === 'winograd4') && (w.shape[1] !== 3 || w.shape[2] !== 3 || stride !== 1))
+  if ((algo === 'winograd' || algo === 'winograd4' || algo === 'winograd6') && (w.shape[1] !== 3 || w.shape[2] !== 3 || stride !== 1))
     throw new Error(`${op}: algo '${algo}' needs a 3x3 kernel and stride 1, got w ${shapeStr(w.shape)} and stride ${stride}`);
   checkSameDevice(op, { x, w, bias: b, out: o.out });
   const y = o.out ?? out(shape, x);

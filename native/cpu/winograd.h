@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms for conv2d (conv.cpp drives them; the transforms are in
+// Winograd F(2x2, 3x3), F(4x4, 3x3) and F(6x6, 3x3) transforms for conv2d (conv.cpp drives them; the transforms are in
 // winograd_transforms.h, compiled for any CPU in winograd.cpp and with AVX2 in winograd_avx2.cpp).
 #pragma once
 #include <cstdint>
@@ -20,18 +20,17 @@ constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) * (1 + gemm:
 
 constexpr int64_t weight_scratch_floats(int m) { return ((m + 2) * (m + 2) * gemm::NR + 3 * (m + 2)) * kCB; }
 
+// The transforms per tile size, indexed by m / 2 - 1 (m = 2, 4, 6): see winograd_transforms.h.
 struct Fns {
+  using Input = void (*)(const gemm::Kernels&, const float*, const Geom&, int64_t, int, int64_t, int64_t, float*,
+                         int64_t, float*);
+  using Output = void (*)(const float*, int64_t, const Geom&, int64_t, int64_t, const float*, float, float*, float*);
+  using Weight = void (*)(const gemm::Kernels&, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                          int64_t, float*);
   const char* name;
-  void (*input2)(const gemm::Kernels&, const float*, const Geom&, int64_t, int, int64_t, int64_t, float*, int64_t,
-                 float*);
-  void (*input4)(const gemm::Kernels&, const float*, const Geom&, int64_t, int, int64_t, int64_t, float*, int64_t,
-                 float*);
-  void (*output2)(const float*, int64_t, const Geom&, int64_t, int64_t, const float*, float, float*, float*);
-  void (*output4)(const float*, int64_t, const Geom&, int64_t, int64_t, const float*, float, float*, float*);
-  void (*weight2)(const gemm::Kernels&, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
-                  float*);
-  void (*weight4)(const gemm::Kernels&, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
-                  float*);
+  Input input[3];
+  Output output[3];
+  Weight weight[3];
 };
 
 const Fns& portable_fns();

@@ -8,11 +8,19 @@
 // Neural Networks", 2016): y = A^T [ (G g G^T) .* (B^T d B) ] A.
 //   m = 2: B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  A^T = [1 1 1 0; 0 1 -1 -1],
 //          G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+//   m = 6 (points 0, +-1, +-2, +-1/2, infinity; bt_m6 / at_m6 / g_m6 below factor them):
+//          B^T = [1 0 -21/4 0 21/4 0 -1 0; 0 1 1 -17/4 -17/4 1 1 0; 0 -1 1 17/4 -17/4 -1 1 0;
+//                 0 1/2 1/4 -5/2 -5/4 2 1 0; 0 -1/2 1/4 5/2 -5/4 -2 1 0; 0 2 4 -5/2 -5 1/2 1 0;
+//                 0 -2 4 5/2 -5 -1/2 1 0; 0 -1 0 21/4 0 -21/4 0 1],
+//          A^T = [1 1 1 1 1 1 1 0; 0 1 -1 2 -2 1/2 -1/2 0; 0 1 1 4 4 1/4 1/4 0; 0 1 -1 8 -8 1/8 -1/8 0;
+//                 0 1 1 16 16 1/16 1/16 0; 0 1 -1 32 -32 1/32 -1/32 1],
+//          G = [1 0 0; -2/9 -2/9 -2/9; -2/9 2/9 -2/9; 1/90 1/45 2/45; 1/90 -1/45 2/45; 32/45 16/45 8/45;
+//               32/45 -16/45 8/45; 0 0 1]
 //   m = 4 (interpolation points 0, +-1, +-2, infinity):
 //          B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
 //          A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1],
 //          G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
-// (the weight transform, G g G^T, is done once per call in conv.cpp in double precision.)
+// (the weight transform, G g G^T, is weight_panel below, in f32, once per call or per weight block.)
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -84,6 +92,46 @@ inline void at_m4(const float* const* in, float* const* out, int64_t n) {
   }
 }
 
+// m = 6 (points 0, +-1, +-2, +-1/2, infinity; the matrices of the header), factored into sums and
+// differences of pairs as above.
+inline void bt_m6(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3], *HSD_R d4 = in[4],
+              *HSD_R d5 = in[5], *HSD_R d6 = in[6], *HSD_R d7 = in[7];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3], *HSD_R o4 = out[4],
+        *HSD_R o5 = out[5], *HSD_R o6 = out[6], *HSD_R o7 = out[7];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c], a4 = d4[c], a5 = d5[c], a6 = d6[c], a7 = d7[c];
+    o0[c] = (a0 - a6) + 5.25f * (a4 - a2);
+    o7[c] = (a7 - a1) + 5.25f * (a3 - a5);
+    const float p1 = a2 + a6 - 4.25f * a4, q1 = a1 + a5 - 4.25f * a3;  // rows 1, 2: p1 +- q1
+    o1[c] = p1 + q1;
+    o2[c] = p1 - q1;
+    const float p3 = a6 + 0.25f * a2 - 1.25f * a4, q3 = 0.5f * a1 - 2.5f * a3 + 2.f * a5;  // rows 3, 4
+    o3[c] = p3 + q3;
+    o4[c] = p3 - q3;
+    const float p5 = a6 + 4.f * a2 - 5.f * a4, q5 = 2.f * a1 - 2.5f * a3 + 0.5f * a5;  // rows 5, 6
+    o5[c] = p5 + q5;
+    o6[c] = p5 - q5;
+  }
+}
+
+inline void at_m6(const float* const* in, float* const* out, int64_t n) {
+  const float *HSD_R d0 = in[0], *HSD_R d1 = in[1], *HSD_R d2 = in[2], *HSD_R d3 = in[3], *HSD_R d4 = in[4],
+              *HSD_R d5 = in[5], *HSD_R d6 = in[6], *HSD_R d7 = in[7];
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3], *HSD_R o4 = out[4],
+        *HSD_R o5 = out[5];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c], a4 = d4[c], a5 = d5[c], a6 = d6[c], a7 = d7[c];
+    const float s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4, s56 = a5 + a6, d56 = a5 - a6;
+    o0[c] = a0 + s12 + s34 + s56;
+    o1[c] = d12 + 2.f * d34 + 0.5f * d56;
+    o2[c] = s12 + 4.f * s34 + 0.25f * s56;
+    o3[c] = d12 + 8.f * d34 + 0.125f * d56;
+    o4[c] = s12 + 16.f * s34 + 0.0625f * s56;
+    o5[c] = d12 + 32.f * d34 + 0.03125f * d56 + a7;
+  }
+}
+
 template <int m>
 struct Tr;
 template <>
@@ -95,6 +143,11 @@ template <>
 struct Tr<4> {
   static void bt(const float* const* in, float* const* out, int64_t n) { bt_m4(in, out, n); }
   static void at(const float* const* in, float* const* out, int64_t n) { at_m4(in, out, n); }
+};
+template <>
+struct Tr<6> {
+  static void bt(const float* const* in, float* const* out, int64_t n) { bt_m6(in, out, n); }
+  static void at(const float* const* in, float* const* out, int64_t n) { at_m6(in, out, n); }
 };
 
 // Input transform of one A panel: tiles [t0, t0 + nt) (nt <= MR; rows past nt are zero) over channels
@@ -215,10 +268,29 @@ inline void g_m4(const float* i0, const float* i1, const float* i2, float* const
     o5[c] = a2;
   }
 }
+inline void g_m6(const float* i0, const float* i1, const float* i2, float* const* out, int64_t n) {
+  const float *HSD_R g0 = i0, *HSD_R g1 = i1, *HSD_R g2 = i2;
+  float *HSD_R o0 = out[0], *HSD_R o1 = out[1], *HSD_R o2 = out[2], *HSD_R o3 = out[3], *HSD_R o4 = out[4],
+        *HSD_R o5 = out[5], *HSD_R o6 = out[6], *HSD_R o7 = out[7];
+  for (int64_t c = 0; c < n; ++c) {
+    const float a0 = g0[c], a1 = g1[c], a2 = g2[c];
+    const float s = a0 + a2, p3 = a0 * (1.f / 90) + a2 * (2.f / 45), q3 = a1 * (1.f / 45);
+    const float p5 = a0 * (32.f / 45) + a2 * (8.f / 45), q5 = a1 * (16.f / 45);
+    o0[c] = a0;
+    o1[c] = (s + a1) * (-2.f / 9);
+    o2[c] = (s - a1) * (-2.f / 9);
+    o3[c] = p3 + q3;
+    o4[c] = p3 - q3;
+    o5[c] = p5 + q5;
+    o6[c] = p5 - q5;
+    o7[c] = a2;
+  }
+}
 template <int m>
 inline void g_rows(const float* i0, const float* i1, const float* i2, float* const* out, int64_t n) {
   if (m == 2) g_m2(i0, i1, i2, out, n);
-  else g_m4(i0, i1, i2, out, n);
+  else if (m == 4) g_m4(i0, i1, i2, out, n);
+  else g_m6(i0, i1, i2, out, n);
 }
 
 // One B panel of the transformed weights: output channels [o0, o0 + NR) (those >= cout are zero) over input
@@ -252,7 +324,8 @@ void weight_panel(const gemm::Kernels& kr, const float* w, int64_t cout, int64_t
 }
 
 inline wino::Fns make_fns(const char* name) {
-  return wino::Fns{name, input_panel<2>, input_panel<4>, output_tile<2>, output_tile<4>, weight_panel<2>, weight_panel<4>};
+  return wino::Fns{name, {input_panel<2>, input_panel<4>, input_panel<6>}, {output_tile<2>, output_tile<4>, output_tile<6>},
+                   {weight_panel<2>, weight_panel<4>, weight_panel<6>}};
 }
 
 #undef HSD_R

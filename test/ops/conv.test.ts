@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
 
 const { conv2d, loraConv2d, ohwiFromOihw } = hs.ops;
 const NAME = process.env.HYPERSD_CPU_KERNELS === 'portable' ? '[portable] ' : '';
@@ -52,7 +52,7 @@ test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd 
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + g.H)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, g.O, 0.3));
     const bias = roundTo('f32', randn(g.O, 3));
     const ref = refConv(x, w, g, bias);
-    const algos = g.kh === 3 && g.kw === 3 && g.stride === 1 ? ['auto', 'gemm', 'winograd', 'winograd4'] as const : ['auto'] as const;
+    const algos = g.kh === 3 && g.kw === 3 && g.stride === 1 ? ['auto', 'gemm', 'winograd', 'winograd4', 'winograd6'] as const : ['auto'] as const;
     for (const algo of algos) {
       const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), t(bias, [g.O]), { stride: g.stride, pad: g.pad, algo });
       assert.equal(y.shape, [g.N, ...outHW(g), g.O]);
@@ -61,7 +61,7 @@ test(`${NAME}conv2d 3x3 stride 1 and 2, 1x1, asymmetric kernel, no padding; odd 
   }
 });
 
-test(`${NAME}conv2d Winograd F(2x2) and F(4x4), both variants: 320 / 200 channels in, several chunks of tiles, batch 2`, async () => {
+test(`${NAME}conv2d Winograd F(2x2), F(4x4) and F(6x6), both variants: 320 / 200 channels in, several chunks of tiles, batch 2`, async () => {
   // variant 'small' transforms the weights per block of 16 outputs x 128 inputs (Cout % 16 == 0 only),
   // 'big' forms all of U once; chunk sizes force the big variant across chunk boundaries.
   for (const [g, chunk] of [[G(1, 12, 10, 320, 24, 3, 3, 1, 1), ''], [G(1, 9, 11, 200, 32, 3, 3, 1, 1), ''],
@@ -72,7 +72,7 @@ test(`${NAME}conv2d Winograd F(2x2) and F(4x4), both variants: 320 / 200 channel
     if (chunk) process.env.HYPERSD_WINO_CHUNK_TILES = chunk;
     try {
       for (const variant of ['small', 'big'])
-        for (const algo of ['winograd', 'winograd4'] as const) {
+        for (const algo of ['winograd', 'winograd4', 'winograd6'] as const) {
           process.env.HYPERSD_WINO_VARIANT = variant;
           const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), t(bias, [g.O]), { pad: g.pad, algo });
           assertClose(await y.floats(), ref, TOL.f32, `${algo} ${variant} chunk ${chunk || 'auto'} ${JSON.stringify(g)}`);
@@ -84,13 +84,38 @@ test(`${NAME}conv2d Winograd F(2x2) and F(4x4), both variants: 320 / 200 channel
   }
 });
 
+test(`${NAME}conv2d Winograd F(4x4) and F(6x6) at 1280 channels in within the f32 tolerance`, async () => {
+  const g = G(1, 14, 13, 1280, 16, 3, 3, 1, 1);
+  const x = roundTo('f32', randn(g.H * g.W * g.C, 41)), w = roundTo('f32', randn(g.O * 9 * g.C, 42, 1 / Math.sqrt(9 * g.C)));
+  const ref = refConv(x, w, g);
+  for (const algo of ['winograd4', 'winograd6'] as const) {
+    const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), null, { pad: 1, algo });
+    assertClose(await y.floats(), ref, TOL.f32, `${algo} ${JSON.stringify(g)}`);
+  }
+});
+
+test(`${NAME}conv2d 'auto' takes F(6x6) from 256 6x6 tiles, F(4x4) below`, async () => {
+  // Same algorithm, same bits: 'auto' must match the algorithm it should pick exactly and differ from the other.
+  if (DEVICE !== 'cpu') return; // the CUDA kernels have one algorithm
+  type ConvAlgoName = 'winograd4' | 'winograd6';
+  const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+  for (const [g, want, other] of [[G(1, 96, 96, 16, 16, 3, 3, 1, 1), 'winograd6', 'winograd4'],
+    [G(1, 90, 90, 16, 16, 3, 3, 1, 1), 'winograd4', 'winograd6']] as [Geom, ConvAlgoName, ConvAlgoName][]) {
+    const x = t(roundTo('f32', randn(g.H * g.W * g.C, 43)), [1, g.H, g.W, g.C]);
+    const w = t(roundTo('f32', randn(g.O * 9 * g.C, 44, 0.1)), [g.O, 3, 3, g.C]);
+    const y = await conv2d(x, w, null, { pad: 1 }).floats();
+    assert.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: want }).floats()), `auto = ${want} at ${g.H}x${g.W}`);
+    assert.not.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: other }).floats()), `auto != ${other} at ${g.H}x${g.W}`);
+  }
+});
+
 test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
   // Cout 16: the Winograd variant that transforms weights per block (no bias, beta = 1 in its output transform)
   for (const g of [G(1, 7, 5, 6, 9, 3, 3, 1, 1), G(2, 4, 5, 8, 9, 1, 1, 1, 0), G(1, 7, 5, 20, 18, 3, 3, 1, 1), G(2, 9, 6, 20, 16, 3, 3, 1, 1)]) {
     const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, 4)), w = roundTo('f32', randn(g.O * g.kh * g.kw * g.C, 5));
     const [Ho, Wo] = outHW(g);
     const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 6));
-    for (const algo of g.kh === 3 ? ['gemm', 'winograd', 'winograd4'] as const : ['auto'] as const) {
+    for (const algo of g.kh === 3 ? ['gemm', 'winograd', 'winograd4', 'winograd6'] as const : ['auto'] as const) {
       const out = t(old, [g.N, Ho, Wo, g.O]);
       const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C]), null, { pad: g.pad, out, beta: 1, algo });
       assert.ok(y === out);
@@ -104,7 +129,7 @@ test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () 
     [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16'],
     [G(1, 7, 6, 18, 16, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 16, 3, 3, 1, 1), 'bf16']] as [Geom, 'f16' | 'bf16'][]) {
     const x = roundTo('f32', randn(g.H * g.W * g.C, 7)), w = roundTo(dt, randn(g.O * 9 * g.C, 8)), bias = roundTo(dt, randn(g.O, 9));
-    for (const algo of ['gemm', 'winograd', 'winograd4'] as const) {
+    for (const algo of ['gemm', 'winograd', 'winograd4', 'winograd6'] as const) {
       const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C], dt), t(bias, [g.O], dt), { pad: 1, algo });
       assert.is(y.dtype, 'f32');
       assertClose(await y.floats(), refConv(x, w, g, bias), TOL.f32, `${dt} weight ${algo}`);

@@ -152,25 +152,27 @@ async function main(): Promise<void> {
     }
   }
   if (want('conv')) {
-    // Each algorithm forced ('gemm' implicit GEMM, 'winograd' F(2x2,3x3), 'winograd4' F(4x4,3x3)); 'auto' is what
-    // the networks get (F(4x4) from 16 4x4 tiles, with the weights transformed per block up to 128 tiles).
-    const ALGOS = ['gemm', 'winograd', 'winograd4'] as const;
-    const LABEL = { gemm: 'conv3x3 implicit GEMM', winograd: 'conv3x3 Winograd F(2x2,3x3)', winograd4: 'conv3x3 Winograd F(4x4,3x3)' };
-    for (const [H, C] of [[64, 320], [32, 640], [16, 1280], [8, 1280], [256, 512]]) {
+    // Each algorithm forced ('gemm' implicit GEMM, 'winograd' F(2x2,3x3), 'winograd4' F(4x4,3x3), 'winograd6'
+    // F(6x6,3x3), the last on the VAE shapes only); 'auto' is what the networks get (F(6x6) from 256 6x6 tiles,
+    // else F(4x4) from 16 4x4 tiles, with the weights transformed per block up to 128 tiles).
+    const ALGOS = ['gemm', 'winograd', 'winograd4', 'winograd6'] as const;
+    const LABEL = { gemm: 'conv3x3 implicit GEMM', winograd: 'conv3x3 Winograd F(2x2,3x3)', winograd4: 'conv3x3 Winograd F(4x4,3x3)',
+      winograd6: 'conv3x3 Winograd F(6x6,3x3)' };
+    for (const [H, C] of [[64, 320], [32, 640], [16, 1280], [8, 1280], [128, 512], [256, 512]]) {
       const x = hs.tensor(filled(H * H * C, 3), [1, H, H, C]), w = hs.tensor(filled(C * 9 * C, 4, 0.05), [C, 3, 3, C]);
       const flops = 2 * H * H * C * 9 * C;
-      const big = H * H > 4096;  // the VAE shape: one pair, no GEMM / OpenBLAS twin (65536 x 4608 x 512 is 309 GFLOP)
+      const big = H * H > 4096;  // the VAE shapes: one pair, no GEMM / OpenBLAS twin (65536 x 4608 x 512 is 309 GFLOP)
       const pairs = big ? 1 : pairsFor(flops);
       const res = Object.fromEntries(ALGOS.map((k) => [k, { rate: [] as number[], pct: [] as number[], vsOurs: [] as number[] }]));
       const a = big ? null : hs.tensor(filled(H * H * 9 * C, 5), [H * H, 9 * C]), wk = w.reshape([C, 9 * C]);
       const twin: number[] = [], twinBlas: number[] = [];
-      if (!big) for (const algo of ALGOS) await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }));
+      if (!big) for (const algo of ALGOS) if (algo !== 'winograd6') await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }));
       for (let p = 0; p < pairs; p++) {
         const ourGemm = a ? flops / (await once(() => hs.ops.linear(a, wk))) / 1e9 : NaN;
         twin.push(ourGemm);
         if (a && blas) twinBlas.push(await blas.ask(`${H * H} ${9 * C} ${C}`));
         for (const algo of ALGOS) {
-          if (big && algo === 'winograd') continue;
+          if (big ? algo === 'winograd' : algo === 'winograd6') continue;
           const pk = await fmaPeak();
           const g = flops / (await once(() => hs.ops.conv2d(x, w, null, { pad: 1, algo }))) / 1e9;
           res[algo].rate.push(g);

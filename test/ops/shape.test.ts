@@ -100,6 +100,22 @@ for (const dtype of DTYPES)
     }
   });
 
+for (const dtype of DTYPES)
+  test(`permute ${dtype}: axes moved to the end over several 32 x 32 tiles (the batched-transpose path) and 2-d`, async () => {
+    for (const [s, dims] of [[[2, 37, 5, 70], [0, 2, 3, 1]], [[2, 37, 5, 70], [0, 3, 1, 2]], [[45, 67], [1, 0]],
+      [[3, 33, 2, 3], [0, 2, 3, 1]]] as [number[], number[]][]) {
+      const xv = roundTo('f32', randn(size(s), 7)), xr = roundTo(dtype, xv);
+      const y = permute(t(xv, s, dtype), dims);
+      assert.equal(y.shape, dims.map((k) => s[k]));
+      const out = await y.floats();
+      each(y.shape, (i, c) => {
+        const xc = new Array(s.length);
+        dims.forEach((k, j) => (xc[k] = c[j]));
+        if (!Object.is(out[i], at(xr, s, xc))) assert.unreachable(`[${s}] dims [${dims}] at [${c}]: ${out[i]} != ${at(xr, s, xc)}`);
+      });
+    }
+  });
+
 test('permute round trip and contiguous', async () => {
   const s = [3, 4, 5], xv = randn(60, 4);
   const x = t(xv, s);
@@ -120,6 +136,25 @@ test('cast between float dtypes and from integers', async () => {
     assert.equal(Array.from(await cast(y, 'f32').floats()), Array.from(roundTo(dt, xv)), `${dt} -> f32`);
   }
   assert.equal(Array.from(await cast(cast(x, 'f16'), 'bf16').floats()), Array.from(roundTo('bf16', roundTo('f16', xv))));
+  // Past the kernel's 4096-value blocks and the pool's chunks, with values that hit the rounding: f16
+  // subnormals, ties, the largest f16, -0 (no f16 overflow: the reference roundTo does not model it).
+  const special = [0, -0, 65504, -65504, 6.1e-5, 5.96e-8, 2.98e-8, 1e-7, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8];
+  const big = Float32Array.from({ length: 40000 }, (_, i) => (i % 3 === 0 ? special[i % special.length] : Math.sin(i) * 10 ** ((i % 9) - 4)));
+  const xb = t(big, [big.length]);
+  for (const dt of ['f16', 'bf16'] as const) {
+    const y = cast(xb, dt);
+    const want = roundTo(dt, big), got = await y.floats();
+    for (let i = 0; i < big.length; i++) if (!Object.is(got[i], want[i])) assert.unreachable(`f32 -> ${dt} [${i}]: ${big[i]} -> ${got[i]}, want ${want[i]}`);
+    const back = await cast(cast(y, dt === 'f16' ? 'bf16' : 'f16'), 'f32').floats();
+    const want2 = roundTo(dt === 'f16' ? 'bf16' : 'f16', want);
+    for (let i = 0; i < big.length; i++) {
+      if (dt === 'bf16' && Math.abs(want[i]) > 65504) {  // past the f16 range: infinity (roundTo does not model it)
+        assert.is(back[i], want[i] > 0 ? Infinity : -Infinity);
+        continue;
+      }
+      if (!Object.is(back[i], want2[i])) assert.unreachable(`${dt} -> other half [${i}]: ${back[i]}, want ${want2[i]}`);
+    }
+  }
   const ids = hs.tensor(BigInt64Array.from([0n, -5n, 123456789n]), [3], { device: DEVICE });
   assert.equal(await cast(ids, 'i32').toArray(), [0, -5, 123456789]);
   assert.equal(Array.from(await cast(ids, 'f32').floats()), [0, -5, Math.fround(123456789)]);

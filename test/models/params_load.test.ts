@@ -15,6 +15,7 @@ import { UNet2DConditionModel, type UNetConfig } from '../../lib/models/unet';
 import { AutoencoderKL, type VAEConfig } from '../../lib/models/vae';
 import { CLIPTextModel, type CLIPTextConfig } from '../../lib/models/clip';
 import { DEVICE } from '../helpers/check';
+import { storeStateDict } from '../../lib/train/export';
 import { f32ToBf16, f32ToF16 } from '../../lib/io/half';
 
 const FIX = path.join(__dirname, '..', 'fixtures');
@@ -121,6 +122,35 @@ test('F16 and BF16 files: 3x3 and 1x1 conv, linear and norm weights, converted t
     } finally {
       st.close();
     }
+  }
+});
+
+test('storeStateDict writes back the file\'s values in F32 and rounded to nearest even in F16 / BF16, PyTorch layout', async () => {
+  const dir = path.join(FIX, 'tiny-sd15', 'diffusers');
+  const om = openModel(dir);
+  try {
+    for (const c of ['unet', 'vae', 'text_encoder'] as const) {
+      const src = om.components[c]!;
+      const p = build(om, c);
+      p.load(src, { dtype: 'f32', device: DEVICE });
+      for (const dt of ['F32', 'F16', 'BF16'] as const) {
+        const sd = await storeStateDict(p, dt);
+        assert.equal(Object.keys(sd), [...p.specs.keys()]);
+        for (const [name, e] of Object.entries(sd)) {
+          assert.is(e.dtype, dt);
+          assert.equal(e.shape, p.specs.get(name)!.shape);
+          const f = src.get(name)!.readF32();  // the file's values (F32 or F16 there), PyTorch layout
+          const u = dt === 'F32' ? f : dt === 'F16' ? f32ToF16(f) : f32ToBf16(f);
+          const want = new Uint8Array(u.buffer, u.byteOffset, u.byteLength);
+          const got = new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+          assert.is(got.length, want.length, `${c} ${name} ${dt}: bytes`);
+          for (let i = 0; i < got.length; i++) if (got[i] !== want[i]) assert.unreachable(`${c} ${name} ${dt}: byte ${i} differs`);
+        }
+      }
+      p.dispose();
+    }
+  } finally {
+    om.close();
   }
 });
 

@@ -7,14 +7,15 @@
 // taps point at a zero row — so the packing costs the same as a plain GEMM's. A 1x1 stride-1 convolution is
 // a plain GEMM over the pixels.
 // Winograd (below) takes the stride-1 3x3 convolutions with >= 16 channels in and out once there are >= 16
-// 4x4 output tiles (16x16 and up): F(4x4, 3x3), 4x fewer multiply-adds than the direct sum. Up to 128 tiles the
+// 4x4 output tiles (16x16 and up): F(4x4, 3x3), 4x fewer multiply-adds than the direct sum, and F(6x6, 3x3)
+// (5.06x fewer) from 256 6x6 tiles (96x96 and up, see auto_algo). Up to 128 tiles the
 // weights are transformed per 16-output x 128-input block into an L2-resident buffer (conv3x3_winograd_small);
 // beyond, once per call into U (conv3x3_winograd). Measured on the 2-core EPYC (2026-11-26, bench/ops and
 // ms per call): implicit GEMM / F(4x4): 64x64x320 70 / 33 ms, 32x32x640 63 / 34, 16x16x1280 62 / 43,
 // 16x16 2560->1280 123 / 84, 256x256x512->256 1277 / 637; at 8x8x1280 the implicit GEMM stays ahead (20 / 23
 // ms with F(2x2), 29 with F(4x4)), so 'auto' keeps it there.
-// The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4)) forces one for tests and benchmarks;
-// HYPERSD_CONV_ALGO (gemm, winograd, winograd4) overrides 'auto'.
+// The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4), 4 F(6x6)) forces one for tests and
+// benchmarks; HYPERSD_CONV_ALGO (gemm, winograd, winograd4, winograd6) overrides 'auto'.
 // lora_conv2d: t = scale * conv(x, down) [pixels, r], then one GEMM over the extended K range,
 // y = [im2col(x) | t] [w | up]^T + bias (the same trick as lora_linear), always as implicit GEMM.
 #include <cstdlib>
@@ -107,16 +108,17 @@ struct ConvA {
   const gemm::APacker& get() const { return is_plain ? (const gemm::APacker&)plain : image; }
 };
 
-// ---------- Winograd F(2x2, 3x3) and F(4x4, 3x3) for stride-1 3x3 convolutions ----------
+// ---------- Winograd F(2x2, 3x3), F(4x4, 3x3) and F(6x6, 3x3) for stride-1 3x3 convolutions ----------
 // y tile (m x m) = A^T [ (G g G^T) .* (B^T d B) ] A over (m+2) x (m+2) input patches d (transforms in
 // winograd_transforms.h). Per element uv of the transformed tile that is a GEMM over channels:
 // M_uv[tile, o] = sum_c V_uv[tile, c] U_uv[o, c]; (m+2)^2 GEMMs with 9 m^2 / (m+2)^2 times fewer multiply-adds
-// in all than the direct convolution (2.25x for m = 2, 4x for m = 4). Per chunk of tiles: the input transform
+// in all than the direct convolution (2.25x for m = 2, 4x for m = 4, 5.06x for m = 6). Per chunk of tiles: the input transform
 // writes V straight into the engine's A-panel form (each component's panels read in place by PanelA), the
 // GEMMs run against the weights transformed once per call into U, already in B-panel form (PackedB), and
 // the output transform folds the components back into m x m outputs with the bias (and beta).
 // Rounding: m = 2's coefficients are 0, +-1, +-1/2 (the rounding of a direct convolution); m = 4's reach 8,
-// which costs about 4x the f32 rounding error (relative error ~2e-6 over 320 channels, inside the tests' 1e-5).
+// which costs about 4x the f32 rounding error (relative error ~2e-6 over 320 channels, inside the tests' 1e-5);
+// m = 6's reach 32 (and 21/4, 1/90 in G): ~4.5e-6 at 128 to 1280 channels.
 
 // The A panels of one component, packed for all of K (panel p, channel k at base + (p*K + k)*MR).
 struct PanelA final : gemm::APacker {

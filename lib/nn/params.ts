@@ -111,8 +111,8 @@ export class ParamStore {
     const device = opts.device ?? 'cpu';
     let offset = 0;
     for (const [name, spec] of this.specs) {
-      const matrix = spec.kind === 'linear' || spec.kind === 'conv' || spec.kind === 'embedding' || spec.kind === 'other';
-      const dtype: DType = matrix ? opts.dtype ?? 'f32' : 'f32';
+      const matrix = isMatrix(spec);
+      const dtype = storageDtype(spec, opts);
       const shape = spec.kind === 'conv' ? [spec.shape[0], spec.shape[2], spec.shape[3], spec.shape[1]] : spec.shape;
       const t = empty(shape, { dtype, device });
       if (matrix) {
@@ -148,8 +148,7 @@ export class ParamStore {
     // Typed-array views need aligned offsets; a misaligned slice is copied once.
     const bytes = raw.data.byteOffset % size === 0 ? raw.data : Uint8Array.from(raw.data);
     const values = fileType === 'f32' ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(bytes.buffer, bytes.byteOffset, n);
-    const matrix = spec.kind === 'linear' || spec.kind === 'conv' || spec.kind === 'embedding' || spec.kind === 'other';
-    const dtype: DType = matrix ? opts.dtype ?? 'f32' : 'f32';
+    const dtype = storageDtype(spec, opts);
     const repack = spec.kind === 'conv' && spec.shape[2] * spec.shape[3] > 1;
     // A 1x1 conv weight has the same bytes in OIHW and OHWI.
     const shape = spec.kind === 'conv' && !repack ? [spec.shape[0], 1, 1, spec.shape[1]] : spec.shape;
@@ -171,14 +170,21 @@ export class ParamStore {
   }
 
   private upload(spec: ParamSpec, data: Float32Array, opts: LoadOptions): Tensor {
-    const matrix = spec.kind === 'linear' || spec.kind === 'conv' || spec.kind === 'embedding' || spec.kind === 'other';
-    const dtype: DType = matrix ? opts.dtype ?? 'f32' : 'f32';
+    const dtype = storageDtype(spec, opts);
     if (spec.kind === 'conv') {
       const [o, i, kh, kw] = spec.shape;
       return tensor(oihwToOhwi(data, o, i, kh, kw), [o, kh, kw, i], { dtype, device: opts.device });
     }
     return tensor(data, spec.shape, { dtype, device: opts.device });
   }
+}
+
+/** Matrix weights (linear, conv, embedding tables, other) take the storage dtype asked for; norms and biases stay f32. */
+function isMatrix(spec: ParamSpec): boolean {
+  return spec.kind === 'linear' || spec.kind === 'conv' || spec.kind === 'embedding' || spec.kind === 'other';
+}
+function storageDtype(spec: ParamSpec, opts: LoadOptions): DType {
+  return isMatrix(spec) ? opts.dtype ?? 'f32' : 'f32';
 }
 
 /** PyTorch conv weight [O, I, kh, kw] -> [O, kh, kw, I]. */

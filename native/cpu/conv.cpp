@@ -291,6 +291,19 @@ bool wino_small(const ConvGeom& g, int64_t cout, int m) {
   return tiles <= 128;
 }
 
+// Winograd F(m x m, 3 x 3) with the variant wino_small picks.
+template <int m>
+void conv3x3_winograd_any(const ConvGeom& g, const float* x, const Tensor& w, int64_t cout, const float* bias,
+                          float beta, float* y, ThreadPool* pool) {
+  if (wino_small(g, cout, m)) conv3x3_winograd_small<m>(g, x, w, cout, bias, beta, y, pool);
+  else conv3x3_winograd<m>(g, x, w, cout, bias, beta, y, pool);
+}
+
+// The Winograd driver of algo 2, 3 or 4 (m = 2, 4, 6).
+auto wino_driver(int64_t algo) -> decltype(&conv3x3_winograd_any<2>) {
+  return algo == 2 ? &conv3x3_winograd_any<2> : algo == 3 ? &conv3x3_winograd_any<4> : &conv3x3_winograd_any<6>;
+}
+
 // 'auto' for a stride-1 3x3 convolution with >= 16 channels in and out: HYPERSD_CONV_ALGO (gemm, winograd,
 // winograd4, winograd6) overrides it for benchmarks.
 int64_t auto_algo(const ConvGeom& g) {
@@ -361,16 +374,7 @@ void conv2d_kernel(const OpContext& c) {
   int64_t pick = algo;
   if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g) : 1;
   if (pick >= 2) {
-    const int m = 2 * ((int)pick - 1);
-    if (wino_small(g, cout, m)) {
-      if (m == 2) conv3x3_winograd_small<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-      else if (m == 4) conv3x3_winograd_small<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-      else conv3x3_winograd_small<6>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-    } else {
-      if (m == 2) conv3x3_winograd<2>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-      else if (m == 4) conv3x3_winograd<4>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-      else conv3x3_winograd<6>(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
-    }
+    wino_driver(pick)(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
   } else {
     ConvA a(xv.p, g);
     gemm::run(g.pixels(), cout, g.K(), a.get(), gemm::StridedB(w.raw(), w.dtype, 1, g.K()), out.p, cout, e, c.pool);

@@ -103,9 +103,9 @@ void permute_kernel(const OpContext& c) {
     int64_t a = 0;
     while (a < nd && dims[a] == a) ++a;
     if (a < nd) {
-      const int64_t b = dims[a];  // the first axis moved forward
+      const int64_t b = dims[a];  // the first axis moved forward: dims[a..] rotates [a, nd) left by b - a
       bool rot = b > a;
-      for (int64_t i = a; i < nd && rot; ++i) rot = dims[i] == (i < a + nd - b ? b + (i - a) : a + (i - (a + nd - b)));
+      for (int64_t i = a; i < nd && rot; ++i) rot = dims[i] == a + (i - a + b - a) % (nd - a);
       if (rot) {
         int64_t Bn = 1, R = 1, C = 1;
         for (int64_t i = 0; i < a; ++i) Bn *= x.shape[i];

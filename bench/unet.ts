@@ -55,6 +55,7 @@ async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
   await f().data(); // warm-up (and FLOP count)
   const flops = counter.flops;
   const ts: number[] = [];
+  const ru0 = process.resourceUsage();
   for (let i = 0; i < reps; i++) {
     const t0 = process.hrtime.bigint();
     const out = f();
@@ -64,9 +65,11 @@ async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
   }
   ts.sort((a, b) => a - b);
   const med = ts[Math.floor(ts.length / 2)];
-  const rss = process.resourceUsage().maxRSS / 1024;
+  const ru = process.resourceUsage();
+  const rss = ru.maxRSS / 1024, faults = (ru.minorPageFault - ru0.minorPageFault) / reps;
+  const sys = (ru.systemCPUTime - ru0.systemCPUTime) / 1e6 / reps;
   printProfile(label);
-  console.log(`${label.padEnd(44)} ${med.toFixed(2).padStart(7)} s  ${(flops / 1e9).toFixed(0).padStart(6)} GFLOP  ${(flops / med / 1e9).toFixed(1).padStart(6)} GFLOP/s  peak RSS ${rss.toFixed(0)} MiB`);
+  console.log(`${label.padEnd(44)} ${med.toFixed(2).padStart(7)} s  ${(flops / 1e9).toFixed(0).padStart(6)} GFLOP  ${(flops / med / 1e9).toFixed(1).padStart(6)} GFLOP/s  peak RSS ${rss.toFixed(0)} MiB  ${(faults / 1000).toFixed(0)}k page faults, ${sys.toFixed(2)} s system time a run`);
 }
 
 (async () => {

@@ -3,7 +3,7 @@
  * CPU and CUDA kernels. See README.md.
  */
 export {
-  Tensor, tensor, empty, full, zeros, ones, tidy, keep, memory, sync, setDevice, getDevice, resolveDevice,
+  Tensor, tensor, empty, full, zeros, ones, tidy, keep, memory, emptyCache, resetPeakMemory, sync, setDevice, getDevice, resolveDevice,
   cudaStatus, setThreads, threads, setPoison,
 } from './tensor';
 export type { DType, DeviceName, DeviceSetting, TensorOptions, MemoryInfo } from './tensor';

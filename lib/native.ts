@@ -17,6 +17,7 @@ export interface Native {
   dispose(h: Handle): void;
   memory(): { cpu: NativeStats; cuda: NativeStats };
   emptyCache(device: string): void;
+  resetPeak(device: string): void;
   setThreads(n: number): void;
   threads(): number;
   cudaStatus(): { available: boolean; reason: string };

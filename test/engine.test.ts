@@ -115,10 +115,53 @@ test('CPU stream-ordered reuse: a kernel\'s own temporaries serve the next queue
   x.dispose();
 });
 
-test('CPU allocator: large cached blocks a new large size cannot use go back to the system once their readers ran', async () => {
+test('CPU allocator: large blocks of changing sizes reuse the same pages (split, merged, grown in place), contents intact', async () => {
   await hs.sync('cpu');
-  // 17M and 19M floats (68 and 76 MB, sizes no other test uses): the second cannot take the first's block
-  // (it is larger), so the first's block, still to be read by the queued mul, is released when the mul has run.
+  const MiB = 1 << 18; // floats in 1 MiB
+  const held = () => { const m = hs.memory().cpu; return m.allocatedBytes + m.cachedBytes; };
+  const meanOf = async (t: hs.Tensor) => { const m = ops.mean(t); const v = (await m.floats())[0]; m.dispose(); return v; };
+  // One round: 256 MiB; two 128 MiB tensors live together (split from the freed 256); 256 MiB again (the halves
+  // merged); 384 MiB (a segment grown in place). Each filled with its own value and checked whole (a mean) after
+  // the other was written: overlapping blocks would mix the values.
+  const round = async (k: number) => {
+    const x = hs.full([256 * MiB], k, cpu);
+    assert.is(await meanOf(x), k);
+    x.dispose();
+    const a = hs.full([128 * MiB], k + 1, cpu), b = hs.full([128 * MiB], k + 2, cpu);
+    assert.is(await meanOf(a), k + 1);
+    assert.is(await meanOf(b), k + 2);
+    a.dispose();
+    b.dispose();
+    const y = hs.full([256 * MiB], k + 3, cpu);
+    assert.is(await meanOf(y), k + 3);
+    y.dispose();
+    const z = hs.full([384 * MiB], k + 4, cpu);
+    assert.is(await meanOf(z), k + 4);
+    z.dispose();
+    await hs.sync('cpu');
+  };
+  const h0 = held();
+  await round(1);
+  const h1 = held();
+  // Round one needs at most its largest live set (384 MiB) beside what was held (free segments of earlier tests
+  // may serve part of it); a heap without splitting, merging and growth would hold 256 + 128 + 128 + 384.
+  assert.ok(h1 - h0 <= (384 << 20) + (8 << 20), `round one added ${(h1 - h0) / 2 ** 20} MiB`);
+  const f0 = process.resourceUsage().minorPageFault;
+  await round(5);
+  await round(9);
+  const faults = process.resourceUsage().minorPageFault - f0;
+  assert.ok(held() <= h1 + (4 << 20), `rounds two and three held ${(held() - h1) / 2 ** 20} MiB more`);
+  // The rounds write 2 x 1152 MiB = 590k pages of 4 KiB: fresh pages would fault each one in again.
+  assert.ok(faults < 30_000, `rounds two and three faulted ${faults} pages in`);
+});
+
+test('CPU allocator: past the peak of memory in use, wholly free large blocks go back to the system once their readers ran', async () => {
+  await hs.sync('cpu');
+  hs.emptyCache('cpu'); // no free large blocks of earlier tests: a's below is the only one
+  hs.resetPeakMemory('cpu');
+  // 17M and 19M floats (68 and 76 MB): b below is a host write, which may not take (or grow) a's block while the
+  // queued mul still reads it, so it maps new memory; held would then pass the peak in use, so a's block is
+  // released, once the mul has run.
   const n1 = 17_000_000, n2 = 19_000_000;
   const a = hs.full([n1], 3, cpu);
   await hs.sync('cpu');
@@ -126,7 +169,7 @@ test('CPU allocator: large cached blocks a new large size cannot use go back to 
   const doubled = ops.mul(a, 2); // queued: reads a later, writes its own 68 MB
   a.dispose(); // cached, its last reader still queued
   const m0 = hs.memory().cpu;
-  const b = hs.full([n2], 1, cpu); // a fresh 76 MB block: takes the 68 MB ones out of reuse
+  const b = hs.tensor(new Float32Array(n2).fill(1), [n2], cpu);
   const m1 = hs.memory().cpu;
   if (process.env.HYPERSD_SYNC === '1') assert.ok(m1.cachedBytes <= m0.cachedBytes - 4 * n1, 'sync mode: the mul already ran, the block is freed at once');
   else assert.ok(m1.cachedBytes >= m0.cachedBytes - 1, 'a block still read by queued work is not freed yet');
@@ -134,6 +177,7 @@ test('CPU allocator: large cached blocks a new large size cannot use go back to 
   await hs.sync('cpu');
   const m2 = hs.memory().cpu;
   assert.ok(d[0] === 6 && d[n1 - 1] === 6, 'the queued mul read a intact');
+  assert.is((await b.floats())[n2 - 1], 1);
   // Held from the system = in use + cached: b added 4 n2 bytes, a's release takes 4 n1 (68 MB) away; 4 MiB of
   // slack for small blocks. (The cache alone can also grow meanwhile: a tensor of an earlier test collected by
   // the GC returns its block to it, which made a check on the cache alone flaky in a full run.)
@@ -141,6 +185,26 @@ test('CPU allocator: large cached blocks a new large size cannot use go back to 
   assert.ok(held(m2) <= held(m0) + 4 * n2 - 4 * n1 + (4 << 20),
     `a's block left the cache once the mul ran (held ${held(m0)} -> ${held(m1)} -> ${held(m2)} bytes, cached ${m0.cachedBytes} -> ${m1.cachedBytes} -> ${m2.cachedBytes})`);
   for (const t of [doubled, b]) t.dispose();
+});
+
+test('emptyCache returns the free blocks to the system; resetPeakMemory restarts the peak; bad device names throw', async () => {
+  await hs.sync('cpu');
+  const x = hs.full([20_000_000], 2, cpu); // 80 MB: a large block
+  const small = hs.full([1000], 2, cpu);
+  await hs.sync('cpu');
+  x.dispose();
+  small.dispose();
+  await hs.sync('cpu');
+  const m0 = hs.memory().cpu;
+  assert.ok(m0.cachedBytes >= 80e6, `the freed blocks are cached (${m0.cachedBytes} bytes)`);
+  hs.emptyCache('cpu');
+  const m1 = hs.memory().cpu;
+  assert.ok(m1.cachedBytes <= m0.cachedBytes - 80e6, `emptyCache: cached ${m0.cachedBytes} -> ${m1.cachedBytes} bytes`);
+  hs.resetPeakMemory('cpu');
+  const m2 = hs.memory().cpu;
+  assert.is(m2.peakBytes, m2.allocatedBytes);
+  assert.throws(() => hs.emptyCache('gpu' as hs.DeviceName), /emptyCache: device must be 'cpu' or 'cuda', got "gpu"/);
+  assert.throws(() => hs.resetPeakMemory('auto' as hs.DeviceName), /resetPeakMemory: device must be 'cpu' or 'cuda', got "auto"/);
 });
 
 test('memory() returns to its baseline after tidy', async () => {

@@ -300,6 +300,23 @@ export function memory(): MemoryInfo {
   return { tensors: live.count, bytes: live.bytes, cpu: m.cpu, cuda: m.cuda };
 }
 
+/**
+ * Returns the device's cached blocks that no queued op may still use to the system (on the CPU, large blocks
+ * still read by queued ops go once those ops have run). The allocator keeps freed blocks for reuse, bounded by
+ * the peak of memory in use; a long-running service can call this after a burst of large work.
+ */
+export function emptyCache(device: DeviceName = defaultDevice): void {
+  native().emptyCache(checkDeviceName('emptyCache', device));
+}
+/** Starts memory().<device>.peakBytes again from the bytes in use now (the bound of the CPU allocator's cache too). */
+export function resetPeakMemory(device: DeviceName = defaultDevice): void {
+  native().resetPeak(checkDeviceName('resetPeakMemory', device));
+}
+function checkDeviceName(fn: string, device: DeviceName): DeviceName {
+  if (device !== 'cpu' && device !== 'cuda') throw new Error(`${fn}: device must be 'cpu' or 'cuda', got ${JSON.stringify(device)}`);
+  return device;
+}
+
 /** Waits until every op queued on the device so far has run; rejects with a recorded kernel error. */
 export function sync(device: DeviceName = defaultDevice): Promise<void> {
   return native().sync(device);

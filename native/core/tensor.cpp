@@ -5,10 +5,15 @@
 // Each cached CPU block carries a ticket: its storage's last_use, the last CPU task that may still use it (see
 // Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
 // inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the
-// newest block is taken first: it is the one most likely still in cache. A CPU allocation of 64 MiB or more that
-// the cache cannot serve first takes the cached blocks of that class out of reuse: freed at once when the stream
-// is done with them, else when it completes their last reader. So RSS follows the live peak when tensors grow
-// from one size class to the next.
+// newest block is taken first: it is the one most likely still in cache.
+// CPU blocks of 64 MiB or more come from a coalescing heap instead (LargeHeap below): segments mapped from the
+// system, split for a request (best fit) and merged again when their pieces are freed, so that a decoder's
+// tensors of changing sizes (64 MB, 128 MB, 256 MB...) reuse the same pages run after run. Fresh pages cost the
+// kernel ~1 ms per MB here (a fault and a zeroing per 4 KiB page): before, each SD1.5 VAE decode faulted 1 GB
+// in again (270k faults, ~1 s of system time in an 8 s decode). A request no free range can serve maps a new
+// segment, first releasing wholly free segments (now, or once the stream completed their last reader) until the
+// memory held (in use + cached + the request) is within the high-water mark of memory in use: RSS follows the
+// live peak when tensors grow from one size to the next (the VAE decoder at 1024x1024: 64 MB to 1 GB).
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -16,6 +21,8 @@
 #include <mutex>
 #include <sstream>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "device.h"
 #include "hypersd/tensor.h"
@@ -61,12 +68,26 @@ namespace {
 struct Block {
   void* ptr;
   uint64_t ticket;
+  size_t span = 0;  // a pending large segment: the bytes of address space to unmap
 };
 struct Pool {
   std::mutex mu;
   std::multimap<size_t, Block> free_blocks;  // equal sizes kept in the order freed
-  // Large CPU blocks taken out of reuse but still read by queued tasks: freed once the stream completes their
-  // ticket (cpu_tasks_note_completed). Counted in stats.cached_bytes until then.
+  // CPU only: the heap of large blocks. segs: base -> each mapped segment's size (read-write) and address space
+  // reserved for it (the rest is PROT_NONE, so the segment can grow in place); free_ranges: address -> free
+  // range, merged with its free neighbours within a segment (ticket: the largest of the merged ones).
+  struct Seg {
+    size_t size, reserved;
+  };
+  struct Range {
+    size_t size;
+    uint64_t ticket;
+    char* seg;
+  };
+  std::map<char*, Seg> segs;
+  std::map<char*, Range> free_ranges;
+  // Wholly free segments taken out of reuse but still read by queued tasks: unmapped once the stream completes
+  // their ticket (cpu_tasks_note_completed). Counted in stats.cached_bytes until then.
   std::vector<std::pair<size_t, Block>> pending;
   std::atomic<uint64_t> pending_min{UINT64_MAX};  // the smallest ticket in pending
   MemoryStats stats;
@@ -77,11 +98,25 @@ Pool& pool(Device d) {
   static Pool pools[2];
   return pools[(int)d];
 }
-// CPU blocks from this size on (mmap'd by malloc, so freeing returns them to the system) are released from the
-// cache when a block of this class has to be allocated afresh (see Storage::Storage).
+// CPU blocks from this size on come from the large-block heap.
 constexpr size_t kLargeBlock = size_t(64) << 20;
+void* large_alloc(Pool& P, size_t bytes, uint64_t done);
+void large_free(Pool& P, void* ptr, size_t bytes, uint64_t ticket);
+char* growable(Pool& P, size_t bytes, uint64_t done, size_t* size);
+void take_free_segments(Pool& P, int64_t excess, const char* keep, std::vector<std::pair<size_t, void*>>& unmap);
+void unmap_segments(const std::vector<std::pair<size_t, void*>>& unmap);
+// Reserves `reserved` bytes of address space and makes the first `bytes` readable and writable; null on failure.
+void* map_segment(size_t bytes, size_t reserved) {
+  void* m = mmap(nullptr, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  if (mprotect(m, bytes, PROT_READ | PROT_WRITE) != 0) {
+    munmap(m, reserved);
+    return nullptr;
+  }
+  return m;
+}
 void release_cached(Device d);
-void release_large_cpu();
+void release_large_cpu(int64_t excess);
 void free_pending_cpu(uint64_t done);
 size_t round_size(size_t n) {
   if (n == 0) n = 1;
@@ -109,11 +144,49 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   }
   bytes = round_size(n);
   Pool& P = pool(d);
-  {
+  const uint64_t done = stream_ordered ? UINT64_MAX : done_ticket(d);
+  if (d == Device::CPU && bytes >= kLargeBlock) {
+    std::vector<std::pair<size_t, void*>> unmap;  // (address space, base) of released segments
+    {
+      std::lock_guard<std::mutex> g(P.mu);
+      ptr = large_alloc(P, bytes, done);
+      if (!ptr) {
+        // Grow a wholly free segment in place, else map a new one; either way, first wholly free segments go
+        // back until in use + cached + what this adds fits in the peak of memory in use.
+        size_t grow_from = 0;
+        char* grow = growable(P, bytes, done, &grow_from);
+        int64_t pending = 0;
+        for (const auto& pb : P.pending) pending += (int64_t)pb.first;
+        const int64_t in_use = P.stats.allocated_bytes + (int64_t)bytes;
+        const int64_t excess = in_use + P.stats.cached_bytes - pending - (int64_t)grow_from - std::max(P.stats.peak_bytes, in_use);
+        if (excess > 0) take_free_segments(P, excess, grow, unmap);
+        if (grow && mprotect(grow + grow_from, bytes - grow_from, PROT_READ | PROT_WRITE) == 0) {
+          P.free_ranges.erase(grow);
+          P.segs[grow].size = bytes;
+          P.stats.cached_bytes -= (int64_t)grow_from;
+          ptr = grow;
+        }
+      }
+    }
+    unmap_segments(unmap);
+    if (!ptr) {
+      // A new segment, with address space reserved to grow in place to 4x (at least 1 GiB).
+      const size_t reserved = std::max(4 * bytes, size_t(1) << 30);
+      void* m = map_segment(bytes, reserved);
+      if (!m) {
+        empty_cache(d);
+        m = map_segment(bytes, reserved);
+      }
+      if (m) {
+        ptr = m;
+        std::lock_guard<std::mutex> g(P.mu);
+        P.segs.emplace((char*)m, Pool::Seg{bytes, reserved});
+      }
+    }
+  } else {
     std::lock_guard<std::mutex> g(P.mu);
     // Reuse a cached block of the same bucket (or at most 2x larger for small ones): the smallest size that
     // has a usable block, the newest of that size.
-    const uint64_t done = stream_ordered ? UINT64_MAX : done_ticket(d);
     auto lo = P.free_blocks.lower_bound(bytes), hi = P.free_blocks.upper_bound(bytes * 2);
     while (lo != hi && !ptr) {
       auto end = P.free_blocks.upper_bound(lo->first);
@@ -130,23 +203,18 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
       lo = end;
     }
   }
-  if (!ptr) {
-    // A large CPU block the cache cannot serve: first the cached blocks of that class go back to the system,
-    // now or once their queued readers ran (release_large_cpu). Without it a chain of growing tensors (the VAE
-    // decoder at 1024x1024: 64 MB to 1 GB outputs) kept every size it passed through: SDXL's decode held 6.4 GB
-    // cached beside a 4.1 GB live peak.
-    if (d == Device::CPU && bytes >= kLargeBlock) release_large_cpu();
+  if (!ptr && !(d == Device::CPU && bytes >= kLargeBlock)) {
     ptr = raw_alloc(d, bytes);
     if (!ptr) {
       empty_cache(d);
       ptr = raw_alloc(d, bytes);
     }
-    if (!ptr) {
-      std::ostringstream os;
-      os << "out of memory on " << device_name(d) << " allocating " << bytes << " bytes ("
-         << pool(d).stats.allocated_bytes << " bytes in use)";
-      throw Error(os.str());
-    }
+  }
+  if (!ptr) {
+    std::ostringstream os;
+    os << "out of memory on " << device_name(d) << " allocating " << bytes << " bytes ("
+       << pool(d).stats.allocated_bytes << " bytes in use)";
+    throw Error(os.str());
   }
   std::lock_guard<std::mutex> g(P.mu);
   P.stats.allocated_bytes += (int64_t)bytes;
@@ -161,7 +229,9 @@ Storage::~Storage() {
   P.stats.allocated_bytes -= (int64_t)bytes;
   P.stats.live_storages -= 1;
   P.stats.cached_bytes += (int64_t)bytes;
-  P.free_blocks.emplace(bytes, Block{ptr, device == Device::CPU ? last_use.load(std::memory_order_acquire) : 0});
+  const uint64_t ticket = device == Device::CPU ? last_use.load(std::memory_order_acquire) : 0;
+  if (device == Device::CPU && bytes >= kLargeBlock) large_free(P, ptr, bytes, ticket);
+  else P.free_blocks.emplace(bytes, Block{ptr, ticket});
 }
 
 void cpu_tasks_note_completed(uint64_t ticket) {
@@ -177,22 +247,28 @@ MemoryStats memory_stats(Device d) {
   return P.stats;
 }
 
+void reset_peak(Device d) {
+  Pool& P = pool(d);
+  std::lock_guard<std::mutex> g(P.mu);
+  P.stats.peak_bytes = P.stats.allocated_bytes;
+}
+
 void empty_cache(Device d) {
   release_cached(d);
   if (d == Device::CPU) free_pending_cpu(done_ticket(d));
 }
 
 namespace {
-// Frees the pending large CPU blocks whose last reader has run (ticket <= done).
+// Unmaps the pending large CPU segments whose last reader has run (ticket <= done).
 void free_pending_cpu(uint64_t done) {
   Pool& P = pool(Device::CPU);
-  std::vector<void*> blocks;
+  std::vector<std::pair<size_t, Block>> blocks;
   {
     std::lock_guard<std::mutex> g(P.mu);
     uint64_t lo = UINT64_MAX;
     for (size_t i = 0; i < P.pending.size();) {
       if (P.pending[i].second.ticket <= done) {
-        blocks.push_back(P.pending[i].second.ptr);
+        blocks.push_back(P.pending[i]);
         P.stats.cached_bytes -= (int64_t)P.pending[i].first;
         P.pending[i] = P.pending.back();
         P.pending.pop_back();
@@ -203,7 +279,7 @@ void free_pending_cpu(uint64_t done) {
     }
     P.pending_min.store(lo, std::memory_order_seq_cst);
   }
-  for (void* p : blocks) raw_free(Device::CPU, p);
+  for (auto& b : blocks) munmap(b.second.ptr, b.second.span);
 }
 
 // Frees the cached blocks whose last use the stream has completed.
@@ -224,34 +300,117 @@ void release_cached(Device d) {
     }
   }
   for (void* p : blocks) raw_free(d, p);
+  if (d == Device::CPU) release_large_cpu(INT64_MAX);
 }
 
-// Takes every cached CPU block of kLargeBlock or more out of reuse: those the stream is done with are freed
-// now, the others (JS runs ahead of the stream, so a block freed by a dispose is usually still to be read by
-// queued tasks) when the stream completes their last task.
-void release_large_cpu() {
-  Pool& P = pool(Device::CPU);
-  std::vector<void*> blocks;
-  {
-    std::lock_guard<std::mutex> g(P.mu);
-    const uint64_t done = done_ticket(Device::CPU);
-    uint64_t lo = P.pending_min.load(std::memory_order_relaxed);
-    for (auto it = P.free_blocks.lower_bound(kLargeBlock); it != P.free_blocks.end();) {
-      if (it->second.ticket <= done) {
-        blocks.push_back(it->second.ptr);
-        P.stats.cached_bytes -= (int64_t)it->first;
-      } else {
-        P.pending.emplace_back(it->first, it->second);
-        lo = std::min(lo, it->second.ticket);
-      }
-      it = P.free_blocks.erase(it);
-    }
-    P.pending_min.store(lo, std::memory_order_seq_cst);
+// Best fit among the free ranges of at least `bytes` whose ticket is <= done (the smallest; the newest ticket
+// among equals); the rest of the range stays free. Returns null when none fits. Called with P.mu held.
+void* large_alloc(Pool& P, size_t bytes, uint64_t done) {
+  auto best = P.free_ranges.end();
+  for (auto it = P.free_ranges.begin(); it != P.free_ranges.end(); ++it) {
+    const Pool::Range& r = it->second;
+    if (r.size < bytes || r.ticket > done) continue;
+    if (best == P.free_ranges.end() || r.size < best->second.size ||
+        (r.size == best->second.size && r.ticket > best->second.ticket))
+      best = it;
   }
-  for (void* p : blocks) raw_free(Device::CPU, p);
-  // The stream may have completed the moved blocks' tickets meanwhile (see cpu_tasks_note_completed).
+  if (best == P.free_ranges.end()) return nullptr;
+  char* p = best->first;
+  const Pool::Range r = best->second;
+  P.free_ranges.erase(best);
+  if (r.size > bytes) P.free_ranges.emplace(p + bytes, Pool::Range{r.size - bytes, r.ticket, r.seg});
+  P.stats.cached_bytes -= (int64_t)bytes;
+  return p;
+}
+
+// The largest wholly free segment smaller than `bytes` (ticket <= done) whose reserved address space lets it
+// grow in place to `bytes` (the pages it had stay faulted in, only the difference is new), its size in *size;
+// null when there is none. Its addresses do not change, so a stream-ordered allocation may take one whose
+// readers are still queued, as with any cached block. P.mu held.
+char* growable(Pool& P, size_t bytes, uint64_t done, size_t* size) {
+  char* base = nullptr;
+  for (const auto& [b, sg] : P.segs) {
+    if (sg.size >= bytes || sg.reserved < bytes || sg.size <= *size) continue;
+    auto f = P.free_ranges.find(b);
+    if (f != P.free_ranges.end() && f->second.size == sg.size && f->second.ticket <= done) {
+      base = b;
+      *size = sg.size;
+    }
+  }
+  return base;
+}
+
+// Returns [ptr, ptr + bytes) to the heap, merged with free neighbours of the same segment. P.mu held.
+void large_free(Pool& P, void* ptr, size_t bytes, uint64_t ticket) {
+  char* p = (char*)ptr;
+  auto seg = P.segs.upper_bound(p);
+  --seg;  // the segment holding p (p is inside one: it came from large_alloc or a new segment)
+  Pool::Range r{bytes, ticket, seg->first};
+  auto next = P.free_ranges.lower_bound(p);
+  if (next != P.free_ranges.end() && next->first == p + bytes && next->second.seg == r.seg) {
+    r.size += next->second.size;
+    r.ticket = std::max(r.ticket, next->second.ticket);
+    next = P.free_ranges.erase(next);
+  }
+  if (next != P.free_ranges.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second.seg == r.seg && prev->first + prev->second.size == p) {
+      prev->second.size += r.size;
+      prev->second.ticket = std::max(prev->second.ticket, r.ticket);
+      return;
+    }
+  }
+  P.free_ranges.emplace(p, r);
+}
+
+// Takes wholly free segments other than `keep` out of the large heap, largest first, until `excess` bytes are
+// gone: those the stream is done with into `unmap` (to be unmapped once P.mu is released), the others (JS runs
+// ahead of the stream, so a block freed by a dispose is usually still to be read by queued tasks) into
+// P.pending, unmapped when the stream completes their last reader. P.mu held.
+void take_free_segments(Pool& P, int64_t excess, const char* keep, std::vector<std::pair<size_t, void*>>& unmap) {
+  const uint64_t done = done_ticket(Device::CPU);
+  uint64_t lo = P.pending_min.load(std::memory_order_relaxed);
+  std::vector<std::pair<Pool::Seg, char*>> whole;
+  for (const auto& [base, sg] : P.segs) {
+    auto f = P.free_ranges.find(base);
+    if (base != keep && f != P.free_ranges.end() && f->second.size == sg.size) whole.emplace_back(sg, base);
+  }
+  std::sort(whole.begin(), whole.end(), [](const auto& a, const auto& b) { return a.first.size > b.first.size; });
+  for (const auto& [sg, base] : whole) {
+    if (excess <= 0) break;
+    excess -= (int64_t)sg.size;
+    auto f = P.free_ranges.find(base);
+    const uint64_t ticket = f->second.ticket;
+    P.free_ranges.erase(f);
+    P.segs.erase(base);
+    if (ticket <= done) {
+      unmap.emplace_back(sg.reserved, base);
+      P.stats.cached_bytes -= (int64_t)sg.size;
+    } else {
+      P.pending.emplace_back(sg.size, Block{base, ticket, sg.reserved});
+      lo = std::min(lo, ticket);
+    }
+  }
+  P.pending_min.store(lo, std::memory_order_seq_cst);
+}
+
+void unmap_segments(const std::vector<std::pair<size_t, void*>>& unmap) {
+  for (const auto& [span, base] : unmap) munmap(base, span);
+  // The stream may have completed the tickets of segments moved to pending meanwhile (see
+  // cpu_tasks_note_completed).
+  Pool& P = pool(Device::CPU);
   const uint64_t now = g_cpu_completed.load(std::memory_order_seq_cst);
   if (now >= P.pending_min.load(std::memory_order_seq_cst)) free_pending_cpu(now);
+}
+
+void release_large_cpu(int64_t excess) {
+  std::vector<std::pair<size_t, void*>> unmap;
+  {
+    Pool& P = pool(Device::CPU);
+    std::lock_guard<std::mutex> g(P.mu);
+    take_free_segments(P, excess, nullptr, unmap);
+  }
+  unmap_segments(unmap);
 }
 }  // namespace
 

@@ -262,6 +262,13 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    hsd::reset_peak(hsd::device_from_name(info[0].As<Napi::String>()));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
     int n = info[0].As<Napi::Number>().Int32Value();
@@ -308,6 +315,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dispose", Napi::Function::New(env, Dispose));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));

@@ -88,6 +88,7 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(Device d);
 void empty_cache(Device d);  // frees the cached blocks no queued task may still use
+void reset_peak(Device d);   // the peak of bytes in use starts again from the bytes in use now
 
 // Stream-ordered reuse on the CPU: tasks are numbered 1, 2, ... in enqueue order and the worker runs them in
 // that order; engine.cpp reports each one done here (the allocator reads it).

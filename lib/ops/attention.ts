@@ -3,6 +3,7 @@
  * o = softmax(scale * q k^T [+ causal mask]) v per head, flash-style (no L x L matrix in memory).
  * Causal masking is top-left aligned (query i sees keys 0..i), like torch's SDPA with is_causal=True.
  */
+import { attentionInternals } from './internals';
 import { tidy, type Tensor } from '../tensor';
 import { matmul } from './gemm';
 import { softmax } from './activation';
@@ -77,14 +78,21 @@ function attentionByGemm(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor
   return tidy(() => {
     const f32 = (t: Tensor) => asDtype(t, 'f32');
     const [B, Lq, D] = q.shape, Lk = k.shape[1], Dv = v.shape[2];
-    const chunk = Math.max(1, Math.min(Lq, Math.floor((256 * 2 ** 20) / (4 * Lk))));
+    const chunk = Math.max(1, Math.min(Lq, Math.floor(attentionInternals.chunkBytes / (4 * Lk))));
     const outs: Tensor[] = [];
     for (let b = 0; b < B; b++) {
       const kb = f32(slice(k, 0, b, 1).reshape([Lk, D])), vb = f32(slice(v, 0, b, 1).reshape([Lk, Dv]));
       for (let s = 0; s < Lq; s += chunk) {
         const n = Math.min(chunk, Lq - s);
         const qc = f32(slice(slice(q, 0, b, 1), 1, s, n).reshape([n, D]));
-        outs.push(matmul(softmax(matmul(qc, kb, { transB: true }), scale), vb));
+        // Each chunk's scores and probabilities go as soon as they are used (the next chunk's take their
+        // blocks): kept to the end of the tidy, the VAE's mid-block attention at 1024x1024 (16384 pixels, four
+        // chunks) held 2 GB of them.
+        const scores = matmul(qc, kb, { transB: true });
+        const probs = softmax(scores, scale);
+        scores.dispose();
+        outs.push(matmul(probs, vb));
+        probs.dispose();
       }
     }
     const o = (outs.length === 1 ? outs[0] : concat(outs, 0)).reshape([B, Lq, Dv]);

@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+import { attentionInternals } from '../../lib/ops/internals';
 
 const { attention } = hs.ops;
 
@@ -100,6 +101,22 @@ for (const dtype of ['f32', 'bf16'] as const)
     const ref = reference(roundTo(dtype, qv), roundTo(dtype, kv), roundTo(dtype, vv), c, 1 / Math.sqrt(512));
     assertClose(await y.floats(), ref.o, TOL[dtype], 'out');
   });
+
+// The same path over several query chunks (each chunk's scores are freed as soon as its probabilities are
+// made; real sizes reach a second chunk only past 16k keys by 4k queries): a budget of 5 rows of scores.
+test('attention f32: one 512-channel head without lse, queries in chunks of 5 rows (B=2 Lq=23 Lk=33)', async () => {
+  const c: Case = { B: 2, Lq: 23, Lk: 33, H: 1, D: 512, Dv: 512 };
+  const qv = randn(2 * 23 * 512, 71), kv = randn(2 * 33 * 512, 72), vv = randn(2 * 33 * 512, 73);
+  const saved = attentionInternals.chunkBytes;
+  attentionInternals.chunkBytes = 5 * 4 * 33;
+  try {
+    const y = attention(t(qv, [2, 23, 512], 'f32'), t(kv, [2, 33, 512], 'f32'), t(vv, [2, 33, 512], 'f32'), { heads: 1 });
+    const ref = reference(qv, kv, vv, c, 1 / Math.sqrt(512));
+    assertClose(await y.floats(), ref.o, TOL.f32, 'out');
+  } finally {
+    attentionInternals.chunkBytes = saved;
+  }
+});
 
 for (const dtype of ['f16', 'bf16'] as const) {
   test(`attention ${dtype}: one 512-channel head, Lk=37`, async () => {

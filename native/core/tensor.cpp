@@ -170,17 +170,19 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
     }
     unmap_segments(unmap);
     if (!ptr) {
-      // A new segment, with address space reserved to grow in place to 4x (at least 1 GiB).
-      const size_t reserved = std::max(4 * bytes, size_t(1) << 30);
-      void* m = map_segment(bytes, reserved);
+      // A new segment, with address space reserved to grow in place to 4x.
+      // Without the reserve (an address-space limit, ulimit -v, can refuse it) the segment cannot grow.
+      size_t span = 4 * bytes;
+      void* m = map_segment(bytes, span);
+      if (!m) m = map_segment(bytes, span = bytes);
       if (!m) {
         empty_cache(d);
-        m = map_segment(bytes, reserved);
+        m = map_segment(bytes, span = bytes);
       }
       if (m) {
         ptr = m;
         std::lock_guard<std::mutex> g(P.mu);
-        P.segs.emplace((char*)m, Pool::Seg{bytes, reserved});
+        P.segs.emplace((char*)m, Pool::Seg{bytes, span});
       }
     }
   } else {

@@ -1,7 +1,7 @@
 /**
  * bench/unet: full-size UNets with random weights, batch 1: seconds per forward (median), achieved GFLOP/s
  * (FLOPs counted per op), peak RSS; f32 and bf16 weight storage; plus the SD1.5 VAE decoder at 512x512.
- *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16|f16] [--xl-128] [--device cpu|cuda]
+ *   npx tsx bench/unet.ts [--only sd15|sdxl|vae] [--reps 3] [--dtype f32|bf16|f16] [--xl-128] [--vae-1024] [--device cpu|cuda]
  *   [--profile | --profile-shapes] (with HYPERSD_SYNC=1: time per op name and dtype [and shapes])
  */
 import { installFlopCounter, counter } from './flops';
@@ -96,8 +96,10 @@ async function timeIt(label: string, f: () => hs.Tensor): Promise<void> {
     if (only === 'all' || only === 'vae') {
       const v = new AutoencoderKL(builtinConfigs('sd15').vae as VAEConfig);
       v.params.initRandom(1, { dtype, device });
-      const z = hs.ops.randn([1, 4, 64, 64], { seed: 2, device });
-      await timeIt(`SD1.5 VAE decode 512x512, ${dtype} weights`, () => v.decode(z));
+      for (const s of args.includes('--vae-1024') ? [64, 128] : [64]) {
+        const z = hs.ops.randn([1, 4, s, s], { seed: 2, device });
+        await timeIt(`SD1.5 VAE decode ${8 * s}x${8 * s}, ${dtype} weights`, () => v.decode(z));
+      }
       v.dispose();
     }
   }

@@ -14,15 +14,21 @@
 // ms per call): implicit GEMM / F(4x4): 64x64x320 70 / 33 ms, 32x32x640 63 / 34, 16x16x1280 62 / 43,
 // 16x16 2560->1280 123 / 84, 256x256x512->256 1277 / 637; at 8x8x1280 the implicit GEMM stays ahead (20 / 23
 // ms with F(2x2), 29 with F(4x4)), so 'auto' keeps it there.
+// 'auto' with at most 8 output channels (the VAE's conv_out, 128 -> 3) takes the direct kernel of conv_small.h
+// instead: 512x512 128 -> 3 25 ms against 137-155 ms by implicit GEMM, 64x64 512 -> 8 5.4 against 8.4 ms
+// (HYPERSD_CONV_NO_SMALL=1 turns it off for such comparisons).
 // The attribute `algo` (0 auto, 1 implicit GEMM, 2 F(2x2), 3 F(4x4), 4 F(6x6)) forces one for tests and
 // benchmarks; HYPERSD_CONV_ALGO (gemm, winograd, winograd4, winograd6) overrides 'auto'.
 // lora_conv2d: t = scale * conv(x, down) [pixels, r], then one GEMM over the extended K range,
 // y = [im2col(x) | t] [w | up]^T + bias (the same trick as lora_linear), always as implicit GEMM.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "conv_small.h"
 #include "gemm_kernels.h"
 #include "winograd.h"
 
@@ -373,7 +379,19 @@ void conv2d_kernel(const OpContext& c) {
   if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
   int64_t pick = algo;
   if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g) : 1;
-  if (pick >= 2) {
+  if (algo == 0 && cout <= 8 && std::getenv("HYPERSD_CONV_NO_SMALL") == nullptr) {
+    // Few output channels: the direct kernel of conv_small.h.
+    gemm::F32View wv = gemm::as_f32(w, c.pool);
+    std::vector<float> zero((size_t)g.C, 0.f);
+    conv_small::Args a{xv.p, wv.p, bias.p, e.beta, out.p, zero.data(), g.N, g.H, g.W, g.C, g.kh, g.kw, g.stride,
+                       g.pad, g.Ho, g.Wo, cout};
+    const bool avx2 = gemm::using_avx2();
+    const int64_t per_row = std::max<int64_t>(1, g.Wo * g.K() * cout);
+    c.pool->parallel_for(g.N * g.Ho, std::max<int64_t>(1, (1 << 16) / per_row), [&](int64_t r0, int64_t r1) {
+      if (avx2) conv_small::rows_avx2(a, r0, r1);
+      else conv_small::rows_portable(a, r0, r1);
+    });
+  } else if (pick >= 2) {
     wino_driver(pick)(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
   } else {
     ConvA a(xv.p, g);

@@ -124,6 +124,27 @@ test(`${NAME}conv2d beta = 1 accumulates into out`, async () => {
   }
 });
 
+test(`${NAME}conv2d with 1 to 8 outputs ('auto': the direct kernel): lanes and tails of Cin, stride 2, padding, beta, bf16 weights`, async () => {
+  // W = 7 and 11 leave partial groups of the pixels a step shares; C = 128 (lanes only), 13 (a tail), 3 (tail only).
+  const cases: [Geom, number, 'f32' | 'bf16'][] = [
+    [G(2, 9, 7, 128, 3, 3, 3, 1, 1), 0, 'f32'], [G(1, 8, 11, 13, 1, 3, 3, 1, 1), 0, 'f32'],
+    [G(1, 9, 11, 40, 8, 3, 3, 2, 1), 0, 'f32'], [G(2, 6, 7, 3, 5, 3, 3, 1, 0), 0, 'f32'],
+    [G(1, 7, 11, 24, 2, 1, 1, 1, 0), 0.5, 'f32'], [G(1, 9, 7, 20, 4, 3, 3, 1, 1), 1, 'f32'],
+    [G(1, 7, 9, 16, 6, 2, 3, 1, 2), 0, 'f32'], [G(1, 6, 7, 136, 7, 3, 3, 1, 1), 0, 'bf16'],
+  ];
+  for (const [g, beta, wdt] of cases) {
+    const x = roundTo('f32', randn(g.N * g.H * g.W * g.C, g.C + g.O, 2)), w = roundTo(wdt, randn(g.O * g.kh * g.kw * g.C, g.O, 0.2));
+    const bias = roundTo(wdt, randn(g.O, 11));
+    const [Ho, Wo] = outHW(g);
+    const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 12));
+    const out = beta ? t(old, [g.N, Ho, Wo, g.O]) : undefined;
+    const y = conv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C], wdt), t(bias, [g.O], wdt),
+      { stride: g.stride, pad: g.pad, out, beta });
+    assert.equal(y.shape, [g.N, Ho, Wo, g.O]);
+    assertClose(await y.floats(), refConv(x, w, g, bias, beta, old), TOL.f32, `${wdt} beta ${beta} ${JSON.stringify(g)}`);
+  }
+});
+
 test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () => {
   for (const [g, dt] of [[G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 9, 10, 3, 3, 1, 1), 'bf16'],
     [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'f16'], [G(1, 7, 6, 18, 20, 3, 3, 1, 1), 'bf16'],

@@ -15,6 +15,7 @@
 namespace hsd {
 namespace pw_avx2 {  // pointwise_avx2.cpp
 void silu(const float* x, float* y, int64_t n);
+void softmax_row(const float* x, float* y, int64_t n, float scale);
 void geglu(const float* h, const float* g, float* o, int64_t n);
 }  // namespace pw_avx2
 namespace {
@@ -100,10 +101,15 @@ void softmax_kernel(const OpContext& c) {
   int64_t rows = n ? x.numel() / n : 0;
   const float* px = x.data<float>();
   float* py = y.data<float>();
+  const bool avx2 = gemm::using_avx2();
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* xi = px + r * n;
       float* yi = py + r * n;
+      if (avx2) {
+        pw_avx2::softmax_row(xi, yi, n, scale);
+        continue;
+      }
       float m = -INFINITY;
       for (int64_t i = 0; i < n; ++i) m = std::max(m, scale * xi[i]);
       double sum = 0;

@@ -232,6 +232,39 @@ inline __attribute__((always_inline)) void ln_block(const float* x, float* y, in
 
 }  // namespace
 
+// softmax of one row of n: y = exp(scale x - m) / sum, m the row's maximum of scale x; the sum in 8 float
+// lanes folded into a double (the portable loop sums in double), then y times the rounded reciprocal.
+// Arguments below -87 (exp_nonpos_ps's clamp) give exactly 0, as expf does for the -inf of masked logits.
+void softmax_row(const float* x, float* y, int64_t n, float scale) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  __m256 vm = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_mul_ps(vs, _mm256_loadu_ps(x + i)));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, vm);
+  float m = lanes[0];
+  for (int l = 1; l < 8; ++l) m = std::max(m, lanes[l]);
+  for (int64_t k = i; k < n; ++k) m = std::max(m, scale * x[k]);
+  const __m256 vmax = _mm256_set1_ps(m), lo = _mm256_set1_ps(-87.f);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_sub_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(x + i)), vmax);
+    const __m256 e = _mm256_and_ps(avx2::exp_nonpos_ps(a), _mm256_cmp_ps(a, lo, _CMP_GE_OQ));
+    _mm256_storeu_ps(y + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  double sum = fold_d(acc);
+  for (int64_t k = i; k < n; ++k) {
+    const float e = std::exp(scale * x[k] - m);
+    y[k] = e;
+    sum += e;
+  }
+  const float inv = (float)(1.0 / sum);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), vinv));
+  for (int64_t k = i; k < n; ++k) y[k] *= inv;
+}
+
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) ln_block<4>(x + r * C, y + r * C, C, gamma, beta, eps);
@@ -250,6 +283,7 @@ void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gam
 namespace hsd {
 namespace pw_avx2 {
 void silu(const float*, float*, int64_t) { std::abort(); }
+void softmax_row(const float*, float*, int64_t, float) { std::abort(); }
 void binary(int, const float*, int64_t, const float*, int64_t, float*, int64_t) { std::abort(); }
 void affine(const float*, float, float, float*, int64_t) { std::abort(); }
 void clamp(const float*, float, float, float*, int64_t) { std::abort(); }

@@ -103,6 +103,16 @@ test('softmax: large logits stay finite; one-element rows are 1', async () => {
   assert.equal(Array.from(await softmax(t([3, -2, 7], [3, 1])).floats()), [1, 1, 1]);
 });
 
+test('softmax: masked (-inf) logits give exactly 0, in the vector lanes and the tail; rows of 1000', async () => {
+  const n = 19, xv = randn(2 * n, 21, 3);
+  for (const i of [0, 5, 9, 17, n + 3, n + 18]) xv[i] = -Infinity;
+  const y = await softmax(t(xv, [2, n]), 0.7).floats();
+  for (const i of [0, 5, 9, 17, n + 3, n + 18]) assert.is(y[i], 0, `masked logit ${i}`);
+  assertClose(y, softmaxRef(Float64Array.from(xv), n, 0.7), TOL.f32, 'masked rows');
+  const long = randn(3 * 1000, 22, 8); // spans of 30+ below the maximum: exponentials down to ~1e-13
+  assertClose(await softmax(t(long, [3, 1000]), 0.9).floats(), softmaxRef(roundTo('f32', long), 1000, 0.9), TOL.f32, 'rows of 1000');
+});
+
 test('activations: argument errors', () => {
   assert.throws(() => geglu(t(randn(15), [3, 5])), /geglu: x \[3,5\] must have an even last dim/);
   assert.throws(() => silu(hs.tensor(new Int32Array(3), [3], { device: DEVICE })), /silu: x must be a float tensor, got i32/);

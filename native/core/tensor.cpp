@@ -6,14 +6,16 @@
 // Storage in tensor.h). A stream-ordered allocation takes any block; any other allocation (host writes, scratch
 // inside a running task) and empty_cache only blocks whose ticket the stream has completed. Within a size the
 // newest block is taken first: it is the one most likely still in cache.
-// CPU blocks of 64 MiB or more come from a coalescing heap instead (LargeHeap below): segments mapped from the
-// system, split for a request (best fit) and merged again when their pieces are freed, so that a decoder's
-// tensors of changing sizes (64 MB, 128 MB, 256 MB...) reuse the same pages run after run. Fresh pages cost the
-// kernel ~1 ms per MB here (a fault and a zeroing per 4 KiB page): before, each SD1.5 VAE decode faulted 1 GB
-// in again (270k faults, ~1 s of system time in an 8 s decode). A request no free range can serve maps a new
-// segment, first releasing wholly free segments (now, or once the stream completed their last reader) until the
-// memory held (in use + cached + the request) is within the high-water mark of memory in use: RSS follows the
-// live peak when tensors grow from one size to the next (the VAE decoder at 1024x1024: 64 MB to 1 GB).
+// CPU blocks of 64 MiB or more come from a coalescing heap instead (Pool::segs / free_ranges; large_alloc,
+// large_free, growable below): segments mapped from the system, split for a request (best fit) and merged again
+// when their pieces are freed, so that a decoder's tensors of changing sizes (64 MB, 128 MB, 256 MB...) reuse
+// the same pages run after run. Fresh pages cost the kernel ~1 ms per MB here (a fault and a zeroing per 4 KiB
+// page): before, each SD1.5 VAE decode faulted 1 GB in again (270k faults, ~1 s of system time in an 8 s
+// decode). A request no free range can serve grows a wholly free segment in place (address space is reserved
+// for that) or maps a new one, first releasing wholly free segments (now, or once the stream completed their
+// last reader) until the memory held (in use + cached + what the request adds) is within the high-water mark
+// of memory in use: RSS follows the live peak when tensors grow from one size to the next (the VAE decoder at
+// 1024x1024: 64 MB to 1 GB).
 #include <algorithm>
 #include <atomic>
 #include <cstring>

@@ -155,6 +155,35 @@ test('CPU allocator: large blocks of changing sizes reuse the same pages (split,
   assert.ok(faults < 30_000, `rounds two and three faulted ${faults} pages in`);
 });
 
+test('CPU allocator: a random sequence of large tensors (made, read by queued ops, disposed behind the queue) keeps every value', async () => {
+  await hs.sync('cpu');
+  // Sizes of 64 to 120 MiB (the large-block heap), up to four alive, disposed in random order without waiting
+  // for their queued readers; every tensor is filled with its own value and its mean queued at once (so a block
+  // reused too early, or two live blocks overlapping, shows as a wrong mean). Every fifth tensor is a host
+  // write, which may not take a block a queued op still reads.
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const MiB = 1 << 18;
+  const live: { x: hs.Tensor; value: number }[] = [];
+  const checks: [Promise<Float32Array>, number][] = [];
+  for (let step = 0; step < 24; step++) {
+    if (live.length >= 4 || (live.length > 0 && rnd() < 0.4)) live.splice(Math.floor(rnd() * live.length), 1)[0].x.dispose();
+    const n = (64 + Math.floor(rnd() * 57)) * MiB, value = step + 1;
+    const x = step % 5 === 4 ? hs.tensor(new Float32Array(n).fill(value), [n], cpu) : hs.full([n], value, cpu);
+    const m = ops.mean(x);
+    checks.push([m.floats(), value]);
+    live.push({ x, value });
+    if (step % 6 === 5) hs.runOp('debug_sleep', [vec([0])], [hs.empty([1], cpu)], { ms: 20 }); // let JS run ahead
+  }
+  for (const [p, value] of checks) assert.is((await p)[0], value);
+  for (const { x, value } of live) assert.is((await ops.mean(x).floats())[0], value, 'a live tensor kept its values to the end');
+  for (const { x } of live) x.dispose();
+  await hs.sync('cpu');
+  hs.emptyCache('cpu');
+  const m = hs.memory().cpu;
+  assert.ok(m.cachedBytes < 64 * 2 ** 20, `emptyCache left ${m.cachedBytes} bytes cached`);
+});
+
 test('CPU allocator: past the peak of memory in use, wholly free large blocks go back to the system once their readers ran', async () => {
   await hs.sync('cpu');
   hs.emptyCache('cpu'); // no free large blocks of earlier tests: a's below is the only one

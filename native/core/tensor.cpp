@@ -147,7 +147,8 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   bytes = round_size(n);
   Pool& P = pool(d);
   const uint64_t done = stream_ordered ? UINT64_MAX : done_ticket(d);
-  if (d == Device::CPU && bytes >= kLargeBlock) {
+  const bool large = d == Device::CPU && bytes >= kLargeBlock;  // from the large-block heap
+  if (large) {
     std::vector<std::pair<size_t, void*>> unmap;  // (address space, base) of released segments
     {
       std::lock_guard<std::mutex> g(P.mu);
@@ -207,7 +208,7 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
       lo = end;
     }
   }
-  if (!ptr && !(d == Device::CPU && bytes >= kLargeBlock)) {
+  if (!ptr && !large) {
     ptr = raw_alloc(d, bytes);
     if (!ptr) {
       empty_cache(d);

@@ -57,6 +57,20 @@ inline __attribute__((always_inline)) __m256 exp2_nonpos_ps(__m256 x) {
   return exp2_core_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.f)));
 }
 
+// The largest / the sum of the 8 lanes.
+inline __attribute__((always_inline)) float hmax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+inline __attribute__((always_inline)) float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
 // An 8 x 8 transpose in registers: lane j of o[i] is lane i of vj.
 inline __attribute__((always_inline)) void transpose8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4,
                                                      __m256 v5, __m256 v6, __m256 v7, __m256* o) {

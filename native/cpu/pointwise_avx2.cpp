@@ -240,10 +240,7 @@ void softmax_row(const float* x, float* y, int64_t n, float scale) {
   __m256 vm = _mm256_set1_ps(-INFINITY);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_mul_ps(vs, _mm256_loadu_ps(x + i)));
-  float lanes[8];
-  _mm256_storeu_ps(lanes, vm);
-  float m = lanes[0];
-  for (int l = 1; l < 8; ++l) m = std::max(m, lanes[l]);
+  float m = avx2::hmax(vm);
   for (int64_t k = i; k < n; ++k) m = std::max(m, scale * x[k]);
   const __m256 vmax = _mm256_set1_ps(m), lo = _mm256_set1_ps(-87.f);
   __m256 acc = _mm256_setzero_ps();

@@ -38,16 +38,36 @@ static inline __m256 erf_ps(__m256 x) {
   return _mm256_or_ps(r, sign);
 }
 
-// GEGLU row: o[i] = h[i] * gelu(g[i]), gelu(x) = 0.5 x (1 + erf(x / sqrt 2)).
-void geglu(const float* h, const float* g, float* o, int64_t n) {
+// GEGLU of 8 values h and their 8 gates g: h * gelu(g), gelu(x) = 0.5 x (1 + erf(x / sqrt 2)).
+static inline __m256 geglu_ps(__m256 h, __m256 x) {
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), r2 = _mm256_set1_ps(0.70710678118654752f);
+  const __m256 gl = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf_ps(_mm256_mul_ps(x, r2))));
+  return _mm256_mul_ps(h, gl);
+}
+
+// GEGLU row: o[i] = h[i] * gelu(g[i]).
+void geglu(const float* h, const float* g, float* o, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(g + i);
-    const __m256 gl = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf_ps(_mm256_mul_ps(x, r2))));
-    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(h + i), gl));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, geglu_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(g + i)));
   for (; i < n; ++i) o[i] = h[i] * (0.5f * g[i] * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
+}
+
+// linear_geglu's tile sink: rows of 16 floats (8 values, then their 8 gates; row r at t + r*ldt) to rows of 8
+// outputs (o + r*ldo), the same operations per element as geglu above. The rows (up to 6, a GEMM tile) are
+// independent chains in one loop: one call per row left each row's division and exponential waiting on the
+// last (linear_geglu at 4096 x 320 x 2560 ran 16% behind the plain product, 3% with GELU on every column).
+void geglu_tile(const float* t, int64_t ldt, int64_t rows, float* o, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 3 <= rows; r += 3) {
+    const float *t0 = t + r * ldt, *t1 = t0 + ldt, *t2 = t1 + ldt;
+    const __m256 y0 = geglu_ps(_mm256_loadu_ps(t0), _mm256_loadu_ps(t0 + 8));
+    const __m256 y1 = geglu_ps(_mm256_loadu_ps(t1), _mm256_loadu_ps(t1 + 8));
+    const __m256 y2 = geglu_ps(_mm256_loadu_ps(t2), _mm256_loadu_ps(t2 + 8));
+    _mm256_storeu_ps(o + r * ldo, y0);
+    _mm256_storeu_ps(o + (r + 1) * ldo, y1);
+    _mm256_storeu_ps(o + (r + 2) * ldo, y2);
+  }
+  for (; r < rows; ++r) _mm256_storeu_ps(o + r * ldo, geglu_ps(_mm256_loadu_ps(t + r * ldt), _mm256_loadu_ps(t + r * ldt + 8)));
 }
 
 // Binary elementwise row: y[i] = a[i * sa] op b[i * sb] with sa, sb each 0 or 1 (op 0 add, 1 sub, 2 mul, 3 div),
@@ -285,6 +305,7 @@ void binary(int, const float*, int64_t, const float*, int64_t, float*, int64_t) 
 void affine(const float*, float, float, float*, int64_t) { std::abort(); }
 void clamp(const float*, float, float, float*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
+void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void ln_rows(const float*, float*, int64_t, int64_t, const float*, const float*, double) { std::abort(); }

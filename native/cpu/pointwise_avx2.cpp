@@ -237,16 +237,22 @@ inline __attribute__((always_inline)) void ln_block(const float* x, float* y, in
     const double dmr = mean[r] - (double)(float)mean[r];
     rstd[r] = (float)(1.0 / std::sqrt(std::max(0.0, ss / (double)C - dmr * dmr) + eps));
   }
-  for (int r = 0; r < R; ++r) {
-    const float* xr = x + r * C;
-    float* yr = y + r * C;
-    const __m256 vr = _mm256_set1_ps(rstd[r]);
-    for (c = 0; c < C8; c += 8) {
-      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + c), vm[r]), vr);
-      _mm256_storeu_ps(yr + c, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + c), _mm256_loadu_ps(beta + c)));
+  // The output pass over the R rows together, gamma and beta loaded once per 8 columns for all of them: +13%
+  // on [4096, 320] against one row at a time (bench/ab.ts side by side; prefetching the next four rows' input
+  // and output lines as well changed nothing measurable).
+  __m256 vr[R];
+  for (int r = 0; r < R; ++r) vr[r] = _mm256_set1_ps(rstd[r]);
+  for (c = 0; c < C8; c += 8) {
+    const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vm[r]), vr[r]);
+      _mm256_storeu_ps(y + r * C + c, _mm256_fmadd_ps(d, g, b));
     }
+  }
+  for (int r = 0; r < R; ++r) {
     const float m = (float)mean[r];
-    for (; c < C; ++c) yr[c] = (xr[c] - m) * rstd[r] * gamma[c] + beta[c];
+    for (int64_t k = C8; k < C; ++k) y[r * C + k] = (x[r * C + k] - m) * rstd[r] * gamma[k] + beta[k];
   }
 }
 

@@ -71,6 +71,10 @@ const cases: [string, Case][] = [
   ['cross Lk=77 D=40, Lq=101 (two query blocks, rows off the 6-row panels)', { B: 2, Lq: 101, Lk: 77, H: 4, D: 40, Dv: 40 }],
   ['causal self L=77 D=40 (one key block)', { B: 1, Lq: 77, Lk: 77, H: 2, D: 40, Dv: 40, causal: true }],
   ['cross Lk=77 D=160 (four 40-wide P V tiles)', { B: 1, Lq: 13, Lk: 77, H: 2, D: 160, Dv: 160, amp: 2 }],
+  // One key block: the six rows of a panel run the softmax interleaved, the block's tail lanes masked (77: five
+  // of the last eight lanes; 64: no tail vector; 9: one full vector and one lane), large logits for the maxima.
+  ['cross Lk=64 D=40 (one key block, no tail lanes), Lq=20', { B: 1, Lq: 20, Lk: 64, H: 2, D: 40, Dv: 40, amp: 4 }],
+  ['cross Lk=9 D=80, Lq=7', { B: 2, Lq: 7, Lk: 9, H: 2, D: 80, Dv: 80, amp: 4 }],
   // One key block, no mask, other head dims: S^T = K Q^T and O^T = V^T P^T on the GEMM micro-kernel, 16 queries
   // per panel, 96 per task (Lq = 203: three query blocks, the last panel 11 rows), keys off the 6-key panels.
   ['cross Lk=77 D=64 (transposed form), Lq=203 B=2 H=4', { B: 2, Lq: 203, Lk: 77, H: 4, D: 64, Dv: 64, amp: 3 }],

@@ -136,6 +136,7 @@ struct PanelA final : gemm::APacker {
     for (int64_t p = 0; p * MR < mc; ++p)
       std::memcpy(dst + p * MR * kstride, base + ((i0 / MR + p) * K + k0) * MR, (size_t)(kc * MR) * sizeof(float));
   }
+  const float* prepacked() const override { return base; }
 };
 
 // The per-thread buffers of gemm::thread_scratch the Winograd paths use (kept across calls: no page faults):

@@ -94,6 +94,10 @@ struct APacker {
     throw Error("gemm: this A operand has no 16-row panel form");
   }
   virtual bool has_pack_nr() const { return false; }
+  // An A already in panel form for all of K (Winograd's input transform writes it so), or null: panel p holds
+  // rows p*MR .. p*MR + MR - 1 (rows past M zero), element (i, k) at base + (p*K + k)*MR + i % MR. The engine
+  // then reads the panels in place instead of copying them into its packing buffer.
+  virtual const float* prepacked() const { return nullptr; }
 };
 // Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.
 struct BPacker {

@@ -84,13 +84,20 @@ test(`${NAME}conv2d Winograd F(2x2), F(4x4) and F(6x6), both variants: 320 / 200
   }
 });
 
-test(`${NAME}conv2d Winograd F(4x4) and F(6x6) at 1280 channels in within the f32 tolerance`, async () => {
+test(`${NAME}conv2d Winograd F(4x4) and F(6x6) at 1280 channels in within the f32 tolerance, both variants`, async () => {
+  // 'big': the GEMMs read the transformed input's panels in place, K block by K block (1280 = 4 blocks).
   const g = G(1, 14, 13, 1280, 16, 3, 3, 1, 1);
   const x = roundTo('f32', randn(g.H * g.W * g.C, 41)), w = roundTo('f32', randn(g.O * 9 * g.C, 42, 1 / Math.sqrt(9 * g.C)));
   const ref = refConv(x, w, g);
-  for (const algo of ['winograd4', 'winograd6'] as const) {
-    const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), null, { pad: 1, algo });
-    assertClose(await y.floats(), ref, TOL.f32, `${algo} ${JSON.stringify(g)}`);
+  try {
+    for (const variant of ['small', 'big'])
+      for (const algo of ['winograd4', 'winograd6'] as const) {
+        process.env.HYPERSD_WINO_VARIANT = variant;
+        const y = conv2d(t(x, [1, g.H, g.W, g.C]), t(w, [g.O, 3, 3, g.C]), null, { pad: 1, algo });
+        assertClose(await y.floats(), ref, TOL.f32, `${algo} ${variant} ${JSON.stringify(g)}`);
+      }
+  } finally {
+    delete process.env.HYPERSD_WINO_VARIANT;
   }
 });
 

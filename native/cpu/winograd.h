@@ -15,8 +15,10 @@ struct Geom {
   int64_t th, tw;  // tiles per image along H and W
 };
 
+constexpr int64_t kPad = 16;  // floats of padding after each kCB-float row of the input transform's buffers
+
 // Floats of scratch one input_panel / output_tile call needs for tile size m (a = m + 2).
-constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) * (1 + gemm::MR) + (m + 2) * m + m * m) * kCB; }
+constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) * (1 + gemm::MR) + (m + 2) * m + m * m) * (kCB + kPad); }
 
 constexpr int64_t weight_scratch_floats(int m) { return ((m + 2) * (m + 2) * gemm::NR + 3 * (m + 2)) * kCB; }
 

@@ -215,6 +215,8 @@ void wino_output(const wino::Geom& g, const float* Mb, int64_t mstride, int64_t 
   });
 }
 
+constexpr int64_t kWinoKC = 384;  // the longest K block of conv3x3_winograd's products
+
 template <int m>
 void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias, float beta,
                       float* y, ThreadPool* pool) {
@@ -230,11 +232,14 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t tc = std::min(chunk, tiles - t0);
     wino_input<m>(g, x, t0, tc, V, vstride, pool);
-    // One GEMM per component, each on one thread (a pool wake per GEMM would cost more than a small GEMM).
+    // One GEMM per component, each on one thread (a pool wake per GEMM would cost more than a small GEMM);
+    // K blocks of <= 384 channels (Epilogue::max_kc: the engine's longer blocks round too much here).
+    gemm::Epilogue ep;
+    ep.max_kc = kWinoKC;
     pool->parallel_for(nuv, 1, [&](int64_t b, int64_t e) {
       for (int64_t uv = b; uv < e; ++uv)
         gemm::run(tc, cout, cin, PanelA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
-                  Mb + uv * tc * cout, cout, gemm::Epilogue(), nullptr);
+                  Mb + uv * tc * cout, cout, ep, nullptr);
     });
     wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool);
   }

@@ -2,12 +2,12 @@
 // that run where AVX2 is missing or HYPERSD_CPU_KERNELS=portable asks for them.
 //
 // Loop nest, for C[M,N] += A[M,K] B[K,N]:
-//   jc over N in NC columns          B block KC x NC, packed once by all threads (shared, L3: <= 4.5 MiB)
-//     pc over K in KC                K blocks of equal length <= 384 (K = 320 is one block, K = 1280 four)
+//   jc over N in NC columns          B block KC x NC, packed once by all threads (shared, L3: <= 15 MiB)
+//     pc over K in KC                K blocks of equal length <= 1280 (K = 1280 is one block, 2048 two)
 //       tasks (MC block, N range)    handed to threads one at a time; a task packs its MC x KC block of A
-//                                    (<= 216 KiB, stays in the 512 KiB L2), then runs jr over the NR
-//                                    panels (a B panel, 16 x KC floats <= 24 KiB, stays in L1) and ir over
-//                                    the block's MR panels.
+//                                    (<= 720 KiB: L2 and L3), then runs jr over the NR panels (a B panel,
+//                                    16 x KC floats <= 80 KiB, prefetched as the micro-kernel walks it) and
+//                                    ir over the block's MR panels.
 // The MC blocks are sized so their count is a multiple of the thread count (equal shares), and N is split
 // into ranges when that gives too few tasks to balance. When M is too small for two blocks per thread
 // (M = 77 text tokens, Winograd chunks), run_small_m packs A once for all of K and gives each task a range of
@@ -44,8 +44,17 @@ alignas(64) const float kZeros[kMaxKC] = {};
 
 namespace {
 
-// Block sizes for Zen3 (32 KiB L1d, 512 KiB L2 per core); see the loop nest above.
-constexpr int64_t kKC = 384, kMC = 144, kNC = 3072;
+// Block sizes for Zen3 (32 KiB L1d, 512 KiB L2 per core); see the loop nest above. K blocks of up to 1280
+// (one block for the networks' K = 640 / 768 / 1280, two for 2048 / 2560) although a 16-column B panel of 1280
+// steps (80 KiB) no longer fits L1 (the micro-kernel prefetches it) and an MC block of A no longer fits L2:
+// each K block costs a pass over C, an epilogue and, per task, a packing of A. Against blocks of <= 384
+// (engine alone, 2 threads, calls alternated, medians of 24 per-pair ratios, session 9): 256x1280x10240
+// +8% / +13%, 256x5120x1280 +6%, 64x11520x1280 (an 8x8 convolution) +4% / +10%, 77x2048x1280 +4%,
+// 4096x1280x320 +5%, 1024x2560x640 +4%, 4096x1280x5120 +3%, 1024x640x640 +1%; 1024x1280x1280 -4% to +4%
+// over four runs. A product's sums run in longer f32 chains (implicit-GEMM 3x3 convolution at 512-1280
+// channels: relative error 3.6e-7 -> 6.2e-7); Winograd's products keep blocks of <= 384 (Epilogue::max_kc).
+constexpr int64_t kKC = 1280, kMC = 144, kNC = 3072;
+static_assert(kKC <= kMaxKC, "the packers' zero rows (kZeros) must cover a K block");
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -396,9 +405,9 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
       ep.last = pc + kcur == K;
       for (int64_t jp = jp0; jp < jp1; ++jp) {
         const int64_t j = jp * NR, nr = std::min<int64_t>(NR, N - j);
-        // One B panel packed at a time, just before its use: the L2 then holds A's K block (M x kc, up to
-        // ~400 KiB at M = 256) and one 24 KiB panel; a whole range's B block beside A overflowed it (measured
-        // 3-18% faster on M = 256 products, the same elsewhere).
+        // One B panel packed at a time, just before its use, so the caches hold A's K block (M x kc) and
+        // one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
+        // <= 384: 3-18% faster on M = 256 products, the same elsewhere).
         if (!pre) b.pack(kr, bp, kcur, j, nr, pc, kcur);
         const float* bpan = pre ? pre + (jp * K + pc) * NR : bp;
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
@@ -490,10 +499,11 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
          const Epilogue& e, ThreadPool* pool) {
   if (M <= 0 || N <= 0) return;
   const Kernels& kr = kernels();
+  const int64_t kcmax = e.max_kc > 0 ? std::min(e.max_kc, kKC) : kKC;  // the longest K block
   if (e.sink) {
     if (K == 0 || e.beta != 0.f) throw Error("gemm: a tile sink needs K > 0 and beta = 0");
     // The partial sums of all but the last K block (none when K is one block).
-    if (K > kKC) {
+    if (K > kcmax) {
       c = tl_partial.get((size_t)(M * N));
       ldc = N;
     } else {
@@ -509,7 +519,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       }
     return;
   }
-  if (e.act != kActNone && e.beta != 0.f && K > kKC) {
+  if (e.act != kActNone && e.beta != 0.f && K > kcmax) {
     // The activation comes before the beta term, so the K blocks cannot accumulate in C: go through a
     // temporary (a rare combination; the networks use beta only with act none).
     std::unique_ptr<float[]> t(new float[(size_t)(M * N)]);
@@ -523,7 +533,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   int threads = pool ? pool->size() : 1;
   if ((double)M * N * K < 1e6) threads = 1;
 
-  const int64_t nkb = ceil_div(K, kKC), kc = ceil_div(K, nkb);
+  const int64_t nkb = ceil_div(K, kcmax), kc = ceil_div(K, nkb);
   const int64_t nnb = ceil_div(N, kNC), nc = round_up(ceil_div(N, nnb), NR);
   // MC blocks of <= kMC rows, their count a multiple of the thread count so every thread gets the same share.
   const int64_t mpan_all = ceil_div(M, MR);

@@ -1,6 +1,6 @@
 // gemm family (matmul, linear, lora_linear, lora_linear_batched) against float64 references written out
 // below, on odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. The sizes also cross the CPU engine's
-// block edges (K blocks of <= 384, NC = 3072 columns, super-blocks of 2048 rows). The last tests run this
+// block edges (K blocks of <= 1280, NC = 3072 columns, super-blocks of 2048 rows). The last tests run this
 // file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2).
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -120,7 +120,7 @@ test(`${NAME}matmul bias and every activation, alpha`, async () => {
 });
 
 test(`${NAME}matmul beta accumulates into out (act before the beta term), also across K blocks`, async () => {
-  for (const [M, K, N, act] of [[37, 45, 29, 'none'], [37, 45, 29, 'gelu'], [23, 800, 35, 'none'], [23, 800, 35, 'silu']] as [number, number, number, Act][]) {
+  for (const [M, K, N, act] of [[37, 45, 29, 'none'], [37, 45, 29, 'gelu'], [23, 1400, 35, 'none'], [23, 1400, 35, 'silu']] as [number, number, number, Act][]) {
     const a = roundTo('f32', randn(M * K, 10)), b = roundTo('f32', randn(K * N, 11, 0.1)), old = roundTo('f32', randn(M * N, 12));
     const bias = roundTo('f32', randn(N, 13));
     const out = t(old, [M, N]);
@@ -132,7 +132,7 @@ test(`${NAME}matmul beta accumulates into out (act before the beta term), also a
 });
 
 test(`${NAME}matmul across the engine's blocks: long K (small and large M), wide N, tall M`, async () => {
-  for (const [M, K, N] of [[67, 1000, 70], [77, 800, 300], [7, 5, 3100], [2100, 3, 5], [1, 1, 1], [6, 16, 16]]) {
+  for (const [M, K, N] of [[67, 1500, 70], [77, 1400, 300], [7, 5, 3100], [2100, 3, 5], [1, 1, 1], [6, 16, 16]]) {
     const a = roundTo('f32', randn(M * K, M + K)), b = roundTo('f32', randn(N * K, N, 0.1)), bias = roundTo('f32', randn(N, 3));
     const y = linear(t(a, [M, K]), t(b, [N, K]), t(bias, [N]), 'gelu');
     assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true, bias, act: 'gelu' }), TOL.f32, `${M}x${K}x${N}`);
@@ -144,8 +144,8 @@ test(`${NAME}matmul across the engine's blocks: long K (small and large M), wide
 // activation, beta before and after the activation; and [K, N] weights (the ordinary path) beside it.
 test(`${NAME}matmul small M against [N, K] f32 weights: tails, K blocks, alpha, bias, act, beta`, async () => {
   const cases: [number, number, number, Act, number][] = [
-    [1, 1280, 320, 'silu', 0], [17, 770, 47, 'gelu', 0], [64, 1155, 130, 'none', 0.75], [77, 768, 320, 'quick_gelu', 0],
-    [128, 300, 6, 'gelu_tanh', -1.5], [100, 500, 7, 'gelu', -1.5], [5, 9, 13, 'none', 0], [9, 100, 50, 'none', 0], [33, 385, 1, 'silu', 2]];
+    [1, 1280, 320, 'silu', 0], [17, 1370, 47, 'gelu', 0], [64, 2600, 130, 'none', 0.75], [77, 768, 320, 'quick_gelu', 0],
+    [128, 300, 6, 'gelu_tanh', -1.5], [100, 500, 7, 'gelu', -1.5], [5, 9, 13, 'none', 0], [9, 100, 50, 'none', 0], [33, 1281, 1, 'silu', 2]];
   for (const [M, K, N, act, beta] of cases) {
     const a = roundTo('f32', randn(M * K, M + 7 * K)), b = roundTo('f32', randn(N * K, N + 1, 0.1));
     const bias = roundTo('f32', randn(N, 31)), old = roundTo('f32', randn(M * N, 32));
@@ -247,10 +247,10 @@ test(`${NAME}loraLinear equals the merged weight (f32, and f16 / bf16 weights)`,
     assertClose(await y.floats(), ref, TOL.f32, `weights ${dt}`);
   }
   // K + r crossing a K block boundary, no bias
-  const K2 = 382, r2 = 8, x2 = roundTo('f32', randn(9 * K2, 27)), w2 = roundTo('f32', randn(N * K2, 28, 0.1));
+  const K2 = 1276, r2 = 8, x2 = roundTo('f32', randn(9 * K2, 27)), w2 = roundTo('f32', randn(N * K2, 28, 0.1));
   const d2 = roundTo('f32', randn(r2 * K2, 29, 0.1)), u2 = roundTo('f32', randn(N * r2, 30));
   const y2 = loraLinear(t(x2, [9, K2]), t(w2, [N, K2]), null, t(d2, [r2, K2]), t(u2, [N, r2]), -1.25);
-  assertClose(await y2.floats(), refMatmul(x2, merged(w2, d2, u2, N, K2, r2, -1.25), 1, 9, K2, N, false, { transB: true }), TOL.f32, 'K 382 r 8');
+  assertClose(await y2.floats(), refMatmul(x2, merged(w2, d2, u2, N, K2, r2, -1.25), 1, 9, K2, N, false, { transB: true }), TOL.f32, 'K 1276 r 8');
 });
 
 test(`${NAME}loraLinearBatched: each batch item its own adapter, -1 none`, async () => {
@@ -289,8 +289,8 @@ function gegluRefOf(a: Float64Array, b: Float64Array, M: number, K: number, N2: 
 }
 test(`${NAME}linearGeglu equals geglu(linear(...)) against float64: one and several K blocks, tails, half weights`, async () => {
   const cases: [number[], number, number, 'f32' | 'f16' | 'bf16', boolean][] = [
-    [[37], 40, 64, 'f32', true], [[2, 50], 800, 96, 'f32', true], [[301], 320, 160, 'f32', false],
-    [[13], 1000, 32, 'bf16', true], [[20], 70, 48, 'f16', true], [[9], 30, 24, 'f32', true] /* N = 24: composed */];
+    [[37], 40, 64, 'f32', true], [[2, 50], 1400, 96, 'f32', true], [[301], 320, 160, 'f32', false],
+    [[13], 1500, 32, 'bf16', true], [[20], 70, 48, 'f16', true], [[9], 30, 24, 'f32', true] /* N = 24: composed */];
   for (const [lead, K, N2, dt, hasBias] of cases) {
     const M = lead.reduce((p, q) => p * q, 1);
     const a = roundTo('f32', randn(M * K, K + N2)), b = roundTo(dt, randn(N2 * K, N2, 0.1)), bias = roundTo('f32', randn(N2, 5));
@@ -300,7 +300,7 @@ test(`${NAME}linearGeglu equals geglu(linear(...)) against float64: one and seve
   }
   assert.throws(() => hs.ops.linearGeglu(t(new Float64Array(6), [2, 3]), t(new Float64Array(15), [5, 3])), /linear_geglu: w \[5,3\] must have an even number of rows/);
   // Bit-identical to the composed ops (training composes them; checkpointed recomputation must match).
-  for (const [M, K, N2] of [[50, 700, 32], [300, 96, 48]]) {
+  for (const [M, K, N2] of [[50, 1300, 32], [300, 96, 48]]) {
     const a = roundTo('f32', randn(M * K, 61)), b = roundTo('f32', randn(N2 * K, 62, 0.1)), bias = roundTo('f32', randn(N2, 63));
     const x = t(a, [M, K]), w = t(b, [N2, K]), bb = t(bias, [N2]);
     assert.equal(Array.from(await hs.ops.linearGeglu(x, w, bb).floats()), Array.from(await hs.ops.geglu(linear(x, w, bb)).floats()), `${M}x${K}x${N2}`);

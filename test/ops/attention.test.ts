@@ -79,6 +79,7 @@ const cases: [string, Case][] = [
   // per panel, 96 per task (Lq = 203: three query blocks, the last panel 11 rows), keys off the 6-key panels.
   ['cross Lk=77 D=64 (transposed form), Lq=203 B=2 H=4', { B: 2, Lq: 203, Lk: 77, H: 4, D: 64, Dv: 64, amp: 3 }],
   ['cross Lk=128 D=33 Dv=70 (transposed form, partial 8-dim stores)', { B: 1, Lq: 40, Lk: 128, H: 3, D: 33, Dv: 70 }],
+  ['one 700-channel head, Lk=20 (transposed form, K panels longer than 512)', { B: 1, Lq: 9, Lk: 20, H: 1, D: 700, Dv: 700 }],
   // The row-wise kernel with V rows off the 8-float vectors (its per-head V copy pads them with zeros): several
   // key blocks, and causal.
   ['Lk=150 D=12 Dv=20 (64-key blocks, 6x16 + 6x8 P V tiles)', { B: 2, Lq: 29, Lk: 150, H: 3, D: 12, Dv: 20, amp: 3 }],

@@ -127,6 +127,20 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
   }
 }
 
+// The softmax numerators of a 6-row panel's scores p[r*ld + 0..n) (n a multiple of 8) in place: 2^(s - m[r]), the
+// rows interleaved so their exponentials overlap; vs[r] += each row's values, lane by lane in key order.
+HSD_INLINE void exp_rows6(float* p, int64_t ld, int64_t n, const __m256* m, __m256* vs) {
+  for (int64_t j = 0; j < n; j += 8) {
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      float* sp = p + r * ld + j;
+      const __m256 e = exp2_nonpos_ps(_mm256_sub_ps(_mm256_loadu_ps(sp), m[r]));
+      _mm256_storeu_ps(sp, e);
+      vs[r] = _mm256_add_ps(vs[r], e);
+    }
+  }
+}
+
 // Per-thread buffers of the forward's tasks, grown as needed and kept (a fresh allocation per chunk of tasks
 // came back as page faults on every call).
 struct TaskScratch {
@@ -521,15 +535,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
               rmax[r] = _mm256_set1_ps(mb);
               vs[r] = _mm256_setzero_ps();
             }
-            for (int64_t j = 0; j < bk; j += 8) {
-#pragma GCC unroll 6
-              for (int r = 0; r < 6; ++r) {
-                float* sp = &p[r * bk + j];
-                const __m256 e = exp2_nonpos_ps(_mm256_sub_ps(_mm256_loadu_ps(sp), rmax[r]));
-                _mm256_storeu_ps(sp, e);
-                vs[r] = _mm256_add_ps(vs[r], e);
-              }
-            }
+            exp_rows6(p, bk, bk, rmax, vs);
             for (int r = 0; r < 6; ++r) {
               const int64_t i = r0 + r;
               l[i] = l[i] * corr[r] + hsum(vs[r]);
@@ -546,7 +552,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
           // softmax interleaved, as the full path does, with the block's tail lanes masked (keys past Lk: -inf
           // for the maximum, exactly 0 after the exponential); the same operations per row in the same order
           // as the per-row loop below (bit-identical results), whose serial reductions left the core idle:
-          // +9% at 4096 x 77 keys, d = 40 (bench/ab.ts side by side). Padding rows (past `rows`) are zero rows with finite logits, computed and never written out.
+          // +9% at 4096 x 77 keys, d = 40 (bench/ab.ts side by side). Padding rows (past `rows`) are zero rows
+          // with finite logits, computed and never written out.
           const bool one = !q_packed && !causal;
           if (one) {
             const int64_t nfull = nkp / 8 * 8;
@@ -567,15 +574,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
               vm[r] = _mm256_set1_ps(mb);
               vs[r] = _mm256_setzero_ps();
             }
-            for (int64_t j = 0; j < nfull; j += 8) {
-#pragma GCC unroll 6
-              for (int r = 0; r < 6; ++r) {
-                float* sp = &p[r * bk + j];
-                const __m256 e = exp2_nonpos_ps(_mm256_sub_ps(_mm256_loadu_ps(sp), vm[r]));
-                _mm256_storeu_ps(sp, e);
-                vs[r] = _mm256_add_ps(vs[r], e);
-              }
-            }
+            exp_rows6(p, bk, nfull, vm, vs);
             if (nfull < nkp)
               for (int r = 0; r < 6; ++r) {
                 float* sp = &p[r * bk + nfull];

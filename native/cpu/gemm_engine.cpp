@@ -15,8 +15,8 @@
 // fused bias/activation runs once, on the last K block, still in registers. All the packing and compute
 // steps of one product are phases of a single parallel region (PhaseRunner), so the pool wakes once.
 // Figures (bench/RESULTS.md, 2 threads on the shared 2-core EPYC, other jobs running): 0.7-1.4x OpenBLAS
-// sgemm across runs and shapes, the K = 1280 shapes at the low end (~0.85x one-threaded, where runs are
-// steadier); the micro-kernel alone runs at ~97% of the FMA peak, whole products at 65-80%.
+// sgemm across runs and shapes before session 9, 0.96-1.15x in its run (the K = 1280 shapes at the low end);
+// the micro-kernel alone runs at ~97% of the FMA peak, whole products at 65-86%.
 // Nesting: run() with a pool must not be called from inside that pool's parallel_for; a kernel that runs
 // GEMMs inside its own parallel loop passes pool = null (each thread then uses its own packing buffers).
 #include <algorithm>

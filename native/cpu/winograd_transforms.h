@@ -150,6 +150,22 @@ struct Tr<6> {
   static void at(const float* const* in, float* const* out, int64_t n) { at_m6(in, out, n); }
 };
 
+// Where a tile's (m+2) x (m+2) input patch lies: its image and its top-left pixel (which may be outside).
+struct Patch {
+  const float* img;
+  int64_t y0, x0;
+};
+template <int m>
+inline Patch patch_of(const float* x, const wino::Geom& g, int64_t tile) {
+  const int64_t tx = tile % g.tw, ty = (tile / g.tw) % g.th, n = tile / (g.tw * g.th);
+  return Patch{x + n * g.H * g.W * g.C, m * ty - g.pad, m * tx - g.pad};
+}
+// Pixel (i, j) of the patch from channel c0 on, or null where the patch leaves the image.
+inline const float* patch_pixel(const Patch& p, const wino::Geom& g, int i, int j, int64_t c0) {
+  const int64_t iy = p.y0 + i, ix = p.x0 + j;
+  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? p.img + (iy * g.W + ix) * g.C + c0 : nullptr;
+}
+
 // Input transform of one A panel: tiles [t0, t0 + nt) (nt <= MR; rows past nt are zero) over channels
 // [c0, c0 + cb), cb <= wino::kCB. For each of the a*a components uv, the (cb x MR) piece of the panel is
 // written in the GEMM engine's A-panel form at dst + uv * uv_stride (element (tile r, channel c) at
@@ -166,7 +182,7 @@ void input_panel(const gemm::Kernels& kr, const float* x, const wino::Geom& g, i
   float* t = scratch;                   // [a][a][TS]: row transforms of the patch
   float* v = scratch + a * a * TS;      // [a*a][MR][TS]: the transformed tiles
   for (int r = 0; r < nt; ++r) {
-    const int64_t tile = t0 + r, tx = tile % g.tw, ty = (tile / g.tw) % g.th, n = tile / (g.tw * g.th);
+    const int64_t tile = t0 + r;
     // The patch the next transform reads, into cache while this one runs (at the VAE's sizes the image comes
     // from memory): the next tile's, or for the panel's last tile the caller's next call (this panel's next
     // channel block, else the next panel's first tile). +1.5% to +4% at 512x512, 128 channels.
@@ -179,27 +195,20 @@ void input_panel(const gemm::Kernels& kr, const float* x, const wino::Geom& g, i
         ncb = std::min(CB, g.C - nc0);
       }
       if (nx < g.N * g.th * g.tw) {
-        const int64_t px = nx % g.tw, py = (nx / g.tw) % g.th, pn = nx / (g.tw * g.th);
-        for (int i = 0; i < a; ++i) {
-          const int64_t iy = m * py - g.pad + i;
-          if (iy < 0 || iy >= g.H) continue;
-          for (int b = 0; b < a; ++b) {
-            const int64_t ix = m * px - g.pad + b;
-            if (ix < 0 || ix >= g.W) continue;
-            const char* q = (const char*)(x + ((pn * g.H + iy) * g.W + ix) * g.C + nc0);
-            for (int64_t o = 0; o < ncb * 4; o += 64) __builtin_prefetch(q + o);
-          }
-        }
+        const Patch np = patch_of<m>(x, g, nx);
+        for (int i = 0; i < a; ++i)
+          for (int b = 0; b < a; ++b)
+            if (const float* q = patch_pixel(np, g, i, b, nc0))
+              for (int64_t o = 0; o < ncb * 4; o += 64) __builtin_prefetch((const char*)q + o);
       }
     }
-    const int64_t y0 = m * ty - g.pad, x0 = m * tx - g.pad;
+    const Patch patch = patch_of<m>(x, g, tile);
     for (int i = 0; i < a; ++i) {  // row i of the patch: t[i][j] = sum_b B^T[j][b] d[i][b]
       const float* in[a];
       float* out[a];
-      const int64_t iy = y0 + i;
       for (int b = 0; b < a; ++b) {
-        const int64_t ix = x0 + b;
-        in[b] = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? x + ((n * g.H + iy) * g.W + ix) * g.C + c0 : gemm::kZeros;
+        const float* px = patch_pixel(patch, g, i, b, c0);
+        in[b] = px ? px : gemm::kZeros;
         out[b] = t + (i * a + b) * TS;
       }
       Tr<m>::bt(in, out, cb);

@@ -50,6 +50,8 @@ if (want('pw')) {
   cases.push(['add [4096, 320]', 3 * E, () => hs.ops.add(x, y), 'GB/s']);
   cases.push(['layer_norm [4096, 320]', 2 * E, () => hs.ops.layerNorm(x, g, b), 'GB/s']);
   cases.push(['group_norm+silu 320ch 64x64', 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'GB/s']);
+  const x2 = hs.tensor(filled(S * 2 * C, 5), [1, S, 2 * C]);
+  cases.push(['geglu [4096, 640] -> [4096, 320]', 3 * E, () => hs.ops.geglu(x2), 'GB/s']);
 }
 if (want('geglu'))
   for (const [M, K, N2] of [[4096, 320, 2560], [1024, 640, 5120]]) {

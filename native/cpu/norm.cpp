@@ -3,9 +3,10 @@
 // group_norm: a group is C/G adjacent channels of every one of the S positions, so its elements are strided
 // runs. Pass 1 splits each image's S positions into blocks that are summed in parallel (per-channel float sums
 // of x - K and its square over the block's rows, K the group's first element, so a large mean does not cancel
-// the variance away; then per group in double); the blocks are reduced per (n, group). Pass 2 normalises row by row with per-channel mean/(rstd*gamma)/beta
-// vectors, a loop over C that vectorises. The input is read twice; a single-read fused version would need
-// the whole image in cache and is a later performance step.
+// the variance away; then per group in double); the blocks are reduced per (n, group). Pass 2 normalises row
+// by row (four rows together with AVX2) with per-channel mean/(rstd*gamma)/beta vectors, a loop over C that
+// vectorises. The input is read twice; a single-read fused version would need the whole image in cache and is
+// a later performance step.
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
 // the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time.
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
@@ -20,6 +21,8 @@
 namespace hsd {
 namespace pw_avx2 {  // pointwise_avx2.cpp
 void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2);
+void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+              bool silu);
 void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu_on);
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
@@ -113,14 +116,20 @@ void group_norm_kernel(const OpContext& c) {
     }
   }
 
-  // Pass 2: y = ((x - K) - dm) * rstd * gamma + beta [, silu].
-  c.pool->parallel_for(N * S, std::max<int64_t>(1, (1 << 13) / C), [&](int64_t s, int64_t e) {
+  // Pass 2: y = ((x - K) - dm) * rstd * gamma + beta [, silu]; with AVX2 four rows of an image at a time
+  // (chunks of rows in multiples of 4).
+  c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;
       const float* xr = px + r * C;
       float* yr = py + r * C;
       const float *kk = &k_c[(size_t)(n * C)], *dm = &dm_c[(size_t)(n * C)], *a = &scale_c[(size_t)(n * C)];
       if (avx2) {
+        if (r + 4 <= e && (r + 3) / S == n) {  // four rows of one image
+          pw_avx2::gn_apply4(xr, yr, C, kk, dm, a, pb, silu);
+          r += 3;
+          continue;
+        }
         pw_avx2::gn_apply(xr, yr, C, kk, dm, a, pb, silu);
         continue;
       }

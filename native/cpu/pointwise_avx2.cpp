@@ -143,17 +143,42 @@ void silu(const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = x[i] / (1.f + std::exp(-x[i]));
 }
 
-// Group-norm statistics of `rows` rows of C channels: acc1[c] += x - k[c], acc2[c] += (x - k[c])^2.
+// Group-norm statistics of `rows` rows of C channels: acc1[c] += x - k[c], acc2[c] += (x - k[c])^2, row after
+// row. Four rows at a time keep each 8-channel pair of sums in registers across them (one load and store of
+// the sums per four rows instead of per row; the same additions in the same order, so the same bits): the
+// stores had bound the loop (two per 8 inputs, ~2 cycles each here), 0.5-0.67x the time in L1/L2.
 void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2) {
-  for (int64_t r = 0; r < rows; ++r) {
+  const int64_t C8 = C / 8 * 8;
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
     const float* xr = x + r * C;
-    int64_t c = 0;
-    for (; c + 8 <= C; c += 8) {
+    for (int64_t c = 0; c < C8; c += 8) {
+      const __m256 kc = _mm256_loadu_ps(k + c);
+      __m256 s1 = _mm256_loadu_ps(acc1 + c), s2 = _mm256_loadu_ps(acc2 + c);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + j * C + c), kc);
+        s1 = _mm256_add_ps(s1, d);
+        s2 = _mm256_fmadd_ps(d, d, s2);
+      }
+      _mm256_storeu_ps(acc1 + c, s1);
+      _mm256_storeu_ps(acc2 + c, s2);
+    }
+    for (int64_t c = C8; c < C; ++c)
+      for (int j = 0; j < 4; ++j) {
+        const float d = xr[j * C + c] - k[c];
+        acc1[c] += d;
+        acc2[c] += d * d;
+      }
+  }
+  for (; r < rows; ++r) {
+    const float* xr = x + r * C;
+    for (int64_t c = 0; c < C8; c += 8) {
       const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), _mm256_loadu_ps(k + c));
       _mm256_storeu_ps(acc1 + c, _mm256_add_ps(_mm256_loadu_ps(acc1 + c), d));
       _mm256_storeu_ps(acc2 + c, _mm256_fmadd_ps(d, d, _mm256_loadu_ps(acc2 + c)));
     }
-    for (; c < C; ++c) {
+    for (int64_t c = C8; c < C; ++c) {
       const float d = xr[c] - k[c];
       acc1[c] += d;
       acc2[c] += d * d;
@@ -174,6 +199,35 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
     const float v = ((x[c] - k[c]) - dm[c]) * a[c] + b[c];
     y[c] = silu_on ? v / (1.f + std::exp(-v)) : v;
   }
+}
+
+// gn_apply over 4 rows of one image (row stride C): the per-channel parameters loaded once for the four rows
+// and their four SiLU chains interleaved; each element gets exactly gn_apply's operations, so the same bits.
+// Group-norm + SiLU on [4096, 320]: +19% to +31% against one row at a time (bench/ab.ts side by side, three
+// runs; a SiLU loop unrolled the same way over one row gained nothing).
+void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+               bool silu_on) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    const __m256 kc = _mm256_loadu_ps(k + c), mc = _mm256_loadu_ps(dm + c), ac = _mm256_loadu_ps(a + c),
+                 bc = _mm256_loadu_ps(b + c);
+    __m256 v[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j)
+      v[j] = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j * C + c), kc), mc), ac, bc);
+    if (silu_on) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) v[j] = silu_ps(v[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y + j * C + c, v[j]);
+  }
+  if (c < C)
+    for (int j = 0; j < 4; ++j)
+      for (int64_t i = c; i < C; ++i) {
+        const float v = ((x[j * C + i] - k[i]) - dm[i]) * a[i] + b[i];
+        y[j * C + i] = silu_on ? v / (1.f + std::exp(-v)) : v;
+      }
 }
 
 // Layer-norm of `rows` rows of C floats each (row r at x + r*C, y + r*C): y = (x - mean) * rstd * gamma + beta,
@@ -314,6 +368,7 @@ void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
+void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void ln_rows(const float*, float*, int64_t, int64_t, const float*, const float*, double) { std::abort(); }
 }  // namespace pw_avx2
 }  // namespace hsd

@@ -144,13 +144,14 @@ void silu(const float* x, float* y, int64_t n) {
 }
 
 // Group-norm statistics of `rows` rows of C channels: acc1[c] += x - k[c], acc2[c] += (x - k[c])^2, row after
-// row. Four rows at a time keep each 8-channel pair of sums in registers across them (one load and store of
-// the sums per four rows instead of per row; the same additions in the same order, so the same bits): the
-// stores had bound the loop (two per 8 inputs, ~2 cycles each here), 0.5-0.67x the time in L1/L2.
-void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2) {
+// row. With by4, four rows at a time keep each 8-channel pair of sums in registers across them (one load and
+// store of the sums per four rows instead of per row; the same additions in the same order, so the same
+// bits): the stores had bound the loop (two per 8 inputs, ~2 cycles each here), 0.5-0.67x the time in L1/L2
+// (the caller passes by4 = false for tensors streamed from memory, where the row-by-row loop was faster).
+void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4) {
   const int64_t C8 = C / 8 * 8;
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
+  for (; by4 && r + 4 <= rows; r += 4) {
     const float* xr = x + r * C;
     for (int64_t c = 0; c < C8; c += 8) {
       const __m256 kc = _mm256_loadu_ps(k + c);
@@ -366,7 +367,7 @@ void affine(const float*, float, float, float*, int64_t) { std::abort(); }
 void clamp(const float*, float, float, float*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
-void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*) { std::abort(); }
+void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void ln_rows(const float*, float*, int64_t, int64_t, const float*, const float*, double) { std::abort(); }

@@ -64,6 +64,14 @@ test('groupNorm f32 N=2 S=11 C=20 groups 5 silu (a 4-channel tail past the 8-cha
   assertClose(await y.floats(), ref, TOL.f32, 'y');
 });
 
+test('groupNorm f32 [1, 66000, 68] groups 4 silu (18 MB: the row-by-row passes for tensors beyond the cache)', async () => {
+  const N = 1, S = 66000, C = 68, G = 4, eps = 1e-5;
+  const xv = offset(randn(N * S * C, 64, 0.8), -0.4), gv = randn(C, 65), bv = randn(C, 66);
+  const y = groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true });
+  const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true);
+  assertClose(await y.floats(), ref, TOL.f32, 'y');
+});
+
 test('groupNorm f16 N=2 S=13 C=2576 groups 8 (channel windows of 2048, groups across 8-channel vectors)', async () => {
   const N = 2, S = 13, C = 2576, G = 8, eps = 1e-5;
   const xv = offset(randn(N * S * C, 51, 1.5), -0.7), gv = randn(C, 52), bv = randn(C, 53);

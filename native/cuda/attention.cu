@@ -23,10 +23,11 @@
 // in shared memory; lane j scores key j, the warp does the online softmax with shuffles, and each lane owns
 // Dv/32 output channels.
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills on all four archs: flash_attn_kernel f16/bf16 by head-dim bucket
-// 48: 142, 64: 164, 80: 210, 128: 244, 160: 246 registers (128 threads; shared memory 35/45/55/85/63 KiB);
-// attn_simt_kernel 46-47 registers, (32 (D+1) + 32 Dv + 8 D) * 4 B dynamic shared memory; backward:
-// attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills on all four archs (rechecked for sm_80/86/89/90 2026-11-26):
+// flash_attn_kernel f16/bf16 by head-dim bucket 48: 142, 64: 164, 80: 210, 128: 244, 160: 246 registers (128
+// threads; shared memory 35/45/55/85/63 KiB); attn_simt_kernel 40-47 registers and attn_simt_big_kernel 84-90
+// (96-99 on sm_90), (TK (D+1) + TK Dv + 8 D) * 4 B dynamic shared memory (TK = 32, 16 for the big one);
+// backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
 #include <cmath>
 #include <type_traits>
 
@@ -229,7 +230,7 @@ constexpr int SA_WARPS = 8, SA_MAXD = 256, SA_MAXD_BIG = 512;
 // MAXD: the largest head dim (MAXD / 32 output values per lane); SA_TK keys per tile (16 for the big variant,
 // so its shared memory stays under 99 KiB: lanes 16..31 then score nothing).
 template <class T, int MAXD, int SA_TK>
-__global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
+__device__ __forceinline__ void attn_simt_body(const AttnParams& p) {
   extern __shared__ float sm[];
   const int D = p.D, Dv = p.Dv;
   float* Ks = sm;                    // [TK][D+1] (padded: lane j reads row j)
@@ -297,6 +298,18 @@ __global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
     p.lse[((int64_t)b * p.H + h) * p.Lq + qi] = l_run > 0.f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;
 }
 
+template <class T, int SA_TK>
+__global__ void __launch_bounds__(256) attn_simt_kernel(const AttnParams p) {
+  attn_simt_body<T, SA_MAXD, SA_TK>(p);
+}
+// The 512-wide variant declares one block per SM enough (its ~82 KiB of shared memory allows two at most):
+// with the thread count alone ptxas held it to 64 registers on sm_80-89 and spilled 8-16 bytes of its 16
+// output values per lane (now 84-90 registers there, 96-99 on sm_90, no spills).
+template <class T, int SA_TK>
+__global__ void __launch_bounds__(256, 1) attn_simt_big_kernel(const AttnParams p) {
+  attn_simt_body<T, SA_MAXD_BIG, SA_TK>(p);
+}
+
 // ---------------------------------------------------------------- launchers
 
 template <class T, int DP>
@@ -323,13 +336,13 @@ void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
   if (p.D <= SA_MAXD && p.Dv <= SA_MAXD) {
     constexpr int TK = 32;
     const int smem = (TK * (p.D + 1) + TK * p.Dv + SA_WARPS * p.D) * 4;
-    allow_smem((const void*)attn_simt_kernel<T, SA_MAXD, TK>, smem);
-    attn_simt_kernel<T, SA_MAXD, TK><<<grid, 256, smem, s>>>(p);
+    allow_smem((const void*)attn_simt_kernel<T, TK>, smem);
+    attn_simt_kernel<T, TK><<<grid, 256, smem, s>>>(p);
   } else {  // the VAE's single 512-channel head
     constexpr int TK = 16;
     const int smem = (TK * (p.D + 1) + TK * p.Dv + SA_WARPS * p.D) * 4;
-    allow_smem((const void*)attn_simt_kernel<T, SA_MAXD_BIG, TK>, smem);
-    attn_simt_kernel<T, SA_MAXD_BIG, TK><<<grid, 256, smem, s>>>(p);
+    allow_smem((const void*)attn_simt_big_kernel<T, TK>, smem);
+    attn_simt_big_kernel<T, TK><<<grid, 256, smem, s>>>(p);
   }
 }
 

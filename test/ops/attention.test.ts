@@ -150,6 +150,26 @@ for (const dtype of ['f16', 'bf16'] as const) {
   });
 }
 
+// Self-attention over several full key blocks keeps each row's maximum while later blocks stay within 2^8 of it
+// (their numerators straight from the logits) and recomputes a block whose logits jump past that: keys 128 and
+// on scaled by 100 make the third 64-key block jump by hundreds (2^(s - m) of the kept m would overflow), the
+// second block stays near the first.
+test('attention f32: later key blocks within and past the kept maximum (Lk=256 D=40, keys scaled from 128 on)', async () => {
+  const c: Case = { B: 1, Lq: 50, Lk: 256, H: 2, D: 40, Dv: 40 };
+  const qv = randn(50 * 2 * 40, 81), kv = randn(256 * 2 * 40, 82), vv = randn(256 * 2 * 40, 83);
+  for (let i = 128 * 2 * 40; i < kv.length; i++) kv[i] *= 100;
+  const xs = [qv, kv, vv].map((a) => roundTo('f32', a));
+  const res = attention(t(xs[0], [1, 50, 80]), t(xs[1], [1, 256, 80]), t(xs[2], [1, 256, 80]), { heads: 2, returnLse: true });
+  const ref = reference(xs[0], xs[1], xs[2], c, 1 / Math.sqrt(40));
+  assertClose(await res.out.floats(), ref.o, TOL.f32, 'out');
+  assertClose(await res.lse.floats(), ref.lse, TOL.f32, 'lse');
+  // and the same keys unscaled: every later block within the bound
+  const res2 = attention(t(roundTo('f32', qv), [1, 50, 80]), t(roundTo('f32', randn(256 * 2 * 40, 82)), [1, 256, 80]), t(xs[2], [1, 256, 80]), { heads: 2, returnLse: true });
+  const ref2 = reference(roundTo('f32', qv), roundTo('f32', randn(256 * 2 * 40, 82)), xs[2], c, 1 / Math.sqrt(40));
+  assertClose(await res2.out.floats(), ref2.o, TOL.f32, 'out (unscaled keys)');
+  assertClose(await res2.lse.floats(), ref2.lse, TOL.f32, 'lse (unscaled keys)');
+});
+
 test('attention: the reference discriminates (causal vs full, wrong scale)', async () => {
   const c: Case = { B: 1, Lq: 37, Lk: 37, H: 3, D: 8, Dv: 8, causal: true };
   const { out, ref, inputs } = await run(c, 'f32', 3);

@@ -102,10 +102,9 @@ struct RowsQ {
 // pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
 // kMax: also rmax[r] = max(rmax[r], the tile's row r), from the registers (the full-block softmax needs no pass
 // over the scores for its maxima then).
-template <bool kScale, class Q, bool kMax = false>
-HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
-                            __m256* rmax = nullptr) {
-  __m256 c[6][2];
+// The 6x16 tile of logits in registers: c[r][h] = sum_d Q(r, d) kt[d*16 + 8h .. 8h+8).
+template <class Q>
+HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (&c)[6][2]) {
   for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
   // Unrolled by 4: the loop's own increments and branch were a fifth of its instructions (measured +4-8%
   // at L=4096 d=40, processes alternated).
@@ -119,6 +118,13 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
       c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
     }
   }
+}
+
+template <bool kScale, class Q, bool kMax = false>
+HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
+                            __m256* rmax = nullptr) {
+  __m256 c[6][2];
+  logits_acc_6x16(q, D, kt, c);
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
     const __m256 v0 = kScale ? _mm256_mul_ps(c[r][0], vscale) : c[r][0];
@@ -142,17 +148,7 @@ constexpr float kLazy = 8.0f;
 HSD_INLINE void logits_exp_6x16(const PanelQ& q, int64_t D, const float* kt, float* s, int64_t ldp, const __m256* m,
                                 __m256* vs, __m256* smax) {
   __m256 c[6][2];
-  for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t d = 0; d < D; ++d, kt += 16) {
-    const __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < 6; ++r) {
-      const __m256 a = _mm256_broadcast_ss(q.at(r, d));
-      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-    }
-  }
+  logits_acc_6x16(q, D, kt, c);
   const __m256 lo = _mm256_set1_ps(-126.f);
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {

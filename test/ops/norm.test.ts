@@ -56,21 +56,19 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const)
     });
   }
 
-test('groupNorm f32 N=2 S=11 C=20 groups 5 silu (a 4-channel tail past the 8-channel vectors, rows not a multiple of 4)', async () => {
-  const N = 2, S = 11, C = 20, G = 5, eps = 1e-5;
-  const xv = offset(randn(N * S * C, 61, 1.3), 0.9), gv = randn(C, 62), bv = randn(C, 63);
-  const y = groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true });
-  const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true);
-  assertClose(await y.floats(), ref, TOL.f32, 'y');
-});
-
-test('groupNorm f32 [1, 66000, 68] groups 4 silu (18 MB: the row-by-row passes for tensors beyond the cache)', async () => {
-  const N = 1, S = 66000, C = 68, G = 4, eps = 1e-5;
-  const xv = offset(randn(N * S * C, 64, 0.8), -0.4), gv = randn(C, 65), bv = randn(C, 66);
-  const y = groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true });
-  const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true);
-  assertClose(await y.floats(), ref, TOL.f32, 'y');
-});
+// f32 with SiLU: a 4-channel tail past the 8-channel vectors and rows not a multiple of 4 (the four-row passes'
+// edges), and an 18 MB tensor (the row-by-row passes for tensors beyond the cache).
+for (const [what, N, S, C, G, seed, sd, mean] of [
+  ['N=2 S=11 C=20 groups 5 (channel tail, rows not a multiple of 4)', 2, 11, 20, 5, 61, 1.3, 0.9],
+  ['[1, 66000, 68] groups 4 (18 MB: the row-by-row passes)', 1, 66000, 68, 4, 64, 0.8, -0.4],
+] as [string, number, number, number, number, number, number, number][])
+  test(`groupNorm f32 silu ${what}`, async () => {
+    const eps = 1e-5;
+    const xv = offset(randn(N * S * C, seed, sd), mean), gv = randn(C, seed + 1), bv = randn(C, seed + 2);
+    const y = groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true });
+    const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true);
+    assertClose(await y.floats(), ref, TOL.f32, 'y');
+  });
 
 test('groupNorm f16 N=2 S=13 C=2576 groups 8 (channel windows of 2048, groups across 8-channel vectors)', async () => {
   const N = 2, S = 13, C = 2576, G = 8, eps = 1e-5;

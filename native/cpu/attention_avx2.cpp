@@ -2,7 +2,7 @@
 // kernel and the dispatch); compiled with -mavx2 -mfma and called only when the GEMM engine's kernels() picks
 // its AVX2 set (so HYPERSD_CPU_KERNELS=portable or a CPU without AVX2 never reaches it).
 //
-// Tasks over (batch, head, block of kBQ = 96 query rows). Each walks the keys in blocks of bk (64, or all of
+// Tasks over (batch, head, block of kBQ = 96 query rows). Each walks the keys in blocks of bk (128 / 64, or all of
 // them up to 128: the 77 text tokens are one block) with the online softmax, keeping the flash structure (no
 // Lq x Lk matrix). Per key block, each 6-row panel of the task runs its whole chain before the next panel, so
 // the block's K^T tiles and V rows stay in L1 across the panels and the panel's 6 x bk scores never leave it:
@@ -454,9 +454,11 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   // keys: d = 64 -1% to +44%, +28% or more at L = 4096; d = 40 -3% to -14% and d = 80, 160 within +-5%, which
   // keep the row-wise kernel).
   if (!causal && Lk <= 128 && g.scale > 0.0f && D <= gemm::kMaxKC && Dv % 40 != 0) return cross_attention_t(g, pool);
-  // Keys per block: all of them when few (77 text tokens: one block, one softmax pass), else 64 (measured side
-  // by side: 32 and 128 were 3-8% slower at D = 40 and 80).
-  const int64_t bk = Lk16 <= 128 ? Lk16 : 64;
+  // Keys per block: all of them when few (77 text tokens: one block, one softmax pass), else 128 for head dims
+  // up to 64 and 64 above (the block's K^T and V, 2 bk D floats, serve all 16 panels of a task). With the
+  // lazy maximum of the later blocks, 128 against 64 (the kernel alone, alternated in one process): d = 40
+  // +0.6% to +1.7%, d = 64 +1.5% to +5%, d = 80 -12% (before it, 32 and 128 were 3-8% slower at d = 40 and 80).
+  const int64_t bk = Lk16 <= 128 ? Lk16 : (D <= 64 && Dv8 <= 64 ? 128 : 64);
   // K transposed once per (batch, head) into kts [B*H][Lk16 / 16][D][16] (keys zero-padded to 16), and V
   // copied into vps [B*H][Lk16][Dv8] (rows zero-padded to Dv8, keys to Lk16): tasks over 16-key tiles, each
   // reading 16 rows of D and Dv contiguous floats. P V then walks one contiguous stream, where in place it read

@@ -66,7 +66,7 @@ const cases: [string, Case][] = [
   ['D=80 (two 40-wide P V tiles), Lk=70', { B: 1, Lq: 25, Lk: 70, H: 2, D: 80, Dv: 80 }],
   ['Dv=37 (copied V rows padded to 40), Lk=33', { B: 1, Lq: 14, Lk: 33, H: 2, D: 40, Dv: 37 }],
   ['causal self L=200 D=40 (several key and query blocks)', { B: 1, Lq: 200, Lk: 200, H: 2, D: 40, Dv: 40, causal: true }],
-  ['D=80 Lk=150 (32-key blocks), Lq=101', { B: 1, Lq: 101, Lk: 150, H: 2, D: 80, Dv: 80, amp: 3 }],
+  ['D=80 Lk=150 (64-key blocks), Lq=101', { B: 1, Lq: 101, Lk: 150, H: 2, D: 80, Dv: 80, amp: 3 }],
   // One key block, head dims of 40s: P V written straight to the output, heads of a query block in turn.
   ['cross Lk=77 D=40, Lq=101 (two query blocks, rows off the 6-row panels)', { B: 2, Lq: 101, Lk: 77, H: 4, D: 40, Dv: 40 }],
   ['causal self L=77 D=40 (one key block)', { B: 1, Lq: 77, Lk: 77, H: 2, D: 40, Dv: 40, causal: true }],
@@ -82,7 +82,7 @@ const cases: [string, Case][] = [
   ['one 700-channel head, Lk=20 (transposed form, K panels longer than 512)', { B: 1, Lq: 9, Lk: 20, H: 1, D: 700, Dv: 700 }],
   // The row-wise kernel with V rows off the 8-float vectors (its per-head V copy pads them with zeros): several
   // key blocks, and causal.
-  ['Lk=150 D=12 Dv=20 (64-key blocks, 6x16 + 6x8 P V tiles)', { B: 2, Lq: 29, Lk: 150, H: 3, D: 12, Dv: 20, amp: 3 }],
+  ['Lk=150 D=12 Dv=20 (128-key blocks, 6x16 + 6x8 P V tiles)', { B: 2, Lq: 29, Lk: 150, H: 3, D: 12, Dv: 20, amp: 3 }],
   ['causal self L=41 D=24 Dv=37', { B: 1, Lq: 41, Lk: 41, H: 2, D: 24, Dv: 37, causal: true }],
 ];
 
@@ -152,22 +152,19 @@ for (const dtype of ['f16', 'bf16'] as const) {
 
 // Self-attention over several full key blocks keeps each row's maximum while later blocks stay within 2^8 of it
 // (their numerators straight from the logits) and recomputes a block whose logits jump past that: keys 128 and
-// on scaled by 100 make the third 64-key block jump by hundreds (2^(s - m) of the kept m would overflow), the
-// second block stays near the first.
-test('attention f32: later key blocks within and past the kept maximum (Lk=256 D=40, keys scaled from 128 on)', async () => {
-  const c: Case = { B: 1, Lq: 50, Lk: 256, H: 2, D: 40, Dv: 40 };
-  const qv = randn(50 * 2 * 40, 81), kv = randn(256 * 2 * 40, 82), vv = randn(256 * 2 * 40, 83);
-  for (let i = 128 * 2 * 40; i < kv.length; i++) kv[i] *= 100;
-  const xs = [qv, kv, vv].map((a) => roundTo('f32', a));
-  const res = attention(t(xs[0], [1, 50, 80]), t(xs[1], [1, 256, 80]), t(xs[2], [1, 256, 80]), { heads: 2, returnLse: true });
-  const ref = reference(xs[0], xs[1], xs[2], c, 1 / Math.sqrt(40));
-  assertClose(await res.out.floats(), ref.o, TOL.f32, 'out');
-  assertClose(await res.lse.floats(), ref.lse, TOL.f32, 'lse');
-  // and the same keys unscaled: every later block within the bound
-  const res2 = attention(t(roundTo('f32', qv), [1, 50, 80]), t(roundTo('f32', randn(256 * 2 * 40, 82)), [1, 256, 80]), t(xs[2], [1, 256, 80]), { heads: 2, returnLse: true });
-  const ref2 = reference(roundTo('f32', qv), roundTo('f32', randn(256 * 2 * 40, 82)), xs[2], c, 1 / Math.sqrt(40));
-  assertClose(await res2.out.floats(), ref2.o, TOL.f32, 'out (unscaled keys)');
-  assertClose(await res2.lse.floats(), ref2.lse, TOL.f32, 'lse (unscaled keys)');
+// on scaled by 100 make the block holding them jump by hundreds (2^(s - m) of the kept m would overflow); with
+// the keys unscaled every later block stays near the first. (Blocks of 128 keys at d = 40, 64 for d = 80.)
+test('attention f32: later key blocks within and past the kept maximum (Lk=384 D=40, keys scaled from 128 on)', async () => {
+  const Lq = 50, Lk = 384, H = 2, D = 40;
+  const c: Case = { B: 1, Lq, Lk, H, D, Dv: D };
+  const qv = roundTo('f32', randn(Lq * H * D, 81)), vv = roundTo('f32', randn(Lk * H * D, 83));
+  const plain = roundTo('f32', randn(Lk * H * D, 82)), scaled = plain.map((x, i) => (i >= 128 * H * D ? x * 100 : x));
+  for (const [what, kv] of [['keys from 128 on x100', scaled], ['keys unscaled', plain]] as const) {
+    const res = attention(t(qv, [1, Lq, H * D]), t(kv, [1, Lk, H * D]), t(vv, [1, Lk, H * D]), { heads: H, returnLse: true });
+    const ref = reference(qv, kv, vv, c, 1 / Math.sqrt(D));
+    assertClose(await res.out.floats(), ref.o, TOL.f32, `out (${what})`);
+    assertClose(await res.lse.floats(), ref.lse, TOL.f32, `lse (${what})`);
+  }
 });
 
 test('attention: the reference discriminates (causal vs full, wrong scale)', async () => {

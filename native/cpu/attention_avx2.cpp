@@ -98,10 +98,6 @@ struct RowsQ {
   HSD_INLINE const float* at(int r, int64_t d) const { return rows[r] + d; }
 };
 
-// s[r*ldp + 0..16) = sum_d Q(r, d) kt[d*16 + 0..16) for 6 rows (times scale when kScale: Q read in place is not
-// pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
-// kMax: also rmax[r] = max(rmax[r], the tile's row r), from the registers (the full-block softmax needs no pass
-// over the scores for its maxima then).
 // The 6x16 tile of logits in registers: c[r][h] = sum_d Q(r, d) kt[d*16 + 8h .. 8h+8).
 template <class Q>
 HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (&c)[6][2]) {
@@ -120,6 +116,10 @@ HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (
   }
 }
 
+// s[r*ldp + 0..16) = sum_d Q(r, d) kt[d*16 + 0..16) for 6 rows (times scale when kScale: Q read in place is not
+// pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
+// kMax: also rmax[r] = max(rmax[r], the tile's row r), from the registers (the full-block softmax needs no pass
+// over the scores for its maxima then).
 template <bool kScale, class Q, bool kMax = false>
 HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
                             __m256* rmax = nullptr) {
@@ -568,14 +568,16 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
               logits_exp_6x16(qp, D, kth + (j0 + jt) * D, &p[jt], bk, mv, vs, smax);
             // Any logit past m + kLazy (or a NaN): this block again the usual way. m is finite here (the row's
             // first block set it from finite logits) unless the inputs hold infinities or NaNs.
+            const __m256 lazy = _mm256_set1_ps(kLazy);
             for (int r = 0; r < 6; ++r)
-              bound = _mm256_or_ps(bound, _mm256_cmp_ps(smax[r], _mm256_add_ps(mv[r], _mm256_set1_ps(kLazy)), _CMP_NLE_UQ));
+              bound = _mm256_or_ps(bound, _mm256_cmp_ps(smax[r], _mm256_add_ps(mv[r], lazy), _CMP_NLE_UQ));
             if (_mm256_movemask_ps(bound) == 0) {
               for (int r = 0; r < 6; ++r) l[r0 + r] += hsum(vs[r]);
               done = true;
             }
           }
           if (done) {
+            // the later block's numerators are in p and its sums in l
           } else if (full) {
             const PanelQ qp{&qs[r0 * D]};
             __m256 rmax[6];
@@ -624,7 +626,8 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
               for (int r = 0; r < 6; ++r) vm[r] = _mm256_max_ps(vm[r], _mm256_loadu_ps(&p[r * bk + j]));
             }
             if (nfull < nkp)
-              for (int r = 0; r < 6; ++r) vm[r] = _mm256_max_ps(vm[r], _mm256_blendv_ps(ninf, _mm256_loadu_ps(&p[r * bk + nfull]), tail));
+              for (int r = 0; r < 6; ++r)
+                vm[r] = _mm256_max_ps(vm[r], _mm256_blendv_ps(ninf, _mm256_loadu_ps(&p[r * bk + nfull]), tail));
             for (int r = 0; r < 6; ++r) {
               const float mb = hmax(vm[r]);
               m[r0 + r] = mb;

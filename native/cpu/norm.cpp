@@ -4,9 +4,9 @@
 // runs. Pass 1 splits each image's S positions into blocks that are summed in parallel (per-channel float sums
 // of x - K and its square over the block's rows, K the group's first element, so a large mean does not cancel
 // the variance away; then per group in double); the blocks are reduced per (n, group). Pass 2 normalises row
-// by row (four rows together with AVX2 when x fits the cache) with per-channel mean/(rstd*gamma)/beta vectors, a loop over C that
-// vectorises. The input is read twice; a single-read fused version would need the whole image in cache and is
-// a later performance step.
+// by row (four rows together with AVX2 when x fits the cache) with per-channel mean/(rstd*gamma)/beta vectors,
+// a loop over C that vectorises. The input is read twice; a single-read fused version would need the whole
+// image in cache and is a later performance step.
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
 // the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time.
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.

@@ -67,7 +67,8 @@ void geglu_tile(const float* t, int64_t ldt, int64_t rows, float* o, int64_t ldo
     _mm256_storeu_ps(o + (r + 1) * ldo, y1);
     _mm256_storeu_ps(o + (r + 2) * ldo, y2);
   }
-  for (; r < rows; ++r) _mm256_storeu_ps(o + r * ldo, geglu_ps(_mm256_loadu_ps(t + r * ldt), _mm256_loadu_ps(t + r * ldt + 8)));
+  for (; r < rows; ++r)
+    _mm256_storeu_ps(o + r * ldo, geglu_ps(_mm256_loadu_ps(t + r * ldt), _mm256_loadu_ps(t + r * ldt + 8)));
 }
 
 // Binary elementwise row: y[i] = a[i * sa] op b[i * sb] with sa, sb each 0 or 1 (op 0 add, 1 sub, 2 mul, 3 div),
@@ -143,92 +144,81 @@ void silu(const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = x[i] / (1.f + std::exp(-x[i]));
 }
 
-// Group-norm statistics of `rows` rows of C channels: acc1[c] += x - k[c], acc2[c] += (x - k[c])^2, row after
-// row. With by4, four rows at a time keep each 8-channel pair of sums in registers across them (one load and
-// store of the sums per four rows instead of per row; the same additions in the same order, so the same
-// bits): the stores had bound the loop (two per 8 inputs, ~2 cycles each here), 0.5-0.67x the time in L1/L2
-// (the caller passes by4 = false for tensors streamed from memory, where the row-by-row loop was faster).
-void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4) {
+// Group-norm statistics of R rows of C channels (row stride C): acc1[c] += x - k[c], acc2[c] += (x - k[c])^2,
+// row after row, each 8-channel pair of sums held in registers across the R rows (one load and store of the
+// sums per R rows).
+template <int R>
+inline __attribute__((always_inline)) void gn_sums_rows(const float* x, int64_t C, const float* k, float* acc1,
+                                                       float* acc2) {
   const int64_t C8 = C / 8 * 8;
-  int64_t r = 0;
-  for (; by4 && r + 4 <= rows; r += 4) {
-    const float* xr = x + r * C;
-    for (int64_t c = 0; c < C8; c += 8) {
-      const __m256 kc = _mm256_loadu_ps(k + c);
-      __m256 s1 = _mm256_loadu_ps(acc1 + c), s2 = _mm256_loadu_ps(acc2 + c);
+  for (int64_t c = 0; c < C8; c += 8) {
+    const __m256 kc = _mm256_loadu_ps(k + c);
+    __m256 s1 = _mm256_loadu_ps(acc1 + c), s2 = _mm256_loadu_ps(acc2 + c);
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + j * C + c), kc);
-        s1 = _mm256_add_ps(s1, d);
-        s2 = _mm256_fmadd_ps(d, d, s2);
-      }
-      _mm256_storeu_ps(acc1 + c, s1);
-      _mm256_storeu_ps(acc2 + c, s2);
+    for (int j = 0; j < R; ++j) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + j * C + c), kc);
+      s1 = _mm256_add_ps(s1, d);
+      s2 = _mm256_fmadd_ps(d, d, s2);
     }
-    for (int64_t c = C8; c < C; ++c)
-      for (int j = 0; j < 4; ++j) {
-        const float d = xr[j * C + c] - k[c];
-        acc1[c] += d;
-        acc2[c] += d * d;
-      }
+    _mm256_storeu_ps(acc1 + c, s1);
+    _mm256_storeu_ps(acc2 + c, s2);
   }
-  for (; r < rows; ++r) {
-    const float* xr = x + r * C;
-    for (int64_t c = 0; c < C8; c += 8) {
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), _mm256_loadu_ps(k + c));
-      _mm256_storeu_ps(acc1 + c, _mm256_add_ps(_mm256_loadu_ps(acc1 + c), d));
-      _mm256_storeu_ps(acc2 + c, _mm256_fmadd_ps(d, d, _mm256_loadu_ps(acc2 + c)));
-    }
-    for (int64_t c = C8; c < C; ++c) {
-      const float d = xr[c] - k[c];
+  for (int64_t c = C8; c < C; ++c)
+    for (int j = 0; j < R; ++j) {
+      const float d = x[j * C + c] - k[c];
       acc1[c] += d;
       acc2[c] += d * d;
     }
-  }
 }
 
-// y = ((x - k) - dm) * a + b [, silu] over one row of C channels.
-void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-              bool silu_on) {
-  int64_t c = 0;
-  for (; c + 8 <= C; c += 8) {
-    __m256 v = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(k + c)), _mm256_loadu_ps(dm + c));
-    v = _mm256_fmadd_ps(v, _mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c));
-    _mm256_storeu_ps(y + c, silu_on ? silu_ps(v) : v);
-  }
-  for (; c < C; ++c) {
-    const float v = ((x[c] - k[c]) - dm[c]) * a[c] + b[c];
-    y[c] = silu_on ? v / (1.f + std::exp(-v)) : v;
-  }
+// Group-norm statistics of `rows` rows, four at a time with by4 (the same additions in the same order as one
+// row at a time, so the same bits): the stores of the sums had bound the one-row loop (two per 8 inputs, ~2
+// cycles each here), 0.5-0.67x the time in L1/L2; the caller passes by4 = false for tensors streamed from
+// memory, where the one-row loop was faster.
+void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4) {
+  int64_t r = 0;
+  for (; by4 && r + 4 <= rows; r += 4) gn_sums_rows<4>(x + r * C, C, k, acc1, acc2);
+  for (; r < rows; ++r) gn_sums_rows<1>(x + r * C, C, k, acc1, acc2);
 }
 
-// gn_apply over 4 rows of one image (row stride C): the per-channel parameters loaded once for the four rows
-// and their four SiLU chains interleaved; each element gets exactly gn_apply's operations, so the same bits.
-// Group-norm + SiLU on [4096, 320]: +19% to +31% against one row at a time (bench/ab.ts side by side, three
-// runs; a SiLU loop unrolled the same way over one row gained nothing).
-void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-               bool silu_on) {
+// y = ((x - k) - dm) * a + b [, silu] over R rows of one image (row stride C): the per-channel parameters loaded
+// once for the R rows and their SiLU chains interleaved; each element gets the same operations whatever R.
+template <int R>
+inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* y, int64_t C, const float* k,
+                                                        const float* dm, const float* a, const float* b,
+                                                        bool silu_on) {
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
     const __m256 kc = _mm256_loadu_ps(k + c), mc = _mm256_loadu_ps(dm + c), ac = _mm256_loadu_ps(a + c),
                  bc = _mm256_loadu_ps(b + c);
-    __m256 v[4];
+    __m256 v[R];
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < R; ++j)
       v[j] = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j * C + c), kc), mc), ac, bc);
     if (silu_on) {
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) v[j] = silu_ps(v[j]);
+      for (int j = 0; j < R; ++j) v[j] = silu_ps(v[j]);
     }
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y + j * C + c, v[j]);
+    for (int j = 0; j < R; ++j) _mm256_storeu_ps(y + j * C + c, v[j]);
   }
   if (c < C)
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < R; ++j)
       for (int64_t i = c; i < C; ++i) {
         const float v = ((x[j * C + i] - k[i]) - dm[i]) * a[i] + b[i];
         y[j * C + i] = silu_on ? v / (1.f + std::exp(-v)) : v;
       }
+}
+
+// One row, and four rows together: group-norm + SiLU on [4096, 320] +19% to +31% against one row at a time
+// (bench/ab.ts side by side, three runs; a SiLU loop unrolled the same way over one row gained nothing).
+void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+              bool silu_on) {
+  gn_apply_rows<1>(x, y, C, k, dm, a, b, silu_on);
+}
+void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
+               bool silu_on) {
+  gn_apply_rows<4>(x, y, C, k, dm, a, b, silu_on);
 }
 
 // Layer-norm of `rows` rows of C floats each (row r at x + r*C, y + r*C): y = (x - mean) * rstd * gamma + beta,

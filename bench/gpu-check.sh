@@ -133,6 +133,8 @@ for f in test/ops/*.test.ts test/autograd/{attention_norm_act,elementwise_shape,
   d=$(dirname "$f"); b=$(basename "$f")
   stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
 done
+# group_norm's three-launch path (the one-launch kernel serves every tensor of the tests that fits)
+stage "ops/norm-3launch" 60 env HYPERSD_SYNC=1 HYPERSD_GN_FUSED=0 $UVU test/ops "^norm\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi

@@ -181,12 +181,19 @@ async function attns(): Promise<void> {
 async function bandwidth(): Promise<void> {
   const gn = async (N: number, S: number, C: number, what: string, dtype: Dt = 'f16') => {
     const x = randn([N, S, C], dtype), g = randn([C], 'f32'), b = randn([C], 'f32');
-    await measure('group_norm+silu', `${what} [${N}, ${S}, ${C}] 32 groups`, dtype, 2 * N * S * C * esize(dtype), 'GB/s',
-      () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'min traffic (the kernel reads x twice)');
+    // the default (one cooperative launch where the rows fit in shared memory), then the three launches
+    for (const fused of ['1', '0']) {
+      process.env.HYPERSD_GN_FUSED = fused;
+      await measure('group_norm+silu', `${what} [${N}, ${S}, ${C}] 32 groups`, dtype, 2 * N * S * C * esize(dtype), 'GB/s',
+        () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }),
+        fused === '1' ? 'min traffic; default path (one launch where it fits)' : 'min traffic; HYPERSD_GN_FUSED=0 (three launches, x read twice)');
+    }
+    delete process.env.HYPERSD_GN_FUSED;
     for (const t of [x, g, b]) t.dispose();
   };
   await gn(2, 4096, 320, 'SD1.5 64x64');
   await gn(2, 1024, 1280, 'SDXL 32x32');
+  await gn(1, 128 * 128, 512, 'VAE 128x128');
   await gn(1, 256 * 256, 256, 'VAE 256x256');
   const x = randn([8192, 640], 'f16'), g = randn([640], 'f16'), b = randn([640], 'f16');
   await measure('layer_norm', '[8192, 640]', 'f16', 2 * 8192 * 640 * 2, 'GB/s', () => hs.ops.layerNorm(x, g, b));

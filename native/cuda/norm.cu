@@ -2,7 +2,8 @@
 // combined), data in its own dtype; the backwards compute in f32 (their outputs are f32) and are described
 // where they start, below the forwards.
 //
-// group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels; three launches:
+// group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels. One cooperative launch
+// when the rows fit in the GPU's shared memory (gn_fused_kernel, below: the UNet's sizes), otherwise three:
 //   1. stats: the rows of each sample are cut into chunks; a block walks its chunk with every thread on a
 //      fixed channel (coalesced rows), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
 //      is the group's first element of that sample. Shifted sums add exactly like plain ones but do not
@@ -23,8 +24,15 @@
 // ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 48, gn_apply 26-46, layer_norm 30-32,
 // backward kernels (gnb_*, lnb_*) 24-32 registers; except gn_apply_vec<float> (48 registers): 8 bytes of stack
 // for the slow-path subroutine of SiLU's IEEE division (rechecked 2026-11-26: without the SiLU it uses 40
-// registers and no stack), which runs only for huge or denormal divisors, not per element.
+// registers and no stack), which runs only for huge or denormal divisors, not per element. gn_fused_kernel
+// (launch bounds 512 x 2): 64 registers, no spills for f16 / bf16; for float the same SiLU slow path takes 8
+// bytes of stack (4-8 bytes spilled on sm_80 / sm_90; none without the SiLU).
+#include <cooperative_groups.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 
 #include "common.cuh"
 
@@ -37,9 +45,9 @@ constexpr int GN_THREADS = 256;
 // Folds one channel window's per-thread sums t1, t2 ([rp][cw] for channels c0..c0+cw) into the per-group sums
 // gsum ([2][G]), in a fixed order (deterministic). Shared by both statistics kernels.
 __device__ __forceinline__ void gn_fold_window(const float* t1, const float* t2, int rp, int cw, int c0, int Cg, int G,
-                                               float* gsum, int tid) {
+                                               float* gsum, int tid, int nthreads = GN_THREADS) {
   const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
-  for (int g = g_first + tid; g <= g_last; g += GN_THREADS) {
+  for (int g = g_first + tid; g <= g_last; g += nthreads) {
     const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
     float u1 = 0.f, u2 = 0.f;
     for (int rr = 0; rr < rp; ++rr)
@@ -241,6 +249,143 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
   }
 }
 
+// ---------------------------------------------------------------- group norm in one launch
+// For tensors that fit in the shared memory of the whole GPU (C % 8 == 0, 16-byte aligned x and y): one
+// cooperative launch of (nchunks, N) blocks, all resident at once. Each block
+//   1. copies its rows of one sample into shared memory while summing (x - pivot) and (x - pivot)^2 per channel
+//      as gn_stats_vec_kernel does (same thread layout, same fold), and writes its per-group partials;
+//   2. waits at a grid-wide barrier (cooperative_groups grid sync, which also orders the partials' writes);
+//   3. sums its sample's partials per group in f64 exactly as gn_finalize_kernel does (a warp per group, lanes
+//      over the chunks, a fixed shuffle tree: every block of a sample gets the same bits), forms its channels'
+//      (pivot, a, b) in registers, and writes y = (x - pivot) a + b (optional SiLU) from the shared copy.
+// x is read from memory once instead of twice, and one launch replaces three (at the UNet's sizes, 5 MB
+// tensors, the three-pass path spent most of its 29 us on two latency-bound launches on an H200). Falls back
+// to the three passes when the rows do not fit, the device cannot launch cooperatively, or
+// HYPERSD_GN_FUSED=0 (read per call; bench/gpu-check.sh tests both paths).
+constexpr int GNF_THREADS = 512;
+constexpr int GNF_WIN = GNF_THREADS * 8;  // channels per window (8 per thread)
+
+template <class T>
+__global__ void __launch_bounds__(GNF_THREADS, 2) gn_fused_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S,
+                                                                  int C, int G, int Cg, int64_t rpc, float* __restrict__ part,
+                                                                  const void* gamma, int gdt, const void* beta, int bdt,
+                                                                  float eps, int silu) {
+  extern __shared__ __align__(16) unsigned char gnf_smem[];
+  T* xs = reinterpret_cast<T*>(gnf_smem);  // [rpc][C], this block's rows
+  float* t1 = reinterpret_cast<float*>(gnf_smem + ((rpc * C * (int64_t)sizeof(T) + 15) & ~(int64_t)15));
+  float* t2 = t1 + GNF_WIN;
+  float* gsum = t2 + GNF_WIN;  // [2][G]
+  float* st = gsum + 2 * G;    // [3][G]: pivot, rstd, m = mean - pivot
+  const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
+  const T* xn = x + (int64_t)n * S * C;
+  T* yn = y + (int64_t)n * S * C;
+  const int64_t s0 = min(S, (int64_t)chunk * rpc), s1 = min(S, s0 + rpc);
+  for (int g = tid; g < 2 * G; g += GNF_THREADS) gsum[g] = 0.f;
+  for (int g = tid; g < G; g += GNF_THREADS) st[g] = to_f(xn[g * Cg]);  // before the barrier: y may alias x
+
+  // 1. copy and partial sums
+  for (int c0 = 0; c0 < C; c0 += GNF_WIN) {
+    const int cw = min(GNF_WIN, C - c0), vpr = cw / 8, rp = GNF_THREADS / vpr;
+    const int cv = tid % vpr, r = tid / vpr, c = c0 + cv * 8;
+    float a1[8], a2[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) a1[k] = a2[k] = 0.f;
+    if (r < rp) {
+      float pv[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) pv[k] = to_f(xn[((c + k) / Cg) * Cg]);
+      int64_t s = s0 + r;
+      constexpr int U = sizeof(T) == 4 ? 2 : 4;  // rows' loads in flight: 64 bytes a thread
+      for (; s + (U - 1) * rp < s1; s += U * rp) {
+        float u[U][8];
+#pragma unroll
+        for (int j = 0; j < U; ++j) Vec8<T>::load(xn + (s + j * rp) * C + c, u[j]);
+#pragma unroll
+        for (int j = 0; j < U; ++j) {
+          Vec8<T>::store(xs + (s + j * rp - s0) * C + c, u[j]);
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const float d = u[j][k] - pv[k];
+            a1[k] += d;
+            a2[k] = fmaf(d, d, a2[k]);
+          }
+        }
+      }
+      for (; s < s1; s += rp) {
+        float u[8];
+        Vec8<T>::load(xn + s * C + c, u);
+        Vec8<T>::store(xs + (s - s0) * C + c, u);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const float d = u[k] - pv[k];
+          a1[k] += d;
+          a2[k] = fmaf(d, d, a2[k]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        t1[r * cw + cv * 8 + k] = a1[k];
+        t2[r * cw + cv * 8 + k] = a2[k];
+      }
+    }
+    __syncthreads();
+    gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid, GNF_THREADS);
+    __syncthreads();
+  }
+  float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
+  for (int g = tid; g < 2 * G; g += GNF_THREADS) out[g] = gsum[g];
+
+  // 2. every block's partials written and visible
+  cooperative_groups::this_grid().sync();
+
+  // 3. the sample's statistics (gn_finalize_kernel's order), then the normalised rows
+  const int lane = tid & 31, warp = tid >> 5;
+  const double cnt = (double)S * Cg;
+  for (int g = warp; g < G; g += GNF_THREADS / 32) {
+    double q1 = 0.0, q2 = 0.0;
+    for (int k = lane; k < nchunks; k += 32) {
+      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
+      q1 += __ldcg(pk + g);
+      q2 += __ldcg(pk + G + g);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      q1 += __shfl_xor_sync(0xffffffffu, q1, o);
+      q2 += __shfl_xor_sync(0xffffffffu, q2, o);
+    }
+    if (lane != 0) continue;
+    const double m = q1 / cnt, var = fmax(q2 / cnt - m * m, 0.0);
+    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
+    st[2 * G + g] = (float)m;
+  }
+  __syncthreads();
+  for (int c0 = 0; c0 < C; c0 += GNF_WIN) {
+    const int cw = min(GNF_WIN, C - c0), vpr = cw / 8, rp = GNF_THREADS / vpr;
+    const int cv = tid % vpr, r = tid / vpr, c = c0 + cv * 8;
+    if (r >= rp) continue;
+    float pv[8], av[8], bv[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {  // gn_finalize_kernel's coefficients, in registers
+      const int g = (c + k) / Cg;
+      const float ga = gamma ? load_any(gamma, gdt, c + k) : 1.f, be = beta ? load_any(beta, bdt, c + k) : 0.f;
+      const float rs = st[G + g], mr = st[2 * G + g] * rs;
+      pv[k] = st[g];
+      av[k] = rs * ga;
+      bv[k] = be - mr * ga;
+    }
+    for (int64_t s = s0 + r; s < s1; s += rp) {
+      float v[8];
+      Vec8<T>::load(xs + (s - s0) * C + c, v);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float q = (v[k] - pv[k]) * av[k] + bv[k];
+        v[k] = silu ? silu_f(q) : q;
+      }
+      Vec8<T>::store(yn + s * C + c, v);
+    }
+  }
+}
+
 // Shapes and parameters shared by group_norm and group_norm_backward.
 struct GnArgs {
   Tensor x, gamma, beta;  // x contiguous in the compute dtype; gamma / beta may be empty
@@ -295,6 +440,70 @@ Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
   return coef;
 }
 
+// One launch of gn_fused_kernel when it applies (see there); false sends the caller to the three passes.
+template <class T>
+bool gn_fused(const GnArgs& a, const Tensor& y, int silu, cudaStream_t s) {
+  const char* env = std::getenv("HYPERSD_GN_FUSED");
+  if (env && std::string(env) == "0") return false;
+  if (a.C % 8 != 0 || !aligned16(a.x.raw()) || !aligned16(y.raw())) return false;
+  struct Dev {
+    int sms = 0, coop = 0, optin = 0;
+  };
+  static std::mutex mu;
+  static std::map<int, Dev> devs;
+  Dev d;
+  {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return (void)cudaGetLastError(), false;
+    std::lock_guard<std::mutex> g(mu);
+    auto it = devs.find(dev);
+    if (it == devs.end()) {
+      Dev q;
+      if (cudaDeviceGetAttribute(&q.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+          cudaDeviceGetAttribute(&q.coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
+          cudaDeviceGetAttribute(&q.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaGetLastError();
+        q = Dev{};
+      }
+      it = devs.emplace(dev, q).first;
+    }
+    d = it->second;
+  }
+  if (!d.coop || d.sms < 1) return false;
+  const int64_t fixed = 2 * GNF_WIN * (int64_t)sizeof(float) + 5 * a.G * (int64_t)sizeof(float);
+  for (int bps : {2, 1}) {  // blocks per SM: two when their rows fit, for more loads in flight
+    const int64_t nchunks = (int64_t)d.sms * bps / a.N;
+    if (nchunks < 1) continue;
+    const int64_t rpc = (a.S + nchunks - 1) / nchunks;
+    const int64_t smem = ((rpc * a.C * (int64_t)sizeof(T) + 15) & ~(int64_t)15) + fixed;
+    if (smem > d.optin) continue;
+    allow_smem((const void*)gn_fused_kernel<T>, (int)smem);
+    int occ = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gn_fused_kernel<T>, GNF_THREADS, (size_t)smem) != cudaSuccess)
+      return (void)cudaGetLastError(), false;
+    if (occ < bps) continue;
+    Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)nchunks, (unsigned)a.N);
+    cfg.blockDim = dim3(GNF_THREADS);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const cudaError_t e = cudaLaunchKernelEx(
+        &cfg, gn_fused_kernel<T>, (const T*)a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
+        part.data<float>(), a.gamma.storage ? a.gamma.raw() : (const void*)nullptr, (int)a.gamma.dtype,
+        a.beta.storage ? a.beta.raw() : (const void*)nullptr, (int)a.beta.dtype, a.eps, silu);
+    if (e == cudaSuccess) return true;
+    cudaGetLastError();  // e.g. too large to be resident at once: the three passes instead
+    return false;
+  }
+  return false;
+}
+
 void group_norm(const OpContext& ctx) {
   const char* op = "group_norm";
   cudaStream_t s = stream_of(ctx);
@@ -310,6 +519,7 @@ void group_norm(const OpContext& ctx) {
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (gn_fused<T>(a, y, silu, s)) return;
     const Tensor coef = gn_coef<T>(a, s);
     const float4* cf = (const float4*)coef.raw();
     if (vec && a.C <= 4096) {  // 3 C floats of shared memory

@@ -78,6 +78,21 @@ test('groupNorm f16 N=2 S=13 C=2576 groups 8 (channel windows of 2048, groups ac
   assertClose(await y.floats(), ref, TOL.f16, 'y');
 });
 
+// The UNet's channel count over many rows (on CUDA: the one-launch kernel with several rows a thread and a row
+// tail; bench/gpu-check.sh runs this file again with HYPERSD_GN_FUSED=0 for the three-launch path), and more
+// channels than one 4096-channel window of that kernel.
+for (const [dtype, N, S, C, G, seed] of [
+  ['bf16', 2, 1001, 320, 32, 71],
+  ['f32', 1, 3, 4104, 6, 74],
+] as ['f32' | 'bf16', number, number, number, number, number][])
+  test(`groupNorm ${dtype} silu N=${N} S=${S} C=${C} groups ${G}`, async () => {
+    const eps = 1e-5;
+    const xv = offset(randn(N * S * C, seed, 1.1), 0.3), gv = randn(C, seed + 1), bv = randn(C, seed + 2);
+    const y = groupNorm(t(xv, [N, S, C], dtype), t(gv, [C], dtype), t(bv, [C], dtype), { groups: G, eps, silu: true });
+    const ref = groupNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), N, S, C, G, eps, true);
+    assertClose(await y.floats(), ref, TOL[dtype], 'y');
+  });
+
 test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {
   const N = 1, S = 1500, C = 24, G = 3, eps = 1e-6;
   // Around 300 with std 0.01, each group shifted by 0.05 more than the last.

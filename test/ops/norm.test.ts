@@ -123,6 +123,15 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const)
     assertClose(await y.floats(), layerNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), C, 1e-5), TOL[dtype], 'y');
   });
 
+// Rows of whole 8-channel vectors: on CUDA up to 2048 channels stay in registers (1288: lanes with 6 and with
+// 5 vectors; 2048: 8 each), 2056 takes the kernel that reads the row three times.
+for (const [dtype, C] of [['bf16', 1288], ['f32', 2048], ['f16', 2056]] as ['f32' | 'f16' | 'bf16', number][])
+  test(`layerNorm ${dtype} [9, ${C}]`, async () => {
+    const R = 9, xv = offset(randn(R * C, C, 1.7), -1.2), gv = randn(C, C + 1), bv = randn(C, C + 2);
+    const y = layerNorm(t(xv, [R, C], dtype), t(gv, [C], dtype), t(bv, [C], dtype), 1e-5);
+    assertClose(await y.floats(), layerNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), C, 1e-5), TOL[dtype], 'y');
+  });
+
 test('layerNorm: f16 weights on an f32 x, rows of 768 with a large mean', async () => {
   const C = 768, xv = offset(randn(5 * C, 21), 100), gv = randn(C, 22), bv = randn(C, 23);
   const y = layerNorm(t(xv, [5, C]), t(gv, [C], 'f16'), t(bv, [C], 'f16'));

@@ -6,7 +6,9 @@
 // The host merges dims that stay contiguous for both sides first, so copy/cast of contiguous data is flat
 // (cudaMemcpyAsync when the dtype is unchanged) and slice/concat/permute decode only the dims that
 // really jump. slice, permute and copy are a source view; concat is one copy per input into a
-// destination view of y.
+// destination view of y. A same-dtype copy whose innermost dim is contiguous on both sides moves 16-byte
+// units when the row lengths, strides and pointers allow (concat / slice along channels; concat of two
+// [2, 64, 64, 640] f16 ran at 14% of the copy bandwidth on an H200 element by element).
 // upsample_nearest2x has its own kernel: each thread reads one 16-byte vector of an input pixel (8
 // channels; one element when C % 8 != 0) and writes it to the four output pixels.
 //
@@ -104,6 +106,25 @@ void copy_general(const char* op, const std::vector<int64_t>& shape, const void*
     st.shape[d] = shp[st.rank - 1 - d];
     st.ss[d] = vs[st.rank - 1 - d];
     st.ds[d] = vd[st.rank - 1 - d];
+  }
+  if (sdt == ddt && !flat && vs[0] == 1 && vd[0] == 1 && dtype_size(sdt) < 16) {
+    // Rows that stay contiguous on both sides (concat and slice along the last dim): moved in 16-byte units
+    // when every row length, stride and both pointers allow, which divides the index decoding by 16 / size.
+    const int64_t w = 16 / (int64_t)dtype_size(sdt);
+    bool ok = shp[0] % w == 0 && aligned16(src) && aligned16(dst);
+    for (size_t k = 1; k < shp.size(); ++k) ok = ok && vs[k] % w == 0 && vd[k] % w == 0;
+    if (ok) {
+      Strided st{};
+      st.rank = (int)shp.size();
+      for (int d = 0; d < st.rank; ++d) {
+        const size_t k = (size_t)(st.rank - 1 - d);
+        st.shape[d] = k == 0 ? shp[0] / w : shp[k];
+        st.ss[d] = k == 0 ? 1 : vs[k] / w;
+        st.ds[d] = k == 0 ? 1 : vd[k] / w;
+      }
+      copy_kernel<uint4, uint4, false><<<grid_for(n / w, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst, n / w, st);
+      return;
+    }
   }
   const unsigned grid = grid_for(n, 256);
   if (sdt == ddt) {

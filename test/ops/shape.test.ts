@@ -58,6 +58,24 @@ for (const dtype of DTYPES)
     }
   });
 
+// Along the last axis with whole 16-byte rows (on CUDA: 16-byte units, as the UNet's skip concats and GEGLU's
+// halves), then slices of it that start on and off a 16-byte boundary.
+for (const dtype of DTYPES)
+  test(`concat and slice ${dtype} along channels, 16-byte rows`, async () => {
+    const shapes = [[2, 3, 16], [2, 3, 8], [2, 3, 24]], vals = shapes.map((s, j) => randn(size(s), 40 + j));
+    const y = concat(shapes.map((s, j) => t(vals[j], s, dtype)), -1);
+    assert.equal(y.shape, [2, 3, 48]);
+    const out = await y.floats();
+    each([2, 3, 48], (i, [a, b, c]) => {
+      const j = c < 16 ? 0 : c < 24 ? 1 : 2, k = c - [0, 16, 24][j];
+      assert.is(out[i], at(roundTo(dtype, vals[j]), shapes[j], [a, b, k]), `element ${i}`);
+    });
+    for (const [start, length] of [[8, 16], [4, 24], [0, 48], [40, 8]]) {
+      const z = await slice(y, 2, start, length).floats();
+      each([2, 3, length], (i, [a, b, c]) => assert.is(z[i], out[(a * 3 + b) * 48 + start + c], `slice ${start} element ${i}`));
+    }
+  });
+
 test('concat: i32 tensors and a single input', async () => {
   const a = hs.tensor(Int32Array.from([1, 2, 3, 4]), [2, 2], { device: DEVICE }), b = hs.tensor(Int32Array.from([5, 6]), [2, 1], { device: DEVICE });
   assert.equal(await concat([a, b], 1).toArray(), [1, 2, 5, 3, 4, 6]);

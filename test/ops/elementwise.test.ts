@@ -46,6 +46,10 @@ const shapes: [number[], number[], number[]][] = [
   [[70_001], [70_001], [70_001]],
   [[3, 20_003], [20_003], [3, 20_003]],
   [[1], [2, 20_005], [2, 20_005]],
+  // Rows of whole 8-element vectors (CUDA's [R, C] kernel): a bias, a per-row value, a row against a column.
+  [[6, 5, 40], [40], [6, 5, 40]],
+  [[5, 16], [5, 1], [5, 16]],
+  [[1, 24], [7, 1], [7, 24]],
 ];
 
 for (const [name, fn, f] of opsF)
@@ -59,16 +63,17 @@ for (const [name, fn, f] of opsF)
 
 for (const dtype of ['f16', 'bf16'] as const)
   test(`broadcasting ops in ${dtype}, and mixed ${dtype} + f32 promotes to f32`, async () => {
-    const as = [4, 9, 33], bs = [33];
-    const av = randn(size(as), 5), bv = randn(size(bs), 6).map((v) => 1 + Math.abs(v));
-    for (const [name, fn, f] of opsF) {
-      const y = fn(t(av, as, dtype), t(bv, bs, dtype));
-      assert.is(y.dtype, dtype);
-      assertClose(await y.floats(), broadcastRef(roundTo(dtype, av), as, roundTo(dtype, bv), bs, as, f), TOL[dtype], name);
+    for (const [as, bs] of [[[4, 9, 33], [33]], [[4, 9, 40], [40]]]) {
+      const av = randn(size(as), 5), bv = randn(size(bs), 6).map((v) => 1 + Math.abs(v));
+      for (const [name, fn, f] of opsF) {
+        const y = fn(t(av, as, dtype), t(bv, bs, dtype));
+        assert.is(y.dtype, dtype);
+        assertClose(await y.floats(), broadcastRef(roundTo(dtype, av), as, roundTo(dtype, bv), bs, as, f), TOL[dtype], name);
+      }
+      const m = add(t(av, as, dtype), t(bv, bs));
+      assert.is(m.dtype, 'f32');
+      assertClose(await m.floats(), broadcastRef(roundTo(dtype, av), as, roundTo('f32', bv), bs, as, (x, y) => x + y), TOL.f32, 'mixed');
     }
-    const m = add(t(av, as, dtype), t(bv, bs));
-    assert.is(m.dtype, 'f32');
-    assertClose(await m.floats(), broadcastRef(roundTo(dtype, av), as, roundTo('f32', bv), bs, as, (x, y) => x + y), TOL.f32, 'mixed');
   });
 
 test('add/sub/mul/div with a number', async () => {

@@ -13,13 +13,14 @@ export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 
 /**
  * Whether a layer's forwardAccumulate may add into `acc`'s own storage (a GEMM or convolution epilogue with
- * beta = 1, instead of a separate add over the whole tensor): CPU inference, acc in x's dtype, no runtime
- * adapters on the layer, nothing recording (a tape or
- * a checkpoint may hold acc for later; a noGrad scope outside them records nothing). The CUDA path keeps the
- * separate add.
+ * beta = 1, instead of a separate add over the whole tensor): inference, acc in x's dtype, no runtime
+ * adapters on the layer, nothing recording (a tape or a checkpoint may hold acc for later; a noGrad scope
+ * outside them records nothing). On CUDA too (since session 11; the GEMM and convolution kernels' beta
+ * epilogues are the ones the op tests check on the GPU): one launch and one pass over acc fewer per residual,
+ * where the GPU UNet is bound by launches.
  */
 function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
-  return acc.device === 'cpu' && acc.dtype === x.dtype && !(adapters && adapters.length > 0) && !recording();
+  return acc.dtype === x.dtype && !(adapters && adapters.length > 0) && !recording();
 }
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
@@ -44,7 +45,7 @@ export class Linear {
       return applyAct(y, act);
     });
   }
-  /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
+  /** acc + this.forward(x); at inference acc's storage is reused for the sum (see canAccumulate). */
   forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
     if (!canAccumulate(acc, x, this.p.adapters.get(this.name))) return ops.add(this.forward(x), acc);
     const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
@@ -89,7 +90,7 @@ export class Conv2d {
     if (!extraBias) return this.forwardWith(x, w, b0);
     return tidy(() => this.forwardWith(x, w, b0 ? ops.add(extraBias, b0) : extraBias));
   }
-  /** acc + this.forward(x); at inference on the CPU acc's storage is reused for the sum (see canAccumulate). */
+  /** acc + this.forward(x); at inference acc's storage is reused for the sum (see canAccumulate). */
   forwardAccumulate(x: Tensor, acc: Tensor): Tensor {
     if (!canAccumulate(acc, x, this.p.adapters.get(this.name))) return ops.add(this.forward(x), acc);
     const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;

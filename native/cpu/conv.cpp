@@ -324,7 +324,7 @@ auto wino_driver(int64_t algo) -> decltype(&conv3x3_winograd_any<2>) {
 // 'auto' for a stride-1 3x3 convolution with >= 16 channels in and out: HYPERSD_CONV_ALGO (gemm, winograd,
 // winograd4, winograd6) overrides it for benchmarks.
 int64_t auto_algo(const ConvGeom& g) {
-  static const int64_t forced = [] {
+  const int64_t forced = [] {  // read per call (bench/ab.ts alternates it within one process)
     const char* e = std::getenv("HYPERSD_CONV_ALGO");
     std::string v = e ? e : "";
     return v == "gemm" ? 1 : v == "winograd" ? 2 : v == "winograd4" ? 3 : v == "winograd6" ? 4 : 0;

@@ -62,6 +62,25 @@ __device__ __forceinline__ void gn_fold_window(const float* t1, const float* t2,
   }
 }
 
+// Adds one 8-channel vector's shifted sums (x - pivot, its square) into a thread's a1 / a2.
+__device__ __forceinline__ void gn_acc8(const float* u, const float* pv, float* a1, float* a2) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const float d = u[k] - pv[k];
+    a1[k] += d;
+    a2[k] = fmaf(d, d, a2[k]);
+  }
+}
+
+// A thread's 8 channels of sums into the window's per-thread buffers t1 / t2 at index i (row r * cw + cv * 8).
+__device__ __forceinline__ void gn_put8(float* t1, float* t2, int i, const float* a1, const float* a2) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    t1[i + k] = a1[k];
+    t2[i + k] = a2[k];
+  }
+}
+
 template <class T>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restrict__ x, int64_t S, int C, int G, int Cg,
                                                               int64_t rows_per_chunk, float* __restrict__ part) {
@@ -132,18 +151,9 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
       if (s < s1) {
         float u[8];
         Vec8<T>::load(xn + s * C + c, u);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const float d = u[k] - pv[k];
-          a1[k] += d;
-          a2[k] = fmaf(d, d, a2[k]);
-        }
+        gn_acc8(u, pv, a1, a2);
       }
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        t1[r * cw + cv * 8 + k] = a1[k];
-        t2[r * cw + cv * 8 + k] = a2[k];
-      }
+      gn_put8(t1, t2, r * cw + cv * 8, a1, a2);
     }
     __syncthreads();
     gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid);
@@ -305,30 +315,16 @@ __global__ void __launch_bounds__(GNF_THREADS, 2) gn_fused_kernel(const T* __res
 #pragma unroll
         for (int j = 0; j < U; ++j) {
           Vec8<T>::store(xs + (s + j * rp - s0) * C + c, u[j]);
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const float d = u[j][k] - pv[k];
-            a1[k] += d;
-            a2[k] = fmaf(d, d, a2[k]);
-          }
+          gn_acc8(u[j], pv, a1, a2);
         }
       }
       for (; s < s1; s += rp) {
         float u[8];
         Vec8<T>::load(xn + s * C + c, u);
         Vec8<T>::store(xs + (s - s0) * C + c, u);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const float d = u[k] - pv[k];
-          a1[k] += d;
-          a2[k] = fmaf(d, d, a2[k]);
-        }
+        gn_acc8(u, pv, a1, a2);
       }
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        t1[r * cw + cv * 8 + k] = a1[k];
-        t2[r * cw + cv * 8 + k] = a2[k];
-      }
+      gn_put8(t1, t2, r * cw + cv * 8, a1, a2);
     }
     __syncthreads();
     gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid, GNF_THREADS);

@@ -136,10 +136,13 @@ void binary(const char* op, const OpContext& ctx) {
     launch_flat<2>(op, {a, b}, y, BinF<OP>{}, s);
     return;
   }
-  // [R, C] (innermost first here: shp[0] = C), each operand's inner stride 1 (vectors) or 0 (one value a row)
-  if (shp.size() == 2 && shp[0] % 8 == 0 && (va[0] | vb[0]) == 1 && (va[0] == 1 || va[1] != 0) &&
-      (vb[0] == 1 || vb[1] != 0) && aligned16(a.raw()) && aligned16(b.raw()) && aligned16(y.raw()) &&
-      (va[0] == 0 || va[1] % 8 == 0) && (vb[0] == 0 || vb[1] % 8 == 0)) {
+  // [R, C] (innermost first here: shp[0] = C), each operand's inner stride 0 (one value a row) or 1 (16-byte
+  // vectors: row stride and pointer aligned to 8 elements)
+  auto rows_ok = [](int64_t inner, int64_t outer, const Tensor& t) {
+    return inner == 0 || (inner == 1 && outer % 8 == 0 && aligned16(t.raw()));
+  };
+  if (shp.size() == 2 && shp[0] % 8 == 0 && (va[0] || vb[0]) && rows_ok(va[0], va[1], a) && rows_ok(vb[0], vb[1], b) &&
+      aligned16(y.raw())) {
     const int64_t R = shp[1], C8 = shp[0] / 8;
     dispatch_float(op, y.dtype, [&](auto tag) {
       using T = decltype(tag);

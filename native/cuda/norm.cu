@@ -22,7 +22,7 @@
 // registers (layer_norm_reg_kernel); otherwise two passes over the row (mean, then the centred sum of squares;
 // the second pass hits L1), then the normalised write; 16-byte vectors when C % 8 == 0.
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 48, gn_apply 26-46, layer_norm 30-32
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 34, gn_apply 26-46, layer_norm 30-32
 // (layer_norm_reg 32-100: 8 to 64 floats of row a lane, no spills on sm_80 or sm_90 either),
 // backward kernels (gnb_*, lnb_*) 24-32 registers; except gn_apply_vec<float> (48 registers): 8 bytes of stack
 // for the slow-path subroutine of SiLU's IEEE division (rechecked 2026-11-26: without the SiLU it uses 40
@@ -163,6 +163,42 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
 }
 
+// Per group of sample n (a warp each, lanes striding over the chunks' partials part[n][k][2G], then a fixed
+// shuffle tree: deterministic, the same bits in every block that calls it): st[G + g] = rstd and st[2G + g] =
+// m = mean - pivot. The caller sets the pivots st[g] and syncs the block afterwards.
+__device__ __forceinline__ void gn_group_stats(const float* part, int n, int nchunks, int G, double cnt, float eps,
+                                               float* st, int warp, int lane, int nwarps) {
+  for (int g = warp; g < G; g += nwarps) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int k = lane; k < nchunks; k += 32) {
+      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
+      s1 += __ldcg(pk + g);
+      s2 += __ldcg(pk + G + g);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    }
+    if (lane != 0) continue;
+    const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
+    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
+    st[2 * G + g] = (float)m;
+  }
+}
+
+// Channel c's coefficients from its group's st (pivot, rstd, m): y = (x - pivot) a + b with a = rstd gamma,
+// b = beta - m rstd gamma; mr = m rstd.
+struct GnCoef {
+  float pivot, a, b, rstd, mr;
+};
+__device__ __forceinline__ GnCoef gn_channel_coef(const float* st, int G, int g, const void* gamma, int gdt,
+                                                  const void* beta, int bdt, int c) {
+  const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
+  const float r = st[G + g], mr = st[2 * G + g] * r;
+  return GnCoef{st[g], r * ga, be - mr * ga, r, mr};
+}
+
 // coef[n][c] = (pivot, rstd * gamma, beta - m rstd gamma, rstd), (m rstd, 0, 0, 0) with m = mean - pivot
 constexpr int GN_FIN_THREADS = 1024;
 template <class T>
@@ -173,33 +209,13 @@ __global__ void __launch_bounds__(GN_FIN_THREADS) gn_finalize_kernel(const T* __
   extern __shared__ float st[];  // [3][G]: pivot, rstd, m = mean - pivot
   const int n = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const T* xn = x + (int64_t)n * S * C;
-  const double cnt = (double)S * Cg;
-  // one warp per group: lanes stride over the chunks, then a fixed-order shuffle tree (deterministic)
-  for (int g = warp; g < G; g += nwarps) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int k = lane; k < nchunks; k += 32) {
-      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
-      s1 += pk[g];
-      s2 += pk[G + g];
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-    }
-    if (lane != 0) continue;
-    const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
-    st[g] = to_f(xn[g * Cg]);
-    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
-    st[2 * G + g] = (float)m;
-  }
+  for (int g = threadIdx.x; g < G; g += blockDim.x) st[g] = to_f(xn[g * Cg]);
+  gn_group_stats(part, n, nchunks, G, (double)S * Cg, eps, st, warp, lane, nwarps);
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const int g = c / Cg;
-    const float ga = gamma ? load_any(gamma, gdt, c) : 1.f, be = beta ? load_any(beta, bdt, c) : 0.f;
-    const float r = st[G + g], a = r * ga, mr = st[2 * G + g] * r;
-    coef[2 * ((int64_t)n * C + c)] = make_float4(st[g], a, be - mr * ga, r);
-    coef[2 * ((int64_t)n * C + c) + 1] = make_float4(mr, 0.f, 0.f, 0.f);
+    const GnCoef f = gn_channel_coef(st, G, c / Cg, gamma, gdt, beta, bdt, c);
+    coef[2 * ((int64_t)n * C + c)] = make_float4(f.pivot, f.a, f.b, f.rstd);
+    coef[2 * ((int64_t)n * C + c) + 1] = make_float4(f.mr, 0.f, 0.f, 0.f);
   }
 }
 
@@ -267,9 +283,9 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
 //   1. copies its rows of one sample into shared memory while summing (x - pivot) and (x - pivot)^2 per channel
 //      as gn_stats_vec_kernel does (same thread layout, same fold), and writes its per-group partials;
 //   2. waits at a grid-wide barrier (cooperative_groups grid sync, which also orders the partials' writes);
-//   3. sums its sample's partials per group in f64 exactly as gn_finalize_kernel does (a warp per group, lanes
-//      over the chunks, a fixed shuffle tree: every block of a sample gets the same bits), forms its channels'
-//      (pivot, a, b) in registers, and writes y = (x - pivot) a + b (optional SiLU) from the shared copy.
+//   3. sums its sample's partials per group in f64 as gn_finalize_kernel does (gn_group_stats: every block of a
+//      sample gets the same bits), forms its channels' (pivot, a, b) in registers (gn_channel_coef), and
+//      writes y = (x - pivot) a + b (optional SiLU) from the shared copy.
 // x is read from memory once instead of twice, and one launch replaces three (at the UNet's sizes, 5 MB
 // tensors, the three-pass path spent most of its 29 us on two latency-bound launches on an H200). Falls back
 // to the three passes when the rows do not fit, the device cannot launch cooperatively, or
@@ -337,25 +353,7 @@ __global__ void __launch_bounds__(GNF_THREADS, 2) gn_fused_kernel(const T* __res
   cooperative_groups::this_grid().sync();
 
   // 3. the sample's statistics (gn_finalize_kernel's order), then the normalised rows
-  const int lane = tid & 31, warp = tid >> 5;
-  const double cnt = (double)S * Cg;
-  for (int g = warp; g < G; g += GNF_THREADS / 32) {
-    double q1 = 0.0, q2 = 0.0;
-    for (int k = lane; k < nchunks; k += 32) {
-      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
-      q1 += __ldcg(pk + g);
-      q2 += __ldcg(pk + G + g);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      q1 += __shfl_xor_sync(0xffffffffu, q1, o);
-      q2 += __shfl_xor_sync(0xffffffffu, q2, o);
-    }
-    if (lane != 0) continue;
-    const double m = q1 / cnt, var = fmax(q2 / cnt - m * m, 0.0);
-    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
-    st[2 * G + g] = (float)m;
-  }
+  gn_group_stats(part, n, nchunks, G, (double)S * Cg, eps, st, tid >> 5, tid & 31, GNF_THREADS / 32);
   __syncthreads();
   for (int c0 = 0; c0 < C; c0 += GNF_WIN) {
     const int cw = min(GNF_WIN, C - c0), vpr = cw / 8, rp = GNF_THREADS / vpr;
@@ -364,12 +362,10 @@ __global__ void __launch_bounds__(GNF_THREADS, 2) gn_fused_kernel(const T* __res
     float pv[8], av[8], bv[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) {  // gn_finalize_kernel's coefficients, in registers
-      const int g = (c + k) / Cg;
-      const float ga = gamma ? load_any(gamma, gdt, c + k) : 1.f, be = beta ? load_any(beta, bdt, c + k) : 0.f;
-      const float rs = st[G + g], mr = st[2 * G + g] * rs;
-      pv[k] = st[g];
-      av[k] = rs * ga;
-      bv[k] = be - mr * ga;
+      const GnCoef f = gn_channel_coef(st, G, (c + k) / Cg, gamma, gdt, beta, bdt, c + k);
+      pv[k] = f.pivot;
+      av[k] = f.a;
+      bv[k] = f.b;
     }
     for (int64_t s = s0 + r; s < s1; s += rp) {
       float v[8];
@@ -438,12 +434,12 @@ Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
   return coef;
 }
 
-// One launch of gn_fused_kernel when it applies (see there); false sends the caller to the three passes.
+// One launch of gn_fused_kernel when it applies (see there; vec: C % 8 == 0, x and y 16-byte aligned); false
+// sends the caller to the three passes.
 template <class T>
-bool gn_fused(const GnArgs& a, const Tensor& y, int silu, cudaStream_t s) {
+bool gn_fused(const GnArgs& a, const Tensor& y, bool vec, int silu, cudaStream_t s) {
   const char* env = std::getenv("HYPERSD_GN_FUSED");
-  if (env && std::string(env) == "0") return false;
-  if (a.C % 8 != 0 || !aligned16(a.x.raw()) || !aligned16(y.raw())) return false;
+  if (!vec || (env && std::string(env) == "0")) return false;
   struct Dev {
     int sms = 0, coop = 0, optin = 0;
   };
@@ -517,7 +513,7 @@ void group_norm(const OpContext& ctx) {
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (gn_fused<T>(a, y, silu, s)) return;
+    if (gn_fused<T>(a, y, vec, silu, s)) return;
     const Tensor coef = gn_coef<T>(a, s);
     const float4* cf = (const float4*)coef.raw();
     if (vec && a.C <= 4096) {  // 3 C floats of shared memory

@@ -107,22 +107,20 @@ void copy_general(const char* op, const std::vector<int64_t>& shape, const void*
     st.ss[d] = vs[st.rank - 1 - d];
     st.ds[d] = vd[st.rank - 1 - d];
   }
-  if (sdt == ddt && !flat && vs[0] == 1 && vd[0] == 1 && dtype_size(sdt) < 16) {
+  if (sdt == ddt && vs[0] == 1 && vd[0] == 1 && dtype_size(sdt) < 16) {  // (not flat: that returned above)
     // Rows that stay contiguous on both sides (concat and slice along the last dim): moved in 16-byte units
     // when every row length, stride and both pointers allow, which divides the index decoding by 16 / size.
     const int64_t w = 16 / (int64_t)dtype_size(sdt);
     bool ok = shp[0] % w == 0 && aligned16(src) && aligned16(dst);
     for (size_t k = 1; k < shp.size(); ++k) ok = ok && vs[k] % w == 0 && vd[k] % w == 0;
-    if (ok) {
-      Strided st{};
-      st.rank = (int)shp.size();
-      for (int d = 0; d < st.rank; ++d) {
-        const size_t k = (size_t)(st.rank - 1 - d);
-        st.shape[d] = k == 0 ? shp[0] / w : shp[k];
-        st.ss[d] = k == 0 ? 1 : vs[k] / w;
-        st.ds[d] = k == 0 ? 1 : vd[k] / w;
+    if (ok) {  // st in units of w elements (its innermost dim, rank - 1, has stride 1 on both sides)
+      Strided sv = st;
+      sv.shape[sv.rank - 1] /= w;
+      for (int d = 0; d + 1 < sv.rank; ++d) {
+        sv.ss[d] /= w;
+        sv.ds[d] /= w;
       }
-      copy_kernel<uint4, uint4, false><<<grid_for(n / w, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst, n / w, st);
+      copy_kernel<uint4, uint4, false><<<grid_for(n / w, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst, n / w, sv);
       return;
     }
   }

@@ -12,7 +12,8 @@
 #   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS), racecheck over the kernels that
 #      share tiles in shared memory (RACECHECK_TESTS)
 #   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings; the GEMMs again with
-#      HYPERSD_WGMMA=0 for the mma.sync kernel), full-size UNets and VAE, a per-op profile, end-to-end
+#      HYPERSD_WGMMA=0 for the mma.sync kernel), each kernel's own duration under Nsight Compute
+#      (bench/gpu_kernels.ts; $OUT/ncu_kernels.csv), full-size UNets and VAE, a per-op profile, end-to-end
 #      (SASS=1 also lists the tensor-core instructions in the addon)
 # Every stage runs even when an earlier one failed, each under a timeout clipped to an overall deadline
 # (DEADLINE_S, default 400 s); the script ends with a summary and exits non-zero when any stage failed.
@@ -133,8 +134,6 @@ for f in test/ops/*.test.ts test/autograd/{attention_norm_act,elementwise_shape,
   d=$(dirname "$f"); b=$(basename "$f")
   stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
 done
-# group_norm's three-launch path (the one-launch kernel serves every tensor of the tests that fits)
-stage "ops/norm-3launch" 60 env HYPERSD_SYNC=1 HYPERSD_GN_FUSED=0 $UVU test/ops "^norm\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
@@ -159,6 +158,20 @@ unset HYPERSD_TEST_DEVICE
 
 # ---- 5. benchmarks
 stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick}
+# each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
+# the back-to-back timings above include for small ops; one CSV row per launch, in launch order
+NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+if [ -x "$NCU" ] && [ "${NCU_KERNELS:-1}" = 1 ]; then
+  stage ncu-kernels 90 "$NCU" --clock-control none --target-processes all --metrics gpu__time_duration.sum --csv \
+    ${OUT:+--log-file "$OUT/ncu_kernels.csv"} node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
+fi
+# where the wgmma GEMM's time goes at the UNet's small K (the SD1.5 projections: 8192 x 320 x 320 and the GEGLU
+# input 8192 x 320 x 2560): throughput, stall reasons, occupancy of one launch of each
+if [ -x "$NCU" ] && [ "${NCU_GEMM:-1}" = 1 ]; then
+  stage ncu-gemm 60 "$NCU" --clock-control none --target-processes all -k regex:wgmma_gemm --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+    node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
+fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 [ -n "${SASS:-}" ] && stage sass 20 bash -c "cuobjdump -sass '$HYPERSD_ADDON' | grep -oE '(HGMMA|HMMA)\.[A-Z0-9.]+' | sort | uniq -c | sort -rn | head -8"

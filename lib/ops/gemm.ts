@@ -109,7 +109,8 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null, act?: Activat
 /**
  * diffusers' GEGLU projection: geglu(linear(x, w, bias)) = (x wv^T + bv) * gelu(x wg^T + bg) with w = [wv; wg]
  * [2N, K] -> [..., N]. On the CPU (f32 x, N % 8 == 0) one fused kernel: the [..., 2N] product is never
- * written out and read back. Elsewhere the two ops. The fused op has no gradient: under autograd compose
+ * written out and read back; on CUDA the op runs the GEMM and the geglu kernel (the bits of the two ops);
+ * otherwise the two ops. The fused op has no gradient: under autograd compose
  * `geglu(linear(...))` (nn's Linear.forwardGeglu does).
  */
 export function linearGeglu(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
@@ -118,7 +119,7 @@ export function linearGeglu(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor 
   const b = checkBias(op, bias, N);
   checkSameDevice(op, { x, w, bias: b });
   if (N % 2 !== 0) throw new Error(`${op}: w ${shapeStr(w.shape)} must have an even number of rows (2 x inner)`);
-  if (x.device !== 'cpu' || x.dtype !== 'f32' || N % 16 !== 0 || x.size === 0) return geglu(linear(x, w, b));
+  if (x.size === 0 || (x.device === 'cpu' && (x.dtype !== 'f32' || N % 16 !== 0))) return geglu(linear(x, w, b));
   const y = out([...x.shape.slice(0, -1), N / 2], x);
   runOp(op, b ? [x, w, b] : [x, w], [y], { has_bias: b ? 1 : 0 });
   return y;

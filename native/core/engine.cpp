@@ -272,10 +272,11 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
       throw Error(describe_call(op, device_, in, out) + ": an input is on another device");
   for (auto& t : out)
     if (t.device() != device_) throw Error(describe_call(op, device_, in, out) + ": an output is on another device");
-  // The task's description (op, shapes, dtypes) names it in error messages. On the CPU it is built only when the
-  // task fails (TaskFailed below): built for every call, its ostringstream was a third of a small op's
-  // enqueue. A CUDA task keeps it eagerly, for a fault found by the stream sync after the task returned.
-  std::string what = device_ == Device::CPU ? std::string() : describe_call(op, device_, in, out);
+  // The task's description (op, shapes, dtypes) names it in error messages. It is built only when the task
+  // fails (TaskFailed below): built for every call, its ostringstream was a third of a small op's enqueue on
+  // the CPU. Under HYPERSD_SYNC=1 a CUDA task builds it at once, for a fault that the stream sync after the task
+  // finds (asynchronously such a fault surfaces at a later sync and cannot be pinned on one op).
+  std::string what = sync_mode_ && device_ != Device::CPU ? describe_call(op, device_, in, out) : std::string();
   // On the CPU stream the task keeps aliases, not owners, and marks each storage with its number: the memory may
   // return to the allocator while the task is queued, for work that runs after it (stream-ordered reuse, see
   // Storage). A CUDA task owns its tensors until it ran.
@@ -288,7 +289,6 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
           t.storage = std::make_shared<Storage>(Storage::Borrow{}, t.storage->ptr, t.storage->bytes, t.storage->device);
         }
   auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
-    if (device_ != Device::CPU) return run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
     try {
       run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
     } catch (const std::exception& e) {

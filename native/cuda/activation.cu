@@ -89,6 +89,22 @@ void geglu(const OpContext& ctx) {
   });
 }
 
+}  // namespace
+
+// geglu over x [rows, 2N] -> y [rows, N], both contiguous in T's dtype (linear_geglu's second launch, gemm.cu).
+void launch_geglu(const Tensor& x, const Tensor& y, cudaStream_t s) {
+  const int64_t N = y.size(-1), rows = N ? y.numel() / N : 0;
+  if (rows == 0) return;
+  const bool vec = N % 8 == 0 && aligned16(x.raw()) && aligned16(y.raw());
+  dispatch_float("linear_geglu", y.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (vec) geglu_kernel<T, true><<<grid_for(y.numel() / 8, 256), 256, 0, s>>>(x.data<T>(), y.data<T>(), rows, N);
+    else geglu_kernel<T, false><<<grid_for(y.numel(), 256), 256, 0, s>>>(x.data<T>(), y.data<T>(), rows, N);
+  });
+}
+
+namespace {
+
 // ---------------------------------------------------------------- softmax
 
 // (m, s) is a partial softmax denominator: s = sum exp(v - m). Merging two keeps the larger max.

@@ -21,6 +21,50 @@ void allow_smem(const void* kernel, int bytes) {
   have = bytes;
 }
 
+int sm_count() {
+  static std::mutex mu;
+  static std::map<int, int> sms;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  std::lock_guard<std::mutex> g(mu);
+  auto it = sms.find(dev);
+  if (it == sms.end()) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) {
+      cudaGetLastError();
+      n = 1;
+    }
+    it = sms.emplace(dev, n).first;
+  }
+  return it->second;
+}
+
+unsigned* reduction_counters(cudaStream_t s) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, unsigned*> bufs;  // never freed: they live as long as the context
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cudaGetDevice failed");
+  }
+  std::lock_guard<std::mutex> g(mu);
+  auto it = bufs.find({dev, s});
+  if (it != bufs.end()) return it->second;
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, kMaxCounters * sizeof(unsigned));
+  if (e == cudaSuccess) e = cudaMemsetAsync(p, 0, kMaxCounters * sizeof(unsigned), s);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (p) cudaFree(p);
+    throw Error(std::string("allocating the reduction counters: ") + cudaGetErrorString(e));
+  }
+  bufs.emplace(std::make_pair(dev, s), (unsigned*)p);
+  return (unsigned*)p;
+}
+
 namespace {
 void check_cuda(const char* op, cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string(op) + ": " + what + ": " + cudaGetErrorString(e));

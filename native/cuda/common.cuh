@@ -122,6 +122,15 @@ void dispatch_float(const char* op, DType d, F&& f) {
 // Raises a kernel's dynamic shared memory limit (once per kernel; launchers run on the one stream thread).
 void allow_smem(const void* kernel, int bytes);
 
+// The current device's multiprocessor count (asked once per device).
+int sm_count();
+
+// kMaxCounters zeroed words for "last block finishes" reductions on stream s (one buffer per device and stream,
+// zeroed once, stream-ordered): a kernel's blocks count themselves in with atomicAdd and the last one, which
+// does the final reduction, puts its word back to 0 for the next kernel on the stream.
+constexpr int64_t kMaxCounters = 65536;
+unsigned* reduction_counters(cudaStream_t s);
+
 // ---------------------------------------------------------------- device side: dtype conversions
 
 __device__ __forceinline__ float to_f(float x) { return x; }

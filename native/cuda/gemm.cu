@@ -36,6 +36,7 @@ namespace cu {
 bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk);
 void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s);
 #endif
+void launch_geglu(const Tensor& x, const Tensor& y, cudaStream_t s);  // activation.cu
 
 void run_gemm(const char* op, const GemmParams& p, DType dt, int amode, bool b_nk, int64_t batch, cudaStream_t s) {
   if (p.M == 0 || p.N == 0 || batch == 0) return;
@@ -345,10 +346,66 @@ void lora_linear_batched(const OpContext& ctx) {
   run_lora("lora_linear_batched", a, a.y.dtype, stream_of(ctx));
 }
 
+// linear_geglu: y = geglu(x W^T + bias), W = [W_value; W_gate] [2 inner, K]. Two launches, the same kernels as
+// matmul + geglu (so the same bits): the GEMM into a [M, 2 inner] scratch in y's dtype, then the geglu kernel.
+// (The CPU fuses the two through interleaved B panels; here the UNet is launch-bound, not bound by this traffic.)
+void linear_geglu(const OpContext& ctx) {
+  const char* op = "linear_geglu";
+  cudaStream_t s = stream_of(ctx);
+  const bool has_bias = ctx.attrs.i("has_bias", ctx.in.size() > 2 ? 1 : 0) != 0;
+  need_inputs(op, ctx, has_bias ? 3 : 2, 1);
+  const Tensor& y = ctx.out[0];
+  need_float(op, "y", y);
+  need_contiguous_out(op, y);
+  need_float(op, "x", ctx.in[0]);
+  need_float(op, "w", ctx.in[1]);
+  const Tensor& x0 = ctx.in[0];
+  const Tensor& w0 = ctx.in[1];
+  if (x0.dim() < 1 || w0.dim() != 2 || w0.size(1) != x0.size(-1) || w0.size(0) % 2 != 0)
+    fail(op, "x " + x0.describe() + " and w " + w0.describe() + " must be [..., K] and [2 inner, K]");
+  const int64_t K = x0.size(-1), N2 = w0.size(0), inner = N2 / 2, M = K ? x0.numel() / K : 0;
+  std::vector<int64_t> ys(x0.shape.begin(), x0.shape.end() - 1);
+  ys.push_back(inner);
+  need_shape(op, "y", y, ys);
+  if (y.numel() == 0) return;
+  if (K == 0) fail(op, "K = 0");
+  const DType dt = y.dtype;
+  const Tensor A = as_dtype(x0, dt, s), B = as_dtype(w0, dt, s);
+  const Tensor t = empty({M, N2}, dt, Device::CUDA);
+  const size_t es = dtype_size(dt);
+  check_gemm_dims(op, M, N2, K, 1);
+  GemmParams p;
+  p.M = (int)M;
+  p.N = (int)N2;
+  p.K = (int)K;
+  p.A = A.raw();
+  p.lda = K;
+  p.sA = M * K;
+  p.B = B.raw();
+  p.ldb = K;
+  p.sB = 0;
+  p.vecA = rows_aligned(p.A, p.lda, p.sA, es);
+  p.vecB = rows_aligned(p.B, p.ldb, p.sB, es);
+  p.C = t.raw();
+  p.ldc = N2;
+  p.sC = M * N2;
+  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
+  Tensor bias;
+  if (has_bias) {
+    need_float(op, "bias", ctx.in[2]);
+    if (ctx.in[2].numel() != N2) fail(op, "bias must have 2 inner=" + std::to_string(N2) + " elements, got " + ctx.in[2].describe());
+    bias = contiguous(ctx.in[2], s);
+    set_bias(p, bias);
+  }
+  run_gemm(op, p, dt, A_ROWMAJOR, true, 1, s);
+  launch_geglu(t, y, s);
+}
+
 }  // namespace
 }  // namespace cu
 
 void register_gemm_cuda(OpRegistry& r) {
+  r.add_cuda("linear_geglu", cu::linear_geglu);
   r.add_cuda("matmul", cu::matmul);
   r.add_cuda("lora_linear", cu::lora_linear);
   r.add_cuda("lora_linear_batched", cu::lora_linear_batched);

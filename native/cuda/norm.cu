@@ -2,39 +2,36 @@
 // combined), data in its own dtype; the backwards compute in f32 (their outputs are f32) and are described
 // where they start, below the forwards.
 //
-// group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels. One cooperative launch
-// when the rows fit in the GPU's shared memory (gn_fused_kernel, below: the UNet's sizes), otherwise three:
-//   1. stats: the rows of each sample are cut into chunks; a block walks its chunk with every thread on a
-//      fixed channel (coalesced rows), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
+// group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels. Two launches:
+//   1. stats: the rows of each sample are cut into chunks (about two blocks per multiprocessor in all); a
+//      block walks its chunk with every thread on fixed channels (coalesced rows, 16-byte vectors and four
+//      rows in flight when C % 8 == 0), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
 //      is the group's first element of that sample. Shifted sums add exactly like plain ones but do not
 //      cancel catastrophically when |mean| >> std. Per-thread sums are folded into per-group sums in a fixed
-//      order (no atomics: the output is deterministic) and written per (sample, chunk, group).
-//   2. finalize: per sample, the chunks are summed in f64 into m = mean - pivot and rstd, then expanded per
-//      channel to coef = (pivot, a = rstd * gamma, b = beta - m a, rstd), (m rstd, 0, 0, 0), so the last pass
-//      needs no division by the group size. The pivot (an element of the group, exact in f32) is kept
-//      instead of the mean: x - pivot is exact when x is near it (Sterbenz), whereas a mean rounded to f32
-//      loses ulp(mean) / std of the result (3e-4 at mean 300, std 0.01: seen on an H200).
-//   3. apply: y = (x - pivot) * a + b, optional SiLU; 16-byte vectors when C % 8 == 0.
-// The stats pass spreads one sample over ~512 blocks: SD's group norms have only N*G = 64 groups, so a
-// block per group would leave most of an H100 idle.
+//      order and written per (sample, chunk, group); the last block of each sample to finish (an atomic
+//      count) sums that sample's partials in f64, in an order fixed by the thread layout, into
+//      st = (pivot, rstd, m = mean - pivot) per group: deterministic, no atomics on the data. The pivot (an
+//      element of the group, exact in f32) is kept instead of the mean: x - pivot is exact when x is near it
+//      (Sterbenz), whereas a mean rounded to f32 loses ulp(mean) / std of the result (3e-4 at mean 300, std
+//      0.01: seen on an H200).
+//   2. apply: each block forms its sample's per-channel y = (x - pivot) a + b coefficients (a = rstd gamma,
+//      b = beta - m a) in shared memory, then normalises its rows (optional SiLU), 16-byte vectors when
+//      C % 8 == 0; otherwise (or C > 4096) a small kernel expands the coefficients per channel and the
+//      scalar apply kernel reads them (the backward uses the same expansion).
+// Measured on an H200 (bench/RESULTS.md, Nsight Compute durations): the previous three launches (a separate
+// one-block-per-sample finalize between the passes) spent 29 us on a 5 MB UNet tensor, the finalize alone
+// 13-21 us; a one-launch cooperative variant (rows kept in shared memory across a grid barrier) took 42-85 us
+// and was removed.
 //
-// layer_norm, x [R, C]: one warp per row. Rows of C % 8 == 0 up to 2048 channels are loaded once into
-// registers (layer_norm_reg_kernel); otherwise two passes over the row (mean, then the centred sum of squares;
-// the second pass hits L1), then the normalised write; 16-byte vectors when C % 8 == 0.
+// layer_norm, x [R, C]: one warp per row: the mean, then the centred sum of squares (the second pass hits
+// L1), then the normalised write; 16-byte vectors when C % 8 == 0. (A variant holding rows of up to 2048
+// channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
+// needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 32, gn_finalize 34, gn_apply 26-46, layer_norm 30-32
-// (layer_norm_reg 32-100: 8 to 64 floats of row a lane, no spills on sm_80 or sm_90 either),
-// backward kernels (gnb_*, lnb_*) 24-32 registers; except gn_apply_vec<float> (48 registers): 8 bytes of stack
-// for the slow-path subroutine of SiLU's IEEE division (rechecked 2026-11-26: without the SiLU it uses 40
-// registers and no stack), which runs only for huge or denormal divisors, not per element. gn_fused_kernel
-// (launch bounds 512 x 2): 64 registers, no spills for f16 / bf16; for float the same SiLU slow path takes 8
-// bytes of stack (4-8 bytes spilled on sm_80 / sm_90; none without the SiLU).
-#include <cooperative_groups.h>
-
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 40, gn_stats_vec 59-62, gn_apply_vec 64,
+// gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32 registers.
 #include <cmath>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 
 #include "common.cuh"
 
@@ -45,18 +42,31 @@ namespace {
 constexpr int GN_THREADS = 256;
 
 // Folds one channel window's per-thread sums t1, t2 ([rp][cw] for channels c0..c0+cw) into the per-group sums
-// gsum ([2][G]), in a fixed order (deterministic). Shared by both statistics kernels.
-__device__ __forceinline__ void gn_fold_window(const float* t1, const float* t2, int rp, int cw, int c0, int Cg, int G,
+// gsum ([2][G]) in a fixed order (deterministic): first each channel's rp rows (a thread per channel, the
+// column total left in row 0), then each group's channels. Every thread of the block must call it (it holds a
+// barrier). Summing a group's rp x Cg values in one thread was a serial chain of shared-memory reads (120 at
+// the UNet's 320 channels) on the path of every statistics block. Shared by both statistics kernels.
+__device__ __forceinline__ void gn_fold_window(float* t1, float* t2, int rp, int cw, int c0, int Cg, int G,
                                                float* gsum, int tid, int nthreads = GN_THREADS) {
+  if (rp > 1)
+    for (int cc = tid; cc < cw; cc += nthreads) {
+      float u1 = t1[cc], u2 = t2[cc];
+      for (int rr = 1; rr < rp; ++rr) {
+        u1 += t1[rr * cw + cc];
+        u2 += t2[rr * cw + cc];
+      }
+      t1[cc] = u1;
+      t2[cc] = u2;
+    }
+  __syncthreads();
   const int g_first = c0 / Cg, g_last = (c0 + cw - 1) / Cg;
   for (int g = g_first + tid; g <= g_last; g += nthreads) {
     const int ca = max(g * Cg, c0) - c0, cb = min(g * Cg + Cg, c0 + cw) - c0;
     float u1 = 0.f, u2 = 0.f;
-    for (int rr = 0; rr < rp; ++rr)
-      for (int cc = ca; cc < cb; ++cc) {
-        u1 += t1[rr * cw + cc];
-        u2 += t2[rr * cw + cc];
-      }
+    for (int cc = ca; cc < cb; ++cc) {
+      u1 += t1[cc];
+      u2 += t2[cc];
+    }
     gsum[g] += u1;
     gsum[G + g] += u2;
   }
@@ -81,9 +91,72 @@ __device__ __forceinline__ void gn_put8(float* t1, float* t2, int i, const float
   }
 }
 
+// The last of a sample's statistics blocks to finish (each block counts itself in on a per-sample word of
+// reduction_counters; the last one puts the word back to 0 for the next kernel on the stream) sums the sample's
+// partials part[n][k][2G] in f64 and writes st[n] = [3][G]: pivot, rstd, m = mean - pivot. The order of the
+// sums depends only on the thread layout, not on which block came last: the same bits every run. With 2G <=
+// GN_THREADS the block's threads take the 2G columns in Q = GN_THREADS / 2G stripes of chunks (independent
+// loads, unrolled), then one thread per group adds the Q stripes in order. (This replaced a separate finalize
+// launch, a single block per sample that walked the partials a warp per group: 13-21 us on an H200, more than
+// the two passes over x together at the UNet's sizes.)
+template <class T>
+__device__ __forceinline__ void gn_last_block(const float* part, int n, int nchunks, int G, int Cg, double cnt,
+                                              float eps, const T* xn, unsigned* counter, float* st) {
+  __shared__ int last;
+  __shared__ double red[GN_THREADS];
+  const int tid = threadIdx.x;
+  __threadfence();  // this block's partials, visible to the whole device before it counts itself in
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(counter + n, 1u) == (unsigned)(nchunks - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();  // every other block's partials (read past L1 with __ldcg)
+  const int W = 2 * G;
+  const float* pn = part + (int64_t)n * nchunks * W;
+  float* stn = st + (int64_t)n * 3 * G;
+  auto finish = [&](int g, double s1, double s2) {
+    const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
+    stn[g] = to_f(xn[(int64_t)g * Cg]);
+    stn[G + g] = (float)(1.0 / sqrt(var + (double)eps));
+    stn[2 * G + g] = (float)m;
+  };
+  if (W <= GN_THREADS) {
+    const int Q = GN_THREADS / W, j = tid % W, q = tid / W;
+    double acc = 0.0;
+    if (q < Q) {
+#pragma unroll 8
+      for (int k = q; k < nchunks; k += Q) acc += (double)__ldcg(pn + (int64_t)k * W + j);
+    }
+    red[tid] = acc;
+    __syncthreads();
+    if (tid < G) {
+      double s1 = 0.0, s2 = 0.0;
+      for (int qq = 0; qq < Q; ++qq) {
+        s1 += red[qq * W + tid];
+        s2 += red[qq * W + G + tid];
+      }
+      finish(tid, s1, s2);
+    }
+  } else {
+    for (int g = tid; g < G; g += GN_THREADS) {
+      double s1 = 0.0, s2 = 0.0;
+#pragma unroll 4
+      for (int k = 0; k < nchunks; ++k) {
+        s1 += (double)__ldcg(pn + (int64_t)k * W + g);
+        s2 += (double)__ldcg(pn + (int64_t)k * W + G + g);
+      }
+      finish(g, s1, s2);
+    }
+  }
+  if (tid == 0) counter[n] = 0;
+}
+
+// Statistics pass, scalar loads (any C, any alignment): one thread per channel of a window, rp rows side by side.
 template <class T>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restrict__ x, int64_t S, int C, int G, int Cg,
-                                                              int64_t rows_per_chunk, float* __restrict__ part) {
+                                                              int64_t rows_per_chunk, float* __restrict__ part,
+                                                              unsigned* __restrict__ counter, float* __restrict__ st,
+                                                              float eps) {
   extern __shared__ float gsum[];  // [2][G]
   __shared__ float t1[GN_THREADS], t2[GN_THREADS];
   const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
@@ -111,14 +184,17 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
+  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, counter, st);
 }
 
-// The same statistics with 8 channels per thread (16-byte loads, two rows in flight), for C % 8 == 0 and a
+// The same statistics with 8 channels per thread (16-byte loads, four rows in flight), for C % 8 == 0 and a
 // 16-byte aligned x: the scalar kernel above moves 2 bytes per load and was latency-bound (5-9% of the copy
 // bandwidth on an H200). Channel windows of 2048; rp rows of a window side by side in one block.
 template <class T>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __restrict__ x, int64_t S, int C, int G,
-                                                                  int Cg, int64_t rows_per_chunk, float* __restrict__ part) {
+                                                                  int Cg, int64_t rows_per_chunk, float* __restrict__ part,
+                                                                  unsigned* __restrict__ counter, float* __restrict__ st,
+                                                                  float eps) {
   extern __shared__ float gsum[];  // [2][G]
   __shared__ float t1[GN_THREADS * 8], t2[GN_THREADS * 8];
   const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
@@ -137,18 +213,15 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
 #pragma unroll
       for (int k = 0; k < 8; ++k) pv[k] = to_f(xn[((c + k) / Cg) * Cg]);
       int64_t s = s0 + r;
-      for (; s + rp < s1; s += 2 * rp) {
-        float u[8], w[8];
-        Vec8<T>::load(xn + s * C + c, u);
-        Vec8<T>::load(xn + (s + rp) * C + c, w);
+      constexpr int U = sizeof(T) == 4 ? 2 : 4;  // rows' loads in flight: 64 bytes a thread
+      for (; s + (U - 1) * rp < s1; s += U * rp) {
+        float u[U][8];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const float d = u[k] - pv[k], e = w[k] - pv[k];
-          a1[k] += d + e;
-          a2[k] = fmaf(d, d, fmaf(e, e, a2[k]));
-        }
+        for (int j = 0; j < U; ++j) Vec8<T>::load(xn + (s + j * rp) * C + c, u[j]);
+#pragma unroll
+        for (int j = 0; j < U; ++j) gn_acc8(u[j], pv, a1, a2);
       }
-      if (s < s1) {
+      for (; s < s1; s += rp) {
         float u[8];
         Vec8<T>::load(xn + s * C + c, u);
         gn_acc8(u, pv, a1, a2);
@@ -161,34 +234,11 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
+  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, counter, st);
 }
 
-// Per group of sample n (a warp each, lanes striding over the chunks' partials part[n][k][2G], then a fixed
-// shuffle tree: deterministic, the same bits in every block that calls it): st[G + g] = rstd and st[2G + g] =
-// m = mean - pivot. The caller sets the pivots st[g] and syncs the block afterwards.
-__device__ __forceinline__ void gn_group_stats(const float* part, int n, int nchunks, int G, double cnt, float eps,
-                                               float* st, int warp, int lane, int nwarps) {
-  for (int g = warp; g < G; g += nwarps) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int k = lane; k < nchunks; k += 32) {
-      const float* pk = part + ((int64_t)n * nchunks + k) * 2 * G;
-      s1 += __ldcg(pk + g);
-      s2 += __ldcg(pk + G + g);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-    }
-    if (lane != 0) continue;
-    const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
-    st[G + g] = (float)(1.0 / sqrt(var + (double)eps));
-    st[2 * G + g] = (float)m;
-  }
-}
-
-// Channel c's coefficients from its group's st (pivot, rstd, m): y = (x - pivot) a + b with a = rstd gamma,
-// b = beta - m rstd gamma; mr = m rstd.
+// Channel c's coefficients from its group's statistics st (pivot, rstd, m): y = (x - pivot) a + b with
+// a = rstd gamma, b = beta - m rstd gamma; mr = m rstd.
 struct GnCoef {
   float pivot, a, b, rstd, mr;
 };
@@ -199,24 +249,16 @@ __device__ __forceinline__ GnCoef gn_channel_coef(const float* st, int G, int g,
   return GnCoef{st[g], r * ga, be - mr * ga, r, mr};
 }
 
-// coef[n][c] = (pivot, rstd * gamma, beta - m rstd gamma, rstd), (m rstd, 0, 0, 0) with m = mean - pivot
-constexpr int GN_FIN_THREADS = 1024;
-template <class T>
-__global__ void __launch_bounds__(GN_FIN_THREADS) gn_finalize_kernel(const T* __restrict__ x, int64_t S, int C, int G,
-                                                                 int Cg, int nchunks, const float* __restrict__ part,
-                                                                 const void* gamma, int gdt, const void* beta, int bdt,
-                                                                 float eps, float4* __restrict__ coef) {
-  extern __shared__ float st[];  // [3][G]: pivot, rstd, m = mean - pivot
-  const int n = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  const T* xn = x + (int64_t)n * S * C;
-  for (int g = threadIdx.x; g < G; g += blockDim.x) st[g] = to_f(xn[g * Cg]);
-  gn_group_stats(part, n, nchunks, G, (double)S * Cg, eps, st, warp, lane, nwarps);
-  __syncthreads();
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const GnCoef f = gn_channel_coef(st, G, c / Cg, gamma, gdt, beta, bdt, c);
-    coef[2 * ((int64_t)n * C + c)] = make_float4(f.pivot, f.a, f.b, f.rstd);
-    coef[2 * ((int64_t)n * C + c) + 1] = make_float4(f.mr, 0.f, 0.f, 0.f);
-  }
+// coef[n][c] = (pivot, rstd * gamma, beta - m rstd gamma, rstd), (m rstd, 0, 0, 0) with m = mean - pivot, for
+// the scalar apply kernel and the backward; grid (ceil(C / 256), N).
+__global__ void __launch_bounds__(256) gn_expand_kernel(const float* __restrict__ st, int C, int G, int Cg,
+                                                        const void* gamma, int gdt, const void* beta, int bdt,
+                                                        float4* __restrict__ coef) {
+  const int c = blockIdx.x * 256 + threadIdx.x, n = blockIdx.y;
+  if (c >= C) return;
+  const GnCoef f = gn_channel_coef(st + (int64_t)n * 3 * G, G, c / Cg, gamma, gdt, beta, bdt, c);
+  coef[2 * ((int64_t)n * C + c)] = make_float4(f.pivot, f.a, f.b, f.rstd);
+  coef[2 * ((int64_t)n * C + c) + 1] = make_float4(f.mr, 0.f, 0.f, 0.f);
 }
 
 template <class T, bool VEC>
@@ -242,29 +284,32 @@ __global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, 
   }
 }
 
-// y = (x - pivot) a + b for one sample per blockIdx.y, its channel coefficients staged in shared memory as
-// three float arrays (the global coef interleaves 8 floats per channel: read once per block, not once per
-// element); 8 channels per thread, 16-byte loads and stores. C % 8 == 0, x and y 16-byte aligned.
+// y = (x - pivot) a + b for one sample per blockIdx.y: the block forms its sample's channel coefficients from st
+// (gn_channel_coef, the same operations as gn_expand_kernel) in shared memory as three float arrays, then walks
+// 8 channels per thread, two 16-byte vectors in flight. C % 8 == 0, x and y 16-byte aligned. The grid is
+// a few blocks per multiprocessor (group_norm), so the coefficients are formed a few hundred times, not once
+// per 256 vectors.
 template <class T>
 __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
-                                                           const float4* __restrict__ coef, int silu) {
+                                                           int G, int Cg, const float* __restrict__ st,
+                                                           const void* gamma, int gdt, const void* beta, int bdt,
+                                                           int silu) {
   extern __shared__ float cs[];  // [3][C]: pivot, a, b
   const int n = blockIdx.y;
-  const float4* cn = coef + 2 * (int64_t)n * C;
+  const float* stn = st + (int64_t)n * 3 * G;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const float4 f = cn[2 * c];
-    cs[c] = f.x;
-    cs[C + c] = f.y;
-    cs[2 * C + c] = f.z;
+    const GnCoef f = gn_channel_coef(stn, G, c / Cg, gamma, gdt, beta, bdt, c);
+    cs[c] = f.pivot;
+    cs[C + c] = f.a;
+    cs[2 * C + c] = f.b;
   }
   __syncthreads();
-  const int64_t nvec = S * C / 8;
+  const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
   const T* xn = x + (int64_t)n * S * C;
   T* yn = y + (int64_t)n * S * C;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nvec; i += (int64_t)gridDim.x * blockDim.x) {
+  auto norm8 = [&](int64_t i, float* v) {
     const int c = (int)((i * 8) % C);
-    float v[8], pv[8], av[8], bv[8];
-    Vec8<T>::load(xn + i * 8, v);
+    float pv[8], av[8], bv[8];
     Vec8<float>::load(cs + c, pv);
     Vec8<float>::load(cs + C + c, av);
     Vec8<float>::load(cs + 2 * C + c, bv);
@@ -274,109 +319,19 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
       v[k] = silu ? silu_f(r) : r;
     }
     Vec8<T>::store(yn + i * 8, v);
+  };
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  for (; i + stride < nvec; i += 2 * stride) {
+    float v[8], w[8];
+    Vec8<T>::load(xn + i * 8, v);
+    Vec8<T>::load(xn + (i + stride) * 8, w);
+    norm8(i, v);
+    norm8(i + stride, w);
   }
-}
-
-// ---------------------------------------------------------------- group norm in one launch
-// For tensors that fit in the shared memory of the whole GPU (C % 8 == 0, 16-byte aligned x and y): one
-// cooperative launch of (nchunks, N) blocks, all resident at once. Each block
-//   1. copies its rows of one sample into shared memory while summing (x - pivot) and (x - pivot)^2 per channel
-//      as gn_stats_vec_kernel does (same thread layout, same fold), and writes its per-group partials;
-//   2. waits at a grid-wide barrier (cooperative_groups grid sync, which also orders the partials' writes);
-//   3. sums its sample's partials per group in f64 as gn_finalize_kernel does (gn_group_stats: every block of a
-//      sample gets the same bits), forms its channels' (pivot, a, b) in registers (gn_channel_coef), and
-//      writes y = (x - pivot) a + b (optional SiLU) from the shared copy.
-// x is read from memory once instead of twice, and one launch replaces three (at the UNet's sizes, 5 MB
-// tensors, the three-pass path spent most of its 29 us on two latency-bound launches on an H200). Falls back
-// to the three passes when the rows do not fit, the device cannot launch cooperatively, or
-// HYPERSD_GN_FUSED=0 (read per call; bench/gpu-check.sh tests both paths).
-constexpr int GNF_THREADS = 512;
-constexpr int GNF_WIN = GNF_THREADS * 8;  // channels per window (8 per thread)
-
-template <class T>
-__global__ void __launch_bounds__(GNF_THREADS, 2) gn_fused_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S,
-                                                                  int C, int G, int Cg, int64_t rpc, float* __restrict__ part,
-                                                                  const void* gamma, int gdt, const void* beta, int bdt,
-                                                                  float eps, int silu) {
-  extern __shared__ __align__(16) unsigned char gnf_smem[];
-  T* xs = reinterpret_cast<T*>(gnf_smem);  // [rpc][C], this block's rows
-  float* t1 = reinterpret_cast<float*>(gnf_smem + ((rpc * C * (int64_t)sizeof(T) + 15) & ~(int64_t)15));
-  float* t2 = t1 + GNF_WIN;
-  float* gsum = t2 + GNF_WIN;  // [2][G]
-  float* st = gsum + 2 * G;    // [3][G]: pivot, rstd, m = mean - pivot
-  const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
-  const T* xn = x + (int64_t)n * S * C;
-  T* yn = y + (int64_t)n * S * C;
-  const int64_t s0 = min(S, (int64_t)chunk * rpc), s1 = min(S, s0 + rpc);
-  for (int g = tid; g < 2 * G; g += GNF_THREADS) gsum[g] = 0.f;
-  for (int g = tid; g < G; g += GNF_THREADS) st[g] = to_f(xn[g * Cg]);  // before the barrier: y may alias x
-
-  // 1. copy and partial sums
-  for (int c0 = 0; c0 < C; c0 += GNF_WIN) {
-    const int cw = min(GNF_WIN, C - c0), vpr = cw / 8, rp = GNF_THREADS / vpr;
-    const int cv = tid % vpr, r = tid / vpr, c = c0 + cv * 8;
-    float a1[8], a2[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) a1[k] = a2[k] = 0.f;
-    if (r < rp) {
-      float pv[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) pv[k] = to_f(xn[((c + k) / Cg) * Cg]);
-      int64_t s = s0 + r;
-      constexpr int U = sizeof(T) == 4 ? 2 : 4;  // rows' loads in flight: 64 bytes a thread
-      for (; s + (U - 1) * rp < s1; s += U * rp) {
-        float u[U][8];
-#pragma unroll
-        for (int j = 0; j < U; ++j) Vec8<T>::load(xn + (s + j * rp) * C + c, u[j]);
-#pragma unroll
-        for (int j = 0; j < U; ++j) {
-          Vec8<T>::store(xs + (s + j * rp - s0) * C + c, u[j]);
-          gn_acc8(u[j], pv, a1, a2);
-        }
-      }
-      for (; s < s1; s += rp) {
-        float u[8];
-        Vec8<T>::load(xn + s * C + c, u);
-        Vec8<T>::store(xs + (s - s0) * C + c, u);
-        gn_acc8(u, pv, a1, a2);
-      }
-      gn_put8(t1, t2, r * cw + cv * 8, a1, a2);
-    }
-    __syncthreads();
-    gn_fold_window(t1, t2, rp, cw, c0, Cg, G, gsum, tid, GNF_THREADS);
-    __syncthreads();
-  }
-  float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
-  for (int g = tid; g < 2 * G; g += GNF_THREADS) out[g] = gsum[g];
-
-  // 2. every block's partials written and visible
-  cooperative_groups::this_grid().sync();
-
-  // 3. the sample's statistics (gn_finalize_kernel's order), then the normalised rows
-  gn_group_stats(part, n, nchunks, G, (double)S * Cg, eps, st, tid >> 5, tid & 31, GNF_THREADS / 32);
-  __syncthreads();
-  for (int c0 = 0; c0 < C; c0 += GNF_WIN) {
-    const int cw = min(GNF_WIN, C - c0), vpr = cw / 8, rp = GNF_THREADS / vpr;
-    const int cv = tid % vpr, r = tid / vpr, c = c0 + cv * 8;
-    if (r >= rp) continue;
-    float pv[8], av[8], bv[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {  // gn_finalize_kernel's coefficients, in registers
-      const GnCoef f = gn_channel_coef(st, G, (c + k) / Cg, gamma, gdt, beta, bdt, c + k);
-      pv[k] = f.pivot;
-      av[k] = f.a;
-      bv[k] = f.b;
-    }
-    for (int64_t s = s0 + r; s < s1; s += rp) {
-      float v[8];
-      Vec8<T>::load(xs + (s - s0) * C + c, v);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const float q = (v[k] - pv[k]) * av[k] + bv[k];
-        v[k] = silu ? silu_f(q) : q;
-      }
-      Vec8<T>::store(yn + s * C + c, v);
-    }
+  if (i < nvec) {
+    float v[8];
+    Vec8<T>::load(xn + i * 8, v);
+    norm8(i, v);
   }
 }
 
@@ -408,94 +363,44 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
   }
   a.eps = (float)ctx.attrs.f("eps", 1e-5);
   a.x = as_dtype(x0, dt, s);
-  a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, std::max<int64_t>(1, 512 / std::max<int64_t>(a.N, 1))));
-  if (a.nchunks > 65535 || a.N > 65535 || 3 * a.G * 4 > 48 * 1024) fail(op, "shape out of range: " + x0.describe());
+  // About two statistics blocks per multiprocessor in all (each with 64 bytes of loads a thread in flight):
+  // enough to stream x at full bandwidth, and few partials for the last block to sum.
+  const int64_t target = 2 * (int64_t)sm_count();
+  a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, (target + std::max<int64_t>(a.N, 1) - 1) / std::max<int64_t>(a.N, 1)));
+  if (a.nchunks > 65535 || a.N > 65535 || a.N > kMaxCounters || 3 * a.G * 4 > 48 * 1024)
+    fail(op, "shape out of range: " + x0.describe());
   a.rpc = a.S ? (a.S + a.nchunks - 1) / a.nchunks : 0;
   return a;
 }
 
-// coef [N, C] x 2 float4 (finalize's comment): the statistics passes 1 and 2.
+// st [N, 3, G]: per group pivot, rstd, m = mean - pivot (one launch: the statistics blocks, the last of each
+// sample summing its partials).
 template <class T>
-Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
+Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   Tensor part = empty({a.N, a.nchunks, 2 * a.G}, DType::F32, Device::CUDA);
-  Tensor coef = empty({a.N, a.C, 8}, DType::F32, Device::CUDA);
+  Tensor st = empty({a.N, 3, a.G}, DType::F32, Device::CUDA);
+  unsigned* cnt = reduction_counters(s);
   const T* xp = a.x.data<T>();
   const size_t sm = 2 * a.G * sizeof(float);
+  const dim3 grid((unsigned)a.nchunks, (unsigned)a.N);
   if (a.C % 8 == 0 && aligned16(xp))
-    gn_stats_vec_kernel<T><<<dim3((unsigned)a.nchunks, (unsigned)a.N), GN_THREADS, sm, s>>>(
-        xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc, part.data<float>());
+    gn_stats_vec_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc,
+                                                        part.data<float>(), cnt, st.data<float>(), a.eps);
   else
-    gn_stats_kernel<T><<<dim3((unsigned)a.nchunks, (unsigned)a.N), GN_THREADS, sm, s>>>(
-        xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc, part.data<float>());
-  gn_finalize_kernel<T><<<(unsigned)a.N, GN_FIN_THREADS, 3 * a.G * sizeof(float), s>>>(
-      xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), (int)a.nchunks, part.data<float>(),
-      a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
-      (int)a.beta.dtype, a.eps, (float4*)coef.raw());
-  return coef;
+    gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc,
+                                                    part.data<float>(), cnt, st.data<float>(), a.eps);
+  return st;
 }
 
-// One launch of gn_fused_kernel when it applies (see there; vec: C % 8 == 0, x and y 16-byte aligned); false
-// sends the caller to the three passes.
+// coef [N, C] x 2 float4 (gn_expand_kernel) from the statistics.
 template <class T>
-bool gn_fused(const GnArgs& a, const Tensor& y, bool vec, int silu, cudaStream_t s) {
-  const char* env = std::getenv("HYPERSD_GN_FUSED");
-  if (!vec || (env && std::string(env) == "0")) return false;
-  struct Dev {
-    int sms = 0, coop = 0, optin = 0;
-  };
-  static std::mutex mu;
-  static std::map<int, Dev> devs;
-  Dev d;
-  {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return (void)cudaGetLastError(), false;
-    std::lock_guard<std::mutex> g(mu);
-    auto it = devs.find(dev);
-    if (it == devs.end()) {
-      Dev q;
-      if (cudaDeviceGetAttribute(&q.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-          cudaDeviceGetAttribute(&q.coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
-          cudaDeviceGetAttribute(&q.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-        cudaGetLastError();
-        q = Dev{};
-      }
-      it = devs.emplace(dev, q).first;
-    }
-    d = it->second;
-  }
-  if (!d.coop || d.sms < 1) return false;
-  const int64_t fixed = 2 * GNF_WIN * (int64_t)sizeof(float) + 5 * a.G * (int64_t)sizeof(float);
-  for (int bps : {2, 1}) {  // blocks per SM: two when their rows fit, for more loads in flight
-    const int64_t nchunks = (int64_t)d.sms * bps / a.N;
-    if (nchunks < 1) continue;
-    const int64_t rpc = (a.S + nchunks - 1) / nchunks;
-    const int64_t smem = ((rpc * a.C * (int64_t)sizeof(T) + 15) & ~(int64_t)15) + fixed;
-    if (smem > d.optin) continue;
-    allow_smem((const void*)gn_fused_kernel<T>, (int)smem);
-    int occ = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gn_fused_kernel<T>, GNF_THREADS, (size_t)smem) != cudaSuccess)
-      return (void)cudaGetLastError(), false;
-    if (occ < bps) continue;
-    Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)nchunks, (unsigned)a.N);
-    cfg.blockDim = dim3(GNF_THREADS);
-    cfg.dynamicSmemBytes = (size_t)smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;
-    attr[0].val.cooperative = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    const cudaError_t e = cudaLaunchKernelEx(
-        &cfg, gn_fused_kernel<T>, (const T*)a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-        part.data<float>(), a.gamma.storage ? a.gamma.raw() : (const void*)nullptr, (int)a.gamma.dtype,
-        a.beta.storage ? a.beta.raw() : (const void*)nullptr, (int)a.beta.dtype, a.eps, silu);
-    if (e == cudaSuccess) return true;
-    cudaGetLastError();  // e.g. too large to be resident at once: the three passes instead
-    return false;
-  }
-  return false;
+Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
+  const Tensor st = gn_stats<T>(a, s);
+  Tensor coef = empty({a.N, a.C, 8}, DType::F32, Device::CUDA);
+  gn_expand_kernel<<<dim3((unsigned)((a.C + 255) / 256), (unsigned)a.N), 256, 0, s>>>(
+      st.data<float>(), (int)a.C, (int)a.G, (int)(a.C / a.G), a.gamma.storage ? a.gamma.raw() : nullptr,
+      (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr, (int)a.beta.dtype, (float4*)coef.raw());
+  return coef;
 }
 
 void group_norm(const OpContext& ctx) {
@@ -513,15 +418,20 @@ void group_norm(const OpContext& ctx) {
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (gn_fused<T>(a, y, vec, silu, s)) return;
+    if (vec && a.C <= 4096) {  // 3 C floats of shared memory
+      const Tensor st = gn_stats<T>(a, s);
+      const int64_t per = a.S * a.C / 8;  // vectors of a sample
+      const int64_t blocks = 4 * (int64_t)sm_count();
+      const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N));
+      gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, 3 * a.C * sizeof(float), s>>>(
+          a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),
+          a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
+          (int)a.beta.dtype, silu);
+      return;
+    }
     const Tensor coef = gn_coef<T>(a, s);
     const float4* cf = (const float4*)coef.raw();
-    if (vec && a.C <= 4096) {  // 3 C floats of shared memory
-      const int64_t per = a.S * a.C / 8;
-      const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, 2048 / a.N + 1));
-      gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, 3 * a.C * sizeof(float), s>>>(a.x.data<T>(), y.data<T>(),
-                                                                                          a.S, (int)a.C, cf, silu);
-    } else if (vec)
+    if (vec)
       gn_apply_kernel<T, true><<<grid_for(total / 8, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C,
                                                                          (int)a.C, cf, silu);
     else
@@ -767,52 +677,6 @@ __global__ void __launch_bounds__(256) layer_norm_kernel(const T* __restrict__ x
   }
 }
 
-// The vector path with the whole row in registers (C % 8 == 0, C <= 256 NV): each lane loads its NV vectors
-// at once (all in flight together), and the centred sum of squares and the output come from the registers
-// instead of two more passes over the row. The same sums in the same order as layer_norm_kernel (equal bits).
-// [8192, 640] f16 ran at 33% of the copy bandwidth on an H200 with the three passes, one warp per row.
-template <class T, int NV>
-__global__ void __launch_bounds__(256) layer_norm_reg_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t R, int C,
-                                                             const void* gamma, int gdt, const void* beta, int bdt,
-                                                             float eps) {
-  const int lane = threadIdx.x & 31;
-  const int64_t row = blockIdx.x * 8LL + (threadIdx.x >> 5);
-  if (row >= R) return;
-  const T* xr = x + row * C;
-  T* yr = y + row * C;
-  float v[NV][8];
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int c = (lane + 32 * j) * 8;
-    if (c < C) Vec8<T>::load(xr + c, v[j]);
-  }
-  float sum = 0.f;
-#pragma unroll
-  for (int j = 0; j < NV; ++j)
-    if ((lane + 32 * j) * 8 < C)
-#pragma unroll
-      for (int k = 0; k < 8; ++k) sum += v[j][k];
-  const float mean = warp_sum(sum) / C;
-  float sq = 0.f;
-#pragma unroll
-  for (int j = 0; j < NV; ++j)
-    if ((lane + 32 * j) * 8 < C)
-#pragma unroll
-      for (int k = 0; k < 8; ++k) sq = fmaf(v[j][k] - mean, v[j][k] - mean, sq);
-  const float rstd = rsqrtf(warp_sum(sq) / C + eps);
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    const int c = (lane + 32 * j) * 8;
-    if (c >= C) continue;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float ga = gamma ? load_any(gamma, gdt, c + k) : 1.f, be = beta ? load_any(beta, bdt, c + k) : 0.f;
-      v[j][k] = (v[j][k] - mean) * rstd * ga + be;
-    }
-    Vec8<T>::store(yr + c, v[j]);
-  }
-}
-
 void layer_norm(const OpContext& ctx) {
   const char* op = "layer_norm";
   cudaStream_t s = stream_of(ctx);
@@ -849,17 +713,6 @@ void layer_norm(const OpContext& ctx) {
     using T = decltype(tag);
     const void* g = gc.storage ? gc.raw() : nullptr;
     const void* b = bc.storage ? bc.raw() : nullptr;
-    const int nv = (int)((C / 8 + 31) / 32);  // 8-channel vectors per lane
-#define HSD_LN_REG(NV)                                                                                              \
-  case NV:                                                                                                          \
-    layer_norm_reg_kernel<T, NV><<<blocks, 256, 0, s>>>(x.data<T>(), y.data<T>(), R, (int)C, g, (int)gc.dtype, b, \
-                                                        (int)bc.dtype, eps);                                        \
-    return;
-    if (vec) switch (nv) {
-        HSD_LN_REG(1) HSD_LN_REG(2) HSD_LN_REG(3) HSD_LN_REG(4) HSD_LN_REG(5) HSD_LN_REG(6) HSD_LN_REG(7) HSD_LN_REG(8)
-        default: break;
-      }
-#undef HSD_LN_REG
     if (vec)
       layer_norm_kernel<T, true><<<blocks, 256, 0, s>>>(x.data<T>(), y.data<T>(), R, (int)C, g, (int)gc.dtype, b,
                                                         (int)bc.dtype, eps);

@@ -298,6 +298,14 @@ test(`${NAME}linearGeglu equals geglu(linear(...)) against float64: one and seve
     assert.equal(y.shape, [...lead, N2 / 2]);
     assertClose(await y.floats(), gegluRefOf(a, b, M, K, N2, hasBias ? bias : undefined), TOL.f32, `${lead} K ${K} N2 ${N2} ${dt}`);
   }
+  // Half-precision activations (CUDA runs the op in x's dtype; the CPU composes the two ops).
+  for (const dt of ['f16', 'bf16'] as const) {
+    const M = 70, K = 320, N2 = 96;
+    const a = roundTo(dt, randn(M * K, 71)), b = roundTo(dt, randn(N2 * K, 72, 0.1)), bias = roundTo(dt, randn(N2, 73));
+    const y = hs.ops.linearGeglu(t(a, [M, K], dt), t(b, [N2, K], dt), t(bias, [N2], dt));
+    assert.equal(y.dtype, dt);
+    assertClose(await y.floats(), gegluRefOf(a, b, M, K, N2, bias), TOL[dt], `x ${dt}`);
+  }
   assert.throws(() => hs.ops.linearGeglu(t(new Float64Array(6), [2, 3]), t(new Float64Array(15), [5, 3])), /linear_geglu: w \[5,3\] must have an even number of rows/);
   // Bit-identical to the composed ops (training composes them; checkpointed recomputation must match).
   for (const [M, K, N2] of [[50, 1300, 32], [300, 96, 48]]) {

@@ -78,9 +78,9 @@ test('groupNorm f16 N=2 S=13 C=2576 groups 8 (channel windows of 2048, groups ac
   assertClose(await y.floats(), ref, TOL.f16, 'y');
 });
 
-// The UNet's channel count over many rows (on CUDA: the one-launch kernel with several rows a thread and a row
-// tail; bench/gpu-check.sh runs this file again with HYPERSD_GN_FUSED=0 for the three-launch path), and more
-// channels than one 4096-channel window of that kernel.
+// The UNet's channel count over many rows (on CUDA: four rows in flight a thread plus a row tail in the
+// statistics pass, two vectors a thread in the apply pass), and more channels than one 2048-channel statistics
+// window (CUDA's expanded-coefficient apply path above 4096 channels).
 for (const [dtype, N, S, C, G, seed] of [
   ['bf16', 2, 1001, 320, 32, 71],
   ['f32', 1, 3, 4104, 6, 74],
@@ -91,6 +91,20 @@ for (const [dtype, N, S, C, G, seed] of [
     const y = groupNorm(t(xv, [N, S, C], dtype), t(gv, [C], dtype), t(bv, [C], dtype), { groups: G, eps, silu: true });
     const ref = groupNormRef(roundTo(dtype, xv), roundTo(dtype, gv), roundTo(dtype, bv), N, S, C, G, eps, true);
     assertClose(await y.floats(), ref, TOL[dtype], 'y');
+  });
+
+// More than 128 groups (on CUDA the last statistics block then sums each group's partials in one thread, not in
+// stripes), and 3 groups (stripes that leave threads over); each result twice: the same bits (the partials are
+// summed in a fixed order whichever block finishes last).
+for (const [N, S, C, G] of [[3, 700, 320, 160], [2, 900, 48, 3]])
+  test(`groupNorm f32 N=${N} S=${S} C=${C} groups ${G}: against float64, deterministic`, async () => {
+    const eps = 1e-5;
+    const xv = offset(randn(N * S * C, 81, 0.8), 0.2), gv = randn(C, 82), bv = randn(C, 83);
+    const x = t(xv, [N, S, C]), g = t(gv, [C]), b = t(bv, [C]);
+    const y1 = await groupNorm(x, g, b, { groups: G, eps }).floats();
+    const y2 = await groupNorm(x, g, b, { groups: G, eps }).floats();
+    assertClose(y1, groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, false), TOL.f32, 'y');
+    assert.equal(Array.from(y2), Array.from(y1), 'two calls, same bits');
   });
 
 test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {

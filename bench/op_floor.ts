@@ -1,0 +1,28 @@
+/**
+ * bench/op_floor: the per-op time of back-to-back 8-element adds (JS, the stream's queue, the worker's host
+ * code, the launch): the floor under every small op of a network. Median of 5 runs of 20000 ops.
+ *
+ *   npx tsx bench/op_floor.ts [cpu|cuda]      # HYPERSD_STREAM_SPIN=0 turns the CUDA worker's spin off
+ */
+import * as hs from '../lib';
+
+async function main(): Promise<void> {
+  const device = (process.argv[2] ?? 'cuda') as 'cpu' | 'cuda';
+  const a = hs.ops.randn([8], { seed: 1, dtype: 'f16', device }), b = hs.ops.randn([8], { seed: 2, dtype: 'f16', device });
+  const n = 20000, ts: number[] = [];
+  for (let r = 0; r < 6; r++) {
+    await hs.sync(device);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) hs.ops.add(a, b).dispose();
+    await hs.sync(device);
+    if (r > 0) ts.push(((performance.now() - t0) * 1e3) / n);
+  }
+  ts.sort((x, y) => x - y);
+  console.log(`op floor on ${device} (HYPERSD_STREAM_SPIN=${process.env.HYPERSD_STREAM_SPIN ?? 'default'}): ` +
+    `${ts[2].toFixed(2)} us an op (median of 5 x ${n}; min ${ts[0].toFixed(2)}, max ${ts[4].toFixed(2)})`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,6 +1,7 @@
 // Host helpers shared by the CUDA kernel families (see common.cuh).
 #include <map>
 #include <mutex>
+#include <tuple>
 
 #include "common.cuh"
 
@@ -38,6 +39,28 @@ int sm_count() {
       n = 1;
     }
     it = sms.emplace(dev, n).first;
+  }
+  return it->second;
+}
+
+int blocks_per_sm(const void* kernel, int threads, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, size_t>, int> occ;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  std::lock_guard<std::mutex> g(mu);
+  const auto key = std::make_tuple(dev, kernel, threads, smem);
+  auto it = occ.find(key);
+  if (it == occ.end()) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess || n < 1) {
+      cudaGetLastError();
+      n = 1;
+    }
+    it = occ.emplace(key, n).first;
   }
   return it->second;
 }

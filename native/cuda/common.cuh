@@ -124,6 +124,9 @@ void allow_smem(const void* kernel, int bytes);
 
 // The current device's multiprocessor count (asked once per device).
 int sm_count();
+// How many blocks of `threads` threads with `smem` bytes of dynamic shared memory fit on one multiprocessor
+// (cudaOccupancyMaxActiveBlocksPerMultiprocessor, asked once per device, kernel and size; at least 1).
+int blocks_per_sm(const void* kernel, int threads, size_t smem);
 
 // kMaxCounters zeroed words for "last block finishes" reductions on stream s (one buffer per device and stream,
 // zeroed once, stream-ordered): a kernel's blocks count themselves in with atomicAdd and the last one, which

@@ -185,44 +185,13 @@ __global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmPara
 
   T* C = (T*)p.C + (int64_t)z * p.sC;
   const int row = m0 + wg * 64 + warp * 16 + (lane >> 2);
-  // A whole tile with at most a bias (in T's dtype or f32) and the old C (the fused residual), no activation:
-  // straight paired stores, a dozen instructions a pair. Everything else goes through store_pair.
-  constexpr int TD = std::is_same<T, bf16>::value ? (int)DType::BF16 : (int)DType::F16;
-  const bool bias_ok = !p.bias || ((p.bias_dtype == TD || p.bias_dtype == (int)DType::F32) && ((uintptr_t)p.bias & 7) == 0);
-  if (!p.act && bias_ok && p.pairC && m0 + W_BM <= p.M && n0 + BN <= p.N) {
-    const bool hb = p.bias != nullptr, bf = hb && p.bias_dtype == (int)DType::F32, hc = p.beta != 0.f;
-    const float alpha = p.alpha, beta = p.beta;
-    const int c0 = n0 + (lane & 3) * 2;
+  const FastEpilogue<T> fe(p, p.alpha, m0, W_BM, n0, BN);  // a whole tile, no activation (gemm_core.cuh)
+  if (fe.ok) {
     T* r0 = C + (int64_t)row * p.ldc;
     T* r8 = r0 + 8 * (int64_t)p.ldc;
+    const int c0 = n0 + (lane & 3) * 2;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      const int col = c0 + j * 8;
-      float b0 = 0.f, b1 = 0.f;
-      if (hb) {
-        if (bf) {
-          const float2 q = *reinterpret_cast<const float2*>((const float*)p.bias + col);
-          b0 = q.x;
-          b1 = q.y;
-        } else {
-          const T* bp = (const T*)p.bias + col;
-          b0 = to_f(bp[0]);
-          b1 = to_f(bp[1]);
-        }
-      }
-      float x0 = alpha * d[4 * j] + b0, x1 = alpha * d[4 * j + 1], y0 = alpha * d[4 * j + 2], y1 = alpha * d[4 * j + 3];
-      x1 += b1;
-      y0 += b0;
-      y1 += b1;
-      if (hc) {
-        x0 += beta * to_f(r0[col]);
-        x1 += beta * to_f(r0[col + 1]);
-        y0 += beta * to_f(r8[col]);
-        y1 += beta * to_f(r8[col + 1]);
-      }
-      *reinterpret_cast<uint32_t*>(r0 + col) = pack2<T>(x0, x1);
-      *reinterpret_cast<uint32_t*>(r8 + col) = pack2<T>(y0, y1);
-    }
+    for (int j = 0; j < BN / 8; ++j) fe.store(r0, r8, c0 + j * 8, d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
     return;
   }
 #pragma unroll

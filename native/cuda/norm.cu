@@ -28,8 +28,10 @@
 // channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
 // needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 40, gn_stats_vec 59-62, gn_apply_vec 64,
-// gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32 registers.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 40, gn_stats_vec 59-61, gn_apply_vec 73 (f16 / bf16),
+// gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32 registers; except the
+// f32 gn_apply_vec (64 registers): 8 bytes of stack for the slow-path subroutine of SiLU's IEEE division,
+// which runs only for huge or denormal divisors, not per element.
 #include <cmath>
 #include <cstdlib>
 
@@ -94,16 +96,16 @@ __device__ __forceinline__ void gn_put8(float* t1, float* t2, int i, const float
 // The last of a sample's statistics blocks to finish (each block counts itself in on a per-sample word of
 // reduction_counters; the last one puts the word back to 0 for the next kernel on the stream) sums the sample's
 // partials part[n][k][2G] in f64 and writes st[n] = [3][G]: pivot, rstd, m = mean - pivot. The order of the
-// sums depends only on the thread layout, not on which block came last: the same bits every run. With 2G <=
-// GN_THREADS the block's threads take the 2G columns in Q = GN_THREADS / 2G stripes of chunks (independent
-// loads, unrolled), then one thread per group adds the Q stripes in order. (This replaced a separate finalize
-// launch, a single block per sample that walked the partials a warp per group: 13-21 us on an H200, more than
-// the two passes over x together at the UNet's sizes.)
+// sums depends only on the thread layout, not on which block came last: the same bits every run. When 2G % 4
+// == 0 the block's threads read 16-byte column quads in Q stripes of chunks (a few loads each, all in flight),
+// then one thread per group adds the Q stripes in order; the pivots are read first, to overlap. (This
+// replaced a separate finalize launch, one block per sample walking the partials a warp per group: 13-21 us
+// on an H200, more than the two passes over x together at the UNet's sizes.)
 template <class T>
 __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchunks, int G, int Cg, double cnt,
                                               float eps, const T* xn, unsigned* counter, float* st) {
   __shared__ int last;
-  __shared__ double red[GN_THREADS];
+  __shared__ double red[GN_THREADS * 4];
   const int tid = threadIdx.x;
   __threadfence();  // this block's partials, visible to the whole device before it counts itself in
   __syncthreads();
@@ -114,20 +116,30 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
   const int W = 2 * G;
   const float* pn = part + (int64_t)n * nchunks * W;
   float* stn = st + (int64_t)n * 3 * G;
-  auto finish = [&](int g, double s1, double s2) {
+  auto finish = [&](int g, double s1, double s2, float pivot) {
     const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
-    stn[g] = to_f(xn[(int64_t)g * Cg]);
+    stn[g] = pivot;
     stn[G + g] = (float)(1.0 / sqrt(var + (double)eps));
     stn[2 * G + g] = (float)m;
   };
-  if (W <= GN_THREADS) {
-    const int Q = GN_THREADS / W, j = tid % W, q = tid / W;
-    double acc = 0.0;
+  if (W % 4 == 0 && W / 4 <= GN_THREADS) {
+    const int W4 = W / 4, Q = GN_THREADS / W4, j = tid % W4, q = tid / W4;
+    const float pivot = tid < G ? to_f(xn[(int64_t)tid * Cg]) : 0.f;
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
     if (q < Q) {
-#pragma unroll 8
-      for (int k = q; k < nchunks; k += Q) acc += (double)__ldcg(pn + (int64_t)k * W + j);
+#pragma unroll 4
+      for (int k = q; k < nchunks; k += Q) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(pn + (int64_t)k * W) + j);
+        a0 += (double)v.x;
+        a1 += (double)v.y;
+        a2 += (double)v.z;
+        a3 += (double)v.w;
+      }
+      red[q * W + 4 * j] = a0;
+      red[q * W + 4 * j + 1] = a1;
+      red[q * W + 4 * j + 2] = a2;
+      red[q * W + 4 * j + 3] = a3;
     }
-    red[tid] = acc;
     __syncthreads();
     if (tid < G) {
       double s1 = 0.0, s2 = 0.0;
@@ -135,7 +147,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
         s1 += red[qq * W + tid];
         s2 += red[qq * W + G + tid];
       }
-      finish(tid, s1, s2);
+      finish(tid, s1, s2, pivot);
     }
   } else {
     for (int g = tid; g < G; g += GN_THREADS) {
@@ -145,7 +157,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
         s1 += (double)__ldcg(pn + (int64_t)k * W + g);
         s2 += (double)__ldcg(pn + (int64_t)k * W + G + g);
       }
-      finish(g, s1, s2);
+      finish(g, s1, s2, to_f(xn[(int64_t)g * Cg]));
     }
   }
   if (tid == 0) counter[n] = 0;
@@ -286,9 +298,9 @@ __global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, 
 
 // y = (x - pivot) a + b for one sample per blockIdx.y: the block forms its sample's channel coefficients from st
 // (gn_channel_coef, the same operations as gn_expand_kernel) in shared memory as three float arrays, then walks
-// 8 channels per thread, two 16-byte vectors in flight. C % 8 == 0, x and y 16-byte aligned. The grid is
-// a few blocks per multiprocessor (group_norm), so the coefficients are formed a few hundred times, not once
-// per 256 vectors.
+// 8 channels per thread, four 16-byte vectors in flight (two for f32). C % 8 == 0, x and y 16-byte aligned.
+// The grid is one wave (as many blocks as fit on the GPU at once, group_norm), so the coefficients are formed
+// a few hundred times, not once per 256 vectors.
 template <class T>
 __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
                                                            int G, int Cg, const float* __restrict__ st,
@@ -321,14 +333,31 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
     Vec8<T>::store(yn + i * 8, v);
   };
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  for (; i + stride < nvec; i += 2 * stride) {
-    float v[8], w[8];
-    Vec8<T>::load(xn + i * 8, v);
-    Vec8<T>::load(xn + (i + stride) * 8, w);
-    norm8(i, v);
-    norm8(i + stride, w);
+  if constexpr (sizeof(T) == 2) {  // four 16-byte loads in flight, kept raw (4 registers each) until used
+    const uint4* xr = reinterpret_cast<const uint4*>(xn);
+    for (; i + 3 * stride < nvec; i += 4 * stride) {
+      uint4 r[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) r[j] = xr[i + j * stride];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float v[8];
+        const T* h = reinterpret_cast<const T*>(&r[j]);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = to_f(h[k]);
+        norm8(i + j * stride, v);
+      }
+    }
+  } else {
+    for (; i + stride < nvec; i += 2 * stride) {
+      float v[8], w[8];
+      Vec8<T>::load(xn + i * 8, v);
+      Vec8<T>::load(xn + (i + stride) * 8, w);
+      norm8(i, v);
+      norm8(i + stride, w);
+    }
   }
-  if (i < nvec) {
+  for (; i < nvec; i += stride) {
     float v[8];
     Vec8<T>::load(xn + i * 8, v);
     norm8(i, v);
@@ -363,9 +392,9 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
   }
   a.eps = (float)ctx.attrs.f("eps", 1e-5);
   a.x = as_dtype(x0, dt, s);
-  // About two statistics blocks per multiprocessor in all (each with 64 bytes of loads a thread in flight):
-  // enough to stream x at full bandwidth, and few partials for the last block to sum.
-  const int64_t target = 2 * (int64_t)sm_count();
+  // About four statistics blocks per multiprocessor in all (64 bytes of loads a thread in flight): enough to
+  // stream x at full bandwidth (two measured 2.4 TB/s at 33 MB on an H200), few partials for the last block.
+  const int64_t target = 4 * (int64_t)sm_count();
   a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, (target + std::max<int64_t>(a.N, 1) - 1) / std::max<int64_t>(a.N, 1)));
   if (a.nchunks > 65535 || a.N > 65535 || a.N > kMaxCounters || 3 * a.G * 4 > 48 * 1024)
     fail(op, "shape out of range: " + x0.describe());
@@ -421,9 +450,10 @@ void group_norm(const OpContext& ctx) {
     if (vec && a.C <= 4096) {  // 3 C floats of shared memory
       const Tensor st = gn_stats<T>(a, s);
       const int64_t per = a.S * a.C / 8;  // vectors of a sample
-      const int64_t blocks = 4 * (int64_t)sm_count();
+      const size_t smem = 3 * a.C * sizeof(float);
+      const int64_t blocks = (int64_t)blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem) * sm_count();
       const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N));
-      gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, 3 * a.C * sizeof(float), s>>>(
+      gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, smem, s>>>(
           a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),
           a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
           (int)a.beta.dtype, silu);

@@ -157,8 +157,8 @@ fi
 unset HYPERSD_TEST_DEVICE
 
 # ---- 5. benchmarks
-# the per-op floor (JS, queue, launch) with the CUDA worker's spin-before-sleep and without
-stage op-floor 40 bash -c 'node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda && HYPERSD_STREAM_SPIN=0 node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda'
+# the per-op floor (JS, the queue, the worker's host code, the launch) under every small op
+stage op-floor 30 node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda
 stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick}
 # each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
 # the back-to-back timings above include for small ops; one CSV row per launch, in launch order

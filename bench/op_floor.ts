@@ -2,7 +2,7 @@
  * bench/op_floor: the per-op time of back-to-back 8-element adds (JS, the stream's queue, the worker's host
  * code, the launch): the floor under every small op of a network. Median of 5 runs of 20000 ops.
  *
- *   npx tsx bench/op_floor.ts [cpu|cuda]      # HYPERSD_STREAM_SPIN=0 turns the CUDA worker's spin off
+ *   npx tsx bench/op_floor.ts [cpu|cuda]
  */
 import * as hs from '../lib';
 
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     if (r > 0) ts.push(((performance.now() - t0) * 1e3) / n);
   }
   ts.sort((x, y) => x - y);
-  console.log(`op floor on ${device} (HYPERSD_STREAM_SPIN=${process.env.HYPERSD_STREAM_SPIN ?? 'default'}): ` +
+  console.log(`op floor on ${device}: ` +
     `${ts[2].toFixed(2)} us an op (median of 5 x ${n}; min ${ts[0].toFixed(2)}, max ${ts[4].toFixed(2)})`);
 }
 

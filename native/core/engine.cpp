@@ -15,7 +15,6 @@
 
 #include "device.h"
 #include "hypersd/ops.h"
-#include "spin.h"
 
 namespace hsd {
 
@@ -169,8 +168,6 @@ Stream::Stream(Device d) : device_(d) {
     std::string why;
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
     cuda_stream_ = dev::cuda_stream_create();
-    const char* sp = std::getenv("HYPERSD_STREAM_SPIN");
-    spin_ = !(sp && std::string(sp) == "0");
   }
   pool_ = std::make_unique<ThreadPool>(d == Device::CPU ? default_threads() : 1);
   if (!sync_mode_) thread_ = std::thread([this] { loop(); });
@@ -205,24 +202,15 @@ void Stream::run_task(Task& t) {
   }
 }
 
-// A CUDA stream's worker polls the queue for up to kStreamSpinUs before it sleeps: its ops take microseconds
-// to launch, so the next one usually arrives within that time, and waking a sleeping worker costs the
-// enqueueing thread a futex wake (and the worker a reschedule) per op. Not on the CPU stream: on the 2-core
-// machine the spinning worker took a core from the enqueueing thread (an 8-element add: 4.5 -> 8 us an op).
-// HYPERSD_STREAM_SPIN=0 turns it off (read when the stream starts; bench/op_floor.ts compares).
-constexpr int kStreamSpinUs = 50;
-
 void Stream::loop() {
   for (;;) {
     Task t;
-    if (spin_) spin_until([&] { return queued_.load(std::memory_order_acquire) != 0; }, kStreamSpinUs);
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained
       t = std::move(queue_.front());
       queue_.pop_front();
-      queued_.store(queue_.size(), std::memory_order_release);
       busy_ = true;
     }
     run_task(t);
@@ -270,9 +258,8 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn, const std:
       if (numbered) numbered(t.ticket);  // under the lock: numbers are marked in queue order
     }
     queue_.push_back(std::move(t));
-    queued_.store(queue_.size(), std::memory_order_release);
   }
-  cv_.notify_one();  // no system call unless the worker sleeps (it spins first, see loop())
+  cv_.notify_one();
 }
 
 void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {

@@ -28,10 +28,9 @@
 // channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
 // needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: gn_stats 40, gn_stats_vec 59-61, gn_apply_vec 73 (f16 / bf16),
-// gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32 registers; except the
-// f32 gn_apply_vec (64 registers): 8 bytes of stack for the slow-path subroutine of SiLU's IEEE division,
-// which runs only for huge or denormal divisors, not per element.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 40, gn_stats_vec 59-61, gn_apply_vec 70-72
+// (launch bounds 256 x 3: without them ptxas held the bf16 one to 64 registers and spilled 12 bytes; 62-70 on
+// sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32.
 #include <cmath>
 #include <cstdlib>
 
@@ -302,7 +301,7 @@ __global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, 
 // The grid is one wave (as many blocks as fit on the GPU at once, group_norm), so the coefficients are formed
 // a few hundred times, not once per 256 vectors.
 template <class T>
-__global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
+__global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
                                                            int G, int Cg, const float* __restrict__ st,
                                                            const void* gamma, int gdt, const void* beta, int bdt,
                                                            int silu) {
@@ -319,8 +318,11 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
   const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
   const T* xn = x + (int64_t)n * S * C;
   T* yn = y + (int64_t)n * S * C;
-  auto norm8 = [&](int64_t i, float* v) {
-    const int c = (int)((i * 8) % C);
+  // The channel of vector i advances by dc (mod C) per stride: a 64-bit modulo per vector was most of the
+  // pass's instructions.
+  const int dc = (int)((stride * 8) % C);
+  auto next = [&](int c) { return c + dc >= C ? c + dc - C : c + dc; };
+  auto norm8 = [&](int64_t i, int c, float* v) {
     float pv[8], av[8], bv[8];
     Vec8<float>::load(cs + c, pv);
     Vec8<float>::load(cs + C + c, av);
@@ -333,6 +335,7 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
     Vec8<T>::store(yn + i * 8, v);
   };
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int c = (int)((i * 8) % C);
   if constexpr (sizeof(T) == 2) {  // four 16-byte loads in flight, kept raw (4 registers each) until used
     const uint4* xr = reinterpret_cast<const uint4*>(xn);
     for (; i + 3 * stride < nvec; i += 4 * stride) {
@@ -345,7 +348,8 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
         const T* h = reinterpret_cast<const T*>(&r[j]);
 #pragma unroll
         for (int k = 0; k < 8; ++k) v[k] = to_f(h[k]);
-        norm8(i + j * stride, v);
+        norm8(i + j * stride, c, v);
+        c = next(c);
       }
     }
   } else {
@@ -353,14 +357,17 @@ __global__ void __launch_bounds__(256) gn_apply_vec_kernel(const T* __restrict__
       float v[8], w[8];
       Vec8<T>::load(xn + i * 8, v);
       Vec8<T>::load(xn + (i + stride) * 8, w);
-      norm8(i, v);
-      norm8(i + stride, w);
+      norm8(i, c, v);
+      c = next(c);
+      norm8(i + stride, c, w);
+      c = next(c);
     }
   }
   for (; i < nvec; i += stride) {
     float v[8];
     Vec8<T>::load(xn + i * 8, v);
-    norm8(i, v);
+    norm8(i, c, v);
+    c = next(c);
   }
 }
 

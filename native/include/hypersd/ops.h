@@ -129,8 +129,7 @@ class Stream {
   std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<Task> queue_;
-  std::atomic<size_t> queued_{0};  // queue_.size(), for the worker's spin before it sleeps
-  bool busy_ = false, stop_ = false, sync_mode_ = false, spin_ = false;
+  bool busy_ = false, stop_ = false, sync_mode_ = false;
   uint64_t tickets_ = 0;
   std::string error_;
 };

@@ -90,17 +90,7 @@ constexpr int64_t kChunkFloats = int64_t(1) << 26;  // 256 MiB of f32 scratch pe
 GemmParams f32_params(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, void* C,
                       int64_t ldc, float beta) {
   check_gemm_dims("conv2d backward", M, N, K, 1);
-  GemmParams p;
-  p.M = (int)M;
-  p.N = (int)N;
-  p.K = (int)K;
-  p.A = A;
-  p.lda = lda;
-  p.B = B;
-  p.ldb = ldb;
-  p.C = C;
-  p.ldc = ldc;
-  p.pairC = pairs_aligned(C, ldc, 0, 4);
+  GemmParams p = gemm_params(M, N, K, A, lda, 0, B, ldb, 0, C, ldc, 0, 4);  // (the f32 SIMT kernel: no vec flags used)
   p.beta = beta;
   return p;
 }

@@ -93,16 +93,31 @@ void set_bias(GemmParams& p, const Tensor& bias) {
   p.bias_dtype = (int)bias.dtype;
 }
 
+// Input 2 as the bias of n elements (`what` names n in the error), set into p; the tensor keeps it alive.
+Tensor gemm_bias(const char* op, const OpContext& ctx, int64_t n, const std::string& what, GemmParams& p, cudaStream_t s) {
+  need_float(op, "bias", ctx.in[2]);
+  if (ctx.in[2].numel() != n) fail(op, "bias must have " + what + "=" + std::to_string(n) + " elements, got " + ctx.in[2].describe());
+  Tensor bias = contiguous(ctx.in[2], s);
+  set_bias(p, bias);
+  return bias;
+}
+
+// The checks matmul and linear_geglu share: inputs (a, b[, bias]) and one contiguous float output; has_bias.
+bool product_io(const char* op, const OpContext& ctx, const char* yname, const char* aname, const char* bname) {
+  const bool has_bias = ctx.attrs.i("has_bias", ctx.in.size() > 2 ? 1 : 0) != 0;
+  need_inputs(op, ctx, has_bias ? 3 : 2, 1);
+  need_float(op, yname, ctx.out[0]);
+  need_contiguous_out(op, ctx.out[0]);
+  need_float(op, aname, ctx.in[0]);
+  need_float(op, bname, ctx.in[1]);
+  return has_bias;
+}
+
 void matmul(const OpContext& ctx) {
   const char* op = "matmul";
   cudaStream_t s = stream_of(ctx);
-  const bool has_bias = ctx.attrs.i("has_bias", ctx.in.size() > 2 ? 1 : 0) != 0;
-  need_inputs(op, ctx, has_bias ? 3 : 2, 1);
+  const bool has_bias = product_io(op, ctx, "C", "A", "B");
   const Tensor& y = ctx.out[0];
-  need_float(op, "C", y);
-  need_contiguous_out(op, y);
-  need_float(op, "A", ctx.in[0]);
-  need_float(op, "B", ctx.in[1]);
   const DType dt = y.dtype;
   const bool tA = ctx.attrs.i("transA", 0) != 0, tB = ctx.attrs.i("transB", 0) != 0;
   const Tensor& a0 = ctx.in[0];
@@ -127,29 +142,9 @@ void matmul(const OpContext& ctx) {
   const bool fold = bb == 1 && !tA;
   const int64_t Mx = fold ? M * batch : M, nb = fold ? 1 : batch;
   check_gemm_dims(op, Mx, N, K, nb);
-  GemmParams p;
-  p.M = (int)Mx;
-  p.N = (int)N;
-  p.K = (int)K;
-  p.A = A.raw();
-  p.lda = tA ? M : K;
-  p.sA = M * K;
-  p.B = B.raw();
-  p.ldb = tB ? K : N;
-  p.sB = bb == 1 ? 0 : K * N;
-  p.vecA = rows_aligned(p.A, p.lda, p.sA, es);
-  p.vecB = rows_aligned(p.B, p.ldb, p.sB, es);
-  p.C = y.raw();
-  p.ldc = N;
-  p.sC = M * N;
-  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
-  Tensor bias;
-  if (has_bias) {
-    need_float(op, "bias", ctx.in[2]);
-    if (ctx.in[2].numel() != N) fail(op, "bias must have N=" + std::to_string(N) + " elements, got " + ctx.in[2].describe());
-    bias = contiguous(ctx.in[2], s);
-    set_bias(p, bias);
-  }
+  GemmParams p = gemm_params(Mx, N, K, A.raw(), tA ? M : K, M * K, B.raw(), tB ? K : N, bb == 1 ? 0 : K * N, y.raw(), N,
+                             M * N, es);
+  const Tensor bias = has_bias ? gemm_bias(op, ctx, N, "N", p, s) : Tensor();
   p.alpha = (float)ctx.attrs.f("alpha", 1.0);
   p.beta = (float)ctx.attrs.f("beta", 0.0);
   p.act = act;
@@ -352,13 +347,8 @@ void lora_linear_batched(const OpContext& ctx) {
 void linear_geglu(const OpContext& ctx) {
   const char* op = "linear_geglu";
   cudaStream_t s = stream_of(ctx);
-  const bool has_bias = ctx.attrs.i("has_bias", ctx.in.size() > 2 ? 1 : 0) != 0;
-  need_inputs(op, ctx, has_bias ? 3 : 2, 1);
+  const bool has_bias = product_io(op, ctx, "y", "x", "w");
   const Tensor& y = ctx.out[0];
-  need_float(op, "y", y);
-  need_contiguous_out(op, y);
-  need_float(op, "x", ctx.in[0]);
-  need_float(op, "w", ctx.in[1]);
   const Tensor& x0 = ctx.in[0];
   const Tensor& w0 = ctx.in[1];
   if (x0.dim() < 1 || w0.dim() != 2 || w0.size(1) != x0.size(-1) || w0.size(0) % 2 != 0)
@@ -374,29 +364,8 @@ void linear_geglu(const OpContext& ctx) {
   const Tensor t = empty({M, N2}, dt, Device::CUDA);
   const size_t es = dtype_size(dt);
   check_gemm_dims(op, M, N2, K, 1);
-  GemmParams p;
-  p.M = (int)M;
-  p.N = (int)N2;
-  p.K = (int)K;
-  p.A = A.raw();
-  p.lda = K;
-  p.sA = M * K;
-  p.B = B.raw();
-  p.ldb = K;
-  p.sB = 0;
-  p.vecA = rows_aligned(p.A, p.lda, p.sA, es);
-  p.vecB = rows_aligned(p.B, p.ldb, p.sB, es);
-  p.C = t.raw();
-  p.ldc = N2;
-  p.sC = M * N2;
-  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
-  Tensor bias;
-  if (has_bias) {
-    need_float(op, "bias", ctx.in[2]);
-    if (ctx.in[2].numel() != N2) fail(op, "bias must have 2 inner=" + std::to_string(N2) + " elements, got " + ctx.in[2].describe());
-    bias = contiguous(ctx.in[2], s);
-    set_bias(p, bias);
-  }
+  GemmParams p = gemm_params(M, N2, K, A.raw(), K, M * K, B.raw(), K, 0, t.raw(), N2, M * N2, es);
+  const Tensor bias = has_bias ? gemm_bias(op, ctx, N2, "2 inner", p, s) : Tensor();
   run_gemm(op, p, dt, A_ROWMAJOR, true, 1, s);
   launch_geglu(t, y, s);
 }

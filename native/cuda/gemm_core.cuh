@@ -618,5 +618,27 @@ inline bool rows_aligned(const void* base, int64_t ld, int64_t batch_stride, siz
   return aligned16(base) && (ld * (int64_t)esize) % 16 == 0 && (batch_stride * (int64_t)esize) % 16 == 0;
 }
 
+// A GemmParams' operands (strides in elements; the vector / paired-store flags from the pointers).
+inline GemmParams gemm_params(int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, int64_t sA, const void* B,
+                              int64_t ldb, int64_t sB, void* C, int64_t ldc, int64_t sC, size_t es) {
+  GemmParams p;
+  p.M = (int)M;
+  p.N = (int)N;
+  p.K = (int)K;
+  p.A = A;
+  p.lda = lda;
+  p.sA = sA;
+  p.B = B;
+  p.ldb = ldb;
+  p.sB = sB;
+  p.vecA = rows_aligned(p.A, p.lda, p.sA, es);
+  p.vecB = rows_aligned(p.B, p.ldb, p.sB, es);
+  p.C = C;
+  p.ldc = ldc;
+  p.sC = sC;
+  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
+  return p;
+}
+
 }  // namespace cu
 }  // namespace hsd

@@ -2,13 +2,14 @@
  * bench/op_floor: the per-op time of back-to-back 8-element adds (JS, the stream's queue, the worker's host
  * code, the launch): the floor under every small op of a network. Median of 5 runs of 20000 ops.
  *
- *   npx tsx bench/op_floor.ts [cpu|cuda]
+ *   npx tsx bench/op_floor.ts [cpu|cuda] [f16|f32]
  */
 import * as hs from '../lib';
 
 async function main(): Promise<void> {
   const device = (process.argv[2] ?? 'cuda') as 'cpu' | 'cuda';
-  const a = hs.ops.randn([8], { seed: 1, dtype: 'f16', device }), b = hs.ops.randn([8], { seed: 2, dtype: 'f16', device });
+  const dtype = (process.argv[3] ?? 'f16') as 'f16' | 'f32';
+  const a = hs.ops.randn([8], { seed: 1, dtype, device }), b = hs.ops.randn([8], { seed: 2, dtype, device });
   const n = 20000, ts: number[] = [];
   for (let r = 0; r < 6; r++) {
     await hs.sync(device);

@@ -351,6 +351,11 @@ bool cpu_has_avx2_fma_f16c() {
 
 }  // namespace
 
+// The epilogue for the AVX-512 micro-kernels (gemm_avx512.cpp), which share everything but the k loop.
+void epilogue_6x16_avx2(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias) {
+  epilogue_6x16(acc_mem, c, ldc, e, bias);
+}
+
 const Kernels* avx2_kernels() {
   static const Kernels k{"avx2", micro_6x16, micro_rows_6x16, pack_a_rows_avx2, pack_b_rows_avx2, pack_b_cols_avx2, act_avx2,
                          widen_avx2, geglu_rows_avx2};

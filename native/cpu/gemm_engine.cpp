@@ -291,7 +291,8 @@ const Kernels& portable_kernels() {
 const Kernels& kernels() {
   const char* env = std::getenv("HYPERSD_CPU_KERNELS");
   if (env && std::string(env) == "portable") return portable_kernels();
-  const Kernels* k = avx2_kernels();
+  const Kernels* k = env && std::string(env) == "avx2" ? nullptr : avx512_kernels();
+  if (!k) k = avx2_kernels();
   return k ? *k : portable_kernels();
 }
 

@@ -78,11 +78,17 @@ struct Kernels {
 
 const Kernels& portable_kernels();
 const Kernels* avx2_kernels();  // null when the CPU lacks AVX2+FMA+F16C or the build is not x86-64
-// The kernels in use: AVX2 when the CPU has it, unless HYPERSD_CPU_KERNELS=portable (read at each call).
+// The AVX2 set with AVX-512 micro-kernels (gemm_avx512.cpp); null without AVX-512F (or AVX2).
+const Kernels* avx512_kernels();
+// The kernels in use: AVX-512 micro-kernels when the CPU has them, else AVX2, else portable;
+// HYPERSD_CPU_KERNELS=avx2 or =portable picks a lower set (read at each call).
 const Kernels& kernels();
-// Whether kernels() is the AVX2 set: the dispatch rule of every other op's AVX2 code (norms, activations,
-// elementwise, attention), so HYPERSD_CPU_KERNELS=portable switches them all.
-inline bool using_avx2() { return &kernels() == avx2_kernels(); }
+// Whether kernels() is the AVX2 set or the AVX-512 one built on it: the dispatch rule of every other op's AVX2
+// code (norms, activations, elementwise, attention), so HYPERSD_CPU_KERNELS=portable switches them all.
+inline bool using_avx2() {
+  const Kernels* k = &kernels();
+  return k == avx2_kernels() || (k == avx512_kernels() && k != nullptr);
+}
 
 // Zeros to point padding rows at (kMaxKC floats, so also as many half values).
 extern const float kZeros[];

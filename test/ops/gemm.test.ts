@@ -1,7 +1,8 @@
 // gemm family (matmul, linear, lora_linear, lora_linear_batched) against float64 references written out
 // below, on odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. The sizes also cross the CPU engine's
 // block edges (K blocks of <= 1280, NC = 3072 columns, super-blocks of 2048 rows). The last tests run this
-// file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2).
+// file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2), and on a CPU
+// with AVX-512 the micro-kernel families again with HYPERSD_CPU_KERNELS=avx2 (the set for CPUs without it).
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -13,6 +14,7 @@ import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/
 const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
 type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 const PORTABLE_CHILD = process.env.HYPERSD_CPU_KERNELS === 'portable';
+const AVX2_CHILD = process.env.HYPERSD_CPU_KERNELS === 'avx2';
 
 function erf(x: number): number {
   // Abramowitz-Stegun 7.1.26 is too coarse for a reference: use the series / continued fraction via erfc.
@@ -335,6 +337,13 @@ test('shape errors throw before anything is enqueued, naming op, argument and sh
 // The portable kernels: this file (and conv, norm, activation, elementwise) again, in a child process that forces them. The child also prints one
 // product, which must differ bitwise from this process's AVX2 result (FMA rounds once, mul+add twice) while
 // matching the reference, so the switch is known to take effect.
+function hasAvx512(): boolean {
+  try {
+    return / avx512f/.test(fs.readFileSync('/proc/cpuinfo', 'utf8')) && hasAvx2();
+  } catch {
+    return false;
+  }
+}
 function hasAvx2(): boolean {
   try {
     const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
@@ -347,12 +356,31 @@ const probe = () => {
   const M = 37, K = 45, N = 29;
   return matmul(t(roundTo('f32', randn(M * K, 40)), [M, K]), t(roundTo('f32', randn(N * K, 41)), [N, K]), { transB: true });
 };
-if (PORTABLE_CHILD) {
-  test('[portable] probe', async () => {
+if (PORTABLE_CHILD || AVX2_CHILD) {
+  test(`[${process.env.HYPERSD_CPU_KERNELS}] probe`, async () => {
     const bytes = await probe().bytes();
     process.stdout.write(`\nPROBE ${Buffer.from(bytes).toString('base64')}\n`);
   });
 } else if (DEVICE === 'cpu') {
+  // The GEMM engine's AVX2 micro-kernels where the AVX-512 ones are the default: every family built on the
+  // micro-kernel (GEMM, LoRA, linear_geglu, convolution incl. Winograd, attention's PV) in a child.
+  if (hasAvx512())
+    test('the AVX2 kernels pass the micro-kernel families too on an AVX-512 CPU (child process)', async () => {
+      const root = path.resolve(__dirname, '../..');
+      const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|attention)\\.test\\.ts$'], {
+        cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'avx2' }, encoding: 'utf8',
+        timeout: 180_000,
+      });
+      const outText = `${r.stdout}\n${r.stderr}`;
+      if (r.status !== 0) assert.unreachable(`avx2 child failed (${r.status}):\n${outText.slice(-4000)}`);
+      const m = /PROBE (\S+)/.exec(r.stdout);
+      assert.ok(m, 'the child printed its probe');
+      const mine = Buffer.from(await probe().bytes());
+      const theirs = Buffer.from(m![1], 'base64');
+      assert.is(theirs.length, mine.length);
+      // Two accumulator chains a row (even and odd k) against one: the same sums, rounded differently.
+      assert.not.ok(theirs.equals(mine), 'the AVX2 result differs bitwise from the AVX-512 one');
+    });
   test('the portable fallback kernels pass this file too (child process)', async () => {
     const root = path.resolve(__dirname, '../..');
     const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|norm|activation|elementwise)\\.test\\.ts$'], {

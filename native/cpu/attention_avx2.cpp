@@ -306,7 +306,7 @@ void cross_attention_t(const AttnFwdArgs& g, ThreadPool* pool) {
   const int64_t B = g.B, Lq = g.Lq, Lk = g.Lk, H = g.H, D = g.D, Dv = g.Dv;
   const int64_t nkp = (Lk + 5) / 6, ndp = (Dv + 5) / 6;
   const int64_t kp_floats = nkp * 6 * D, per_bh = kp_floats + ndp * Lk * 6;
-  const gemm::Kernels& kr = *gemm::avx2_kernels();
+  const gemm::Kernels& kr = gemm::kernels();  // AVX2 or the AVX-512 micro-kernels (only reached when using_avx2())
   float* pk = gemm::thread_scratch(kScratchSlot, (size_t)(B * H * per_bh));
   pool->parallel_for(B * H, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t bh = s0; bh < s1; ++bh) {
@@ -498,7 +498,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
   // head-major order came back to each row 8 times for 160 bytes. With many key blocks the order stays
   // head-major: one head's K^T and V (655 KB at 4096 keys, d = 40) stay in L2 across its query blocks.
   const bool single = !q_packed && Dv8 % 40 == 0 && Dv == Dv8;
-  const gemm::Kernels& kr = *gemm::avx2_kernels();
+  const gemm::Kernels& kr = gemm::kernels();  // AVX2 or the AVX-512 micro-kernels (only reached when using_avx2())
   pool->parallel_for(B * H * nqb, 1, [&](int64_t t0, int64_t t1) {
     TaskScratch& ts = tl_task;
     ts.fit(ts.p, 6 * bk);

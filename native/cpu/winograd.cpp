@@ -10,9 +10,14 @@ const Fns& portable_fns() {
   return f;
 }
 
+// The copy compiled for the GEMM engine's kernel set: AVX-512 with its AVX-512 micro-kernels, AVX2 with its AVX2
+// ones, else portable.
 const Fns& fns() {
+  const gemm::Kernels* k = &gemm::kernels();
+  const Fns* b = avx512_fns();
+  if (b && k == gemm::avx512_kernels()) return *b;
   const Fns* a = avx2_fns();
-  return a && &gemm::kernels() == gemm::avx2_kernels() ? *a : portable_fns();
+  return a && gemm::using_avx2() ? *a : portable_fns();
 }
 
 }  // namespace wino

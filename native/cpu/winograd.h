@@ -36,7 +36,8 @@ struct Fns {
 };
 
 const Fns& portable_fns();
-const Fns* avx2_fns();  // null when not built for x86-64 with AVX2
+const Fns* avx2_fns();    // null when not built for x86-64 with AVX2
+const Fns* avx512_fns();  // null when not built for x86-64 with AVX-512F
 // The AVX2 copy when the GEMM engine runs its AVX2 kernels (so HYPERSD_CPU_KERNELS=portable covers both).
 const Fns& fns();
 

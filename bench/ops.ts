@@ -1,6 +1,7 @@
 /**
  * bench/ops: achieved GFLOP/s (or GB/s) of the CPU ops on UNet/VAE-shaped problems, beside the machine's
- * ceilings measured in the same run: the FMA peak of a register-only loop and the memcpy bandwidth
+ * ceilings measured in the same run: the FMA peak of a register-only loop (512-bit FMAs when the CPU has
+ * AVX-512F, as the GEMM engine's micro-kernels then use them) and the memcpy bandwidth
  * (bench/native/peak.cpp), and OpenBLAS sgemm on the same shapes when libopenblas is installed
  * (bench/native/blas.cpp; a yardstick only, never linked into hypersd).
  *
@@ -255,7 +256,9 @@ async function main(): Promise<void> {
 
   const range = (v: number[]) => `median ${median(v).toFixed(1)}, range ${Math.min(...v).toFixed(1)}-${Math.max(...v).toFixed(1)}`;
   const lines: string[] = [];
-  lines.push(`threads ${threads}; FMA peak ${peaks.length ? range(peaks) : '?'} GFLOP/s over ${peaks.length} measurements; ` +
+  let wide = false;
+  try { wide = / avx512f /.test(fs.readFileSync('/proc/cpuinfo', 'utf8')); } catch { /* not Linux */ }
+  lines.push(`threads ${threads}; FMA peak (${wide ? '16' : '8'}-wide FMAs) ${peaks.length ? range(peaks) : '?'} GFLOP/s over ${peaks.length} measurements; ` +
     `memcpy ${copies.length ? range(copies) : '?'} GB/s (read + write)${blas ? '' : '; OpenBLAS not installed'}`);
   lines.push('');
   lines.push('| op | shape | hypersd | % of peak | OpenBLAS sgemm | hypersd / OpenBLAS | note |');

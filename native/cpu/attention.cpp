@@ -41,6 +41,7 @@ struct AttnFwdArgs {
   bool causal;
 };
 void attention_forward_avx2(const AttnFwdArgs& a, ThreadPool* pool);
+void attention_forward_avx512(const AttnFwdArgs& a, ThreadPool* pool);  // the same source, AVX-512 logits
 
 namespace {
 
@@ -69,9 +70,12 @@ void attention_kernel(const OpContext& c) {
   const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
   float* po = o.data<float>();
   float* pl = lse ? lse->data<float>() : nullptr;
-  // Same dispatch as the GEMM engine: AVX2 when the CPU has it, unless HYPERSD_CPU_KERNELS=portable.
+  // Same dispatch as the GEMM engine: AVX-512 or AVX2 when the CPU has them, unless HYPERSD_CPU_KERNELS says
+  // avx2 or portable.
   if (gemm::using_avx2()) {
-    attention_forward_avx2(AttnFwdArgs{pq, pk, pv, po, pl, B, Lq, Lk, H, D, Dv, scale, causal}, c.pool);
+    const AttnFwdArgs args{pq, pk, pv, po, pl, B, Lq, Lk, H, D, Dv, scale, causal};
+    if (&gemm::kernels() == gemm::avx512_kernels()) attention_forward_avx512(args, c.pool);
+    else attention_forward_avx2(args, c.pool);
     return;
   }
   int64_t nqb = (Lq + kBQ - 1) / kBQ;

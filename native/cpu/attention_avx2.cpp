@@ -36,6 +36,12 @@
 #include "gemm_kernels.h"
 #include "hypersd/ops.h"
 
+// attention_avx512.cpp compiles this file again with AVX-512 enabled, under another entry name; there the logits
+// tiles run on 512-bit FMAs (logits_acc_6x16 below) and everything else is this file's AVX2 code.
+#ifndef HSD_ATTN_ENTRY
+#define HSD_ATTN_ENTRY attention_forward_avx2
+#endif
+
 namespace hsd {
 
 struct AttnFwdArgs {
@@ -46,7 +52,7 @@ struct AttnFwdArgs {
   float scale;
   bool causal;
 };
-void attention_forward_avx2(const AttnFwdArgs& a, ThreadPool* pool);
+void HSD_ATTN_ENTRY(const AttnFwdArgs& a, ThreadPool* pool);
 
 }  // namespace hsd
 
@@ -99,6 +105,38 @@ struct RowsQ {
 };
 
 // The 6x16 tile of logits in registers: c[r][h] = sum_d Q(r, d) kt[d*16 + 8h .. 8h+8).
+#ifdef __AVX512F__
+// AVX-512 (attention_avx512.cpp): a row's 16 keys in one zmm; even and odd d in separate accumulators (12 chains
+// for the two 512-bit FMA pipes, as the GEMM micro-kernel), added at the end, then split into the two ymm
+// halves the rest of the kernel works with.
+template <class Q>
+HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (&c)[6][2]) {
+  __m512 e[6], o[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) e[r] = o[r] = _mm512_setzero_ps();
+  int64_t d = 0;
+#pragma GCC unroll 2
+  for (; d + 2 <= D; d += 2, kt += 32) {
+    const __m512 b0 = _mm512_loadu_ps(kt), b1 = _mm512_loadu_ps(kt + 16);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      e[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.at(r, d)), b0, e[r]);
+      o[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.at(r, d + 1)), b1, o[r]);
+    }
+  }
+  if (d < D) {
+    const __m512 b0 = _mm512_loadu_ps(kt);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) e[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q.at(r, d)), b0, e[r]);
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    const __m512 s = _mm512_add_ps(e[r], o[r]);
+    c[r][0] = _mm512_castps512_ps256(s);
+    c[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+  }
+}
+#else
 template <class Q>
 HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (&c)[6][2]) {
   for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
@@ -115,6 +153,7 @@ HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (
     }
   }
 }
+#endif
 
 // s[r*ldp + 0..16) = sum_d Q(r, d) kt[d*16 + 0..16) for 6 rows (times scale when kScale: Q read in place is not
 // pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
@@ -280,6 +319,55 @@ HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv
   _mm256_storeu_ps(a1 + 32, c14);
 }
 
+#ifdef __AVX512F__
+// AVX-512 (attention_avx512.cpp): the six rows of a panel at once over 40 value dims, each row's 40 in two zmm
+// and one ymm accumulator (18 chains; per key 3 V loads, 6 broadcasts, 18 FMAs), where pv_2x40 (ymm) took the
+// rows two by two. Each lane sums its keys in the same order as pv_2x40: the same bits.
+// kDirect: from zero, the sums times s[r] written to o[r] (see pv_2x40); else acc rows r*ldc updated.
+template <bool kDirect>
+HSD_INLINE void pv_6x40(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc,
+                        int64_t ldp, float* const* o = nullptr, const float* s = nullptr) {
+  __m512 a[6], b[6];
+  __m256 c[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    if (kDirect) {
+      a[r] = b[r] = _mm512_setzero_ps();
+      c[r] = _mm256_setzero_ps();
+    } else {
+      a[r] = _mm512_loadu_ps(acc + r * ldc);
+      b[r] = _mm512_loadu_ps(acc + r * ldc + 16);
+      c[r] = _mm256_loadu_ps(acc + r * ldc + 32);
+    }
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* v = vb + j * ldv;
+    const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+    const __m256 v2 = _mm256_loadu_ps(v + 32);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[r * ldp + j]);
+      a[r] = _mm512_fmadd_ps(pr, v0, a[r]);
+      b[r] = _mm512_fmadd_ps(pr, v1, b[r]);
+      c[r] = _mm256_fmadd_ps(_mm512_castps512_ps256(pr), v2, c[r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    if (kDirect) {
+      const __m512 vs = _mm512_set1_ps(s[r]);
+      _mm512_storeu_ps(o[r], _mm512_mul_ps(a[r], vs));
+      _mm512_storeu_ps(o[r] + 16, _mm512_mul_ps(b[r], vs));
+      _mm256_storeu_ps(o[r] + 32, _mm256_mul_ps(c[r], _mm512_castps512_ps256(vs)));
+    } else {
+      _mm512_storeu_ps(acc + r * ldc, a[r]);
+      _mm512_storeu_ps(acc + r * ldc + 16, b[r]);
+      _mm256_storeu_ps(acc + r * ldc + 32, c[r]);
+    }
+  }
+}
+#endif
+
 // Cross-attention with one block of keys (no mask, <= 128 keys: the 77 text tokens), in transposed form:
 // S^T = K Q^T and O^T = V^T P^T, both as 6x16 register tiles with keys (then value dims) as the 6 rows and 16
 // query rows as the 16 columns: S^T by logits_6x16 inline (D steps; with the engine's micro-kernel called per
@@ -444,7 +532,7 @@ void cross_attention_t(const AttnFwdArgs& g, ThreadPool* pool) {
 
 // The forward (see the top of the file). Before the per-panel chain, a key block ran the logits of all 96 rows,
 // then their softmax, then P V, streaming a 24 KiB score block, Q and the accumulator through L1 three times.
-void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
+void HSD_ATTN_ENTRY(const AttnFwdArgs& g, ThreadPool* pool) {
   const int64_t B = g.B, Lq = g.Lq, Lk = g.Lk, H = g.H, D = g.D, Dv = g.Dv;
   const int64_t Dv8 = (Dv + 7) / 8 * 8;
   const int64_t nqb = (Lq + kBQ - 1) / kBQ;
@@ -682,6 +770,18 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
           }
           // O += P V for the panel.
           if (single) {  // O = P V / l, straight to the output
+#ifdef __AVX512F__
+            float sc[6], *orows[6];
+            for (int r = 0; r < 6; ++r) {
+              sc[r] = r0 + r < rows ? 1.0f / l[r0 + r] : 0.0f;
+              orows[r] = orow(r0 + r);
+            }
+            for (int64_t c0 = 0; c0 < Dv8; c0 += 40) {
+              float* oc[6];
+              for (int r = 0; r < 6; ++r) oc[r] = orows[r] + c0;
+              pv_6x40<true>(p, nkp, vblk + c0, ldv, nullptr, 0, bk, oc, sc);
+            }
+#else
             for (int64_t r = 0; r < 6; r += 2) {
               const int64_t i = r0 + r;
               const float s0 = i < rows ? 1.0f / l[i] : 0.0f, s1 = i + 1 < rows ? 1.0f / l[i + 1] : 0.0f;
@@ -689,10 +789,15 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
               for (int64_t c0 = 0; c0 < Dv8; c0 += 40)
                 pv_2x40<true>(&p[r * bk], nkp, vblk + c0, ldv, nullptr, 0, bk, o0 + c0, o1 + c0, s0, s1);
             }
+#endif
           } else if (Dv8 % 40 == 0) {  // head dims 40, 80, 160 (SD1.5, SDXL)
+#ifdef __AVX512F__
+            for (int64_t c0 = 0; c0 < Dv8; c0 += 40) pv_6x40<false>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
+#else
             for (int64_t c0 = 0; c0 < Dv8; c0 += 40)
               for (int64_t r = 0; r < 6; r += 2)
                 pv_2x40<false>(&p[r * bk], nkp, vblk + c0, ldv, &acc[(r0 + r) * Dv8 + c0], Dv8, bk);
+#endif
           } else {
             int64_t c0 = 0;
             for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
@@ -725,7 +830,7 @@ void attention_forward_avx2(const AttnFwdArgs& g, ThreadPool* pool) {
 
 namespace hsd {
 // Never called: attention.cpp dispatches here only when the GEMM engine's AVX2 kernels are in use.
-void attention_forward_avx2(const AttnFwdArgs&, ThreadPool*) {}
+void HSD_ATTN_ENTRY(const AttnFwdArgs&, ThreadPool*) {}
 }  // namespace hsd
 
 #endif

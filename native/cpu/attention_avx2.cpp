@@ -366,6 +366,33 @@ HSD_INLINE void pv_6x40(const float* p, int64_t nk, const float* vb, int64_t ldv
     }
   }
 }
+
+// acc[r*ldc + 0..16W) += sum_{j<nk} p[r*ldp + j] vb[j*ldv + 0..16W) for 6 rows, W zmm a row (the head dims that
+// are not 40s: 64 = 4 x 16 for SDXL): 6 W chains, each lane in pv_6xW's key order (the same bits).
+template <int W>
+HSD_INLINE void pv_6xZ(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc,
+                       int64_t ldp) {
+  __m512 c[6][W];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) c[r][w] = _mm512_loadu_ps(acc + r * ldc + 16 * w);
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 b[W];
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) b[w] = _mm512_loadu_ps(vb + j * ldv + 16 * w);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m512 a = _mm512_set1_ps(p[r * ldp + j]);
+#pragma GCC unroll 4
+      for (int w = 0; w < W; ++w) c[r][w] = _mm512_fmadd_ps(a, b[w], c[r][w]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(acc + r * ldc + 16 * w, c[r][w]);
+}
 #endif
 
 // Cross-attention with one block of keys (no mask, <= 128 keys: the 77 text tokens), in transposed form:
@@ -800,6 +827,10 @@ void HSD_ATTN_ENTRY(const AttnFwdArgs& g, ThreadPool* pool) {
 #endif
           } else {
             int64_t c0 = 0;
+#ifdef __AVX512F__
+            for (; c0 + 64 <= Dv8; c0 += 64) pv_6xZ<4>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
+            for (; c0 + 32 <= Dv8; c0 += 32) pv_6xZ<2>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
+#endif
             for (; c0 + 16 <= Dv8; c0 += 16) pv_6xW<2>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
             if (c0 < Dv8) pv_6xW<1>(p, nkp, vblk + c0, ldv, &acc[r0 * Dv8 + c0], Dv8, bk);
           }

@@ -81,7 +81,10 @@ HSD_INLINE void kloop(int64_t kc, AT A, const float* b, const float* c, int64_t 
   _mm512_store_ps(acc_mem + 5 * NR, _mm512_add_ps(e5, o5));
 }
 
-// A packed: element (i, k) at a[k*MR + i]; A and B prefetched 8 steps ahead as the AVX2 kernel does.
+// A packed: element (i, k) at a[k*MR + i]; A and B prefetched 8 steps ahead as the AVX2 kernel does. (An asm k
+// loop with fixed registers, as the AVX2 kernel has, measured 226-231 GFLOP/s alone against 223-228 without its
+// B prefetches and 214 with them, and whole GEMMs within noise of this one (engine harness, alternated): not
+// kept.)
 void micro_6x16_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                        const float* bias) {
   prefetch_c_l2(c, ldc);

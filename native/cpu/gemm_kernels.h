@@ -1,5 +1,6 @@
 // The CPU GEMM engine shared by matmul, the LoRA ops and conv2d (native/cpu/gemm.cpp is the driver,
-// native/cpu/gemm_avx2.cpp the AVX2+FMA kernels, the portable kernels live in gemm.cpp).
+// native/cpu/gemm_avx2.cpp the AVX2+FMA kernels, native/cpu/gemm_avx512.cpp the AVX-512 micro-kernels that
+// replace the AVX2 ones where the CPU has AVX-512F, the portable kernels live in gemm.cpp).
 //
 // C[M,N] = epilogue(A[M,K] B[K,N]) in the GotoBLAS/BLIS shape: B is packed in KC x NC blocks as NR-wide
 // column panels (k-major, NR floats per k), A in MC x KC blocks as MR-tall row panels (MR floats per k), and

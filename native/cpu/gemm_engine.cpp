@@ -398,7 +398,7 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
   const float* pre = b.prepacked();
   phases.add(ceil_div(npan, rpan), [&](int64_t t) {
     const int64_t jp0 = t * rpan, jp1 = std::min(npan, jp0 + rpan);
-    float* bp = pre ? nullptr : tl_bpack.get((size_t)(NR * kc));
+    float* bp = pre ? nullptr : tl_bpack.get((size_t)(2 * NR * kc));
     for (int64_t pc = 0; pc < K; pc += kc) {
       const int64_t kcur = std::min(kc, K - pc);
       Epilogue ep = e;
@@ -406,12 +406,29 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
       ep.last = pc + kcur == K;
       for (int64_t jp = jp0; jp < jp1; ++jp) {
         const int64_t j = jp * NR, nr = std::min<int64_t>(NR, N - j);
-        // One B panel packed at a time, just before its use, so the caches hold A's K block (M x kc) and
-        // one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
+        // Two full panels at once where the kernel set has micro2 (as in the main driver below).
+        const bool pair = kr.micro2 && !ep.sink && jp + 1 < jp1 && j + 2 * NR <= N;
+        // One B panel (or pair) packed at a time, just before its use, so the caches hold A's K block (M x kc)
+        // and one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
         // <= 384: 3-18% faster on M = 256 products, the same elsewhere).
-        if (!pre) b.pack(kr, bp, kcur, j, nr, pc, kcur);
+        if (!pre) b.pack(kr, bp, kcur, j, pair ? 2 * NR : nr, pc, kcur);
         const float* bpan = pre ? pre + (jp * K + pc) * NR : bp;
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
+        if (pair) {
+          const float* bpan2 = pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur;
+          for (int64_t ip = 0; ip < mpan; ++ip) {
+            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+            const float* apan = ap + ip * MR * K + pc * MR;
+            if (mr == MR) {
+              kr.micro2(kcur, apan, bpan, bpan2, c + i * ldc + j, ldc, ep, bj);
+            } else {
+              run_tile(kr, kcur, apan, bpan, c, ldc, i, j, mr, NR, ep, bj);
+              run_tile(kr, kcur, apan, bpan2, c, ldc, i, j + NR, mr, NR, ep, bj ? bj + NR : nullptr);
+            }
+          }
+          ++jp;
+          continue;
+        }
         for (int64_t ip = 0; ip < mpan; ++ip) {
           const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
           run_tile(kr, kcur, ap + ip * MR * K + pc * MR, bpan, c, ldc, i, j, mr, nr, ep, bj);
@@ -601,6 +618,23 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
           const float* bpan = bblock + jp * bstride;
           const float* bj = bias ? bias + j : nullptr;
+          // Two full panels at once where the kernel set has micro2 (AVX-512: 2 B loads per 6 broadcasts, the
+          // same bits as two micro calls); tiles short of MR rows as two ordinary tiles.
+          if (kr.micro2 && !ep.sink && jp + 1 < jp1 && j + 2 * NR <= N) {
+            const float* bpan2 = bpan + bstride;
+            for (int64_t ip = ip0; ip < ip1; ++ip) {
+              const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+              const float* apan = ablock + (ip - ip0) * astride;
+              if (mr == MR) {
+                kr.micro2(kcur, apan, bpan, bpan2, c + i * ldc + j, ldc, ep, bj);
+              } else {
+                run_tile(kr, kcur, apan, bpan, c, ldc, i, j, mr, NR, ep, bj);
+                run_tile(kr, kcur, apan, bpan2, c, ldc, i, j + NR, mr, NR, ep, bias ? bias + j + NR : nullptr);
+              }
+            }
+            ++jp;
+            continue;
+          }
           for (int64_t ip = ip0; ip < ip1; ++ip) {
             const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
             run_tile(kr, kcur, ablock + (ip - ip0) * astride, bpan, c, ldc, i, j, mr, nr, ep, bj);

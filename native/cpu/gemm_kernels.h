@@ -75,6 +75,10 @@ struct Kernels {
   // GEGLU of tile rows holding 8 values then their 8 gates: out[r*ldo + c] = t[r*ldt + c] * gelu(t[r*ldt + 8 + c]),
   // c < 8, r < rows (gelu with erf).
   void (*geglu_rows)(const float* t, int64_t ldt, int64_t rows, float* out, int64_t ldo);
+  // Optional (null when the set has none): micro over two B panels b0, b1 at once, the full MR x 2NR tile of C
+  // at c (columns NR.. from b1; bias covers 2NR values), with exactly the bits of two micro calls.
+  void (*micro2)(int64_t kc, const float* a, const float* b0, const float* b1, float* c, int64_t ldc,
+                 const Epilogue& e, const float* bias) = nullptr;
 };
 
 const Kernels& portable_kernels();

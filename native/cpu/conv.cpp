@@ -274,23 +274,31 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
   wino_input<m>(g, x, 0, tiles, V, vstride, pool);
   pool->parallel_for(cout / NR, 1, [&](int64_t b, int64_t e) {
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
-    // [uv][kc][NR], the engine's B-panel form; every thread of the loop has its own
-    float* U = gemm::thread_scratch(kSlotUBlock, (size_t)(nuv * kWB * NR));
+    // [uv][kc][NR], the engine's B-panel form, for two output panels (micro2 takes them in pairs where the
+    // kernel set has it); every thread of the loop has its own
+    float* U = gemm::thread_scratch(kSlotUBlock, (size_t)(2 * nuv * kWB * NR));
     for (int64_t c0 = 0; c0 < cin; c0 += kWB) {
       const int64_t kc = std::min(kWB, cin - c0);
       gemm::Epilogue ep;
       ep.first = c0 == 0;
       ep.last = c0 + kc == cin;
       for (int64_t op = b; op < e; ++op) {
-        for (int64_t cc = 0; cc < kc; cc += wino::kCB)
-          weight(kr, wf.p, cout, cin, op * NR, c0 + cc, std::min(wino::kCB, kc - cc), U + cc * NR, kc * NR,
-                 scratch.get());
+        const bool pair = kr.micro2 && op + 1 < e;
+        float* U2 = U + nuv * kc * NR;
+        for (int64_t q = 0; q < (pair ? 2 : 1); ++q)
+          for (int64_t cc = 0; cc < kc; cc += wino::kCB)
+            weight(kr, wf.p, cout, cin, (op + q) * NR, c0 + cc, std::min(wino::kCB, kc - cc), (q ? U2 : U) + cc * NR,
+                   kc * NR, scratch.get());
         for (int uv = 0; uv < nuv; ++uv) {
           const float* bp = U + uv * kc * NR;
-          for (int64_t tp = 0; tp < tpan; ++tp)
-            kr.micro(kc, V + uv * vstride + (tp * cin + c0) * MR, bp, Mb + uv * mstride + tp * MR * cout + op * NR,
-                     cout, ep, nullptr);
+          for (int64_t tp = 0; tp < tpan; ++tp) {
+            const float* ap = V + uv * vstride + (tp * cin + c0) * MR;
+            float* mp = Mb + uv * mstride + tp * MR * cout + op * NR;
+            if (pair) kr.micro2(kc, ap, bp, U2 + uv * kc * NR, mp, cout, ep, nullptr);
+            else kr.micro(kc, ap, bp, mp, cout, ep, nullptr);
+          }
         }
+        if (pair) ++op;
       }
     }
   });

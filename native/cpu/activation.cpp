@@ -18,6 +18,10 @@ void silu(const float* x, float* y, int64_t n);
 void softmax_row(const float* x, float* y, int64_t n, float scale);
 void geglu(const float* h, const float* g, float* o, int64_t n);
 }  // namespace pw_avx2
+namespace pw_avx512 {  // pointwise_avx512.cpp: SiLU and GEGLU 16 lanes at a time (the same bits)
+void silu(const float* x, float* y, int64_t n);
+void geglu(const float* h, const float* g, float* o, int64_t n);
+}  // namespace pw_avx512
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
@@ -50,7 +54,8 @@ void silu_kernel(const OpContext& c) {
   check_same_size("silu", x, y);
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  c.pool->parallel_for(y.numel(), 1 << 13, [&](int64_t s, int64_t e) { pw_avx2::silu(px + s, py + s, e - s); });
+  const auto silu_row = &gemm::kernels() == gemm::avx512_kernels() ? pw_avx512::silu : pw_avx2::silu;
+  c.pool->parallel_for(y.numel(), 1 << 13, [&](int64_t s, int64_t e) { silu_row(px + s, py + s, e - s); });
 }
 // The gelu family with AVX2: the GEMM epilogue's vector activations (gemm_avx2.cpp act_ps: the same functions
 // as matmul's `act`, ~10x the libm loop), applied in place to each chunk copied to y while it is in L1.
@@ -81,12 +86,13 @@ void geglu_kernel(const OpContext& c) {
   const float* px = x.data<float>();
   float* py = y.data<float>();
   const bool avx2 = gemm::using_avx2();
+  const auto geglu_row = &gemm::kernels() == gemm::avx512_kernels() ? pw_avx512::geglu : pw_avx2::geglu;
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* h = px + r * 2 * n;
       const float* g = h + n;
       float* o = py + r * n;
-      if (avx2) pw_avx2::geglu(h, g, o, n);
+      if (avx2) geglu_row(h, g, o, n);
       else
         for (int64_t i = 0; i < n; ++i) o[i] = h[i] * gelu_f(g[i]);
     }

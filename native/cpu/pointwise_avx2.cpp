@@ -10,17 +10,68 @@
 #include <cstdint>
 #include <cstdlib>
 
+// pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU and the
+// group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits).
+#ifndef HSD_PW_NS
+#define HSD_PW_NS pw_avx2
+#endif
+
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include "avx2_math.h"
 
 namespace hsd {
-namespace pw_avx2 {
+namespace HSD_PW_NS {
 
 static inline __m256 silu_ps(__m256 v) {
   const __m256 one = _mm256_set1_ps(1.f);
   const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), v));
   return _mm256_div_ps(v, _mm256_add_ps(one, e));
 }
+
+#ifdef __AVX512F__
+// avx2::exp_ps and silu_ps on 16 lanes: the same operations lane by lane.
+static inline __m512 exp_ps16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(8.307937e-3f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1897908e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16667345f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.4999915f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999998f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+// erf_ps and geglu_ps on 16 lanes (the same operations lane by lane).
+static inline __m512 erf_ps16(__m512 x) {
+  const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
+  const __m512i xi = _mm512_castps_si512(x);
+  const __m512i sign = _mm512_and_si512(xi, signbit);
+  const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(signbit, xi));
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, _mm512_set1_ps(1.f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 e = exp_ps16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+  const __m512 r = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.f));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign));
+}
+static inline __m512 geglu_ps16(__m512 h, __m512 x) {
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.f), r2 = _mm512_set1_ps(0.70710678118654752f);
+  const __m512 gl = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf_ps16(_mm512_mul_ps(x, r2))));
+  return _mm512_mul_ps(h, gl);
+}
+static inline __m512 silu_ps16(__m512 v) {
+  const __m512 e = exp_ps16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+}
+#endif
 
 // erf(x) by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended: 1 - poly(t) exp(-x^2), t = 1/(1 + p|x|).
 static inline __m256 erf_ps(__m256 x) {
@@ -48,6 +99,9 @@ static inline __m256 geglu_ps(__m256 h, __m256 x) {
 // GEGLU row: o[i] = h[i] * gelu(g[i]).
 void geglu(const float* h, const float* g, float* o, int64_t n) {
   int64_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, geglu_ps16(_mm512_loadu_ps(h + i), _mm512_loadu_ps(g + i)));
+#endif
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, geglu_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(g + i)));
   for (; i < n; ++i) o[i] = h[i] * (0.5f * g[i] * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
 }
@@ -140,6 +194,9 @@ void clamp(const float* x, float lo, float hi, float* y, int64_t n) {
 // y[i] = silu(x[i]) (in place when y == x).
 void silu(const float* x, float* y, int64_t n) {
   int64_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, silu_ps16(_mm512_loadu_ps(x + i)));
+#endif
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu_ps(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) y[i] = x[i] / (1.f + std::exp(-x[i]));
 }
@@ -188,6 +245,22 @@ inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* 
                                                         const float* dm, const float* a, const float* b,
                                                         bool silu_on) {
   int64_t c = 0;
+#ifdef __AVX512F__
+  for (; c + 16 <= C; c += 16) {
+    const __m512 kc = _mm512_loadu_ps(k + c), mc = _mm512_loadu_ps(dm + c), ac = _mm512_loadu_ps(a + c),
+                 bc = _mm512_loadu_ps(b + c);
+    __m512 v[R];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j)
+      v[j] = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j * C + c), kc), mc), ac, bc);
+    if (silu_on) {
+#pragma GCC unroll 4
+      for (int j = 0; j < R; ++j) v[j] = silu_ps16(v[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) _mm512_storeu_ps(y + j * C + c, v[j]);
+  }
+#endif
   for (; c + 8 <= C; c += 8) {
     const __m256 kc = _mm256_loadu_ps(k + c), mc = _mm256_loadu_ps(dm + c), ac = _mm256_loadu_ps(a + c),
                  bc = _mm256_loadu_ps(b + c);
@@ -344,12 +417,12 @@ void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gam
   }
 }
 
-}  // namespace pw_avx2
+}  // namespace HSD_PW_NS
 }  // namespace hsd
 
 #else  // not an x86-64 AVX2 build: never called (the GEMM engine reports no AVX2 kernels)
 namespace hsd {
-namespace pw_avx2 {
+namespace HSD_PW_NS {
 void silu(const float*, float*, int64_t) { std::abort(); }
 void softmax_row(const float*, float*, int64_t, float) { std::abort(); }
 void binary(int, const float*, int64_t, const float*, int64_t, float*, int64_t) { std::abort(); }
@@ -361,6 +434,6 @@ void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool)
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 void ln_rows(const float*, float*, int64_t, int64_t, const float*, const float*, double) { std::abort(); }
-}  // namespace pw_avx2
+}  // namespace HSD_PW_NS
 }  // namespace hsd
 #endif

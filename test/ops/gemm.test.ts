@@ -362,12 +362,13 @@ if (PORTABLE_CHILD || AVX2_CHILD) {
     process.stdout.write(`\nPROBE ${Buffer.from(bytes).toString('base64')}\n`);
   });
 } else if (DEVICE === 'cpu') {
-  // The GEMM engine's AVX2 micro-kernels where the AVX-512 ones are the default: every family built on the
-  // micro-kernel (GEMM, LoRA, linear_geglu, convolution incl. Winograd, attention's PV) in a child.
+  // The AVX2 kernels where the AVX-512 ones are the default: every family built on the GEMM micro-kernel (GEMM,
+  // LoRA, linear_geglu, convolution incl. Winograd, attention) and the row kernels with 16-lane versions (norms,
+  // SiLU, GEGLU) in a child.
   if (hasAvx512())
     test('the AVX2 kernels pass the micro-kernel families too on an AVX-512 CPU (child process)', async () => {
       const root = path.resolve(__dirname, '../..');
-      const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|attention)\\.test\\.ts$'], {
+      const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|attention|norm|activation)\\.test\\.ts$'], {
         cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'avx2' }, encoding: 'utf8',
         timeout: 180_000,
       });

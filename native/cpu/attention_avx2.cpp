@@ -183,19 +183,6 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
 constexpr float kLazy = 8.0f;
 
 #ifdef __AVX512F__
-// exp2_core_ps (avx2_math.h) on 16 lanes: the same operations lane by lane, so the same bits.
-HSD_INLINE __m512 exp2_core_ps16(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_set1_ps(1.3292923e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6715074e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5506367e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69314706f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
 HSD_INLINE __m512 join16(__m256 lo, __m256 hi) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
 }
@@ -207,25 +194,23 @@ HSD_INLINE __m256 hi8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd
 // AVX-512 compile the 16 exponentials of a row are one 16-lane call (the same bits).
 HSD_INLINE void logits_exp_6x16(const PanelQ& q, int64_t D, const float* kt, float* s, int64_t ldp, const __m256* m,
                                 __m256* vs, __m256* smax) {
-#ifdef __AVX512F__
   __m256 c[6][2];
   logits_acc_6x16(q, D, kt, c);
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) smax[r] = _mm256_max_ps(smax[r], _mm256_max_ps(c[r][0], c[r][1]));
+#ifdef __AVX512F__
   const __m512 lo = _mm512_set1_ps(-126.f);
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
-    smax[r] = _mm256_max_ps(smax[r], _mm256_max_ps(c[r][0], c[r][1]));
     const __m512 mr = join16(m[r], m[r]);
-    const __m512 e = exp2_core_ps16(_mm512_max_ps(_mm512_sub_ps(join16(c[r][0], c[r][1]), mr), lo));
+    const __m512 e = avx512::exp2_core_ps(_mm512_max_ps(_mm512_sub_ps(join16(c[r][0], c[r][1]), mr), lo));
     _mm512_storeu_ps(s + r * ldp, e);
     vs[r] = _mm256_add_ps(vs[r], _mm256_add_ps(_mm512_castps512_ps256(e), hi8(e)));
   }
 #else
-  __m256 c[6][2];
-  logits_acc_6x16(q, D, kt, c);
   const __m256 lo = _mm256_set1_ps(-126.f);
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
-    smax[r] = _mm256_max_ps(smax[r], _mm256_max_ps(c[r][0], c[r][1]));
     const __m256 e0 = avx2::exp2_core_ps(_mm256_max_ps(_mm256_sub_ps(c[r][0], m[r]), lo));
     const __m256 e1 = avx2::exp2_core_ps(_mm256_max_ps(_mm256_sub_ps(c[r][1], m[r]), lo));
     _mm256_storeu_ps(s + r * ldp, e0);
@@ -247,7 +232,7 @@ HSD_INLINE void exp_rows6(float* p, int64_t ld, int64_t n, const __m256* m, __m2
 #pragma GCC unroll 6
       for (int r = 0; r < 6; ++r) {
         float* sp = p + r * ld + j0;
-        const __m512 e = exp2_core_ps16(_mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(sp), join16(m[r], m[r])), lo));
+        const __m512 e = avx512::exp2_core_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(sp), join16(m[r], m[r])), lo));
         _mm512_storeu_ps(sp, e);
         vs[r] = _mm256_add_ps(_mm256_add_ps(vs[r], _mm512_castps512_ps256(e)), hi8(e));
       }

@@ -1,4 +1,5 @@
-// Vector math shared by the AVX2 kernels (include only from files compiled with -mavx2 -mfma).
+// Vector math shared by the AVX2 kernels (include only from files compiled with -mavx2 -mfma), and its 16-lane
+// twins (namespace avx512) for the files compiled with -mavx512f too.
 #pragma once
 #include <immintrin.h>
 
@@ -56,6 +57,44 @@ inline __attribute__((always_inline)) __m256 exp2_core_ps(__m256 x) {
 inline __attribute__((always_inline)) __m256 exp2_nonpos_ps(__m256 x) {
   return exp2_core_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.f)));
 }
+
+}  // namespace avx2
+
+#ifdef __AVX512F__
+// The same functions on 16 lanes, for the files compiled a second time with AVX-512 (*_avx512.cpp): the same
+// operations lane by lane as their 8-lane twins above, so the same bits.
+namespace avx512 {
+inline __attribute__((always_inline)) __m512 exp_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(8.307937e-3f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1897908e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16667345f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.4999915f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999998f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+inline __attribute__((always_inline)) __m512 exp2_core_ps(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.3292923e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6715074e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5506367e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.69314706f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+}  // namespace avx512
+#endif
+
+namespace avx2 {
 
 // The largest / the sum of the 8 lanes.
 inline __attribute__((always_inline)) float hmax(__m256 v) {

@@ -33,6 +33,11 @@ HSD_INLINE void prefetch_c_l2(const float* c, int64_t ldc) {
   }
 }
 
+// The B panel's rows k + 8 .. k + 11 towards L1 (the k loops prefetch 8 steps ahead, 4 steps per call).
+HSD_INLINE void prefetch_b4(const float* b, int64_t k) {
+  for (int64_t q = 8; q < 12; ++q) _mm_prefetch((const char*)(b + (k + q) * NR), _MM_HINT_T0);
+}
+
 // The k loop over rows given by A(i, k) (a pointer to A's element (i, k)), two steps at a time into the even
 // and odd accumulators, then the sums stored to acc_mem (row i at 16 i).
 template <class AT, class PF>
@@ -93,10 +98,7 @@ void micro_6x16_avx512(int64_t kc, const float* a, const float* b, float* c, int
       kc, [a](int i, int64_t k) { return a + k * MR + i; }, b, c, ldc,
       [a, b](int64_t k) {
         _mm_prefetch((const char*)(a + (k + 8) * MR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 8) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 9) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 10) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 11) * NR), _MM_HINT_T0);
+        prefetch_b4(b, k);
       },
       acc_mem);
   epilogue_6x16_avx2(acc_mem, c, ldc, e, bias);
@@ -173,10 +175,7 @@ void micro_rows_6x16_avx512(int64_t kc, const float* a, int64_t lda, const float
       kc, [a, lda](int i, int64_t k) { return a + i * lda + k; }, b, c, ldc,
       [a, b, lda](int64_t k) {
         for (int i = 0; i < MR; ++i) _mm_prefetch((const char*)(a + i * lda + k + 64), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 8) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 9) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 10) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char*)(b + (k + 11) * NR), _MM_HINT_T0);
+        prefetch_b4(b, k);
       },
       acc_mem);
   epilogue_6x16_avx2(acc_mem, c, ldc, e, bias);

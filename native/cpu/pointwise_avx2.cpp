@@ -29,23 +29,7 @@ static inline __m256 silu_ps(__m256 v) {
 }
 
 #ifdef __AVX512F__
-// avx2::exp_ps and silu_ps on 16 lanes: the same operations lane by lane.
-static inline __m512 exp_ps16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(8.307937e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1897908e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16667345f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.4999915f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999998f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-// erf_ps and geglu_ps on 16 lanes (the same operations lane by lane).
+// silu_ps, erf_ps and geglu_ps on 16 lanes (avx512::exp_ps: avx2_math.h), the same operations lane by lane.
 static inline __m512 erf_ps16(__m512 x) {
   const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
   const __m512i xi = _mm512_castps_si512(x);
@@ -58,7 +42,7 @@ static inline __m512 erf_ps16(__m512 x) {
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
   p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
   p = _mm512_mul_ps(p, t);
-  const __m512 e = exp_ps16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+  const __m512 e = avx512::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
   const __m512 r = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.f));
   return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign));
 }
@@ -68,7 +52,7 @@ static inline __m512 geglu_ps16(__m512 h, __m512 x) {
   return _mm512_mul_ps(h, gl);
 }
 static inline __m512 silu_ps16(__m512 v) {
-  const __m512 e = exp_ps16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+  const __m512 e = avx512::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v));
   return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));
 }
 #endif

@@ -363,6 +363,32 @@ const Kernels* avx2_kernels() {
   return ok ? &k : nullptr;
 }
 
+namespace {
+bool cpu_has_avx512f() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xe6) != 0xe6) return false;  // the OS saves XMM, YMM, opmask and both halves of the ZMM state
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return b & (1u << 16);  // AVX512F
+}
+}  // namespace
+
+bool avx512_install(Kernels& k);  // gemm_avx512.cpp
+
+// The AVX2 set with the AVX-512 micro-kernels (gemm_avx512.cpp). The CPU check runs here, in a file compiled
+// without AVX-512, before any code of that file does.
+const Kernels* avx512_kernels() {
+  static const Kernels* k = []() -> const Kernels* {
+    const Kernels* base = avx2_kernels();
+    if (!base || !cpu_has_avx512f()) return nullptr;
+    static Kernels s = *base;
+    return avx512_install(s) ? &s : nullptr;
+  }();
+  return k;
+}
+
 }  // namespace gemm
 }  // namespace hsd
 
@@ -371,6 +397,7 @@ const Kernels* avx2_kernels() {
 namespace hsd {
 namespace gemm {
 const Kernels* avx2_kernels() { return nullptr; }
+const Kernels* avx512_kernels() { return nullptr; }
 }  // namespace gemm
 }  // namespace hsd
 

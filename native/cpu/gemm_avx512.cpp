@@ -13,7 +13,6 @@
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <cpuid.h>
 #include <immintrin.h>
 
 namespace hsd {
@@ -181,30 +180,17 @@ void micro_rows_6x16_avx512(int64_t kc, const float* a, int64_t lda, const float
   epilogue_6x16_avx2(acc_mem, c, ldc, e, bias);
 }
 
-bool cpu_has_avx512f() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
-  unsigned lo, hi;
-  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  if ((lo & 0xe6) != 0xe6) return false;  // the OS saves XMM, YMM, opmask and both halves of the ZMM state
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return b & (1u << 16);  // AVX512F
-}
-
 }  // namespace
 
-const Kernels* avx512_kernels() {
-  static const Kernels* k = []() -> const Kernels* {
-    const Kernels* base = avx2_kernels();
-    if (!base || !cpu_has_avx512f()) return nullptr;
-    static Kernels s = *base;
-    s.name = "avx512";
-    s.micro = micro_6x16_avx512;
-    s.micro_rows = micro_rows_6x16_avx512;
-    s.micro2 = micro2_6x32_avx512;
-    return &s;
-  }();
-  return k;
+// Puts the AVX-512 micro-kernels into k (a copy of the AVX2 set); true when this build has them. Called by
+// avx512_kernels() (gemm_avx2.cpp) only after cpuid said the CPU runs them: nothing in this file, which the
+// compiler may fill with AVX-512 instructions anywhere, runs before that check.
+bool avx512_install(Kernels& k) {
+  k.name = "avx512";
+  k.micro = micro_6x16_avx512;
+  k.micro_rows = micro_rows_6x16_avx512;
+  k.micro2 = micro2_6x32_avx512;
+  return true;
 }
 
 }  // namespace gemm
@@ -214,7 +200,7 @@ const Kernels* avx512_kernels() {
 
 namespace hsd {
 namespace gemm {
-const Kernels* avx512_kernels() { return nullptr; }
+bool avx512_install(Kernels&) { return false; }
 }  // namespace gemm
 }  // namespace hsd
 

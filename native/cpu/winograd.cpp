@@ -14,8 +14,10 @@ const Fns& portable_fns() {
 // ones, else portable.
 const Fns& fns() {
   const gemm::Kernels* k = &gemm::kernels();
-  const Fns* b = avx512_fns();
-  if (b && k == gemm::avx512_kernels()) return *b;
+  if (k == gemm::avx512_kernels()) {  // (avx512_fns runs AVX-512 code: only on a CPU that has it)
+    const Fns* b = avx512_fns();
+    if (b) return *b;
+  }
   const Fns* a = avx2_fns();
   return a && gemm::using_avx2() ? *a : portable_fns();
 }

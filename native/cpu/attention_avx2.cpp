@@ -136,6 +136,46 @@ HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (
     c[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
   }
 }
+// Two adjacent 16-key tiles (kt and kt + 16 D) at once, c0 and c1 exactly as two logits_acc_6x16 calls give
+// them (the same even / odd d chains, 24 in all): per d step 2 K^T loads per 6 broadcasts where one tile has 1
+// (the GEMM micro-kernel's 6x16 shape, capped near 82% of the FMA peak by its loads; micro2's 6x32 is not).
+template <class Q>
+HSD_INLINE void logits_acc_6x16x2(const Q& q, int64_t D, const float* kt, __m256 (&c0)[6][2], __m256 (&c1)[6][2]) {
+  const float* k1 = kt + 16 * D;
+  __m512 e0[6], o0[6], e1[6], o1[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) e0[r] = o0[r] = e1[r] = o1[r] = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 2 <= D; d += 2) {
+    const __m512 a0 = _mm512_loadu_ps(kt + d * 16), a1 = _mm512_loadu_ps(kt + d * 16 + 16);
+    const __m512 b0 = _mm512_loadu_ps(k1 + d * 16), b1 = _mm512_loadu_ps(k1 + d * 16 + 16);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m512 qe = _mm512_set1_ps(*q.at(r, d)), qo = _mm512_set1_ps(*q.at(r, d + 1));
+      e0[r] = _mm512_fmadd_ps(qe, a0, e0[r]);
+      o0[r] = _mm512_fmadd_ps(qo, a1, o0[r]);
+      e1[r] = _mm512_fmadd_ps(qe, b0, e1[r]);
+      o1[r] = _mm512_fmadd_ps(qo, b1, o1[r]);
+    }
+  }
+  if (d < D) {
+    const __m512 a0 = _mm512_loadu_ps(kt + d * 16), b0 = _mm512_loadu_ps(k1 + d * 16);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m512 qe = _mm512_set1_ps(*q.at(r, d));
+      e0[r] = _mm512_fmadd_ps(qe, a0, e0[r]);
+      e1[r] = _mm512_fmadd_ps(qe, b0, e1[r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    const __m512 s0 = _mm512_add_ps(e0[r], o0[r]), s1 = _mm512_add_ps(e1[r], o1[r]);
+    c0[r][0] = _mm512_castps512_ps256(s0);
+    c0[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1));
+    c1[r][0] = _mm512_castps512_ps256(s1);
+    c1[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s1), 1));
+  }
+}
 #else
 template <class Q>
 HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (&c)[6][2]) {
@@ -159,11 +199,8 @@ HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (
 // pre-scaled, and 12 multiplies on the finished tile cost less than a scaled copy of Q).
 // kMax: also rmax[r] = max(rmax[r], the tile's row r), from the registers (the full-block softmax needs no pass
 // over the scores for its maxima then).
-template <bool kScale, class Q, bool kMax = false>
-HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
-                            __m256* rmax = nullptr) {
-  __m256 c[6][2];
-  logits_acc_6x16(q, D, kt, c);
+template <bool kScale, bool kMax>
+HSD_INLINE void logits_store(const __m256 (&c)[6][2], float* s, int64_t ldp, __m256 vscale, __m256* rmax) {
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
     const __m256 v0 = kScale ? _mm256_mul_ps(c[r][0], vscale) : c[r][0];
@@ -173,10 +210,33 @@ HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, in
     if (kMax) rmax[r] = _mm256_max_ps(rmax[r], _mm256_max_ps(v0, v1));
   }
 }
+template <bool kScale, class Q, bool kMax = false>
+HSD_INLINE void logits_6x16(const Q& q, int64_t D, const float* kt, float* s, int64_t ldp, __m256 vscale,
+                            __m256* rmax = nullptr) {
+  __m256 c[6][2];
+  logits_acc_6x16(q, D, kt, c);
+  logits_store<kScale, kMax>(c, s, ldp, vscale, rmax);
+}
+// The logits of n keys (a multiple of 16) from the 16-key tiles at kt (tile t at kt + 16 t D) into s, 32 at a
+// time in the AVX-512 compile (the same bits as 16 at a time).
+template <bool kScale, class Q, bool kMax = false>
+HSD_INLINE void logits_6xN(const Q& q, int64_t D, const float* kt, int64_t n, float* s, int64_t ldp, __m256 vscale,
+                           __m256* rmax = nullptr) {
+  int64_t j = 0;
+#ifdef __AVX512F__
+  for (; j + 32 <= n; j += 32) {
+    __m256 c0[6][2], c1[6][2];
+    logits_acc_6x16x2(q, D, kt + j * D, c0, c1);
+    logits_store<kScale, kMax>(c0, s + j, ldp, vscale, rmax);
+    logits_store<kScale, kMax>(c1, s + j + 16, ldp, vscale, rmax);
+  }
+#endif
+  for (; j < n; j += 16) logits_6x16<kScale, Q, kMax>(q, D, kt + j * D, s + j, ldp, vscale, rmax);
+}
 
 // Self-attention's later key blocks keep the running maximum m of their rows while no logit passes m + kLazy
 // (log2 units): the numerators 2^(s - m), at most 2^kLazy, then come straight from the logits' registers
-// (logits_exp_6x16), with no pass over stored scores for the maxima and the exponentials and no rescaling of
+// (logits_exp_6xN), with no pass over stored scores for the maxima and the exponentials and no rescaling of
 // the accumulator; a block whose logits pass that bound (the maximum jumped) is recomputed the usual way.
 // Any fixed shift per row gives the same softmax (the sums l and the accumulator share it; the logsumexp is
 // m ln 2 + log l).
@@ -192,10 +252,8 @@ HSD_INLINE __m256 hi8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd
 // The logits of a 6x16 tile (Q pre-scaled, packed) and at once their numerators p = 2^(max(s - m[r], -126)) into
 // s[r*ldp + 0..16), vs[r] += them, and smax[r] = max(smax[r], s) lane by lane (to check the kLazy bound). In the
 // AVX-512 compile the 16 exponentials of a row are one 16-lane call (the same bits).
-HSD_INLINE void logits_exp_6x16(const PanelQ& q, int64_t D, const float* kt, float* s, int64_t ldp, const __m256* m,
-                                __m256* vs, __m256* smax) {
-  __m256 c[6][2];
-  logits_acc_6x16(q, D, kt, c);
+HSD_INLINE void logits_exp_post(const __m256 (&c)[6][2], float* s, int64_t ldp, const __m256* m, __m256* vs,
+                                __m256* smax) {
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) smax[r] = _mm256_max_ps(smax[r], _mm256_max_ps(c[r][0], c[r][1]));
 #ifdef __AVX512F__
@@ -218,6 +276,25 @@ HSD_INLINE void logits_exp_6x16(const PanelQ& q, int64_t D, const float* kt, flo
     vs[r] = _mm256_add_ps(vs[r], _mm256_add_ps(e0, e1));
   }
 #endif
+}
+// logits_exp_post over n keys (a multiple of 16) from the tiles at kt, 32 at a time in the AVX-512 compile (the
+// same bits, the tiles' sums added to vs in key order).
+HSD_INLINE void logits_exp_6xN(const PanelQ& q, int64_t D, const float* kt, int64_t n, float* s, int64_t ldp,
+                               const __m256* m, __m256* vs, __m256* smax) {
+  int64_t j = 0;
+#ifdef __AVX512F__
+  for (; j + 32 <= n; j += 32) {
+    __m256 c0[6][2], c1[6][2];
+    logits_acc_6x16x2(q, D, kt + j * D, c0, c1);
+    logits_exp_post(c0, s + j, ldp, m, vs, smax);
+    logits_exp_post(c1, s + j + 16, ldp, m, vs, smax);
+  }
+#endif
+  for (; j < n; j += 16) {
+    __m256 c[6][2];
+    logits_acc_6x16(q, D, kt + j * D, c);
+    logits_exp_post(c, s + j, ldp, m, vs, smax);
+  }
 }
 
 // The softmax numerators of a 6-row panel's scores p[r*ld + 0..n) (n a multiple of 8) in place: 2^(s - m[r]), the
@@ -715,8 +792,7 @@ void HSD_ATTN_ENTRY(const AttnFwdArgs& g, ThreadPool* pool) {
               vs[r] = _mm256_setzero_ps();
               smax[r] = _mm256_set1_ps(-INFINITY);
             }
-            for (int64_t jt = 0; jt < bk; jt += 16)
-              logits_exp_6x16(qp, D, kth + (j0 + jt) * D, &p[jt], bk, mv, vs, smax);
+            logits_exp_6xN(qp, D, kth + j0 * D, bk, &p[0], bk, mv, vs, smax);
             // Any logit past m + kLazy (or a NaN): this block again the usual way. m is finite here (the row's
             // first block set it from finite logits) unless the inputs hold infinities or NaNs.
             const __m256 lazy = _mm256_set1_ps(kLazy);
@@ -733,8 +809,7 @@ void HSD_ATTN_ENTRY(const AttnFwdArgs& g, ThreadPool* pool) {
             const PanelQ qp{&qs[r0 * D]};
             __m256 rmax[6];
             for (int r = 0; r < 6; ++r) rmax[r] = _mm256_set1_ps(-INFINITY);
-            for (int64_t jt = 0; jt < bk; jt += 16)
-              logits_6x16<false, PanelQ, true>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale, rmax);
+            logits_6xN<false, PanelQ, true>(qp, D, kth + j0 * D, bk, &p[0], bk, vscale, rmax);
             float corr[6];
             __m256 vs[6];
             for (int r = 0; r < 6; ++r) {
@@ -753,10 +828,10 @@ void HSD_ATTN_ENTRY(const AttnFwdArgs& g, ThreadPool* pool) {
             }
           } else if (q_packed) {
             const PanelQ qp{&qs[r0 * D]};
-            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<false>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
+            logits_6xN<false>(qp, D, kth + j0 * D, nkp16, &p[0], bk, vscale);
           } else {
             const RowsQ qp{{qrow(r0), qrow(r0 + 1), qrow(r0 + 2), qrow(r0 + 3), qrow(r0 + 4), qrow(r0 + 5)}};
-            for (int64_t jt = 0; jt < nkp16; jt += 16) logits_6x16<true>(qp, D, kth + (j0 + jt) * D, &p[jt], bk, vscale);
+            logits_6xN<true>(qp, D, kth + j0 * D, nkp16, &p[0], bk, vscale);
           }
           // One key block, all visible (cross-attention: the 77 text tokens): the panel's six rows run the
           // softmax interleaved, as the full path does, with the block's tail lanes masked (keys past Lk: -inf

@@ -10,10 +10,28 @@
 #include <exception>
 
 #include "hypersd/ops.h"
-#include "spin.h"
 
 namespace hsd {
 namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+// Spins until done() or about `us` microseconds passed; true when done() held.
+template <class F>
+bool spin_until(F done, int us) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > end) return false;
+  }
+}
 constexpr int kSpinUs = 50;
 }  // namespace
 

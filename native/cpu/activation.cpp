@@ -54,7 +54,7 @@ void silu_kernel(const OpContext& c) {
   check_same_size("silu", x, y);
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  const auto silu_row = &gemm::kernels() == gemm::avx512_kernels() ? pw_avx512::silu : pw_avx2::silu;
+  const auto silu_row = gemm::using_avx512() ? pw_avx512::silu : pw_avx2::silu;
   c.pool->parallel_for(y.numel(), 1 << 13, [&](int64_t s, int64_t e) { silu_row(px + s, py + s, e - s); });
 }
 // The gelu family with AVX2: the GEMM epilogue's vector activations (gemm_avx2.cpp act_ps: the same functions
@@ -86,7 +86,7 @@ void geglu_kernel(const OpContext& c) {
   const float* px = x.data<float>();
   float* py = y.data<float>();
   const bool avx2 = gemm::using_avx2();
-  const auto geglu_row = &gemm::kernels() == gemm::avx512_kernels() ? pw_avx512::geglu : pw_avx2::geglu;
+  const auto geglu_row = gemm::using_avx512() ? pw_avx512::geglu : pw_avx2::geglu;
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       const float* h = px + r * 2 * n;

@@ -74,7 +74,7 @@ void attention_kernel(const OpContext& c) {
   // avx2 or portable.
   if (gemm::using_avx2()) {
     const AttnFwdArgs args{pq, pk, pv, po, pl, B, Lq, Lk, H, D, Dv, scale, causal};
-    if (&gemm::kernels() == gemm::avx512_kernels()) attention_forward_avx512(args, c.pool);
+    if (gemm::using_avx512()) attention_forward_avx512(args, c.pool);
     else attention_forward_avx2(args, c.pool);
     return;
   }

@@ -37,7 +37,8 @@
 #include "hypersd/ops.h"
 
 // attention_avx512.cpp compiles this file again with AVX-512 enabled, under another entry name; there the logits
-// tiles run on 512-bit FMAs (logits_acc_6x16 below) and everything else is this file's AVX2 code.
+// tiles (logits_acc_6x16, two key tiles at once in logits_acc_6x16x2), the softmax numerators and the P V tiles
+// (pv_6x40, pv_6xZ) run 16 lanes wide, and everything else is this file's AVX2 code.
 #ifndef HSD_ATTN_ENTRY
 #define HSD_ATTN_ENTRY attention_forward_avx2
 #endif
@@ -106,6 +107,12 @@ struct RowsQ {
 
 // The 6x16 tile of logits in registers: c[r][h] = sum_d Q(r, d) kt[d*16 + 8h .. 8h+8).
 #ifdef __AVX512F__
+// A zmm from two ymm halves, and the upper half of a zmm.
+HSD_INLINE __m512 join16(__m256 lo, __m256 hi) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+HSD_INLINE __m256 hi8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
 // AVX-512 (attention_avx512.cpp): a row's 16 keys in one zmm; even and odd d in separate accumulators (12 chains
 // for the two 512-bit FMA pipes, as the GEMM micro-kernel), added at the end, then split into the two ymm
 // halves the rest of the kernel works with.
@@ -133,7 +140,7 @@ HSD_INLINE void logits_acc_6x16(const Q& q, int64_t D, const float* kt, __m256 (
   for (int r = 0; r < 6; ++r) {
     const __m512 s = _mm512_add_ps(e[r], o[r]);
     c[r][0] = _mm512_castps512_ps256(s);
-    c[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+    c[r][1] = hi8(s);
   }
 }
 // Two adjacent 16-key tiles (kt and kt + 16 D) at once, c0 and c1 exactly as two logits_acc_6x16 calls give
@@ -171,9 +178,9 @@ HSD_INLINE void logits_acc_6x16x2(const Q& q, int64_t D, const float* kt, __m256
   for (int r = 0; r < 6; ++r) {
     const __m512 s0 = _mm512_add_ps(e0[r], o0[r]), s1 = _mm512_add_ps(e1[r], o1[r]);
     c0[r][0] = _mm512_castps512_ps256(s0);
-    c0[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s0), 1));
+    c0[r][1] = hi8(s0);
     c1[r][0] = _mm512_castps512_ps256(s1);
-    c1[r][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s1), 1));
+    c1[r][1] = hi8(s1);
   }
 }
 #else
@@ -241,13 +248,6 @@ HSD_INLINE void logits_6xN(const Q& q, int64_t D, const float* kt, int64_t n, fl
 // Any fixed shift per row gives the same softmax (the sums l and the accumulator share it; the logsumexp is
 // m ln 2 + log l).
 constexpr float kLazy = 8.0f;
-
-#ifdef __AVX512F__
-HSD_INLINE __m512 join16(__m256 lo, __m256 hi) {
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-}
-HSD_INLINE __m256 hi8(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
-#endif
 
 // The logits of a 6x16 tile (Q pre-scaled, packed) and at once their numerators p = 2^(max(s - m[r], -126)) into
 // s[r*ldp + 0..16), vs[r] += them, and smax[r] = max(smax[r], s) lane by lane (to check the kLazy bound). In the

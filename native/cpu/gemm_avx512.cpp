@@ -24,11 +24,13 @@ namespace {
 
 #define HSD_INLINE inline __attribute__((always_inline))
 
-// C's tile towards L2 before the k loop (see the AVX2 kernel).
-HSD_INLINE void prefetch_c_l2(const float* c, int64_t ldc) {
+// The MR rows of a C tile `cols` wide: every 64-byte line of each row (rows need not be line-aligned). To L2
+// before the k loop (as the AVX2 kernel does), to L1 before the last steps.
+template <_mm_hint HINT>
+HSD_INLINE void prefetch_c(const float* c, int64_t ldc, int64_t cols) {
   for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T1);
-    _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T1);
+    for (int64_t x = 0; x < cols; x += 16) _mm_prefetch((const char*)(c + i * ldc + x), HINT);
+    _mm_prefetch((const char*)(c + i * ldc + cols - 1), HINT);
   }
 }
 
@@ -65,8 +67,7 @@ HSD_INLINE void kloop(int64_t kc, AT A, const float* b, const float* c, int64_t 
     step2(k);
     step2(k + 2);
   }
-  for (int i = 0; i < MR; ++i) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-  for (int i = 0; i < MR; ++i) _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  prefetch_c<_MM_HINT_T0>(c, ldc, NR);
   for (; k + 2 <= kc; k += 2) step2(k);
   if (k < kc) {  // an odd last step, into the even accumulators
     const __m512 b0 = _mm512_load_ps(b + k * NR);
@@ -91,7 +92,7 @@ HSD_INLINE void kloop(int64_t kc, AT A, const float* b, const float* c, int64_t 
 // kept.)
 void micro_6x16_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, const Epilogue& e,
                        const float* bias) {
-  prefetch_c_l2(c, ldc);
+  prefetch_c<_MM_HINT_T1>(c, ldc, NR);
   alignas(64) float acc_mem[MR * NR];
   kloop(
       kc, [a](int i, int64_t k) { return a + k * MR + i; }, b, c, ldc,
@@ -109,8 +110,7 @@ void micro_6x16_avx512(int64_t kc, const float* a, const float* b, float* c, int
 // output gets micro's bits (the fused GEGLU's tiles, which go through micro, match the plain product's).
 void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float* b1, float* c, int64_t ldc,
                         const Epilogue& e, const float* bias) {
-  prefetch_c_l2(c, ldc);
-  prefetch_c_l2(c + NR, ldc);
+  prefetch_c<_MM_HINT_T1>(c, ldc, 2 * NR);
   __m512 e0[6], e1[6], o0[6], o1[6];
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) e0[r] = e1[r] = o0[r] = o1[r] = _mm512_setzero_ps();
@@ -130,21 +130,12 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
   const int64_t kpf = kc > 32 ? kc - 32 : 0;
   for (; k + 4 <= kpf; k += 4) {
     _mm_prefetch((const char*)(a + (k + 8) * MR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b0 + (k + 8) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b0 + (k + 10) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b1 + (k + 8) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b1 + (k + 10) * NR), _MM_HINT_T0);
+    prefetch_b4(b0, k);
+    prefetch_b4(b1, k);
     step2(k);
-    _mm_prefetch((const char*)(b0 + (k + 9) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b0 + (k + 11) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b1 + (k + 9) * NR), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b1 + (k + 11) * NR), _MM_HINT_T0);
     step2(k + 2);
   }
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char*)(c + i * ldc + 2 * NR - 1), _MM_HINT_T0);
-  }
+  prefetch_c<_MM_HINT_T0>(c, ldc, 2 * NR);
   for (; k + 2 <= kc; k += 2) step2(k);
   if (k < kc) {  // an odd last step, into the even accumulators (as kloop)
     const __m512 x0 = _mm512_load_ps(b0 + k * NR), x1 = _mm512_load_ps(b1 + k * NR);
@@ -168,7 +159,7 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
 // A read in place from rows a + i*lda (the weight-rows path); each row prefetched 64 steps ahead.
 void micro_rows_6x16_avx512(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
                             const Epilogue& e, const float* bias) {
-  prefetch_c_l2(c, ldc);
+  prefetch_c<_MM_HINT_T1>(c, ldc, NR);
   alignas(64) float acc_mem[MR * NR];
   kloop(
       kc, [a, lda](int i, int64_t k) { return a + i * lda + k; }, b, c, ldc,

@@ -268,6 +268,26 @@ inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t k
   }
 }
 
+// Tiles (i, j) and (i, j + NR) of two full adjacent B panels: one micro2 call for a full MR-row tile (the
+// same bits as two micro calls), else the two tiles one by one. bias covers both panels' columns (or is null).
+inline __attribute__((always_inline)) void run_tile_pair(const Kernels& kr, int64_t kc, const float* ap,
+                                                         const float* bp0, const float* bp1, float* c, int64_t ldc,
+                                                         int64_t i, int64_t j, int64_t mr, const Epilogue& e,
+                                                         const float* bias) {
+  if (mr == MR) {
+    kr.micro2(kc, ap, bp0, bp1, c + i * ldc + j, ldc, e, bias);
+    return;
+  }
+  run_tile(kr, kc, ap, bp0, c, ldc, i, j, mr, NR, e, bias);
+  run_tile(kr, kc, ap, bp1, c, ldc, i, j + NR, mr, NR, e, bias ? bias + NR : nullptr);
+}
+
+// Whether panels jp and jp + 1 (of a range ending at jp1; column j of N) go through run_tile_pair: the kernel
+// set has micro2 (AVX-512: 2 B loads per 6 broadcasts), both panels are full and no sink takes the tiles.
+inline bool pair_panels(const Kernels& kr, const Epilogue& e, int64_t jp, int64_t jp1, int64_t j, int64_t N) {
+  return kr.micro2 && !e.sink && jp + 1 < jp1 && j + 2 * NR <= N;
+}
+
 }  // namespace
 
 float* thread_scratch(int slot, size_t n) { return tl_other[slot].get(n); }
@@ -290,8 +310,9 @@ const Kernels& portable_kernels() {
 
 const Kernels& kernels() {
   const char* env = std::getenv("HYPERSD_CPU_KERNELS");
-  if (env && std::string(env) == "portable") return portable_kernels();
-  const Kernels* k = env && std::string(env) == "avx2" ? nullptr : avx512_kernels();
+  const std::string set = env ? env : "";
+  if (set == "portable") return portable_kernels();
+  const Kernels* k = set == "avx2" ? nullptr : avx512_kernels();
   if (!k) k = avx2_kernels();
   return k ? *k : portable_kernels();
 }
@@ -406,8 +427,7 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
       ep.last = pc + kcur == K;
       for (int64_t jp = jp0; jp < jp1; ++jp) {
         const int64_t j = jp * NR, nr = std::min<int64_t>(NR, N - j);
-        // Two full panels at once where the kernel set has micro2 (as in the main driver below).
-        const bool pair = kr.micro2 && !ep.sink && jp + 1 < jp1 && j + 2 * NR <= N;
+        const bool pair = pair_panels(kr, ep, jp, jp1, j, N);
         // One B panel (or pair) packed at a time, just before its use, so the caches hold A's K block (M x kc)
         // and one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
         // <= 384: 3-18% faster on M = 256 products, the same elsewhere).
@@ -417,14 +437,9 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         if (pair) {
           const float* bpan2 = pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur;
           for (int64_t ip = 0; ip < mpan; ++ip) {
-            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-            const float* apan = ap + ip * MR * K + pc * MR;
-            if (mr == MR) {
-              kr.micro2(kcur, apan, bpan, bpan2, c + i * ldc + j, ldc, ep, bj);
-            } else {
-              run_tile(kr, kcur, apan, bpan, c, ldc, i, j, mr, NR, ep, bj);
-              run_tile(kr, kcur, apan, bpan2, c, ldc, i, j + NR, mr, NR, ep, bj ? bj + NR : nullptr);
-            }
+            const int64_t i = ip * MR;
+            run_tile_pair(kr, kcur, ap + ip * MR * K + pc * MR, bpan, bpan2, c, ldc, i, j, std::min<int64_t>(MR, M - i),
+                          ep, bj);
           }
           ++jp;
           continue;
@@ -618,19 +633,11 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
           const float* bpan = bblock + jp * bstride;
           const float* bj = bias ? bias + j : nullptr;
-          // Two full panels at once where the kernel set has micro2 (AVX-512: 2 B loads per 6 broadcasts, the
-          // same bits as two micro calls); tiles short of MR rows as two ordinary tiles.
-          if (kr.micro2 && !ep.sink && jp + 1 < jp1 && j + 2 * NR <= N) {
-            const float* bpan2 = bpan + bstride;
+          if (pair_panels(kr, ep, jp, jp1, j, N)) {
             for (int64_t ip = ip0; ip < ip1; ++ip) {
-              const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-              const float* apan = ablock + (ip - ip0) * astride;
-              if (mr == MR) {
-                kr.micro2(kcur, apan, bpan, bpan2, c + i * ldc + j, ldc, ep, bj);
-              } else {
-                run_tile(kr, kcur, apan, bpan, c, ldc, i, j, mr, NR, ep, bj);
-                run_tile(kr, kcur, apan, bpan2, c, ldc, i, j + NR, mr, NR, ep, bias ? bias + j + NR : nullptr);
-              }
+              const int64_t i = ip * MR;
+              run_tile_pair(kr, kcur, ablock + (ip - ip0) * astride, bpan, bpan + bstride, c, ldc, i, j,
+                            std::min<int64_t>(MR, M - i), ep, bj);
             }
             ++jp;
             continue;

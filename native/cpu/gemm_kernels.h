@@ -92,8 +92,11 @@ const Kernels& kernels();
 // code (norms, activations, elementwise, attention), so HYPERSD_CPU_KERNELS=portable switches them all.
 inline bool using_avx2() {
   const Kernels* k = &kernels();
-  return k == avx2_kernels() || (k == avx512_kernels() && k != nullptr);
+  return k == avx2_kernels() || k == avx512_kernels();
 }
+// Whether kernels() is the AVX-512 set: the files compiled a second time with AVX-512 (attention, row kernels,
+// Winograd transforms) are called only then, so an AVX2-only CPU never runs their code.
+inline bool using_avx512() { return &kernels() == avx512_kernels(); }
 
 // Zeros to point padding rows at (kMaxKC floats, so also as many half values).
 extern const float kZeros[];

@@ -66,7 +66,7 @@ void group_norm_kernel(const OpContext& c) {
   int64_t nblk = (S + rows_per_block - 1) / rows_per_block;
   std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);
   const bool avx2 = gemm::using_avx2();
-  const bool avx512 = avx2 && &gemm::kernels() == gemm::avx512_kernels();  // the apply pass 16 lanes at a time
+  const bool avx512 = gemm::using_avx512();  // the apply pass 16 lanes at a time
   // The AVX2 passes take four rows at a time when x is small enough to stay in the last-level cache between
   // the passes (<= 16 MiB: SD1.5's UNet activations; +19% to +31% on [4096, 320] with SiLU), row by row when
   // it streams from memory (the VAE's [262144, 128] and [65536, 256]: the four interleaved rows ran the

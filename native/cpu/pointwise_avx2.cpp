@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <cstdlib>
 
-// pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU and the
-// group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits).
+// pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU, GEGLU and
+// the group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits).
 #ifndef HSD_PW_NS
 #define HSD_PW_NS pw_avx2
 #endif

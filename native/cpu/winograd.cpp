@@ -13,8 +13,7 @@ const Fns& portable_fns() {
 // The copy compiled for the GEMM engine's kernel set: AVX-512 with its AVX-512 micro-kernels, AVX2 with its AVX2
 // ones, else portable.
 const Fns& fns() {
-  const gemm::Kernels* k = &gemm::kernels();
-  if (k == gemm::avx512_kernels()) {  // (avx512_fns runs AVX-512 code: only on a CPU that has it)
+  if (gemm::using_avx512()) {  // (avx512_fns runs AVX-512 code: only on a CPU that has it)
     const Fns* b = avx512_fns();
     if (b) return *b;
   }

@@ -15,8 +15,8 @@
 // through store_pair() (whose bias / activation / residual part is one out-of-line function). With all of it
 // inlined in every pair the kernel was ~10900 PTX instructions and, at the UNet's K = 320, Nsight Compute
 // found 59% of its stall cycles waiting for instruction fetch (8192 x 320 x 2560: 137 us, 98 TFLOP/s).
-// Measured on an H200 (bench/RESULTS.md, bench/gpu-runs/): 355-360 TFLOP/s bf16 at 4096^3 against 230 for the
-// mma.sync kernel. ptxas (sm_90a, CUDA 13.0): 118 registers (128x128), 170 (128x256 variant), 0 spills.
+// Measured on an H200 (bench/RESULTS.md, bench/gpu-runs/): 438 TFLOP/s bf16 at 4096^3 against 276 for the
+// mma.sync kernel (2026-11-27; 355 and 230 before the epilogue change). ptxas (sm_90a, CUDA 13.0): 118 registers (128x128), 170 (128x256 variant), 0 spills.
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
 #include <cstdlib>
 #include <type_traits>

@@ -362,39 +362,33 @@ if (PORTABLE_CHILD || AVX2_CHILD) {
     process.stdout.write(`\nPROBE ${Buffer.from(bytes).toString('base64')}\n`);
   });
 } else if (DEVICE === 'cpu') {
-  // The AVX2 kernels where the AVX-512 ones are the default: every family built on the GEMM micro-kernel (GEMM,
-  // LoRA, linear_geglu, convolution incl. Winograd, attention) and the row kernels with 16-lane versions (norms,
-  // SiLU, GEGLU) in a child.
-  if (hasAvx512())
-    test('the AVX2 kernels pass the micro-kernel families too on an AVX-512 CPU (child process)', async () => {
-      const root = path.resolve(__dirname, '../..');
-      const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|attention|norm|activation)\\.test\\.ts$'], {
-        cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'avx2' }, encoding: 'utf8',
-        timeout: 180_000,
-      });
-      const outText = `${r.stdout}\n${r.stderr}`;
-      if (r.status !== 0) assert.unreachable(`avx2 child failed (${r.status}):\n${outText.slice(-4000)}`);
-      const m = /PROBE (\S+)/.exec(r.stdout);
-      assert.ok(m, 'the child printed its probe');
-      const mine = Buffer.from(await probe().bytes());
-      const theirs = Buffer.from(m![1], 'base64');
-      assert.is(theirs.length, mine.length);
-      // Two accumulator chains a row (even and odd k) against one: the same sums, rounded differently.
-      assert.not.ok(theirs.equals(mine), 'the AVX2 result differs bitwise from the AVX-512 one');
-    });
-  test('the portable fallback kernels pass this file too (child process)', async () => {
+  // Runs the test files matching `files` in a child with HYPERSD_CPU_KERNELS=set (they must pass), and returns its
+  // probe's bytes beside this process's.
+  const childProbe = async (set: string, files: string, timeout: number) => {
     const root = path.resolve(__dirname, '../..');
-    const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', '(gemm|conv|norm|activation|elementwise)\\.test\\.ts$'], {
-      cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: 'portable' }, encoding: 'utf8',
-      timeout: 120_000,
+    const r = spawnSync(process.execPath, [path.join(root, 'node_modules/uvu/bin.js'), '-r', 'tsx', 'test/ops', files], {
+      cwd: root, env: { ...process.env, HYPERSD_CPU_KERNELS: set }, encoding: 'utf8', timeout,
     });
     const outText = `${r.stdout}\n${r.stderr}`;
-    if (r.status !== 0) assert.unreachable(`portable child failed (${r.status}):\n${outText.slice(-4000)}`);
+    if (r.status !== 0) assert.unreachable(`${set} child failed (${r.status}):\n${outText.slice(-4000)}`);
     const m = /PROBE (\S+)/.exec(r.stdout);
     assert.ok(m, 'the child printed its probe');
     const mine = Buffer.from(await probe().bytes());
     const theirs = Buffer.from(m![1], 'base64');
     assert.is(theirs.length, mine.length);
+    return { mine, theirs };
+  };
+  // The AVX2 kernels where the AVX-512 ones are the default: every family built on the GEMM micro-kernel (GEMM,
+  // LoRA, linear_geglu, convolution incl. Winograd, attention) and the row kernels with 16-lane versions (norms,
+  // SiLU, GEGLU) in a child.
+  if (hasAvx512())
+    test('the AVX2 kernels pass the micro-kernel families too on an AVX-512 CPU (child process)', async () => {
+      const { mine, theirs } = await childProbe('avx2', '(gemm|conv|attention|norm|activation)\\.test\\.ts$', 180_000);
+      // Two accumulator chains a row (even and odd k) against one: the same sums, rounded differently.
+      assert.not.ok(theirs.equals(mine), 'the AVX2 result differs bitwise from the AVX-512 one');
+    });
+  test('the portable fallback kernels pass this file too (child process)', async () => {
+    const { mine, theirs } = await childProbe('portable', '(gemm|conv|norm|activation|elementwise)\\.test\\.ts$', 120_000);
     if (hasAvx2()) assert.not.ok(theirs.equals(mine), 'portable result differs bitwise from the AVX2 one');
   });
 }

@@ -135,6 +135,15 @@ for f in test/ops/*.test.ts test/autograd/{attention_norm_act,elementwise_shape,
   stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
 done
 
+# the GEMM file again on each Hopper kernel: TMA with 128- and 256-column tiles forced, the cp.async kernel
+for v in 128 256 0; do
+  stage "ops/gemm-tma$v" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=$v $UVU test/ops "^gemm\\.test\\.ts\$"
+done
+# the attention file again on each flash-kernel variant (64-row blocks, 128-row blocks for head dims <= 64)
+for wm in 1 2; do
+  stage "ops/attention-wm$wm" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=$wm $UVU test/ops "^attention\\.test\\.ts\$"
+done
+
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
 stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/networks|pipelines/pipeline)\\.test\\.ts\$"
@@ -146,6 +155,10 @@ if [ -x "$SAN" ]; then
     stage "memcheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
   done
+  stage "memcheck-attention-wm2" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=2 "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
   for t in ${RACECHECK_TESTS:-attention gemm norm}; do
     stage "racecheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
@@ -176,6 +189,10 @@ if [ -x "$NCU" ] && [ "${NCU_GEMM:-1}" = 1 ]; then
 fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
+stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora
+stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
+# the attention rows on the one-tile flash kernel, for the side-by-side comparison with the default choice
+stage bench-attn-wm1 30 env HYPERSD_ATTN_WM=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
 [ -n "${SASS:-}" ] && stage sass 20 bash -c "cuobjdump -sass '$HYPERSD_ADDON' | grep -oE '(HGMMA|HMMA)\.[A-Z0-9.]+' | sort | uniq -c | sort -rn | head -8"
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
 stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f32,bf16 --reps 3 --only vae

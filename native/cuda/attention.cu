@@ -4,8 +4,9 @@
 // The backward is described where it starts, below the forward.
 // The causal mask is top-left aligned (key j is visible to query i when j <= i), as torch's is_causal.
 //
-// Tensor-core kernel (f16/bf16, D == Dv, D % 8 == 0, D <= 160): one block of 4 warps per 64 query rows of
-// one (batch, head); each warp owns 16 rows. The Q tile is staged once (cp.async) and kept in registers as
+// Tensor-core kernel (f16/bf16, D == Dv, D % 8 == 0, D <= 160): one block of 4 warps per 64 WM query rows of
+// one (batch, head); each warp owns WM m tiles of 16 rows (WM = 2 for head dims up to 64 when the 128-row
+// blocks still cover the SMs, else 1; see flash_attn_kernel). The Q tile is staged once (cp.async) and kept in registers as
 // mma A fragments; K/V tiles of 64 keys (32 for D > 128, to bound registers) stream through a
 // double-buffered cp.async ring. Per tile: S = Q K^T on mma.sync m16n8k16 (K read with ldmatrix as the
 // col-major B operand), scale and mask in f32, online softmax (running row max in the log2 domain, exp2,
@@ -15,7 +16,8 @@
 // 4 threads of a row), so the loop has one 2-step shuffle reduction (the max) per tile.
 // The head dim is padded with zeros in shared memory to a bucket DP in {48, 64, 80, 128, 160}: SD1.5's
 // 40/80/160 and SDXL's 64 run at 48/80/160/64; any multiple of 8 up to 160 works.
-// Causal blocks stop at the diagonal tile.
+// Causal blocks stop at the diagonal tile; only a key tile that crosses Lk or the block's first query is masked
+// (head dims up to 64; above, every tile takes the masked loop, whose second copy spilled on sm_80-89).
 //
 // SIMT kernel (f32, and any shape the tensor-core kernel does not take: D % 8 != 0, D != Dv, D or Dv up to
 // 512 (the VAE's one 512-channel head), unaligned views): one warp per query row, 8 rows per block sharing
@@ -29,6 +31,7 @@
 // (96-99 on sm_90), (TK (D+1) + TK Dv + 8 D) * 4 B dynamic shared memory (TK = 32, 16 for the big one);
 // backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
 #include <cmath>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common.cuh"
@@ -63,28 +66,32 @@ __device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, i
 
 // ---------------------------------------------------------------- tensor-core (flash) kernel
 
-template <int DP>
+template <int DP, int WM>
 struct FaCfg {
-  static constexpr int BQ = 64, THREADS = 128, BKV = DP <= 128 ? 64 : 32, LD = DP + 8;
+  static constexpr int BQ = 64 * WM, THREADS = 128, BKV = DP <= 128 ? 64 : 32, LD = DP + 8;
   static constexpr int SMEM = (BQ * LD + 4 * BKV * LD) * 2;  // Q + double-buffered K and V, 16-bit
 };
 
 // rows x DP tile of a [rows, ld] matrix: rows r0.. (valid < R), columns < D (D % 8 == 0), zero elsewhere.
 template <class T, int ROWS, int DP>
 __device__ __forceinline__ void stage_tile(T* s, const T* g, int64_t ld, int r0, int R, int D, int tid) {
-  constexpr int CPR = DP / 8, N = ROWS * CPR, TH = FaCfg<DP>::THREADS;
+  constexpr int CPR = DP / 8, N = ROWS * CPR, TH = 128;
   static_assert(N % TH == 0, "tile chunks must split evenly over the block");
 #pragma unroll
   for (int it = 0; it < N / TH; ++it) {
     const int c = tid + it * TH, r = c / CPR, dc = (c % CPR) * 8;
     const bool in = r0 + r < R && dc < D;
-    cp_async16(s + r * FaCfg<DP>::LD + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
+    cp_async16(s + r * (DP + 8) + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
   }
 }
 
-template <class T, int DP>
+// WM: 16-row m tiles per warp (block of 4 warps = 64 WM query rows). With two, every K and V fragment read
+// from shared memory by ldmatrix feeds two mma instead of one: at one m tile a warp the K/V fragment reads
+// alone ask ~170 bytes per clock of an SM's 128 (an m16n8k16 mma every ~1.5 clocks, a 512-byte ldmatrix.x4
+// per two mma), so the kernel was bound by shared-memory bandwidth (207 TFLOP/s at d = 64 on an H200).
+template <class T, int DP, int WM>
 __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
-  using C = FaCfg<DP>;
+  using C = FaCfg<DP, WM>;
   constexpr int BQ = C::BQ, BKV = C::BKV, LD = C::LD, KS = DP / 16, NT = BKV / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
@@ -107,15 +114,23 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
   cp_async_wait<0>();
   __syncthreads();
 
-  uint32_t qf[KS][4];
+  // warp w owns rows w*16*WM + 16i + (g, g+8) of the block, i < WM
+  uint32_t qf[WM][KS][4];
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+  for (int i = 0; i < WM; ++i)
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+      ldmatrix_x4(qf[i][ks], Qs + ((warp * WM + i) * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
 
-  float o[DP / 8][4];
+  float o[WM][DP / 8][4];
 #pragma unroll
-  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-  const int qrow0 = q0 + warp * 16 + g;
+  for (int i = 0; i < WM; ++i)
+#pragma unroll
+    for (int n = 0; n < DP / 8; ++n) o[i][n][0] = o[i][n][1] = o[i][n][2] = o[i][n][3] = 0.f;
+  float m_run[WM][2], l_run[WM][2];
+#pragma unroll
+  for (int i = 0; i < WM; ++i) m_run[i][0] = m_run[i][1] = -INFINITY, l_run[i][0] = l_run[i][1] = 0.f;
+  const int qrow0 = q0 + warp * 16 * WM + g;
 
   for (int j = 0; j < nkv; ++j) {
     const int buf = j & 1;
@@ -129,74 +144,102 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
     const T* ks = Ks + buf * BKV * LD;
     const T* vs = Vs + buf * BKV * LD;
 
-    float s[NT][4];
+    float s[WM][NT][4];
 #pragma unroll
-    for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int i = 0; i < WM; ++i)
+#pragma unroll
+      for (int n = 0; n < NT; ++n) s[i][n][0] = s[i][n][1] = s[i][n][2] = s[i][n][3] = 0.f;
 #pragma unroll
     for (int kq = 0; kq < KS; ++kq)
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         uint32_t r[4];
         ldmatrix_x4(r, ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8);
-        mma16816<T>(s[2 * np], qf[kq], r[0], r[1]);
-        mma16816<T>(s[2 * np + 1], qf[kq], r[2], r[3]);
+#pragma unroll
+        for (int i = 0; i < WM; ++i) {
+          mma16816<T>(s[i][2 * np], qf[i][kq], r[0], r[1]);
+          mma16816<T>(s[i][2 * np + 1], qf[i][kq], r[2], r[3]);
+        }
       }
 
-    // scale (log2 domain) and mask, row max over the quad that shares a row
-    float mx[2] = {-INFINITY, -INFINITY};
+    // scale (log2 domain); the mask only on a tile that reaches past Lk or (causal) past the block's first query
+    // (always above a head dim of 64: two copies of the loop cost the 80 and 128 buckets a spill on sm_80-89)
+    const int k_end = (j + 1) * BKV;
+    const bool masked = DP > 64 || k_end > p.Lk || (p.causal && k_end - 1 > q0);
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+    for (int i = 0; i < WM; ++i) {
+      float mx[2] = {-INFINITY, -INFINITY};
+      if (masked) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = j * BKV + n * 8 + 2 * t + (e & 1), qr = qrow0 + (e >> 1) * 8;
-        float x = s[n][e] * p.scale_log2;
-        if (key >= p.Lk || (p.causal && key > qr)) x = -INFINITY;
-        s[n][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = j * BKV + n * 8 + 2 * t + (e & 1), qr = qrow0 + i * 16 + (e >> 1) * 8;
+            float x = s[i][n][e] * p.scale_log2;
+            if (key >= p.Lk || (p.causal && key > qr)) x = -INFINITY;
+            s[i][n][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          }
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float x = s[i][n][e] * p.scale_log2;
+            s[i][n][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          }
       }
-    float base[2], corr[2];
+      float base[2], corr[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_run[r], mx[r]);
-      base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
-      corr[r] = exp2f(m_run[r] - base[r]);
-      m_run[r] = m_new;
-    }
-    float rs[2] = {0.f, 0.f};
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float pv = exp2f(s[n][e] - base[e >> 1]);
-        s[n][e] = pv;
-        rs[e >> 1] += pv;
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float m_new = fmaxf(m_run[i][r], mx[r]);
+        base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
+        corr[r] = exp2f(m_run[i][r] - base[r]);
+        m_run[i][r] = m_new;
       }
+      float rs[2] = {0.f, 0.f};
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
+      for (int n = 0; n < NT; ++n)
 #pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
-      o[i][0] *= corr[0];
-      o[i][1] *= corr[0];
-      o[i][2] *= corr[1];
-      o[i][3] *= corr[1];
+        for (int e = 0; e < 4; ++e) {
+          const float pv = exp2f(s[i][n][e] - base[e >> 1]);
+          s[i][n][e] = pv;
+          rs[e >> 1] += pv;
+        }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) l_run[i][r] = l_run[i][r] * corr[r] + rs[r];
+#pragma unroll
+      for (int n = 0; n < DP / 8; ++n) {
+        o[i][n][0] *= corr[0];
+        o[i][n][1] *= corr[0];
+        o[i][n][2] *= corr[1];
+        o[i][n][3] *= corr[1];
+      }
     }
 
     // O += P V: the S accumulators of key tiles 2kk and 2kk+1 are the A fragment of keys 16kk..16kk+15
 #pragma unroll
     for (int kk = 0; kk < BKV / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t pa[WM][4];
+#pragma unroll
+      for (int i = 0; i < WM; ++i) {
+        pa[i][0] = pack2<T>(s[i][2 * kk][0], s[i][2 * kk][1]);
+        pa[i][1] = pack2<T>(s[i][2 * kk][2], s[i][2 * kk][3]);
+        pa[i][2] = pack2<T>(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
+        pa[i][3] = pack2<T>(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dp = 0; dp < DP / 16; ++dp) {
         uint32_t r[4];
         ldmatrix_x4_trans(r, vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-        mma16816<T>(o[2 * dp], pa, r[0], r[1]);
-        mma16816<T>(o[2 * dp + 1], pa, r[2], r[3]);
+#pragma unroll
+        for (int i = 0; i < WM; ++i) {
+          mma16816<T>(o[i][2 * dp], pa[i], r[0], r[1]);
+          mma16816<T>(o[i][2 * dp + 1], pa[i], r[2], r[3]);
+        }
       }
     }
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
@@ -205,22 +248,24 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
 
   T* og = (T*)p.o + (int64_t)b * p.Lq * p.ldo + (int64_t)h * p.Dv;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int qr = qrow0 + r * 8;
-    if (qr >= p.Lq) continue;
-    T* orow = og + (int64_t)qr * p.ldo;
+  for (int i = 0; i < WM; ++i)
 #pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
-      const int d = i * 8 + 2 * t;
-      if (d < p.D) *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+    for (int r = 0; r < 2; ++r) {
+      float l = l_run[i][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int qr = qrow0 + i * 16 + r * 8;
+      if (qr >= p.Lq) continue;
+      T* orow = og + (int64_t)qr * p.ldo;
+#pragma unroll
+      for (int n = 0; n < DP / 8; ++n) {
+        const int d = n * 8 + 2 * t;
+        if (d < p.D) *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[i][n][2 * r] * inv, o[i][n][2 * r + 1] * inv);
+      }
+      if (p.lse && t == 0)
+        p.lse[((int64_t)b * p.H + h) * p.Lq + qr] = l > 0.f ? (m_run[i][r] + log2f(l)) * kLn2 : -INFINITY;
     }
-    if (p.lse && t == 0)
-      p.lse[((int64_t)b * p.H + h) * p.Lq + qr] = l > 0.f ? (m_run[r] + log2f(l)) * kLn2 : -INFINITY;
-  }
 }
 
 // ---------------------------------------------------------------- SIMT kernel
@@ -312,23 +357,31 @@ __global__ void __launch_bounds__(256, 1) attn_simt_big_kernel(const AttnParams 
 
 // ---------------------------------------------------------------- launchers
 
-template <class T, int DP>
+template <class T, int DP, int WM>
 void launch_flash(const AttnParams& p, cudaStream_t s) {
-  auto kernel = flash_attn_kernel<T, DP>;
-  allow_smem((const void*)kernel, FaCfg<DP>::SMEM);
-  dim3 grid((p.Lq + FaCfg<DP>::BQ - 1) / FaCfg<DP>::BQ, p.B * p.H);
-  kernel<<<grid, FaCfg<DP>::THREADS, FaCfg<DP>::SMEM, s>>>(p);
+  using C = FaCfg<DP, WM>;
+  auto kernel = flash_attn_kernel<T, DP, WM>;
+  allow_smem((const void*)kernel, C::SMEM);
+  dim3 grid((p.Lq + C::BQ - 1) / C::BQ, p.B * p.H);
+  kernel<<<grid, C::THREADS, C::SMEM, s>>>(p);
 }
 
 template <class T>
 void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
   if constexpr (!std::is_same<T, float>::value) {
     if (tensor_cores) {
-      if (p.D <= 48) launch_flash<T, 48>(p, s);
-      else if (p.D <= 64) launch_flash<T, 64>(p, s);
-      else if (p.D <= 80) launch_flash<T, 80>(p, s);
-      else if (p.D <= 128) launch_flash<T, 128>(p, s);
-      else launch_flash<T, 160>(p, s);
+      // Two m tiles per warp (128-row blocks) up to a head dim of 64 (80 spilled) when that still gives every SM a block;
+      // HYPERSD_ATTN_WM=1|2 forces one (gpu-check runs the tests with both; above 64 only the one-tile kernel).
+      static const int force = [] {
+        const char* e = std::getenv("HYPERSD_ATTN_WM");
+        return e ? std::atoi(e) : 0;
+      }();
+      const bool two = p.D <= 64 && (force ? force == 2 : (int64_t)(p.Lq + 127) / 128 * p.B * p.H >= sm_count());
+      if (p.D <= 48) two ? launch_flash<T, 48, 2>(p, s) : launch_flash<T, 48, 1>(p, s);
+      else if (p.D <= 64) two ? launch_flash<T, 64, 2>(p, s) : launch_flash<T, 64, 1>(p, s);
+      else if (p.D <= 80) launch_flash<T, 80, 1>(p, s);
+      else if (p.D <= 128) launch_flash<T, 128, 1>(p, s);
+      else launch_flash<T, 160, 1>(p, s);
       return;
     }
   }

@@ -24,6 +24,8 @@
 // ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills in every kernel: tc_gemm_kernel f16/bf16, 4 layouts: 122-128
 // registers, 61440 B dynamic shared memory (2 blocks of 8 warps per SM on sm_80/90); simt_gemm_kernel (f32):
 // 128 registers, 16.5 KB static shared memory. All four archs (80/86/89/90) compile without spills.
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "gemm_core.cuh"
@@ -192,8 +194,14 @@ void run_lora(const char* op, const LoraArgs& a, DType dt, cudaStream_t s) {
   // third of the LoRA layer's time in the first H200 run). Without an adapter index, its K range is cut into
   // `split` slices run as a batch (A and B advance by K/split columns per batch item) into partial
   // tiles of the output dtype, then summed: three more roundings of t, which is stored in that dtype anyway.
+  // HYPERSD_LORA_SPLIT=0 turns the split off (a side-by-side comparison in gpu-check: on Hopper the unsplit
+  // rank GEMM runs on the TMA kernel, which takes only unbatched problems).
+  static const bool split_on = [] {
+    const char* e = std::getenv("HYPERSD_LORA_SPLIT");
+    return !(e && std::string(e) == "0");
+  }();
   int split = 1;
-  if (!batched && dt != DType::F32) {
+  if (split_on && !batched && dt != DType::F32) {
     const int64_t blocks = (a.L + GEMM_BM - 1) / GEMM_BM * ((a.r + GEMM_BN - 1) / GEMM_BN);
     for (int sp : {4, 2})
       if (blocks < 132 && a.K % (8 * sp) == 0 && a.K / sp >= 128) {  // 132: an H100's SMs

@@ -18,6 +18,8 @@
 // Measured on an H200 (bench/RESULTS.md, bench/gpu-runs/): 438 TFLOP/s bf16 at 4096^3 against 276 for the
 // mma.sync kernel (2026-11-27; 355 and 230 before the epilogue change). ptxas (sm_90a, CUDA 13.0): 118 registers (128x128), 170 (128x256 variant), 0 spills.
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
+#include <cuda.h>  // CUtensorMap and its enums (the encoder is reached through the runtime: no libcuda link)
+
 #include <cstdlib>
 #include <type_traits>
 
@@ -117,6 +119,38 @@ __device__ __forceinline__ void wg_load_tile(uint32_t sbase, const uint16_t* g, 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(in ? 16 : 0) : "memory");
   }
 }
+
+// mbarriers and the tensor-memory-access (TMA) bulk copy, for the warp-specialized kernel below.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of the given parity has completed. A lost arrival would hang the GPU: after ~2^26
+// polls (seconds) the kernel traps instead, which the host reports as a CUDA error at the next sync.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  for (uint32_t n = 0;; ++n) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.b32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (n > (1u << 26)) __trap();
+  }
+}
+// A box of the 2-D tensor map at (column c0, row c1) into shared memory, completing on `bar`.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
 #endif
 
 // BN: 128 or 256 columns per block; ST stages; with 4 or more stages one k tile's wgmma group stays in flight
@@ -203,6 +237,175 @@ __global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmPara
 #endif
 }
 
+// Warp-specialized variant: tensor maps and the TMA engine stage the operands, so no thread spends issue slots
+// on loads. 288 threads: warpgroups 0 and 1 consume (rows 64w..64w+63 of a 128 x BN tile, as above), warp 8 is
+// the producer, one lane of which issues two bulk tensor copies per k tile (A box 64 x 128, B box 64 x BN, in
+// the same 128-byte swizzle as wg_load_tile, zero-filled past the matrix edges by the hardware). A ring of ST
+// stages with two mbarriers each: `full` (the producer's expect-tx arrival plus the copies' bytes) and `empty`
+// (one arrival per consumer warpgroup once the wgmma group that read the stage has completed: each consumer
+// keeps one group in flight, wait_group 1, and releases the previous tile's stage). The LoRA segment continues
+// the k loop through two more maps. Batched problems and adapter indices stay on the kernels above.
+constexpr int T_THREADS = 288;
+
+template <int BN, int ST>
+struct TCfg {
+  static constexpr int A_BYTES = W_BM * 128, B_BYTES = BN * 128, STAGE = A_BYTES + B_BYTES;
+  static constexpr int SMEM = ST * STAGE + 1024 + 2 * ST * 8;  // + 1024-byte alignment slack + the mbarriers
+};
+
+struct TmaMaps {
+  CUtensorMap a, b, a2, b2;
+};
+
+template <class T, int BN, int ST>
+__global__ void __launch_bounds__(T_THREADS, 1)
+    wgmma_tma_kernel(const GemmParams p, const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
+                     const __grid_constant__ CUtensorMap ta2, const __grid_constant__ CUtensorMap tb2) {
+#ifdef HSD_WGMMA_DEVICE
+  using Cfg = TCfg<BN, ST>;
+  extern __shared__ __align__(16) unsigned char wsm_raw[];
+  const uint32_t s0 = ((uint32_t)__cvta_generic_to_shared(wsm_raw) + 1023u) & ~1023u;
+  const uint32_t bars = s0 + ST * Cfg::STAGE;
+  auto full = [&](int st) { return bars + 8 * st; };
+  auto empty = [&](int st) { return bars + 8 * (ST + st); };
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int m0 = blockIdx.x * W_BM, n0 = blockIdx.y * BN;
+  const int nk1 = (p.K + W_BK - 1) / W_BK, nk = nk1 + (p.A2 ? (p.K2 + W_BK - 1) / W_BK : 0);
+  if (tid == 0) {
+    for (int st = 0; st < ST; ++st) {
+      mbar_init(full(st), 1);
+      mbar_init(empty(st), 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == 8) {  // producer
+    if (lane == 0) {
+      for (int kt = 0; kt < nk; ++kt) {
+        const int st = kt % ST, ph = (kt / ST) & 1;
+        mbar_wait(empty(st), ph ^ 1);  // a fresh barrier counts its (odd) previous phase as complete
+        mbar_expect_tx(full(st), Cfg::STAGE);
+        const uint32_t sa = s0 + st * Cfg::STAGE, sb = sa + Cfg::A_BYTES;
+        if (kt < nk1) {
+          tma_load_2d(sa, &ta, kt * W_BK, m0, full(st));
+          tma_load_2d(sb, &tb, kt * W_BK, n0, full(st));
+        } else {
+          tma_load_2d(sa, &ta2, (kt - nk1) * W_BK, m0, full(st));
+          tma_load_2d(sb, &tb2, (kt - nk1) * W_BK, n0, full(st));
+        }
+      }
+    }
+    return;
+  }
+
+  const int wg = warp >> 2, wl = warp & 3;
+  float d[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
+  for (int kt = 0; kt < nk; ++kt) {
+    const int st = kt % ST;
+    mbar_wait(full(st), (kt / ST) & 1);
+    const uint32_t a0 = s0 + st * Cfg::STAGE + wg * 64 * 128, b0 = s0 + st * Cfg::STAGE + Cfg::A_BYTES;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T, BN>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
+    wg_commit();
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    if (kt > 0 && (tid & 127) == 0) mbar_arrive(empty((kt - 1) % ST));  // the previous tile's group is done
+  }
+  wg_wait0();
+
+  T* C = (T*)p.C;
+  const int row = m0 + wg * 64 + wl * 16 + (lane >> 2);
+  const FastEpilogue<T> fe(p, p.alpha, m0, W_BM, n0, BN);
+  if (fe.ok) {
+    T* r0 = C + (int64_t)row * p.ldc;
+    T* r8 = r0 + 8 * (int64_t)p.ldc;
+    const int c0 = n0 + (lane & 3) * 2;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) fe.store(r0, r8, c0 + j * 8, d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int col = n0 + j * 8 + (lane & 3) * 2;
+    store_pair<T>(p, C, p.alpha, row, col, d[4 * j], d[4 * j + 1]);
+    store_pair<T>(p, C, p.alpha, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+  }
+#endif
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (null when the driver lacks it).
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                 const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled encode_tiled() {
+  static const EncodeTiled fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return (EncodeTiled) nullptr;
+    }
+    return (EncodeTiled)f;
+  }();
+  return fn;
+}
+
+// A [rows, cols] row-major matrix with row stride ld (elements), boxes of 64 columns x box_rows rows.
+bool tma_map(CUtensorMap* m, EncodeTiled enc, DType dt, const void* base, int64_t rows, int64_t cols, int64_t ld, int box_rows) {
+  const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)ld * 2};
+  const cuuint32_t box[2] = {64, (cuuint32_t)box_rows}, es[2] = {1, 1};
+  return enc(m, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void*>(base),
+             dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <class T, int BN, int ST>
+void launch_tma(const GemmParams& p, const TmaMaps& m, cudaStream_t s) {
+  constexpr int smem = TCfg<BN, ST>::SMEM;
+  allow_smem((const void*)wgmma_tma_kernel<T, BN, ST>, smem);
+  dim3 grid((p.M + W_BM - 1) / W_BM, (p.N + BN - 1) / BN, 1);
+  wgmma_tma_kernel<T, BN, ST><<<grid, T_THREADS, smem, s>>>(p, m.a, m.b, m.a2, m.b2);
+}
+
+// The TMA kernel for one (unbatched) product when the maps encode; false: the caller runs the cp.async kernel.
+// 128 x 256 tiles (4 stages, 193 KiB, one block per SM) when N is a multiple of 256 or large and the tiles
+// still give every SM one, else 128 x 128 (3 stages, 97 KiB: two blocks per SM, one's epilogue under the other's
+// k loop). HYPERSD_WGMMA_TMA=0 turns it off (side-by-side comparisons), =128 or =256 forces a tile (tests).
+bool launch_tma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
+  static const int mode = [] {
+    const char* e = std::getenv("HYPERSD_WGMMA_TMA");
+    return e ? std::atoi(e) : 1;
+  }();
+  if (mode == 0 || batch != 1) return false;
+  const EncodeTiled enc = encode_tiled();
+  if (!enc) return false;
+  const bool wide = mode == 256 || (mode != 128 && (p.N % 256 == 0 || p.N >= 2048) &&
+                                    (int64_t)((p.M + W_BM - 1) / W_BM) * ((p.N + 255) / 256) >= sm_count());
+  TmaMaps m;
+  if (!tma_map(&m.a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m.b, enc, dt, p.B, p.N, p.K, p.ldb, wide ? 256 : 128))
+    return false;
+  if (p.A2) {
+    if (!tma_map(&m.a2, enc, dt, p.A2, p.M, p.K2, p.lda2, W_BM) ||
+        !tma_map(&m.b2, enc, dt, p.B2, p.N, p.K2, p.ldb2, wide ? 256 : 128))
+      return false;
+  } else {
+    m.a2 = m.a;
+    m.b2 = m.b;
+  }
+  if (dt == DType::BF16) {
+    if (wide) launch_tma<bf16, 256, 4>(p, m, s);
+    else launch_tma<bf16, 128, 3>(p, m, s);
+  } else {
+    if (wide) launch_tma<__half, 256, 4>(p, m, s);
+    else launch_tma<__half, 128, 3>(p, m, s);
+  }
+  return true;
+}
+
 bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
   static const int ok = [] {
     const char* e = std::getenv("HYPERSD_WGMMA");
@@ -231,6 +434,7 @@ void launch_wg(const GemmParams& p, int batch, cudaStream_t s) {
 // wgmma group in flight, one block per SM), which measured slower on an H200 (217 against 360 TFLOP/s at 4096^3
 // bf16, bench/gpu-runs/2026-11-26-h200-run6.log): kept for the next experiments (warp specialization, TMA).
 void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
+  if (launch_tma_gemm(p, dt, batch, s)) return;
   static const bool wide = [] {
     const char* e = std::getenv("HYPERSD_WGMMA_TILE");
     return e && std::atoi(e) == 256;

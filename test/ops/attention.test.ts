@@ -150,6 +150,24 @@ for (const dtype of ['f16', 'bf16'] as const) {
   });
 }
 
+// Half-precision cases over several query and key blocks of CUDA's tensor-core kernel (its 64- and 128-row
+// query blocks: gpu-check runs this file with HYPERSD_ATTN_WM=1 and =2): causal diagonals inside a block,
+// a last key tile past Lk (masked) after unmasked ones, the 48/64/80 head-dim buckets, lse.
+const halfCases: [string, Case][] = [
+  ['causal self L=300 D=64', { B: 1, Lq: 300, Lk: 300, H: 2, D: 64, Dv: 64, causal: true }],
+  ['Lq=200 Lk=150 D=64', { B: 2, Lq: 200, Lk: 150, H: 2, D: 64, Dv: 64, amp: 3 }],
+  ['self L=260 D=40', { B: 1, Lq: 260, Lk: 260, H: 2, D: 40, Dv: 40 }],
+  ['causal Lq=140 < Lk=200 D=40', { B: 1, Lq: 140, Lk: 200, H: 1, D: 40, Dv: 40, causal: true }],
+  ['Lq=130 Lk=100 D=80', { B: 1, Lq: 130, Lk: 100, H: 2, D: 80, Dv: 80 }],
+];
+for (const dtype of ['f16', 'bf16'] as const)
+  for (const [name, c] of halfCases)
+    test(`attention ${dtype}: ${name}`, async () => {
+      const { out, lse, ref } = await run(c, dtype, 21);
+      assertClose(out, ref.o, TOL[dtype], 'out');
+      assertClose(lse, ref.lse, TOL[dtype], 'lse');
+    });
+
 // Self-attention over several full key blocks keeps each row's maximum while later blocks stay within 2^8 of it
 // (their numerators straight from the logits) and recomputes a block whose logits jump past that: keys 128 and
 // on scaled by 100 make the block holding them jump by hundreds (2^(s - m) of the kept m would overflow); with

@@ -192,6 +192,11 @@ test(`${NAME}matmul f16 / bf16, K-major operands: ragged tiles, K tail, batched 
     const a2 = roundTo(dt, randn(P * M2 * K2, 74)), b2 = roundTo(dt, randn(P * N2 * K2, 75, 0.2));
     const y2 = matmul(t(a2, [P, M2, K2], dt), t(b2, [P, N2, K2], dt), { transB: true, alpha: 0.5 });
     assertClose(await y2.floats(), refMatmul(a2, b2, P, M2, K2, N2, true, { transB: true, alpha: 0.5 }), TOL[dt], `${dt} batched B`);
+    // several k tiles past the ring of stages (12, tail 8) and N tiles (the last partial at 128 and at 256 columns)
+    const [M3, K3, N3] = [260, 712, 300];
+    const a3 = roundTo(dt, randn(M3 * K3, 77)), b3 = roundTo(dt, randn(N3 * K3, 78, 0.1));
+    const y3 = matmul(t(a3, [M3, K3], dt), t(b3, [N3, K3], dt), { transB: true, alpha: 0.75 });
+    assertClose(await y3.floats(), refMatmul(a3, b3, 1, M3, K3, N3, false, { transB: true, alpha: 0.75 }), TOL[dt], `${dt} long k`);
     const c0 = roundTo(dt, randn(M * N, 76));
     const acc = t(c0, [M, N], dt);
     matmul(t(a, [M, K], dt), t(b, [N, K], dt), { transB: true, beta: 1, out: acc });

@@ -183,9 +183,16 @@ fi
 # where the wgmma GEMM's time goes at the UNet's small K (the SD1.5 projections: 8192 x 320 x 320 and the GEGLU
 # input 8192 x 320 x 2560): throughput, stall reasons, occupancy of one launch of each
 if [ -x "$NCU" ] && [ "${NCU_GEMM:-1}" = 1 ]; then
-  stage ncu-gemm 60 "$NCU" --clock-control none --target-processes all -k regex:wgmma_gemm --launch-skip 2 --launch-count 2 \
+  stage ncu-gemm 60 "$NCU" --clock-control none --target-processes all -k regex:wgmma_ --launch-skip 2 --launch-count 2 \
     --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
     node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
+fi
+# where the flash-attention kernel's time goes at d = 64 (SDXL self-attention, the 300 TFLOP/s shape):
+# the second launch of that shape in bench/gpu_kernels.ts (the fourth shape: 3 x REPS earlier flash launches)
+if [ -x "$NCU" ] && [ "${NCU_ATTN:-1}" = 1 ]; then
+  stage ncu-attn 60 "$NCU" --clock-control none --target-processes all -k regex:flash_attn --launch-skip 10 --launch-count 1 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora

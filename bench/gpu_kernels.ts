@@ -58,7 +58,14 @@ async function main(): Promise<void> {
     await run('conv2d 320->320 64x64 N=2', () => hs.ops.conv2d(img, cw, null, { pad: 1 }));
     for (const t of [m, bias, img, img2, w, w2, cw]) t.dispose();
   }
-  for (const [Lk, D, H] of [[77, 40, 8], [4096, 40, 8], [77, 64, 10]]) {
+  {
+    const x = randn([8192, 1280]), w = randn([1280, 1280], 0.05), down = randn([64, 1280], 0.05), up = randn([1280, 64], 0.05);
+    await run('matmul 8192x1280x1280', () => hs.ops.matmul(x, w, { transB: true }));
+    await run('lora_linear 8192x1280x1280 rank 64', () => hs.ops.loraLinear(x, w, null, down, up, 0.5));
+    for (const t of [x, w, down, up]) t.dispose();
+  }
+  // (the d = 64 self-attention last: gpu-check's ncu-attn stage profiles its second launch)
+  for (const [Lk, D, H] of [[77, 40, 8], [4096, 40, 8], [77, 64, 10], [4096, 64, 10]]) {
     const q = randn([2, 4096, H * D]), k = randn([2, Lk, H * D]), v = randn([2, Lk, H * D]);
     await run(`attention B=2 Lq=4096 Lk=${Lk} H=${H} d=${D}`, () => hs.ops.attention(q, k, v, { heads: H }));
     for (const t of [q, k, v]) t.dispose();

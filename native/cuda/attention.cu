@@ -370,13 +370,15 @@ template <class T>
 void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
   if constexpr (!std::is_same<T, float>::value) {
     if (tensor_cores) {
-      // Two m tiles per warp (128-row blocks) up to a head dim of 64 (80 spilled) when that still gives every SM a block;
-      // HYPERSD_ATTN_WM=1|2 forces one (gpu-check runs the tests with both; above 64 only the one-tile kernel).
+      // Two m tiles per warp (128-row blocks) for the 48 bucket (SD1.5's d = 40) when that still gives every SM
+      // a block: on an H200 168 against 152 TFLOP/s (self, L = 4096) and 40 against 33 (77 keys); at d = 64 it
+      // measured slower (173 against 201: 254 registers leave two blocks per SM instead of three), and at 80
+      // it spilled. HYPERSD_ATTN_WM=1|2 forces one up to d = 64 (gpu-check runs the tests with both).
       static const int force = [] {
         const char* e = std::getenv("HYPERSD_ATTN_WM");
         return e ? std::atoi(e) : 0;
       }();
-      const bool two = p.D <= 64 && (force ? force == 2 : (int64_t)(p.Lq + 127) / 128 * p.B * p.H >= sm_count());
+      const bool two = p.D <= 64 && (force ? force == 2 : p.D <= 48 && (int64_t)(p.Lq + 127) / 128 * p.B * p.H >= sm_count());
       if (p.D <= 48) two ? launch_flash<T, 48, 2>(p, s) : launch_flash<T, 48, 1>(p, s);
       else if (p.D <= 64) two ? launch_flash<T, 64, 2>(p, s) : launch_flash<T, 64, 1>(p, s);
       else if (p.D <= 80) launch_flash<T, 80, 1>(p, s);

@@ -9,6 +9,8 @@
 //   1. t = scale * x down^T, a thin [rows, r] GEMM into a scratch (rows padded to 8 elements for cp.async),
 //      split over K into 2 or 4 slices summed by a small kernel when it would fill too few SMs;
 //   2. the main GEMM runs its k loop over x|W and then over t|up, accumulating both into one tile.
+// On Hopper (rank <= 64, unbatched) both run in one launch of the TMA kernel: the first column of tiles
+// computes t and publishes it per row block (launch_lora_fused in gemm_sm90a.cu).
 // lora_linear_batched does the same with a device-side adapter index per batch item (-1: no adapter) and a
 // per-item scale, so a batch mixes adapters. Its contract makes an index outside [-1, nA) an error, which a
 // kernel can only report through the host: a tiny check kernel and one stream sync per call (a few
@@ -37,6 +39,7 @@ namespace cu {
 // gemm_sm90a.cu (an sm_90a cubin): wgmma on Hopper
 bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk);
 void launch_wgmma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s);
+bool launch_lora_fused(const GemmParams& p, const void* down, int r, float scale, DType dt, cudaStream_t s);
 #endif
 void launch_geglu(const Tensor& x, const Tensor& y, cudaStream_t s);  // activation.cu
 
@@ -190,6 +193,45 @@ void run_lora(const char* op, const LoraArgs& a, DType dt, cudaStream_t s) {
     d.n_idx = (int)a.nA;
     d.scales = a.scales.data<float>();
   }
+  GemmParams p;  // y = x W^T + bias + t up^T
+  p.M = (int)a.L;
+  p.N = (int)a.N;
+  p.K = (int)a.K;
+  p.A = a.x.raw();
+  p.lda = a.K;
+  p.sA = a.L * a.K;
+  p.vecA = d.vecA;
+  p.B = a.W.raw();
+  p.ldb = a.K;
+  p.sB = 0;
+  p.vecB = rows_aligned(p.B, p.ldb, 0, es);
+  p.A2 = t.raw();
+  p.lda2 = r8;
+  p.sA2 = a.L * r8;
+  p.K2 = (int)a.r;
+  p.vecA2 = rows_aligned(p.A2, r8, p.sA2, es);
+  p.B2 = a.up.raw();
+  p.ldb2 = a.r;
+  p.sB2 = batched ? a.N * a.r : 0;
+  p.vecB2 = rows_aligned(p.B2, a.r, a.N * a.r, es);
+  if (batched) {
+    p.idx = d.idx;
+    p.idx_seg = 2;
+    p.n_idx = (int)a.nA;
+  }
+  p.C = a.y.raw();
+  p.ldc = a.N;
+  p.sC = a.L * a.N;
+  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
+  if (a.bias.storage) set_bias(p, a.bias);
+
+#ifdef HSD_WGMMA
+  // Hopper: one launch (t computed by the first column of tiles, gemm_sm90a.cu) when it applies
+  if (!batched && a.B == 1 && dt != DType::F32 && d.vecB && wgmma_gemm_eligible(p, A_ROWMAJOR, true) &&
+      launch_lora_fused(p, a.down.raw(), (int)a.r, a.scale, dt, s))
+    return;
+#endif
+
   // Split-K: the thin GEMM has ceil(L/128) blocks, fewer than half an H100's SMs at L = 8192 (64 blocks, a
   // third of the LoRA layer's time in the first H200 run). Without an adapter index, its K range is cut into
   // `split` slices run as a batch (A and B advance by K/split columns per batch item) into partial
@@ -229,37 +271,6 @@ void run_lora(const char* op, const LoraArgs& a, DType dt, cudaStream_t s) {
     run_gemm(op, d, dt, A_ROWMAJOR, true, a.B, s);
   }
 
-  GemmParams p;  // y = x W^T + bias + t up^T
-  p.M = (int)a.L;
-  p.N = (int)a.N;
-  p.K = (int)a.K;
-  p.A = a.x.raw();
-  p.lda = a.K;
-  p.sA = a.L * a.K;
-  p.vecA = d.vecA;
-  p.B = a.W.raw();
-  p.ldb = a.K;
-  p.sB = 0;
-  p.vecB = rows_aligned(p.B, p.ldb, 0, es);
-  p.A2 = t.raw();
-  p.lda2 = r8;
-  p.sA2 = a.L * r8;
-  p.K2 = (int)a.r;
-  p.vecA2 = rows_aligned(p.A2, r8, p.sA2, es);
-  p.B2 = a.up.raw();
-  p.ldb2 = a.r;
-  p.sB2 = batched ? a.N * a.r : 0;
-  p.vecB2 = rows_aligned(p.B2, a.r, a.N * a.r, es);
-  if (batched) {
-    p.idx = d.idx;
-    p.idx_seg = 2;
-    p.n_idx = (int)a.nA;
-  }
-  p.C = a.y.raw();
-  p.ldc = a.N;
-  p.sC = a.L * a.N;
-  p.pairC = pairs_aligned(p.C, p.ldc, p.sC, es);
-  if (a.bias.storage) set_bias(p, a.bias);
   run_gemm(op, p, dt, A_ROWMAJOR, true, a.B, s);
 }
 

@@ -20,7 +20,11 @@
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
 #include <cuda.h>  // CUtensorMap and its enums (the encoder is reached through the runtime: no libcuda link)
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 #include <type_traits>
 
 #include "gemm_core.cuh"
@@ -104,6 +108,34 @@ __device__ __forceinline__ void wg_mma(float* d, uint64_t da, uint64_t db) {
   }
 }
 
+__device__ __forceinline__ void wgmma_m64n64k16_bf16(float* d, uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_m64n64k16_f16(float* d, uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(1));
+}
+template <class T>
+__device__ __forceinline__ void wg_mma64(float* d, uint64_t da, uint64_t db) {
+  if constexpr (std::is_same<T, bf16>::value) wgmma_m64n64k16_bf16(d, da, db);
+  else wgmma_m64n64k16_f16(d, da, db);
+}
+
 // One ROWS x 64 tile of a K-major operand (rows r0.., k0..) into swizzled shared memory; rows past `rows`
 // and k past K are zero-filled. ROWS * 8 16-byte chunks, ROWS / 32 per thread.
 template <int ROWS>
@@ -142,6 +174,19 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
         : "memory");
     if (done) return;
     if (n > (1u << 26)) __trap();
+  }
+}
+// LoRA fusion's per-row-block flags (written with release, polled with acquire, device scope).
+__device__ __forceinline__ void flag_release(unsigned* f, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(f), "r"(v) : "memory");
+}
+__device__ __forceinline__ void flag_wait(const unsigned* f, unsigned v) {
+  for (uint32_t n = 0;; ++n) {
+    unsigned x;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(x) : "l"(f) : "memory");
+    if (x == v) return;
+    if (n > (1u << 26)) __trap();
+    __nanosleep(64);
   }
 }
 // A box of the 2-D tensor map at (column c0, row c1) into shared memory, completing on `bar`.
@@ -254,13 +299,30 @@ struct TCfg {
 };
 
 struct TmaMaps {
-  CUtensorMap a, b, a2, b2;
+  CUtensorMap a, b, a2, b2, dn;  // dn: LoRA's down [r, K] (fused launches only)
+};
+
+// LoRA in one launch (launch_lora_fused): the blocks of the first column of tiles (blockIdx.y == 0) first run a
+// prologue over segment 1 that computes their 128 rows of t = scale x down^T (A and down tiles through the same
+// stages, down in the B slot; one m64n64 wgmma per 16 k per warpgroup), store t (rounded to T, as the two-launch
+// path stores it), and publish it with a release flag per row block; every block's producer acquires its row
+// block's flag before loading segment 2 (t up^T). A row block's flag-setter is dispatched before any block
+// that waits for it (blocks start in linear order, blockIdx.x fastest) and the host takes this path only when
+// one column of tiles fits on the GPU at once, so a waiting block never holds back the block it waits for.
+struct LoraFuse {
+  void* t = nullptr;         // [M, ldt] in T
+  int64_t ldt = 0;
+  int r8 = 0;                // columns of t to store (the rank rounded up to 8, at most 64)
+  float scale = 1.f;
+  unsigned* flags = nullptr;  // one per row block of tiles; nullptr: not fused
+  unsigned epoch = 0;         // the value this launch publishes (a per-stream count: flags are never reset)
 };
 
 template <class T, int BN, int ST>
 __global__ void __launch_bounds__(T_THREADS, 1)
     wgmma_tma_kernel(const GemmParams p, const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
-                     const __grid_constant__ CUtensorMap ta2, const __grid_constant__ CUtensorMap tb2) {
+                     const __grid_constant__ CUtensorMap ta2, const __grid_constant__ CUtensorMap tb2,
+                     const __grid_constant__ CUtensorMap tdn, const LoraFuse lf) {
 #ifdef HSD_WGMMA_DEVICE
   using Cfg = TCfg<BN, ST>;
   extern __shared__ __align__(16) unsigned char wsm_raw[];
@@ -271,6 +333,9 @@ __global__ void __launch_bounds__(T_THREADS, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int m0 = blockIdx.x * W_BM, n0 = blockIdx.y * BN;
   const int nk1 = (p.K + W_BK - 1) / W_BK, nk = nk1 + (p.A2 ? (p.K2 + W_BK - 1) / W_BK : 0);
+  const bool fused = lf.flags != nullptr, makes_t = fused && blockIdx.y == 0;
+  const int np = makes_t ? nk1 : 0;  // prologue tiles (t), then the nk main tiles, through one ring
+  constexpr int DN_BYTES = 64 * 128;
   if (tid == 0) {
     for (int st = 0; st < ST; ++st) {
       mbar_init(full(st), 1);
@@ -282,11 +347,21 @@ __global__ void __launch_bounds__(T_THREADS, 1)
 
   if (warp == 8) {  // producer
     if (lane == 0) {
-      for (int kt = 0; kt < nk; ++kt) {
-        const int st = kt % ST, ph = (kt / ST) & 1;
+      for (int u = 0; u < np + nk; ++u) {
+        const int st = u % ST, ph = (u / ST) & 1, kt = u - np;
         mbar_wait(empty(st), ph ^ 1);  // a fresh barrier counts its (odd) previous phase as complete
-        mbar_expect_tx(full(st), Cfg::STAGE);
         const uint32_t sa = s0 + st * Cfg::STAGE, sb = sa + Cfg::A_BYTES;
+        if (u < np) {  // prologue: an A tile and a down tile
+          mbar_expect_tx(full(st), Cfg::A_BYTES + DN_BYTES);
+          tma_load_2d(sa, &ta, u * W_BK, m0, full(st));
+          tma_load_2d(sb, &tdn, u * W_BK, 0, full(st));
+          continue;
+        }
+        if (fused && kt == nk1) {  // t of this row block must be in memory before segment 2 reads it
+          flag_wait(lf.flags + blockIdx.x, lf.epoch);
+          asm volatile("fence.proxy.async.global;\n" ::: "memory");
+        }
+        mbar_expect_tx(full(st), Cfg::STAGE);
         if (kt < nk1) {
           tma_load_2d(sa, &ta, kt * W_BK, m0, full(st));
           tma_load_2d(sb, &tb, kt * W_BK, n0, full(st));
@@ -300,19 +375,57 @@ __global__ void __launch_bounds__(T_THREADS, 1)
   }
 
   const int wg = warp >> 2, wl = warp & 3;
+  // Each consumer keeps one wgmma group in flight and, at tile u > 0, releases tile u - 1's stage.
+  auto release_prev = [&](int u) {
+    if (u > 0 && (tid & 127) == 0) mbar_arrive(empty((u - 1) % ST));
+  };
+  if (makes_t) {
+    float tacc[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) tacc[i] = 0.f;
+    for (int u = 0; u < np; ++u) {
+      const int st = u % ST;
+      mbar_wait(full(st), (u / ST) & 1);
+      const uint32_t a0 = s0 + st * Cfg::STAGE + wg * 64 * 128, b0 = s0 + st * Cfg::STAGE + Cfg::A_BYTES;
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma64<T>(tacc, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
+      wg_commit();
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      release_prev(u);
+    }
+    wg_wait0();
+    // t rows of this warp: m0 + 64 wg + 16 wl + lane/4 (+ 8), columns 8j + 2 (lane % 4) (+ 1)
+    T* tg = (T*)lf.t;
+    const int tr = m0 + wg * 64 + wl * 16 + (lane >> 2);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int col = j * 8 + (lane & 3) * 2;
+      if (col >= lf.r8) continue;
+      if (tr < p.M)
+        *reinterpret_cast<uint32_t*>(tg + (int64_t)tr * lf.ldt + col) = pack2<T>(tacc[4 * j] * lf.scale, tacc[4 * j + 1] * lf.scale);
+      if (tr + 8 < p.M)
+        *reinterpret_cast<uint32_t*>(tg + (int64_t)(tr + 8) * lf.ldt + col) =
+            pack2<T>(tacc[4 * j + 2] * lf.scale, tacc[4 * j + 3] * lf.scale);
+    }
+    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+    __threadfence();
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");  // the two consumer warpgroups only
+    if (tid == 0) flag_release(lf.flags + blockIdx.x, lf.epoch);
+  }
   float d[BN / 2];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) d[i] = 0.f;
   for (int kt = 0; kt < nk; ++kt) {
-    const int st = kt % ST;
-    mbar_wait(full(st), (kt / ST) & 1);
+    const int u = np + kt, st = u % ST;
+    mbar_wait(full(st), (u / ST) & 1);
     const uint32_t a0 = s0 + st * Cfg::STAGE + wg * 64 * 128, b0 = s0 + st * Cfg::STAGE + Cfg::A_BYTES;
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T, BN>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
     wg_commit();
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-    if (kt > 0 && (tid & 127) == 0) mbar_arrive(empty((kt - 1) % ST));  // the previous tile's group is done
+    release_prev(u);
   }
   wg_wait0();
 
@@ -364,27 +477,45 @@ bool tma_map(CUtensorMap* m, EncodeTiled enc, DType dt, const void* base, int64_
 }
 
 template <class T, int BN, int ST>
-void launch_tma(const GemmParams& p, const TmaMaps& m, cudaStream_t s) {
+void launch_tma(const GemmParams& p, const TmaMaps& m, const LoraFuse& lf, cudaStream_t s) {
   constexpr int smem = TCfg<BN, ST>::SMEM;
   allow_smem((const void*)wgmma_tma_kernel<T, BN, ST>, smem);
   dim3 grid((p.M + W_BM - 1) / W_BM, (p.N + BN - 1) / BN, 1);
-  wgmma_tma_kernel<T, BN, ST><<<grid, T_THREADS, smem, s>>>(p, m.a, m.b, m.a2, m.b2);
+  wgmma_tma_kernel<T, BN, ST><<<grid, T_THREADS, smem, s>>>(p, m.a, m.b, m.a2, m.b2, m.dn, lf);
 }
 
-// The TMA kernel for one (unbatched) product when the maps encode; false: the caller runs the cp.async kernel.
-// 128 x 256 tiles (4 stages, 193 KiB, one block per SM) when N is a multiple of 256 or large and the tiles
-// still give every SM one, else 128 x 128 (3 stages, 97 KiB: two blocks per SM, one's epilogue under the other's
-// k loop). HYPERSD_WGMMA_TMA=0 turns it off (side-by-side comparisons), =128 or =256 forces a tile (tests).
-bool launch_tma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
+template <class T>
+void launch_tma_any(const GemmParams& p, const TmaMaps& m, const LoraFuse& lf, bool wide, cudaStream_t s) {
+  if (wide) launch_tma<T, 256, 4>(p, m, lf, s);
+  else launch_tma<T, 128, 3>(p, m, lf, s);
+}
+
+// The TMA kernel's tile choice and switch (HYPERSD_WGMMA_TMA: 0 off, 128 / 256 forced, else automatic).
+int tma_mode() {
   static const int mode = [] {
     const char* e = std::getenv("HYPERSD_WGMMA_TMA");
     return e ? std::atoi(e) : 1;
   }();
-  if (mode == 0 || batch != 1) return false;
+  return mode;
+}
+bool tma_wide(const GemmParams& p) {
+  const int mode = tma_mode();
+  // a slow epilogue (an activation) on a short k loop wants two blocks per SM (128 x 128): 53 against 87
+  // TFLOP/s for 8192 x 320 x 1280 + bias + gelu on 128 x 256 tiles (H200, 2026-11-27)
+  return mode == 256 || (mode != 128 && (p.N % 256 == 0 || p.N >= 2048) && (p.act == 0 || p.K >= 1024) &&
+                         (int64_t)((p.M + W_BM - 1) / W_BM) * ((p.N + 255) / 256) >= sm_count());
+}
+
+// The TMA kernel for one (unbatched) product when the maps encode; false: the caller runs the cp.async kernel.
+// 128 x 256 tiles (4 stages, 193 KiB, one block per SM) when N is a multiple of 256 or large, the epilogue is
+// fast or the k loop long, and the tiles still give every SM one, else 128 x 128 (3 stages, 97 KiB: two blocks
+// per SM, one's epilogue under the other's k loop). HYPERSD_WGMMA_TMA=0 turns it off (side-by-side
+// comparisons), =128 or =256 forces a tile (tests).
+bool launch_tma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
+  if (tma_mode() == 0 || batch != 1) return false;
   const EncodeTiled enc = encode_tiled();
   if (!enc) return false;
-  const bool wide = mode == 256 || (mode != 128 && (p.N % 256 == 0 || p.N >= 2048) &&
-                                    (int64_t)((p.M + W_BM - 1) / W_BM) * ((p.N + 255) / 256) >= sm_count());
+  const bool wide = tma_wide(p);
   TmaMaps m;
   if (!tma_map(&m.a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m.b, enc, dt, p.B, p.N, p.K, p.ldb, wide ? 256 : 128))
     return false;
@@ -396,13 +527,83 @@ bool launch_tma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
     m.a2 = m.a;
     m.b2 = m.b;
   }
-  if (dt == DType::BF16) {
-    if (wide) launch_tma<bf16, 256, 4>(p, m, s);
-    else launch_tma<bf16, 128, 3>(p, m, s);
-  } else {
-    if (wide) launch_tma<__half, 256, 4>(p, m, s);
-    else launch_tma<__half, 128, 3>(p, m, s);
+  m.dn = m.a;
+  const LoraFuse none;
+  if (dt == DType::BF16) launch_tma_any<bf16>(p, m, none, wide, s);
+  else launch_tma_any<__half>(p, m, none, wide, s);
+  return true;
+}
+
+// Per-stream flags for the fused LoRA launches (never freed: they live as long as the context), grown when a
+// launch needs more row blocks (the old buffer is kept: a kernel in flight may still read it), and the stream's
+// epoch count.
+struct LoraFlags {
+  unsigned* buf = nullptr;
+  int64_t n = 0;
+  unsigned epoch = 0;
+};
+LoraFlags* lora_flags(cudaStream_t s, int64_t need) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, LoraFlags> all;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
   }
+  std::lock_guard<std::mutex> g(mu);
+  LoraFlags& f = all[{dev, s}];
+  if (f.n < need) {
+    const int64_t n = std::max<int64_t>(need, 1024);
+    void* p = nullptr;
+    if (cudaMalloc(&p, n * sizeof(unsigned)) != cudaSuccess || cudaMemsetAsync(p, 0, n * sizeof(unsigned), s) != cudaSuccess) {
+      cudaGetLastError();
+      if (p) cudaFree(p);
+      return nullptr;
+    }
+    f.buf = (unsigned*)p;
+    f.n = n;
+    f.epoch = 0;  // a fresh (zeroed) buffer
+  }
+  if (++f.epoch == 0) {  // wrapped: zero the flags so that no stale value equals a new epoch
+    if (cudaMemsetAsync(f.buf, 0, f.n * sizeof(unsigned), s) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    f.epoch = 1;
+  }
+  return &f;
+}
+
+// y = x W^T + bias + t up^T with t = scale x down^T computed inside the same launch (LoraFuse above). p is the
+// main product with segment 2 set (A2 = t, the scratch it is written to); down [r, K]. False (nothing launched):
+// the caller takes the two-launch path. HYPERSD_LORA_FUSE=0 turns it off.
+bool launch_lora_fused(const GemmParams& p, const void* down, int r, float scale, DType dt, cudaStream_t s) {
+  static const bool on = [] {
+    const char* e = std::getenv("HYPERSD_LORA_FUSE");
+    return !(e && std::string(e) == "0");
+  }();
+  const int r8 = (r + 7) / 8 * 8;
+  const int64_t row_blocks = (p.M + W_BM - 1) / W_BM;
+  if (!on || tma_mode() == 0 || !p.A2 || r < 1 || r8 > 64 || (int64_t)p.lda2 < r8 || row_blocks > sm_count()) return false;
+  const EncodeTiled enc = encode_tiled();
+  if (!enc) return false;
+  const bool wide = tma_wide(p);
+  TmaMaps m;
+  if (!tma_map(&m.a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m.b, enc, dt, p.B, p.N, p.K, p.ldb, wide ? 256 : 128) ||
+      !tma_map(&m.a2, enc, dt, p.A2, p.M, p.K2, p.lda2, W_BM) || !tma_map(&m.b2, enc, dt, p.B2, p.N, p.K2, p.ldb2, wide ? 256 : 128) ||
+      !tma_map(&m.dn, enc, dt, down, r, p.K, p.K, 64))
+    return false;
+  LoraFlags* f = lora_flags(s, row_blocks);
+  if (!f) return false;
+  LoraFuse lf;
+  lf.t = const_cast<void*>(p.A2);
+  lf.ldt = p.lda2;
+  lf.r8 = r8;
+  lf.scale = scale;
+  lf.flags = f->buf;
+  lf.epoch = f->epoch;
+  if (dt == DType::BF16) launch_tma_any<bf16>(p, m, lf, wide, s);
+  else launch_tma_any<__half>(p, m, lf, wide, s);
   return true;
 }
 

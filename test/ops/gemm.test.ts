@@ -243,6 +243,23 @@ test(`${NAME}loraLinear in f16 / bf16 throughout, K = 512 (the CUDA kernel split
   }
 });
 
+// Several row and column blocks of tiles (on Hopper the one-launch form: the first column of tiles computes
+// t and the others wait for it per row block), ranks 8, 24 (t's tile partly past the rank) and 64 (the most
+// that form takes), a K tail, with and without bias.
+test(`${NAME}loraLinear f16 / bf16 over several row and column blocks, ranks 8 / 24 / 64`, async () => {
+  const L = 300, K = 200, N = 300;
+  for (const dt of ['f16', 'bf16'] as const)
+    for (const [r, scale, withBias] of [[8, 1.5, true], [24, -0.8, false], [64, 0.7, true]] as const) {
+      const x = roundTo(dt, randn(L * K, 51 + r)), w = roundTo(dt, randn(N * K, 52, 0.05)), bias = roundTo(dt, randn(N, 53));
+      const down = roundTo(dt, randn(r * K, 54, 0.1)), up = roundTo(dt, randn(N * r, 55, 0.5));
+      const y = loraLinear(t(x, [L, K], dt), t(w, [N, K], dt), withBias ? t(bias, [N], dt) : null, t(down, [r, K], dt), t(up, [N, r], dt), scale);
+      const ref = refMatmul(x, merged(w, down, up, N, K, r, scale), 1, L, K, N, false, { transB: true, bias: withBias ? bias : undefined });
+      assertClose(await y.floats(), ref, TOL[dt], `${dt} rank ${r}`);
+      const base = refMatmul(x, w, 1, L, K, N, false, { transB: true, bias: withBias ? bias : undefined });
+      assert.ok(relErr(base, ref) > 5 * TOL[dt], `adapter share ${relErr(base, ref)} at rank ${r}`);
+    }
+});
+
 test(`${NAME}loraLinear equals the merged weight (f32, and f16 / bf16 weights)`, async () => {
   const L = 37, K = 45, N = 29, r = 4, scale = 0.75;
   for (const dt of ['f32', 'f16', 'bf16'] as const) {

@@ -66,9 +66,10 @@ __device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, i
 
 // ---------------------------------------------------------------- tensor-core (flash) kernel
 
-template <int DP, int WM>
+// KT: keys per K/V tile (0: 64, or 32 above a head dim of 128, to bound registers)
+template <int DP, int WM, int KT = 0>
 struct FaCfg {
-  static constexpr int BQ = 64 * WM, THREADS = 128, BKV = DP <= 128 ? 64 : 32, LD = DP + 8;
+  static constexpr int BQ = 64 * WM, THREADS = 128, BKV = KT ? KT : DP <= 128 ? 64 : 32, LD = DP + 8;
   static constexpr int SMEM = (BQ * LD + 4 * BKV * LD) * 2;  // Q + double-buffered K and V, 16-bit
 };
 
@@ -89,9 +90,9 @@ __device__ __forceinline__ void stage_tile(T* s, const T* g, int64_t ld, int r0,
 // from shared memory by ldmatrix feeds two mma instead of one: at one m tile a warp the K/V fragment reads
 // alone ask ~170 bytes per clock of an SM's 128 (an m16n8k16 mma every ~1.5 clocks, a 512-byte ldmatrix.x4
 // per two mma), so the kernel was bound by shared-memory bandwidth (207 TFLOP/s at d = 64 on an H200).
-template <class T, int DP, int WM>
-__global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
-  using C = FaCfg<DP, WM>;
+template <class T, int DP, int WM, int KT = 0>
+__device__ __forceinline__ void flash_attn_body(const AttnParams p) {
+  using C = FaCfg<DP, WM, KT>;
   constexpr int BQ = C::BQ, BKV = C::BKV, LD = C::LD, KS = DP / 16, NT = BKV / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
@@ -268,6 +269,16 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
     }
 }
 
+template <class T, int DP, int WM>
+__global__ void __launch_bounds__(128) flash_attn_kernel(const AttnParams p) {
+  flash_attn_body<T, DP, WM>(p);
+}
+// Registers capped at 128 (four blocks per SM; see launch_attention).
+template <class T, int DP>
+__global__ void __launch_bounds__(128, 4) flash_attn_occ4_kernel(const AttnParams p) {
+  flash_attn_body<T, DP, 1, (DP == 64 ? 32 : 0)>(p);
+}
+
 // ---------------------------------------------------------------- SIMT kernel
 
 constexpr int SA_WARPS = 8, SA_MAXD = 256, SA_MAXD_BIG = 512;
@@ -357,13 +368,24 @@ __global__ void __launch_bounds__(256, 1) attn_simt_big_kernel(const AttnParams 
 
 // ---------------------------------------------------------------- launchers
 
-template <class T, int DP, int WM>
+template <class T, int DP, int WM, int MINB = 1>
 void launch_flash(const AttnParams& p, cudaStream_t s) {
-  using C = FaCfg<DP, WM>;
-  auto kernel = flash_attn_kernel<T, DP, WM>;
-  allow_smem((const void*)kernel, C::SMEM);
+  using C = FaCfg<DP, WM, (MINB > 1 && DP == 64 ? 32 : 0)>;
+  const void* kernel;
+  if constexpr (MINB > 1) kernel = (const void*)flash_attn_occ4_kernel<T, DP>;
+  else kernel = (const void*)flash_attn_kernel<T, DP, WM>;
+  allow_smem(kernel, C::SMEM);
+  if (MINB > 1) {  // the largest shared-memory carveout, so that four blocks' tiles fit beside each other
+    static bool once = [&] {
+      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+      cudaGetLastError();
+      return true;
+    }();
+    (void)once;
+  }
   dim3 grid((p.Lq + C::BQ - 1) / C::BQ, p.B * p.H);
-  kernel<<<grid, C::THREADS, C::SMEM, s>>>(p);
+  if constexpr (MINB > 1) flash_attn_occ4_kernel<T, DP><<<grid, C::THREADS, C::SMEM, s>>>(p);
+  else flash_attn_kernel<T, DP, WM><<<grid, C::THREADS, C::SMEM, s>>>(p);
 }
 
 template <class T>
@@ -379,8 +401,16 @@ void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
         return e ? std::atoi(e) : 0;
       }();
       const bool two = p.D <= 64 && (force ? force == 2 : p.D <= 48 && (int64_t)(p.Lq + 127) / 128 * p.B * p.H >= sm_count());
-      if (p.D <= 48) two ? launch_flash<T, 48, 2>(p, s) : launch_flash<T, 48, 1>(p, s);
-      else if (p.D <= 64) two ? launch_flash<T, 64, 2>(p, s) : launch_flash<T, 64, 1>(p, s);
+      // One m tile a warp at d <= 64: registers capped at 128 for four blocks (16 warps) per SM (at d = 64 with
+      // 32-key tiles, which fit 128 registers without spills). Nsight Compute on the uncapped d = 64 kernel (160
+      // registers, 64-key tiles): three blocks, issue slots 51% busy, 4.9 cycles per issued instruction, the
+      // tensor pipe 32% busy (latency-bound). HYPERSD_ATTN_OCC=3 runs the uncapped kernels.
+      static const bool occ4 = [] {
+        const char* e = std::getenv("HYPERSD_ATTN_OCC");
+        return !(e && std::atoi(e) == 3);
+      }();
+      if (p.D <= 48) two ? launch_flash<T, 48, 2>(p, s) : occ4 ? launch_flash<T, 48, 1, 4>(p, s) : launch_flash<T, 48, 1>(p, s);
+      else if (p.D <= 64) two ? launch_flash<T, 64, 2>(p, s) : occ4 ? launch_flash<T, 64, 1, 4>(p, s) : launch_flash<T, 64, 1>(p, s);
       else if (p.D <= 80) launch_flash<T, 80, 1>(p, s);
       else if (p.D <= 128) launch_flash<T, 128, 1>(p, s);
       else launch_flash<T, 160, 1>(p, s);

@@ -4,14 +4,19 @@
 // callers; both are checked by the same tests (test/ops/norm.test.ts and activation.test.ts run the portable
 // kernels too, in a child process).
 //
-// silu uses exp_ps from avx2_math.h (relative error ~2e-7, as libm's expf within the tests' f32 tolerance).
+// silu uses exp_neg_ps from avx2_math.h (exp(-x), relative error ~2e-7, as libm's expf within the tests' f32
+// tolerance); geglu an Abramowitz-Stegun erfc with the same exponential. These chains are long (~60 cycles a
+// vector) and measured bound by how much independent work the out-of-order window finds, not by any one pipe
+// (zmm division: one per ~2.6 cycles here; a reciprocal-plus-Newton SiLU ran 25% slower), so the 16-lane loops
+// take four vectors step by step together (silu_v, geglu_v).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 
 // pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU, GEGLU and
-// the group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits).
+// the group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits as the 8-lane
+// compile).
 #ifndef HSD_PW_NS
 #define HSD_PW_NS pw_avx2
 #endif
@@ -23,68 +28,142 @@ namespace hsd {
 namespace HSD_PW_NS {
 
 static inline __m256 silu_ps(__m256 v) {
-  const __m256 one = _mm256_set1_ps(1.f);
-  const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), v));
-  return _mm256_div_ps(v, _mm256_add_ps(one, e));
+  return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.f), avx2::exp_neg_ps(v)));
 }
 
 #ifdef __AVX512F__
-// silu_ps, erf_ps and geglu_ps on 16 lanes (avx512::exp_ps: avx2_math.h), the same operations lane by lane.
-static inline __m512 erf_ps16(__m512 x) {
-  const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
-  const __m512i xi = _mm512_castps_si512(x);
-  const __m512i sign = _mm512_and_si512(xi, signbit);
-  const __m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(signbit, xi));
-  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, _mm512_set1_ps(1.f)));
-  __m512 p = _mm512_set1_ps(1.061405429f);
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
-  p = _mm512_mul_ps(p, t);
-  const __m512 e = avx512::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
-  const __m512 r = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.f));
-  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign));
-}
-static inline __m512 geglu_ps16(__m512 h, __m512 x) {
-  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.f), r2 = _mm512_set1_ps(0.70710678118654752f);
-  const __m512 gl = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf_ps16(_mm512_mul_ps(x, r2))));
-  return _mm512_mul_ps(h, gl);
-}
+// silu_ps on 16 lanes (avx512::exp_neg_ps: avx2_math.h), the same operations lane by lane.
 static inline __m512 silu_ps16(__m512 v) {
-  const __m512 e = avx512::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v));
-  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), avx512::exp_neg_ps(v)));
 }
 #endif
 
-// erf(x) by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended: 1 - poly(t) exp(-x^2), t = 1/(1 + p|x|).
-static inline __m256 erf_ps(__m256 x) {
-  const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.f));
-  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.f)));
-  __m256 p = _mm256_set1_ps(1.061405429f);
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-  p = _mm256_mul_ps(p, t);
-  const __m256 e = avx2::exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
-  const __m256 r = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.f));
-  return _mm256_or_ps(r, sign);
+// The operations GEGLU needs, on 8 lanes and (in the AVX-512 compile) on 16, so one template serves both.
+static inline __m256 vset(__m256, float c) { return _mm256_set1_ps(c); }
+static inline __m256 vmul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+static inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+static inline __m256 vfnma(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }
+static inline __m256 vdiv(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
+static inline __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+static inline __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a); }
+static inline __m256 vexp_neg(__m256 a) { return avx2::exp_neg_core_ps(a); }
+static inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline __m256 vround(__m256 a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline __m256 vscale2n(__m256 p, __m256 n) {  // p * 2^n as avx2::exp_neg_core_ps forms it
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
+}
+#ifdef __AVX512F__
+static inline __m512 vset(__m512, float c) { return _mm512_set1_ps(c); }
+static inline __m512 vmul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+static inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline __m512 vfnma(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
+static inline __m512 vdiv(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
+static inline __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+static inline __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+static inline __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
+static inline __m512 vexp_neg(__m512 a) { return avx512::exp_neg_core_ps(a); }
+static inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+static inline __m512 vround(__m512 a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline __m512 vscale2n(__m512 p, __m512 n) {
+  return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23)));
+}
+#endif
+
+// GEGLU of R vectors of values h and their gates x: y = h * gelu(x), gelu(x) = 0.5 x (1 + erf(x / sqrt 2)),
+// erf by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7): erfc(a) = t P(t) exp(-a^2), t = 1/(1 + p a), a >= 0.
+// Written as gelu(x) = max(x, 0) - |x|/2 erfc(|x|/sqrt 2) (both signs in one expression: no sign bit to
+// restore, no 1 + erf, which cancelled for negative x), with |x|/2 = a/sqrt 2 folded into P's coefficients:
+// 27 operations a vector where the erf form took 32, the FMA pipes' share 18 of them. a is capped at 9 (erfc
+// below 4e-37 beyond; a = z*z then stays inside exp's range, so the exponential needs no clamp, and +-inf gives
+// +inf / -0 rather than inf * 0); min(9, a) keeps a NaN. The R vectors go step by step together (the chain of
+// a vector, ~60 cycles, otherwise left the out-of-order window short of independent work): R = 4 on 16 lanes
+// +33% against one vector at a time with the erf form (5.2 against 3.9 Gelem/s on one core, L1-resident).
+template <int R, class V>
+static inline __attribute__((always_inline)) void geglu_v(const V* h, const V* x, V* y) {
+  const V z0 = vset(V(), 0.f);
+  V a[R], t[R], p[R], e[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) a[j] = vmin(vset(z0, 9.f), vabs(vmul(x[j], vset(z0, 0.70710678118654752f))));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) t[j] = vdiv(vset(z0, 1.f), vfma(vset(z0, 0.3275911f), a[j], vset(z0, 1.f)));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) e[j] = vexp_neg(vmul(a[j], a[j]));
+  const float k = 0.70710678118654752f;
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, 1.061405429f * k), t[j], vset(z0, -1.453152027f * k));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 1.421413741f * k));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, -0.284496736f * k));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 0.254829592f * k));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vmul(vmul(p[j], t[j]), a[j]);
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) y[j] = vmul(h[j], vfnma(p[j], e[j], vmax(x[j], z0)));
 }
 
-// GEGLU of 8 values h and their 8 gates g: h * gelu(g), gelu(x) = 0.5 x (1 + erf(x / sqrt 2)).
+// SiLU of R vectors, step by step together: the operations of silu_ps (exp_neg_ps inlined), so the same bits;
+// R = 4 on 16 lanes ~5% faster than one vector at a time (L1-resident, one core).
+template <int R, class V>
+static inline __attribute__((always_inline)) void silu_v(const V* v, V* y) {
+  const V z0 = vset(V(), 0.f);
+  V x[R], n[R], r[R], p[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) x[j] = vmin(vmax(v[j], vset(z0, -88.f)), vset(z0, 87.f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) n[j] = vround(vmul(x[j], vset(z0, -1.44269504089f)));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) r[j] = vfma(n[j], vset(z0, 0.693359375f), x[j]);
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) r[j] = vfma(n[j], vset(z0, -2.12194440e-4f), r[j]);
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, -8.307937e-3f), r[j], vset(z0, 4.1897908e-2f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], r[j], vset(z0, -0.16667345f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], r[j], vset(z0, 0.4999915f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], r[j], vset(z0, -0.9999998f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], r[j], vset(z0, 1.f));
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) y[j] = vdiv(v[j], vadd(vset(z0, 1.f), vscale2n(p[j], n[j])));
+}
+
 static inline __m256 geglu_ps(__m256 h, __m256 x) {
-  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), r2 = _mm256_set1_ps(0.70710678118654752f);
-  const __m256 gl = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf_ps(_mm256_mul_ps(x, r2))));
-  return _mm256_mul_ps(h, gl);
+  __m256 y;
+  geglu_v<1>(&h, &x, &y);
+  return y;
 }
 
 // GEGLU row: o[i] = h[i] * gelu(g[i]).
 void geglu(const float* h, const float* g, float* o, int64_t n) {
   int64_t i = 0;
 #ifdef __AVX512F__
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, geglu_ps16(_mm512_loadu_ps(h + i), _mm512_loadu_ps(g + i)));
+  for (; i + 64 <= n; i += 64) {
+    __m512 hv[4], xv[4], yv[4];
+    for (int j = 0; j < 4; ++j) {
+      hv[j] = _mm512_loadu_ps(h + i + 16 * j);
+      xv[j] = _mm512_loadu_ps(g + i + 16 * j);
+    }
+    geglu_v<4>(hv, xv, yv);
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + i + 16 * j, yv[j]);
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m512 hv = _mm512_loadu_ps(h + i), xv = _mm512_loadu_ps(g + i);
+    __m512 yv;
+    geglu_v<1>(&hv, &xv, &yv);
+    _mm512_storeu_ps(o + i, yv);
+  }
+#else
+  for (; i + 16 <= n; i += 16) {
+    __m256 hv[2] = {_mm256_loadu_ps(h + i), _mm256_loadu_ps(h + i + 8)}, xv[2] = {_mm256_loadu_ps(g + i), _mm256_loadu_ps(g + i + 8)}, yv[2];
+    geglu_v<2>(hv, xv, yv);
+    _mm256_storeu_ps(o + i, yv[0]);
+    _mm256_storeu_ps(o + i + 8, yv[1]);
+  }
 #endif
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, geglu_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(g + i)));
   for (; i < n; ++i) o[i] = h[i] * (0.5f * g[i] * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
@@ -179,6 +258,12 @@ void clamp(const float* x, float lo, float hi, float* y, int64_t n) {
 void silu(const float* x, float* y, int64_t n) {
   int64_t i = 0;
 #ifdef __AVX512F__
+  for (; i + 64 <= n; i += 64) {
+    __m512 v[4], o[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_ps(x + i + 16 * j);
+    silu_v<4>(v, o);
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y + i + 16 * j, o[j]);
+  }
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, silu_ps16(_mm512_loadu_ps(x + i)));
 #endif
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu_ps(_mm256_loadu_ps(x + i)));

@@ -8,7 +8,9 @@
 // a loop over C that vectorises. The input is read twice; a single-read fused version would need the whole
 // image in cache and is a later performance step.
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
-// the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time.
+// the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time, its
+// AVX-512 compile 16-lane partials with the blocks of four rows software-pipelined (ln_rows16).
+// With AVX-512 the group-norm statistics and apply run 16 lanes at a time as well (pw_avx512).
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>
 #include <cmath>
@@ -28,10 +30,12 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx2
 namespace pw_avx512 {  // pointwise_avx512.cpp: the same kernels, 16 lanes at a time where it has them
+void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);
 void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu);
 void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu_on);
+void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx512
 namespace {
 
@@ -82,7 +86,7 @@ void group_norm_kernel(const OpContext& c) {
       std::fill(a2.begin(), a2.end(), 0.f);
       const float* xb = px + (n * S + r0) * C;
       if (avx2) {
-        pw_avx2::gn_sums(xb, r1 - r0, C, kc.data(), a1.data(), a2.data(), by4);
+        (avx512 ? pw_avx512::gn_sums : pw_avx2::gn_sums)(xb, r1 - r0, C, kc.data(), a1.data(), a2.data(), by4);
       } else {
         for (int64_t r = 0; r < r1 - r0; ++r) {
           const float* xr = xb + r * C;
@@ -165,9 +169,10 @@ void layer_norm_kernel(const OpContext& c) {
   const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>();
   float* py = y.data<float>();
   const bool avx2 = gemm::using_avx2();
+  const auto ln_rows = gemm::using_avx512() ? pw_avx512::ln_rows : pw_avx2::ln_rows;
   c.pool->parallel_for(rows, std::max<int64_t>(1, (1 << 13) / std::max<int64_t>(C, 1)), [&](int64_t s, int64_t e) {
     if (avx2) {
-      pw_avx2::ln_rows(px + s * C, py + s * C, e - s, C, pg, pb, eps);
+      ln_rows(px + s * C, py + s * C, e - s, C, pg, pb, eps);
       return;
     }
     for (int64_t r = s; r < e; ++r) {

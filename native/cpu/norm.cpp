@@ -76,12 +76,14 @@ void group_norm_kernel(const OpContext& c) {
   // it streams from memory (the VAE's [262144, 128] and [65536, 256]: the four interleaved rows ran the
   // normalise pass 1.5x slower and the statistics 1.1-1.2x; measured side by side in one process).
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);
+  // (The shifts are filled group by group: a division per channel, as `ch / Cg`, cost the statistics pass ~40%
+  // on [4096, 320]: 54 -> 34 us a thread, 81 blocks of 320 channels.)
   c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
     std::vector<float> kc((size_t)C), a1((size_t)C), a2((size_t)C);
     for (int64_t t = s; t < e; ++t) {
       int64_t n = t / nblk, blk = t % nblk;
       int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block);
-      for (int64_t ch = 0; ch < C; ++ch) kc[(size_t)ch] = px[n * S * C + (ch / Cg) * Cg];
+      for (int64_t g = 0; g < G; ++g) std::fill(&kc[(size_t)(g * Cg)], &kc[(size_t)(g * Cg)] + Cg, px[n * S * C + g * Cg]);
       std::fill(a1.begin(), a1.end(), 0.f);
       std::fill(a2.begin(), a2.end(), 0.f);
       const float* xb = px + (n * S + r0) * C;

@@ -4,10 +4,19 @@
 // Waits spin for a few tens of microseconds before they sleep on the condition variable: ops come back to
 // back (a worker's next job usually arrives within that time) and the other threads finish their last chunk
 // within it, while waking a sleeping thread costs tens of microseconds on a VM, which a 100 us op feels.
+// A worker woken after an idle moment may be queued by Linux on the CPU of the thread that woke it (which
+// keeps computing): the two then share one CPU until the load balancer moves one, milliseconds later. On the
+// 2-core development VM a 77-key attention (1.4 ms on two threads) ran at the one-thread time for most calls
+// after a 100 ms pause (156-187 against 287-301 GFLOP/s back to back). So a worker that finds itself on the
+// caller's CPU moves off it: its affinity without that CPU (the kernel migrates it), then the old mask back
+// (no lasting pinning). Two system calls, only when the threads share a CPU.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <exception>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include "hypersd/ops.h"
 
@@ -33,6 +42,27 @@ bool spin_until(F done, int us) {
   }
 }
 constexpr int kSpinUs = 50;
+
+int current_cpu() {
+#ifdef __linux__
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+// Off `cpu` when this thread runs on it and its affinity allows another (see the top of the file).
+void move_off(int cpu) {
+#ifdef __linux__
+  if (cpu < 0 || sched_getcpu() != cpu) return;
+  cpu_set_t all;
+  if (sched_getaffinity(0, sizeof(all), &all) != 0 || !CPU_ISSET(cpu, &all) || CPU_COUNT(&all) < 2) return;
+  cpu_set_t other = all;
+  CPU_CLR(cpu, &other);
+  if (sched_setaffinity(0, sizeof(other), &other) == 0) sched_setaffinity(0, sizeof(all), &all);
+#else
+  (void)cpu;
+#endif
+}
 }  // namespace
 
 // A throwing chunk must not kill a worker thread: keep the first exception for the caller.
@@ -75,6 +105,7 @@ void ThreadPool::worker_loop(int) {
       n = n_;
       chunk = chunk_;
     }
+    move_off(caller_cpu_.load(std::memory_order_relaxed));
     for (;;) {
       int64_t b = next_.fetch_add(chunk);
       if (b >= n) break;
@@ -104,9 +135,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     chunk_ = chunk;
     next_.store(0);
     active_ = (int)workers_.size();
+    caller_cpu_.store(current_cpu(), std::memory_order_relaxed);
     ++generation_;
   }
   cv_.notify_all();
+#ifdef __linux__
+  sched_yield();  // a worker queued on this CPU runs now, and moves off it (move_off)
+#endif
   for (;;) {
     int64_t b = next_.fetch_add(chunk);
     if (b >= n) break;

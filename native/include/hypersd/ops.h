@@ -91,6 +91,7 @@ class ThreadPool {
   std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<int> caller_cpu_{-1};  // the CPU the job's caller ran on when it posted the job (Linux)
 };
 
 // One ordered queue per device, drained by a worker thread.

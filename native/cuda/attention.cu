@@ -25,9 +25,12 @@
 // in shared memory; lane j scores key j, the warp does the online softmax with shuffles, and each lane owns
 // Dv/32 output channels.
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills on all four archs (rechecked for sm_80/86/89/90 2026-11-26):
-// flash_attn_kernel f16/bf16 by head-dim bucket 48: 142, 64: 164, 80: 210, 128: 244, 160: 246 registers (128
-// threads; shared memory 35/45/55/85/63 KiB); attn_simt_kernel 40-47 registers and attn_simt_big_kernel 84-90
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills on all four archs (rechecked for sm_80/86/89/90 2026-11-27):
+// flash_attn_kernel f16/bf16 by head-dim bucket 48: 128, 64: 160, 80: 210, 128: 244, 160: 246 registers (128
+// threads; shared memory 35/45/55/85/63 KiB); two m tiles a warp: 48: 233, 64: 254; flash_attn_occ4_kernel
+// (the default at d <= 64) 48: 128, 64: 127 (32-key tiles, 27 KiB). Measured on an H200 (2026-11-27,
+// bench/gpu-runs/2026-11-27-h200-s13*): d = 64 self-attention (B 2, L 4096, 10 heads) 198-202 -> 205-210
+// TFLOP/s with the 128-register cap, d = 40 168-172 with two m tiles (148-152 with one); attn_simt_kernel 40-47 registers and attn_simt_big_kernel 84-90
 // (96-99 on sm_90), (TK (D+1) + TK Dv + 8 D) * 4 B dynamic shared memory (TK = 32, 16 for the big one);
 // backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
 #include <cmath>

@@ -1,22 +1,37 @@
 // matmul on Hopper tensor cores with wgmma (sm_90a only): C = act(alpha A B^T + bias) + beta C for f16/bf16,
-// A [M, K] row-major and B [N, K] row-major (a linear layer's weight: both operands K-major), batched by
-// blockIdx.z with strides, with LoRA's second segment (t [M, r] and up [N, r] continue the k loop) when
-// r % 8 == 0; per-item adapter indices (lora_linear_batched) stay on the mma.sync kernel. gemm.cu's run_gemm()
-// calls it on a compute capability 9.0 device when the operands qualify (rows 16-byte aligned, K % 8 == 0)
-// unless HYPERSD_WGMMA=0; everything else takes the mma.sync kernel of gemm_core.cuh (Ampere, Ada, Hopper).
+// A [M, K] row-major and B [N, K] row-major (a linear layer's weight: both operands K-major), with LoRA's
+// second segment (t [M, r] and up [N, r] continue the k loop) when r % 8 == 0. gemm.cu's run_gemm() calls it
+// on a compute capability 9.0 device when the operands qualify (rows 16-byte aligned, K % 8 == 0) unless
+// HYPERSD_WGMMA=0; everything else takes the mma.sync kernel of gemm_core.cuh (Ampere, Ada, Hopper).
+// Two kernels:
 //
-// Block: 128x128 output tile, 2 warpgroups (256 threads), warpgroup w owning rows 64w..64w+63 with one
-// m64n128k16 wgmma per 16 k. Operands reach shared memory by cp.async (every thread loads) in a 3-stage ring
-// of 64-wide k tiles stored in the 128-byte swizzle that the wgmma descriptors name (16-byte chunk c of row r
-// at chunk c ^ (r & 7); 8-row groups 1024 bytes apart); fence.proxy.async makes the cp.async writes visible to
-// the tensor cores before the barrier. Per k tile: barrier, issue the loads of the tile two ahead, 4 wgmma,
-// commit, wait. The accumulators use mma.sync's m16n8 layout per warp: a whole tile with no activation (at
-// most a bias and the fused residual) is stored pair by pair in a dozen instructions a pair, anything else
-// through store_pair() (whose bias / activation / residual part is one out-of-line function). With all of it
-// inlined in every pair the kernel was ~10900 PTX instructions and, at the UNet's K = 320, Nsight Compute
-// found 59% of its stall cycles waiting for instruction fetch (8192 x 320 x 2560: 137 us, 98 TFLOP/s).
-// Measured on an H200 (bench/RESULTS.md, bench/gpu-runs/): 438 TFLOP/s bf16 at 4096^3 against 276 for the
-// mma.sync kernel (2026-11-27; 355 and 230 before the epilogue change). ptxas (sm_90a, CUDA 13.0): 118 registers (128x128), 170 (128x256 variant), 0 spills.
+// wgmma_tma_kernel (unbatched products; the default): warp-specialized. Warp 8 is the producer: one lane
+// issues two TMA bulk tensor copies per 64-wide k tile (tensor maps encoded on the host through the runtime's
+// driver entry point; the hardware zero-fills past the matrix edges) into a ring of stages guarded by
+// mbarriers (full: expect-tx + bytes; empty: one arrival per consumer warpgroup). Warpgroups 0 and 1 consume,
+// each owning 64 rows of a 128 x 256 tile (4 stages) or a 128 x 128 tile (3 stages, two blocks per SM: for
+// narrow N, short k loops with an activation, or too few tiles), keeping one wgmma group in flight. It also
+// runs LoRA in one launch (launch_lora_fused: the first column of tiles computes t = scale x down^T in a
+// prologue and publishes it per row block; see LoraFuse). Measured on an H200 (2026-11-27, bench/gpu-runs/
+// 2026-11-27-h200-s13*): 626-672 TFLOP/s bf16 at 4096^3 (f16 584-609) against 440-443 for the cp.async
+// kernel below in the same runs; SD1.5 FF out 8192 x 1280 x 320 240 -> 276-302, SDXL GEGLU in 2048 x 1280 x
+// 10240 355 -> 477-482; lora_linear rank 64 at 8192 x 1280 x 1280: 0.99-1.05x the plain GEMM's time
+// (1.22-1.29x with the two launches). ptxas (sm_90a, CUDA 13.0): 156 registers (128 x 256), 92 (128 x 128),
+// 0 spills.
+//
+// wgmma_gemm_kernel (batched problems; HYPERSD_WGMMA_TMA=0 for all): 128 x 128 tiles, 2 warpgroups (256
+// threads), warpgroup w owning rows 64w..64w+63 with one m64n128k16 wgmma per 16 k. Operands reach shared
+// memory by cp.async (every thread loads) in a 3-stage ring of 64-wide k tiles stored in the 128-byte swizzle
+// that the wgmma descriptors name (16-byte chunk c of row r at chunk c ^ (r & 7); 8-row groups 1024 bytes
+// apart); fence.proxy.async makes the cp.async writes visible to the tensor cores before the barrier. Per k
+// tile: barrier, issue the loads of the tile two ahead, 4 wgmma, commit, wait.
+//
+// Epilogue (both): the accumulators use mma.sync's m16n8 layout per warp: a whole tile with no activation
+// (at most a bias and the fused residual) is stored pair by pair in a dozen instructions a pair, anything
+// else through store_pair() (whose bias / activation / residual part is one out-of-line function). With all
+// of it inlined in every pair the kernel was ~10900 PTX instructions and, at the UNet's K = 320, Nsight
+// Compute found 59% of its stall cycles waiting for instruction fetch (8192 x 320 x 2560: 137 us, 98 TFLOP/s).
+// ptxas for wgmma_gemm_kernel: 118 registers (128x128), 170 (128x256 variant), 0 spills.
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
 #include <cuda.h>  // CUtensorMap and its enums (the encoder is reached through the runtime: no libcuda link)
 

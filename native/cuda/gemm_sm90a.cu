@@ -213,6 +213,29 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 }
 #endif
 
+#ifdef HSD_WGMMA_DEVICE
+// A warp's share of a 128 x BN tile (mma.sync's m16n8 layout: rows row and row + 8, columns 8j + 2 (lane % 4)
+// (+ 1)) into C: a whole tile with no activation pair by pair (FastEpilogue), anything else through store_pair.
+template <class T, int BN>
+__device__ __forceinline__ void wg_store_tile(const GemmParams& p, T* C, int row, int m0, int n0, int lane, const float* d) {
+  const FastEpilogue<T> fe(p, p.alpha, m0, W_BM, n0, BN);
+  if (fe.ok) {
+    T* r0 = C + (int64_t)row * p.ldc;
+    T* r8 = r0 + 8 * (int64_t)p.ldc;
+    const int c0 = n0 + (lane & 3) * 2;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) fe.store(r0, r8, c0 + j * 8, d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int col = n0 + j * 8 + (lane & 3) * 2;
+    store_pair<T>(p, C, p.alpha, row, col, d[4 * j], d[4 * j + 1]);
+    store_pair<T>(p, C, p.alpha, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
+  }
+}
+#endif
+
 // BN: 128 or 256 columns per block; ST stages; with 4 or more stages one k tile's wgmma group stays in flight
 // while the next is issued (wait_group 1) and loads run PD = ST - 2 tiles ahead, else PD = ST - 1 and each
 // tile's group is waited for (wait_group 0). Either way a stage is refilled only after the barrier that follows
@@ -277,23 +300,7 @@ __global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmPara
   wg_wait0();
   cp_async_wait<0>();
 
-  T* C = (T*)p.C + (int64_t)z * p.sC;
-  const int row = m0 + wg * 64 + warp * 16 + (lane >> 2);
-  const FastEpilogue<T> fe(p, p.alpha, m0, W_BM, n0, BN);  // a whole tile, no activation (gemm_core.cuh)
-  if (fe.ok) {
-    T* r0 = C + (int64_t)row * p.ldc;
-    T* r8 = r0 + 8 * (int64_t)p.ldc;
-    const int c0 = n0 + (lane & 3) * 2;
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) fe.store(r0, r8, c0 + j * 8, d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int col = n0 + j * 8 + (lane & 3) * 2;
-    store_pair<T>(p, C, p.alpha, row, col, d[4 * j], d[4 * j + 1]);
-    store_pair<T>(p, C, p.alpha, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
-  }
+  wg_store_tile<T, BN>(p, (T*)p.C + (int64_t)z * p.sC, m0 + wg * 64 + warp * 16 + (lane >> 2), m0, n0, lane, d);
 #endif
 }
 
@@ -444,23 +451,7 @@ __global__ void __launch_bounds__(T_THREADS, 1)
   }
   wg_wait0();
 
-  T* C = (T*)p.C;
-  const int row = m0 + wg * 64 + wl * 16 + (lane >> 2);
-  const FastEpilogue<T> fe(p, p.alpha, m0, W_BM, n0, BN);
-  if (fe.ok) {
-    T* r0 = C + (int64_t)row * p.ldc;
-    T* r8 = r0 + 8 * (int64_t)p.ldc;
-    const int c0 = n0 + (lane & 3) * 2;
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) fe.store(r0, r8, c0 + j * 8, d[4 * j], d[4 * j + 1], d[4 * j + 2], d[4 * j + 3]);
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int col = n0 + j * 8 + (lane & 3) * 2;
-    store_pair<T>(p, C, p.alpha, row, col, d[4 * j], d[4 * j + 1]);
-    store_pair<T>(p, C, p.alpha, row + 8, col, d[4 * j + 2], d[4 * j + 3]);
-  }
+  wg_store_tile<T, BN>(p, (T*)p.C, m0 + wg * 64 + wl * 16 + (lane >> 2), m0, n0, lane, d);
 #endif
 }
 

@@ -65,8 +65,8 @@ static inline __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
 static inline __m512 vexp_neg(__m512 a) { return avx512::exp_neg_core_ps(a); }
 static inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 static inline __m512 vround(__m512 a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-static inline __m512 vscale2n(__m512 p, __m512 n) {
-  return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23)));
+static inline __m512 vscale2n(__m512 p, __m512 n) {  // one vscalefps: exact for integral n, a normal product
+  return _mm512_scalef_ps(p, n);
 }
 #endif
 

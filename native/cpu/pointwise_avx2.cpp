@@ -260,6 +260,12 @@ void silu(const float* x, float* y, int64_t n) {
 #ifdef __AVX512F__
   for (; i + 64 <= n; i += 64) {
     __m512 v[4], o[4];
+    if (i + 64 + 1024 <= n) {  // 4 KiB ahead (the tensor streams from L3): 5.2 MB, two threads, ~5% (noisy)
+      for (int j = 0; j < 4; ++j) {
+        _mm_prefetch((const char*)(x + i + 1024 + 16 * j), _MM_HINT_T0);
+        __builtin_prefetch(y + i + 1024 + 16 * j, 1, 3);
+      }
+    }
     for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_ps(x + i + 16 * j);
     silu_v<4>(v, o);
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y + i + 16 * j, o[j]);

@@ -144,6 +144,8 @@ for wm in 1 2; do
   stage "ops/attention-wm$wm" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=$wm $UVU test/ops "^attention\\.test\\.ts\$"
 done
 stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_OCC=3 $UVU test/ops "^attention\\.test\\.ts\$"
+# the opt-in Hopper wgmma flash kernel (attention_sm90a.cu; never run on a GPU before session 14's check)
+stage "ops/attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 $UVU test/ops "^attention\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
@@ -157,6 +159,10 @@ if [ -x "$SAN" ]; then
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
   done
   stage "memcheck-attention-wm2" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=2 "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "memcheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "racecheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
@@ -201,6 +207,7 @@ stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/
 stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 # the attention rows on the one-tile flash kernel, for the side-by-side comparison with the default choice
 stage bench-attn-wm1 30 env HYPERSD_ATTN_WM=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
+stage bench-attn-wgmma 30 env HYPERSD_ATTN_WGMMA=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
 stage bench-attn-occ3 30 env HYPERSD_ATTN_OCC=3 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
 [ -n "${SASS:-}" ] && stage sass 20 bash -c "cuobjdump -sass '$HYPERSD_ADDON' | grep -oE '(HGMMA|HMMA)\.[A-Z0-9.]+' | sort | uniq -c | sort -rn | head -8"
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15

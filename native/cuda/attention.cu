@@ -37,35 +37,12 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "attention.cuh"
 #include "common.cuh"
 
 namespace hsd {
 namespace cu {
 namespace {
-
-struct AttnParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  float* lse;
-  int B, H, Lq, Lk, D, Dv;
-  int64_t ldq, ldk, ldv, ldo;  // row strides: H*D, H*D, H*Dv, H*Dv
-  float scale_log2;            // scale * log2(e)
-  int causal;
-};
-
-constexpr float kLn2 = 0.69314718055994531f;
-
-// Number of key tiles a block of queries [q0, q0 + rows) needs (causal: up to its last query's diagonal).
-__device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, int tile) {
-  int n = (p.Lk + tile - 1) / tile;
-  if (p.causal) {
-    const int last = min(q0 + rows, p.Lq) - 1;
-    n = min(n, last / tile + 1);
-  }
-  return n;
-}
 
 // ---------------------------------------------------------------- tensor-core (flash) kernel
 
@@ -394,6 +371,10 @@ void launch_flash(const AttnParams& p, cudaStream_t s) {
 template <class T>
 void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
   if constexpr (!std::is_same<T, float>::value) {
+#ifdef HSD_WGMMA
+    // the Hopper wgmma kernel (attention_sm90a.cu), opt-in (HYPERSD_ATTN_WGMMA=1) until a GPU has verified it
+    if (tensor_cores && launch_attention_wgmma(p, std::is_same<T, bf16>::value, s)) return;
+#endif
     if (tensor_cores) {
       // Two m tiles per warp (128-row blocks) for the 48 bucket (SD1.5's d = 40) when that still gives every SM
       // a block: on an H200 168 against 152 TFLOP/s (self, L = 4096) and 40 against 33 (77 keys); at d = 64 it

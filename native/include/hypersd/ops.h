@@ -123,6 +123,7 @@ class Stream {
   void run_task(Task& t);
   // numbered(ticket) runs under the queue's lock once the task has its number (CPU), before it is queued.
   void enqueue_task(std::string what, std::function<void()> fn, const std::function<void(uint64_t)>& numbered);
+  void drop_done();
   Device device_;
   std::unique_ptr<ThreadPool> pool_;
   void* cuda_stream_ = nullptr;
@@ -130,6 +131,8 @@ class Stream {
   std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<Task> queue_;
+  // Tasks the worker has run, destroyed by the next enqueue's (or sync's) thread: see Stream::loop.
+  std::vector<Task> done_;
   bool busy_ = false, stop_ = false, sync_mode_ = false;
   uint64_t tickets_ = 0;
   std::string error_;

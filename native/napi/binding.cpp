@@ -130,10 +130,12 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     std::string op = info[0].As<Napi::String>();
     std::vector<Tensor> in, out;
     auto ins = info[1].As<Napi::Array>();
-    for (uint32_t i = 0; i < ins.Length(); ++i) in.push_back(unwrap(ins.Get(i), ("input " + std::to_string(i)).c_str()));
     auto outs = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < outs.Length(); ++i)
-      out.push_back(unwrap(outs.Get(i), ("output " + std::to_string(i)).c_str()));
+    const uint32_t nin = ins.Length(), nout = outs.Length();
+    in.reserve(nin);
+    out.reserve(nout);
+    for (uint32_t i = 0; i < nin; ++i) in.push_back(unwrap(ins.Get(i), ("input " + std::to_string(i)).c_str()));
+    for (uint32_t i = 0; i < nout; ++i) out.push_back(unwrap(outs.Get(i), ("output " + std::to_string(i)).c_str()));
     hsd::enqueue(op, std::move(in), std::move(out), to_attrs(info[3]));
     return info.Env().Undefined();
   });

@@ -7,12 +7,16 @@
 #      (cmake-js, offline) for this GPU's architecture (HYPERSD_CUDA_ARCHS overrides)
 #   2. op tests on the GPU, one process per file, HYPERSD_SYNC=1 so a faulting kernel names its op:
 #      test/ops (forward ops vs float64 references), test/autograd (backward kernels vs finite differences),
-#      test/train/optim (AdamW etc.)
+#      test/train/optim (AdamW etc.); then the gemm file on each Hopper GEMM (TMA 128 / 256 columns, cp.async)
+#      and the attention file on each flash variant (one / two m tiles a warp, uncapped registers, and the
+#      opt-in wgmma kernel, HYPERSD_ATTN_WGMMA=1)
 #   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
-#   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS), racecheck over the kernels that
-#      share tiles in shared memory (RACECHECK_TESTS)
+#   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS) and the gemm / attention variants,
+#      racecheck over the kernels that share tiles in shared memory (RACECHECK_TESTS) and the wgmma attention
 #   5. benchmarks: bench/ops_gpu.ts (TFLOP/s, GB/s beside measured ceilings; the GEMMs again with
-#      HYPERSD_WGMMA=0 for the mma.sync kernel), each kernel's own duration under Nsight Compute
+#      HYPERSD_WGMMA=0 for the mma.sync kernel and HYPERSD_WGMMA_TMA=0 for the cp.async wgmma one, LoRA
+#      without split-K, the attention rows on each variant), Nsight Compute reports (the K = 320 GEMMs, the
+#      d = 64 flash kernel), each kernel's own duration under Nsight Compute
 #      (bench/gpu_kernels.ts; $OUT/ncu_kernels.csv), full-size UNets and VAE, a per-op profile, end-to-end
 #      (SASS=1 also lists the tensor-core instructions in the addon)
 # Every stage runs even when an earlier one failed, each under a timeout clipped to an overall deadline

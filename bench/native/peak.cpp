@@ -28,18 +28,21 @@ static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// The loop is written in asm so the compiler can neither merge the identical chains nor drop them.
+// The loop is written in asm so the compiler can neither merge the identical chains nor drop them: 12
+// independent FMA chains (the registers' width comes from the operands: ymm below, zmm in fma_loop512).
+#define FMA12_LOOP                                                                                          \
+  "1:\n\t"                                                                                                   \
+  "vfmadd213ps %[c], %[m], %[a0]\n\t vfmadd213ps %[c], %[m], %[a1]\n\t vfmadd213ps %[c], %[m], %[a2]\n\t"     \
+  "vfmadd213ps %[c], %[m], %[a3]\n\t vfmadd213ps %[c], %[m], %[a4]\n\t vfmadd213ps %[c], %[m], %[a5]\n\t"     \
+  "vfmadd213ps %[c], %[m], %[a6]\n\t vfmadd213ps %[c], %[m], %[a7]\n\t vfmadd213ps %[c], %[m], %[a8]\n\t"     \
+  "vfmadd213ps %[c], %[m], %[a9]\n\t vfmadd213ps %[c], %[m], %[a10]\n\t vfmadd213ps %[c], %[m], %[a11]\n\t"   \
+  "dec %[n]\n\t jnz 1b"
 static float fma_loop(long iters, float seed) {
   __m256 acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(seed + 0.01f * i);
   const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
   __asm__ volatile(
-      "1:\n\t"
-      "vfmadd213ps %[c], %[m], %[a0]\n\t vfmadd213ps %[c], %[m], %[a1]\n\t vfmadd213ps %[c], %[m], %[a2]\n\t"
-      "vfmadd213ps %[c], %[m], %[a3]\n\t vfmadd213ps %[c], %[m], %[a4]\n\t vfmadd213ps %[c], %[m], %[a5]\n\t"
-      "vfmadd213ps %[c], %[m], %[a6]\n\t vfmadd213ps %[c], %[m], %[a7]\n\t vfmadd213ps %[c], %[m], %[a8]\n\t"
-      "vfmadd213ps %[c], %[m], %[a9]\n\t vfmadd213ps %[c], %[m], %[a10]\n\t vfmadd213ps %[c], %[m], %[a11]\n\t"
-      "dec %[n]\n\t jnz 1b"
+      FMA12_LOOP
       : [a0] "+x"(acc[0]), [a1] "+x"(acc[1]), [a2] "+x"(acc[2]), [a3] "+x"(acc[3]), [a4] "+x"(acc[4]),
         [a5] "+x"(acc[5]), [a6] "+x"(acc[6]), [a7] "+x"(acc[7]), [a8] "+x"(acc[8]), [a9] "+x"(acc[9]),
         [a10] "+x"(acc[10]), [a11] "+x"(acc[11]), [n] "+r"(iters)
@@ -57,12 +60,7 @@ __attribute__((target("avx512f"))) static float fma_loop512(long iters, float se
   for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(seed + 0.01f * i);
   const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
   __asm__ volatile(
-      "1:\n\t"
-      "vfmadd213ps %[c], %[m], %[a0]\n\t vfmadd213ps %[c], %[m], %[a1]\n\t vfmadd213ps %[c], %[m], %[a2]\n\t"
-      "vfmadd213ps %[c], %[m], %[a3]\n\t vfmadd213ps %[c], %[m], %[a4]\n\t vfmadd213ps %[c], %[m], %[a5]\n\t"
-      "vfmadd213ps %[c], %[m], %[a6]\n\t vfmadd213ps %[c], %[m], %[a7]\n\t vfmadd213ps %[c], %[m], %[a8]\n\t"
-      "vfmadd213ps %[c], %[m], %[a9]\n\t vfmadd213ps %[c], %[m], %[a10]\n\t vfmadd213ps %[c], %[m], %[a11]\n\t"
-      "dec %[n]\n\t jnz 1b"
+      FMA12_LOOP
       : [a0] "+v"(acc[0]), [a1] "+v"(acc[1]), [a2] "+v"(acc[2]), [a3] "+v"(acc[3]), [a4] "+v"(acc[4]),
         [a5] "+v"(acc[5]), [a6] "+v"(acc[6]), [a7] "+v"(acc[7]), [a8] "+v"(acc[8]), [a9] "+v"(acc[9]),
         [a10] "+v"(acc[10]), [a11] "+v"(acc[11]), [n] "+r"(iters)

@@ -230,15 +230,13 @@ void Stream::loop() {
   }
 }
 
-void Stream::drop_done() {
-  std::vector<Task> dead;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    if (done_.empty()) return;
-    dead.reserve(done_.size());
-    for (auto& t : done_) dead.push_back(std::move(t));
-    done_.clear();  // keeps its capacity: the worker's next push_back allocates nothing
-  }
+// Moves the finished tasks out (mu_ held) for the caller to destroy after unlocking; done_ keeps its capacity,
+// so the worker's next push_back allocates nothing.
+void Stream::take_done(std::vector<Task>& dead) {
+  if (done_.empty()) return;
+  dead.reserve(done_.size());
+  for (auto& t : done_) dead.push_back(std::move(t));
+  done_.clear();
 }
 
 void Stream::enqueue_task(std::string what, std::function<void()> fn) {
@@ -267,9 +265,10 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn, const std:
     if (!err.empty()) throw Error(err);
     return;
   }
-  drop_done();
+  std::vector<Task> dead;  // destroyed on return, after the lock
   {
     std::lock_guard<std::mutex> g(mu_);
+    take_done(dead);
     if (device_ == Device::CPU) {
       t.ticket = ++tickets_;
       if (numbered) numbered(t.ticket);  // under the lock: numbers are marked in queue order
@@ -321,10 +320,13 @@ void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<
 
 void Stream::sync() {
   {
-    std::unique_lock<std::mutex> lk(mu_);
-    idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
-  }
-  drop_done();
+    std::vector<Task> dead;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+      take_done(dead);
+    }
+  }  // the finished tasks' tensors are released here, before sync returns
   if (device_ == Device::CUDA) {
     try {
       dev::cuda_stream_sync(cuda_stream_);

@@ -148,58 +148,8 @@ __device__ __forceinline__ void flash_attn_body(const AttnParams p) {
     const int k_end = (j + 1) * BKV;
     const bool masked = DP > 64 || k_end > p.Lk || (p.causal && k_end - 1 > q0);
 #pragma unroll
-    for (int i = 0; i < WM; ++i) {
-      float mx[2] = {-INFINITY, -INFINITY};
-      if (masked) {
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = j * BKV + n * 8 + 2 * t + (e & 1), qr = qrow0 + i * 16 + (e >> 1) * 8;
-            float x = s[i][n][e] * p.scale_log2;
-            if (key >= p.Lk || (p.causal && key > qr)) x = -INFINITY;
-            s[i][n][e] = x;
-            mx[e >> 1] = fmaxf(mx[e >> 1], x);
-          }
-      } else {
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float x = s[i][n][e] * p.scale_log2;
-            s[i][n][e] = x;
-            mx[e >> 1] = fmaxf(mx[e >> 1], x);
-          }
-      }
-      float base[2], corr[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float m_new = fmaxf(m_run[i][r], mx[r]);
-        base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
-        corr[r] = exp2f(m_run[i][r] - base[r]);
-        m_run[i][r] = m_new;
-      }
-      float rs[2] = {0.f, 0.f};
-#pragma unroll
-      for (int n = 0; n < NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pv = exp2f(s[i][n][e] - base[e >> 1]);
-          s[i][n][e] = pv;
-          rs[e >> 1] += pv;
-        }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) l_run[i][r] = l_run[i][r] * corr[r] + rs[r];
-#pragma unroll
-      for (int n = 0; n < DP / 8; ++n) {
-        o[i][n][0] *= corr[0];
-        o[i][n][1] *= corr[0];
-        o[i][n][2] *= corr[1];
-        o[i][n][3] *= corr[1];
-      }
-    }
+    for (int i = 0; i < WM; ++i) softmax_tile(s[i], o[i], m_run[i], l_run[i], p.scale_log2, p.Lk, p.causal, masked, j * BKV,
+                                              qrow0 + i * 16, t);
 
     // O += P V: the S accumulators of key tiles 2kk and 2kk+1 are the A fragment of keys 16kk..16kk+15
 #pragma unroll
@@ -229,24 +179,7 @@ __device__ __forceinline__ void flash_attn_body(const AttnParams p) {
 
   T* og = (T*)p.o + (int64_t)b * p.Lq * p.ldo + (int64_t)h * p.Dv;
 #pragma unroll
-  for (int i = 0; i < WM; ++i)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float l = l_run[i][r];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int qr = qrow0 + i * 16 + r * 8;
-      if (qr >= p.Lq) continue;
-      T* orow = og + (int64_t)qr * p.ldo;
-#pragma unroll
-      for (int n = 0; n < DP / 8; ++n) {
-        const int d = n * 8 + 2 * t;
-        if (d < p.D) *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[i][n][2 * r] * inv, o[i][n][2 * r + 1] * inv);
-      }
-      if (p.lse && t == 0)
-        p.lse[((int64_t)b * p.H + h) * p.Lq + qr] = l > 0.f ? (m_run[i][r] + log2f(l)) * kLn2 : -INFINITY;
-    }
+  for (int i = 0; i < WM; ++i) store_tile<T>(p, og, o[i], m_run[i], l_run[i], b, h, qrow0 + i * 16, t);
 }
 
 template <class T, int DP, int WM>

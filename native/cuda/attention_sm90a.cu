@@ -83,9 +83,9 @@ __global__ void __launch_bounds__(FW_THREADS, 2) flash_wgmma_kernel(const AttnPa
   }
   cp_async_commit();
 
-  float o[32];
+  float o[8][4];  // the m16n8 layout per warp (attention.cuh): o[n][e] row + 8 (e >> 1), column 8 n + 2 t + (e & 1)
 #pragma unroll
-  for (int i = 0; i < 32; ++i) o[i] = 0.f;
+  for (int n = 0; n < 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   const int qrow0 = q0 + wg * 64 + warp * 16 + g;
   const uint32_t qa = sQ + wg * 64 * 128;
@@ -102,104 +102,45 @@ __global__ void __launch_bounds__(FW_THREADS, 2) flash_wgmma_kernel(const AttnPa
     __syncthreads();
     const uint32_t kb = sK + buf * FW_KV_BYTES, vb = sV + buf * FW_KV_BYTES;
 
-    float s[32];
+    float s[8][4];
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+    for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wg_mma64<T>(s, wg_desc(qa + kk * 32), wg_desc(kb + kk * 32));
+    for (int kk = 0; kk < 4; ++kk) wg_mma64<T>(&s[0][0], wg_desc(qa + kk * 32), wg_desc(kb + kk * 32));
     wg_commit();
     wg_wait0();
 
-    // s[4 n + e]: row g + 8 (e >> 1), key j*64 + 8 n + 2 t + (e & 1) (the m16n8 layout per warp)
     const int k_end = (j + 1) * FW_BKV;
     const bool masked = k_end > p.Lk || (p.causal && k_end - 1 > q0);
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[4 * n + e] * p.scale_log2;
-        if (masked) {
-          const int key = j * FW_BKV + n * 8 + 2 * t + (e & 1), qr = qrow0 + (e >> 1) * 8;
-          if (key >= p.Lk || (p.causal && key > qr)) x = -INFINITY;
-        }
-        s[4 * n + e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
-    float base[2], corr[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_run[r], mx[r]);
-      base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
-      corr[r] = exp2f(m_run[r] - base[r]);
-      m_run[r] = m_new;
-    }
-    float rs[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const float pv = exp2f(s[i] - base[(i >> 1) & 1]);
-      s[i] = pv;
-      rs[(i >> 1) & 1] += pv;
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) o[i] *= corr[(i >> 1) & 1];
+    softmax_tile(s, o, m_run, l_run, p.scale_log2, p.Lk, p.causal, masked, j * FW_BKV, qrow0, t);
 
     // P: the accumulators of 8-key blocks 2kk and 2kk + 1 are the A fragment of keys 16kk..16kk+15
     uint32_t pa[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
-      pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+      pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wg_mma_pv<T>(o, pa[kk], wg_desc(vb + kk * 16 * 128));
+    for (int kk = 0; kk < 4; ++kk) wg_mma_pv<T>(&o[0][0], pa[kk], wg_desc(vb + kk * 16 * 128));
     wg_commit();
     wg_wait0();
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
 
-  T* og = (T*)p.o + (int64_t)b * p.Lq * p.ldo + (int64_t)h * p.Dv;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = l_run[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int qr = qrow0 + r * 8;
-    if (qr >= p.Lq) continue;
-    T* orow = og + (int64_t)qr * p.ldo;
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const int d = n * 8 + 2 * t;
-      if (d < p.D) *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-    }
-    if (p.lse && t == 0)
-      p.lse[((int64_t)b * p.H + h) * p.Lq + qr] = l > 0.f ? (m_run[r] + log2f(l)) * kLn2 : -INFINITY;
-  }
+  store_tile<T>(p, (T*)p.o + (int64_t)b * p.Lq * p.ldo + (int64_t)h * p.Dv, o, m_run, l_run, b, h, qrow0, t);
 #endif
 }
 
 bool launch_attention_wgmma(const AttnParams& p, bool is_bf16, cudaStream_t s) {
   static const bool on = [] {
     const char* e = std::getenv("HYPERSD_ATTN_WGMMA");
-    if (!(e && std::string(e) == "1")) return false;
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0;
+    return e && std::string(e) == "1" && sm90_device();
   }();
   // the caller checked f16/bf16, 16-byte aligned bases and D % 8 == 0 (so every row is 16-byte aligned)
   if (!on || p.D != p.Dv || p.D > 64 || p.D % 8 != 0) return false;

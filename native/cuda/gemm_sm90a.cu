@@ -456,23 +456,27 @@ bool tma_wide(const GemmParams& p) {
 // fast or the k loop long, and the tiles still give every SM one, else 128 x 128 (3 stages, 97 KiB: two blocks
 // per SM, one's epilogue under the other's k loop). HYPERSD_WGMMA_TMA=0 turns it off (side-by-side
 // comparisons), =128 or =256 forces a tile (tests).
+// The maps of both segments (segment 2 repeats segment 1's when there is none; dn repeats a), for BN-column tiles.
+bool tma_maps(TmaMaps* m, EncodeTiled enc, const GemmParams& p, DType dt, int bn) {
+  if (!tma_map(&m->a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m->b, enc, dt, p.B, p.N, p.K, p.ldb, bn)) return false;
+  if (p.A2) {
+    if (!tma_map(&m->a2, enc, dt, p.A2, p.M, p.K2, p.lda2, W_BM) || !tma_map(&m->b2, enc, dt, p.B2, p.N, p.K2, p.ldb2, bn))
+      return false;
+  } else {
+    m->a2 = m->a;
+    m->b2 = m->b;
+  }
+  m->dn = m->a;
+  return true;
+}
+
 bool launch_tma_gemm(const GemmParams& p, DType dt, int batch, cudaStream_t s) {
   if (tma_mode() == 0 || batch != 1) return false;
   const EncodeTiled enc = encode_tiled();
   if (!enc) return false;
   const bool wide = tma_wide(p);
   TmaMaps m;
-  if (!tma_map(&m.a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m.b, enc, dt, p.B, p.N, p.K, p.ldb, wide ? 256 : 128))
-    return false;
-  if (p.A2) {
-    if (!tma_map(&m.a2, enc, dt, p.A2, p.M, p.K2, p.lda2, W_BM) ||
-        !tma_map(&m.b2, enc, dt, p.B2, p.N, p.K2, p.ldb2, wide ? 256 : 128))
-      return false;
-  } else {
-    m.a2 = m.a;
-    m.b2 = m.b;
-  }
-  m.dn = m.a;
+  if (!tma_maps(&m, enc, p, dt, wide ? 256 : 128)) return false;
   const LoraFuse none;
   if (dt == DType::BF16) launch_tma_any<bf16>(p, m, none, wide, s);
   else launch_tma_any<__half>(p, m, none, wide, s);
@@ -534,10 +538,7 @@ bool launch_lora_fused(const GemmParams& p, const void* down, int r, float scale
   if (!enc) return false;
   const bool wide = tma_wide(p);
   TmaMaps m;
-  if (!tma_map(&m.a, enc, dt, p.A, p.M, p.K, p.lda, W_BM) || !tma_map(&m.b, enc, dt, p.B, p.N, p.K, p.ldb, wide ? 256 : 128) ||
-      !tma_map(&m.a2, enc, dt, p.A2, p.M, p.K2, p.lda2, W_BM) || !tma_map(&m.b2, enc, dt, p.B2, p.N, p.K2, p.ldb2, wide ? 256 : 128) ||
-      !tma_map(&m.dn, enc, dt, down, r, p.K, p.K, 64))
-    return false;
+  if (!tma_maps(&m, enc, p, dt, wide ? 256 : 128) || !tma_map(&m.dn, enc, dt, down, r, p.K, p.K, 64)) return false;
   LoraFlags* f = lora_flags(s, row_blocks);
   if (!f) return false;
   LoraFuse lf;
@@ -552,15 +553,24 @@ bool launch_lora_fused(const GemmParams& p, const void* down, int r, float scale
   return true;
 }
 
-bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
-  static const int ok = [] {
-    const char* e = std::getenv("HYPERSD_WGMMA");
-    if (e && std::string(e) == "0") return 0;
+bool sm90_device() {
+  static const bool yes = [] {
     int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0 ? 1 : 0;
+    return major == 9 && minor == 0;
+  }();
+  return yes;
+}
+
+bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
+  static const bool ok = [] {
+    const char* e = std::getenv("HYPERSD_WGMMA");
+    return !(e && std::string(e) == "0") && sm90_device();
   }();
   const bool seg2 = !p.A2 || (p.B2 && p.vecA2 && p.vecB2 && p.K2 % 8 == 0 && p.lda2 % 8 == 0 && p.ldb2 % 8 == 0 &&
                               p.sA2 % 8 == 0 && p.sB2 % 8 == 0);

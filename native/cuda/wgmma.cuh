@@ -10,6 +10,9 @@
 namespace hsd {
 namespace cu {
 
+// True when the current device is compute capability 9.0 (the sm_90a cubins run there); cached on first call.
+bool sm90_device();
+
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define HSD_WGMMA_DEVICE 1
 #endif

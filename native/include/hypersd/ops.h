@@ -123,7 +123,7 @@ class Stream {
   void run_task(Task& t);
   // numbered(ticket) runs under the queue's lock once the task has its number (CPU), before it is queued.
   void enqueue_task(std::string what, std::function<void()> fn, const std::function<void(uint64_t)>& numbered);
-  void drop_done();
+  void take_done(std::vector<Task>& dead);  // mu_ held
   Device device_;
   std::unique_ptr<ThreadPool> pool_;
   void* cuda_stream_ = nullptr;

@@ -486,8 +486,8 @@ inline __attribute__((always_inline)) void ln_block(const float* x, float* y, in
 #ifdef __AVX512F__
 // The AVX-512 compile's layer norm: the same scheme on 16 lanes, the row's last C % 16 columns in one masked
 // vector (zeros in the sums, masked stores) instead of an 8-lane step and a scalar tail; the statistics fold the
-// 16 float partials in double. ln_rows16 software-pipelines the blocks of four rows: the statistics of block
-// i+1 (a ~200-cycle chain: sums, fold, division, second pass, fold, square root) are issued before the output
+// 16 float partials in double (one pass: ln_stats16). ln_rows16 software-pipelines the blocks of four rows: the
+// statistics of block i+1 (a chain: sums, folds, square root, division) are issued before the output
 // pass of block i, which fills the chain's gaps, and that output pass prefetches block i+2's input and output
 // lines (rows streamed from L3). [4096, 320] in 64-byte aligned buffers: one core, 80 KB (L2) 9.4-9.6 ->
 // 11.4-11.7 Gelem/s; two threads on their halves, back to back, 128-131 -> 153-157 GB/s (memcpy 195-245).
@@ -499,53 +499,52 @@ inline __attribute__((always_inline)) double fold_d16(__m512 v) {
   return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
 }
 
-// The statistics of R rows (mean as vm, 1/std as vr, broadcast), then their output pass; ln_rows16 overlaps the
-// output pass of one block of rows with the statistics of the next.
+// The statistics of R rows (mean as vm, 1/std as vr, broadcast) in one pass: sums of d = x - k and of d^2 with
+// k the mean of the row's first 16 values (its first C if C < 16), so mean = k + S1/C and var = S2/C - (S1/C)^2,
+// where (S1/C)^2 is var / 16 typically: the subtraction loses next to nothing, and a large |mean| against std
+// cancels in x - k (exact for x near k), not in the variance. The two-pass form (mean, then centred squares)
+// read each row twice and put a fold and a division between the passes: [4096, 320], two threads on their
+// halves, 71-73 -> 63-65 us a call (memcpy 51-52 side by side). ln_rows16 overlaps the output pass of one
+// block of rows with the statistics of the next.
 template <int R>
 inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C, __m512* vm, __m512* vr, double eps) {
   const int64_t C16 = C / 16 * 16;
   const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
-  __m512 s0[R], s1[R];
-  for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm512_setzero_ps();
+  const __mmask16 head = C >= 16 ? (__mmask16)0xffff : tail;
+  const float inv_head = C >= 16 ? 0.0625f : 1.f / (float)C;
+  __m512 s0[R], s1[R], q0[R], q1[R], k[R];
+  for (int r = 0; r < R; ++r) {
+    s0[r] = s1[r] = q0[r] = q1[r] = _mm512_setzero_ps();
+    k[r] = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_maskz_loadu_ps(head, x + r * C)) * inv_head);
+  }
   int64_t c = 0;
   for (; c + 32 <= C16; c += 32)
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      s0[r] = _mm512_add_ps(s0[r], _mm512_loadu_ps(x + r * C + c));
-      s1[r] = _mm512_add_ps(s1[r], _mm512_loadu_ps(x + r * C + c + 16));
-    }
-  if (c < C16)
-    for (int r = 0; r < R; ++r) s0[r] = _mm512_add_ps(s0[r], _mm512_loadu_ps(x + r * C + c));
-  if (tail)
-    for (int r = 0; r < R; ++r) s1[r] = _mm512_add_ps(s1[r], _mm512_maskz_loadu_ps(tail, x + r * C + C16));
-  double mean[R];
-  for (int r = 0; r < R; ++r) {
-    mean[r] = fold_d16(_mm512_add_ps(s0[r], s1[r])) / (double)C;
-    vm[r] = _mm512_set1_ps((float)mean[r]);
-    s0[r] = s1[r] = _mm512_setzero_ps();
-  }
-  for (c = 0; c + 32 <= C16; c += 32)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), vm[r]);
-      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c + 16), vm[r]);
-      s0[r] = _mm512_fmadd_ps(d0, d0, s0[r]);
-      s1[r] = _mm512_fmadd_ps(d1, d1, s1[r]);
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), k[r]);
+      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c + 16), k[r]);
+      s0[r] = _mm512_add_ps(s0[r], d0);
+      s1[r] = _mm512_add_ps(s1[r], d1);
+      q0[r] = _mm512_fmadd_ps(d0, d0, q0[r]);
+      q1[r] = _mm512_fmadd_ps(d1, d1, q1[r]);
     }
   if (c < C16)
     for (int r = 0; r < R; ++r) {
-      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), vm[r]);
-      s0[r] = _mm512_fmadd_ps(d0, d0, s0[r]);
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), k[r]);
+      s0[r] = _mm512_add_ps(s0[r], d0);
+      q0[r] = _mm512_fmadd_ps(d0, d0, q0[r]);
     }
   if (tail)
     for (int r = 0; r < R; ++r) {
-      const __m512 d1 = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + r * C + C16), vm[r]);
-      s1[r] = _mm512_fmadd_ps(d1, d1, s1[r]);
+      const __m512 d1 = _mm512_maskz_sub_ps(tail, _mm512_maskz_loadu_ps(tail, x + r * C + C16), k[r]);
+      s1[r] = _mm512_add_ps(s1[r], d1);
+      q1[r] = _mm512_fmadd_ps(d1, d1, q1[r]);
     }
   for (int r = 0; r < R; ++r) {
-    const double ss = fold_d16(_mm512_add_ps(s0[r], s1[r]));
-    const double dmr = mean[r] - (double)(float)mean[r];  // as ln_block
-    vr[r] = _mm512_set1_ps((float)(1.0 / std::sqrt(std::max(0.0, ss / (double)C - dmr * dmr) + eps)));
+    const double dm = fold_d16(_mm512_add_ps(s0[r], s1[r])) / (double)C;
+    const double ss = fold_d16(_mm512_add_ps(q0[r], q1[r])) / (double)C;
+    vm[r] = _mm512_set1_ps((float)((double)_mm512_cvtss_f32(k[r]) + dm));
+    vr[r] = _mm512_set1_ps((float)(1.0 / std::sqrt(std::max(0.0, ss - dm * dm) + eps)));
   }
 }
 template <int R>

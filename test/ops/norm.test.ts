@@ -153,6 +153,15 @@ test('layerNorm: f16 weights on an f32 x, rows of 768 with a large mean', async 
   assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), roundTo('f16', gv), roundTo('f16', bv), C, 1e-5), 2e-5, 'y');
 });
 
+test('layerNorm: rows with a mean 1e3 times their std and outliers among their first values', async () => {
+  // The AVX-512 kernel sums x - k in one pass, k the mean of the row's first 16 values: the variance must not
+  // cancel away when k is off by outliers (30 to 180 std) or the mean dwarfs the spread (k = 0 would lose it all).
+  const R = 6, C = 320, xv = offset(randn(R * C, 41, 0.1), 100), gv = randn(C, 42), bv = randn(C, 43);
+  for (let r = 0; r < R; r++) for (let c = 0; c < 1 + r; c++) xv[r * C + c * 2] += (c % 2 ? -3 : 3) * (r + 1);
+  const y = layerNorm(t(xv, [R, C]), t(gv, [C]), t(bv, [C]), 1e-5);
+  assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, 'y');
+});
+
 test('layerNorm: a row gives the same bits alone as among others (rows are normalised four at a time)', async () => {
   // 15 rows of 332 channels (20 full vectors for the paired loop, one more vector, a scalar tail of 4) with different offsets: the
   // AVX2 kernel interleaves four rows and finishes with three; each row must come out exactly as when it is

@@ -97,6 +97,26 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const)
     assert.ok(relErr(a, b) > 0.1, 'the scale matters');
   });
 
+test('silu and geglu: +inf and NaN in the vector lanes and the tail; large |x| exact', async () => {
+  // The vector kernels bound their exponents (SiLU's 2^(-x log2 e) at x = +inf would take floor(-inf)) and clamp
+  // GELU's erf argument: +inf must stay +inf and a NaN must stay NaN. 70 values: 64 in vectors, 6 in the tail.
+  const v = [Infinity, NaN, 0, 100, -100, 30, 7];
+  const n = 70, xs = new Float32Array(n);
+  for (let i = 0; i < n; i++) xs[i] = v[i % v.length];
+  const ref = (x: number, f: (x: number) => number) => (Number.isNaN(x) ? NaN : x === Infinity ? Infinity : f(x));
+  const check = (out: Float32Array, f: (x: number) => number, what: string) => {
+    for (let i = 0; i < n; i++) {
+      const r = ref(xs[i], f);
+      if (Number.isNaN(r)) assert.ok(Number.isNaN(out[i]), `${what}(${xs[i]}) at ${i}: ${out[i]}`);
+      else assert.ok(out[i] === r || Math.abs(out[i] - r) <= 1e-6 * Math.max(1, Math.abs(r)), `${what}(${xs[i]}) at ${i}: ${out[i]}, want ${r}`);
+    }
+  };
+  check(await silu(t(xs, [n])).floats(), refs.silu, 'silu');
+  const hg = new Float32Array(2 * n);
+  for (let i = 0; i < n; i++) { hg[i] = 2; hg[n + i] = xs[i]; }
+  check(await geglu(t(hg, [1, 2 * n])).floats(), (x) => 2 * refs.gelu(x), 'geglu');
+});
+
 test('softmax: large logits stay finite; one-element rows are 1', async () => {
   const y = await softmax(t([1000, 999, -1000, 50], [2, 2])).floats();
   assertClose(y, [1 / (1 + Math.exp(-1)), Math.exp(-1) / (1 + Math.exp(-1)), Math.exp(-1050), 1], TOL.f32, 'y');

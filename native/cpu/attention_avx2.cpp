@@ -433,37 +433,42 @@ HSD_INLINE void pv_2x40(const float* p, int64_t nk, const float* vb, int64_t ldv
 }
 
 #ifdef __AVX512F__
-// AVX-512 (attention_avx512.cpp): the six rows of a panel at once over 40 value dims, each row's 40 in two zmm
-// and one ymm accumulator (18 chains; per key 3 V loads, 6 broadcasts, 18 FMAs), where pv_2x40 (ymm) took the
-// rows two by two. Each lane sums its keys in the same order as pv_2x40: the same bits.
+// AVX-512 (attention_avx512.cpp): the six rows of a panel at once over 40 value dims, each row's first 32 in two
+// zmm accumulators, and the last 8 of two rows in one zmm (rows 2q and 2q+1 in its low and high halves: V's last
+// 8 broadcast to both halves, the two rows' P blended into one multiplier). 15 chains; per key 3 V loads, 6
+// broadcasts, 3 blends, 15 FMAs where a ymm accumulator per row took 18 (a ymm FMA holds a 512-bit pipe as long
+// as a zmm one). Each lane still sums its keys in the same order as pv_2x40: the same bits.
 // kDirect: from zero, the sums times s[r] written to o[r] (see pv_2x40); else acc rows r*ldc updated.
 template <bool kDirect>
 HSD_INLINE void pv_6x40(const float* p, int64_t nk, const float* vb, int64_t ldv, float* acc, int64_t ldc,
                         int64_t ldp, float* const* o = nullptr, const float* s = nullptr) {
-  __m512 a[6], b[6];
-  __m256 c[6];
+  __m512 a[6], b[6], c[3];
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
     if (kDirect) {
       a[r] = b[r] = _mm512_setzero_ps();
-      c[r] = _mm256_setzero_ps();
     } else {
       a[r] = _mm512_loadu_ps(acc + r * ldc);
       b[r] = _mm512_loadu_ps(acc + r * ldc + 16);
-      c[r] = _mm256_loadu_ps(acc + r * ldc + 32);
     }
   }
+#pragma GCC unroll 3
+  for (int q = 0; q < 3; ++q)
+    c[q] = kDirect ? _mm512_setzero_ps()
+                   : join16(_mm256_loadu_ps(acc + 2 * q * ldc + 32), _mm256_loadu_ps(acc + (2 * q + 1) * ldc + 32));
   for (int64_t j = 0; j < nk; ++j) {
     const float* v = vb + j * ldv;
     const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
-    const __m256 v2 = _mm256_loadu_ps(v + 32);
+    const __m512 v2 = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double*)(v + 32))));
+    __m512 pr[6];
 #pragma GCC unroll 6
     for (int r = 0; r < 6; ++r) {
-      const __m512 pr = _mm512_set1_ps(p[r * ldp + j]);
-      a[r] = _mm512_fmadd_ps(pr, v0, a[r]);
-      b[r] = _mm512_fmadd_ps(pr, v1, b[r]);
-      c[r] = _mm256_fmadd_ps(_mm512_castps512_ps256(pr), v2, c[r]);
+      pr[r] = _mm512_set1_ps(p[r * ldp + j]);
+      a[r] = _mm512_fmadd_ps(pr[r], v0, a[r]);
+      b[r] = _mm512_fmadd_ps(pr[r], v1, b[r]);
     }
+#pragma GCC unroll 3
+    for (int q = 0; q < 3; ++q) c[q] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, pr[2 * q], pr[2 * q + 1]), v2, c[q]);
   }
 #pragma GCC unroll 6
   for (int r = 0; r < 6; ++r) {
@@ -471,11 +476,20 @@ HSD_INLINE void pv_6x40(const float* p, int64_t nk, const float* vb, int64_t ldv
       const __m512 vs = _mm512_set1_ps(s[r]);
       _mm512_storeu_ps(o[r], _mm512_mul_ps(a[r], vs));
       _mm512_storeu_ps(o[r] + 16, _mm512_mul_ps(b[r], vs));
-      _mm256_storeu_ps(o[r] + 32, _mm256_mul_ps(c[r], _mm512_castps512_ps256(vs)));
     } else {
       _mm512_storeu_ps(acc + r * ldc, a[r]);
       _mm512_storeu_ps(acc + r * ldc + 16, b[r]);
-      _mm256_storeu_ps(acc + r * ldc + 32, c[r]);
+    }
+  }
+#pragma GCC unroll 3
+  for (int q = 0; q < 3; ++q) {
+    if (kDirect) {
+      const __m512 t = _mm512_mul_ps(c[q], join16(_mm256_set1_ps(s[2 * q]), _mm256_set1_ps(s[2 * q + 1])));
+      _mm256_storeu_ps(o[2 * q] + 32, _mm512_castps512_ps256(t));
+      _mm256_storeu_ps(o[2 * q + 1] + 32, hi8(t));
+    } else {
+      _mm256_storeu_ps(acc + 2 * q * ldc + 32, _mm512_castps512_ps256(c[q]));
+      _mm256_storeu_ps(acc + (2 * q + 1) * ldc + 32, hi8(c[q]));
     }
   }
 }

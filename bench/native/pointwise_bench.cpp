@@ -1,65 +1,113 @@
-// A memory-bound kernel against memcpy, without Node: the AVX2 SiLU row kernel (native/cpu/pointwise_avx2.cpp)
-// over the SD1.5 64x64 activation (4096 x 320 floats, 5.2 MB: L3-resident) split among threads, beside glibc's
-// memcpy of the same bytes, the layer-norm row kernel over the same tensor as [4096, 320] and the AVX2 add of two
-// such tensors into a third, best of 30 each (RESULTS.md quotes it for the memory-bound goal; each sample starts
-// its threads, as the memcpy's do).
-// Built with the project (CMake target hypersd_pointwise_bench):   build/hypersd_pointwise_bench [threads]
-// Needs a CPU with AVX2 + FMA (the kernel is called directly, without the engine's dispatch).
+// The memory-bound ops through the engine from C++, without Node, beside memcpy of the same bytes: what the
+// kernels and the engine (the CPU stream, the thread pool, stream-ordered output blocks, as the binding allocates
+// them) give a program that links the core, without the JavaScript call per op that bench/ops.ts also times.
+// Same tensors and counting as bench/ops.ts's memory-bound rows: the SD1.5 64x64 activation [1, 4096, 320]
+// (5.2 MB, L3-resident), each sample 25 untimed calls then 100 timed ones back to back, a new output per call;
+// the ceiling a memcpy of one such tensor split among the threads, timed warm (a quarter of its copies untimed
+// first), right before each sample. Medians of 9 samples. Bytes counted: the op's compulsory reads + writes.
+// Built with the project (CMake target hypersd_pointwise_bench, next to the addon's build folder):
+//   build/hypersd_pointwise_bench [threads]        (threads: the engine's pool and the memcpy; default 2)
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
-namespace hsd {
-namespace pw_avx2 {
-void silu(const float* x, float* y, int64_t n);
-void binary(int op, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n);
-void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
-}  // namespace pw_avx2
-}  // namespace hsd
+#include "hypersd/ops.h"
 
-template <class F>
-static double best_of(int threads, int64_t n, F f) {
-  double best = 1e30;
-  for (int r = 0; r < 30; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::thread> ts;
-    for (int t = 0; t < threads; ++t)
-      ts.emplace_back([&, t] {
-        const int64_t b = n * t / threads, e = n * (t + 1) / threads;
-        f(b, e);
-      });
-    for (auto& t : ts) t.join();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
+using namespace hsd;
+
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// GB/s of `threads` threads copying their parts of an n-byte buffer 100 times after 25 untimed copies.
+static double copy_rate(int threads, std::vector<char>& src, std::vector<char>& dst) {
+  const size_t n = src.size(), part = n / threads;
+  std::atomic<int> ready{0};
+  std::atomic<double> t0{0};
+  std::vector<double> t1(threads);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i)
+    ts.emplace_back([&, i] {
+      char *d = dst.data() + i * part, *s = src.data() + i * part;
+      for (int r = 0; r < 25; ++r) std::memcpy(d, s, part);
+      if (ready.fetch_add(1) + 1 == threads) t0.store(now());
+      while (ready.load() < threads) {
+      }
+      for (int r = 0; r < 100; ++r) std::memcpy(d, s, part);
+      t1[i] = now();
+    });
+  for (auto& t : ts) t.join();
+  return 2.0 * (double)(part * threads) * 100 / (*std::max_element(t1.begin(), t1.end()) - t0.load()) / 1e9;
+}
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   if (threads <= 0) return 2;
-  const int64_t n = 4096 * 320;
-  std::vector<float> x((size_t)n), y((size_t)n), z((size_t)n);
-  for (int64_t i = 0; i < n; ++i) x[(size_t)i] = (float)(i % 100) * 0.01f - 0.5f;
-  const double bytes = 8.0 * (double)n;  // read x + write y
-  const double s = best_of(threads, n, [&](int64_t b, int64_t e) { hsd::pw_avx2::silu(x.data() + b, y.data() + b, e - b); });
-  std::vector<float> g(320, 1.1f), bb(320, 0.1f);
-  const double l = best_of(threads, 4096, [&](int64_t b, int64_t e) {
-    hsd::pw_avx2::ln_rows(x.data() + b * 320, y.data() + b * 320, e - b, 320, g.data(), bb.data(), 1e-5);
-  });
-  std::printf("layer_norm %.3f ms (%.1f GB/s)\n", l * 1e3, bytes / l / 1e9);
-  std::vector<float> w((size_t)n, 0.25f);
-  const double ad = best_of(threads, n, [&](int64_t b, int64_t e) {
-    hsd::pw_avx2::binary(0, x.data() + b, 1, w.data() + b, 1, y.data() + b, e - b);
-  });
-  std::printf("add (3 tensors) %.3f ms (%.1f GB/s of 12 bytes per element)\n", ad * 1e3, 1.5 * bytes / ad / 1e9);
-  const double c = best_of(threads, n, [&](int64_t b, int64_t e) {
-    std::memcpy(z.data() + b, x.data() + b, (size_t)(e - b) * sizeof(float));
-  });
-  std::printf("threads %d, 5.2 MB: silu %.3f ms (%.1f GB/s), memcpy %.3f ms (%.1f GB/s): silu at %.2fx of memcpy\n",
-              threads, s * 1e3, bytes / s / 1e9, c * 1e3, bytes / c / 1e9, c / s);
+  stream(Device::CPU).set_threads(threads);
+  const int64_t S = 4096, C = 320;
+  const double E = 4.0 * S * C;
+  auto filled = [](std::vector<int64_t> shape, int seed) {
+    Tensor t = empty(shape, DType::F32, Device::CPU);
+    std::vector<float> h((size_t)t.numel());
+    uint32_t s = (uint32_t)seed;
+    for (auto& v : h) {
+      s = s * 1664525u + 1013904223u;
+      v = (float)((s >> 8) / 16777216.0 - 0.5);
+    }
+    copy_from_host(t, h.data());
+    return t;
+  };
+  Tensor x = filled({1, S, C}, 8), y = filled({1, S, C}, 12), x2 = filled({1, S, 2 * C}, 11);
+  Tensor g = filled({C}, 9), b = filled({C}, 10);
+  Attrs gn, ln;
+  gn.set("groups", 32);
+  gn.set("eps", 1e-5);
+  gn.set("silu", 1);
+  ln.set("eps", 1e-5);
+  auto out = [&](int64_t c) { return empty({1, S, c}, DType::F32, Device::CPU, /*stream_ordered=*/true); };
+  struct Case {
+    const char* name;
+    double bytes;
+    std::function<void()> call;
+  };
+  const std::vector<Case> cases = {
+      {"group_norm+silu", 2 * E, [&] { enqueue("group_norm", {x, g, b}, {out(C)}, gn); }},
+      {"layer_norm", 2 * E, [&] { enqueue("layer_norm", {x, g, b}, {out(C)}, ln); }},
+      {"silu", 2 * E, [&] { enqueue("silu", {x}, {out(C)}); }},
+      {"add", 3 * E, [&] { enqueue("add", {x, y}, {out(C)}); }},
+      {"geglu", 3 * E, [&] { enqueue("geglu", {x2}, {out(C)}); }},
+  };
+  std::vector<char> src((size_t)E, 1), dst((size_t)E, 2);
+  Stream& st = stream(Device::CPU);
+  std::printf("threads %d; [1, 4096, 320] f32 (5.2 MB); ops through the engine from C++, 100 calls after 25\n\n", threads);
+  std::printf("| op | GB/s | memcpy GB/s | op / memcpy |\n|---|---|---|---|\n");
+  for (const Case& c : cases) {
+    std::vector<double> rate, ceil, pct;
+    for (int p = 0; p < 9; ++p) {
+      const double cp = copy_rate(threads, src, dst);
+      for (int i = 0; i < 25; ++i) c.call();
+      st.sync();
+      const double t0 = now();
+      for (int i = 0; i < 100; ++i) c.call();
+      st.sync();
+      const double r = c.bytes * 100 / (now() - t0) / 1e9;
+      rate.push_back(r);
+      ceil.push_back(cp);
+      pct.push_back(r / cp);
+    }
+    std::printf("| %s | %.1f | %.1f | %.0f%% |\n", c.name, median(rate), median(ceil), 100 * median(pct));
+  }
   return 0;
 }

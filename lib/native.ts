@@ -10,7 +10,10 @@ export interface Native {
   empty(shape: number[], dtype: string, device: string): Handle;
   fromBuffer(data: ArrayBufferView, shape: number[], dtype: string, device: string): Handle;
   view(h: Handle, shape: number[], strides: number[] | null, offset: number | null): Handle;
-  run(op: string, inputs: Handle[], outputs: Handle[], attrs: Record<string, number | boolean | number[]>): void;
+  /** Enqueues op (a name, or a number from opId) on the outputs' device; undefined attribute values are skipped. */
+  run(op: string | number, inputs: Handle[], outputs: Handle[], attrs: Record<string, number | boolean | number[] | undefined>): void;
+  /** The number run() takes for an op name (an Error for an unknown op). */
+  opId(op: string): number;
   read(h: Handle): Promise<ArrayBuffer>;
   sync(device: string): Promise<void>;
   copyTo(h: Handle, device: string): Handle;

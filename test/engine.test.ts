@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as hs from '../lib';
+import { native } from '../lib/native';
 
 const { ops } = hs;
 const cpu = { device: 'cpu' as const };
@@ -39,6 +40,26 @@ test('a failing op between good ops surfaces at the next data() with its name; t
   // The error was reported once; later work runs and is right.
   assert.equal(Array.from(await ops.add(c, a).floats()), [5, 18, 39]);
   await hs.sync('cpu');
+});
+
+test('ops by number: opId names an unknown op, run() refuses a number opId did not give; disposed arguments are named', async () => {
+  const nat = native();
+  assert.throws(() => nat.opId('no_such_op'), /unknown op 'no_such_op'/);
+  const id = nat.opId('add');
+  assert.is(nat.opId('add'), id, 'the same number for the same op');
+  const a = hs.tensor(new Float32Array([1, 2, 3]), [3]), b = hs.tensor(new Float32Array([10, 20, 30]), [3]);
+  const y = hs.empty([3]);
+  nat.run(id, [a.handle(), b.handle()], [y.handle()], {});
+  assert.equal(Array.from(await y.floats()), [11, 22, 33]);
+  nat.run('add', [a.handle(), b.handle()], [y.handle()], { unused: undefined });  // by name; undefined attributes skipped
+  assert.equal(Array.from(await y.floats()), [11, 22, 33]);
+  assert.throws(() => nat.run(100000, [a.handle()], [y.handle()], {}), /op id 100000 was not given by opId/);
+  const c = hs.tensor(new Float32Array([1, 1, 1]), [3]);
+  c.dispose();
+  assert.throws(() => hs.ops.add(a, c), /add: input 1 was disposed/);
+  const h = b.handle();
+  b.dispose();
+  assert.throws(() => nat.run(id, [a.handle(), h], [y.handle()], {}), /input 1 was disposed/);
 });
 
 test('the event loop keeps ticking while a 1-second kernel runs', async () => {

@@ -3,7 +3,7 @@
  * op table. Wrappers check shapes/dtypes and throw a clear Error (op, argument, both shapes) before
  * anything is enqueued, then allocate outputs and enqueue.
  */
-import { native } from '../native';
+import { native, type Handle } from '../native';
 import { Tensor, empty, type DType } from '../tensor';
 import { isFloat } from '../tensor/dtype';
 
@@ -19,16 +19,28 @@ export function setOpHook(fn: OpHook | null): OpHook | null {
   return prev;
 }
 
-export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs = {}): void {
-  const ins = inputs.map((t, i) => {
+const opIds = new Map<string, number>();
+const noAttrs: Attrs = Object.freeze({});
+
+export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs = noAttrs): void {
+  const ins = new Array<Handle>(inputs.length), outs = new Array<Handle>(outputs.length);
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i];
     if (!(t instanceof Tensor)) throw new Error(`${op}: input ${i} is not a Tensor`);
-    return t.handle(`${op}: input ${i}`);
-  });
-  const outs = outputs.map((t, i) => t.handle(`${op}: output ${i}`));
-  const clean: Record<string, number | boolean | number[]> = {};
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;
-  native().run(op, ins, outs, clean);
-  if (opHook) opHook(op, inputs, outputs, clean);
+    ins[i] = t.handleFor(op, 'input', i);
+  }
+  for (let i = 0; i < outputs.length; i++) outs[i] = outputs[i].handleFor(op, 'output', i);
+  // The op's number from the addon, looked up once per name (no name lookup per call); undefined attribute
+  // values are skipped by the addon.
+  let id = opIds.get(op);
+  const nat = native();
+  if (id === undefined) opIds.set(op, (id = nat.opId(op)));
+  nat.run(id, ins, outs, attrs);
+  if (opHook) {
+    const clean: Attrs = {};
+    for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;
+    opHook(op, inputs, outputs, clean);
+  }
 }
 
 export function shapeStr(s: readonly number[]): string {

@@ -101,6 +101,12 @@ export class Tensor {
     return this.h;
   }
 
+  /** The handle for an op's i-th input or output (the error names them; the name is built only then). */
+  handleFor(op: string, kind: 'input' | 'output', i: number): Handle {
+    if (this.h === null) throw new Error(`${op}: ${kind} ${i} was disposed`);
+    return this.h;
+  }
+
   dispose(): void {
     if (this.h === null) return;
     native().dispose(this.h);

@@ -281,6 +281,12 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn, const std:
 void Stream::enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {
   const OpDef* def = OpRegistry::get().find(op);
   if (!def) throw Error("unknown op '" + op + "'");
+  enqueue(*def, std::move(in), std::move(out), std::move(attrs));
+}
+
+void Stream::enqueue(const OpDef& op_def, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {
+  const OpDef* def = &op_def;
+  const std::string& op = def->name;
   if (device_ == Device::CPU && !def->cpu) throw Error("op '" + op + "' has no CPU kernel");
   if (device_ == Device::CUDA && !def->cuda) throw Error("op '" + op + "' has no CUDA kernel");
   for (auto& t : in)
@@ -373,6 +379,11 @@ void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> 
   if (out.empty()) throw Error("op '" + op + "' called without outputs");
   Device d = out[0].device();
   stream(d).enqueue(op, std::move(in), std::move(out), std::move(attrs));
+}
+void enqueue(const OpDef& def, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {
+  if (out.empty()) throw Error("op '" + def.name + "' called without outputs");
+  Device d = out[0].device();
+  stream(d).enqueue(def, std::move(in), std::move(out), std::move(attrs));
 }
 
 // ---------- host copies ----------

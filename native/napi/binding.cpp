@@ -32,6 +32,14 @@ Tensor& unwrap(const Napi::Value& v, const char* what) {
   if (!b->alive) throw hsd::Error(std::string(what) + " was disposed");
   return b->t;
 }
+// The same for run()'s i-th input or output: the name is built only for the error.
+Tensor& unwrap_arg(const Napi::Value& v, const char* kind, uint32_t i) {
+  if (v.IsExternal()) {
+    Box* b = v.As<Napi::External<Box>>().Data();
+    if (b->alive) return b->t;
+  }
+  return unwrap(v, (std::string(kind) + " " + std::to_string(i)).c_str());
+}
 
 std::vector<int64_t> to_shape(const Napi::Value& v, const char* what) {
   if (!v.IsArray()) throw hsd::Error(std::string(what) + " must be an array of integers");
@@ -108,8 +116,10 @@ Attrs to_attrs(const Napi::Value& v) {
   auto o = v.As<Napi::Object>();
   auto keys = o.GetPropertyNames();
   for (uint32_t i = 0; i < keys.Length(); ++i) {
-    std::string k = keys.Get(i).As<Napi::String>();
-    Napi::Value x = o.Get(k);
+    Napi::Value key = keys.Get(i);
+    Napi::Value x = o.Get(key);
+    if (x.IsUndefined()) continue;
+    std::string k = key.As<Napi::String>();
     if (x.IsNumber()) a.set(k, x.As<Napi::Number>().DoubleValue());
     else if (x.IsBoolean()) a.set(k, x.As<Napi::Boolean>().Value() ? 1.0 : 0.0);
     else if (x.IsArray()) {
@@ -117,26 +127,57 @@ Attrs to_attrs(const Napi::Value& v) {
       std::vector<double> d;
       for (uint32_t j = 0; j < arr.Length(); ++j) d.push_back(arr.Get(j).As<Napi::Number>().DoubleValue());
       a.set(k, d);
-    } else if (!x.IsUndefined()) {
+    } else {
       throw hsd::Error("attribute '" + k + "' must be a number, boolean or array of numbers");
     }
   }
   return a;
 }
 
-// run(op, inputs[], outputs[], attrs): enqueues and returns at once.
+// Ops by number: opId(name) looks the name up once (an Error for an unknown op), run() then indexes this table
+// (the OpDefs live as long as the registry, i.e. the process).
+std::vector<const hsd::OpDef*>& op_table() {
+  static std::vector<const hsd::OpDef*> t;
+  return t;
+}
+
+// opId(name): the number run() takes for that op.
+Napi::Value OpId(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    std::string name = info[0].As<Napi::String>();
+    const hsd::OpDef* def = hsd::OpRegistry::get().find(name);
+    if (!def) throw hsd::Error("unknown op '" + name + "'");
+    auto& t = op_table();
+    for (size_t i = 0; i < t.size(); ++i)
+      if (t[i] == def) return Napi::Number::New(info.Env(), (double)i);
+    t.push_back(def);
+    return Napi::Number::New(info.Env(), (double)(t.size() - 1));
+  });
+}
+
+// run(op, inputs[], outputs[], attrs): enqueues and returns at once. op: a name, or a number from opId.
 Napi::Value Run(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
-    std::string op = info[0].As<Napi::String>();
+    const hsd::OpDef* def = nullptr;
+    std::string name;
+    if (info[0].IsNumber()) {
+      const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+      if (id >= op_table().size()) throw hsd::Error("run: op id " + std::to_string(id) + " was not given by opId");
+      def = op_table()[id];
+    } else {
+      name = info[0].As<Napi::String>();
+    }
     std::vector<Tensor> in, out;
     auto ins = info[1].As<Napi::Array>();
     auto outs = info[2].As<Napi::Array>();
     const uint32_t nin = ins.Length(), nout = outs.Length();
     in.reserve(nin);
     out.reserve(nout);
-    for (uint32_t i = 0; i < nin; ++i) in.push_back(unwrap(ins.Get(i), ("input " + std::to_string(i)).c_str()));
-    for (uint32_t i = 0; i < nout; ++i) out.push_back(unwrap(outs.Get(i), ("output " + std::to_string(i)).c_str()));
-    hsd::enqueue(op, std::move(in), std::move(out), to_attrs(info[3]));
+    for (uint32_t i = 0; i < nin; ++i) in.push_back(unwrap_arg(ins.Get(i), "input", i));
+    for (uint32_t i = 0; i < nout; ++i) out.push_back(unwrap_arg(outs.Get(i), "output", i));
+    Attrs attrs = info.Length() > 3 ? to_attrs(info[3]) : Attrs{};
+    if (def) hsd::enqueue(*def, std::move(in), std::move(out), std::move(attrs));
+    else hsd::enqueue(name, std::move(in), std::move(out), std::move(attrs));
     return info.Env().Undefined();
   });
 }
@@ -311,6 +352,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fromBuffer", Napi::Function::New(env, FromBuffer));
   exports.Set("view", Napi::Function::New(env, View));
   exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("opId", Napi::Function::New(env, OpId));
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("sync", Napi::Function::New(env, Sync));
   exports.Set("copyTo", Napi::Function::New(env, CopyTo));

@@ -102,6 +102,8 @@ class Stream {
   Device device() const { return device_; }
   // Enqueue a kernel call. Throws at once only for an unknown op or missing kernel for this device.
   void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs);
+  // The same with the op already looked up (OpRegistry::find): no name lookup per call.
+  void enqueue(const OpDef& def, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs);
   // Enqueue an arbitrary task (copies, host callbacks); it may throw hsd::Error. Tensors it captures keep
   // their storage alive until it ran.
   void enqueue_task(std::string what, std::function<void()> fn);
@@ -146,6 +148,7 @@ void run_op_now(const OpDef& def, Device d, const std::vector<Tensor>& in, const
                 const Attrs& attrs, ThreadPool* pool, void* cuda_stream);
 // Convenience: enqueue on the stream of the first output's device.
 void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs = {});
+void enqueue(const OpDef& def, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs = {});
 int default_threads();
 
 // Registration entry points implemented by native/cpu and native/cuda.

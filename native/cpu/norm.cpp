@@ -14,6 +14,8 @@
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -26,7 +28,8 @@ void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc
 void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu);
 void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-              bool silu_on);
+              bool silu_on, bool stream);
+void stream_fence();
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx2
 namespace pw_avx512 {  // pointwise_avx512.cpp: the same kernels, 16 lanes at a time where it has them
@@ -34,10 +37,35 @@ void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc
 void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
               bool silu);
 void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-              bool silu_on);
+              bool silu_on, bool stream);
+void stream_fence();
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 }  // namespace pw_avx512
 namespace {
+
+// The last-level cache a core sees (Linux sysfs: the highest cache index of cpu0, e.g. "32768K"; 32 MiB when it
+// does not say). Not sysconf(_SC_LEVEL3_CACHE_SIZE): on this EPYC VM glibc reads 384 MiB there from cpuid
+// (the whole package's L3), where the VM's CPU has 32 MiB.
+size_t last_level_cache_bytes() {
+  static const size_t bytes = [] {
+    size_t best = 0;
+    for (int i = 0; i < 8; ++i) {
+      const std::string f = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size";
+      FILE* fp = std::fopen(f.c_str(), "r");
+      if (!fp) continue;
+      char buf[32] = {0};
+      const size_t n = std::fread(buf, 1, sizeof buf - 1, fp);
+      std::fclose(fp);
+      buf[n] = 0;
+      char* end = nullptr;
+      const unsigned long long v = std::strtoull(buf, &end, 10);
+      const size_t b = (size_t)v * (end && (*end == 'K' || *end == 'k') ? 1024 : end && *end == 'M' ? 1 << 20 : 1);
+      best = std::max(best, b);
+    }
+    return best > 0 ? best : (size_t)32 << 20;
+  }();
+  return bytes;
+}
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
 inline float silu_d(float x) {
@@ -135,7 +163,11 @@ void group_norm_kernel(const OpContext& c) {
   }
 
   // Pass 2: y = ((x - K) - dm) * rstd * gamma + beta [, silu]; with AVX2 and by4, four rows of an image at a
-  // time (chunks of rows in multiples of 4).
+  // time (chunks of rows in multiples of 4). An output of more than twice the last-level cache (the VAE
+  // decoder's 67-268 MB activations) is written with streaming stores: its lines are not read from memory
+  // before being overwritten (a third of the pass's traffic) and it does not flush what the cache holds; the
+  // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
+  const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
   c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;
@@ -148,13 +180,14 @@ void group_norm_kernel(const OpContext& c) {
           r += 3;
           continue;
         }
-        (avx512 ? pw_avx512::gn_apply : pw_avx2::gn_apply)(xr, yr, C, kk, dm, a, pb, silu);
+        (avx512 ? pw_avx512::gn_apply : pw_avx2::gn_apply)(xr, yr, C, kk, dm, a, pb, silu, stream);
         continue;
       }
       for (int64_t k = 0; k < C; ++k) yr[k] = ((xr[k] - kk[k]) - dm[k]) * a[k] + pb[k];
       if (silu)
         for (int64_t k = 0; k < C; ++k) yr[k] = silu_f(yr[k]);
     }
+    if (stream) (avx512 ? pw_avx512::stream_fence : pw_avx2::stream_fence)();
   });
 }
 

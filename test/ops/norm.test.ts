@@ -120,6 +120,42 @@ test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async (
   assert.ok(relErr(y, wrong) > 1e-2);
 });
 
+test('groupNorm + SiLU on a 134 MB activation (past twice the last-level cache: streaming stores) against float64', async () => {
+  // [2, 131072, 128]: the VAE decoder's size class. On the CPU its output is written with streaming stores when
+  // it is more than twice the last-level cache (32 MiB on the development and CI machines); every value is
+  // checked against float64 statistics, and both images (their own statistics) are covered.
+  const N = 2, S = 131072, C = 128, G = 32, cg = C / G, eps = 1e-5;
+  const xs = new Float32Array(N * S * C);
+  let st = 12345;
+  for (let i = 0; i < xs.length; i++) {
+    st = (Math.imul(st, 1664525) + 1013904223) >>> 0;
+    xs[i] = ((st >>> 8) / 16777216 - 0.5) * 3 + ((i % C) % 7) * 0.1 + Math.floor(i / (S * C)) * 0.5;
+  }
+  const gv = randn(C, 91), bv = randn(C, 92);
+  const gf = roundTo('f32', gv), bf = roundTo('f32', bv);
+  const x = hs.tensor(xs, [N, S, C], { device: DEVICE });
+  const y = await groupNorm(x, t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true }).floats();
+  x.dispose();
+  let err = 0, norm = 0;
+  for (let n = 0; n < N; n++)
+    for (let q = 0; q < G; q++) {
+      let s1 = 0, s2 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += xs[(n * S + s) * C + q * cg + k];
+      const mean = s1 / (S * cg);
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (xs[(n * S + s) * C + q * cg + k] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
+      for (let s = 0; s < S; s++)
+        for (let k = 0; k < cg; k++) {
+          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
+          const r = silu((xs[i] - mean) * rstd * gf[c] + bf[c]);
+          err += (y[i] - r) ** 2;
+          norm += r * r;
+        }
+    }
+  const e = Math.sqrt(err / norm);
+  assert.ok(e <= TOL.f32, `relative error ${e}`);
+});
+
 test('groupNorm: eps matters and the default is 1e-5', async () => {
   const N = 1, S = 5, C = 4, G = 2;
   const xv = randn(N * S * C, 4, 1e-3), gv = new Float64Array(C).fill(1), bv = new Float64Array(C);

@@ -2,9 +2,13 @@
 // This header is the public C++ face of the core; it has no N-API in it, so a plain C++ program can
 // link libhypersd_core and use it (see examples/run_op.cpp).
 #pragma once
-#include <cstddef>
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
+#include <utility>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -54,11 +58,105 @@ struct Storage {
 };
 using StoragePtr = std::shared_ptr<Storage>;
 
+// A tensor's shape or strides: up to kInline dims held in place (a Tensor copy allocates nothing for them: an
+// op's enqueue copies its tensors several times), more on the heap. Reads like the std::vector<int64_t> it
+// replaced (size, [], begin/end, data, ==) and converts to and from one.
+class Dims {
+ public:
+  static constexpr size_t kInline = 8;
+  Dims() = default;
+  Dims(std::initializer_list<int64_t> l) { assign(l.begin(), l.size()); }
+  Dims(const std::vector<int64_t>& v) { assign(v.data(), v.size()); }  // NOLINT: implicit, as a vector
+  Dims(size_t n, int64_t v) {
+    resize(n);
+    for (size_t i = 0; i < n; ++i) data()[i] = v;
+  }
+  template <class It, class = decltype(*std::declval<It>())>
+  Dims(It b, It e) {
+    resize((size_t)std::distance(b, e));
+    for (size_t i = 0; b != e; ++b, ++i) data()[i] = (int64_t)*b;
+  }
+  Dims(const Dims& o) { assign(o.data(), o.size()); }
+  Dims& operator=(const Dims& o) {
+    if (this != &o) assign(o.data(), o.size());
+    return *this;
+  }
+  Dims& operator=(const std::vector<int64_t>& v) {
+    assign(v.data(), v.size());
+    return *this;
+  }
+  Dims& operator=(std::initializer_list<int64_t> l) {
+    assign(l.begin(), l.size());
+    return *this;
+  }
+  operator std::vector<int64_t>() const { return std::vector<int64_t>(begin(), end()); }  // NOLINT: implicit
+  std::vector<int64_t> vec() const { return *this; }
+
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  int64_t* data() { return n_ <= kInline ? buf_ : heap_.data(); }
+  const int64_t* data() const { return n_ <= kInline ? buf_ : heap_.data(); }
+  int64_t& operator[](size_t i) { return data()[i]; }
+  const int64_t& operator[](size_t i) const { return data()[i]; }
+  int64_t* begin() { return data(); }
+  int64_t* end() { return data() + n_; }
+  const int64_t* begin() const { return data(); }
+  const int64_t* end() const { return data() + n_; }
+  int64_t& front() { return data()[0]; }
+  const int64_t& front() const { return data()[0]; }
+  int64_t& back() { return data()[n_ - 1]; }
+  const int64_t& back() const { return data()[n_ - 1]; }
+  void clear() { resize(0); }
+  void push_back(int64_t v) {
+    resize(n_ + 1);
+    back() = v;
+  }
+  // New dims are 0; the first min(old, n) keep their values.
+  void resize(size_t n) {
+    if (n > kInline) {
+      if (n_ <= kInline) heap_.assign(buf_, buf_ + n_);
+      heap_.resize(n, 0);
+    } else {
+      if (n_ > kInline) std::copy(heap_.begin(), heap_.begin() + n, buf_);
+      else
+        for (size_t i = n_; i < n; ++i) buf_[i] = 0;
+      heap_.clear();
+    }
+    n_ = n;
+  }
+
+  friend bool operator==(const Dims& a, const Dims& b) {
+    if (a.n_ != b.n_) return false;
+    for (size_t i = 0; i < a.n_; ++i)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
+  friend bool operator!=(const Dims& a, const Dims& b) { return !(a == b); }
+  friend bool operator==(const Dims& a, const std::vector<int64_t>& b) { return a == Dims(b); }
+  friend bool operator==(const std::vector<int64_t>& a, const Dims& b) { return Dims(a) == b; }
+  friend bool operator!=(const Dims& a, const std::vector<int64_t>& b) { return !(a == b); }
+  friend bool operator!=(const std::vector<int64_t>& a, const Dims& b) { return !(a == b); }
+
+ private:
+  void assign(const int64_t* p, size_t n) {
+    if (n > kInline) {
+      heap_.assign(p, p + n);
+    } else {
+      heap_.clear();
+      for (size_t i = 0; i < n; ++i) buf_[i] = p[i];
+    }
+    n_ = n;
+  }
+  size_t n_ = 0;
+  int64_t buf_[kInline] = {};
+  std::vector<int64_t> heap_;  // used when n_ > kInline
+};
+
 struct Tensor {
   StoragePtr storage;
   int64_t offset = 0;  // in elements
-  std::vector<int64_t> shape;
-  std::vector<int64_t> strides;  // in elements
+  Dims shape;
+  Dims strides;  // in elements
   DType dtype = DType::F32;
 
   Device device() const { return storage ? storage->device : Device::CPU; }

@@ -444,12 +444,13 @@ std::string Tensor::describe() const {
   return os.str();
 }
 
-std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
-  std::vector<int64_t> st(shape.size());
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) { return contiguous_strides(Dims(shape)); }
+Dims contiguous_strides(const Dims& shape) {
+  Dims st(shape.size(), 0);
   int64_t s = 1;
   for (int64_t i = (int64_t)shape.size() - 1; i >= 0; --i) {
-    st[i] = s;
-    s *= shape[i];
+    st[(size_t)i] = s;
+    s *= shape[(size_t)i];
   }
   return st;
 }
@@ -459,7 +460,7 @@ Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device, bool
     if (s < 0) throw Error("negative dimension in shape");
   Tensor t;
   t.shape = shape;
-  t.strides = contiguous_strides(shape);
+  t.strides = contiguous_strides(t.shape);
   t.dtype = dtype;
   t.storage = std::make_shared<Storage>((size_t)t.numel() * dtype_size(dtype), device, stream_ordered);
   return t;
@@ -473,7 +474,7 @@ Tensor view(const Tensor& t, const std::vector<int64_t>& shape, const std::vecto
     int64_t n = 1;
     for (auto s : shape) n *= s;
     if (n != t.numel()) throw Error("view " + std::to_string(n) + " elements of " + t.describe());
-    v.strides = contiguous_strides(shape);
+    v.strides = contiguous_strides(v.shape);
   } else {
     if (strides.size() != shape.size()) throw Error("view: strides and shape differ in rank");
     v.strides = strides;

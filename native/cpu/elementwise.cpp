@@ -42,13 +42,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 // Strides of `t` broadcast to `shape` (right-aligned); throws when t does not broadcast.
-std::vector<int64_t> broadcast_strides(const char* op, const char* name, const Tensor& t,
-                                       const std::vector<int64_t>& shape) {
+Dims broadcast_strides(const char* op, const char* name, const Tensor& t, const Dims& shape) {
   int64_t nd = (int64_t)shape.size(), td = t.dim();
   if (td > nd)
     throw Error(std::string(op) + ": " + name + " " + shape_str(t.shape) + " has more dims than the output " +
                 shape_str(shape));
-  std::vector<int64_t> st(nd, 0);
+  Dims st((size_t)nd, 0);
   int64_t s = 1;
   for (int64_t i = td - 1; i >= 0; --i) {
     int64_t d = i + nd - td;
@@ -63,10 +62,10 @@ std::vector<int64_t> broadcast_strides(const char* op, const char* name, const T
 
 // The loop nest of a broadcast binary op after merging dims whose strides chain.
 struct Nest {
-  std::vector<int64_t> size, sa, sb;  // outer dims first; the last entry is the inner loop
+  Dims size, sa, sb;  // outer dims first; the last entry is the inner loop
 };
 
-Nest coalesce(const std::vector<int64_t>& shape, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb) {
+Nest coalesce(const Dims& shape, const Dims& sa, const Dims& sb) {
   Nest n;
   for (size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == 1) continue;
@@ -121,7 +120,7 @@ template <int OP>
 void binary(const OpContext& c) {
   const char* op = kBinName[OP];
   const Tensor &a = c.in.at(0), &b = c.in.at(1), &y = c.out.at(0);
-  const std::vector<int64_t>& shape = y.shape;
+  const Dims& shape = y.shape;
   auto sa = broadcast_strides(op, "a", a, shape), sb = broadcast_strides(op, "b", b, shape);
   const float *pa = a.data<float>(), *pb = b.data<float>();
   float* py = y.data<float>();

@@ -171,6 +171,7 @@ struct Tensor {
 };
 
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape);
+Dims contiguous_strides(const Dims& shape);
 // stream_ordered: see Storage (the binding allocates op outputs this way; host writes need the default).
 Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device, bool stream_ordered = false);
 // A view sharing storage (reshape of a contiguous tensor, or explicit strides/offset).

@@ -8,6 +8,7 @@
 // as the stream's error; the next sync()/read() rethrows it and clears it, so the process keeps working.
 // HYPERSD_SYNC=1 runs every op on the calling thread and throws at once (on CUDA it also waits for the
 // kernel, so a fault names its op).
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -177,6 +178,7 @@ Stream::~Stream() {
   {
     std::lock_guard<std::mutex> g(mu_);
     stop_ = true;
+    stop_flag_.store(true);
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -206,11 +208,31 @@ void Stream::loop() {
   for (;;) {
     Task t;
     {
+      // An empty queue: spin a few microseconds before sleeping on the condition variable. JS enqueues a small
+      // op every ~4-6 us; a worker that went to sleep each time cost a futex wake in the enqueue and a context
+      // switch per op (~20% of bench/op_floor's samples in the kernel's scheduler). 10 us (HYPERSD_STREAM_SPIN_US,
+      // 0 turns it off): CPU op floor 5.45-5.86 -> 4.39-4.61 us alternated, large ops unchanged.
+      static const int spin_us = [] {
+        const char* e = std::getenv("HYPERSD_STREAM_SPIN_US");
+        return e ? std::max(0, std::atoi(e)) : 10;
+      }();
+      if (spin_us > 0 && queued_.load(std::memory_order_relaxed) == 0) {
+        const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+        while (queued_.load(std::memory_order_acquire) == 0 && !stop_flag_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+          for (int i = 0; i < 32; ++i) __builtin_ia32_pause();
+#else
+          std::this_thread::yield();
+#endif
+          if (std::chrono::steady_clock::now() > end) break;
+        }
+      }
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ and drained
       t = std::move(queue_.front());
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
       busy_ = true;
     }
     run_task(t);
@@ -274,6 +296,7 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn, const std:
       if (numbered) numbered(t.ticket);  // under the lock: numbers are marked in queue order
     }
     queue_.push_back(std::move(t));
+    queued_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_one();
 }

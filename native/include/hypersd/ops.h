@@ -133,6 +133,8 @@ class Stream {
   std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
   std::deque<Task> queue_;
+  std::atomic<int64_t> queued_{0};      // queue_.size(), readable without mu_ (the worker's spin)
+  std::atomic<bool> stop_flag_{false};
   // Tasks the worker has run, destroyed by the next enqueue's (or sync's) thread: see Stream::loop.
   std::vector<Task> done_;
   bool busy_ = false, stop_ = false, sync_mode_ = false;

@@ -58,9 +58,10 @@ export function setPoison(on: boolean): void {
 interface Scope { tensors: Set<Tensor> }
 const scopes = new AsyncLocalStorage<Scope>();
 const live = { count: 0, bytes: 0 };
-const registry = new FinalizationRegistry<{ bytes: number }>((held) => {
+// Held value: the tensor's accounted bytes (a number: no object per tensor); unregister token: the tensor itself.
+const registry = new FinalizationRegistry<number>((bytes) => {
   live.count--;
-  live.bytes -= held.bytes;
+  live.bytes -= bytes;
 });
 
 export class Tensor {
@@ -68,19 +69,19 @@ export class Tensor {
   readonly dtype: DType;
   readonly device: DeviceName;
   private h: Handle | null;
-  private readonly token = {};
   private readonly accountBytes: number;
 
   /** @internal use tensor()/empty()/ops; this wraps an existing native handle. */
-  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, ownsBytes = true) {
+  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, ownsBytes = true, ownShape = false) {
     this.h = handle;
-    this.shape = Object.freeze(shape.slice());
+    // ownShape: `shape` is a fresh array nobody else holds (empty()'s checked copy): frozen in place, not copied.
+    this.shape = Object.freeze(ownShape ? (shape as number[]) : shape.slice());
     this.dtype = dtype;
     this.device = device;
     this.accountBytes = ownsBytes ? this.size * dtypeSize(dtype) : 0;
     live.count++;
     live.bytes += this.accountBytes;
-    registry.register(this, { bytes: this.accountBytes }, this.token);
+    registry.register(this, this.accountBytes, this);
     scopes.getStore()?.tensors.add(this);
   }
 
@@ -111,7 +112,7 @@ export class Tensor {
     if (this.h === null) return;
     native().dispose(this.h);
     this.h = null;
-    registry.unregister(this.token);
+    registry.unregister(this);
     live.count--;
     live.bytes -= this.accountBytes;
   }
@@ -198,7 +199,7 @@ export function empty(shape: readonly number[], opts: TensorOptions = {}): Tenso
   const s = checkShape(shape, 'empty');
   const dtype = checkDType(opts.dtype ?? 'f32', 'empty');
   const device = resolveDevice(opts.device);
-  const t = new Tensor(native().empty(s, dtype, device), s, dtype, device);
+  const t = new Tensor(native().empty(s, dtype, device), s, dtype, device, true, true);
   if (poisonOutputs && isFloat(dtype) && t.size > 0) native().run('fill', [], [t.handle()], { value: NaN });
   return t;
 }

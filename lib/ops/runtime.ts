@@ -59,12 +59,14 @@ export function checkRank(op: string, name: string, t: Tensor, rank: number | [n
     throw new Error(`${op}: ${name} must have rank ${lo === hi ? lo : `${lo}..${hi}`}, got shape ${shapeStr(t.shape)}`);
 }
 export function checkSameDevice(op: string, ts: Record<string, Tensor | undefined>): void {
-  let first: [string, Tensor] | undefined;
-  for (const [k, t] of Object.entries(ts)) {
+  let firstKey = '', first: Tensor | undefined;
+  for (const k in ts) {
+    const t = ts[k];
     if (!t) continue;
-    if (!first) first = [k, t];
-    else if (t.device !== first[1].device)
-      throw new Error(`${op}: ${k} is on ${t.device} but ${first[0]} is on ${first[1].device}`);
+    if (!first) {
+      firstKey = k;
+      first = t;
+    } else if (t.device !== first.device) throw new Error(`${op}: ${k} is on ${t.device} but ${firstKey} is on ${first.device}`);
   }
 }
 /** Output allocation on the inputs' device. */

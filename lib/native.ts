@@ -11,7 +11,7 @@ export interface Native {
   fromBuffer(data: ArrayBufferView, shape: number[], dtype: string, device: string): Handle;
   view(h: Handle, shape: number[], strides: number[] | null, offset: number | null): Handle;
   /** Enqueues op (a name, or a number from opId) on the outputs' device; undefined attribute values are skipped. */
-  run(op: string | number, inputs: Handle[], outputs: Handle[], attrs: Record<string, number | boolean | number[] | undefined>): void;
+  run(op: string | number, inputs: Handle[], outputs: Handle[], attrs?: Record<string, number | boolean | number[] | undefined>): void;
   /** The number run() takes for an op name (an Error for an unknown op). */
   opId(op: string): number;
   read(h: Handle): Promise<ArrayBuffer>;

@@ -35,7 +35,7 @@ export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly T
   let id = opIds.get(op);
   const nat = native();
   if (id === undefined) opIds.set(op, (id = nat.opId(op)));
-  nat.run(id, ins, outs, attrs);
+  nat.run(id, ins, outs, attrs === noAttrs ? undefined : attrs);  // no attributes: nothing for the addon to enumerate
   if (opHook) {
     const clean: Attrs = {};
     for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;

@@ -152,4 +152,44 @@ test('elementwise: argument errors name the op and both shapes', () => {
   assert.throws(() => mul(hs.tensor(new Int32Array(6), [2, 3], { device: DEVICE }), a), /mul: a must be a float tensor, got i32/);
 });
 
+// Ten dims (tensor shapes and strides keep up to 8 in place and move to the heap beyond): a broadcast add whose
+// loop nest keeps all ten dims (no two merge), and a full permute, against index arithmetic.
+test('add with broadcasting over 10 dims; permute of 10 dims', async () => {
+  const shape = [2, 3, 2, 2, 3, 2, 2, 3, 2, 2], bshape = [2, 1, 2, 1, 3, 1, 2, 1, 2, 1];
+  const size = (s: number[]) => s.reduce((p, q) => p * q, 1);
+  const strides = (s: number[]) => s.map((_, i) => size(s.slice(i + 1)));
+  const av = randn(size(shape), 71), bv = randn(size(bshape), 72);
+  const y = await add(t(av, shape), t(bv, bshape)).floats();
+  assert.is(y.length, size(shape));
+  const st = strides(shape), bst = strides(bshape);
+  const ar = roundTo('f32', av), br = roundTo('f32', bv);
+  const ref = new Float64Array(y.length);
+  for (let i = 0; i < y.length; i++) {
+    let rem = i, bi = 0;
+    for (let d = 0; d < shape.length; d++) {
+      const c = Math.floor(rem / st[d]);
+      rem -= c * st[d];
+      if (bshape[d] !== 1) bi += c * bst[d];
+    }
+    ref[i] = ar[i] + br[bi];
+  }
+  assertClose(y, ref, TOL.f32, 'add');
+  const perm = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+  const p = hs.ops.permute(t(av, shape), perm);
+  const pshape = perm.map((d) => shape[d]);
+  assert.equal(p.shape, pshape);
+  const pv = await p.floats(), pst = strides(pshape);
+  let bad = 0;
+  for (let i = 0; i < pv.length; i++) {
+    let rem = i, src = 0;
+    for (let d = 0; d < pshape.length; d++) {
+      const c = Math.floor(rem / pst[d]);
+      rem -= c * pst[d];
+      src += c * st[perm[d]];
+    }
+    if (pv[i] !== ar[src]) bad++;
+  }
+  assert.is(bad, 0, `${bad} permuted values misplaced`);
+});
+
 test.run();

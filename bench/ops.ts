@@ -267,10 +267,24 @@ async function main(): Promise<void> {
   for (const r of rows)
     lines.push(`| ${r.kind} | ${r.shape} | ${r.rate.toFixed(1)} ${r.unit} | ${(100 * r.pct).toFixed(0)}% | ` +
       `${r.blas ? r.blas.toFixed(1) : ''} | ${r.vsBlas ? r.vsBlas.toFixed(2) + 'x' : ''} | ${r.note ?? ''} |`);
-  console.log(lines.join('\n'));
-  if (args.includes('--write')) writeResults(lines);
   peak?.close();
   blas?.close();
+  // The memory-bound rows again through the engine from C++ (bench/native/pointwise_bench.cpp, built with the
+  // addon: build*/hypersd_pointwise_bench), when that program is there: the same ops without the JS call per op.
+  if (want('norm')) {
+    const addon = process.env.HYPERSD_ADDON ? path.resolve(process.env.HYPERSD_ADDON) : path.join(__dirname, '..', 'build', 'Release', 'hypersd.node');
+    const engineBench = path.join(path.dirname(addon), '..', 'hypersd_pointwise_bench');
+    if (fs.existsSync(engineBench)) {
+      try {
+        const out = execFileSync(engineBench, [String(threads)], { encoding: 'utf8', timeout: 300_000 });
+        lines.push('', 'The memory-bound rows through the engine from C++ (`' + path.relative(process.cwd(), engineBench) + ` ${threads}\`):`, '', ...out.trim().split('\n'));
+      } catch (e) {
+        lines.push('', `(${engineBench} failed: ${(e as Error).message.split('\n')[0]})`);
+      }
+    }
+  }
+  console.log(lines.join('\n'));
+  if (args.includes('--write')) writeResults(lines);
   fs.rmSync(tmp, { recursive: true, force: true });
 }
 

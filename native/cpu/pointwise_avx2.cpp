@@ -363,23 +363,21 @@ void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc
   for (; r < rows; ++r) gn_sums_rows<1>(x + r * C, C, k, acc1, acc2);
 }
 
-// y = ((x - k) - dm) * a + b [, silu] over R rows of one image (row stride C): the per-channel parameters loaded
-// once for the R rows and their SiLU chains interleaved; each element gets the same operations whatever R.
+// y = (x - k) * a + b [, silu] over R rows of one image (row stride C; b is beta with the mean's remainder folded
+// in, see norm.cpp): the per-channel parameters loaded once for the R rows and their SiLU chains interleaved;
+// each element gets the same operations whatever R.
 // NT: streaming (non-temporal) stores, for outputs far larger than the last-level cache (the caller checks
 // that y's rows are 64-byte aligned and calls stream_fence() before its work is reported done).
 template <int R, bool NT = false>
 inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* y, int64_t C, const float* k,
-                                                        const float* dm, const float* a, const float* b,
-                                                        bool silu_on) {
+                                                        const float* a, const float* b, bool silu_on) {
   int64_t c = 0;
 #ifdef __AVX512F__
   for (; c + 16 <= C; c += 16) {
-    const __m512 kc = _mm512_loadu_ps(k + c), mc = _mm512_loadu_ps(dm + c), ac = _mm512_loadu_ps(a + c),
-                 bc = _mm512_loadu_ps(b + c);
+    const __m512 kc = _mm512_loadu_ps(k + c), ac = _mm512_loadu_ps(a + c), bc = _mm512_loadu_ps(b + c);
     __m512 v[R];
 #pragma GCC unroll 4
-    for (int j = 0; j < R; ++j)
-      v[j] = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j * C + c), kc), mc), ac, bc);
+    for (int j = 0; j < R; ++j) v[j] = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j * C + c), kc), ac, bc);
     if (silu_on) silu_v<R>(v, v);
 #pragma GCC unroll 4
     for (int j = 0; j < R; ++j) {
@@ -389,12 +387,10 @@ inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* 
   }
 #endif
   for (; c + 8 <= C; c += 8) {
-    const __m256 kc = _mm256_loadu_ps(k + c), mc = _mm256_loadu_ps(dm + c), ac = _mm256_loadu_ps(a + c),
-                 bc = _mm256_loadu_ps(b + c);
+    const __m256 kc = _mm256_loadu_ps(k + c), ac = _mm256_loadu_ps(a + c), bc = _mm256_loadu_ps(b + c);
     __m256 v[R];
 #pragma GCC unroll 4
-    for (int j = 0; j < R; ++j)
-      v[j] = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j * C + c), kc), mc), ac, bc);
+    for (int j = 0; j < R; ++j) v[j] = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j * C + c), kc), ac, bc);
     if (silu_on) {
 #pragma GCC unroll 4
       for (int j = 0; j < R; ++j) v[j] = silu_ps(v[j]);
@@ -408,7 +404,7 @@ inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* 
   if (c < C)
     for (int j = 0; j < R; ++j)
       for (int64_t i = c; i < C; ++i) {
-        const float v = ((x[j * C + i] - k[i]) - dm[i]) * a[i] + b[i];
+        const float v = (x[j * C + i] - k[i]) * a[i] + b[i];
         y[j * C + i] = silu_on ? v / (1.f + std::exp(-v)) : v;
       }
 }
@@ -419,16 +415,15 @@ inline __attribute__((always_inline)) void gn_apply_rows(const float* x, float* 
 // being written, and do not evict what the cache holds). 128 channels x 512x512 with SiLU (134 MB, two
 // threads, the kernel alone): 7.8-9.1 -> 6.1-6.4 ms, the time of glibc's memcpy of the same bytes (6.2-6.6).
 // The stores of a row are 64-byte aligned when y is and C % 16 == 0; otherwise the ordinary stores are used.
-void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-              bool silu_on, bool stream) {
-  if (stream && C % 16 == 0 && ((uintptr_t)y & 63) == 0) gn_apply_rows<1, true>(x, y, C, k, dm, a, b, silu_on);
-  else gn_apply_rows<1>(x, y, C, k, dm, a, b, silu_on);
+void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu_on,
+              bool stream) {
+  if (stream && C % 16 == 0 && ((uintptr_t)y & 63) == 0) gn_apply_rows<1, true>(x, y, C, k, a, b, silu_on);
+  else gn_apply_rows<1>(x, y, C, k, a, b, silu_on);
 }
 // Orders this thread's streaming stores before what it does next (the pool's report that its chunk is done).
 void stream_fence() { _mm_sfence(); }
-void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* dm, const float* a, const float* b,
-               bool silu_on) {
-  gn_apply_rows<4>(x, y, C, k, dm, a, b, silu_on);
+void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu_on) {
+  gn_apply_rows<4>(x, y, C, k, a, b, silu_on);
 }
 
 // Layer-norm of `rows` rows of C floats each (row r at x + r*C, y + r*C): y = (x - mean) * rstd * gamma + beta,
@@ -700,9 +695,9 @@ void clamp(const float*, float, float, float*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool) { std::abort(); }
-void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool, bool) { std::abort(); }
+void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, bool, bool) { std::abort(); }
 void stream_fence() { std::abort(); }
-void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
+void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, bool) { std::abort(); }
 void ln_rows(const float*, float*, int64_t, int64_t, const float*, const float*, double) { std::abort(); }
 }  // namespace HSD_PW_NS
 }  // namespace hsd

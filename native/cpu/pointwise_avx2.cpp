@@ -357,8 +357,11 @@ inline __attribute__((always_inline)) void gn_sums_rows(const float* x, int64_t 
 // row at a time, so the same bits): the stores of the sums had bound the one-row loop (two per 8 inputs, ~2
 // cycles each here), 0.5-0.67x the time in L1/L2; the caller passes by4 = false for tensors streamed from
 // memory, where the one-row loop was faster.
+// Sixteen rows a step first (the sums loaded and stored once per 16 rows; the same additions in the same order):
+// [4096, 320] on two threads, the kernel alone, 35-37 -> 31 us.
 void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4) {
   int64_t r = 0;
+  for (; by4 && r + 16 <= rows; r += 16) gn_sums_rows<16>(x + r * C, C, k, acc1, acc2);
   for (; by4 && r + 4 <= rows; r += 4) gn_sums_rows<4>(x + r * C, C, k, acc1, acc2);
   for (; r < rows; ++r) gn_sums_rows<1>(x + r * C, C, k, acc1, acc2);
 }

@@ -178,7 +178,6 @@ Stream::~Stream() {
   {
     std::lock_guard<std::mutex> g(mu_);
     stop_ = true;
-    stop_flag_.store(true);
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -218,7 +217,7 @@ void Stream::loop() {
       }();
       if (spin_us > 0 && queued_.load(std::memory_order_relaxed) == 0) {
         const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
-        while (queued_.load(std::memory_order_acquire) == 0 && !stop_flag_.load(std::memory_order_relaxed)) {
+        while (queued_.load(std::memory_order_acquire) == 0 && !stop_.load(std::memory_order_relaxed)) {
 #if defined(__x86_64__) || defined(__i386__)
           for (int i = 0; i < 32; ++i) __builtin_ia32_pause();
 #else

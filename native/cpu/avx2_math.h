@@ -31,30 +31,6 @@ inline __attribute__((always_inline)) __m256 exp_ps(__m256 x) {
   return exp_core_ps(_mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f)));
 }
 
-// exp(-x) for 8 floats, x clamped to [-88, 87]: exp_ps(-x) bit for bit, two operations fewer. The negation is
-// folded into the reduction (r' = x + n ln2 = -r exactly, the polynomial's odd coefficients negated, so every
-// step is the exact negation of exp_ps's) and 2^n is added to the polynomial's exponent field as an integer:
-// the same bits as the product, as p (in [0.7, 1.42]) times 2^n is normal (n = -126 only for arguments below
-// -86.99, where r > 0.34 and so p > 1.4).
-// exp_neg_core_ps: the same without the clamp, for arguments known to be in [-88, 87].
-inline __attribute__((always_inline)) __m256 exp_neg_core_ps(__m256 x) {
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(-1.44269504089f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(-8.307937e-3f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1897908e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(-0.16667345f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999915f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(-0.9999998f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  return _mm256_castsi256_ps(
-      _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
-}
-inline __attribute__((always_inline)) __m256 exp_neg_ps(__m256 x) {
-  return exp_neg_core_ps(_mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.f)), _mm256_set1_ps(87.f)));
-}
-
 // exp for x <= 0 (e.g. logits minus their row maximum): only the lower clamp is needed.
 inline __attribute__((always_inline)) __m256 exp_nonpos_ps(__m256 x) {
   return exp_core_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)));
@@ -103,23 +79,6 @@ inline __attribute__((always_inline)) __m512 exp_ps(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999998f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);  // p 2^n (n in [-126, 127]): correctly rounded, as the 8-lane p * 2^n
-}
-inline __attribute__((always_inline)) __m512 exp_neg_core_ps(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(-1.44269504089f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(-8.307937e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1897908e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(-0.16667345f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.4999915f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(-0.9999998f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  // p 2^n in one vscalefps (n is integral, the product normal: exact, the bits of the 8-lane integer add)
-  return _mm512_scalef_ps(p, n);
-}
-inline __attribute__((always_inline)) __m512 exp_neg_ps(__m512 x) {
-  return exp_neg_core_ps(_mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.f)), _mm512_set1_ps(87.f)));
 }
 inline __attribute__((always_inline)) __m512 exp2_core_ps(__m512 x) {
   const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -23,22 +23,22 @@
 #include "gemm_kernels.h"
 
 namespace hsd {
-namespace pw_avx2 {  // pointwise_avx2.cpp
-void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);
-void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu);
-void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu_on,
-              bool stream);
-void stream_fence();
-void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
+// The row kernels of pointwise_avx2.cpp, declared for both of its compiles: pw_avx2 (8 lanes) and pw_avx512
+// (pointwise_avx512.cpp: the same kernels, 16 lanes at a time where it has them).
+#define HSD_NORM_ROW_KERNELS                                                                                   \
+  void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);     \
+  void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu); \
+  void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b,            \
+                bool silu_on, bool stream);                                                                     \
+  void stream_fence();                                                                                          \
+  void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
+namespace pw_avx2 {
+HSD_NORM_ROW_KERNELS
 }  // namespace pw_avx2
-namespace pw_avx512 {  // pointwise_avx512.cpp: the same kernels, 16 lanes at a time where it has them
-void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);
-void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu);
-void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu_on,
-              bool stream);
-void stream_fence();
-void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
+namespace pw_avx512 {
+HSD_NORM_ROW_KERNELS
 }  // namespace pw_avx512
+#undef HSD_NORM_ROW_KERNELS
 namespace {
 
 // The last-level cache a core sees (Linux sysfs: the highest cache index of cpu0, e.g. "32768K"; 32 MiB when it

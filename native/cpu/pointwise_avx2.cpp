@@ -16,7 +16,7 @@
 
 // pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU, GEGLU and
 // the group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits as the 8-lane
-// compile).
+// compile, but for SiLU's exponent bound below x = -88: see vclamp_exp2).
 #ifndef HSD_PW_NS
 #define HSD_PW_NS pw_avx2
 #endif
@@ -42,7 +42,7 @@ static inline __m256 vsub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 // SiLU's exponent t = -x log2(e) kept where p 2^floor(t) can be built in the exponent field (vscale2n below):
 // floor(t) in [-126, 127]; x = +inf gives t = -126 (silu = inf), NaN stays NaN through the numerator.
 static inline __m256 vclamp_exp2(__m256 t) { return _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-126.f)), _mm256_set1_ps(127.f)); }
-static inline __m256 vscale2n(__m256 p, __m256 n) {  // p * 2^n as avx2::exp_neg_core_ps forms it
+static inline __m256 vscale2n(__m256 p, __m256 n) {  // p * 2^n, n integral in [-126, 127]: 2^n added to the exponent field
   return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
 }
 #ifdef __AVX512F__

@@ -134,10 +134,10 @@ class Stream {
   std::condition_variable cv_, idle_cv_;
   std::deque<Task> queue_;
   std::atomic<int64_t> queued_{0};      // queue_.size(), readable without mu_ (the worker's spin)
-  std::atomic<bool> stop_flag_{false};
   // Tasks the worker has run, destroyed by the next enqueue's (or sync's) thread: see Stream::loop.
   std::vector<Task> done_;
-  bool busy_ = false, stop_ = false, sync_mode_ = false;
+  bool busy_ = false, sync_mode_ = false;
+  std::atomic<bool> stop_{false};  // set under mu_; atomic so the worker's spin can read it without the lock
   uint64_t tickets_ = 0;
   std::string error_;
 };

@@ -90,7 +90,6 @@ class Dims {
     return *this;
   }
   operator std::vector<int64_t>() const { return std::vector<int64_t>(begin(), end()); }  // NOLINT: implicit
-  std::vector<int64_t> vec() const { return *this; }
 
   size_t size() const { return n_; }
   bool empty() const { return n_ == 0; }
@@ -125,15 +124,12 @@ class Dims {
     n_ = n;
   }
 
-  friend bool operator==(const Dims& a, const Dims& b) {
-    if (a.n_ != b.n_) return false;
-    for (size_t i = 0; i < a.n_; ++i)
-      if (a[i] != b[i]) return false;
-    return true;
-  }
+  friend bool operator==(const Dims& a, const Dims& b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
   friend bool operator!=(const Dims& a, const Dims& b) { return !(a == b); }
-  friend bool operator==(const Dims& a, const std::vector<int64_t>& b) { return a == Dims(b); }
-  friend bool operator==(const std::vector<int64_t>& a, const Dims& b) { return Dims(a) == b; }
+  friend bool operator==(const Dims& a, const std::vector<int64_t>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+  friend bool operator==(const std::vector<int64_t>& a, const Dims& b) { return b == a; }
   friend bool operator!=(const Dims& a, const std::vector<int64_t>& b) { return !(a == b); }
   friend bool operator!=(const std::vector<int64_t>& a, const Dims& b) { return !(a == b); }
 

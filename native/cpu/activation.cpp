@@ -18,7 +18,7 @@ void silu(const float* x, float* y, int64_t n);
 void softmax_row(const float* x, float* y, int64_t n, float scale);
 void geglu(const float* h, const float* g, float* o, int64_t n);
 }  // namespace pw_avx2
-namespace pw_avx512 {  // pointwise_avx512.cpp: SiLU and GEGLU 16 lanes at a time (the same bits; SiLU but below x = -88)
+namespace pw_avx512 {  // pointwise_avx512.cpp: SiLU and GEGLU 16 lanes at a time (the same bits; SiLU's last bit may differ, see vexp2_split)
 void silu(const float* x, float* y, int64_t n);
 void geglu(const float* h, const float* g, float* o, int64_t n);
 }  // namespace pw_avx512

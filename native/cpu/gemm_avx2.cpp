@@ -364,14 +364,14 @@ const Kernels* avx2_kernels() {
 }
 
 namespace {
-bool cpu_has_avx512f() {
+bool cpu_has_avx512f_dq() {
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
   unsigned lo, hi;
   __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   if ((lo & 0xe6) != 0xe6) return false;  // the OS saves XMM, YMM, opmask and both halves of the ZMM state
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return b & (1u << 16);  // AVX512F
+  return (b & (1u << 16)) && (b & (1u << 17));  // AVX512F and AVX512DQ (vreduceps in pointwise_avx2.cpp's SiLU)
 }
 }  // namespace
 
@@ -382,7 +382,7 @@ bool avx512_install(Kernels& k);  // gemm_avx512.cpp
 const Kernels* avx512_kernels() {
   static const Kernels* k = []() -> const Kernels* {
     const Kernels* base = avx2_kernels();
-    if (!base || !cpu_has_avx512f()) return nullptr;
+    if (!base || !cpu_has_avx512f_dq()) return nullptr;
     static Kernels s = *base;
     return avx512_install(s) ? &s : nullptr;
   }();

@@ -1,5 +1,5 @@
-// AVX-512 micro-kernels of the CPU GEMM engine (native/cpu/gemm_kernels.h); compiled with -mavx512f (plus the
-// AVX2 set's flags) and picked at run time only when cpuid reports AVX-512F and the OS saves the ZMM state.
+// AVX-512 micro-kernels of the CPU GEMM engine (native/cpu/gemm_kernels.h); compiled with -mavx512f -mavx512dq (plus the
+// AVX2 set's flags) and picked at run time only when cpuid reports AVX-512F and DQ and the OS saves the ZMM state.
 // Everything else (packing, activations, the epilogue) is the AVX2 set's: the panels keep their MR = 6,
 // NR = 16 layout, so every driver, packer and fused sink works unchanged.
 //

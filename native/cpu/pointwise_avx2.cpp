@@ -16,7 +16,8 @@
 
 // pointwise_avx512.cpp compiles this file again with AVX-512 enabled as namespace pw_avx512: there SiLU, GEGLU and
 // the group-norm apply run 16 lanes at a time (the same operations per lane, so the same bits as the 8-lane
-// compile, but for SiLU's exponent bound below x = -88: see vclamp_exp2).
+// compile, but for SiLU's exponent split: see vexp2_split; the last bit may differ for x in (0, 0.69) and
+// below x = -88).
 #ifndef HSD_PW_NS
 #define HSD_PW_NS pw_avx2
 #endif
@@ -39,9 +40,14 @@ static inline __m256 vabs(__m256 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.
 static inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 static inline __m256 vfloor(__m256 a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 static inline __m256 vsub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
-// SiLU's exponent t = -x log2(e) kept where p 2^floor(t) can be built in the exponent field (vscale2n below):
-// floor(t) in [-126, 127]; x = +inf gives t = -126 (silu = inf), NaN stays NaN through the numerator.
-static inline __m256 vclamp_exp2(__m256 t) { return _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-126.f)), _mm256_set1_ps(127.f)); }
+// SiLU's 2^t split as 2^f 2^n, f = t - n in [0, 1): t kept where p 2^n can be built in the exponent field
+// (vscale2n below), n = floor(t) in [-126, 127]; x = +inf gives t = -126 (silu = inf), NaN stays NaN through
+// the numerator.
+static inline void vexp2_split(__m256 t, __m256& f, __m256& n) {
+  t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-126.f)), _mm256_set1_ps(127.f));
+  n = vfloor(t);
+  f = _mm256_sub_ps(t, n);
+}
 static inline __m256 vscale2n(__m256 p, __m256 n) {  // p * 2^n, n integral in [-126, 127]: 2^n added to the exponent field
   return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
 }
@@ -57,10 +63,17 @@ static inline __m512 vabs(__m512 a) { return _mm512_abs_ps(a); }
 static inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 static inline __m512 vfloor(__m512 a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 static inline __m512 vsub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
-// vscalefps takes any exponent (2^t overflows to inf, underflows to 0, as the exact result would): only t = -inf
-// (x = +inf) needs a bound, whose t - floor(t) would be NaN; one max on the 16 lanes against the 8 lanes' two.
-static inline __m512 vclamp_exp2(__m512 t) { return _mm512_max_ps(t, _mm512_set1_ps(-127.f)); }
-static inline __m512 vscale2n(__m512 p, __m512 n) {  // one vscalefps: exact for integral n, a normal product
+// 16 lanes: f = t - floor(t) is one vreduceps (AVX512DQ; t = +-inf gives f = 0; the same value as the 8 lanes'
+// floor and subtraction but for t in (-1, 0), i.e. x in (0, 0.69), where vreduceps rounds the difference toward
+// zero, up to 1 ulp of f below: 2^f 4e-8 lower, under the polynomial's 9e-8), and vscalefps takes t itself (it scales by 2^floor(t), overflowing to
+// inf and underflowing to 0 as the exact result would): no bound on t, three operations a vector fewer than the
+// 8-lane split. x = +inf: t = -inf, p 2^t = 0, silu = inf; x = -inf: NaN, as -inf * sigmoid(-inf) is. One Zen 5
+// core, a 16 KB row in L1, four vectors together: 5.2-7.4 -> 4.7-6.7 cycles a vector (alternated, noisy VM).
+static inline void vexp2_split(__m512 t, __m512& f, __m512& n) {
+  f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  n = t;
+}
+static inline __m512 vscale2n(__m512 p, __m512 n) {  // one vscalefps: p 2^floor(n), a normal product
   return _mm512_scalef_ps(p, n);
 }
 #endif
@@ -118,23 +131,18 @@ static inline __attribute__((always_inline)) void geglu_v(const V* h, const V* x
 }
 
 // SiLU of R vectors, step by step together: y = x / (1 + 2^t), t = -x log2(e), 2^t = 2^f 2^floor(t) with
-// f = t - floor(t) in [0, 1) (exact but for one rounding when t is in (-1, 0)) and 2^f by a degree-5 minimax
-// polynomial (relative error 9e-8 with these float coefficients). The rounding of t itself costs 4e-8 |t|
-// relative, so SiLU's relative error is ~1e-6 at |x| = 20 (tests' f32 tolerance: 1e-5 of the norm) and below
-// 3e-7 for |x| < 5. Against the Cody-Waite exp(-x) it replaced (a rounding, two FMAs, a clamp on both sides):
-// 10.3-10.4 -> 12.5-13.2 Gelem/s on one Zen 5 core at 2.6 MB, 16 lanes. Both compiles take the same
-// operations lane by lane but for vclamp_exp2 (same bits for x > -88, where neither bound applies); R = 4 on 16
-// lanes keeps four chains in flight.
+// f = t - floor(t) in [0, 1) (exact but for one rounding when t is in (-1, 0); vexp2_split, per width) and 2^f by
+// a degree-5 minimax polynomial (relative error 9e-8 with these float coefficients). The rounding of t itself
+// costs 4e-8 |t| relative, so SiLU's relative error is ~1e-6 at |x| = 20 (tests' f32 tolerance: 1e-5 of the
+// norm) and below 3e-7 for |x| < 5. Against the Cody-Waite exp(-x) it replaced (a rounding, two FMAs, a clamp
+// on both sides): 10.3-10.4 -> 12.5-13.2 Gelem/s on one Zen 5 core at 2.6 MB, 16 lanes. Both compiles take the
+// same operations lane by lane but for vexp2_split; R = 4 on 16 lanes keeps four chains in flight.
 template <int R, class V>
 static inline __attribute__((always_inline)) void silu_v(const V* v, V* y) {
   const V z0 = vset(V(), 0.f);
   V t[R], n[R], p[R];
 #pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) t[j] = vclamp_exp2(vmul(v[j], vset(z0, -1.44269504089f)));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) n[j] = vfloor(t[j]);
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) t[j] = vsub(t[j], n[j]);
+  for (int j = 0; j < R; ++j) vexp2_split(vmul(v[j], vset(z0, -1.44269504089f)), t[j], n[j]);
 #pragma GCC unroll 4
   for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, 1.8775762e-3f), t[j], vset(z0, 8.9893416e-3f));
 #pragma GCC unroll 4

@@ -13,7 +13,7 @@
       "type": "static_library",
       "sources": ["<!@(node -p \"require('fs').readdirSync('native/cpu').filter(f=>/_avx512\\.cpp$/.test(f)).map(f=>'native/cpu/'+f).join(' ')\")"],
       "include_dirs": ["native/include", "native/core", "native/cpu"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-mavx512f", "-mavx2", "-mfma", "-mf16c", "-mprefer-vector-width=512"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c", "-mprefer-vector-width=512"],
       "cflags_cc!": ["-fno-exceptions"]
     },
     {

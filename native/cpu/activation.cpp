@@ -25,7 +25,11 @@ void geglu(const float* h, const float* g, float* o, int64_t n);
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
-inline float gelu_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+// x enters the product as max(-FLT_MAX, x) (a NaN stays NaN): gelu(-inf) = -0, not -inf * 0, as the vector kernels.
+inline float gelu_f(float x) {
+  const float xm = x < -3.40282347e38f ? -3.40282347e38f : x;
+  return 0.5f * xm * (1.0f + std::erf(x * 0.70710678118654752f));
+}
 inline float gelu_tanh_f(float x) {
   const float k = 0.79788456080286536f;  // sqrt(2/pi)
   return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));

@@ -364,14 +364,15 @@ const Kernels* avx2_kernels() {
 }
 
 namespace {
-bool cpu_has_avx512f_dq() {
+bool cpu_has_avx512f_dq_vl() {
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
   unsigned lo, hi;
   __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   if ((lo & 0xe6) != 0xe6) return false;  // the OS saves XMM, YMM, opmask and both halves of the ZMM state
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return (b & (1u << 16)) && (b & (1u << 17));  // AVX512F and AVX512DQ (vreduceps in pointwise_avx2.cpp's SiLU)
+  // AVX512F, DQ (vreduceps in pointwise_avx2.cpp's SiLU) and VL (its GEGLU table on 8 lanes)
+  return (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 31));
 }
 }  // namespace
 
@@ -382,7 +383,7 @@ bool avx512_install(Kernels& k);  // gemm_avx512.cpp
 const Kernels* avx512_kernels() {
   static const Kernels* k = []() -> const Kernels* {
     const Kernels* base = avx2_kernels();
-    if (!base || !cpu_has_avx512f_dq()) return nullptr;
+    if (!base || !cpu_has_avx512f_dq_vl()) return nullptr;
     static Kernels s = *base;
     return avx512_install(s) ? &s : nullptr;
   }();

@@ -1,5 +1,5 @@
-// AVX-512 micro-kernels of the CPU GEMM engine (native/cpu/gemm_kernels.h); compiled with -mavx512f -mavx512dq (plus the
-// AVX2 set's flags) and picked at run time only when cpuid reports AVX-512F and DQ and the OS saves the ZMM state.
+// AVX-512 micro-kernels of the CPU GEMM engine (native/cpu/gemm_kernels.h); compiled with -mavx512f -mavx512dq -mavx512vl (plus the
+// AVX2 set's flags) and picked at run time only when cpuid reports AVX-512F, DQ and VL and the OS saves the ZMM state.
 // Everything else (packing, activations, the epilogue) is the AVX2 set's: the panels keep their MR = 6,
 // NR = 16 layout, so every driver, packer and fused sink works unchanged.
 //
@@ -16,6 +16,9 @@
 #include <immintrin.h>
 
 namespace hsd {
+namespace pw_avx512 {  // pointwise_avx512.cpp
+void geglu_tile(const float* t, int64_t ldt, int64_t rows, float* o, int64_t ldo);
+}  // namespace pw_avx512
 namespace gemm {
 // gemm_avx2.cpp: the AVX2 micro-kernels' epilogue on a 6x16 accumulator tile stored row by row (acc_mem).
 void epilogue_6x16_avx2(const float* acc_mem, float* c, int64_t ldc, const Epilogue& e, const float* bias);
@@ -181,6 +184,8 @@ bool avx512_install(Kernels& k) {
   k.micro = micro_6x16_avx512;
   k.micro_rows = micro_rows_6x16_avx512;
   k.micro2 = micro2_6x32_avx512;
+  // linear_geglu's tile sink: the AVX-512 compile's GEGLU (its table form), as the geglu op of this set runs.
+  k.geglu_rows = pw_avx512::geglu_tile;
   return true;
 }
 

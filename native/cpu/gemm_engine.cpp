@@ -216,8 +216,8 @@ void widen_portable(float* dst, const void* src, DType dt, int64_t n) {
 void geglu_rows_portable(const float* t, int64_t ldt, int64_t rows, float* out, int64_t ldo) {
   for (int64_t r = 0; r < rows; ++r)
     for (int c = 0; c < 8; ++c) {
-      const float g = t[r * ldt + 8 + c];
-      out[r * ldo + c] = t[r * ldt + c] * (0.5f * g * (1.0f + std::erf(g * 0.70710678118654752f)));
+      const float g = t[r * ldt + 8 + c], gm = g < -3.40282347e38f ? -3.40282347e38f : g;
+      out[r * ldo + c] = t[r * ldt + c] * (0.5f * gm * (1.0f + std::erf(g * 0.70710678118654752f)));
     }
 }
 

@@ -117,6 +117,32 @@ test('silu and geglu: +inf and NaN in the vector lanes and the tail; large |x| e
   check(await geglu(t(hg, [1, 2 * n])).floats(), (x) => 2 * refs.gelu(x), 'geglu');
 });
 
+test('geglu: every gate within 4e-7 max(1, |x|) of float64 across a dense sweep, interval edges and the clamp; -inf gives 0', async () => {
+  // The AVX-512 kernels evaluate erf from 16 polynomials picked per interval of |x| (edges at (k + 1/2) / 2.6516504,
+  // clamped at 5.845), the AVX2 ones a rational function; a wrong interval or coefficient is off by far more.
+  const gates: number[] = [];
+  for (let i = -3500; i <= 3500; i++) gates.push(i / 500);
+  for (let k = 0; k < 16; k++)
+    for (const s of [-1, 1]) {
+      const e = s * (k + 0.5) / 2.6516504;
+      gates.push(e, e * (1 + 3e-7), e * (1 - 3e-7));
+    }
+  gates.push(5.845, -5.845, 5.8451, -5.8451, 6, -6, 40, -40, 1e-30, -1e-30, 0);
+  const n = gates.length, hg = new Float32Array(2 * n);
+  for (let i = 0; i < n; i++) { hg[i] = 1.5; hg[n + i] = gates[i]; }
+  const out = await geglu(t(hg, [1, 2 * n])).floats();
+  for (let i = 0; i < n; i++) {
+    const x = hg[n + i], r = 1.5 * refs.gelu(x);
+    assert.ok(Math.abs(out[i] - r) <= 4e-7 * Math.max(1, Math.abs(x)), `geglu gate ${x} at ${i}: ${out[i]}, want ${r}`);
+  }
+  // 21 values: 16 in a vector, 5 in the tail.
+  const g = [-Infinity, -1e30, -40, -Infinity, -6.5, -1e30, -Infinity];
+  const hv = new Float32Array(42).fill(3);
+  for (let i = 0; i < 21; i++) hv[21 + i] = g[i % g.length];
+  const inf = await geglu(t(hv, [1, 42])).floats();
+  for (let i = 0; i < 21; i++) assert.ok(Math.abs(inf[i]) <= (g[i % 7] === -6.5 ? 1e-6 : 0), `gelu(${g[i % 7]}) at ${i}: ${inf[i]}`);
+});
+
 test('softmax: large logits stay finite; one-element rows are 1', async () => {
   const y = await softmax(t([1000, 999, -1000, 50], [2, 2])).floats();
   assertClose(y, [1 / (1 + Math.exp(-1)), Math.exp(-1) / (1 + Math.exp(-1)), Math.exp(-1050), 1], TOL.f32, 'y');

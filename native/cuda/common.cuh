@@ -212,7 +212,10 @@ __device__ __forceinline__ float warp_max(float v) {
 enum Act : int { ACT_NONE = 0, ACT_SILU = 1, ACT_GELU = 2, ACT_GELU_TANH = 3, ACT_QUICK_GELU = 4 };
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
-__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+// x enters the product as max(-FLT_MAX, x) (a NaN stays NaN): gelu(-inf) = -0, not -inf * 0, as on the CPU.
+__device__ __forceinline__ float gelu_f(float x) {
+  return 0.5f * (x < -3.40282347e38f ? -3.40282347e38f : x) * (1.0f + erff(x * 0.70710678118654752f));
+}
 __device__ __forceinline__ float gelu_tanh_f(float x) {
   return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
 }

@@ -6,7 +6,8 @@
 // the ceiling a memcpy of one such tensor split among the threads, timed warm (a quarter of its copies untimed
 // first), right before each sample. Medians of 9 samples. Bytes counted: the op's compulsory reads + writes.
 // Built with the project (CMake target hypersd_pointwise_bench, next to the addon's build folder):
-//   build/hypersd_pointwise_bench [threads]        (threads: the engine's pool and the memcpy; default 2)
+//   build/hypersd_pointwise_bench [threads] [op]   (threads: the engine's pool and the memcpy; default 2;
+//                                                   op: run only the rows whose names contain it)
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -93,7 +93,7 @@ void group_norm_kernel(const OpContext& c) {
   // K_c the first element of the channel's group: a value of the group, so a large mean does not cancel the
   // variance away) in one vectorised pass over its rows, then folds the channels into groups in double.
   // Blocks of a power of two rows, at most 256 and at most 64K values (each channel's float sums run over a
-  // block's rows): [4096, 320] in 32 blocks of 128 rows, as many for each of 2, 4, 8 or 16 threads. Per block
+  // block's rows): [4096, 320] in 32 blocks of 128 rows, a multiple of 2, 4, 8 or 16 threads. Per block
   // the kernel fills the shifts and folds 2C float sums into groups in double, once per block: against 16K-value
   // blocks (81 of 51 rows) the pass went 39-43 -> 35 us on two threads and the serial fold of the blocks'
   // partials 2.0 -> 0.8 us (timers around the passes, alternated; 21 blocks of 204 rows, then the power of two:

@@ -26,11 +26,19 @@ class Resnet {
     this.sc = inC !== outC ? new Conv2d(p, `${name}.conv_shortcut`, inC, outC, 1) : null;
   }
   /** x NHWC, consumed: the VAE is a chain (no skip connections), so at inference x's storage (or the shortcut
-   * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. */
+   * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. Each
+   * intermediate is disposed once its consumer is enqueued (as Chain does between layers), so norm2's output
+   * takes norm1's block: three activations live at the peak instead of four. */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const h = this.n2.forward(this.c1.forward(this.n1.forward(x, true)), true);
-      return this.c2.forwardAccumulate(h, this.sc ? this.sc.forward(x) : x);
+      const a = this.n1.forward(x, true);
+      const b = this.c1.forward(a);
+      a.dispose();
+      const h = this.n2.forward(b, true);
+      if (h !== b) b.dispose();
+      const out = this.c2.forwardAccumulate(h, this.sc ? this.sc.forward(x) : x);
+      if (h !== out) h.dispose();
+      return out;
     });
   }
 }

@@ -124,7 +124,12 @@ export class GroupNorm {
     const y = ops.groupNorm(flat, this.p.get(`${this.name}.weight`), this.p.get(`${this.name}.bias`), {
       groups: this.groups, eps: this.eps, silu,
     });
-    return y.reshape(shape);
+    // The [N, S, C] handles go at once (the op holds what it reads, the view returned holds y's storage), so a
+    // caller disposing the result frees the storage then, not when its tidy scope ends.
+    flat.dispose();
+    const out = y.reshape(shape);
+    y.dispose();
+    return out;
   }
 }
 

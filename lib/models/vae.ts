@@ -28,15 +28,20 @@ class Resnet {
   /** x NHWC, consumed: the VAE is a chain (no skip connections), so at inference x's storage (or the shortcut
    * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. Each
    * intermediate is disposed once its consumer is enqueued (as Chain does between layers), so norm2's output
-   * takes norm1's block: three activations live at the peak instead of four. */
+   * takes norm1's block. */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const a = this.n1.forward(x, true);
+      // With a shortcut conv, it reads x first, so that norm1 may then write over x (GroupNorm's overwrite: on
+      // the CPU when nothing records) and x go once conv1 is queued: x, norm1's output and conv1's output no
+      // longer live at once.
+      const s = this.sc ? this.sc.forward(x) : null;
+      const a = this.n1.forward(x, true, s !== null);
       const b = this.c1.forward(a);
       a.dispose();
+      if (s) x.dispose();  // read by now (queued), and maybe overwritten: consumed
       const h = this.n2.forward(b, true);
       if (h !== b) b.dispose();
-      const out = this.c2.forwardAccumulate(h, this.sc ? this.sc.forward(x) : x);
+      const out = this.c2.forwardAccumulate(h, s ?? x);
       if (h !== out) h.dispose();
       return out;
     });

@@ -116,19 +116,20 @@ export class GroupNorm {
     p.declare(`${name}.weight`, [channels], 'norm');
     p.declare(`${name}.bias`, [channels], 'norm');
   }
-  /** x NHWC or [N, S, C] */
-  forward(x: Tensor, silu = false): Tensor {
+  /** x NHWC or [N, S, C]. overwrite: x is consumed and, when nothing records, its storage may take the result
+   * (ops.groupNorm's overwrite: on the CPU). */
+  forward(x: Tensor, silu = false, overwrite = false): Tensor {
     const shape = x.shape;
     const n = shape[0], c = shape[shape.length - 1];
     const flat = x.reshape([n, x.size / (n * c), c]);
     const y = ops.groupNorm(flat, this.p.get(`${this.name}.weight`), this.p.get(`${this.name}.bias`), {
-      groups: this.groups, eps: this.eps, silu,
+      groups: this.groups, eps: this.eps, silu, overwrite: overwrite && !recording(),
     });
     // The [N, S, C] handles go at once (the op holds what it reads, the view returned holds y's storage), so a
     // caller disposing the result frees the storage then, not when its tidy scope ends.
-    flat.dispose();
     const out = y.reshape(shape);
-    y.dispose();
+    flat.dispose();
+    if (y !== flat) y.dispose();
     return out;
   }
 }

@@ -20,9 +20,11 @@ function checkEps(op: string, eps: number): void {
 
 /**
  * GroupNorm over [N, S, C] (S = H*W): statistics per (n, group) over S x C/groups.
+ * With `overwrite` the caller gives x up: on the CPU the result is written over x's storage (x must not be read
+ * afterwards, nor be recorded by a tape); elsewhere a new tensor as without it.
  * @example const y = groupNorm(x.reshape([n, h * w, c]), gamma, beta, { groups: 32, eps: 1e-6, silu: true });
  */
-export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: number; eps?: number; silu?: boolean }): Tensor {
+export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: number; eps?: number; silu?: boolean; overwrite?: boolean }): Tensor {
   const op = 'groupNorm';
   checkFloat(op, 'x', x);
   checkRank(op, 'x', x, 3);
@@ -33,7 +35,9 @@ export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: n
     throw new Error(`${op}: groups must be a positive integer dividing the ${C} channels of x ${shapeStr(x.shape)}, got ${groups}`);
   const eps = o.eps ?? 1e-5;
   checkEps(op, eps);
-  const y = out(x.shape, x);
+  // overwrite: x is the caller's to give up; on the CPU y takes its storage (both passes read a row before the
+  // apply writes it). The CUDA apply kernel declares its operands non-aliasing, so there y is a new tensor.
+  const y = o.overwrite && x.device === 'cpu' ? x : out(x.shape, x);
   runOp('group_norm', [x, gamma, beta], [y], { groups, eps, silu: !!o.silu });
   return y;
 }

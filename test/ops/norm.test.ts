@@ -107,6 +107,19 @@ for (const [N, S, C, G] of [[3, 700, 320, 160], [2, 900, 48, 3]])
     assert.equal(Array.from(y2), Array.from(y1), 'two calls, same bits');
   });
 
+test('groupNorm overwrite: the same values as a new output; on the CPU written over x\'s storage', async () => {
+  const [N, S, C, G] = [2, 300, 96, 8];
+  const xv = randn(N * S * C, 41, 2), gv = randn(C, 42), bv = randn(C, 43);
+  for (const silu of [false, true]) {
+    const want = await groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps: 1e-6, silu }).floats();
+    const x = t(xv, [N, S, C]);
+    const y = groupNorm(x, t(gv, [C]), t(bv, [C]), { groups: G, eps: 1e-6, silu, overwrite: true });
+    assert.equal(Array.from(await y.floats()), Array.from(want), `silu ${silu}`);
+    if (DEVICE === 'cpu') assert.ok(y === x, 'the CPU writes over x');
+    else assert.ok(y !== x, 'a new output on the GPU');
+  }
+});
+
 test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {
   const N = 1, S = 1500, C = 24, G = 3, eps = 1e-6;
   // Around 300 with std 0.01, each group shifted by 0.05 more than the last.

@@ -37,6 +37,7 @@ export interface WeightRef {
   readF32(): Float32Array;
   /** The stored bytes (little-endian, `dtype`) already in the diffusers layout. */
   readRaw?(): { dtype: StDType; data: Buffer };
+  readRawTransient?(): { dtype: StDType; data: Buffer };
 }
 
 export type ModelConfigsIn = Partial<Record<ComponentName | 'scheduler' | 'model_index', Config>>;
@@ -98,12 +99,19 @@ class StWeight implements WeightRef {
   }
 
   readRaw(): { dtype: StDType; data: Buffer } {
+    return this.read(false);
+  }
+  /** readRaw's bytes in the shared staging buffer (SafetensorsFile.readScratch): valid until the next such read. */
+  readRawTransient(): { dtype: StDType; data: Buffer } {
+    return this.read(true);
+  }
+  private read(transient: boolean): { dtype: StDType; data: Buffer } {
     const t = this.transform;
     if (t.kind === 'rows') {
       const bytes = numel(this.shape) * ITEMSIZE[this.dtype];
-      return { dtype: this.dtype, data: this.st.readRawSlice(this.key, t.part * bytes, bytes) };
+      return { dtype: this.dtype, data: transient ? this.st.readScratch(this.key, t.part * bytes, bytes) : this.st.readRawSlice(this.key, t.part * bytes, bytes) };
     }
-    const data = this.st.readRaw(this.key);
+    const data = transient ? this.st.readScratch(this.key) : this.st.readRaw(this.key);
     return { dtype: this.dtype, data: t.kind === 'transpose' ? transposeBytes(data, this.shape[1], this.shape[0], ITEMSIZE[this.dtype]) : data };
   }
 

@@ -125,6 +125,23 @@ export class SafeTensors {
     return this.readBytes(t, 0, t.end - t.start);
   }
 
+  /**
+   * The tensor's bytes (or `length` of them from `offset`) in a staging buffer shared by every file, valid only
+   * until the next readScratch call: for a caller that copies them away at once (ParamStore.load uploads them
+   * synchronously). Reusing one buffer spares a fresh ArrayBuffer per weight, whose pages the kernel must zero
+   * on first touch (2 GB of them for SD1.5's weights). releaseReadScratch() drops it.
+   */
+  readScratch(name: string, offset = 0, length?: number): Buffer {
+    const t = this.info(name);
+    const len = length ?? t.end - t.start - offset;
+    if (offset < 0 || len < 0 || offset + len > t.end - t.start)
+      throw new Error(`${this.path}: slice [${offset}, ${offset + len}) is outside tensor '${name}' (${t.end - t.start} bytes)`);
+    if (!scratch || scratch.byteLength < len) scratch = new ArrayBuffer(Math.max(len, Math.min(2 * (scratch?.byteLength ?? 0), 256 << 20)));
+    const buf = Buffer.from(scratch, 0, len);
+    this.readInto(t, buf, offset);
+    return buf;
+  }
+
   /** `length` bytes of tensor `name` starting `offset` bytes into it (for row slices of fused weights). */
   readRawSlice(name: string, offset: number, length: number): Buffer {
     const t = this.info(name);
@@ -181,6 +198,12 @@ export class SafeTensors {
       done += n;
     }
   }
+}
+
+let scratch: ArrayBuffer | null = null;
+/** Drops the staging buffer of SafetensorsFile.readScratch (ParamStore.load calls it when done). */
+export function releaseReadScratch(): void {
+  scratch = null;
 }
 
 function parseHeader(p: string, fd: number, size: number):

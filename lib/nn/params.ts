@@ -10,6 +10,7 @@
 import { Tensor, tensor, empty, keep, type DType, type DeviceName } from '../tensor';
 import { runOp } from '../ops/runtime';
 import { cast, permute } from '../ops/shape';
+import { releaseReadScratch } from '../io/safetensors';
 import type { RuntimeAdapter } from './layers';
 
 export type ParamKind = 'linear' | 'conv' | 'norm' | 'bias' | 'embedding' | 'other';
@@ -23,6 +24,8 @@ export interface WeightSource {
   source: string;
   readF32(): Float32Array;
   readRaw?(): { dtype: string; data: Uint8Array };
+  /** readRaw's bytes in a buffer valid only until the next such read (ParamStore.load copies them at once). */
+  readRawTransient?(): { dtype: string; data: Uint8Array };
 }
 
 export interface LoadOptions {
@@ -97,10 +100,14 @@ export class ParamStore {
       throw new Error(`${this.component} (${fileLabel}): ${parts.join('; ')}`);
     }
     const skip = new Set([...rep.missing, ...rep.mismatched.map((m) => m.name)]);
-    for (const [name, spec] of this.specs) {
-      if (skip.has(name)) continue;
-      const w = src.get(name)!;
-      this.set(name, this.uploadRaw(spec, w, opts) ?? this.upload(spec, w.readF32(), opts));
+    try {
+      for (const [name, spec] of this.specs) {
+        if (skip.has(name)) continue;
+        const w = src.get(name)!;
+        this.set(name, this.uploadRaw(spec, w, opts) ?? this.upload(spec, w.readF32(), opts));
+      }
+    } finally {
+      releaseReadScratch();
     }
     return rep;
   }
@@ -139,7 +146,8 @@ export class ParamStore {
    * for other dtypes and sources without raw bytes.
    */
   private uploadRaw(spec: ParamSpec, w: WeightSource, opts: LoadOptions): Tensor | null {
-    const raw = w.readRaw?.();
+    // The transient read is safe: tensor() below copies the bytes before anything reads the file again.
+    const raw = w.readRawTransient?.() ?? w.readRaw?.();
     if (!raw) return null;
     const fileType: DType | undefined = ({ F32: 'f32', F16: 'f16', BF16: 'bf16' } as Record<string, DType>)[raw.dtype];
     if (!fileType) return null;

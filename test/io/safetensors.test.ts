@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { SafeTensors, saveSafetensors } from '../../lib/io/safetensors';
+import { SafeTensors, releaseReadScratch, saveSafetensors } from '../../lib/io/safetensors';
 import { bf16BitsToFloat, f32ToBf16, f32ToF16 } from '../../lib/io/half';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-st-'));
@@ -82,6 +82,15 @@ test('round trip of every dtype, metadata, 0-dim and empty tensors', () => {
   assert.equal([...new Int32Array(st.readRaw('i32').buffer)], [1, -5, 7]);
   assert.equal([...new Uint16Array(st.readRawSlice('f16', 2, 4).buffer)], [...f32ToF16([-2.5, 3.25])]);
   throwsNaming(() => st.readRawSlice('f16', 10, 4), p, /outside tensor 'f16'/);
+  // readScratch: the same bytes in one shared staging buffer, valid until the next such read.
+  const s1 = st.readScratch('i32');
+  assert.equal([...new Int32Array(s1.buffer, s1.byteOffset, 3)], [1, -5, 7]);
+  const s2 = st.readScratch('f16', 2, 4);
+  assert.equal([...new Uint16Array(s2.buffer, s2.byteOffset, 2)], [...f32ToF16([-2.5, 3.25])]);
+  assert.is(s2.buffer, s1.buffer, 'one staging buffer');
+  throwsNaming(() => st.readScratch('f16', 10, 4), p, /outside tensor 'f16'/);
+  releaseReadScratch();
+  assert.is.not(st.readScratch('i32').buffer, s1.buffer, 'a new buffer after release');
   throwsNaming(() => st.readI64('f32'), p, /'f32'.*not an integer/);
   throwsNaming(() => st.info('nope'), p, /no tensor named 'nope'/);
   st.close();

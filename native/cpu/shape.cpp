@@ -14,6 +14,13 @@
 #include "hypersd/ops.h"
 
 namespace hsd {
+namespace pw_avx2 {  // pointwise_avx2.cpp
+void narrow_bf16(const float* x, uint16_t* y, int64_t n);
+void narrow_f16(const float* x, uint16_t* y, int64_t n);
+}  // namespace pw_avx2
+}  // namespace hsd
+
+namespace hsd {
 namespace {
 
 template <class T>
@@ -231,6 +238,7 @@ void cast_kernel(const OpContext& c) {
     // values as the per-element path below, which went through a double and two switches (14-15 ns an element
     // on the weights of a model being loaded).
     const gemm::Kernels& kr = gemm::kernels();
+    const bool avx2 = gemm::using_avx2();  // the narrowing 8 at a time (pointwise_avx2.cpp), the same bits
     const size_t ss = dtype_size(s);
     c.pool->parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
       constexpr int64_t kBlock = 4096;
@@ -244,7 +252,8 @@ void cast_kernel(const OpContext& c) {
         }
         kr.widen(buf, src, s, m);
         uint16_t* out = y.data<uint16_t>() + i0;
-        if (d == DType::F16)
+        if (avx2) (d == DType::F16 ? pw_avx2::narrow_f16 : pw_avx2::narrow_bf16)(buf, out, m);
+        else if (d == DType::F16)
           for (int64_t i = 0; i < m; ++i) out[i] = float_to_half(buf[i]);
         else
           for (int64_t i = 0; i < m; ++i) out[i] = float_to_bf16(buf[i]);

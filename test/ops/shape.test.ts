@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, randn, roundTo, t } from '../helpers/check';
+import { floatToBf16Bits, floatToHalfBits } from '../../lib/io/half';
 
 const { upsampleNearest2x, concat, slice, permute, cast, contiguous } = hs.ops;
 const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -142,6 +143,33 @@ test('permute round trip and contiguous', async () => {
   const c = contiguous(x);
   assert.equal(c.shape, s);
   assert.equal(Array.from(await c.floats()), Array.from(roundTo('f32', xv)));
+});
+
+test('cast f32 -> f16 / bf16: the stored bits of NaNs (with payloads), infinities, overflow and ties, in vectors and tails', async () => {
+  // The vector narrowing (AVX2 / F16C) must give float_to_half / float_to_bf16's bits, NaNs included.
+  const u = new Uint32Array([0x7fc00000, 0xffc00001, 0x7f800001, 0x7fa00000, 0x7f800000, 0xff800000, 0x477ff000, 0x477fefff,
+    0x3f808000, 0x3f818000, 0x3f807fff, 0x00000001, 0x80000000, 0x33000000, 0x33000001, 0x387fc000, 0x7f7fffff]);
+  const n = 3 * u.length + 5;  // several vectors and a tail
+  const bits = new Uint32Array(n);
+  for (let i = 0; i < n; i++) bits[i] = u[i % u.length];
+  const x = hs.tensor(new Float32Array(bits.buffer), [n], { device: DEVICE });  // the bytes as they are
+  for (const [dt, ref] of [['f16', floatToHalfBits], ['bf16', floatToBf16Bits]] as const) {
+    const got = new Uint16Array((await cast(x, dt).bytes()).slice().buffer);
+    const f = new Float32Array(bits.buffer);
+    for (let i = 0; i < n; i++) {
+      // NaNs from their bits (a JS number may not keep a NaN's payload): float_to_half gives sign | 0x7e00,
+      // float_to_bf16 the upper half with the quiet bit set.
+      // (On CUDA any NaN: its conversions give their own canonical NaN.)
+      const nan = (bits[i] & 0x7fffffff) > 0x7f800000;
+      if (nan && DEVICE !== 'cpu') {
+        const isNan = dt === 'f16' ? (got[i] & 0x7c00) === 0x7c00 && (got[i] & 0x3ff) !== 0 : (got[i] & 0x7f80) === 0x7f80 && (got[i] & 0x7f) !== 0;
+        assert.ok(isNan, `NaN -> ${dt} 0x${got[i].toString(16)}`);
+        continue;
+      }
+      const want = !nan ? ref(f[i]) : dt === 'f16' ? ((bits[i] >>> 16) & 0x8000) | 0x7e00 : (bits[i] >>> 16) | 0x40;
+      if (got[i] !== want) assert.unreachable(`f32 bits 0x${bits[i].toString(16)} -> ${dt} 0x${got[i].toString(16)}, want 0x${want.toString(16)} [${i}]`);
+    }
+  }
 });
 
 test('cast between float dtypes and from integers', async () => {

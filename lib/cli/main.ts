@@ -24,6 +24,7 @@ const USAGE = `usage:
                    [--guidance g] [--seed s] [--rng philox|torch-cpu] [--width W] [--height H]
                    [--num-images N] [--latents init.safetensors] [--image init.png --strength s]
                    [--grid 1,2,4,8] [--device auto|cpu|cuda] [--dtype f32|bf16|f16] [--config-from folder]
+                   [--cpu-math f32|bf16]
   hypersd info <file|folder>
   hypersd run <unet|text_encoder|text_encoder_2|vae.decode|vae.encode> --model <folder|file>
               --inputs in.safetensors --out out.safetensors [--repeat N] [--device ..] [--dtype ..]
@@ -102,6 +103,13 @@ async function generate(o: Opts): Promise<void> {
   const tokenizer = o.str('tokenizer');
   const configFrom = o.str('config-from');
   const noProgress = o.flag('no-progress');
+  // --cpu-math bf16: the CPU's linear layers take bf16 inputs where it has AVX512_BF16 (HYPERSD_CPU_MATH).
+  const cpuMath = o.str('cpu-math');
+  if (cpuMath !== undefined) {
+    if (cpuMath !== 'f32' && cpuMath !== 'bf16') throw new Error(`--cpu-math must be f32 or bf16, got '${cpuMath}'`);
+    if (cpuMath === 'bf16') process.env.HYPERSD_CPU_MATH = 'bf16';
+    else delete process.env.HYPERSD_CPU_MATH;
+  }
   o.done();
   const pipe = await loadPipeline(model, { device, dtype, tokenizer, configFrom });
   try {

@@ -77,6 +77,7 @@ void matmul_kernel(const OpContext& c) {
   e.alpha = (float)c.attrs.f("alpha", 1.0);
   e.beta = (float)c.attrs.f("beta", 0.0);
   e.act = act_attr("matmul", c.attrs);
+  e.bf16 = !b_batched && gemm::cpu_math_bf16();  // HYPERSD_CPU_MATH=bf16: the linear layers (B a weight)
   gemm::F32View bias = bias_view("matmul", c, 2, N);
   e.bias = bias.p;
   gemm::F32View a = gemm::as_f32(A, c.pool);
@@ -256,6 +257,7 @@ void linear_geglu_kernel(const OpContext& c) {
   Epilogue e;
   e.bias = bias.p ? bi.data() : nullptr;
   e.sink = &sink;
+  e.bf16 = gemm::cpu_math_bf16();
   gemm::run(M, N2, K, gemm::StridedA(xv.p, K, 1), GegluB(W.raw(), W.dtype, K, inner), nullptr, N2, e, c.pool);
 }
 

@@ -13,6 +13,7 @@
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 namespace hsd {
@@ -174,6 +175,85 @@ void micro_rows_6x16_avx512(int64_t kc, const float* a, int64_t lda, const float
   epilogue_6x16_avx2(acc_mem, c, ldc, e, bias);
 }
 
+// ---- bf16 inputs (Epilogue::bf16; compiled with -mavx512bf16, installed only when cpuid reports AVX512_BF16) ----
+// vdpbf16ps: acc[j] += a_lo * b_lo[j] + a_hi * b_hi[j] over a k pair, 32 multiply-adds an instruction against
+// 16 for an f32 FMA (one Zen 5 core: 495 against 270 GFLOP/s, 16 independent chains).
+__attribute__((target("avx512bf16"))) void micro_bf16_6x16(int64_t kp, const uint32_t* a, const uint32_t* b,
+                                                            float* c, int64_t ldc, const Epilogue& e,
+                                                            const float* bias) {
+  prefetch_c<_MM_HINT_T1>(c, ldc, NR);
+  __m512 acc[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < kp; ++q) {
+    const __m512bh bv = (__m512bh)_mm512_load_si512(b + q * NR);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)a[q * MR + r]), bv);
+  }
+  alignas(64) float acc_mem[MR * NR];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) _mm512_store_ps(acc_mem + r * NR, acc[r]);
+  epilogue_6x16_avx2(acc_mem, c, ldc, e, bias);
+}
+__attribute__((target("avx512bf16"))) void micro2_bf16_6x32(int64_t kp, const uint32_t* a, const uint32_t* b0,
+                                                             const uint32_t* b1, float* c, int64_t ldc,
+                                                             const Epilogue& e, const float* bias) {
+  prefetch_c<_MM_HINT_T1>(c, ldc, 2 * NR);
+  __m512 x[6], y[6];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) x[r] = y[r] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < kp; ++q) {
+    if ((q & 3) == 0) {
+      _mm_prefetch((const char*)(b0 + (q + 16) * NR), _MM_HINT_T0);
+      _mm_prefetch((const char*)(b1 + (q + 16) * NR), _MM_HINT_T0);
+    }
+    const __m512bh v0 = (__m512bh)_mm512_load_si512(b0 + q * NR), v1 = (__m512bh)_mm512_load_si512(b1 + q * NR);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[q * MR + r]);
+      x[r] = _mm512_dpbf16_ps(x[r], av, v0);
+      y[r] = _mm512_dpbf16_ps(y[r], av, v1);
+    }
+  }
+  alignas(64) float acc0[MR * NR], acc1[MR * NR];
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {
+    _mm512_store_ps(acc0 + r * NR, x[r]);
+    _mm512_store_ps(acc1 + r * NR, y[r]);
+  }
+  epilogue_6x16_avx2(acc0, c, ldc, e, bias);
+  epilogue_6x16_avx2(acc1, c + NR, ldc, e, bias ? bias + NR : nullptr);
+}
+// A panel (6 wide) to pairs: the k pair's 12 floats rounded (vcvtneps2bf16), their words interleaved (vpermw).
+__attribute__((target("avx512bw,avx512vl,avx512bf16"))) void pairs_a_bf16(uint32_t* dst, const float* src,
+                                                                            int64_t kc) {
+  const __m256i idx = _mm256_setr_epi16(0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11, 12, 13, 14, 15);
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t q = 0; q < kp; ++q) {
+    const int n = 2 * q + 1 < kc ? 2 * MR : MR;  // an odd kc's last pair: its high half zero
+    const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), src + q * 2 * MR);
+    const __m256i w = _mm256_permutexvar_epi16(idx, (__m256i)_mm512_cvtneps_pbh(v));
+    _mm256_mask_storeu_epi32(dst + q * MR, (__mmask8)0x3f, w);
+  }
+}
+// B panel (16 wide) to pairs: rows 2q and 2q + 1 rounded together (vcvtne2ps2bf16), interleaved word by word.
+__attribute__((target("avx512bw,avx512vl,avx512bf16"))) void pairs_b_bf16(uint32_t* dst, const float* src,
+                                                                            int64_t kc) {
+  alignas(64) static const uint16_t kIdx[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kIdx);
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t q = 0; q < kp; ++q) {
+    const __m512 lo = _mm512_load_ps(src + 2 * q * NR);
+    const __m512 hi = 2 * q + 1 < kc ? _mm512_load_ps(src + (2 * q + 1) * NR) : _mm512_setzero_ps();
+    _mm512_store_si512(dst + q * NR, _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+  }
+}
+bool cpu_has_avx512_bf16() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 30))) return false;  // AVX512BW
+  return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));              // AVX512_BF16
+}
 }  // namespace
 
 // Puts the AVX-512 micro-kernels into k (a copy of the AVX2 set); true when this build has them. Called by
@@ -186,6 +266,12 @@ bool avx512_install(Kernels& k) {
   k.micro2 = micro2_6x32_avx512;
   // linear_geglu's tile sink: the AVX-512 compile's GEGLU (its table form), as the geglu op of this set runs.
   k.geglu_rows = pw_avx512::geglu_tile;
+  if (cpu_has_avx512_bf16()) {
+    k.micro_bf16 = micro_bf16_6x16;
+    k.micro2_bf16 = micro2_bf16_6x32;
+    k.pairs_a = pairs_a_bf16;
+    k.pairs_b = pairs_b_bf16;
+  }
   return true;
 }
 

@@ -91,6 +91,7 @@ thread_local Scratch tl_apack, tl_bpack;
 thread_local Scratch tl_other[5];
 thread_local Scratch tl_row;  // run_weight_rows' output row
 thread_local Scratch tl_partial;  // partial sums of a GEMM whose tiles go to a TileSink
+thread_local Scratch tl_apairs, tl_bpairs;  // Epilogue::bf16's pair panels (A per task, the shared B block)
 
 // One parallel region runs a list of phases (pack B, compute, pack the next B, ...); each phase is a set of
 // tasks handed out one at a time. A thread that finds no task left in a phase spins until the phase's tasks
@@ -228,15 +229,46 @@ void act_portable(float* x, int64_t n, int act) {
 
 // One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
 // reads them (partial sums of earlier K blocks, or beta), with the bias zero-padded to NR.
-void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
-                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias, float* tile) {
+// The micro-kernel calls of a product: f32 panels (kc values of k) or, with Epilogue::bf16, pair panels (kp).
+struct F32Micro {
+  const Kernels& kr;
+  int64_t kc;
+  void one(const void* a, const void* b, float* c, int64_t ldc, const Epilogue& e, const float* bias) const {
+    kr.micro(kc, (const float*)a, (const float*)b, c, ldc, e, bias);
+  }
+  void two(const void* a, const void* b0, const void* b1, float* c, int64_t ldc, const Epilogue& e,
+           const float* bias) const {
+    kr.micro2(kc, (const float*)a, (const float*)b0, (const float*)b1, c, ldc, e, bias);
+  }
+  bool has_two() const { return kr.micro2 != nullptr; }
+};
+struct Bf16Micro {
+  const Kernels& kr;
+  int64_t kp;
+  void one(const void* a, const void* b, float* c, int64_t ldc, const Epilogue& e, const float* bias) const {
+    kr.micro_bf16(kp, (const uint32_t*)a, (const uint32_t*)b, c, ldc, e, bias);
+  }
+  void two(const void* a, const void* b0, const void* b1, float* c, int64_t ldc, const Epilogue& e,
+           const float* bias) const {
+    kr.micro2_bf16(kp, (const uint32_t*)a, (const uint32_t*)b0, (const uint32_t*)b1, c, ldc, e, bias);
+  }
+  bool has_two() const { return true; }
+};
+
+template <class Mk>
+void tile_in_buffer(const Mk& mk, const void* ap, const void* bp, const float* c, int64_t ldc, int64_t mr,
+                    int64_t nr, const Epilogue& e, const float* bias, float* tile) {
   alignas(64) float bias_tile[NR] = {};
   if (!e.first || e.beta != 0.f)
     for (int64_t i = 0; i < mr; ++i)
       for (int64_t j = 0; j < nr; ++j) tile[i * NR + j] = c[i * ldc + j];
   if (bias)
     for (int64_t j = 0; j < nr; ++j) bias_tile[j] = bias[j];
-  kr.micro(kc, ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
+  mk.one(ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
+}
+void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
+                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias, float* tile) {
+  tile_in_buffer(F32Micro{kr, kc}, ap, bp, c, ldc, mr, nr, e, bias, tile);
 }
 
 // Tile (i, j) of C (c may be null when e.sink takes every tile and K is one block): the micro-kernel in place
@@ -245,41 +277,48 @@ void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float*
 // prefetches them; a scalar copy into a buffer first waited on their cache misses: linear_geglu at K = 1280
 // ran 12-25% behind the plain product, now 1-8%), else in a buffer, then handed to the sink. Inlined: the
 // full-tile branch is the hot loop.
-inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t kc, const float* ap,
-                                                    const float* bp, float* c, int64_t ldc, int64_t i, int64_t j,
-                                                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
+template <class Mk>
+inline __attribute__((always_inline)) void run_tile(const Mk& mk, const void* ap, const void* bp, float* c,
+                                                    int64_t ldc, int64_t i, int64_t j, int64_t mr, int64_t nr,
+                                                    const Epilogue& e, const float* bias) {
   float* cij = c ? c + i * ldc + j : nullptr;
   if (e.sink && e.last) {
     if (cij && mr == MR && nr == NR) {
-      kr.micro(kc, ap, bp, cij, ldc, e, bias);
+      mk.one(ap, bp, cij, ldc, e, bias);
       e.sink->write(cij, ldc, i, j, mr, nr);
       return;
     }
     alignas(64) float tile[MR * NR] = {};
-    tile_in_buffer(kr, kc, ap, bp, cij, ldc, mr, nr, e, bias, tile);
+    tile_in_buffer(mk, ap, bp, cij, ldc, mr, nr, e, bias, tile);
     e.sink->write(tile, NR, i, j, mr, nr);
   } else if (mr == MR && nr == NR) {
-    kr.micro(kc, ap, bp, cij, ldc, e, bias);
+    mk.one(ap, bp, cij, ldc, e, bias);
   } else {
     alignas(64) float tile[MR * NR] = {};
-    tile_in_buffer(kr, kc, ap, bp, cij, ldc, mr, nr, e, bias, tile);
+    tile_in_buffer(mk, ap, bp, cij, ldc, mr, nr, e, bias, tile);
     for (int64_t r = 0; r < mr; ++r)
       for (int64_t q = 0; q < nr; ++q) cij[r * ldc + q] = tile[r * NR + q];
   }
 }
+inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t kc, const float* ap,
+                                                    const float* bp, float* c, int64_t ldc, int64_t i, int64_t j,
+                                                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
+  run_tile(F32Micro{kr, kc}, ap, bp, c, ldc, i, j, mr, nr, e, bias);
+}
 
 // Tiles (i, j) and (i, j + NR) of two full adjacent B panels: one micro2 call for a full MR-row tile (the
 // same bits as two micro calls), else the two tiles one by one. bias covers both panels' columns (or is null).
-inline __attribute__((always_inline)) void run_tile_pair(const Kernels& kr, int64_t kc, const float* ap,
-                                                         const float* bp0, const float* bp1, float* c, int64_t ldc,
-                                                         int64_t i, int64_t j, int64_t mr, const Epilogue& e,
+template <class Mk>
+inline __attribute__((always_inline)) void run_tile_pair(const Mk& mk, const void* ap, const void* bp0,
+                                                         const void* bp1, float* c, int64_t ldc, int64_t i,
+                                                         int64_t j, int64_t mr, const Epilogue& e,
                                                          const float* bias) {
   if (mr == MR) {
-    kr.micro2(kc, ap, bp0, bp1, c + i * ldc + j, ldc, e, bias);
+    mk.two(ap, bp0, bp1, c + i * ldc + j, ldc, e, bias);
     return;
   }
-  run_tile(kr, kc, ap, bp0, c, ldc, i, j, mr, NR, e, bias);
-  run_tile(kr, kc, ap, bp1, c, ldc, i, j + NR, mr, NR, e, bias ? bias + NR : nullptr);
+  run_tile(mk, ap, bp0, c, ldc, i, j, mr, NR, e, bias);
+  run_tile(mk, ap, bp1, c, ldc, i, j + NR, mr, NR, e, bias ? bias + NR : nullptr);
 }
 
 // Whether panels jp and jp + 1 (of a range ending at jp1; column j of N) go through run_tile_pair: the kernel
@@ -315,6 +354,11 @@ const Kernels& kernels() {
   const Kernels* k = set == "avx2" ? nullptr : avx512_kernels();
   if (!k) k = avx2_kernels();
   return k ? *k : portable_kernels();
+}
+
+bool cpu_math_bf16() {
+  const char* m = std::getenv("HYPERSD_CPU_MATH");
+  return m && std::string(m) == "bf16";
 }
 
 // ---------- packers ----------
@@ -413,6 +457,16 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
     const int64_t p0 = (t % agroups) * group, pc = (t / agroups) * kc, i0 = p0 * MR;
     a.pack(kr, ap + p0 * MR * K + pc * MR, K, i0, std::min(group * MR, M - i0), pc, std::min(kc, K - pc));
   });
+  // bf16 inputs (Epilogue::bf16): A's panels rounded into pair panels once (panel p, K block b at
+  // apb + p*MR*KP + b*kpb*MR), each B panel (or pair) right after it is packed.
+  const bool bf = e.bf16 && kr.micro_bf16;
+  const int64_t kpb = (kc + 1) / 2, KP = nkb * kpb;
+  uint32_t* apb = bf ? (uint32_t*)tl_apairs.get((size_t)(mpan * MR * KP)) : nullptr;
+  if (bf)
+    phases.add(mpan * nkb, [&](int64_t t) {
+      const int64_t p = t % mpan, blk = t / mpan, pc = blk * kc;
+      kr.pairs_a(apb + p * MR * KP + blk * kpb * MR, ap + p * MR * K + pc * MR, std::min(kc, K - pc));
+    });
   // About 4 ranges per thread (dynamic balance), each <= 16 panels so its B block stays within L2.
   const int64_t nranges = std::min(npan, std::max<int64_t>(4 * threads, ceil_div(npan, 16)));
   const int64_t rpan = ceil_div(npan, nranges);
@@ -434,11 +488,26 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         if (!pre) b.pack(kr, bp, kcur, j, pair ? 2 * NR : nr, pc, kcur);
         const float* bpan = pre ? pre + (jp * K + pc) * NR : bp;
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
+        if (bf) {
+          const int64_t kpcur = (kcur + 1) / 2;
+          uint32_t* bpb = (uint32_t*)tl_bpairs.get((size_t)(2 * NR * kpb));
+          kr.pairs_b(bpb, bpan, kcur);
+          if (pair) kr.pairs_b(bpb + NR * kpcur, pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur, kcur);
+          const Bf16Micro mk{kr, kpcur};
+          const uint32_t* ab = apb + (pc / kc) * kpb * MR;
+          for (int64_t ip = 0; ip < mpan; ++ip) {
+            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+            if (pair) run_tile_pair(mk, ab + ip * MR * KP, bpb, bpb + NR * kpcur, c, ldc, i, j, mr, ep, bj);
+            else run_tile(mk, ab + ip * MR * KP, bpb, c, ldc, i, j, mr, nr, ep, bj);
+          }
+          if (pair) ++jp;
+          continue;
+        }
         if (pair) {
           const float* bpan2 = pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur;
           for (int64_t ip = 0; ip < mpan; ++ip) {
             const int64_t i = ip * MR;
-            run_tile_pair(kr, kcur, ap + ip * MR * K + pc * MR, bpan, bpan2, c, ldc, i, j, std::min<int64_t>(MR, M - i),
+            run_tile_pair(F32Micro{kr, kcur}, ap + ip * MR * K + pc * MR, bpan, bpan2, c, ldc, i, j, std::min<int64_t>(MR, M - i),
                           ep, bj);
           }
           ++jp;
@@ -582,12 +651,16 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   {
     int64_t ldw = 0;
     const float* w = b.weight_rows(&ldw);
-    if (w && !e.sink && M >= 8 && M <= weight_rows_max_m() && a.has_pack_nr() && (int64_t)M * K <= (int64_t(8) << 20))
+    if (w && !e.sink && !(e.bf16 && kr.micro_bf16) && M >= 8 && M <= weight_rows_max_m() && a.has_pack_nr() && (int64_t)M * K <= (int64_t(8) << 20))
       return run_weight_rows(kr, M, N, K, kc, a, w, ldw, c, ldc, e, pool, threads);
   }
   if (!own_a && M * K <= (int64_t(8) << 20)) return run_small_m(kr, M, N, K, kc, a, b, c, ldc, e, pool, threads);
   float* bp = b.prepacked() ? nullptr : tl_bpack.get((size_t)(round_up(std::min(nc, N), NR) * kc));
   float* ap = own_a ? nullptr : tl_apack.get((size_t)(mpan_all * MR * kc));
+  // bf16 inputs: each packed (or prepacked) B block is rounded into pair panels in the packing phase, each task's
+  // A panels into its own pair panels, and the bf16 micro-kernels run over them.
+  const bool bf = e.bf16 && kr.micro_bf16;
+  uint32_t* bpb = bf ? (uint32_t*)tl_bpairs.get((size_t)(round_up(std::min(nc, N), NR) * ((kc + 1) / 2))) : nullptr;
 
   PhaseRunner phases(pool, threads);
   const float* pre = b.prepacked();
@@ -603,11 +676,14 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       const float* bblock = pre ? pre + (jc / NR * K + pc) * NR : bp;
       const int64_t bstride = pre ? NR * K : NR * kcur;
       // Packing phase: B panels in groups of 4 (unless prepacked), then, when A is shared, A panels in groups of 4.
-      const int64_t group = 4, btasks = pre ? 0 : ceil_div(npan, group), atasks = own_a ? 0 : ceil_div(mpan_all, group);
+      const int64_t group = 4, btasks = pre && !bf ? 0 : ceil_div(npan, group), atasks = own_a ? 0 : ceil_div(mpan_all, group);
+      const int64_t kpcur = (kcur + 1) / 2;
       phases.add(btasks + atasks, [=, &a, &b, &kr](int64_t t) {
         if (t < btasks) {
           int64_t p0 = t * group, j0 = jc + p0 * NR;
-          b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(group * NR, jc + ncur - j0), pc, kcur);
+          if (!pre) b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(group * NR, jc + ncur - j0), pc, kcur);
+          if (bf)
+            for (int64_t p = p0; p < std::min(npan, p0 + group); ++p) kr.pairs_b(bpb + p * NR * kpcur, bblock + p * bstride, kcur);
         } else {
           int64_t p0 = (t - btasks) * group, i0 = p0 * MR;
           a.pack(kr, ap + p0 * MR * kcur, kcur, i0, std::min(group * MR, M - i0), pc, kcur);
@@ -629,6 +705,30 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           a.pack(kr, own, kcur, ip0 * MR, std::min((ip1 - ip0) * MR, M - ip0 * MR), pc, kcur);
           ablock = own;
         }
+        if (bf) {
+          uint32_t* apb = (uint32_t*)tl_apairs.get((size_t)(mc_pan * MR * kpcur));
+          for (int64_t ip = ip0; ip < ip1; ++ip) kr.pairs_a(apb + (ip - ip0) * MR * kpcur, ablock + (ip - ip0) * astride, kcur);
+          const Bf16Micro mk{kr, kpcur};
+          for (int64_t jp = jp0; jp < jp1; ++jp) {
+            const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
+            const uint32_t* bpan = bpb + jp * NR * kpcur;
+            const float* bj = bias ? bias + j : nullptr;
+            if (pair_panels(kr, ep, jp, jp1, j, N)) {
+              for (int64_t ip = ip0; ip < ip1; ++ip) {
+                const int64_t i = ip * MR;
+                run_tile_pair(mk, apb + (ip - ip0) * MR * kpcur, bpan, bpan + NR * kpcur, c, ldc, i, j,
+                              std::min<int64_t>(MR, M - i), ep, bj);
+              }
+              ++jp;
+              continue;
+            }
+            for (int64_t ip = ip0; ip < ip1; ++ip) {
+              const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+              run_tile(mk, apb + (ip - ip0) * MR * kpcur, bpan, c, ldc, i, j, mr, nr, ep, bj);
+            }
+          }
+          return;
+        }
         for (int64_t jp = jp0; jp < jp1; ++jp) {
           const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
           const float* bpan = bblock + jp * bstride;
@@ -636,7 +736,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           if (pair_panels(kr, ep, jp, jp1, j, N)) {
             for (int64_t ip = ip0; ip < ip1; ++ip) {
               const int64_t i = ip * MR;
-              run_tile_pair(kr, kcur, ablock + (ip - ip0) * astride, bpan, bpan + bstride, c, ldc, i, j,
+              run_tile_pair(F32Micro{kr, kcur}, ablock + (ip - ip0) * astride, bpan, bpan + bstride, c, ldc, i, j,
                             std::min<int64_t>(MR, M - i), ep, bj);
             }
             ++jp;

@@ -38,6 +38,10 @@ struct Epilogue {
   // magnitudes from 1/90 to 32, cap them (F(6x6) at 1280 channels: relative error 6.5e-6 with blocks of 320,
   // 1.25e-5 with one block of 1280).
   int64_t max_kc = 0;
+  // bf16 inputs (opt-in, HYPERSD_CPU_MATH=bf16; used by matmul / linear / linear_geglu, never by convolutions):
+  // where the kernel set has AVX512_BF16 micro-kernels, the packed A and B blocks are rounded to bf16 (nearest
+  // even) and multiplied with vdpbf16ps into f32 accumulators; the epilogue is unchanged. Ignored elsewhere.
+  bool bf16 = false;
 };
 
 // A consumer of finished C tiles (a fused op after the GEMM, e.g. GEGLU): run() hands it each MR x NR tile
@@ -79,7 +83,19 @@ struct Kernels {
   // at c (columns NR.. from b1; bias covers 2NR values), with exactly the bits of two micro calls.
   void (*micro2)(int64_t kc, const float* a, const float* b0, const float* b1, float* c, int64_t ldc,
                  const Epilogue& e, const float* bias) = nullptr;
+  // Optional (AVX512_BF16), all four or none: Epilogue::bf16's products. Pair panels hold kp = ceil(kc / 2) k
+  // pairs: A (i, q) at a[q*MR + i], B (q, j) at b[q*NR + j], each a uint32 bf16(x[2q]) | bf16(x[2q+1]) << 16
+  // (an odd kc's last pair has a zero high half). micro_bf16 / micro2_bf16 are micro / micro2 over them.
+  void (*micro_bf16)(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, const Epilogue& e,
+                     const float* bias) = nullptr;
+  void (*micro2_bf16)(int64_t kp, const uint32_t* a, const uint32_t* b0, const uint32_t* b1, float* c,
+                      int64_t ldc, const Epilogue& e, const float* bias) = nullptr;
+  // One f32 panel (A: MR wide, B: NR wide; kc values of k, element (i, k) at src[k*W + i]) to its pair panel.
+  void (*pairs_a)(uint32_t* dst, const float* src, int64_t kc) = nullptr;
+  void (*pairs_b)(uint32_t* dst, const float* src, int64_t kc) = nullptr;
 };
+// Whether HYPERSD_CPU_MATH=bf16 asks for bf16 inputs to the linear layers (read at each call).
+bool cpu_math_bf16();
 
 const Kernels& portable_kernels();
 const Kernels* avx2_kernels();  // null when the CPU lacks AVX2+FMA+F16C or the build is not x86-64

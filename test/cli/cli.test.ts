@@ -32,7 +32,7 @@ if (haveVocab) {
     assert.is(img.height, 80);
     const g = path.join(tmp, 'g.png');
     const r2 = cli(['generate', '--model', path.join(FIX, 'tiny-sd15/diffusers'), '--tokenizer', VOCAB, '--prompt', 'x', '--width', '64',
-      '--height', '64', '--grid', '1,2', '--out', g, '--lora', path.join(FIX, 'lora/tiny-sd15_kohya.safetensors') + ':0.5']);
+      '--height', '64', '--grid', '1,2', '--out', g, '--lora', path.join(FIX, 'lora/tiny-sd15_kohya.safetensors') + ':0.5', '--cpu-math', 'bf16']);
     assert.is(r2.code, 0, r2.err);
     const sheet = readPNG(g);
     assert.is(sheet.width, 128);
@@ -102,6 +102,9 @@ test('errors are one clear line with a non-zero exit', () => {
   r = cli(['generate', '--model', path.join(FIX, 'tiny-sd15/diffusers'), '--prompt', 'x', '--bogus', '1']);
   assert.is(r.code, 1);
   assert.match(r.err, /unknown option --bogus/);
+  r = cli(['generate', '--model', path.join(FIX, 'tiny-sd15/diffusers'), '--prompt', 'x', '--cpu-math', 'fp8']);
+  assert.is(r.code, 1);
+  assert.match(r.err, /--cpu-math must be f32 or bf16, got 'fp8'/);
   r = cli(['frobnicate']);
   assert.is(r.code, 1);
   assert.match(r.err, /unknown command 'frobnicate'/);

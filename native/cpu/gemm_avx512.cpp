@@ -244,8 +244,8 @@ __attribute__((target("avx512bw,avx512vl,avx512bf16"))) void pairs_b_bf16(uint32
   const __m512i idx = _mm512_load_si512(kIdx);
   const int64_t kp = (kc + 1) / 2;
   for (int64_t q = 0; q < kp; ++q) {
-    const __m512 lo = _mm512_load_ps(src + 2 * q * NR);
-    const __m512 hi = 2 * q + 1 < kc ? _mm512_load_ps(src + (2 * q + 1) * NR) : _mm512_setzero_ps();
+    const __m512 lo = _mm512_loadu_ps(src + 2 * q * NR);  // (a prepacked B is only 32-byte aligned)
+    const __m512 hi = 2 * q + 1 < kc ? _mm512_loadu_ps(src + (2 * q + 1) * NR) : _mm512_setzero_ps();
     _mm512_store_si512(dst + q * NR, _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
   }
 }

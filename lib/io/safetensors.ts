@@ -132,10 +132,8 @@ export class SafeTensors {
    * on first touch (2 GB of them for SD1.5's weights). releaseReadScratch() drops it.
    */
   readScratch(name: string, offset = 0, length?: number): Buffer {
-    const t = this.info(name);
+    const t = this.sliceOf(name, offset, length);
     const len = length ?? t.end - t.start - offset;
-    if (offset < 0 || len < 0 || offset + len > t.end - t.start)
-      throw new Error(`${this.path}: slice [${offset}, ${offset + len}) is outside tensor '${name}' (${t.end - t.start} bytes)`);
     if (!scratch || scratch.byteLength < len) scratch = new ArrayBuffer(Math.max(len, Math.min(2 * (scratch?.byteLength ?? 0), 256 << 20)));
     const buf = Buffer.from(scratch, 0, len);
     this.readInto(t, buf, offset);
@@ -144,10 +142,16 @@ export class SafeTensors {
 
   /** `length` bytes of tensor `name` starting `offset` bytes into it (for row slices of fused weights). */
   readRawSlice(name: string, offset: number, length: number): Buffer {
+    return this.readBytes(this.sliceOf(name, offset, length), offset, length);
+  }
+
+  /** Tensor `name`, checking that [offset, offset + length) (length: to its end) lies inside it. */
+  private sliceOf(name: string, offset: number, length?: number): StTensorInfo {
     const t = this.info(name);
-    if (offset < 0 || length < 0 || offset + length > t.end - t.start)
-      throw new Error(`${this.path}: slice [${offset}, ${offset + length}) is outside tensor '${name}' (${t.end - t.start} bytes)`);
-    return this.readBytes(t, offset, length);
+    const len = length ?? t.end - t.start - offset;
+    if (offset < 0 || len < 0 || offset + len > t.end - t.start)
+      throw new Error(`${this.path}: slice [${offset}, ${offset + len}) is outside tensor '${name}' (${t.end - t.start} bytes)`);
+    return t;
   }
 
   /** Any numeric dtype, converted to float32 by value. */

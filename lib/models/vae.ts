@@ -40,9 +40,9 @@ class Resnet {
       a.dispose();
       if (s) x.dispose();  // read by now (queued), and maybe overwritten: consumed
       const h = this.n2.forward(b, true);
-      if (h !== b) b.dispose();
+      b.dispose();
       const out = this.c2.forwardAccumulate(h, s ?? x);
-      if (h !== out) h.dispose();
+      h.dispose();
       return out;
     });
   }

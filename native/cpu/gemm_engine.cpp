@@ -227,8 +227,6 @@ void act_portable(float* x, int64_t n, int act) {
   for (int64_t i = 0; i < n; ++i) x[i] = act_scalar(x[i], act);
 }
 
-// One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
-// reads them (partial sums of earlier K blocks, or beta), with the bias zero-padded to NR.
 // The micro-kernel calls of a product: f32 panels (kc values of k) or, with Epilogue::bf16, pair panels (kp).
 struct F32Micro {
   const Kernels& kr;
@@ -240,7 +238,6 @@ struct F32Micro {
            const float* bias) const {
     kr.micro2(kc, (const float*)a, (const float*)b0, (const float*)b1, c, ldc, e, bias);
   }
-  bool has_two() const { return kr.micro2 != nullptr; }
 };
 struct Bf16Micro {
   const Kernels& kr;
@@ -252,9 +249,10 @@ struct Bf16Micro {
            const float* bias) const {
     kr.micro2_bf16(kp, (const uint32_t*)a, (const uint32_t*)b0, (const uint32_t*)b1, c, ldc, e, bias);
   }
-  bool has_two() const { return true; }
 };
 
+// One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
+// reads them (partial sums of earlier K blocks, or beta), with the bias zero-padded to NR.
 template <class Mk>
 void tile_in_buffer(const Mk& mk, const void* ap, const void* bp, const float* c, int64_t ldc, int64_t mr,
                     int64_t nr, const Epilogue& e, const float* bias, float* tile) {
@@ -265,10 +263,6 @@ void tile_in_buffer(const Mk& mk, const void* ap, const void* bp, const float* c
   if (bias)
     for (int64_t j = 0; j < nr; ++j) bias_tile[j] = bias[j];
   mk.one(ap, bp, tile, NR, e, bias ? bias_tile : nullptr);
-}
-void tile_in_buffer(const Kernels& kr, int64_t kc, const float* ap, const float* bp, const float* c, int64_t ldc,
-                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias, float* tile) {
-  tile_in_buffer(F32Micro{kr, kc}, ap, bp, c, ldc, mr, nr, e, bias, tile);
 }
 
 // Tile (i, j) of C (c may be null when e.sink takes every tile and K is one block): the micro-kernel in place
@@ -299,11 +293,6 @@ inline __attribute__((always_inline)) void run_tile(const Mk& mk, const void* ap
     for (int64_t r = 0; r < mr; ++r)
       for (int64_t q = 0; q < nr; ++q) cij[r * ldc + q] = tile[r * NR + q];
   }
-}
-inline __attribute__((always_inline)) void run_tile(const Kernels& kr, int64_t kc, const float* ap,
-                                                    const float* bp, float* c, int64_t ldc, int64_t i, int64_t j,
-                                                    int64_t mr, int64_t nr, const Epilogue& e, const float* bias) {
-  run_tile(F32Micro{kr, kc}, ap, bp, c, ldc, i, j, mr, nr, e, bias);
 }
 
 // Tiles (i, j) and (i, j + NR) of two full adjacent B panels: one micro2 call for a full MR-row tile (the
@@ -487,36 +476,26 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         // <= 384: 3-18% faster on M = 256 products, the same elsewhere).
         if (!pre) b.pack(kr, bp, kcur, j, pair ? 2 * NR : nr, pc, kcur);
         const float* bpan = pre ? pre + (jp * K + pc) * NR : bp;
+        const float* bpan2 = pair ? (pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur) : nullptr;
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
+        // The column of tiles under this panel (or pair): A panel ip at a0 + ip*astep.
+        auto tiles = [&](const auto& mk, auto a0, int64_t astep, const void* b0, const void* b1) {
+          for (int64_t ip = 0; ip < mpan; ++ip) {
+            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
+            if (pair) run_tile_pair(mk, a0 + ip * astep, b0, b1, c, ldc, i, j, mr, ep, bj);
+            else run_tile(mk, a0 + ip * astep, b0, c, ldc, i, j, mr, nr, ep, bj);
+          }
+        };
         if (bf) {
           const int64_t kpcur = (kcur + 1) / 2;
           uint32_t* bpb = (uint32_t*)tl_bpairs.get((size_t)(2 * NR * kpb));
           kr.pairs_b(bpb, bpan, kcur);
-          if (pair) kr.pairs_b(bpb + NR * kpcur, pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur, kcur);
-          const Bf16Micro mk{kr, kpcur};
-          const uint32_t* ab = apb + (pc / kc) * kpb * MR;
-          for (int64_t ip = 0; ip < mpan; ++ip) {
-            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-            if (pair) run_tile_pair(mk, ab + ip * MR * KP, bpb, bpb + NR * kpcur, c, ldc, i, j, mr, ep, bj);
-            else run_tile(mk, ab + ip * MR * KP, bpb, c, ldc, i, j, mr, nr, ep, bj);
-          }
-          if (pair) ++jp;
-          continue;
+          if (pair) kr.pairs_b(bpb + NR * kpcur, bpan2, kcur);
+          tiles(Bf16Micro{kr, kpcur}, apb + (pc / kc) * kpb * MR, MR * KP, bpb, bpb + NR * kpcur);
+        } else {
+          tiles(F32Micro{kr, kcur}, ap + pc * MR, MR * K, bpan, bpan2);
         }
-        if (pair) {
-          const float* bpan2 = pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur;
-          for (int64_t ip = 0; ip < mpan; ++ip) {
-            const int64_t i = ip * MR;
-            run_tile_pair(F32Micro{kr, kcur}, ap + ip * MR * K + pc * MR, bpan, bpan2, c, ldc, i, j, std::min<int64_t>(MR, M - i),
-                          ep, bj);
-          }
-          ++jp;
-          continue;
-        }
-        for (int64_t ip = 0; ip < mpan; ++ip) {
-          const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-          run_tile(kr, kcur, ap + ip * MR * K + pc * MR, bpan, c, ldc, i, j, mr, nr, ep, bj);
-        }
+        if (pair) ++jp;
       }
     }
   });
@@ -705,18 +684,16 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
           a.pack(kr, own, kcur, ip0 * MR, std::min((ip1 - ip0) * MR, M - ip0 * MR), pc, kcur);
           ablock = own;
         }
-        if (bf) {
-          uint32_t* apb = (uint32_t*)tl_apairs.get((size_t)(mc_pan * MR * kpcur));
-          for (int64_t ip = ip0; ip < ip1; ++ip) kr.pairs_a(apb + (ip - ip0) * MR * kpcur, ablock + (ip - ip0) * astride, kcur);
-          const Bf16Micro mk{kr, kpcur};
+        // The task's tiles: A panel ip at a0 + (ip - ip0)*astep, B panel jp at b0 + jp*bstep.
+        auto sweep = [&](const auto& mk, auto a0, int64_t astep, auto b0, int64_t bstep) {
           for (int64_t jp = jp0; jp < jp1; ++jp) {
             const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
-            const uint32_t* bpan = bpb + jp * NR * kpcur;
+            const auto bpan = b0 + jp * bstep;
             const float* bj = bias ? bias + j : nullptr;
             if (pair_panels(kr, ep, jp, jp1, j, N)) {
               for (int64_t ip = ip0; ip < ip1; ++ip) {
                 const int64_t i = ip * MR;
-                run_tile_pair(mk, apb + (ip - ip0) * MR * kpcur, bpan, bpan + NR * kpcur, c, ldc, i, j,
+                run_tile_pair(mk, a0 + (ip - ip0) * astep, bpan, bpan + bstep, c, ldc, i, j,
                               std::min<int64_t>(MR, M - i), ep, bj);
               }
               ++jp;
@@ -724,28 +701,16 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
             }
             for (int64_t ip = ip0; ip < ip1; ++ip) {
               const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-              run_tile(mk, apb + (ip - ip0) * MR * kpcur, bpan, c, ldc, i, j, mr, nr, ep, bj);
+              run_tile(mk, a0 + (ip - ip0) * astep, bpan, c, ldc, i, j, mr, nr, ep, bj);
             }
           }
-          return;
-        }
-        for (int64_t jp = jp0; jp < jp1; ++jp) {
-          const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
-          const float* bpan = bblock + jp * bstride;
-          const float* bj = bias ? bias + j : nullptr;
-          if (pair_panels(kr, ep, jp, jp1, j, N)) {
-            for (int64_t ip = ip0; ip < ip1; ++ip) {
-              const int64_t i = ip * MR;
-              run_tile_pair(F32Micro{kr, kcur}, ablock + (ip - ip0) * astride, bpan, bpan + bstride, c, ldc, i, j,
-                            std::min<int64_t>(MR, M - i), ep, bj);
-            }
-            ++jp;
-            continue;
-          }
-          for (int64_t ip = ip0; ip < ip1; ++ip) {
-            const int64_t i = ip * MR, mr = std::min<int64_t>(MR, M - i);
-            run_tile(kr, kcur, ablock + (ip - ip0) * astride, bpan, c, ldc, i, j, mr, nr, ep, bj);
-          }
+        };
+        if (bf) {
+          uint32_t* apb = (uint32_t*)tl_apairs.get((size_t)(mc_pan * MR * kpcur));
+          for (int64_t ip = ip0; ip < ip1; ++ip) kr.pairs_a(apb + (ip - ip0) * MR * kpcur, ablock + (ip - ip0) * astride, kcur);
+          sweep(Bf16Micro{kr, kpcur}, (const uint32_t*)apb, MR * kpcur, (const uint32_t*)bpb, NR * kpcur);
+        } else {
+          sweep(F32Micro{kr, kcur}, ablock, astride, bblock, bstride);
         }
       });
     }

@@ -379,12 +379,10 @@ void narrow_bf16(const float* x, uint16_t* y, int64_t n) {
 }
 void narrow_f16(const float* x, uint16_t* y, int64_t n) {
   int64_t i = 0;
-  const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
     __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 isnan = _mm256_cmp_ps(_mm256_and_ps(v, abs), _mm256_and_ps(v, abs), _CMP_UNORD_Q);
-    if (_mm256_movemask_ps(isnan)) {  // NaNs: sign | 0x7e00 as float_to_half gives (F16C keeps payload bits)
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {  // NaNs: sign | 0x7e00 as float_to_half gives (F16C keeps payload bits)
       alignas(16) uint16_t t[8];
       _mm_store_si128((__m128i*)t, h);
       for (int j = 0; j < 8; ++j) t[j] = float_to_half(x[i + j]);

@@ -26,22 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "attention_args.h"
 #include "gemm_kernels.h"
 #include "hypersd/ops.h"
 
 namespace hsd {
 
-// The AVX2 + FMA forward (attention_avx2.cpp).
-struct AttnFwdArgs {
-  const float *q, *k, *v;
-  float* o;
-  float* lse;  // may be null
-  int64_t B, Lq, Lk, H, D, Dv;
-  float scale;
-  bool causal;
-};
-void attention_forward_avx2(const AttnFwdArgs& a, ThreadPool* pool);
-void attention_forward_avx512(const AttnFwdArgs& a, ThreadPool* pool);  // the same source, AVX-512 logits
 
 namespace {
 
@@ -74,6 +64,7 @@ void attention_kernel(const OpContext& c) {
   // avx2 or portable.
   if (gemm::using_avx2()) {
     const AttnFwdArgs args{pq, pk, pv, po, pl, B, Lq, Lk, H, D, Dv, scale, causal};
+    if (gemm::cpu_math_bf16() && attention_forward_bf16(args, c.pool)) return;
     if (gemm::using_avx512()) attention_forward_avx512(args, c.pool);
     else attention_forward_avx2(args, c.pool);
     return;

@@ -43,19 +43,7 @@
 #define HSD_ATTN_ENTRY attention_forward_avx2
 #endif
 
-namespace hsd {
-
-struct AttnFwdArgs {
-  const float *q, *k, *v;
-  float* o;
-  float* lse;  // may be null
-  int64_t B, Lq, Lk, H, D, Dv;
-  float scale;
-  bool causal;
-};
-void HSD_ATTN_ENTRY(const AttnFwdArgs& a, ThreadPool* pool);
-
-}  // namespace hsd
+#include "attention_args.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

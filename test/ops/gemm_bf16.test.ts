@@ -1,5 +1,5 @@
 // HYPERSD_CPU_MATH=bf16: the linear layers (matmul with a weight B, linear_geglu) round their packed operands to
-// bf16 and multiply with AVX512_BF16 instructions. Checked against a float64 product of the bf16-rounded inputs
+// bf16 and multiply with AVX512_BF16 instructions; so does non-causal attention (last test). Checked against a float64 product of the bf16-rounded inputs
 // (so only the f32 accumulation differs: the f32 tolerance applies), over partial tiles, an odd K, several K
 // blocks, bias, activation, beta and the fused GEGLU's tile sink. On a CPU without AVX512_BF16 (or with another
 // kernel set) the setting changes nothing, which is checked too. CPU only.
@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
 
 const cpuHasBf16 = (() => {
   try {
@@ -88,6 +88,76 @@ test('bf16 linear layers: beta accumulation into out and the fused GEGLU tile si
     const f32 = await withMath(undefined, async () => hs.ops.linearGeglu(x, w2, b2).floats());
     assert.ok(Array.from(fused).some((v, i) => v !== f32[i]), 'linear_geglu takes the bf16 products');
   }
+});
+
+// Attention under bf16 math: q (scaled by scale log2(e)), K, V and the softmax numerators rounded to bf16, both
+// products on vdpbf16ps. Reference: float64 with q s log2(e), K and V rounded as the kernel rounds them, the
+// softmax in base 2; only P's rounding (up to 2^-9 relative a weight) and f32 sums differ: 0.9-1.1e-3 here, so
+// a dropped or doubled key (~1/sqrt(Lk) of the output: 0.06 at 300 keys) or a wrong column fails the 2e-3 bound.
+// The lse within 5e-4 (measured <= 1.1e-4); against the unrounded float64 attention the bf16 tolerance holds
+// (measured 2-4.5e-3). Shapes: key blocks of 128 (several, and an odd last tile), 77 keys (a
+// partial tile), one key, odd D, Dv off 16 and Dv in chunks (80, 160), rows off the 6-row panels, B = 2.
+function attnRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, rounded: boolean) {
+  const sl = Math.fround(scale * Math.LOG2E);
+  const r = (x: number) => (rounded ? roundTo('bf16', [x])[0] : x);
+  const o = new Float64Array(B * Lq * H * Dv), lse = new Float64Array(B * H * Lq), s = new Float64Array(Lk);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Lq; i++) {
+        let m = -Infinity;
+        for (let j = 0; j < Lk; j++) {
+          let d = 0;
+          for (let e = 0; e < D; e++) {
+            const qe = q[((b * Lq + i) * H + h) * D + e];
+            d += (rounded ? r(Math.fround(qe * sl)) : qe * scale * Math.LOG2E) * r(k[((b * Lk + j) * H + h) * D + e]);
+          }
+          s[j] = d;  // base-2 logits
+          m = Math.max(m, d);
+        }
+        let sum = 0;
+        for (let j = 0; j < Lk; j++) sum += 2 ** (s[j] - m);
+        lse[(b * H + h) * Lq + i] = (m + Math.log2(sum)) * Math.LN2;
+        for (let e = 0; e < Dv; e++) {
+          let acc = 0;
+          for (let j = 0; j < Lk; j++) acc += 2 ** (s[j] - m) * r(v[((b * Lk + j) * H + h) * Dv + e]);
+          o[((b * Lq + i) * H + h) * Dv + e] = acc / sum;
+        }
+      }
+  return { o, lse };
+}
+
+test(`bf16 attention (${engaged ? 'AVX512_BF16 engaged' : 'not engaged: must equal f32'})`, async () => {
+  const cases: [number, number, number, number, number, number][] = [
+    // B, Lq, Lk, H, D, Dv
+    [2, 37, 37, 3, 40, 40], [1, 100, 300, 2, 64, 64], [1, 13, 77, 3, 40, 24], [1, 9, 1, 2, 8, 8],
+    [1, 20, 50, 2, 7, 9], [1, 30, 64, 2, 80, 80], [1, 14, 33, 1, 160, 160], [1, 97, 160, 2, 16, 48],
+  ];
+  for (const [B, Lq, Lk, H, D, Dv] of cases) {
+    const what = `B ${B} Lq ${Lq} Lk ${Lk} H ${H} D ${D} Dv ${Dv}`;
+    const qv = roundTo('f32', randn(B * Lq * H * D, Lq + D, 1.5)), kv = roundTo('f32', randn(B * Lk * H * D, Lk + 1));
+    const vv = roundTo('f32', randn(B * Lk * H * Dv, Dv + 2));
+    const q = t(qv, [B, Lq, H * D]), k = t(kv, [B, Lk, H * D]), v = t(vv, [B, Lk, H * Dv]);
+    const run = () => hs.ops.attention(q, k, v, { heads: H, returnLse: true });
+    const [out, lse] = await withMath('bf16', async () => { const r = run(); return [await r.out.floats(), await r.lse.floats()]; });
+    const [o32, l32] = await withMath(undefined, async () => { const r = run(); return [await r.out.floats(), await r.lse.floats()]; });
+    if (!engaged) {
+      assert.equal(Array.from(out), Array.from(o32), `${what}: unchanged`);
+      assert.equal(Array.from(lse), Array.from(l32), `${what}: lse unchanged`);
+      continue;
+    }
+    const scale = 1 / Math.sqrt(D);
+    const near = attnRef(qv, kv, vv, B, Lq, Lk, H, D, Dv, scale, true), exact = attnRef(qv, kv, vv, B, Lq, Lk, H, D, Dv, scale, false);
+    assertClose(out, near.o, 2e-3, `${what}: against the bf16-rounded inputs`);
+    assertClose(lse, near.lse, 5e-4, `${what}: lse against the bf16-rounded inputs`);
+    assertClose(out, exact.o, TOL.bf16, `${what}: against the exact attention`);
+    if (Lk > 1) assert.ok(relErr(out, o32) > 1e-5, `${what}: differs from the f32 kernel (${relErr(out, o32)})`);
+  }
+  // Causal attention keeps the f32 kernel.
+  const [L, H, D] = [40, 2, 16];
+  const q = t(randn(L * H * D, 5), [1, L, H * D]), k = t(randn(L * H * D, 6), [1, L, H * D]), v = t(randn(L * H * D, 7), [1, L, H * D]);
+  const a = await withMath('bf16', async () => hs.ops.attention(q, k, v, { heads: H, causal: true }).floats());
+  const b = await withMath(undefined, async () => hs.ops.attention(q, k, v, { heads: H, causal: true }).floats());
+  assert.equal(Array.from(a), Array.from(b), 'causal: the f32 kernel');
 });
 
 test.run();

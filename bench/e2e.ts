@@ -56,11 +56,12 @@ function randomModel(kind: 'sd15' | 'sdxl'): LoadedModel {
     const pipe = new StableDiffusionPipeline(m, tok, tok2, { modules: {} });
     const size = Number(opt('size', kind === 'sdxl' ? '1024' : '512'));
     for (const steps of stepsList) for (let rep = 0; rep < reps; rep++) {
-      const t0 = Date.now();
+      const t0 = Date.now(), ru0 = process.resourceUsage();
       const r = await pipe.generate({ prompt: 'a photo of a cat', steps, guidance: 0, sampler: 'ddim', width: size, height: size, seed: 1 });
       const total = (Date.now() - t0) / 1000;
-      const rss = process.resourceUsage().maxRSS / 1024;
-      console.log(`${kind} ${size}x${size} ${steps} step(s): ${total.toFixed(1)} s/image = text ${(r.timings.textMs / 1000).toFixed(2)} s + UNet ${(r.timings.unetMs / 1000).toFixed(1)} s + VAE ${(r.timings.vaeMs / 1000).toFixed(1)} s; peak RSS ${rss.toFixed(0)} MiB`);
+      const ru = process.resourceUsage(), rss = ru.maxRSS / 1024;
+      const faults = `${ru.minorPageFault - ru0.minorPageFault} page faults, ${((ru.systemCPUTime - ru0.systemCPUTime) / 1e6).toFixed(1)} s system time`;
+      console.log(`${kind} ${size}x${size} ${steps} step(s): ${total.toFixed(1)} s/image = text ${(r.timings.textMs / 1000).toFixed(2)} s + UNet ${(r.timings.unetMs / 1000).toFixed(1)} s + VAE ${(r.timings.vaeMs / 1000).toFixed(1)} s; peak RSS ${rss.toFixed(0)} MiB, ${faults}`);
     }
     pipe.dispose();
   }

@@ -103,7 +103,7 @@ async function generate(o: Opts): Promise<void> {
   const tokenizer = o.str('tokenizer');
   const configFrom = o.str('config-from');
   const noProgress = o.flag('no-progress');
-  // --cpu-math bf16: the CPU's linear layers take bf16 inputs where it has AVX512_BF16 (HYPERSD_CPU_MATH).
+  // --cpu-math bf16: the CPU's linear layers and attention take bf16 inputs where it has AVX512_BF16 (HYPERSD_CPU_MATH).
   const cpuMath = o.str('cpu-math');
   if (cpuMath !== undefined) {
     if (cpuMath !== 'f32' && cpuMath !== 'bf16') throw new Error(`--cpu-math must be f32 or bf16, got '${cpuMath}'`);

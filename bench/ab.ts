@@ -5,7 +5,7 @@
  * (tens of percent within minutes on a shared VM) hits both alike; prints the medians and the median of the
  * per-pair ratios B / A.
  *   HYPERSD_ADDON=build/Release/hypersd.node npx tsx bench/ab.ts VAR valueA valueB [--only gemm,conv,attn,geglu,pw] [--pairs 9]
- * ATTN_SHAPES='[[L, Lk, D, H], ...]' replaces the attention shapes, CONV_SHAPES='[[size, Cin, Cout], ...]' the 3x3 ones.
+ * ATTN_SHAPES='[[L, Lk, D, H], ...]' replaces the attention shapes, CONV_SHAPES='[[size, Cin, Cout(, batch)], ...]' the 3x3 ones.
  */
 import * as hs from '../lib';
 
@@ -30,10 +30,10 @@ if (want('gemm'))
     cases.push([`linear ${M}x${K}x${N}`, 2 * M * K * N, () => hs.ops.linear(x, w, b)]);
   }
 if (want('conv'))
-  for (const [S, Ci, Co] of (process.env.CONV_SHAPES ? JSON.parse(process.env.CONV_SHAPES) : [[8, 1280, 1280], [16, 1280, 1280], [32, 640, 640], [64, 320, 320]])) {
-    const x = hs.tensor(filled(S * S * Ci, 1), [1, S, S, Ci]), w = hs.tensor(filled(Co * 9 * Ci, 2), [Co, 3, 3, Ci]);
+  for (const [S, Ci, Co, N = 1] of (process.env.CONV_SHAPES ? JSON.parse(process.env.CONV_SHAPES) : [[8, 1280, 1280], [16, 1280, 1280], [32, 640, 640], [64, 320, 320]])) {
+    const x = hs.tensor(filled(N * S * S * Ci, 1), [N, S, S, Ci]), w = hs.tensor(filled(Co * 9 * Ci, 2), [Co, 3, 3, Ci]);
     const b = hs.tensor(filled(Co, 3), [Co]);
-    cases.push([`conv3x3 ${S}x${S} ${Ci}->${Co}`, 2 * S * S * Ci * Co * 9, () => hs.ops.conv2d(x, w, b, { pad: 1 })]);
+    cases.push([`conv3x3 ${N > 1 ? `${N}x` : ''}${S}x${S} ${Ci}->${Co}`, 2 * N * S * S * Ci * Co * 9, () => hs.ops.conv2d(x, w, b, { pad: 1 })]);
   }
 if (want('attn'))
   for (const [L, Lk, D, H] of (process.env.ATTN_SHAPES ? JSON.parse(process.env.ATTN_SHAPES) : [[4096, 4096, 40, 8], [1024, 1024, 80, 8], [4096, 77, 40, 8]])) {

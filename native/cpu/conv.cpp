@@ -345,8 +345,12 @@ int64_t auto_algo(const ConvGeom& g) {
   // (bench/_err-style check, normal inputs and weights scaled by 1/sqrt(9 Cin)); the tests hold all to 1e-5.
   const int64_t tiles6 = g.N * ((g.Ho + 5) / 6) * ((g.Wo + 5) / 6);
   if (tiles6 >= 256) return 4;
+  // F(4x4) from 32 tiles of 4x4 (24x24 and up at batch 1: F(2x2) 0.75-0.83x there); F(2x2) on 16 to 31 (SD1.5's
+  // 16x16 level at batch 1, 20x20, 12x12 at batch 2: 1.14-1.27x over F(4x4), whose 36 products a tile on so few
+  // tiles are dominated by forming U, 4x the weights' size against F(2x2)'s 1.8x; the AVX2 set alike, 1.08-1.24x);
+  // the implicit GEMM below 16 (8x8 and 12x12 at batch 1: F(2x2) 0.69-0.97x). bench/ab.ts CONV_SHAPES, session 16.
   const int64_t tiles4 = g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4);
-  return tiles4 >= 16 ? 3 : 1;
+  return tiles4 >= 32 ? 3 : tiles4 >= 16 ? 2 : 1;
 }
 
 ConvGeom conv_geom(const char* op, const OpContext& c, const Tensor& x, const Tensor& w, const Tensor& y) {

@@ -3,7 +3,7 @@
 // Causal attention (CLIP's text encoder) keeps the f32 kernels.
 //
 // Same flash structure as attention_avx2.cpp: tasks of (batch, head, kBQ = 96 query rows), keys in blocks of
-// kBK = 128 with the online softmax in base 2, no Lq x Lk matrix. Both products run on vdpbf16ps (32 multiply-
+// kBK = 256 with the online softmax in base 2, no Lq x Lk matrix. Both products run on vdpbf16ps (32 multiply-
 // adds an instruction, f32 accumulation, against 16 FMAs):
 //   S = (scale log2(e) q) K^T: q scaled in f32, then rounded to bf16; K rounded once per call into tiles of 16
 //       keys [Lk16/16][D/2][16] of d pairs. 6 x 32 register tiles (12 accumulators, 2 loads and 6 broadcasts a
@@ -38,7 +38,8 @@ namespace hsd {
 namespace {
 
 constexpr int64_t kBQ = 96;   // query rows per task (16 panels of 6)
-constexpr int64_t kBK = 128;  // keys per block (a multiple of 32)
+constexpr int64_t kBK = 256;  // keys per block (a multiple of 32): 128 ran 2-7% slower, 512 the same, 64 slower still;
+                              // 192 query rows a task instead of 96 changed nothing (bench/ab.ts, session 16)
 constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
 
 inline __attribute__((always_inline)) __m512 bcast(const uint32_t* p) {

@@ -218,6 +218,20 @@ struct GegluB final : gemm::BPacker {
       kr.pack_b_rows(dst + p * gemm::NR * kstride, rows, dt, kc);
     }
   }
+  bool pack_pairs(const gemm::Kernels& kr, uint32_t* dst, int64_t kpstride, int64_t j0, int64_t nc, int64_t k0,
+                  int64_t kc) const override {
+    if (dt != DType::BF16 || !kr.pairs_rows) return false;
+    for (int64_t p = 0; p * gemm::NR < nc; ++p) {
+      const int64_t q = (j0 + p * gemm::NR) / gemm::NR;
+      const void* rows[gemm::NR];
+      for (int r = 0; r < 8; ++r) {
+        rows[r] = w + ((8 * q + r) * K + k0) * es;
+        rows[8 + r] = w + ((inner + 8 * q + r) * K + k0) * es;
+      }
+      kr.pairs_rows(dst + p * gemm::NR * kpstride, rows, kc);
+    }
+    return true;
+  }
 };
 struct GegluSink final : gemm::TileSink {
   const gemm::Kernels& kr;

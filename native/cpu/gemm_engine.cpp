@@ -412,6 +412,19 @@ void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, 
   }
 }
 
+bool StridedB::pack_pairs(const Kernels& kr, uint32_t* dst, int64_t kpstride, int64_t j0, int64_t nc, int64_t k0,
+                          int64_t kc) const {
+  if (dt != DType::BF16 || rs != 1 || cs == 1 || !kr.pairs_rows) return false;
+  const uint16_t* base = (const uint16_t*)b;
+  for (int64_t p = 0; p * NR < nc; ++p) {
+    const int64_t jb = j0 + p * NR, nr = std::min<int64_t>(NR, j0 + nc - jb);
+    const void* rows[NR];
+    for (int j = 0; j < NR; ++j) rows[j] = j < nr ? base + (jb + j) * cs + k0 : (const void*)kZeros;
+    kr.pairs_rows(dst + p * NR * kpstride, rows, kc);
+  }
+  return true;
+}
+
 void ConcatA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
                    int64_t kc) const {
   int64_t k_end = k0 + kc;
@@ -487,7 +500,11 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
         // One B panel (or pair) packed at a time, just before its use, so the caches hold A's K block (M x kc)
         // and one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
         // <= 384: 3-18% faster on M = 256 products, the same elsewhere).
-        if (!pre) b.pack(kr, bp, kcur, j, pair ? 2 * NR : nr, pc, kcur);
+        // With bf16 inputs a bf16 weight goes straight into its pair panels (no f32 panel, no rounding).
+        const int64_t kpcur = (kcur + 1) / 2;
+        uint32_t* bpb = bf ? (uint32_t*)tl_bpairs.get((size_t)(2 * NR * kpb)) : nullptr;
+        const bool direct = bf && !pre && b.pack_pairs(kr, bpb, kpcur, j, pair ? 2 * NR : nr, pc, kcur);
+        if (!pre && !direct) b.pack(kr, bp, kcur, j, pair ? 2 * NR : nr, pc, kcur);
         const float* bpan = pre ? pre + (jp * K + pc) * NR : bp;
         const float* bpan2 = pair ? (pre ? pre + ((jp + 1) * K + pc) * NR : bp + NR * kcur) : nullptr;
         const float* bj = ep.last && e.bias ? e.bias + j : nullptr;
@@ -500,10 +517,10 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
           }
         };
         if (bf) {
-          const int64_t kpcur = (kcur + 1) / 2;
-          uint32_t* bpb = (uint32_t*)tl_bpairs.get((size_t)(2 * NR * kpb));
-          kr.pairs_b(bpb, bpan, kcur);
-          if (pair) kr.pairs_b(bpb + NR * kpcur, bpan2, kcur);
+          if (!direct) {
+            kr.pairs_b(bpb, bpan, kcur);
+            if (pair) kr.pairs_b(bpb + NR * kpcur, bpan2, kcur);
+          }
           tiles(Bf16Micro{kr, kpcur}, apb + (pc / kc) * kpb * MR, MR * KP, bpb, bpb + NR * kpcur);
         } else {
           tiles(F32Micro{kr, kcur}, ap + pc * MR, MR * K, bpan, bpan2);
@@ -673,6 +690,8 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       phases.add(btasks + atasks, [=, &a, &b, &kr](int64_t t) {
         if (t < btasks) {
           int64_t p0 = t * group, j0 = jc + p0 * NR;
+          if (bf && !pre && b.pack_pairs(kr, bpb + p0 * NR * kpcur, kpcur, j0, std::min(group * NR, jc + ncur - j0), pc, kcur))
+            return;
           if (!pre) b.pack(kr, bp + p0 * NR * kcur, kcur, j0, std::min(group * NR, jc + ncur - j0), pc, kcur);
           if (bf)
             for (int64_t p = p0; p < std::min(npan, p0 + group); ++p) kr.pairs_b(bpb + p * NR * kpcur, bblock + p * bstride, kcur);

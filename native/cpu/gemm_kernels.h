@@ -93,6 +93,8 @@ struct Kernels {
   // One f32 panel (A: MR wide, B: NR wide; kc values of k, element (i, k) at src[k*W + i]) to its pair panel.
   void (*pairs_a)(uint32_t* dst, const float* src, int64_t kc) = nullptr;
   void (*pairs_b)(uint32_t* dst, const float* src, int64_t kc) = nullptr;
+  // A B pair panel straight from NR rows of bf16 values (see BPacker::pack_pairs; rows[j] may be kZeros).
+  void (*pairs_rows)(uint32_t* dst, const void* const* rows, int64_t kc) = nullptr;
 };
 // Whether HYPERSD_CPU_MATH=bf16 asks for bf16 inputs to the linear layers (read at each call).
 bool cpu_math_bf16();
@@ -144,6 +146,10 @@ struct BPacker {
   virtual const float* prepacked() const { return nullptr; }
   // An f32 weight whose columns of B are contiguous rows (B(k, j) = base[j*ld + k]), or null.
   virtual const float* weight_rows(int64_t* ld) const { return nullptr; }
+  // Epilogue::bf16 with a B stored in bf16: its pair panels straight from memory (panel p at dst + p*NR*kpstride,
+  // word (q, j) at [q*NR + j] = B(k0 + 2q, j) | B(k0 + 2q + 1, j) << 16, zeros past kc and nc), the bits the
+  // f32 panel and its rounding would give (the values are bf16 already). False, writing nothing: not this B.
+  virtual bool pack_pairs(const Kernels&, uint32_t*, int64_t, int64_t, int64_t, int64_t, int64_t) const { return false; }
 };
 // A B operand that is already packed (see BPacker::prepacked), e.g. Winograd-transformed weights.
 struct PackedB final : BPacker {
@@ -177,6 +183,8 @@ struct StridedB final : BPacker {
     *ld = cs;
     return (const float*)b;
   }
+  bool pack_pairs(const Kernels& kr, uint32_t* dst, int64_t kpstride, int64_t j0, int64_t nc, int64_t k0,
+                  int64_t kc) const override;
 };
 // [first | second] along K: k < k1 comes from first, k >= k1 from second (at k - k1).
 struct ConcatA final : APacker {

@@ -48,7 +48,8 @@ function ref(x: Float64Array, w: Float64Array, M: number, K: number, N: number, 
 }
 
 test(`bf16 linear layers (${engaged ? 'AVX512_BF16 engaged' : 'not engaged on this CPU / kernel set: must equal f32'})`, async () => {
-  for (const [M, K, N, wdt] of [[100, 333, 70, 'f32'], [300, 2600, 96, 'bf16'], [257, 640, 160, 'bf16'], [90, 64, 33, 'f32']] as const) {
+  for (const [M, K, N, wdt] of [[100, 333, 70, 'f32'], [300, 2600, 96, 'bf16'], [257, 640, 160, 'bf16'], [90, 64, 33, 'f32'],
+    [70, 333, 45, 'bf16'], [40, 2601, 37, 'bf16'], [300, 2601, 40, 'bf16'], [150, 31, 16, 'bf16']] as const) {
     const xv = randn(M * K, M + K, 1), wv = randn(N * K, N + 1, 0.05), bv = randn(N, 3, 0.5);
     const x = t(xv, [M, K]), w = t(wv, [N, K], wdt), b = t(bv, [N]);
     const got = await withMath('bf16', async () => hs.ops.linear(x, w, b, 'silu').floats());

@@ -140,9 +140,9 @@ struct PanelA final : gemm::APacker {
 };
 
 // The per-thread buffers of gemm::thread_scratch the Winograd paths use (kept across calls: no page faults):
-// U (all transformed weights), V (input transforms), M (products), the small variant's per-block U (taken by
-// every thread of its loop), and half weights widened to f32.
-enum : int { kSlotU = 0, kSlotV = 1, kSlotM = 2, kSlotUBlock = 3, kSlotW = 4 };
+// U (all transformed weights), V (input transforms), M (products) and the small variant's per-block U (taken by
+// every thread of its loop). (Half-precision weights are widened by the weight transform itself.)
+enum : int { kSlotU = 0, kSlotV = 1, kSlotM = 2, kSlotUBlock = 3 };
 
 // U[uv][o][c] = (G g[o, :, :, c] G^T)[u][v], written straight into the engine's panel form
 // ([a*a][ceil(Cout/NR)][Cin][NR], see gemm::PackedB), so the GEMMs read the weights without packing them.
@@ -151,7 +151,6 @@ float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool
   constexpr int a = m + 2;
   const int64_t NR = gemm::NR, npan = (cout + NR - 1) / NR, per_uv = npan * cin * NR;
   float* U = gemm::thread_scratch(kSlotU, (size_t)(a * a * per_uv));
-  gemm::F32View wf = gemm::as_f32(w, pool, kSlotW);
   const gemm::Kernels& kr = gemm::kernels();
   auto weight = wino::fns().weight[m / 2 - 1];
   const int64_t ncb = (cin + wino::kCB - 1) / wino::kCB;
@@ -159,7 +158,7 @@ float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
     for (int64_t i = b; i < e; ++i) {
       const int64_t p = i / ncb, c0 = (i % ncb) * wino::kCB;
-      weight(kr, wf.p, cout, cin, p * NR, c0, std::min(wino::kCB, cin - c0), U + (p * cin + c0) * NR, per_uv,
+      weight(kr, w.raw(), w.dtype, cout, cin, p * NR, c0, std::min(wino::kCB, cin - c0), U + (p * cin + c0) * NR, per_uv,
              scratch.get());
     }
   });
@@ -270,7 +269,6 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
   const int64_t vstride = tpad * cin, mstride = tpad * cout;
   float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
   float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * mstride));
-  gemm::F32View wf = gemm::as_f32(w, pool, kSlotW);
   wino_input<m>(g, x, 0, tiles, V, vstride, pool);
   pool->parallel_for(cout / NR, 1, [&](int64_t b, int64_t e) {
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
@@ -287,7 +285,7 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
         float* U2 = U + nuv * kc * NR;
         for (int64_t q = 0; q < (pair ? 2 : 1); ++q)
           for (int64_t cc = 0; cc < kc; cc += wino::kCB)
-            weight(kr, wf.p, cout, cin, (op + q) * NR, c0 + cc, std::min(wino::kCB, kc - cc), (q ? U2 : U) + cc * NR,
+            weight(kr, w.raw(), w.dtype, cout, cin, (op + q) * NR, c0 + cc, std::min(wino::kCB, kc - cc), (q ? U2 : U) + cc * NR,
                    kc * NR, scratch.get());
         for (int uv = 0; uv < nuv; ++uv) {
           const float* bp = U + uv * kc * NR;

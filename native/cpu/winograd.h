@@ -20,15 +20,15 @@ constexpr int64_t kPad = 16;  // floats of padding after each kCB-float row of t
 // Floats of scratch one input_panel / output_tile call needs for tile size m (a = m + 2).
 constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) * (1 + gemm::MR) + (m + 2) * m + m * m) * (kCB + kPad); }
 
-constexpr int64_t weight_scratch_floats(int m) { return ((m + 2) * (m + 2) * gemm::NR + 3 * (m + 2)) * kCB; }
+constexpr int64_t weight_scratch_floats(int m) { return (9 + 3 * (m + 2)) * gemm::NR * kCB + 16; }
 
 // The transforms per tile size, indexed by m / 2 - 1 (m = 2, 4, 6): see winograd_transforms.h.
 struct Fns {
   using Input = void (*)(const gemm::Kernels&, const float*, const Geom&, int64_t, int, int64_t, int64_t, float*,
                          int64_t, float*);
   using Output = void (*)(const float*, int64_t, const Geom&, int64_t, int64_t, const float*, float, float*, float*);
-  using Weight = void (*)(const gemm::Kernels&, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
-                          int64_t, float*);
+  using Weight = void (*)(const gemm::Kernels&, const void*, DType, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          float*, int64_t, float*);
   const char* name;
   Input input[3];
   Output output[3];

@@ -352,32 +352,39 @@ inline void g_rows(const float* i0, const float* i1, const float* i2, float* con
 }
 
 // One B panel of the transformed weights: output channels [o0, o0 + NR) (those >= cout are zero) over input
-// channels [c0, c0 + cb), cb <= kCB, from the f32 OHWI weight w [cout][3][3][cin]. Component uv's piece goes
-// to dst + uv * uv_stride in the engine's B-panel form (element (c, j) at [(c - c0) * NR + j]). scratch holds
+// channels [c0, c0 + cb), cb <= kCB, from the OHWI weight w [cout][3][3][cin] of dtype dt (f32, f16 or bf16).
+// Component uv's piece goes to dst + uv * uv_stride in the engine's B-panel form (element (c, j) at
+// [(c - c0) * NR + j]). The nine taps of the NR output channels are first packed as B panels ([9][cb][NR],
+// widened on the way), so both 1-D passes run over cb * NR values at once and the second writes the panels
+// directly: the same operations on each element as transforming each output channel's rows and transposing
+// the (m+2)^2 results afterwards (what this did until session 16), so the same bits, with 9 values packed per
+// weight instead of (m+2)^2 and no f32 copy of a half-precision weight (32x32 640->640, F(4x4) with U formed
+// per block: the weight transform, its packing and the widening had taken 35% of the call). scratch holds
 // wino::weight_scratch_floats(m) floats.
 template <int m>
-void weight_panel(const gemm::Kernels& kr, const float* w, int64_t cout, int64_t cin, int64_t o0, int64_t c0,
-                  int64_t cb, float* dst, int64_t uv_stride, float* scratch) {
+void weight_panel(const gemm::Kernels& kr, const void* w, DType dt, int64_t cout, int64_t cin, int64_t o0,
+                  int64_t c0, int64_t cb, float* dst, int64_t uv_stride, float* scratch) {
   constexpr int a = m + 2, NR = gemm::NR;
   constexpr int64_t CB = wino::kCB;
-  float* t = scratch + a * a * NR * CB;  // [3][a][CB]: t[kx][r] = sum_ky G[r][ky] g[ky][kx]
-  for (int j = 0; j < NR && o0 + j < cout; ++j) {
-    const float* g = w + (o0 + j) * 9 * cin + c0;
-    for (int q = 0; q < 3; ++q) {
-      float* out[a];
-      for (int r = 0; r < a; ++r) out[r] = t + (q * a + r) * CB;
-      g_rows<m>(g + q * cin, g + (3 + q) * cin, g + (6 + q) * cin, out, cb);
-    }
-    for (int r = 0; r < a; ++r) {  // U[r][v] = sum_kx t[kx][r] G[v][kx]; component uv at [uv][j][CB]
-      float* out[a];
-      for (int v = 0; v < a; ++v) out[v] = scratch + ((r * a + v) * NR + j) * CB;
-      g_rows<m>(t + r * CB, t + (a + r) * CB, t + (2 * a + r) * CB, out, cb);
-    }
-  }
-  for (int uv = 0; uv < a * a; ++uv) {
+  const int64_t es = (int64_t)dtype_size(dt), n = cb * NR;
+  // [9][CB][NR]: tap ky*3 + kx of the NR output channels (64-byte aligned: the packers store aligned)
+  float* P = (float*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+  float* t = P + 9 * CB * NR;  // [3][a][CB][NR]: t[kx][r] = sum_ky G[r][ky] g[ky][kx]
+  for (int k = 0; k < 9; ++k) {
     const void* rows[NR];
-    for (int j = 0; j < NR; ++j) rows[j] = o0 + j < cout ? (const void*)(scratch + (uv * NR + j) * CB) : (const void*)gemm::kZeros;
-    kr.pack_b_rows(dst + uv * uv_stride, rows, DType::F32, cb);
+    for (int j = 0; j < NR; ++j)
+      rows[j] = o0 + j < cout ? (const void*)((const char*)w + (((o0 + j) * 9 + k) * cin + c0) * es) : (const void*)gemm::kZeros;
+    kr.pack_b_rows(P + k * CB * NR, rows, dt, cb);
+  }
+  for (int kx = 0; kx < 3; ++kx) {
+    float* out[a];
+    for (int r = 0; r < a; ++r) out[r] = t + (kx * a + r) * CB * NR;
+    g_rows<m>(P + kx * CB * NR, P + (3 + kx) * CB * NR, P + (6 + kx) * CB * NR, out, n);
+  }
+  for (int r = 0; r < a; ++r) {  // U[r][v] = sum_kx t[kx][r] G[v][kx], component uv = r * a + v
+    float* out[a];
+    for (int v = 0; v < a; ++v) out[v] = dst + (r * a + v) * uv_stride;
+    g_rows<m>(t + r * CB * NR, t + (a + r) * CB * NR, t + (2 * a + r) * CB * NR, out, n);
   }
 }
 

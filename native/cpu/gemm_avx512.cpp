@@ -249,36 +249,43 @@ __attribute__((target("avx512bw,avx512vl,avx512bf16"))) void pairs_b_bf16(uint32
     _mm512_store_si512(dst + q * NR, _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
   }
 }
+// r[j] (16 lanes of 32 bits each) <- column j of the 16 x 16 matrix whose row i was r[i]: unpacks of 32 and 64
+// bits within 128-bit lanes, then two lane shuffles. After the unpacks r[4a + b] holds, in its 128-bit lane l,
+// element 4l + b of rows 4a .. 4a + 3; the shuffles gather the four lanes of each element.
+inline __attribute__((always_inline)) void transpose16x16(__m512i (&r)[16]) {
+  __m512i t[16];
+  for (int j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {
+    r[j] = _mm512_unpacklo_epi64(t[j], t[j + 2]);
+    r[j + 1] = _mm512_unpackhi_epi64(t[j], t[j + 2]);
+    r[j + 2] = _mm512_unpacklo_epi64(t[j + 1], t[j + 3]);
+    r[j + 3] = _mm512_unpackhi_epi64(t[j + 1], t[j + 3]);
+  }
+  for (int j = 0; j < 16; ++j) t[j] = r[j];
+  for (int b = 0; b < 4; ++b) {
+    const __m512i x0 = _mm512_shuffle_i32x4(t[b], t[4 + b], 0x44), x1 = _mm512_shuffle_i32x4(t[b], t[4 + b], 0xee);
+    const __m512i y0 = _mm512_shuffle_i32x4(t[8 + b], t[12 + b], 0x44), y1 = _mm512_shuffle_i32x4(t[8 + b], t[12 + b], 0xee);
+    r[b] = _mm512_shuffle_i32x4(x0, y0, 0x88);       // lane 0 of each: element b
+    r[4 + b] = _mm512_shuffle_i32x4(x0, y0, 0xdd);   // lane 1: element 4 + b
+    r[8 + b] = _mm512_shuffle_i32x4(x1, y1, 0x88);   // lane 2
+    r[12 + b] = _mm512_shuffle_i32x4(x1, y1, 0xdd);  // lane 3
+  }
+}
+
 // B pair panel from 16 rows of bf16 values: word (q, j) = rows[j][2q] | rows[j][2q + 1] << 16, a 16 x 16 transpose
-// of 32-bit words per 32 values of k (unpack 32 / 64, then two lane shuffles), the odd last value alone. Against
-// widening the rows into an f32 panel and rounding it back (pack_b_rows + pairs_b): see bench/RESULTS.md, session 16.
+// of 32-bit words per 32 values of k, the odd last value alone. Against widening the rows into an f32 panel and
+// rounding it back (pack_b_rows + pairs_b): see bench/RESULTS.md, session 16.
 __attribute__((target("avx512bw,avx512vl"))) void pairs_rows_bf16(uint32_t* dst, const void* const* rows, int64_t kc) {
   const int64_t kp2 = kc / 2;
   int64_t q = 0;
   for (; q + 16 <= kp2; q += 16) {
-    __m512i r[16], t[16];
+    __m512i r[16];
     for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512((const char*)rows[j] + 4 * q);  // rows 2-byte aligned
-    for (int j = 0; j < 16; j += 2) {
-      t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
-      t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
-    }
-    for (int j = 0; j < 16; j += 4) {
-      r[j] = _mm512_unpacklo_epi64(t[j], t[j + 2]);
-      r[j + 1] = _mm512_unpackhi_epi64(t[j], t[j + 2]);
-      r[j + 2] = _mm512_unpacklo_epi64(t[j + 1], t[j + 3]);
-      r[j + 3] = _mm512_unpackhi_epi64(t[j + 1], t[j + 3]);
-    }
-    // r[4a + b] now holds, in each 128-bit lane l, word q + 4l + b of rows 4a .. 4a + 3; gather the lanes.
-    for (int j = 0; j < 16; ++j) t[j] = r[j];
-    for (int b = 0; b < 4; ++b) {
-      const __m512i x0 = _mm512_shuffle_i32x4(t[b], t[4 + b], 0x44), x1 = _mm512_shuffle_i32x4(t[b], t[4 + b], 0xee);
-      const __m512i y0 = _mm512_shuffle_i32x4(t[8 + b], t[12 + b], 0x44), y1 = _mm512_shuffle_i32x4(t[8 + b], t[12 + b], 0xee);
-      r[b] = _mm512_shuffle_i32x4(x0, y0, 0x88);       // lane 0 of each: k pair 0 + b
-      r[4 + b] = _mm512_shuffle_i32x4(x0, y0, 0xdd);   // lane 1
-      r[8 + b] = _mm512_shuffle_i32x4(x1, y1, 0x88);   // lane 2
-      r[12 + b] = _mm512_shuffle_i32x4(x1, y1, 0xdd);  // lane 3
-    }
-    for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (q + j) * NR, r[j]);  // r[4l + b]: word q + 4l + b
+    transpose16x16(r);
+    for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (q + j) * NR, r[j]);
   }
   for (; q < kp2; ++q)
     for (int j = 0; j < 16; ++j) {
@@ -288,6 +295,7 @@ __attribute__((target("avx512bw,avx512vl"))) void pairs_rows_bf16(uint32_t* dst,
   if (kc & 1)
     for (int j = 0; j < 16; ++j) dst[kp2 * NR + j] = ((const uint16_t*)rows[j])[kc - 1];
 }
+
 bool cpu_has_avx512_bf16() {
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 30))) return false;  // AVX512BW

@@ -96,7 +96,7 @@ struct Kernels {
   // A B pair panel straight from NR rows of bf16 values (see BPacker::pack_pairs; rows[j] may be kZeros).
   void (*pairs_rows)(uint32_t* dst, const void* const* rows, int64_t kc) = nullptr;
 };
-// Whether HYPERSD_CPU_MATH=bf16 asks for bf16 inputs to the linear layers (read at each call).
+// Whether HYPERSD_CPU_MATH=bf16 asks for bf16 inputs to the linear layers and attention (read at each call).
 bool cpu_math_bf16();
 
 const Kernels& portable_kernels();

@@ -57,10 +57,23 @@ inline __attribute__((always_inline)) __m512 pair_sum(__m512i w) {
   return _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)),
                        _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u))));
 }
-inline uint32_t pack2(float lo, float hi) { return (uint32_t)float_to_bf16(lo) | ((uint32_t)float_to_bf16(hi) << 16); }
+// One row of D floats times scale, rounded into (D + 1) / 2 pair words in order (an odd D's last word holds a
+// zero high half).
+inline void round_row(const float* src, int64_t D, float scale, uint32_t* dst) {
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t d = 0; d < D; d += 32) {
+    const int64_t n = std::min<int64_t>(32, D - d);
+    const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1u);
+    const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1u : 0u);
+    const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, src + d), vs);
+    const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, src + d + 16), vs);
+    const __mmask16 wm = (__mmask16)((n + 1) / 2 >= 16 ? 0xffff : (1u << ((n + 1) / 2)) - 1u);
+    _mm512_mask_storeu_epi32(dst + d / 2, wm, round_pairs(lo, hi));
+  }
+}
 
 struct Bufs {
-  std::vector<uint32_t> qp, pp;
+  std::vector<uint32_t> qp, pp, krows;
   std::vector<float> o, s, m, l;
 };
 thread_local Bufs tl_bufs;
@@ -200,15 +213,17 @@ bool attention_forward_bf16(const AttnFwdArgs& g, ThreadPool* pool) {
     for (int64_t task = s0; task < s1; ++task) {
       const int64_t bh = task / nkt, t = task % nkt, b = bh / H, h = bh % H;
       uint32_t* kt = kall + bh * kwords + t * Dp * 16;
+      // The tile's 16 keys rounded row by row, then transposed word by word (a scalar rounding of each pair
+      // took 5.6% of L=4096 d=64's samples).
+      std::vector<uint32_t>& rows = tl_bufs.krows;
+      rows.resize((size_t)(16 * Dp));
       for (int j = 0; j < 16; ++j) {
         const int64_t key = t * 16 + j;
-        if (key >= Lk) {
-          for (int64_t p = 0; p < Dp; ++p) kt[p * 16 + j] = 0;
-          continue;
-        }
-        const float* row = g.k + ((b * Lk + key) * H + h) * D;
-        for (int64_t p = 0; p < Dp; ++p) kt[p * 16 + j] = pack2(row[2 * p], 2 * p + 1 < D ? row[2 * p + 1] : 0.f);
+        if (key < Lk) round_row(g.k + ((b * Lk + key) * H + h) * D, D, 1.f, rows.data() + j * Dp);
+        else std::memset(rows.data() + j * Dp, 0, (size_t)Dp * sizeof(uint32_t));
       }
+      for (int64_t p = 0; p < Dp; ++p)
+        for (int j = 0; j < 16; ++j) kt[p * 16 + j] = rows[(size_t)(j * Dp + p)];
       const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                              22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
       for (int q = 0; q < 8; ++q) {
@@ -250,17 +265,7 @@ bool attention_forward_bf16(const AttnFwdArgs& g, ThreadPool* pool) {
           std::memset(dst, 0, (size_t)Dp * sizeof(uint32_t));
           continue;
         }
-        const float* src = g.q + ((b * Lq + i0 + i) * H + h) * D;
-        const __m512 vs = _mm512_set1_ps(sl);
-        for (int64_t d = 0; d < D; d += 32) {
-          const int64_t n = std::min<int64_t>(32, D - d);
-          const __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1u);
-          const __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1u : 0u);
-          const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, src + d), vs);
-          const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, src + d + 16), vs);
-          const __mmask16 wm = (__mmask16)((n + 1) / 2 >= 16 ? 0xffff : (1u << ((n + 1) / 2)) - 1u);
-          _mm512_mask_storeu_epi32(dst + d / 2, wm, round_pairs(lo, hi));
-        }
+        round_row(g.q + ((b * Lq + i0 + i) * H + h) * D, D, sl, dst);
       }
       std::fill(o, o + npan * 6 * Dv16, 0.f);
       std::fill(mrow, mrow + npan * 6, -INFINITY);

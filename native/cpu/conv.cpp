@@ -340,19 +340,19 @@ int64_t auto_algo(const ConvGeom& g) {
     return v == "gemm" ? 1 : v == "winograd" ? 2 : v == "winograd4" ? 3 : v == "winograd6" ? 4 : 0;
   }();
   if (forced) return forced;
-  // F(6x6) on large images (>= 256 tiles of 6x6: 96x96 and up, the VAE decoder and SDXL's first UNet level):
-  // +8% to +26% over F(4x4) side by side (128x128 to 512x512, 128 to 512 channels), but slower on fewer tiles
-  // (64x64: 0.73x, or 0.96x with U formed once). Its rounding error is about twice F(4x4)'s: relative L2 error
-  // against a float64 sum 4.1-4.5e-6 at 128 to 1280 channels in, F(4x4) 2.0-2.4e-6, implicit GEMM 3.5e-7
-  // (bench/_err-style check, normal inputs and weights scaled by 1/sqrt(9 Cin)); the tests hold all to 1e-5.
+  // Measured after session 16 made the weight transform cheap (bf16 weights, median of 3, `SH=... /tmp/algo.ts`
+  // in bench/RESULTS.md, session 16; the tables before it chose F(6x6) only from 256 tiles and F(2x2) on 16-31):
+  // F(6x6) where it needs at most 0.9x F(4x4)'s products (tiles6 * 64 against tiles4 * 36: partial tiles
+  // count) on at least 64 tiles: 48x48 512 1.16x, 64x64 1.02-1.06x (1.11-1.13x with AVX2), 80x80 1.13x, 96x96
+  // 1.21x over F(4x4); at 32x32 (equal products) and 40x40 (0.87x, 49 tiles) F(4x4) is as fast or faster. Its
+  // rounding error is about twice F(4x4)'s: relative L2 error against a float64 sum 4.1-4.5e-6 at 128 to 1280
+  // channels in, F(4x4) 2.0-2.4e-6, implicit GEMM 3.5e-7; the tests hold all to 1e-5.
+  // F(4x4) from 8 tiles of 4x4 (12x12 1.38x and 2x 8x8 1.22x over the implicit GEMM, 16x16 1.2x over F(2x2)),
+  // and on the AVX2 set from 4 (8x8: 1.38x); the implicit GEMM below (AVX-512, 8x8 at batch 1: 1.07x over F(2x2)).
   const int64_t tiles6 = g.N * ((g.Ho + 5) / 6) * ((g.Wo + 5) / 6);
-  if (tiles6 >= 256) return 4;
-  // F(4x4) from 32 tiles of 4x4 (24x24 and up at batch 1: F(2x2) 0.75-0.83x there); F(2x2) on 16 to 31 (SD1.5's
-  // 16x16 level at batch 1, 20x20, 12x12 at batch 2: 1.14-1.27x over F(4x4), whose 36 products a tile on so few
-  // tiles are dominated by forming U, 4x the weights' size against F(2x2)'s 1.8x; the AVX2 set alike, 1.08-1.24x);
-  // the implicit GEMM below 16 (8x8 and 12x12 at batch 1: F(2x2) 0.69-0.97x). bench/ab.ts CONV_SHAPES, session 16.
   const int64_t tiles4 = g.N * ((g.Ho + 3) / 4) * ((g.Wo + 3) / 4);
-  return tiles4 >= 32 ? 3 : tiles4 >= 16 ? 2 : 1;
+  if (tiles6 >= 64 && tiles6 * 64 * 10 <= tiles4 * 36 * 9) return 4;
+  return tiles4 >= (gemm::using_avx512() ? 8 : 4) ? 3 : 1;
 }
 
 ConvGeom conv_geom(const char* op, const OpContext& c, const Tensor& x, const Tensor& w, const Tensor& y) {

@@ -1,6 +1,7 @@
 // conv family (conv2d, lora_conv2d, ohwiFromOihw) against a float64 direct convolution written out below, on
 // odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. gemm.test.ts runs this file again with the
 // portable CPU kernels.
+import * as fs from 'fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
@@ -101,18 +102,27 @@ test(`${NAME}conv2d Winograd F(4x4) and F(6x6) at 1280 channels in within the f3
   }
 });
 
-test(`${NAME}conv2d 'auto' takes F(6x6) from 256 6x6 tiles, F(4x4) below`, async () => {
-  // Same algorithm, same bits: 'auto' must match the algorithm it should pick exactly and differ from the other.
+test(`${NAME}conv2d 'auto': F(6x6) from 64 6x6 tiles needing <= 0.9x F(4x4)'s products, F(4x4) down to 8 (AVX-512) or 4 tiles of 4x4, the implicit GEMM below`, async () => {
+  // Same algorithm, same bits: 'auto' must match the algorithm it should pick exactly and differ from another.
   if (DEVICE !== 'cpu') return; // the CUDA kernels have one algorithm
-  type ConvAlgoName = 'winograd4' | 'winograd6';
+  type ConvAlgoName = 'gemm' | 'winograd' | 'winograd4' | 'winograd6';
+  const cpuinfo = (() => { try { return fs.readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
+  const ks = process.env.HYPERSD_CPU_KERNELS;
+  const avx512 = (!ks || ks === 'avx512') && / avx512f /.test(cpuinfo) && / avx512dq /.test(cpuinfo) && / avx512vl /.test(cpuinfo);
   const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
-  for (const [g, want, other] of [[G(1, 96, 96, 16, 16, 3, 3, 1, 1), 'winograd6', 'winograd4'],
-    [G(1, 90, 90, 16, 16, 3, 3, 1, 1), 'winograd4', 'winograd6']] as [Geom, ConvAlgoName, ConvAlgoName][]) {
-    const x = t(roundTo('f32', randn(g.H * g.W * g.C, 43)), [1, g.H, g.W, g.C]);
+  const cases: [Geom, ConvAlgoName, ConvAlgoName][] = [
+    [G(1, 48, 48, 16, 16, 3, 3, 1, 1), 'winograd6', 'winograd4'], // 64 tiles of 6x6, 0.79x the products
+    [G(1, 40, 40, 16, 16, 3, 3, 1, 1), 'winograd4', 'winograd6'], // 49 tiles of 6x6
+    [G(2, 32, 32, 16, 16, 3, 3, 1, 1), 'winograd4', 'winograd6'], // 72 tiles, but as many products
+    [G(1, 16, 16, 16, 16, 3, 3, 1, 1), 'winograd4', 'winograd'],
+    [G(1, 8, 8, 16, 16, 3, 3, 1, 1), avx512 ? 'gemm' : 'winograd4', avx512 ? 'winograd4' : 'gemm'], // 4 tiles of 4x4
+  ];
+  for (const [g, want, other] of cases) {
+    const x = t(roundTo('f32', randn(g.N * g.H * g.W * g.C, 43)), [g.N, g.H, g.W, g.C]);
     const w = t(roundTo('f32', randn(g.O * 9 * g.C, 44, 0.1)), [g.O, 3, 3, g.C]);
     const y = await conv2d(x, w, null, { pad: 1 }).floats();
-    assert.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: want }).floats()), `auto = ${want} at ${g.H}x${g.W}`);
-    assert.not.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: other }).floats()), `auto != ${other} at ${g.H}x${g.W}`);
+    assert.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: want }).floats()), `auto = ${want} at ${g.N}x${g.H}x${g.W}`);
+    assert.not.ok(same(y, await conv2d(x, w, null, { pad: 1, algo: other }).floats()), `auto != ${other} at ${g.N}x${g.H}x${g.W}`);
   }
 });
 

@@ -15,7 +15,7 @@
 // The rounding of q, K, P and V to bf16 (8 significant bits) moves outputs by ~1e-3 relative: the tests hold
 // it to the bf16 tolerance against float64 of the unrounded inputs, and the f32 kernels stay the default.
 // Scratch: the rounded K and V of all heads on the calling thread's scratch slots 0 and 1 (as the f32 kernel),
-// per worker thread 96 x (D/2 + 1) + 96 x Dv16 + 6 x (kBK + kBK / 2) words.
+// per worker thread 96 x (D + 1) / 2 + 96 x Dv16 + 6 x (kBK + kBK / 2) words and 16 x (D + 1) / 2 for K's rows.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -245,7 +245,7 @@ bool attention_forward_bf16(const AttnFwdArgs& g, ThreadPool* pool) {
   const float sl = (float)((double)g.scale * kLog2e);
   pool->parallel_for(B * H * nqb, 1, [&](int64_t s0, int64_t s1) {
     Bufs& bf = tl_bufs;
-    bf.qp.resize((size_t)(kBQ * Dp + 16));
+    bf.qp.resize((size_t)(kBQ * Dp));
     bf.pp.resize((size_t)(6 * kBK / 2));
     bf.o.resize((size_t)(kBQ * Dv16));
     bf.s.resize((size_t)(6 * kBK));

@@ -206,15 +206,19 @@ struct GegluB final : gemm::BPacker {
   int64_t K, inner, es;
   GegluB(const void* w, DType dt, int64_t K, int64_t inner)
       : w((const char*)w), dt(dt), K(K), inner(inner), es((int64_t)dtype_size(dt)) {}
+  // The 16 weight rows of the B panel at column j (a multiple of NR): value rows 8q .. 8q+7, then their gates.
+  void panel_rows(int64_t j, int64_t k0, const void** rows) const {
+    const int64_t q = j / gemm::NR;  // output columns 8q .. 8q+7
+    for (int r = 0; r < 8; ++r) {
+      rows[r] = w + ((8 * q + r) * K + k0) * es;
+      rows[8 + r] = w + ((inner + 8 * q + r) * K + k0) * es;
+    }
+  }
   void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t j0, int64_t nc, int64_t k0,
             int64_t kc) const override {
     for (int64_t p = 0; p * gemm::NR < nc; ++p) {
-      const int64_t q = (j0 + p * gemm::NR) / gemm::NR;  // output columns 8q .. 8q+7
       const void* rows[gemm::NR];
-      for (int r = 0; r < 8; ++r) {
-        rows[r] = w + ((8 * q + r) * K + k0) * es;
-        rows[8 + r] = w + ((inner + 8 * q + r) * K + k0) * es;
-      }
+      panel_rows(j0 + p * gemm::NR, k0, rows);
       kr.pack_b_rows(dst + p * gemm::NR * kstride, rows, dt, kc);
     }
   }
@@ -222,12 +226,8 @@ struct GegluB final : gemm::BPacker {
                   int64_t kc) const override {
     if (dt != DType::BF16 || !kr.pairs_rows) return false;
     for (int64_t p = 0; p * gemm::NR < nc; ++p) {
-      const int64_t q = (j0 + p * gemm::NR) / gemm::NR;
       const void* rows[gemm::NR];
-      for (int r = 0; r < 8; ++r) {
-        rows[r] = w + ((8 * q + r) * K + k0) * es;
-        rows[8 + r] = w + ((inner + 8 * q + r) * K + k0) * es;
-      }
+      panel_rows(j0 + p * gemm::NR, k0, rows);
       kr.pairs_rows(dst + p * gemm::NR * kpstride, rows, kc);
     }
     return true;

@@ -401,7 +401,7 @@ void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, 
     int64_t jb = j0 + p * NR, nr = std::min<int64_t>(NR, j0 + nc - jb);
     if (rs == 1 && cs != 1) {
       const void* rows[NR];
-      for (int j = 0; j < NR; ++j) rows[j] = j < nr ? base + ((jb + j) * cs + k0) * es : (const void*)kZeros;
+      panel_rows(jb, nr, k0, rows);
       kr.pack_b_rows(d, rows, dt, kc);
     } else if (cs == 1) {
       kr.pack_b_cols(d, base + (k0 * rs + jb) * es, dt, rs, nr, kc);
@@ -415,14 +415,19 @@ void StridedB::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t j0, 
 bool StridedB::pack_pairs(const Kernels& kr, uint32_t* dst, int64_t kpstride, int64_t j0, int64_t nc, int64_t k0,
                           int64_t kc) const {
   if (dt != DType::BF16 || rs != 1 || cs == 1 || !kr.pairs_rows) return false;
-  const uint16_t* base = (const uint16_t*)b;
   for (int64_t p = 0; p * NR < nc; ++p) {
-    const int64_t jb = j0 + p * NR, nr = std::min<int64_t>(NR, j0 + nc - jb);
+    const int64_t jb = j0 + p * NR;
     const void* rows[NR];
-    for (int j = 0; j < NR; ++j) rows[j] = j < nr ? base + (jb + j) * cs + k0 : (const void*)kZeros;
+    panel_rows(jb, std::min<int64_t>(NR, j0 + nc - jb), k0, rows);
     kr.pairs_rows(dst + p * NR * kpstride, rows, kc);
   }
   return true;
+}
+
+void StridedB::panel_rows(int64_t jb, int64_t nr, int64_t k0, const void** rows) const {
+  const int64_t es = (int64_t)dtype_size(dt);
+  for (int j = 0; j < NR; ++j)
+    rows[j] = j < nr ? (const char*)b + ((jb + j) * cs + k0) * es : (const void*)kZeros;
 }
 
 void ConcatA::pack(const Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,

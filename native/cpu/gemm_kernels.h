@@ -185,6 +185,8 @@ struct StridedB final : BPacker {
   }
   bool pack_pairs(const Kernels& kr, uint32_t* dst, int64_t kpstride, int64_t j0, int64_t nc, int64_t k0,
                   int64_t kc) const override;
+  // With rs == 1: the NR rows of B's columns jb .. jb + nr - 1 from k0 (kZeros past nr).
+  void panel_rows(int64_t jb, int64_t nr, int64_t k0, const void** rows) const;
 };
 // [first | second] along K: k < k1 comes from first, k >= k1 from second (at k - k1).
 struct ConcatA final : APacker {

@@ -3,6 +3,7 @@
  * ||out - ref|| / ||ref||, NaN never passing, and the device/dtype under test.
  * Op tests run on HYPERSD_TEST_DEVICE (default cpu; `npm run test:gpu` sets cuda) with outputs poisoned.
  */
+import * as fs from 'fs';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 
@@ -11,6 +12,16 @@ hs.setPoison(true);
 
 /** Tolerances from DESIGN.md. */
 export const TOL: Record<'f32' | 'f16' | 'bf16', number> = { f32: 1e-5, f16: 1e-2, bf16: 1e-2 };
+
+/** The CPU's feature flags as /proc/cpuinfo names them (avx2, avx512f, avx512_bf16, ...); empty off Linux. */
+export function cpuFlags(): Set<string> {
+  try {
+    const m = /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    return new Set(m ? m[1].trim().split(/\s+/) : []);
+  } catch {
+    return new Set();
+  }
+}
 
 /** Deterministic N(0,1) (or U(lo,hi)) values as float64, from a seed. */
 export function randn(n: number, seed = 1, scale = 1): Float64Array {

@@ -1,11 +1,10 @@
 // conv family (conv2d, lora_conv2d, ohwiFromOihw) against a float64 direct convolution written out below, on
 // odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. gemm.test.ts runs this file again with the
 // portable CPU kernels.
-import * as fs from 'fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, cpuFlags, randn, roundTo, t } from '../helpers/check';
 
 const { conv2d, loraConv2d, ohwiFromOihw } = hs.ops;
 const NAME = process.env.HYPERSD_CPU_KERNELS === 'portable' ? '[portable] ' : '';
@@ -106,9 +105,9 @@ test(`${NAME}conv2d 'auto': F(6x6) from 64 6x6 tiles needing <= 0.9x F(4x4)'s pr
   // Same algorithm, same bits: 'auto' must match the algorithm it should pick exactly and differ from another.
   if (DEVICE !== 'cpu') return; // the CUDA kernels have one algorithm
   type ConvAlgoName = 'gemm' | 'winograd' | 'winograd4' | 'winograd6';
-  const cpuinfo = (() => { try { return fs.readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
+  const flags = cpuFlags();
   const ks = process.env.HYPERSD_CPU_KERNELS;
-  const avx512 = (!ks || ks === 'avx512') && / avx512f /.test(cpuinfo) && / avx512dq /.test(cpuinfo) && / avx512vl /.test(cpuinfo);
+  const avx512 = (!ks || ks === 'avx512') && ['avx512f', 'avx512dq', 'avx512vl'].every((f) => flags.has(f));
   const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
   const cases: [Geom, ConvAlgoName, ConvAlgoName][] = [
     [G(1, 48, 48, 16, 16, 3, 3, 1, 1), 'winograd6', 'winograd4'], // 64 tiles of 6x6, 0.79x the products

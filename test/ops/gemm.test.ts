@@ -4,12 +4,11 @@
 // file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2), and on a CPU
 // with AVX-512 the micro-kernel families again with HYPERSD_CPU_KERNELS=avx2 (the set for CPUs without it).
 import { spawnSync } from 'child_process';
-import * as fs from 'fs';
 import * as path from 'path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, cpuFlags, randn, relErr, roundTo, t } from '../helpers/check';
 
 const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
 type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
@@ -360,19 +359,11 @@ test('shape errors throw before anything is enqueued, naming op, argument and sh
 // product, which must differ bitwise from this process's AVX2 result (FMA rounds once, mul+add twice) while
 // matching the reference, so the switch is known to take effect.
 function hasAvx512(): boolean {
-  try {
-    return / avx512f/.test(fs.readFileSync('/proc/cpuinfo', 'utf8')) && hasAvx2();
-  } catch {
-    return false;
-  }
+  return cpuFlags().has('avx512f') && hasAvx2();
 }
 function hasAvx2(): boolean {
-  try {
-    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    return / avx2/.test(flags) && / fma/.test(flags) && / f16c/.test(flags);
-  } catch {
-    return false;
-  }
+  const flags = cpuFlags();
+  return ['avx2', 'fma', 'f16c'].every((f) => flags.has(f));
 }
 const probe = () => {
   const M = 37, K = 45, N = 29;

@@ -3,19 +3,12 @@
 // (so only the f32 accumulation differs: the f32 tolerance applies), over partial tiles, an odd K, several K
 // blocks, bias, activation, beta and the fused GEGLU's tile sink. On a CPU without AVX512_BF16 (or with another
 // kernel set) the setting changes nothing, which is checked too. CPU only.
-import * as fs from 'fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
-import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, cpuFlags, randn, relErr, roundTo, t } from '../helpers/check';
 
-const cpuHasBf16 = (() => {
-  try {
-    return / avx512_bf16 /.test(fs.readFileSync('/proc/cpuinfo', 'utf8') + ' ');
-  } catch {
-    return false;
-  }
-})();
+const cpuHasBf16 = cpuFlags().has('avx512_bf16');
 const kernelsOk = !process.env.HYPERSD_CPU_KERNELS || process.env.HYPERSD_CPU_KERNELS === 'avx512';
 const engaged = cpuHasBf16 && kernelsOk && DEVICE === 'cpu';
 

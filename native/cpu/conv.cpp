@@ -119,24 +119,34 @@ struct ConvA {
 // winograd_transforms.h). Per element uv of the transformed tile that is a GEMM over channels:
 // M_uv[tile, o] = sum_c V_uv[tile, c] U_uv[o, c]; (m+2)^2 GEMMs with 9 m^2 / (m+2)^2 times fewer multiply-adds
 // in all than the direct convolution (2.25x for m = 2, 4x for m = 4, 5.06x for m = 6). Per chunk of tiles: the input transform
-// writes V straight into the engine's A-panel form (each component's panels read in place by PanelA), the
+// writes V as rows the GEMM engine reads in place (RowsA: micro_rows / micro2_rows, no A panels), the
 // GEMMs run against the weights transformed once per call into U, already in B-panel form (PackedB), and
 // the output transform folds the components back into m x m outputs with the bias (and beta).
 // Rounding: m = 2's coefficients are 0, +-1, +-1/2 (the rounding of a direct convolution); m = 4's reach 8,
 // which costs about 4x the f32 rounding error (relative error ~2e-6 over 320 channels, inside the tests' 1e-5);
 // m = 6's reach 32 (and 21/4, 1/90 in G): ~4.5e-6 at 128 to 1280 channels.
 
-// The A panels of one component, packed for all of K (panel p, channel k at base + (p*K + k)*MR).
-struct PanelA final : gemm::APacker {
+// One component's V, read in place by the GEMM engine: tile i's transformed channels at base + i*ld (rows
+// up to a multiple of MR, those past the tiles zero). pack() is the generic fallback (bf16 inputs).
+struct RowsA final : gemm::APacker {
   const float* base;
-  int64_t K;
-  PanelA(const float* base, int64_t K) : base(base), K(K) {}
-  void pack(const gemm::Kernels&, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
+  int64_t ld, M;
+  RowsA(const float* base, int64_t ld, int64_t M) : base(base), ld(ld), M(M) {}
+  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
             int64_t kc) const override {
-    for (int64_t p = 0; p * MR < mc; ++p)
-      std::memcpy(dst + p * MR * kstride, base + ((i0 / MR + p) * K + k0) * MR, (size_t)(kc * MR) * sizeof(float));
+    for (int64_t p = 0; p * MR < mc; ++p) {
+      const float* rows[MR];
+      for (int r = 0; r < MR; ++r) {
+        const int64_t i = i0 + p * MR + r;
+        rows[r] = i < M ? base + i * ld + k0 : gemm::kZeros;
+      }
+      kr.pack_a_rows(dst + p * MR * kstride, rows, kc);
+    }
   }
-  const float* prepacked() const override { return base; }
+  const float* rows_in_place(int64_t* lda) const override {
+    *lda = ld;
+    return base;
+  }
 };
 
 // The per-thread buffers of gemm::thread_scratch the Winograd paths use (kept across calls: no page faults):
@@ -191,20 +201,27 @@ wino::Geom wino_geom(const ConvGeom& cg) {
   return wino::Geom{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
 }
 
-// Input transform of tiles [t0, t0 + tc) into A panels of all of Cin (component uv's panel p at
-// V + uv * vstride + p * Cin * MR), in parallel over the panels.
+// V's layout: component uv's rows at V + uv * vstride, tile i's Cin values at + i * Cin (tiles padded to a
+// multiple of MR with zero rows). vstride for tc tiles: one line more than the rows when they would make
+// components a multiple of 4 KiB apart (the input transform writes 8 or 6 components per column, the GEMMs
+// read 6 rows of one).
+inline int64_t wino_vstride(int64_t tc, int64_t cin) {
+  const int64_t v = (tc + MR - 1) / MR * MR * cin;
+  return v % 1024 == 0 ? v + 16 : v;
+}
+
+// Input transform of tiles [t0, t0 + tc) into V (see wino_vstride), in parallel over panels of MR tiles.
 template <int m>
 void wino_input(const wino::Geom& g, const float* x, int64_t t0, int64_t tc, float* V, int64_t vstride,
                 ThreadPool* pool) {
-  const gemm::Kernels& kr = gemm::kernels();
   auto input = wino::fns().input[m / 2 - 1];
   const int64_t cin = g.C;
   pool->parallel_for((tc + MR - 1) / MR, 1, [&](int64_t b, int64_t e) {
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
     for (int64_t p = b; p < e; ++p)
       for (int64_t c0 = 0; c0 < cin; c0 += wino::kCB)
-        input(kr, x, g, t0 + p * MR, (int)std::min<int64_t>(MR, tc - p * MR), c0, std::min(wino::kCB, cin - c0),
-              V + (p * cin + c0) * MR, vstride, scratch.get());
+        input(x, g, t0 + p * MR, (int)std::min<int64_t>(MR, tc - p * MR), c0, std::min(wino::kCB, cin - c0),
+              V + p * MR * cin + c0, vstride, cin, scratch.get());
   });
 }
 
@@ -230,7 +247,7 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
   float* U = wino_weights<m>(w, cout, cin, pool);
   const int64_t per_uv_w = (cout + gemm::NR - 1) / gemm::NR * cin * gemm::NR;
   const int64_t chunk = wino_chunk(m, tiles, cin, cout, pool->size());
-  const int64_t vstride = chunk * cin;  // floats per component in V (chunk is a multiple of MR)
+  const int64_t vstride = wino_vstride(chunk, cin);  // floats per component in V (chunk is a multiple of MR)
   float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
   float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * chunk * cout));
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
@@ -242,7 +259,7 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
     ep.max_kc = kWinoKC;
     pool->parallel_for(nuv, 1, [&](int64_t b, int64_t e) {
       for (int64_t uv = b; uv < e; ++uv)
-        gemm::run(tc, cout, cin, PanelA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
+        gemm::run(tc, cout, cin, RowsA(V + uv * vstride, cin, tc), gemm::PackedB(U + uv * per_uv_w),
                   Mb + uv * tc * cout, cout, ep, nullptr);
     });
     wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool);
@@ -266,17 +283,17 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
   const int64_t tiles = g.N * g.th * g.tw, cin = g.C, tpan = (tiles + MR - 1) / MR, tpad = tpan * MR;
   const gemm::Kernels& kr = gemm::kernels();
   auto weight = wino::fns().weight[m / 2 - 1];
-  const int64_t vstride = tpad * cin, mstride = tpad * cout;
+  const int64_t vstride = wino_vstride(tiles, cin), mstride = tpad * cout;
   float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
   float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * mstride));
   wino_input<m>(g, x, 0, tiles, V, vstride, pool);
   // Output panels in pairs where micro2 exists, so a thread's range never splits one (ranges of 5 panels, 640
   // outputs on two threads, had run a fifth of the products on the one-panel kernel: 14.6% of the samples).
-  const int64_t npan = cout / NR, step = kr.micro2 ? 2 : 1;
+  const int64_t npan = cout / NR, step = kr.micro2_rows ? 2 : 1;
   pool->parallel_for((npan + step - 1) / step, 1, [&](int64_t b2, int64_t e2) {
     const int64_t b = b2 * step, e = std::min(npan, e2 * step);
     std::unique_ptr<float[]> scratch(new float[(size_t)wino::weight_scratch_floats(m)]);
-    // [uv][kc][NR], the engine's B-panel form, for two output panels (micro2 takes them in pairs where the
+    // [uv][kc][NR], the engine's B-panel form, for two output panels (micro2_rows takes them in pairs where the
     // kernel set has it); every thread of the loop has its own
     float* U = gemm::thread_scratch(kSlotUBlock, (size_t)(2 * nuv * kWB * NR));
     for (int64_t c0 = 0; c0 < cin; c0 += kWB) {
@@ -285,7 +302,7 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
       ep.first = c0 == 0;
       ep.last = c0 + kc == cin;
       for (int64_t op = b; op < e; ++op) {
-        const bool pair = kr.micro2 && op + 1 < e;
+        const bool pair = kr.micro2_rows && op + 1 < e;
         float* U2 = U + nuv * kc * NR;
         for (int64_t q = 0; q < (pair ? 2 : 1); ++q)
           for (int64_t cc = 0; cc < kc; cc += wino::kCB)
@@ -294,10 +311,10 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
         for (int uv = 0; uv < nuv; ++uv) {
           const float* bp = U + uv * kc * NR;
           for (int64_t tp = 0; tp < tpan; ++tp) {
-            const float* ap = V + uv * vstride + (tp * cin + c0) * MR;
+            const float* ap = V + uv * vstride + tp * MR * cin + c0;
             float* mp = Mb + uv * mstride + tp * MR * cout + op * NR;
-            if (pair) kr.micro2(kc, ap, bp, U2 + uv * kc * NR, mp, cout, ep, nullptr);
-            else kr.micro(kc, ap, bp, mp, cout, ep, nullptr);
+            if (pair) kr.micro2_rows(kc, ap, cin, bp, U2 + uv * kc * NR, mp, cout, ep, nullptr);
+            else kr.micro_rows(kc, ap, cin, bp, mp, cout, ep, nullptr);
           }
         }
         if (pair) ++op;

@@ -112,8 +112,10 @@ void micro_6x16_avx512(int64_t kc, const float* a, const float* b, float* c, int
 // for 12 FMAs where micro has 1 and 6 for 6; alone on one core 259-272 GFLOP/s against micro's 223-228 (the
 // 16-wide FMA peak: 274). Even and odd k in separate accumulators exactly as micro's kloop (24 in all), so each
 // output gets micro's bits (the fused GEGLU's tiles, which go through micro, match the plain product's).
-void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float* b1, float* c, int64_t ldc,
-                        const Epilogue& e, const float* bias) {
+// A(i, k) points at A's element (i, k) (a panel, or rows read in place); prefetch_a(k) fetches A 8 steps ahead.
+template <class AT, class PA>
+HSD_INLINE void micro2_body(int64_t kc, AT A, PA prefetch_a, const float* b0, const float* b1, float* c,
+                            int64_t ldc, const Epilogue& e, const float* bias) {
   prefetch_c<_MM_HINT_T1>(c, ldc, 2 * NR);
   __m512 e0[6], e1[6], o0[6], o1[6];
 #pragma GCC unroll 6
@@ -123,7 +125,7 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
     const __m512 y0 = _mm512_load_ps(b0 + (k + 1) * NR), y1 = _mm512_load_ps(b1 + (k + 1) * NR);
 #pragma GCC unroll 6
     for (int r = 0; r < 6; ++r) {
-      const __m512 ae = _mm512_set1_ps(a[k * MR + r]), ao = _mm512_set1_ps(a[(k + 1) * MR + r]);
+      const __m512 ae = _mm512_set1_ps(*A(r, k)), ao = _mm512_set1_ps(*A(r, k + 1));
       e0[r] = _mm512_fmadd_ps(x0, ae, e0[r]);
       e1[r] = _mm512_fmadd_ps(x1, ae, e1[r]);
       o0[r] = _mm512_fmadd_ps(y0, ao, o0[r]);
@@ -133,7 +135,7 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
   int64_t k = 0;
   const int64_t kpf = kc > 32 ? kc - 32 : 0;
   for (; k + 4 <= kpf; k += 4) {
-    _mm_prefetch((const char*)(a + (k + 8) * MR), _MM_HINT_T0);
+    prefetch_a(k);
     prefetch_b4(b0, k);
     prefetch_b4(b1, k);
     step2(k);
@@ -145,7 +147,7 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
     const __m512 x0 = _mm512_load_ps(b0 + k * NR), x1 = _mm512_load_ps(b1 + k * NR);
 #pragma GCC unroll 6
     for (int r = 0; r < 6; ++r) {
-      const __m512 ae = _mm512_set1_ps(a[k * MR + r]);
+      const __m512 ae = _mm512_set1_ps(*A(r, k));
       e0[r] = _mm512_fmadd_ps(x0, ae, e0[r]);
       e1[r] = _mm512_fmadd_ps(x1, ae, e1[r]);
     }
@@ -158,6 +160,31 @@ void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float
   }
   epilogue_6x16_avx2(acc0, c, ldc, e, bias);
   epilogue_6x16_avx2(acc1, c + NR, ldc, e, bias ? bias + NR : nullptr);
+}
+
+void micro2_6x32_avx512(int64_t kc, const float* a, const float* b0, const float* b1, float* c, int64_t ldc,
+                        const Epilogue& e, const float* bias) {
+  micro2_body(
+      kc, [a](int i, int64_t k) { return a + k * MR + i; },
+      [a](int64_t k) { _mm_prefetch((const char*)(a + (k + 8) * MR), _MM_HINT_T0); }, b0, b1, c, ldc, e, bias);
+}
+
+// micro2 with A read in place from rows a + i*lda (Winograd's V, which the input transform writes as rows):
+// the same operations in the same order, so the same bits as micro2 over the packed panel of those rows. Every
+// 16 steps each row's line two ahead is fetched, and the same line of the next MR rows (the drivers sweep the
+// tiles down A: those are the next call's rows).
+void micro2_rows_6x32_avx512(int64_t kc, const float* a, int64_t lda, const float* b0, const float* b1, float* c,
+                             int64_t ldc, const Epilogue& e, const float* bias) {
+  micro2_body(
+      kc, [a, lda](int i, int64_t k) { return a + i * lda + k; },
+      [a, lda](int64_t k) {
+        if ((k & 15) == 0)
+          for (int i = 0; i < MR; ++i) {
+            _mm_prefetch((const char*)(a + i * lda + k + 32), _MM_HINT_T0);
+            _mm_prefetch((const char*)(a + (MR + i) * lda + k), _MM_HINT_T0);
+          }
+      },
+      b0, b1, c, ldc, e, bias);
 }
 
 // A read in place from rows a + i*lda (the weight-rows path); each row prefetched 64 steps ahead.
@@ -311,6 +338,7 @@ bool avx512_install(Kernels& k) {
   k.micro = micro_6x16_avx512;
   k.micro_rows = micro_rows_6x16_avx512;
   k.micro2 = micro2_6x32_avx512;
+  k.micro2_rows = micro2_rows_6x32_avx512;
   // linear_geglu's tile sink: the AVX-512 compile's GEGLU (its table form), as the geglu op of this set runs.
   k.geglu_rows = pw_avx512::geglu_tile;
   if (cpu_has_avx512_bf16()) {

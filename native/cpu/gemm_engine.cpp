@@ -238,6 +238,20 @@ struct F32Micro {
            const float* bias) const {
     kr.micro2(kc, (const float*)a, (const float*)b0, (const float*)b1, c, ldc, e, bias);
   }
+  bool pairs() const { return kr.micro2 != nullptr; }
+};
+// A read in place from rows (APacker::rows_in_place): the tiles' A pointers are row pointers with stride lda.
+struct RowsMicro {
+  const Kernels& kr;
+  int64_t kc, lda;
+  void one(const void* a, const void* b, float* c, int64_t ldc, const Epilogue& e, const float* bias) const {
+    kr.micro_rows(kc, (const float*)a, lda, (const float*)b, c, ldc, e, bias);
+  }
+  void two(const void* a, const void* b0, const void* b1, float* c, int64_t ldc, const Epilogue& e,
+           const float* bias) const {
+    kr.micro2_rows(kc, (const float*)a, lda, (const float*)b0, (const float*)b1, c, ldc, e, bias);
+  }
+  bool pairs() const { return kr.micro2_rows != nullptr; }
 };
 struct Bf16Micro {
   const Kernels& kr;
@@ -249,6 +263,7 @@ struct Bf16Micro {
            const float* bias) const {
     kr.micro2_bf16(kp, (const uint32_t*)a, (const uint32_t*)b0, (const uint32_t*)b1, c, ldc, e, bias);
   }
+  bool pairs() const { return kr.micro2 != nullptr; }
 };
 
 // One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
@@ -324,9 +339,14 @@ inline __attribute__((always_inline)) void run_tile_pair(const Mk& mk, const voi
 }
 
 // Whether panels jp and jp + 1 (of a range ending at jp1; column j of N) go through run_tile_pair: the kernel
-// set has micro2 (AVX-512: 2 B loads per 6 broadcasts) and both panels are full.
+// set has the pair kernel for these operands (micro2, AVX-512: 2 B loads per 6 broadcasts) and both panels are
+// full.
+template <class Mk>
+inline bool pair_panels(const Mk& mk, int64_t jp, int64_t jp1, int64_t j, int64_t N) {
+  return mk.pairs() && jp + 1 < jp1 && j + 2 * NR <= N;
+}
 inline bool pair_panels(const Kernels& kr, int64_t jp, int64_t jp1, int64_t j, int64_t N) {
-  return kr.micro2 && jp + 1 < jp1 && j + 2 * NR <= N;
+  return pair_panels(F32Micro{kr, 0}, jp, jp1, j, N);
 }
 
 }  // namespace
@@ -661,7 +681,10 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   // form (Winograd's V) is read in place by every task: no packing at all (+3% to +8% on the VAE's 512x512
   // 128-channel Winograd convolutions, whose 64 small GEMMs a chunk each copied their A panels first).
   const float* apre = a.prepacked();
-  const bool own_a = apre || mblocks >= 2 * threads || threads == 1;
+  // An A read in place from its rows (Winograd's V; not with bf16 inputs, whose A is packed into pairs).
+  int64_t lda_rows = 0;
+  const float* arows = e.bf16 && kr.micro_bf16 ? nullptr : a.rows_in_place(&lda_rows);
+  const bool own_a = apre || arows || mblocks >= 2 * threads || threads == 1;
   {
     int64_t ldw = 0;
     const float* w = b.weight_rows(&ldw);
@@ -714,9 +737,9 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
         const int64_t ip0 = (t / nranges) * mc_pan, ip1 = std::min(mpan_all, ip0 + mc_pan);
         const int64_t jp0 = (t % nranges) * nr_pan, jp1 = std::min(npan, jp0 + nr_pan);
         // A's panels: in place (stride MR*K) when prepacked, else in the shared or this task's buffer.
-        const float* ablock = apre ? apre + (ip0 * K + pc) * MR : ap + ip0 * MR * kcur;
+        const float* ablock = apre ? apre + (ip0 * K + pc) * MR : ap ? ap + ip0 * MR * kcur : nullptr;
         const int64_t astride = apre ? MR * K : MR * kcur;
-        if (own_a && !apre) {
+        if (own_a && !apre && !arows) {
           float* own = tl_apack.get((size_t)(mc_pan * MR * kcur));
           a.pack(kr, own, kcur, ip0 * MR, std::min((ip1 - ip0) * MR, M - ip0 * MR), pc, kcur);
           ablock = own;
@@ -727,7 +750,7 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
             const int64_t j = jc + jp * NR, nr = std::min<int64_t>(NR, N - j);
             const auto bpan = b0 + jp * bstep;
             const float* bj = bias ? bias + j : nullptr;
-            if (pair_panels(kr, jp, jp1, j, N)) {
+            if (pair_panels(mk, jp, jp1, j, N)) {
               for (int64_t ip = ip0; ip < ip1; ++ip) {
                 const int64_t i = ip * MR;
                 run_tile_pair(mk, a0 + (ip - ip0) * astep, bpan, bpan + bstep, c, ldc, i, j,
@@ -742,7 +765,9 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
             }
           }
         };
-        if (bf) {
+        if (arows) {
+          sweep(RowsMicro{kr, kcur, lda_rows}, arows + ip0 * MR * lda_rows + pc, MR * lda_rows, bblock, bstride);
+        } else if (bf) {
           uint32_t* apb = (uint32_t*)tl_apairs.get((size_t)(mc_pan * MR * kpcur));
           for (int64_t ip = ip0; ip < ip1; ++ip) kr.pairs_a(apb + (ip - ip0) * MR * kpcur, ablock + (ip - ip0) * astride, kcur);
           sweep(Bf16Micro{kr, kpcur}, (const uint32_t*)apb, MR * kpcur, (const uint32_t*)bpb, NR * kpcur);

@@ -95,6 +95,10 @@ struct Kernels {
   void (*pairs_b)(uint32_t* dst, const float* src, int64_t kc) = nullptr;
   // A B pair panel straight from NR rows of bf16 values (see BPacker::pack_pairs; rows[j] may be kZeros).
   void (*pairs_rows)(uint32_t* dst, const void* const* rows, int64_t kc) = nullptr;
+  // Optional (null when the set has none): micro2 with A read in place from MR rows a + i*lda, as micro_rows;
+  // the bits of micro2 over the panel of those rows.
+  void (*micro2_rows)(int64_t kc, const float* a, int64_t lda, const float* b0, const float* b1, float* c,
+                      int64_t ldc, const Epilogue& e, const float* bias) = nullptr;
 };
 // Whether HYPERSD_CPU_MATH=bf16 asks for bf16 inputs to the linear layers and attention (read at each call).
 bool cpu_math_bf16();
@@ -135,6 +139,10 @@ struct APacker {
   // rows p*MR .. p*MR + MR - 1 (rows past M zero), element (i, k) at base + (p*K + k)*MR + i % MR. The engine
   // then reads the panels in place instead of copying them into its packing buffer.
   virtual const float* prepacked() const { return nullptr; }
+  // An A to be read in place from its rows (row i at base + i*lda, k contiguous, rows up to a multiple of MR
+  // readable; Winograd's V), or null: the engine then runs micro_rows / micro2_rows on it instead of packing
+  // panels (pack() must still work: bf16 inputs pack it).
+  virtual const float* rows_in_place(int64_t* lda) const { return nullptr; }
 };
 // Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.
 struct BPacker {

@@ -18,14 +18,14 @@ struct Geom {
 constexpr int64_t kPad = 16;  // floats of padding after each kCB-float row of the input transform's buffers
 
 // Floats of scratch one input_panel / output_tile call needs for tile size m (a = m + 2).
-constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) * (1 + gemm::MR) + (m + 2) * m + m * m) * (kCB + kPad); }
+constexpr int64_t scratch_floats(int m) { return ((m + 2) * (m + 2) + (m + 2) * m + m * m) * (kCB + kPad); }
 
 constexpr int64_t weight_scratch_floats(int m) { return (9 + 3 * (m + 2)) * gemm::NR * kCB + 16; }
 
 // The transforms per tile size, indexed by m / 2 - 1 (m = 2, 4, 6): see winograd_transforms.h.
 struct Fns {
-  using Input = void (*)(const gemm::Kernels&, const float*, const Geom&, int64_t, int, int64_t, int64_t, float*,
-                         int64_t, float*);
+  using Input = void (*)(const float*, const Geom&, int64_t, int, int64_t, int64_t, float*, int64_t, int64_t,
+                         float*);
   using Output = void (*)(const float*, int64_t, const Geom&, int64_t, int64_t, const float*, float, float*, float*);
   using Weight = void (*)(const gemm::Kernels&, const void*, DType, int64_t, int64_t, int64_t, int64_t, int64_t,
                           float*, int64_t, float*);

@@ -184,20 +184,21 @@ inline const float* patch_pixel(const Patch& p, const wino::Geom& g, int i, int 
 }
 
 // Input transform of one A panel: tiles [t0, t0 + nt) (nt <= MR; rows past nt are zero) over channels
-// [c0, c0 + cb), cb <= wino::kCB. For each of the a*a components uv, the (cb x MR) piece of the panel is
-// written in the GEMM engine's A-panel form at dst + uv * uv_stride (element (tile r, channel c) at
-// [(c - c0) * MR + r]). scratch holds wino::scratch_floats(m) floats.
+// [c0, c0 + cb), cb <= wino::kCB. Component uv's MR rows (the GEMMs read them in place: micro_rows / micro2_rows)
+// get the piece: tile r's transformed values of channels c0.. at dst + uv * uv_stride + r * ldv. The column
+// pass writes them there directly (until session 17 it wrote an L1 buffer that pack_a_rows then transposed into
+// the engine's A-panel form: 16% of a 512x512 128-channel F(6x6) convolution's time). scratch holds
+// wino::scratch_floats(m) floats.
 template <int m>
-void input_panel(const gemm::Kernels& kr, const float* x, const wino::Geom& g, int64_t t0, int nt, int64_t c0,
-                 int64_t cb, float* dst, int64_t uv_stride, float* scratch) {
+void input_panel(const float* x, const wino::Geom& g, int64_t t0, int nt, int64_t c0, int64_t cb, float* dst,
+                 int64_t uv_stride, int64_t ldv, float* scratch) {
   constexpr int a = m + 2, MR = gemm::MR;
   constexpr int64_t CB = wino::kCB;
   // Rows of TS = CB + kPad floats: with rows of exactly CB (256 bytes) the column pass's loads from t and its
-  // stores to v fell on addresses equal modulo 4 KiB, and v's rows on few L1 sets (+3% to +6% on the VAE's
-  // 512x512 and 256x256 layers, bench/ab.ts side by side).
+  // stores fell on addresses equal modulo 4 KiB (+3% to +6% on the VAE's 512x512 and 256x256 layers, bench/ab.ts
+  // side by side).
   constexpr int64_t TS = CB + wino::kPad;
-  float* t = scratch;                   // [a][a][TS]: row transforms of the patch
-  float* v = scratch + a * a * TS;      // [a*a][MR][TS]: the transformed tiles
+  float* t = scratch;  // [a][a][TS]: row transforms of the patch
   for (int r = 0; r < nt; ++r) {
     const int64_t tile = t0 + r;
     // The patch the next transform reads, into cache while this one runs (at the VAE's sizes the image comes
@@ -230,19 +231,16 @@ void input_panel(const gemm::Kernels& kr, const float* x, const wino::Geom& g, i
       }
       Tr<m>::bt(in, out, cb);
     }
-    for (int j = 0; j < a; ++j) {  // column j: v[i][j] = sum_k B^T[i][k] t[k][j]
+    for (int j = 0; j < a; ++j) {  // column j: v[i][j] = sum_k B^T[i][k] t[k][j], component uv = i * a + j
       const float* in[a];
       float* out[a];
       for (int k = 0; k < a; ++k) in[k] = t + (k * a + j) * TS;
-      for (int i = 0; i < a; ++i) out[i] = v + ((i * a + j) * MR + r) * TS;
+      for (int i = 0; i < a; ++i) out[i] = dst + (i * a + j) * uv_stride + r * ldv;
       Tr<m>::bt(in, out, cb);
     }
   }
-  for (int uv = 0; uv < a * a; ++uv) {
-    const float* rows[MR];
-    for (int r = 0; r < MR; ++r) rows[r] = r < nt ? v + (uv * MR + r) * TS : gemm::kZeros;
-    kr.pack_a_rows(dst + uv * uv_stride, rows, cb);
-  }
+  for (int uv = 0; uv < a * a; ++uv)
+    for (int r = nt; r < MR; ++r) std::fill(dst + uv * uv_stride + r * ldv, dst + uv * uv_stride + r * ldv + cb, 0.f);
 }
 
 // Output transform of one tile: M holds the a*a GEMM results of the tile (component uv at M + uv * uv_stride,

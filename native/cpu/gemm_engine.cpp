@@ -677,14 +677,13 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
   const int64_t mc_pan = ceil_div(mpan_all, mblocks);
   mblocks = ceil_div(mpan_all, mc_pan);
   // Enough MC blocks to keep every thread busy: each task packs its own block into its L2 (the classic
-  // order). Too few (small M): pack all of A once, shared, and split the N range too. An A already in panel
-  // form (Winograd's V) is read in place by every task: no packing at all (+3% to +8% on the VAE's 512x512
-  // 128-channel Winograd convolutions, whose 64 small GEMMs a chunk each copied their A panels first).
-  const float* apre = a.prepacked();
-  // An A read in place from its rows (Winograd's V; not with bf16 inputs, whose A is packed into pairs).
+  // order). Too few (small M): pack all of A once, shared, and split the N range too. An A given as rows to
+  // read in place (Winograd's V) is read so by every task: no packing at all (not with bf16 inputs, whose A is
+  // packed into pairs). (Until session 17 V came as prepacked A panels, read in place the same way: +3% to +8%
+  // on the VAE's 512x512 128-channel convolutions, whose 64 small GEMMs a chunk had each copied them first.)
   int64_t lda_rows = 0;
   const float* arows = e.bf16 && kr.micro_bf16 ? nullptr : a.rows_in_place(&lda_rows);
-  const bool own_a = apre || arows || mblocks >= 2 * threads || threads == 1;
+  const bool own_a = arows || mblocks >= 2 * threads || threads == 1;
   {
     int64_t ldw = 0;
     const float* w = b.weight_rows(&ldw);
@@ -736,10 +735,10 @@ void run(int64_t M, int64_t N, int64_t K, const APacker& a, const BPacker& b, fl
       phases.add(mblocks * nranges, [=, &a, &kr](int64_t t) {
         const int64_t ip0 = (t / nranges) * mc_pan, ip1 = std::min(mpan_all, ip0 + mc_pan);
         const int64_t jp0 = (t % nranges) * nr_pan, jp1 = std::min(npan, jp0 + nr_pan);
-        // A's panels: in place (stride MR*K) when prepacked, else in the shared or this task's buffer.
-        const float* ablock = apre ? apre + (ip0 * K + pc) * MR : ap ? ap + ip0 * MR * kcur : nullptr;
-        const int64_t astride = apre ? MR * K : MR * kcur;
-        if (own_a && !apre && !arows) {
+        // A's panels: in the shared or this task's buffer (or A's rows read in place: arows, below).
+        const float* ablock = ap ? ap + ip0 * MR * kcur : nullptr;
+        const int64_t astride = MR * kcur;
+        if (own_a && !arows) {
           float* own = tl_apack.get((size_t)(mc_pan * MR * kcur));
           a.pack(kr, own, kcur, ip0 * MR, std::min((ip1 - ip0) * MR, M - ip0 * MR), pc, kcur);
           ablock = own;

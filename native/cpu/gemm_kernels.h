@@ -135,10 +135,6 @@ struct APacker {
     throw Error("gemm: this A operand has no 16-row panel form");
   }
   virtual bool has_pack_nr() const { return false; }
-  // An A already in panel form for all of K (Winograd's input transform writes it so), or null: panel p holds
-  // rows p*MR .. p*MR + MR - 1 (rows past M zero), element (i, k) at base + (p*K + k)*MR + i % MR. The engine
-  // then reads the panels in place instead of copying them into its packing buffer.
-  virtual const float* prepacked() const { return nullptr; }
   // An A to be read in place from its rows (row i at base + i*lda, k contiguous, rows up to a multiple of MR
   // readable; Winograd's V), or null: the engine then runs micro_rows / micro2_rows on it instead of packing
   // panels (pack() must still work: bf16 inputs pack it).

@@ -117,6 +117,10 @@ async function once(fn: () => hs.Tensor, n = 1, warm = 1): Promise<number> {
  * with 1 GFLOP samples the 77-key attention (0.2 GFLOP a call) read 45-47 GFLOP/s, with 4 GFLOP 71 (session 6).
  */
 const batchFor = (flops: number) => Math.max(1, Math.round(3e9 / flops));
+/** Untimed calls before each timed batch: about 6 GFLOP (13 ms or more), past that ramp (one call of the
+ * smallest large GEMM, 4096 x 320 x 320 at 1.8 ms, left it inside: 78-79% of the peak in bench/ops against
+ * 85-86% for the same call timed back to back after ten others, session 17). */
+const warmFor = (flops: number) => Math.max(1, Math.round(6e9 / flops));
 const pairsFor = (flops: number) => (quick ? 3 : Math.max(5, Math.min(21, Math.round(3e10 / flops))));
 
 interface Row { kind: string; shape: string; rate: number; unit: string; pct: number; blas?: number; vsBlas?: number; note?: string }
@@ -130,11 +134,11 @@ async function gemmPairs(M: number, K: number, N: number, pairs: number) {
   const ours: number[] = [], pct: number[] = [], ref: number[] = [], vs: number[] = [];
   for (let p = 0; p < pairs; p++) {
     const pk = await fmaPeak();
-    const g = flops / (await once(() => hs.ops.linear(x, w), batchFor(flops))) / 1e9;
+    const g = flops / (await once(() => hs.ops.linear(x, w), batchFor(flops), warmFor(flops))) / 1e9;
     ours.push(g);
     pct.push(g / pk);
     if (blas) {
-      const b = await blas.ask(`${M} ${K} ${N} ${batchFor(flops)}`);
+      const b = await blas.ask(`${M} ${K} ${N} ${batchFor(flops)} ${warmFor(flops)}`);
       ref.push(b);
       vs.push(g / b);
     }
@@ -205,7 +209,7 @@ async function main(): Promise<void> {
       await once(() => hs.ops.attention(q, k, v, { heads: H }));
       for (let p = 0; p < Math.min(9, pairsFor(flops)); p++) {
         const pk = await fmaPeak();
-        const g = flops / (await once(() => hs.ops.attention(q, k, v, { heads: H }), batchFor(flops))) / 1e9;
+        const g = flops / (await once(() => hs.ops.attention(q, k, v, { heads: H }), batchFor(flops), warmFor(flops))) / 1e9;
         rate.push(g);
         pct.push(g / pk);
       }

@@ -1,8 +1,8 @@
 // OpenBLAS sgemm yardstick for bench/ops.ts (never linked into the library). Built by the bench script with
 // `g++ -O2 blas.cpp -lopenblas` when cblas.h is present; threads from OPENBLAS_NUM_THREADS. It serves requests
-// on stdin, "M K N [n]" per line, and answers each with the GFLOP/s of n back-to-back C = A B^T calls (row-major,
-// B given as [N, K] like a linear layer's weight; n = 1 by default), after one untimed call (as bench/ops gives
-// hypersd), so the bench can alternate OpenBLAS and hypersd run by run.
+// on stdin, "M K N [n [w]]" per line, and answers each with the GFLOP/s of n back-to-back C = A B^T calls (row-major,
+// B given as [N, K] like a linear layer's weight; n = 1 by default), after w untimed calls (1 by default; bench/ops
+// passes the warm-up it gives hypersd), so the bench can alternate OpenBLAS and hypersd run by run.
 #include <cblas.h>
 
 #include <chrono>
@@ -14,12 +14,12 @@ static double now() {
 }
 
 int main() {
-  long M, K, N, n, cur[3] = {0, 0, 0};
+  long M, K, N, n, w, cur[3] = {0, 0, 0};
   std::vector<float> a, b, c;
   char line[256];
   while (std::fgets(line, sizeof line, stdin)) {
-    n = 1;
-    if (std::sscanf(line, "%ld %ld %ld %ld", &M, &K, &N, &n) < 3) break;
+    n = 1, w = 1;
+    if (std::sscanf(line, "%ld %ld %ld %ld %ld", &M, &K, &N, &n, &w) < 3) break;
     auto call = [&] {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, a.data(), K, b.data(), K, 0.f, c.data(), N);
     };
@@ -29,7 +29,7 @@ int main() {
       for (size_t i = 0; i < b.size(); ++i) b[i] = (float)((i * 104729) % 1000) / 1000.f - 0.5f;
       cur[0] = M, cur[1] = K, cur[2] = N;
     }
-    call();  // untimed: threads and caches warm, as the bench's own side gets
+    for (long i = 0; i < w; ++i) call();  // untimed: threads and caches warm, as the bench's own side gets
     double t0 = now();
     for (long i = 0; i < n; ++i) call();
     std::printf("%.2f\n", 2.0 * M * N * K * n / (now() - t0) / 1e9);

@@ -127,21 +127,14 @@ struct ConvA {
 // m = 6's reach 32 (and 21/4, 1/90 in G): ~4.5e-6 at 128 to 1280 channels.
 
 // One component's V, read in place by the GEMM engine: tile i's transformed channels at base + i*ld (rows
-// up to a multiple of MR, those past the tiles zero). pack() is the generic fallback (bf16 inputs).
+// up to a multiple of MR, those past the tiles zero). The engine packs an A only for bf16 inputs, which the
+// Winograd products never take.
 struct RowsA final : gemm::APacker {
   const float* base;
-  int64_t ld, M;
-  RowsA(const float* base, int64_t ld, int64_t M) : base(base), ld(ld), M(M) {}
-  void pack(const gemm::Kernels& kr, float* dst, int64_t kstride, int64_t i0, int64_t mc, int64_t k0,
-            int64_t kc) const override {
-    for (int64_t p = 0; p * MR < mc; ++p) {
-      const float* rows[MR];
-      for (int r = 0; r < MR; ++r) {
-        const int64_t i = i0 + p * MR + r;
-        rows[r] = i < M ? base + i * ld + k0 : gemm::kZeros;
-      }
-      kr.pack_a_rows(dst + p * MR * kstride, rows, kc);
-    }
+  int64_t ld;
+  RowsA(const float* base, int64_t ld) : base(base), ld(ld) {}
+  void pack(const gemm::Kernels&, float*, int64_t, int64_t, int64_t, int64_t, int64_t) const override {
+    throw Error("conv2d: Winograd's transformed input is read in place, never packed (bf16 inputs are not supported there)");
   }
   const float* rows_in_place(int64_t* lda) const override {
     *lda = ld;
@@ -259,7 +252,7 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
     ep.max_kc = kWinoKC;
     pool->parallel_for(nuv, 1, [&](int64_t b, int64_t e) {
       for (int64_t uv = b; uv < e; ++uv)
-        gemm::run(tc, cout, cin, RowsA(V + uv * vstride, cin, tc), gemm::PackedB(U + uv * per_uv_w),
+        gemm::run(tc, cout, cin, RowsA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
                   Mb + uv * tc * cout, cout, ep, nullptr);
     });
     wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool);

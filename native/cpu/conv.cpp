@@ -168,23 +168,29 @@ float* wino_weights(const Tensor& w, int64_t cout, int64_t cin, ThreadPool* pool
   return U;
 }
 
-// Tiles per chunk: the chunk's V and M buffers together take about 64 MiB, 4 MiB when Cin + Cout <= 256
-// (HYPERSD_WINO_CHUNK_MB overrides it), a whole number of A panels per thread; HYPERSD_WINO_CHUNK_TILES sets
+// Tiles per chunk: the chunk's V and M buffers together take about 64 MiB, 4 MiB when U (the transformed weights)
+// takes <= 12 MiB (HYPERSD_WINO_CHUNK_MB overrides it), a whole number of A panels per thread; HYPERSD_WINO_CHUNK_TILES sets
 // the tile count itself (tests use it to cross chunk boundaries on small images). Every chunk's 36 or 64
 // products read all of U ((m+2)^2 Cin Cout floats: 67 MB at 512 channels, F(6x6)), so larger chunks read the
 // weights from memory fewer times, at the cost of V and M leaving the L3: side by side (bench/ab.ts with
 // CONV_SHAPES) 64 MiB against 16 MiB: 128x128 512->512 +9% / +13% (48 MiB), 256x256 512->512 +14%, 256x256
 // 256->256 +5% to +8%, 512x512 256->256 +9%, 64x64 320->320 +6%, 128x128 320->320 +6%; 160 MiB against 64
 // MiB: 512 channels +2% / +7%, 256 channels -1%. At 128 channels 4 MiB (113 tiles instead of 455, the VAE's
-// 512x512 layers) measured +6% to +17% against 16 MiB in four runs, +7% / +11% again in session 9. The buffers
-// are kept per thread across calls (gemm::thread_scratch): up to 64 MiB held once a large convolution ran.
+// 512x512 layers) measured +6% to +17% against 16 MiB in four runs, +7% / +11% again in session 9. Session 17
+// (V read as rows; median of 3 sweeps of 4/8/16/32/64 MiB, bf16 weights): small chunks win while U stays in
+// the L3 beside them: 512x512 256->128 (U 8.4 MB) 90 ms at 4 MiB against 112 at 64 (it had taken 64: the rule
+// was Cin + Cout <= 256), 128->128 51 against 64; from U = 17 MB on (256 channels) the sizes are within a few
+// percent of each other, and at 512 / 640 channels 64 MiB stays best (256x256 512->512 171 ms against 190 at 16,
+// 330 at 4). The buffers are kept per thread across calls (gemm::thread_scratch): up to 64 MiB held once a large
+// convolution ran.
 int64_t wino_chunk(int m, int64_t tiles, int64_t cin, int64_t cout, int threads) {
   const int64_t step = (int64_t)MR * std::max(1, threads);
   const char* et = std::getenv("HYPERSD_WINO_CHUNK_TILES");
   const char* em = std::getenv("HYPERSD_WINO_CHUNK_MB");
   const int64_t vt = et ? std::atoll(et) : 0, vm = em ? std::atoll(em) : 0;
   const int64_t per_tile = (int64_t)(m + 2) * (m + 2) * (cin + cout) * 4;
-  const int64_t mb = vm > 0 ? vm : cin + cout <= 256 ? 4 : 64;
+  const int64_t u_bytes = (int64_t)(m + 2) * (m + 2) * cin * cout * 4;
+  const int64_t mb = vm > 0 ? vm : u_bytes <= (int64_t(12) << 20) ? 4 : 64;
   int64_t want = vt > 0 ? (vt + MR - 1) / MR * MR : std::max<int64_t>(step, (mb << 20) / per_tile / step * step);
   return std::min(want, (tiles + MR - 1) / MR * MR);
 }

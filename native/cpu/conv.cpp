@@ -323,15 +323,20 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
   wino_output<m>(g, Mb, mstride, 0, tiles, cout, bias, beta, y, pool);
 }
 
-// Which Winograd variant: the per-block weight transform (conv3x3_winograd_small) for few tiles, U formed
-// once per call otherwise. HYPERSD_WINO_VARIANT=small|big forces one (tests, benchmarks; read per call).
+// Which Winograd variant: the per-block weight transform (conv3x3_winograd_small) for few tiles whose V (the
+// transformed input, re-read for every pair of output panels) stays within half the last-level cache, U formed
+// once per call otherwise. 64x64 F(6x6) (121 tiles) with V past 16 MiB (more than ~520 input channels) had
+// taken the small variant: four alternations, the big one 640->320 13.8 -> 11.7 ms, 960->320 20.4 -> 17.1,
+// 640->640 24.5 -> 21.5, 1280->640 45.7 -> 41.8 (session 17). HYPERSD_WINO_VARIANT=small|big forces one
+// (tests, benchmarks; read per call).
 bool wino_small(const ConvGeom& g, int64_t cout, int m) {
   if (cout % gemm::NR != 0) return false;
   const char* v = std::getenv("HYPERSD_WINO_VARIANT");
   if (v && std::string(v) == "small") return true;
   if (v && std::string(v) == "big") return false;
   const int64_t tiles = g.N * ((g.Ho + m - 1) / m) * ((g.Wo + m - 1) / m);
-  return tiles <= 128;
+  const double v_bytes = (double)(m + 2) * (m + 2) * ((tiles + MR - 1) / MR * MR) * g.C * sizeof(float);
+  return tiles <= 128 && v_bytes <= 0.5 * (double)gemm::last_level_cache_bytes();
 }
 
 // Winograd F(m x m, 3 x 3) with the variant wino_small picks.

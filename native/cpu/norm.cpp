@@ -41,30 +41,6 @@ HSD_NORM_ROW_KERNELS
 #undef HSD_NORM_ROW_KERNELS
 namespace {
 
-// The last-level cache a core sees (Linux sysfs: the highest cache index of cpu0, e.g. "32768K"; 32 MiB when it
-// does not say). Not sysconf(_SC_LEVEL3_CACHE_SIZE): on this EPYC VM glibc reads 384 MiB there from cpuid
-// (the whole package's L3), where the VM's CPU has 32 MiB.
-size_t last_level_cache_bytes() {
-  static const size_t bytes = [] {
-    size_t best = 0;
-    for (int i = 0; i < 8; ++i) {
-      const std::string f = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size";
-      FILE* fp = std::fopen(f.c_str(), "r");
-      if (!fp) continue;
-      char buf[32] = {0};
-      const size_t n = std::fread(buf, 1, sizeof buf - 1, fp);
-      std::fclose(fp);
-      buf[n] = 0;
-      char* end = nullptr;
-      const unsigned long long v = std::strtoull(buf, &end, 10);
-      const size_t b = (size_t)v * (end && (*end == 'K' || *end == 'k') ? 1024 : end && *end == 'M' ? 1 << 20 : 1);
-      best = std::max(best, b);
-    }
-    return best > 0 ? best : (size_t)32 << 20;
-  }();
-  return bytes;
-}
-
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
 inline float silu_d(float x) {
   float s = 1.0f / (1.0f + std::exp(-x));
@@ -175,7 +151,7 @@ void group_norm_kernel(const OpContext& c) {
   // decoder's 67-268 MB activations) is written with streaming stores: its lines are not read from memory
   // before being overwritten (a third of the pass's traffic) and it does not flush what the cache holds; the
   // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
-  const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
+  const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)gemm::last_level_cache_bytes();
   c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;

@@ -66,6 +66,10 @@ const cases: [string, Case][] = [
   ['D=80 (two 40-wide P V tiles), Lk=70', { B: 1, Lq: 25, Lk: 70, H: 2, D: 80, Dv: 80 }],
   ['Dv=37 (copied V rows padded to 40), Lk=33', { B: 1, Lq: 14, Lk: 33, H: 2, D: 40, Dv: 37 }],
   ['causal self L=200 D=40 (several key and query blocks)', { B: 1, Lq: 200, Lk: 200, H: 2, D: 40, Dv: 40, causal: true }],
+  // Many key blocks (128 keys each at d = 40), the last partial, with large logits (the running maximum moves
+  // between blocks: the lazy maximum's recomputation), and causal over three blocks.
+  ['Lk=600 D=40 (five key blocks, partial last), large logits', { B: 1, Lq: 50, Lk: 600, H: 2, D: 40, Dv: 40, amp: 4 }],
+  ['causal self L=300 D=40 (three key blocks)', { B: 1, Lq: 300, Lk: 300, H: 1, D: 40, Dv: 40, causal: true }],
   ['D=80 Lk=150 (64-key blocks), Lq=101', { B: 1, Lq: 101, Lk: 150, H: 2, D: 80, Dv: 80, amp: 3 }],
   // One key block, head dims of 40s: P V written straight to the output, heads of a query block in turn.
   ['cross Lk=77 D=40, Lq=101 (two query blocks, rows off the 6-row panels)', { B: 2, Lq: 101, Lk: 77, H: 4, D: 40, Dv: 40 }],

@@ -264,7 +264,7 @@ struct Bf16Micro {
            const float* bias) const {
     kr.micro2_bf16(kp, (const uint32_t*)a, (const uint32_t*)b0, (const uint32_t*)b1, c, ldc, e, bias);
   }
-  bool pairs() const { return kr.micro2 != nullptr; }
+  bool pairs() const { return kr.micro2_bf16 != nullptr; }
 };
 
 // One MR x NR tile computed in an L1 buffer (row stride NR) from C's first mr x nr values when the epilogue
@@ -345,9 +345,6 @@ inline __attribute__((always_inline)) void run_tile_pair(const Mk& mk, const voi
 template <class Mk>
 inline bool pair_panels(const Mk& mk, int64_t jp, int64_t jp1, int64_t j, int64_t N) {
   return mk.pairs() && jp + 1 < jp1 && j + 2 * NR <= N;
-}
-inline bool pair_panels(const Kernels& kr, int64_t jp, int64_t jp1, int64_t j, int64_t N) {
-  return pair_panels(F32Micro{kr, 0}, jp, jp1, j, N);
 }
 
 }  // namespace
@@ -545,7 +542,7 @@ void run_small_m(const Kernels& kr, int64_t M, int64_t N, int64_t K, int64_t kc,
       ep.last = pc + kcur == K;
       for (int64_t jp = jp0; jp < jp1; ++jp) {
         const int64_t j = jp * NR, nr = std::min<int64_t>(NR, N - j);
-        const bool pair = pair_panels(kr, jp, jp1, j, N);
+        const bool pair = bf ? pair_panels(Bf16Micro{kr, 0}, jp, jp1, j, N) : pair_panels(F32Micro{kr, 0}, jp, jp1, j, N);
         // One B panel (or pair) packed at a time, just before its use, so the caches hold A's K block (M x kc)
         // and one panel (16 x kc); a whole range's B block beside A overflowed the L2 (measured with K blocks of
         // <= 384: 3-18% faster on M = 256 products, the same elsewhere).

@@ -141,7 +141,7 @@ struct APacker {
   virtual bool has_pack_nr() const { return false; }
   // An A to be read in place from its rows (row i at base + i*lda, k contiguous, rows up to a multiple of MR
   // readable; Winograd's V), or null: the engine then runs micro_rows / micro2_rows on it instead of packing
-  // panels (pack() must still work: bf16 inputs pack it).
+  // panels (it still calls pack() for bf16 inputs, whose A goes into pair panels).
   virtual const float* rows_in_place(int64_t* lda) const { return nullptr; }
 };
 // Same for B: columns [j0, j0+nc) x k [k0, k0+kc) into NR-column panels at dst + p*NR*kstride.

@@ -14,7 +14,6 @@
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>

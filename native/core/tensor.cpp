@@ -26,6 +26,20 @@
 
 #include <sys/mman.h>
 
+// AddressSanitizer builds (HYPERSD_SANITIZE=address): a small CPU block is rounded up to its bucket (512 B
+// steps), so ASan alone would accept a kernel reading or writing past a tensor's end into the rounding. The
+// allocator poisons that tail itself (see Storage::Storage). Large blocks (the mapped heap) are not narrowed.
+#if defined(__SANITIZE_ADDRESS__)
+#define HSD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HSD_ASAN 1
+#endif
+#endif
+#ifdef HSD_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include "device.h"
 #include "hypersd/tensor.h"
 
@@ -145,6 +159,8 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
   }
   bytes = round_size(n);
+  const size_t requested = n;
+  uint64_t reused_ticket = 0;  // the ticket of a cached block taken for this storage (0: a fresh block)
   Pool& P = pool(d);
   const uint64_t done = stream_ordered ? UINT64_MAX : done_ticket(d);
   const bool large = d == Device::CPU && bytes >= kLargeBlock;  // from the large-block heap
@@ -200,6 +216,7 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
         if (it->second.ticket <= done) {
           bytes = it->first;
           ptr = it->second.ptr;
+          reused_ticket = it->second.ticket;
           P.free_blocks.erase(it);
           P.stats.cached_bytes -= (int64_t)bytes;
           break;
@@ -221,6 +238,19 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
        << pool(d).stats.allocated_bytes << " bytes in use)";
     throw Error(os.str());
   }
+#ifdef HSD_ASAN
+  // Poison the bucket's tail past the requested size. Only when no queued task of the block's previous owner
+  // can still run (a stream-ordered allocation may take a block whose last reader is queued: that reader may
+  // touch its own, longer extent); otherwise leave the whole block addressable.
+  if (d == Device::CPU && !large) {
+    ASAN_UNPOISON_MEMORY_REGION(ptr, bytes);
+    if (reused_ticket <= done_ticket(d) && requested < bytes)
+      ASAN_POISON_MEMORY_REGION((char*)ptr + requested, bytes - requested);
+  }
+#else
+  (void)requested;
+  (void)reused_ticket;
+#endif
   std::lock_guard<std::mutex> g(P.mu);
   P.stats.allocated_bytes += (int64_t)bytes;
   P.stats.live_storages += 1;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CPU core and addon with a sanitizer and runs the test suite (or, for ThreadSanitizer, the C++
 # programs: Node does not start under TSan) against it. Exit status non-zero on a failed test or any report.
-#   bash bench/sanitize.sh [address|undefined|thread|all] [--kernels]   (default: all)
+#   bash bench/sanitize.sh [address|undefined|thread|all|ci] [--kernels]   (default: all)
+# ci: one build with address and undefined together, the suite once (what .ci/run runs: ~4 min on 2 cores).
 # --kernels also runs the suite with HYPERSD_CPU_KERNELS=avx2 and =portable (address / undefined).
 # Logs go to $OUT (default /tmp/hypersd-sanitize). Takes ~2 min per suite run under ASan on 2 cores.
 set -uo pipefail
@@ -39,6 +40,14 @@ suite() {  # suite <name> <log pattern> <env...>
     echo "FAILED: exit $rc, $reports reports ($log)"; fail=1
   fi
 }
+
+if [ "$what" = ci ]; then
+  build address,undefined build-sanitize asan
+  syms=$(nm -D build-sanitize/Release/hypersd.node)
+  grep -q "__ubsan" <<<"$syms" || { echo "build-sanitize has no __ubsan symbols"; exit 1; }
+  suite asan+ubsan "ERROR: AddressSanitizer\|runtime error" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-sanitize/Release/hypersd.node"
+fi
 
 if [ "$what" = address ] || [ "$what" = all ]; then
   build address build-asan asan

@@ -329,4 +329,53 @@ test('HYPERSD_SYNC=1 throws at the op call itself', () => {
   assert.match(out, /DATA 2,3/);
 });
 
+test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
+  // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
+  // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-worker-'));
+  const script = path.join(dir, 'workers.js');
+  const loader = `(() => {
+    const path = require('path');
+    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
+      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
+  })()`;
+  fs.writeFileSync(script, `
+    const { Worker } = require('worker_threads');
+    const n = ${loader};
+    const ones = (k) => n.fromBuffer(new Float32Array(k * k).fill(1), [k, k], 'f32', 'cpu');
+    const workerCode = \`
+      const { parentPort } = require('worker_threads');
+      const n = ${loader.replace(/`/g, '\\`')};
+      const a = n.fromBuffer(new Float32Array(512 * 512).fill(1), [512, 512], 'f32', 'cpu');
+      let c = a;
+      for (let i = 0; i < 12; i++) {
+        const d = n.empty([512, 512], 'f32', 'cpu');
+        n.run('matmul', [c, a], [d]);
+        c = d;
+      }
+      n.read(c).then(() => {});
+      n.sync('cpu').then(() => {});
+      parentPort.postMessage('queued');
+    \`;
+    (async () => {
+      for (let round = 0; round < 4; round++) {
+        const w = new Worker(workerCode, { eval: true });
+        await new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+        await w.terminate();
+      }
+      const a = ones(64), c = n.empty([64, 64], 'f32', 'cpu');
+      n.run('matmul', [a, a], [c]);
+      const v = new Float32Array(await n.read(c));
+      console.log('MAIN ' + v[0] + ' ' + v[4095]);
+    })().catch((e) => { console.log('ERR ' + e.message); process.exit(1); });
+  `);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+  const r = spawnSync(process.execPath, [script], { env, encoding: 'utf8', timeout: 120_000 });
+  fs.rmSync(dir, { recursive: true, force: true });
+  const out = r.stdout + r.stderr;
+  assert.is(r.status, 0, out);
+  assert.match(out, /MAIN 64 64/);
+});
+
 test.run();

@@ -182,6 +182,29 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   });
 }
 
+// Settles a worker's promise from its completion callback (on the JS thread). When a worker_threads Worker is
+// terminated with reads or syncs still queued, Node runs these callbacks while it tears the Worker's environment
+// down: creating the ArrayBuffer or settling then throws a Napi::Error, which, thrown out of OnOK, reached
+// std::terminate and aborted the whole process (main thread included). No JS can observe that promise any
+// more, so the failure is dropped; with the environment alive (an ArrayBuffer too large to create) the
+// promise is rejected with the error instead.
+template <class F>
+void settle(Napi::Promise::Deferred& d, F&& resolve) {
+  try {
+    resolve();
+  } catch (const Napi::Error& e) {
+    try {
+      d.Reject(e.Value());
+    } catch (...) {
+    }
+  } catch (const std::exception& e) {
+    try {
+      d.Reject(Napi::Error::New(d.Env(), e.what()).Value());
+    } catch (...) {
+    }
+  }
+}
+
 // Promise-returning waits run on libuv's pool so the JS thread never blocks on compute.
 class ReadWorker : public Napi::AsyncWorker {
  public:
@@ -196,11 +219,15 @@ class ReadWorker : public Napi::AsyncWorker {
     }
   }
   void OnOK() override {
-    auto ab = Napi::ArrayBuffer::New(Env(), bytes_.size());
-    if (!bytes_.empty()) std::memcpy(ab.Data(), bytes_.data(), bytes_.size());
-    deferred_.Resolve(ab);
+    settle(deferred_, [&] {
+      auto ab = Napi::ArrayBuffer::New(Env(), bytes_.size());
+      if (!bytes_.empty()) std::memcpy(ab.Data(), bytes_.data(), bytes_.size());
+      deferred_.Resolve(ab);
+    });
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    settle(deferred_, [&] { deferred_.Reject(e.Value()); });
+  }
 
  private:
   Tensor t_;
@@ -230,8 +257,12 @@ struct SyncWorker : Napi::AsyncWorker {
       SetError(e.what());
     }
   }
-  void OnOK() override { def.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { def.Reject(e.Value()); }
+  void OnOK() override {
+    settle(def, [&] { def.Resolve(Env().Undefined()); });
+  }
+  void OnError(const Napi::Error& e) override {
+    settle(def, [&] { def.Reject(e.Value()); });
+  }
 };
 
 Napi::Value Sync(const Napi::CallbackInfo& info) {

@@ -49,25 +49,24 @@ if [ "$what" = ci ]; then
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-sanitize/Release/hypersd.node"
 fi
 
+suites() {  # suites <name> <log pattern> <env...>: the suite, and with --kernels the avx2 / portable sets too
+  local name="$1" pat="$2"; shift 2
+  suite "$name" "$pat" "$@"
+  if [ "$kernels" = 1 ]; then
+    suite "$name-avx2" "$pat" "$@" HYPERSD_CPU_KERNELS=avx2
+    suite "$name-portable" "$pat" "$@" HYPERSD_CPU_KERNELS=portable
+  fi
+}
+
 if [ "$what" = address ] || [ "$what" = all ]; then
   build address build-asan asan
-  asan_env=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0
-            HYPERSD_ADDON="$PWD/build-asan/Release/hypersd.node")
-  suite asan "ERROR: AddressSanitizer" "${asan_env[@]}"
-  if [ "$kernels" = 1 ]; then
-    suite asan-avx2 "ERROR: AddressSanitizer" "${asan_env[@]}" HYPERSD_CPU_KERNELS=avx2
-    suite asan-portable "ERROR: AddressSanitizer" "${asan_env[@]}" HYPERSD_CPU_KERNELS=portable
-  fi
+  suites asan "ERROR: AddressSanitizer" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+    HYPERSD_ADDON="$PWD/build-asan/Release/hypersd.node"
 fi
 
 if [ "$what" = undefined ] || [ "$what" = all ]; then
   build undefined build-ubsan ubsan
-  ubsan_env=(UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-ubsan/Release/hypersd.node")
-  suite ubsan "runtime error" "${ubsan_env[@]}"
-  if [ "$kernels" = 1 ]; then
-    suite ubsan-avx2 "runtime error" "${ubsan_env[@]}" HYPERSD_CPU_KERNELS=avx2
-    suite ubsan-portable "runtime error" "${ubsan_env[@]}" HYPERSD_CPU_KERNELS=portable
-  fi
+  suites ubsan "runtime error" UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-ubsan/Release/hypersd.node"
 fi
 
 if [ "$what" = thread ] || [ "$what" = all ]; then

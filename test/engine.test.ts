@@ -378,4 +378,49 @@ test('a worker thread terminated with reads and syncs still queued does not take
   assert.match(out, /MAIN 64 64/);
 });
 
+test('thread count: HYPERSD_THREADS is checked, and a cgroup CPU quota caps the default (v2 cpu.max, v1 cfs)', () => {
+  const addonJs = `(() => {
+    const path = require('path');
+    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
+      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
+  })()`;
+  const threads = (extra: NodeJS.ProcessEnv) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+    delete env.HYPERSD_THREADS;
+    Object.assign(env, extra);
+    if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+    const code = `const n = ${addonJs}; try { console.log('THREADS ' + n.threads()); } catch (e) { console.log('ERR ' + e.message); }`;
+    const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout: 60_000 });
+    assert.is(r.status, 0, r.stdout + r.stderr);
+    return r.stdout.trim();
+  };
+  const avail = Number(/THREADS (\d+)/.exec(threads({}))![1]);
+  assert.ok(avail >= 1 && avail <= os.cpus().length, `default ${avail} threads`);
+  assert.is(threads({ HYPERSD_THREADS: '3' }), 'THREADS 3');
+  for (const bad of ['abc', '0', '2x', '-4'])
+    assert.is(threads({ HYPERSD_THREADS: bad }), `ERR HYPERSD_THREADS must be a whole number of threads from 1 to 1024, got '${bad}'`);
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-cgroup-'));
+  try {
+    // Half a CPU (cgroup v2 at the root of the hierarchy this process's cgroup path falls back to): one thread.
+    fs.writeFileSync(path.join(root, 'cpu.max'), '50000 100000\n');
+    assert.is(threads({ HYPERSD_CGROUP_ROOT: root }), 'THREADS 1');
+    // 1.5 CPUs round up to 2 (or fewer where fewer are available); no limit ("max") leaves the default.
+    fs.writeFileSync(path.join(root, 'cpu.max'), '150000 100000\n');
+    assert.is(threads({ HYPERSD_CGROUP_ROOT: root }), `THREADS ${Math.min(avail, 2)}`);
+    fs.writeFileSync(path.join(root, 'cpu.max'), 'max 100000\n');
+    assert.is(threads({ HYPERSD_CGROUP_ROOT: root }), `THREADS ${avail}`);
+    // cgroup v1: the cpu controller's cfs quota and period.
+    fs.rmSync(path.join(root, 'cpu.max'));
+    fs.mkdirSync(path.join(root, 'cpu'));
+    fs.writeFileSync(path.join(root, 'cpu', 'cpu.cfs_quota_us'), '50000\n');
+    fs.writeFileSync(path.join(root, 'cpu', 'cpu.cfs_period_us'), '100000\n');
+    if (fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').some((l) => /^\d+:([^:]*,)?cpu(,[^:]*)?:/.test(l)))
+      assert.is(threads({ HYPERSD_CGROUP_ROOT: root }), 'THREADS 1');
+    fs.writeFileSync(path.join(root, 'cpu', 'cpu.cfs_quota_us'), '-1\n');  // v1's "no limit"
+    assert.is(threads({ HYPERSD_CGROUP_ROOT: root }), `THREADS ${avail}`);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test.run();

@@ -353,7 +353,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Threads(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), hsd::stream(Device::CPU).pool()->size());
+  return guarded(info, [&] { return Napi::Number::New(info.Env(), hsd::stream(Device::CPU).pool()->size()); });
 }
 
 Napi::Value CudaStatus(const Napi::CallbackInfo& info) {

@@ -399,6 +399,7 @@ test('thread count: HYPERSD_THREADS is checked, and a cgroup CPU quota caps the 
   assert.is(threads({ HYPERSD_THREADS: '3' }), 'THREADS 3');
   for (const bad of ['abc', '0', '2x', '-4'])
     assert.is(threads({ HYPERSD_THREADS: bad }), `ERR HYPERSD_THREADS must be a whole number of threads from 1 to 1024, got '${bad}'`);
+  if (process.platform !== 'linux') return;  // cgroups: Linux only
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-cgroup-'));
   try {
     // Half a CPU (cgroup v2 at the root of the hierarchy this process's cgroup path falls back to): one thread.

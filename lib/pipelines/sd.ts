@@ -157,6 +157,7 @@ export class StableDiffusionPipeline {
     const prompts = Array.isArray(o.prompt) ? o.prompt : [o.prompt];
     if (prompts.length === 0) throw new Error('generate: prompt is empty');
     const perPrompt = o.numImages ?? 1;
+    if (!Number.isInteger(perPrompt) || perPrompt < 1) throw new Error(`generate: numImages must be a positive integer, got ${perPrompt}`);
     const batchPrompts = prompts.flatMap((p) => Array(perPrompt).fill(p) as string[]);
     const B = batchPrompts.length;
     const guidance = o.guidance ?? preset?.guidance ?? (this.kind === 'sdxl' ? 5 : 7.5);

@@ -91,6 +91,11 @@ if (haveVocab) {
     msg = '';
     try { await p.generate({ ...base, width: 60 }); } catch (e) { msg = (e as Error).message; }
     assert.match(msg, /width must be a positive multiple of 8/);
+    for (const numImages of [0, 1.5, -2]) {
+      msg = '';
+      try { await p.generate({ ...base, numImages }); } catch (e) { msg = (e as Error).message; }
+      assert.match(msg, new RegExp(`numImages must be a positive integer, got ${numImages}`));
+    }
   });
 
   test('img2img with strength runs fewer steps and starts from the image', async () => {

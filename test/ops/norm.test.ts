@@ -178,6 +178,18 @@ test('groupNorm: eps matters and the default is 1e-5', async () => {
   assert.ok(relErr(y, groupNormRef(roundTo('f32', xv), gv, bv, N, S, C, G, 1e-3, false)) > 1e-2);
 });
 
+test('layerNorm: eps matters and the default is 1e-5 (rows of 45 and of 320: the 16-lane blocks of four rows)', async () => {
+  // Rows with a variance near eps: dropping eps, or using another, moves the result by far more than f32's tolerance.
+  for (const [R, C] of [[3, 45], [9, 320]]) {
+    const xv = randn(R * C, 14, 3e-3), gv = new Float64Array(C).fill(1), bv = new Float64Array(C);
+    const x = t(xv, [R, C]), g = t(gv, [C]), b = t(bv, [C]);
+    const y = await layerNorm(x, g, b).floats();
+    assertClose(y, layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, `default eps, [${R}, ${C}]`);
+    assert.ok(relErr(y, layerNormRef(roundTo('f32', xv), gv, bv, C, 0)) > 1e-2, 'eps applied');
+    assertClose(await layerNorm(x, g, b, 1e-3).floats(), layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-3), TOL.f32, 'eps 1e-3');
+  }
+});
+
 for (const dtype of ['f32', 'f16', 'bf16'] as const)
   test(`layerNorm ${dtype} [3, 7, 45]`, async () => {
     const C = 45, xv = offset(randn(3 * 7 * C, 11, 3), 2), gv = randn(C, 12), bv = randn(C, 13);

@@ -17,7 +17,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { ITEMSIZE, SafeTensors, StDType, numel, rawToF32 } from './safetensors';
+import { ITEMSIZE, PICKLE_ADVICE, SafeTensors, StDType, numel, rawToF32 } from './safetensors';
 import { ComponentName, Config, builtinConfigs, paramShapes } from '../models/configs';
 import {
   NameMap, Transform, legacyVaeAttentionName, openClipToDiffusers, unetLayoutFromConfig, unetNameMap, vaeNameMap,
@@ -193,10 +193,7 @@ export function openModel(p: string, opts: OpenModelOptions = {}): OpenedModel {
 }
 
 function pickleMessage(where: string, files: string[]): string {
-  return `${where}: only PyTorch pickle weights found (${files.join(', ')}); hypersd does not load pickles ` +
-    '(unpickling can run code). Convert them to safetensors first, e.g. in Python: ' +
-    'safetensors.torch.save_file(torch.load(f, map_location="cpu", weights_only=True), f_out), ' +
-    'or save_pretrained(..., safe_serialization=True) for a diffusers folder.';
+  return `${where}: only PyTorch pickle weights found (${files.join(', ')}); ${PICKLE_ADVICE}`;
 }
 
 class Opened implements OpenedModel {

@@ -32,6 +32,11 @@ export interface StTensorInfo {
 /** Headers larger than this are refused (the reference implementation uses the same bound). */
 const MAX_HEADER = 100 * 1024 * 1024;
 
+/** What to do with PyTorch pickle weights (hypersd reads safetensors only). */
+export const PICKLE_ADVICE = 'hypersd does not load pickles (unpickling can run code). Convert them to safetensors first, ' +
+  'e.g. in Python: safetensors.torch.save_file(torch.load(f, map_location="cpu", weights_only=True), f_out), ' +
+  'or save_pretrained(..., safe_serialization=True) for a diffusers folder.';
+
 if (os.endianness() !== 'LE') throw new Error('hypersd safetensors: big-endian hosts are not supported');
 
 export function numel(shape: readonly number[]): number {
@@ -215,9 +220,19 @@ function parseHeader(p: string, fd: number, size: number):
   const fail = (msg: string): never => {
     throw new Error(`${p}: invalid safetensors file: ${msg}`);
   };
+  // A PyTorch checkpoint (.ckpt / .pt / .bin) given where safetensors are expected: say so, rather than
+  // reporting its first bytes as an absurd header length.
+  // A header length whose low bytes read 80 02..05 is legal (640 = 0x280), so a file whose JSON header starts
+  // where it should ('{' at byte 8) is never taken for a pickle.
+  const head = Buffer.alloc(Math.min(size, 9));
+  readFully(p, fd, head, 0);
+  const jsonAt8 = head.length === 9 && head[8] === 0x7b;
+  const zip = head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
+  const pickle = head.length >= 2 && head[0] === 0x80 && head[1] >= 2 && head[1] <= 5;
+  if (!jsonAt8 && (zip || pickle))
+    throw new Error(`${p}: this is a PyTorch ${zip ? 'checkpoint (a zip archive of pickles)' : 'pickle file'}, not safetensors; ${PICKLE_ADVICE}`);
   if (size < 8) fail(`file is ${size} bytes, shorter than the 8-byte header length`);
-  const lenBuf = Buffer.alloc(8);
-  readFully(p, fd, lenBuf, 0);
+  const lenBuf = head.subarray(0, 8);
   const n = lenBuf.readBigUInt64LE(0);
   if (n > BigInt(size - 8)) fail(`header length ${n} exceeds the file size ${size} (truncated or not safetensors)`);
   if (n > BigInt(MAX_HEADER)) fail(`header length ${n} exceeds ${MAX_HEADER} bytes`);

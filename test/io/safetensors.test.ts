@@ -98,6 +98,23 @@ test('round trip of every dtype, metadata, 0-dim and empty tensors', () => {
   st.close(); // idempotent
 });
 
+test('a PyTorch checkpoint (zip of pickles, or a bare pickle) is named as such, with the advice to convert it', () => {
+  // torch.save since 1.6 writes a zip archive; older .ckpt / .pt files are a pickle stream (protocol 2-5).
+  const zip = path.join(dir, 'model.ckpt');
+  fs.writeFileSync(zip, Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.alloc(200, 7)]));
+  throwsNaming(() => SafeTensors.open(zip), zip, /PyTorch checkpoint \(a zip archive of pickles\), not safetensors; .*[Cc]onvert them to safetensors/);
+  const pkl = path.join(dir, 'old.pt');
+  fs.writeFileSync(pkl, Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00, 0x2e]));  // pickle of {} (6 bytes)
+  throwsNaming(() => SafeTensors.open(pkl), pkl, /PyTorch pickle file, not safetensors; .*does not load pickles/);
+  // A safetensors file whose header length is 640 = 0x280 starts with the bytes 80 02, as a pickle does: it
+  // still opens (its JSON starts at byte 8).
+  const odd = rawFile('odd.safetensors', '{' + ' '.repeat(638) + '}');
+  assert.equal([...fs.readFileSync(odd).subarray(0, 2)], [0x80, 0x02]);
+  const st = SafeTensors.open(odd);
+  assert.equal(st.keys(), []);
+  st.close();
+});
+
 test('writer refuses bad input and names the tensor', () => {
   const p = path.join(dir, 'bad-write.safetensors');
   throwsNaming(() => saveSafetensors(p, { w: { dtype: 'F32', shape: [2, 2], data: new Float32Array(3) } }), p,

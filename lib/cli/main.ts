@@ -5,6 +5,7 @@
  *   hypersd run <component> --model <folder|file> --inputs in.safetensors --out out.safetensors [--repeat N]
  * Errors are one clear line on stderr and a non-zero exit code.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { parseArgs, Opts } from './args';
 import * as hs from '../tensor';
@@ -111,6 +112,15 @@ async function generate(o: Opts): Promise<void> {
     else delete process.env.HYPERSD_CPU_MATH;
   }
   o.done();
+  // The output is checked before any work: a generation that ends in a failed write is minutes lost on a CPU.
+  if (!/\.png$/i.test(out)) throw new Error(`--out: hypersd writes PNG images, so the file name must end in .png, got '${out}'`);
+  const outDir = path.dirname(path.resolve(out));
+  try {
+    if (!fs.statSync(outDir).isDirectory()) throw new Error('not a folder');
+    fs.accessSync(outDir, fs.constants.W_OK);
+  } catch (e) {
+    throw new Error(`--out ${out}: cannot write into ${outDir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   const pipe = await loadPipeline(model, { device, dtype, tokenizer, configFrom });
   try {
     for (const spec of loras) {

@@ -105,6 +105,13 @@ test('errors are one clear line with a non-zero exit', () => {
   r = cli(['generate', '--model', path.join(FIX, 'tiny-sd15/diffusers'), '--prompt', 'x', '--cpu-math', 'fp8']);
   assert.is(r.code, 1);
   assert.match(r.err, /--cpu-math must be f32 or bf16, got 'fp8'/);
+  // The output name and folder are checked before the model loads (no generation ends in a failed write).
+  r = cli(['generate', '--model', path.join(tmp, 'nope'), '--prompt', 'x', '--out', path.join(tmp, 'a.jpg')]);
+  assert.is(r.code, 1);
+  assert.match(r.err, /--out: hypersd writes PNG images, so the file name must end in \.png, got '.*a\.jpg'/);
+  r = cli(['generate', '--model', path.join(tmp, 'nope'), '--prompt', 'x', '--out', path.join(tmp, 'no', 'such', 'a.png')]);
+  assert.is(r.code, 1);
+  assert.match(r.err, /--out .*a\.png: cannot write into .*such \(ENOENT\)/);
   r = cli(['frobnicate']);
   assert.is(r.code, 1);
   assert.match(r.err, /unknown command 'frobnicate'/);

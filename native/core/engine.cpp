@@ -267,8 +267,10 @@ Stream::~Stream() {
 }
 
 void Stream::set_threads(int n) {
+  // The pool is replaced in stream order by the stream's own worker, so an op that another thread (a
+  // worker_threads Worker) enqueues meanwhile never runs on a pool being destroyed.
+  enqueue_task("set_threads", [this, n] { pool_ = std::make_unique<ThreadPool>(n); });
   sync();
-  pool_ = std::make_unique<ThreadPool>(n);
 }
 
 void Stream::run_task(Task& t) {

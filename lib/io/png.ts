@@ -31,6 +31,9 @@ function chunk(type: string, data: Uint8Array): Buffer {
   return out;
 }
 
+/** The most pixels decodePNG accepts: 16384 x 16384 (an SDXL image is 1024 x 1024). */
+export const MAX_PIXELS = 16384 * 16384;
+
 export interface RawImage { width: number; height: number; channels: 1 | 3 | 4; data: Uint8Array }
 
 export function encodePNG(img: RawImage, text?: Record<string, string>): Buffer {
@@ -64,7 +67,11 @@ export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
     const len = b.readUInt32BE(pos), type = b.toString('ascii', pos + 4, pos + 8);
     if (pos + 12 + len > b.length) throw new Error(`${label}: truncated ${type} chunk`);
     const d = b.subarray(pos + 8, pos + 8 + len);
+    // Critical chunks (upper-case first letter) must pass their CRC; ancillary ones are skipped unchecked.
+    if (type.charCodeAt(0) >= 65 && type.charCodeAt(0) <= 90 && crc32(b.subarray(pos + 4, pos + 8 + len)) !== b.readUInt32BE(pos + 8 + len))
+      throw new Error(`${label}: ${type} chunk fails its CRC (corrupt file)`);
     if (type === 'IHDR') {
+      if (len !== 13) throw new Error(`${label}: IHDR chunk of ${len} bytes (must be 13)`);
       width = d.readUInt32BE(0); height = d.readUInt32BE(4); depth = d[8]; ctype = d[9]; interlace = d[12];
     } else if (type === 'PLTE') palette = d;
     else if (type === 'IDAT') idat.push(d);
@@ -76,14 +83,24 @@ export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
   if (interlace) throw new Error(`${label}: interlaced PNGs are not supported`);
   const spp = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
   if (!spp) throw new Error(`${label}: unknown colour type ${ctype}`);
+  // Sizes come from the file: bounded before anything is allocated (a service decoding uploaded init images).
+  if (width < 1 || height < 1) throw new Error(`${label}: image of ${width}x${height} pixels`);
+  if (width * height > MAX_PIXELS)
+    throw new Error(`${label}: ${width}x${height} is more than ${MAX_PIXELS} pixels (the largest image hypersd reads)`);
+  if (ctype === 3 && (!palette || palette.length % 3 !== 0 || palette.length === 0))
+    throw new Error(`${label}: palette image without a valid PLTE chunk`);
+  const stride = width * spp;
+  const expected = (stride + 1) * height;
   let raw: Buffer;
   try {
-    raw = zlib.inflateSync(Buffer.concat(idat));
+    // No more output than the image needs (a small compressed stream can expand to gigabytes).
+    raw = zlib.inflateSync(Buffer.concat(idat), { maxOutputLength: expected + 1 });
   } catch (e) {
-    throw new Error(`${label}: corrupt image data (${(e as Error).message})`);
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ERR_BUFFER_TOO_LARGE') throw new Error(`${label}: image data longer than a ${width}x${height} image`);
+    throw new Error(`${label}: corrupt image data (${err.message})`);
   }
-  const stride = width * spp;
-  if (raw.length < (stride + 1) * height) throw new Error(`${label}: image data too short`);
+  if (raw.length < expected) throw new Error(`${label}: image data too short`);
   const px = new Uint8Array(stride * height);
   for (let y = 0; y < height; y++) {
     const f = raw[y * (stride + 1)];
@@ -109,8 +126,8 @@ export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
   for (let i = 0; i < width * height; i++) {
     if (ctype === 2 || ctype === 6) for (let k = 0; k < 3; k++) rgb[i * 3 + k] = px[i * spp + k];
     else if (ctype === 3) {
-      if (!palette) throw new Error(`${label}: palette image without PLTE`);
-      for (let k = 0; k < 3; k++) rgb[i * 3 + k] = palette[px[i] * 3 + k];
+      if (px[i] * 3 >= palette!.length) throw new Error(`${label}: pixel ${i} uses palette entry ${px[i]} of ${palette!.length / 3}`);
+      for (let k = 0; k < 3; k++) rgb[i * 3 + k] = palette![px[i] * 3 + k];
     } else for (let k = 0; k < 3; k++) rgb[i * 3 + k] = px[i * spp];
   }
   return { width, height, channels: 3, data: rgb };

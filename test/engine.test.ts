@@ -424,4 +424,23 @@ test('thread count: HYPERSD_THREADS is checked, and a cgroup CPU quota caps the 
   }
 });
 
+test('setThreads: the pool is replaced in stream order, results unchanged; bad counts name the argument', async () => {
+  const before = hs.threads();
+  const a = hs.tensor(Float32Array.from({ length: 300 * 200 }, (_, i) => ((i * 37) % 101) / 50 - 1), [300, 200]);
+  const ref = await hs.ops.matmul(a, a, { transB: true }).data();
+  try {
+    for (const n of [1, 3, 2]) {
+      const queued = hs.ops.matmul(a, a, { transB: true });  // queued before the swap, runs on the old pool
+      hs.setThreads(n);
+      assert.is(hs.threads(), n);
+      assert.equal(Array.from(await queued.data()), Array.from(ref));
+      assert.equal(Array.from(await hs.ops.matmul(a, a, { transB: true }).data()), Array.from(ref));
+    }
+    for (const bad of [0, 1.5, 2000, -1])
+      assert.throws(() => hs.setThreads(bad), new RegExp(`setThreads: threads must be an integer from 1 to 1024, got ${bad}`));
+  } finally {
+    hs.setThreads(before);
+  }
+});
+
 test.run();

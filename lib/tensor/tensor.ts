@@ -329,7 +329,7 @@ export function sync(device: DeviceName = defaultDevice): Promise<void> {
   return native().sync(device);
 }
 export function setThreads(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`setThreads: threads must be an integer >= 1, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`setThreads: threads must be an integer from 1 to 1024, got ${n}`);
   native().setThreads(n);
 }
 export function threads(): number {

@@ -267,6 +267,7 @@ Stream::~Stream() {
 }
 
 void Stream::set_threads(int n) {
+  if (n < 1 || n > 1024) throw Error("set_threads: threads must be from 1 to 1024, got " + std::to_string(n));
   // The pool is replaced in stream order by the stream's own worker, so an op that another thread (a
   // worker_threads Worker) enqueues meanwhile never runs on a pool being destroyed.
   enqueue_task("set_threads", [this, n] { pool_ = std::make_unique<ThreadPool>(n); });

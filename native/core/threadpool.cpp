@@ -77,17 +77,29 @@ void ThreadPool::run_chunk(const std::function<void(int64_t, int64_t)>& fn, int6
 
 ThreadPool::ThreadPool(int threads) {
   if (threads < 1) threads = 1;
-  for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  try {
+    for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::exception& e) {
+    // The system refused a thread: stop the ones started (destroying joinable std::threads would call
+    // std::terminate) and report it as an Error.
+    const size_t started = workers_.size();
+    stop_workers();
+    throw Error("could not start " + std::to_string(threads - 1) + " pool threads (" + std::to_string(started) +
+                " started): " + e.what());
+  }
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::stop_workers() {
   {
     std::lock_guard<std::mutex> g(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
+
+ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::worker_loop(int) {
   uint64_t seen = 0;

@@ -78,6 +78,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int id);
+  void stop_workers();
   void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t b, int64_t e);
   std::vector<std::thread> workers_;
   std::mutex mu_;

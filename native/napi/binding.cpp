@@ -323,10 +323,12 @@ Napi::Object stats(Napi::Env env, Device d) {
 }
 
 Napi::Value Memory(const Napi::CallbackInfo& info) {
-  auto o = Napi::Object::New(info.Env());
-  o.Set("cpu", stats(info.Env(), Device::CPU));
-  o.Set("cuda", stats(info.Env(), Device::CUDA));
-  return o;
+  return guarded(info, [&] {
+    auto o = Napi::Object::New(info.Env());
+    o.Set("cpu", stats(info.Env(), Device::CPU));
+    o.Set("cuda", stats(info.Env(), Device::CUDA));
+    return o;
+  });
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
@@ -357,25 +359,29 @@ Napi::Value Threads(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
-  std::string why;
-  bool ok = hsd::cuda_available(&why);
-  auto o = Napi::Object::New(info.Env());
-  o.Set("available", ok);
-  o.Set("reason", ok ? std::string("") : why);
-  return o;
+  return guarded(info, [&] {
+    std::string why;
+    bool ok = hsd::cuda_available(&why);
+    auto o = Napi::Object::New(info.Env());
+    o.Set("available", ok);
+    o.Set("reason", ok ? std::string("") : why);
+    return o;
+  });
 }
 
 Napi::Value Ops(const Napi::CallbackInfo& info) {
-  auto all = hsd::OpRegistry::get().all();
-  auto arr = Napi::Array::New(info.Env(), all.size());
-  for (size_t i = 0; i < all.size(); ++i) {
-    auto o = Napi::Object::New(info.Env());
-    o.Set("name", all[i]->name);
-    o.Set("cpu", all[i]->cpu != nullptr);
-    o.Set("cuda", all[i]->cuda != nullptr);
-    arr.Set((uint32_t)i, o);
-  }
-  return arr;
+  return guarded(info, [&] {
+    auto all = hsd::OpRegistry::get().all();
+    auto arr = Napi::Array::New(info.Env(), all.size());
+    for (size_t i = 0; i < all.size(); ++i) {
+      auto o = Napi::Object::New(info.Env());
+      o.Set("name", all[i]->name);
+      o.Set("cpu", all[i]->cpu != nullptr);
+      o.Set("cuda", all[i]->cuda != nullptr);
+      arr.Set((uint32_t)i, o);
+    }
+    return arr;
+  });
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

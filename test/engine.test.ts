@@ -443,4 +443,43 @@ test('setThreads: the pool is replaced in stream order, results unchanged; bad c
   }
 });
 
+test('a CPU tensor larger than the memory the process may use is an Error, not a kill (RAM + swap; cgroup memory.max)', () => {
+  // 4 TB: more than any machine this runs on (large blocks are mapped without the kernel's overcommit check).
+  assert.throws(() => hs.empty([1_000_000, 1_000_000]), /out of memory on cpu: a tensor of 4000000000000 bytes is more than the \d+ bytes this process may use/);
+  if (process.platform !== 'linux') return;
+  const addonJs = `(() => {
+    const path = require('path');
+    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
+      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
+  })()`;
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-cgroup-mem-'));
+  try {
+    const run = () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, HYPERSD_CGROUP_ROOT: root };
+      if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+      // Nothing is written into these tensors, so no page is touched.
+      const code = `const n = ${addonJs}; for (const gib of [1.5, 3]) { try { n.empty([gib * 2 ** 28], 'f32', 'cpu'); console.log(gib + ' OK'); } catch (e) { console.log(gib + ' ERR ' + e.message); } }`;
+      const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout: 60_000 });
+      assert.is(r.status, 0, r.stdout + r.stderr);
+      return r.stdout;
+    };
+    fs.writeFileSync(path.join(root, 'memory.max'), `${2 * 2 ** 30}\n`);  // cgroup v2: 2 GiB
+    let out = run();
+    assert.match(out, /1\.5 OK/);
+    assert.match(out, /3 ERR out of memory on cpu: a tensor of 3221225472 bytes is more than the 2147483648 bytes/);
+    fs.writeFileSync(path.join(root, 'memory.max'), 'max\n');
+    assert.match(run(), /3 OK/);
+    // cgroup v1: the memory controller's limit_in_bytes (where this process has a v1 memory controller).
+    fs.rmSync(path.join(root, 'memory.max'));
+    fs.mkdirSync(path.join(root, 'memory'));
+    fs.writeFileSync(path.join(root, 'memory', 'memory.limit_in_bytes'), `${2 * 2 ** 30}\n`);
+    if (fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').some((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l)))
+      assert.match(run(), /3 ERR out of memory on cpu: a tensor of 3221225472 bytes is more than the 2147483648 bytes/);
+    fs.writeFileSync(path.join(root, 'memory', 'memory.limit_in_bytes'), '9223372036854771712\n');  // v1's "no limit"
+    assert.match(run(), /3 OK/);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test.run();

@@ -9,16 +9,10 @@
 // HYPERSD_SYNC=1 runs every op on the calling thread and throws at once (on CUDA it also waits for the
 // kernel, so a fault names its op).
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <future>
 #include <sstream>
-
-#ifdef __linux__
-#include <sched.h>
-#endif
 
 #include "device.h"
 #include "hypersd/ops.h"
@@ -159,81 +153,6 @@ void run_op_now(const OpDef& def, Device d, const std::vector<Tensor>& in, const
 }
 
 // ---------- streams ----------
-namespace {
-// The first line of a file, "" when it cannot be read.
-std::string first_line(const std::string& path) {
-  std::ifstream f(path);
-  std::string line;
-  if (f) std::getline(f, line);
-  return line;
-}
-// The CPU quota of this process's cgroup as a number of CPUs (Docker --cpus, Kubernetes CPU limits), 0 when
-// none is set. cgroup v2: cpu.max ("max 100000" or "<quota> <period>") in the process's cgroup and each
-// ancestor (a limit anywhere up the tree applies); v1: cpu.cfs_quota_us / cpu.cfs_period_us of the cpu
-// controller's hierarchy. The cgroup's own folder is tried, then the mount's root (inside a container the
-// path in /proc/self/cgroup may name the host's hierarchy while the container sees its own at the root).
-// HYPERSD_CGROUP_ROOT replaces /sys/fs/cgroup (cgroups mounted elsewhere; the tests).
-double cgroup_cpu_limit() {
-  const char* env = std::getenv("HYPERSD_CGROUP_ROOT");
-  const std::string root = env && *env ? env : "/sys/fs/cgroup";
-  std::ifstream cg("/proc/self/cgroup");
-  std::string line, v2_path, v1_path, v1_dir;
-  while (std::getline(cg, line)) {
-    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
-    if (b == std::string::npos) continue;
-    const std::string ctrl = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (line.compare(0, a, "0") == 0 && ctrl.empty()) v2_path = path;
-    std::stringstream ss(ctrl);
-    for (std::string c; std::getline(ss, c, ',');)
-      if (c == "cpu") v1_path = path, v1_dir = ctrl;
-  }
-  double limit = 0;
-  auto take = [&](double cpus) {
-    if (cpus > 0 && (limit == 0 || cpus < limit)) limit = cpus;
-  };
-  auto parents = [](std::string p) {  // p, its parent, ..., "" (the root)
-    std::vector<std::string> out;
-    while (!p.empty() && p != "/") {
-      out.push_back(p);
-      p = p.substr(0, p.find_last_of('/'));
-    }
-    out.push_back("");
-    return out;
-  };
-  for (const std::string& p : parents(v2_path)) {
-    std::istringstream f(first_line(root + p + "/cpu.max"));
-    std::string quota;
-    double period = 0;
-    if (f >> quota >> period && quota != "max" && period > 0) take(std::atof(quota.c_str()) / period);
-  }
-  if (limit == 0) {
-    for (const std::string& dir : {root + "/" + v1_dir, root + "/cpu,cpuacct", root + "/cpu"}) {
-      if (dir == root + "/") continue;
-      for (const std::string& p : {v1_path, std::string()}) {
-        const double quota = std::atof(first_line(dir + p + "/cpu.cfs_quota_us").c_str());
-        const double period = std::atof(first_line(dir + p + "/cpu.cfs_period_us").c_str());
-        if (quota > 0 && period > 0) take(quota / period);
-      }
-      if (limit > 0) break;
-    }
-  }
-  return limit;
-}
-}  // namespace
-
-int available_cpus() {
-  unsigned hw = std::thread::hardware_concurrency();
-  int n = hw ? (int)hw : 1;
-#ifdef __linux__
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
-  const double quota = cgroup_cpu_limit();
-  if (quota > 0) n = std::max(1, std::min(n, (int)std::ceil(quota - 1e-9)));
-#endif
-  return n;
-}
-
 int default_threads() {
   if (const char* e = std::getenv("HYPERSD_THREADS")) {
     char* end = nullptr;

@@ -158,6 +158,17 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
     std::string why;
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
   }
+  if (d == Device::CPU && n > (size_t(1) << 30)) {
+    // Large blocks are mapped with MAP_NORESERVE, which skips the kernel's overcommit check: a tensor larger
+    // than the machine would be "allocated" and the process killed when it is written.
+    static const double limit = memory_limit_bytes();
+    if (limit > 0 && (double)n > limit) {
+      std::ostringstream os;
+      os << "out of memory on cpu: a tensor of " << n << " bytes is more than the " << (uint64_t)limit
+         << " bytes this process may use (RAM + swap, or its cgroup's memory limit)";
+      throw Error(os.str());
+    }
+  }
   bytes = round_size(n);
   const size_t requested = n;
   uint64_t reused_ticket = 0;  // the ticket of a cached block taken for this storage (0: a fresh block)

@@ -30,6 +30,20 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// The "memory" clobbers of the three statements above order memory, not registers: the compiler may still move
+// register work on wgmma operands (zeroing or rescaling accumulators, packing an A fragment, reading results)
+// across the fence or the wait, which the PTX ISA forbids. An empty asm that claims to modify each register pins
+// it in place (as CUTLASS's warpgroup_fence_operand does): put one before wg_fence() and after wg_wait0().
+template <int N>
+__device__ __forceinline__ void wg_fence_regs(float* r) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_fence_regs(uint32_t* r) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 __device__ __forceinline__ void wgmma_m64n64k16_bf16(float* d, uint64_t da, uint64_t db) {

@@ -163,6 +163,7 @@ const halfCases: [string, Case][] = [
   ['self L=260 D=40', { B: 1, Lq: 260, Lk: 260, H: 2, D: 40, Dv: 40 }],
   ['causal Lq=140 < Lk=200 D=40', { B: 1, Lq: 140, Lk: 200, H: 1, D: 40, Dv: 40, causal: true }],
   ['Lq=130 Lk=100 D=80', { B: 1, Lq: 130, Lk: 100, H: 2, D: 80, Dv: 80 }],
+  ['Lq=200 Lk=77 D=64 (text keys: partial key tiles only)', { B: 2, Lq: 200, Lk: 77, H: 2, D: 64, Dv: 64 }],
 ];
 for (const dtype of ['f16', 'bf16'] as const)
   for (const [name, c] of halfCases)

@@ -163,6 +163,8 @@ export class StableDiffusionPipeline {
     const guidance = o.guidance ?? preset?.guidance ?? (this.kind === 'sdxl' ? 5 : 7.5);
     const cfg = guidance > 1;
     const negs = o.negativePrompt === undefined ? Array(B).fill('') : (Array.isArray(o.negativePrompt) ? o.negativePrompt : [o.negativePrompt]);
+    if (negs.length !== 1 && negs.length !== prompts.length && negs.length !== B)
+      throw new Error(`generate: ${negs.length} negative prompts for ${prompts.length} prompts (give one, one per prompt, or one per image)`);
     const negatives = cfg ? (negs.length === B ? negs : negs.length === prompts.length ? prompts.flatMap((_, i) => Array(perPrompt).fill(negs[i])) : Array(B).fill(negs[0])) : null;
     const samplerName = o.sampler ?? preset?.sampler ?? 'ddim';
     const steps = o.steps ?? preset?.steps ?? 4;

@@ -91,6 +91,9 @@ if (haveVocab) {
     msg = '';
     try { await p.generate({ ...base, width: 60 }); } catch (e) { msg = (e as Error).message; }
     assert.match(msg, /width must be a positive multiple of 8/);
+    msg = '';
+    try { await p.generate({ ...base, prompt: ['a', 'b'], negativePrompt: ['x', 'y', 'z'], guidance: 3 }); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /generate: 3 negative prompts for 2 prompts/);
     for (const numImages of [0, 1.5, -2]) {
       msg = '';
       try { await p.generate({ ...base, numImages }); } catch (e) { msg = (e as Error).message; }

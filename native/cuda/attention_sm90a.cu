@@ -8,8 +8,8 @@
 // the masking checked against the PTX ISA / CUTLASS layouts and a numpy emulation of one block (Lq 130 / Lk 77
 // / D 40, causal 150 / D 64, causal Lq 64 < Lk 200 / D 16: max |o - ref| ~2e-4, lse to 1e-15); register fences
 // (wg_fence_regs) added around each wgmma batch (the PTX's instruction histogram unchanged, 110 registers, no
-// spills). Known limit: launch_attention_wgmma's `on` (and sm90_device()) are decided once per process for the
-// device current then; a process that later switches to a non-9.0 GPU would launch this sm_90a-only kernel.
+// spills); sm90_device() is now asked for the current device at each launch (it had been decided once per
+// process, so a process moving to a non-9.0 GPU would have launched this sm_90a-only kernel there).
 //
 // Block: 2 warpgroups (256 threads), 128 query rows of one (batch, head), warpgroup w owning rows 64w..64w+63.
 // Q (128 x 64) is staged once, K and V tiles of 64 keys stream through a double-buffered cp.async ring, all
@@ -149,10 +149,11 @@ __global__ void __launch_bounds__(FW_THREADS, 2) flash_wgmma_kernel(const AttnPa
 }
 
 bool launch_attention_wgmma(const AttnParams& p, bool is_bf16, cudaStream_t s) {
-  static const bool on = [] {
+  static const bool asked = [] {
     const char* e = std::getenv("HYPERSD_ATTN_WGMMA");
-    return e && std::string(e) == "1" && sm90_device();
+    return e && std::string(e) == "1";
   }();
+  const bool on = asked && sm90_device();  // the current device, each call
   // the caller checked f16/bf16, 16-byte aligned bases and D % 8 == 0 (so every row is 16-byte aligned)
   if (!on || p.D != p.Dv || p.D > 64 || p.D % 8 != 0) return false;
   const dim3 grid((p.Lq + FW_BQ - 1) / FW_BQ, p.B * p.H);

@@ -36,6 +36,7 @@
 #include <cuda.h>  // CUtensorMap and its enums (the encoder is reached through the runtime: no libcuda link)
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -553,25 +554,33 @@ bool launch_lora_fused(const GemmParams& p, const void* down, int r, float scale
   return true;
 }
 
+// Asked per call for the current device (answers cached per device ordinal): a process that runs on a 9.0
+// GPU and later on another one must not launch the sm_90a-only kernels there (they have no image for it).
 bool sm90_device() {
-  static const bool yes = [] {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
+  static std::atomic<signed char> known[64] = {};  // 0 not asked yet, 1 compute capability 9.0, -1 another
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (dev < 0 || dev >= 64) return false;
+  signed char v = known[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    return major == 9 && minor == 0;
-  }();
-  return yes;
+    v = major == 9 && minor == 0 ? 1 : -1;
+    known[dev].store(v, std::memory_order_relaxed);
+  }
+  return v > 0;
 }
 
 bool wgmma_gemm_eligible(const GemmParams& p, int amode, bool b_nk) {
-  static const bool ok = [] {
+  static const bool env_ok = [] {
     const char* e = std::getenv("HYPERSD_WGMMA");
-    return !(e && std::string(e) == "0") && sm90_device();
+    return !(e && std::string(e) == "0");
   }();
+  const bool ok = env_ok && sm90_device();
   const bool seg2 = !p.A2 || (p.B2 && p.vecA2 && p.vecB2 && p.K2 % 8 == 0 && p.lda2 % 8 == 0 && p.ldb2 % 8 == 0 &&
                               p.sA2 % 8 == 0 && p.sB2 % 8 == 0);
   return ok && amode == A_ROWMAJOR && b_nk && seg2 && !p.idx && !p.scales && p.vecA && p.vecB && p.K % 8 == 0 &&

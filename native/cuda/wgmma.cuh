@@ -10,7 +10,7 @@
 namespace hsd {
 namespace cu {
 
-// True when the current device is compute capability 9.0 (the sm_90a cubins run there); cached on first call.
+// True when the current device is compute capability 9.0 (the sm_90a cubins run there); cached per device.
 bool sm90_device();
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -3,8 +3,10 @@
 // norm + SiLU. Built as hypersd_ops_smoke; bench/sanitize.sh runs it under ThreadSanitizer (Node does not start
 // under TSan), where the stream worker and the pool threads run every one of these kernels.
 // Exit status 1 if an op fails or an output holds a non-finite value.
+#include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 #include <vector>
 #include "hypersd/ops.h"
 using namespace hsd;
@@ -70,6 +72,35 @@ int main() {
         return 1;
       }
   }
-  std::printf("%zu ops ran, outputs finite\n", outs.size());
+  // Two threads enqueue and read back matmuls on the one CPU stream (as worker_threads Workers do) while this
+  // thread swaps the pool's size: every product must still be right.
+  std::atomic<int> bad{0};
+  auto client = [&](int seed) {
+    try {
+      Tensor a = filled({96, 64}, seed), bt = filled({80, 64}, seed + 1);
+      Attrs tb;
+      tb.set("transB", 1);
+      Tensor ref = empty({96, 80}, DType::F32, Device::CPU);
+      enqueue("matmul", {a, bt}, {ref}, tb);
+      const std::vector<uint8_t> want = stream(Device::CPU).read(ref);
+      for (int i = 0; i < 40; ++i) {
+        Tensor c = empty({96, 80}, DType::F32, Device::CPU);
+        enqueue("matmul", {a, bt}, {c}, tb);
+        if (stream(Device::CPU).read(c) != want) bad.fetch_add(1);
+      }
+    } catch (const std::exception& e) {
+      std::printf("client %d: %s\n", seed, e.what());
+      bad.fetch_add(1000);
+    }
+  };
+  std::thread t1(client, 11), t2(client, 21);
+  for (int i = 0; i < 20; ++i) stream(Device::CPU).set_threads(1 + i % 3);
+  t1.join();
+  t2.join();
+  if (bad.load()) {
+    std::printf("concurrent clients: %d wrong or failed products\n", bad.load());
+    return 1;
+  }
+  std::printf("%zu ops ran, outputs finite; two client threads' matmuls right across 20 pool swaps\n", outs.size());
   return 0;
 }

@@ -2,7 +2,8 @@
 # Builds the CPU core and addon with a sanitizer and runs the test suite (or, for ThreadSanitizer, the C++
 # programs: Node does not start under TSan) against it. Exit status non-zero on a failed test or any report.
 #   bash bench/sanitize.sh [address|undefined|thread|all|ci] [--kernels]   (default: all)
-# ci: one build with address and undefined together, the suite once (what .ci/run runs: ~4 min on 2 cores).
+# ci: one build with address and undefined together, the suite once, and hypersd_ops_smoke under ThreadSanitizer
+# (what .ci/run runs: ~5 min on 2 cores).
 # --kernels also runs the suite with HYPERSD_CPU_KERNELS=avx2 and =portable (address / undefined).
 # Logs go to $OUT (default /tmp/hypersd-sanitize). Takes ~2 min per suite run under ASan on 2 cores.
 set -uo pipefail
@@ -69,10 +70,12 @@ if [ "$what" = undefined ] || [ "$what" = all ]; then
   suites ubsan "runtime error" UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-ubsan/Release/hypersd.node"
 fi
 
-if [ "$what" = thread ] || [ "$what" = all ]; then
+tsan_progs=("hypersd_example" "hypersd_ops_smoke" "hypersd_pointwise_bench 2"
+            "hypersd_engine_gemm 4096 320 320 2 2" "hypersd_engine_gemm 77 768 320 2 2")
+[ "$what" = ci ] && tsan_progs=("hypersd_ops_smoke")  # CI: every heavy kernel and the concurrent clients
+if [ "$what" = thread ] || [ "$what" = all ] || [ "$what" = ci ]; then
   build thread build-tsan tsan
-  for prog in "hypersd_example" "hypersd_ops_smoke" "hypersd_pointwise_bench 2" \
-              "hypersd_engine_gemm 4096 320 320 2 2" "hypersd_engine_gemm 77 768 320 2 2"; do
+  for prog in "${tsan_progs[@]}"; do
     log="$out/tsan-${prog// /_}.log"
     echo "== tsan $prog"
     # shellcheck disable=SC2086

@@ -42,13 +42,17 @@ suite() {  # suite <name> <log pattern> <env...>
   fi
 }
 
-if [ "$what" = ci ]; then
-  build address,undefined build-sanitize asan
-  syms=$(nm -D build-sanitize/Release/hypersd.node)
-  grep -q "__ubsan" <<<"$syms" || { echo "build-sanitize has no __ubsan symbols"; exit 1; }
-  suite asan+ubsan "ERROR: AddressSanitizer\|runtime error" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
-    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-sanitize/Release/hypersd.node"
-fi
+
+leaks() {  # leaks <build folder>: the ops smoke program with LeakSanitizer (Node leaks at exit; this C++ program
+           # gives its cached blocks back first, so any report is a real leak of the core)
+  local log="$out/lsan-$1.log"
+  echo "== leaks: $1/hypersd_ops_smoke"
+  (cd "$1" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 timeout 600 ./hypersd_ops_smoke) >"$log" 2>&1
+  local rc=$?
+  if [ "$rc" -ne 0 ] || grep -q "ERROR: LeakSanitizer\|ERROR: AddressSanitizer\|runtime error" "$log"; then
+    echo "FAILED: exit $rc ($log)"; fail=1
+  fi
+}
 
 suites() {  # suites <name> <log pattern> <env...>: the suite, and with --kernels the avx2 / portable sets too
   local name="$1" pat="$2"; shift 2
@@ -59,10 +63,20 @@ suites() {  # suites <name> <log pattern> <env...>: the suite, and with --kernel
   fi
 }
 
+if [ "$what" = ci ]; then
+  build address,undefined build-sanitize asan
+  syms=$(nm -D build-sanitize/Release/hypersd.node)
+  grep -q "__ubsan" <<<"$syms" || { echo "build-sanitize has no __ubsan symbols"; exit 1; }
+  suite asan+ubsan "ERROR: AddressSanitizer\|runtime error" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 HYPERSD_ADDON="$PWD/build-sanitize/Release/hypersd.node"
+  leaks build-sanitize
+fi
+
 if [ "$what" = address ] || [ "$what" = all ]; then
   build address build-asan asan
   suites asan "ERROR: AddressSanitizer" LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
     HYPERSD_ADDON="$PWD/build-asan/Release/hypersd.node"
+  leaks build-asan
 fi
 
 if [ "$what" = undefined ] || [ "$what" = all ]; then

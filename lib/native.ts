@@ -29,8 +29,23 @@ export interface Native {
 
 let cached: Native | undefined;
 
+/** The environment switches the native core reads, with the values it knows: a typo would otherwise be ignored. */
+const ENV_VALUES: Record<string, string[]> = {
+  HYPERSD_CPU_KERNELS: ['avx2', 'portable'],
+  HYPERSD_CPU_MATH: ['f32', 'bf16'],
+  HYPERSD_SYNC: ['0', '1'],
+};
+function checkEnv(): void {
+  for (const [name, allowed] of Object.entries(ENV_VALUES)) {
+    const v = process.env[name];
+    if (v !== undefined && v !== '' && !allowed.includes(v))
+      throw new Error(`hypersd: ${name}='${v}' is not one of ${allowed.map((a) => `'${a}'`).join(', ')} (or unset)`);
+  }
+}
+
 export function native(): Native {
   if (cached) return cached;
+  checkEnv();
   const explicit = process.env.HYPERSD_ADDON;
   try {
     if (explicit) {

@@ -482,4 +482,26 @@ test('a CPU tensor larger than the memory the process may use is an Error, not a
   }
 });
 
+test('an unknown value of HYPERSD_CPU_KERNELS / HYPERSD_CPU_MATH / HYPERSD_SYNC is an Error naming it (a typo was ignored)', () => {
+  const tsx = require.resolve('tsx/cli');
+  const code = `import * as hs from ${JSON.stringify(path.resolve(__dirname, '../lib'))};
+    try { hs.zeros([2]); console.log('OK'); } catch (e) { console.log('ERR ' + (e as Error).message); }`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-env-'));
+  const script = path.join(dir, 'env.ts');
+  fs.writeFileSync(script, code);
+  try {
+    for (const [name, value, ok] of [['HYPERSD_CPU_MATH', 'bf-16', false], ['HYPERSD_CPU_KERNELS', 'avx513', false],
+      ['HYPERSD_SYNC', 'yes', false], ['HYPERSD_CPU_KERNELS', 'portable', true], ['HYPERSD_CPU_MATH', '', true]] as const) {
+      const env: NodeJS.ProcessEnv = { ...process.env, [name]: value };
+      if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+      const r = spawnSync(process.execPath, [tsx, script], { env, encoding: 'utf8', timeout: 60_000 });
+      assert.is(r.status, 0, r.stdout + r.stderr);
+      if (ok) assert.match(r.stdout, /^OK/m);
+      else assert.match(r.stdout, new RegExp(`ERR hypersd: ${name}='${value}' is not one of`));
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test.run();

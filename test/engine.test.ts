@@ -329,23 +329,33 @@ test('HYPERSD_SYNC=1 throws at the op call itself', () => {
   assert.match(out, /DATA 2,3/);
 });
 
+// JS that loads the addon as lib/native.ts does (HYPERSD_ADDON, else node-gyp-build), for child processes.
+const ADDON_JS = `(() => {
+  const path = require('path');
+  return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
+    : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
+})()`;
+
+/** Runs JS in a child node with these variables changed (undefined removes one); asserts it exits 0, returns stdout. */
+function runChild(code: string, vars: NodeJS.ProcessEnv = {}, timeout = 60_000): string {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const [k, v] of Object.entries(vars)) if (v === undefined) delete env[k]; else env[k] = v;
+  if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+  const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout });
+  assert.is(r.status, 0, r.stdout + r.stderr);
+  return r.stdout;
+}
+
 test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
   // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
   // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-worker-'));
-  const script = path.join(dir, 'workers.js');
-  const loader = `(() => {
-    const path = require('path');
-    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
-      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
-  })()`;
-  fs.writeFileSync(script, `
+  const out = runChild(`
     const { Worker } = require('worker_threads');
-    const n = ${loader};
+    const n = ${ADDON_JS};
     const ones = (k) => n.fromBuffer(new Float32Array(k * k).fill(1), [k, k], 'f32', 'cpu');
     const workerCode = \`
       const { parentPort } = require('worker_threads');
-      const n = ${loader.replace(/`/g, '\\`')};
+      const n = ${ADDON_JS.replace(/`/g, '\\`')};
       const a = n.fromBuffer(new Float32Array(512 * 512).fill(1), [512, 512], 'f32', 'cpu');
       let c = a;
       for (let i = 0; i < 12; i++) {
@@ -368,32 +378,14 @@ test('a worker thread terminated with reads and syncs still queued does not take
       const v = new Float32Array(await n.read(c));
       console.log('MAIN ' + v[0] + ' ' + v[4095]);
     })().catch((e) => { console.log('ERR ' + e.message); process.exit(1); });
-  `);
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
-  const r = spawnSync(process.execPath, [script], { env, encoding: 'utf8', timeout: 120_000 });
-  fs.rmSync(dir, { recursive: true, force: true });
-  const out = r.stdout + r.stderr;
-  assert.is(r.status, 0, out);
+  `, {}, 120_000);
   assert.match(out, /MAIN 64 64/);
 });
 
 test('thread count: HYPERSD_THREADS is checked, and a cgroup CPU quota caps the default (v2 cpu.max, v1 cfs)', () => {
-  const addonJs = `(() => {
-    const path = require('path');
-    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
-      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
-  })()`;
-  const threads = (extra: NodeJS.ProcessEnv) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
-    delete env.HYPERSD_THREADS;
-    Object.assign(env, extra);
-    if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
-    const code = `const n = ${addonJs}; try { console.log('THREADS ' + n.threads()); } catch (e) { console.log('ERR ' + e.message); }`;
-    const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout: 60_000 });
-    assert.is(r.status, 0, r.stdout + r.stderr);
-    return r.stdout.trim();
-  };
+  const threads = (extra: NodeJS.ProcessEnv) =>
+    runChild(`const n = ${ADDON_JS}; try { console.log('THREADS ' + n.threads()); } catch (e) { console.log('ERR ' + e.message); }`,
+      { HYPERSD_THREADS: undefined, ...extra }).trim();
   const avail = Number(/THREADS (\d+)/.exec(threads({}))![1]);
   assert.ok(avail >= 1 && avail <= os.cpus().length, `default ${avail} threads`);
   assert.is(threads({ HYPERSD_THREADS: '3' }), 'THREADS 3');
@@ -447,22 +439,11 @@ test('a CPU tensor larger than the memory the process may use is an Error, not a
   // 4 TB: more than any machine this runs on (large blocks are mapped without the kernel's overcommit check).
   assert.throws(() => hs.empty([1_000_000, 1_000_000]), /out of memory on cpu: a tensor of 4000000000000 bytes is more than the \d+ bytes this process may use/);
   if (process.platform !== 'linux') return;
-  const addonJs = `(() => {
-    const path = require('path');
-    return process.env.HYPERSD_ADDON ? require(path.resolve(process.env.HYPERSD_ADDON))
-      : require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.resolve(__dirname, '..'))});
-  })()`;
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-cgroup-mem-'));
   try {
-    const run = () => {
-      const env: NodeJS.ProcessEnv = { ...process.env, HYPERSD_CGROUP_ROOT: root };
-      if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
-      // Nothing is written into these tensors, so no page is touched.
-      const code = `const n = ${addonJs}; for (const gib of [1.5, 3]) { try { n.empty([gib * 2 ** 28], 'f32', 'cpu'); console.log(gib + ' OK'); } catch (e) { console.log(gib + ' ERR ' + e.message); } }`;
-      const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout: 60_000 });
-      assert.is(r.status, 0, r.stdout + r.stderr);
-      return r.stdout;
-    };
+    // Nothing is written into these tensors, so no page is touched.
+    const run = () => runChild(`const n = ${ADDON_JS}; for (const gib of [1.5, 3]) { try { n.empty([gib * 2 ** 28], 'f32', 'cpu'); ` +
+      `console.log(gib + ' OK'); } catch (e) { console.log(gib + ' ERR ' + e.message); } }`, { HYPERSD_CGROUP_ROOT: root });
     fs.writeFileSync(path.join(root, 'memory.max'), `${2 * 2 ** 30}\n`);  // cgroup v2: 2 GiB
     let out = run();
     assert.match(out, /1\.5 OK/);

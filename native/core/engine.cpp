@@ -157,8 +157,9 @@ int default_threads() {
   if (const char* e = std::getenv("HYPERSD_THREADS")) {
     char* end = nullptr;
     const long n = std::strtol(e, &end, 10);
-    if (end == e || *end != '\0' || n < 1 || n > 1024)
-      throw Error(std::string("HYPERSD_THREADS must be a whole number of threads from 1 to 1024, got '") + e + "'");
+    if (end == e || *end != '\0' || n < 1 || n > kMaxThreads)
+      throw Error("HYPERSD_THREADS must be a whole number of threads from 1 to " + std::to_string(kMaxThreads) +
+                  ", got '" + e + "'");
     return (int)n;
   }
   return available_cpus();
@@ -186,7 +187,8 @@ Stream::~Stream() {
 }
 
 void Stream::set_threads(int n) {
-  if (n < 1 || n > 1024) throw Error("set_threads: threads must be from 1 to 1024, got " + std::to_string(n));
+  if (n < 1 || n > kMaxThreads)
+    throw Error("set_threads: threads must be from 1 to " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
   // The pool is replaced in stream order by the stream's own worker, so an op that another thread (a
   // worker_threads Worker) enqueues meanwhile never runs on a pool being destroyed.
   enqueue_task("set_threads", [this, n] { pool_ = std::make_unique<ThreadPool>(n); });

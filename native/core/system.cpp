@@ -1,8 +1,8 @@
-// What the machine lets this process use: CPUs (affinity mask, cgroup CPU quota) and memory (RAM + swap,
-// cgroup memory limit). The CPU stream sizes its pool from the first; the allocator refuses a single tensor
-// larger than the second (its large blocks are mapped with MAP_NORESERVE, which skips the kernel's own
-// overcommit check: a 40 GB tensor on a 24 GB machine was "allocated" and the process killed when it was
-// filled).
+// What the machine lets this process use: CPUs (affinity mask, cgroup CPU quota), memory (RAM + swap, cgroup
+// memory limit), and the last-level cache's size. The CPU stream sizes its pool from the first; the allocator
+// refuses a single tensor larger than the second (its large blocks are mapped with MAP_NORESERVE, which skips
+// the kernel's own overcommit check: a 40 GB tensor on a 24 GB machine was "allocated" and the process killed
+// when it was filled); group norm and Winograd size their work by the third.
 // Limits in a container come from its cgroup: v2 files (cpu.max, memory.max) in the process's cgroup and each
 // ancestor (a limit anywhere up the tree applies), v1 files of the cpu / memory controllers' hierarchies. The
 // cgroup's own folder is tried, then the mount's root (inside a container the path in /proc/self/cgroup may
@@ -89,43 +89,50 @@ std::vector<std::string> v1_dirs(const Cgroups& g, const std::string& dir, const
   return out;
 }
 
+// The smallest positive limit read(dir) finds over the v2 folders, else over the v1 ones; 0 when none is set.
+template <class V2, class V1>
+double smallest_limit(const Cgroups& g, V2 read_v2, const std::vector<std::string>& v1, V1 read_v1) {
+  double limit = 0;
+  auto take = [&](double v) {
+    if (v > 0 && (limit == 0 || v < limit)) limit = v;
+  };
+  for (const std::string& d : v2_dirs(g)) take(read_v2(d));
+  if (limit > 0) return limit;
+  for (const std::string& d : v1) take(read_v1(d));
+  return limit;
+}
+
 // The CPU quota as a number of CPUs, 0 when none is set.
 double cgroup_cpu_limit(const Cgroups& g) {
-  double limit = 0;
-  auto take = [&](double cpus) {
-    if (cpus > 0 && (limit == 0 || cpus < limit)) limit = cpus;
-  };
-  for (const std::string& d : v2_dirs(g)) {  // cpu.max: "max 100000" or "<quota> <period>"
-    std::istringstream f(first_line(d + "/cpu.max"));
-    std::string quota;
-    double period = 0;
-    if (f >> quota >> period && quota != "max" && period > 0) take(std::atof(quota.c_str()) / period);
-  }
-  if (limit > 0) return limit;
-  for (const std::string& d : v1_dirs(g, g.cpu_dir, g.cpu_path, {"cpu,cpuacct", "cpu"})) {
-    const double quota = std::atof(first_line(d + "/cpu.cfs_quota_us").c_str());  // -1: no limit
-    const double period = std::atof(first_line(d + "/cpu.cfs_period_us").c_str());
-    if (quota > 0 && period > 0) take(quota / period);
-  }
-  return limit;
+  return smallest_limit(
+      g,
+      [](const std::string& d) {  // cpu.max: "max 100000" or "<quota> <period>"
+        std::istringstream f(first_line(d + "/cpu.max"));
+        std::string quota;
+        double period = 0;
+        return f >> quota >> period && quota != "max" && period > 0 ? std::atof(quota.c_str()) / period : 0.0;
+      },
+      v1_dirs(g, g.cpu_dir, g.cpu_path, {"cpu,cpuacct", "cpu"}),
+      [](const std::string& d) {  // a quota of -1: no limit
+        const double quota = std::atof(first_line(d + "/cpu.cfs_quota_us").c_str());
+        const double period = std::atof(first_line(d + "/cpu.cfs_period_us").c_str());
+        return quota > 0 && period > 0 ? quota / period : 0.0;
+      });
 }
 
 // The memory limit in bytes, 0 when none is set.
 double cgroup_memory_limit(const Cgroups& g) {
-  double limit = 0;
-  auto take = [&](double bytes) {
-    if (bytes > 0 && (limit == 0 || bytes < limit)) limit = bytes;
-  };
-  for (const std::string& d : v2_dirs(g)) {  // memory.max: "max" or bytes
-    const std::string v = first_line(d + "/memory.max");
-    if (!v.empty() && v != "max") take(std::atof(v.c_str()));
-  }
-  if (limit > 0) return limit;
-  for (const std::string& d : v1_dirs(g, g.mem_dir, g.mem_path, {"memory"})) {
-    const double v = std::atof(first_line(d + "/memory.limit_in_bytes").c_str());
-    if (v > 0 && v < 1e18) take(v);  // "no limit" reads as ~9.2e18
-  }
-  return limit;
+  return smallest_limit(
+      g,
+      [](const std::string& d) {  // memory.max: "max" or bytes
+        const std::string v = first_line(d + "/memory.max");
+        return v.empty() || v == "max" ? 0.0 : std::atof(v.c_str());
+      },
+      v1_dirs(g, g.mem_dir, g.mem_path, {"memory"}),
+      [](const std::string& d) {  // "no limit" reads as ~9.2e18
+        const double v = std::atof(first_line(d + "/memory.limit_in_bytes").c_str());
+        return v < 1e18 ? v : 0.0;
+      });
 }
 
 }  // namespace
@@ -141,6 +148,23 @@ int available_cpus() {
   if (quota > 0) n = std::max(1, std::min(n, (int)std::ceil(quota - 1e-9)));
 #endif
   return n;
+}
+
+// Not sysconf(_SC_LEVEL3_CACHE_SIZE): on the EPYC development VM glibc reads 384 MiB there from cpuid (the whole
+// package's L3), where the VM's CPU has 32 MiB; sysfs sizes read like "32768K".
+size_t last_level_cache_bytes() {
+  static const size_t bytes = [] {
+    size_t best = 0;
+    for (int i = 0; i < 8; ++i) {
+      const std::string v = first_line("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      const size_t unit = *end == 'K' || *end == 'k' ? 1024 : *end == 'M' ? 1 << 20 : 1;
+      best = std::max(best, (size_t)n * unit);
+    }
+    return best > 0 ? best : (size_t)32 << 20;
+  }();
+  return bytes;
 }
 
 double memory_limit_bytes() {

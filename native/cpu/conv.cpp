@@ -359,7 +359,7 @@ bool wino_small(const ConvGeom& g, int64_t cout, int m) {
   if (v && std::string(v) == "big") return false;
   const int64_t tiles = g.N * ((g.Ho + m - 1) / m) * ((g.Wo + m - 1) / m);
   const double v_bytes = (double)(m + 2) * (m + 2) * ((tiles + MR - 1) / MR * MR) * g.C * sizeof(float);
-  return tiles <= 128 && v_bytes <= 0.5 * (double)gemm::last_level_cache_bytes();
+  return tiles <= 128 && v_bytes <= 0.5 * (double)last_level_cache_bytes();
 }
 
 // Winograd F(m x m, 3 x 3) with the variant wino_small picks.

@@ -25,7 +25,6 @@
 #include <sys/mman.h>
 #endif
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -351,28 +350,6 @@ inline bool pair_panels(const Mk& mk, int64_t jp, int64_t jp1, int64_t j, int64_
 
 float* thread_scratch(int slot, size_t n) { return tl_other[slot].get(n); }
 
-// Not sysconf(_SC_LEVEL3_CACHE_SIZE): on the EPYC development VM glibc reads 384 MiB there from cpuid (the whole
-// package's L3), where the VM's CPU has 32 MiB; sysfs sizes read like "32768K".
-size_t last_level_cache_bytes() {
-  static const size_t bytes = [] {
-    size_t best = 0;
-    for (int i = 0; i < 8; ++i) {
-      const std::string f = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size";
-      FILE* fp = std::fopen(f.c_str(), "r");
-      if (!fp) continue;
-      char buf[32] = {0};
-      const size_t n = std::fread(buf, 1, sizeof buf - 1, fp);
-      std::fclose(fp);
-      buf[n] = 0;
-      char* end = nullptr;
-      const unsigned long long v = std::strtoull(buf, &end, 10);
-      const size_t b = (size_t)v * (end && (*end == 'K' || *end == 'k') ? 1024 : end && *end == 'M' ? 1 << 20 : 1);
-      best = std::max(best, b);
-    }
-    return best > 0 ? best : (size_t)32 << 20;
-  }();
-  return bytes;
-}
 
 float act_scalar(float x, int act) {
   switch (act) {

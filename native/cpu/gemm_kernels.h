@@ -120,10 +120,6 @@ inline bool using_avx2() {
 // Winograd transforms) are called only then, so an AVX2-only CPU never runs their code.
 inline bool using_avx512() { return &kernels() == avx512_kernels(); }
 
-// The last-level cache a core sees, in bytes (Linux sysfs: the highest cache index of cpu0; 32 MiB when it does
-// not say): group norm streams its output past twice it, Winograd picks its variant by it.
-size_t last_level_cache_bytes();
-
 // Zeros to point padding rows at (kMaxKC floats, so also as many half values).
 extern const float kZeros[];
 

@@ -150,7 +150,7 @@ void group_norm_kernel(const OpContext& c) {
   // decoder's 67-268 MB activations) is written with streaming stores: its lines are not read from memory
   // before being overwritten (a third of the pass's traffic) and it does not flush what the cache holds; the
   // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
-  const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)gemm::last_level_cache_bytes();
+  const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
   c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;

@@ -347,9 +347,7 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
-    int n = info[0].As<Napi::Number>().Int32Value();
-    if (n < 1) throw hsd::Error("threads must be >= 1");
-    hsd::stream(Device::CPU).set_threads(n);
+    hsd::stream(Device::CPU).set_threads(info[0].As<Napi::Number>().Int32Value());  // it checks the count
     return info.Env().Undefined();
   });
 }

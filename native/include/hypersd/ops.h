@@ -152,13 +152,18 @@ void run_op_now(const OpDef& def, Device d, const std::vector<Tensor>& in, const
 // Convenience: enqueue on the stream of the first output's device.
 void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs = {});
 void enqueue(const OpDef& def, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs = {});
-// The CPU stream's thread count: HYPERSD_THREADS (an Error if it is not a number from 1 to 1024), else
+// The most threads a CPU stream's pool takes (HYPERSD_THREADS, Stream::set_threads).
+constexpr int kMaxThreads = 1024;
+// The CPU stream's thread count: HYPERSD_THREADS (an Error if it is not a number from 1 to kMaxThreads), else
 // available_cpus().
 int default_threads();
 // CPUs this process may run on: its affinity mask (taskset, cpusets), capped by its cgroup's CPU quota rounded
 // up (cgroup v2 cpu.max, v1 cpu.cfs_quota_us): a container limited to 2 CPUs on a 64-core host gets 2 threads,
 // not 64 that the quota would throttle.
 int available_cpus();
+// The last-level cache a core sees, in bytes (Linux sysfs: the highest cache index of cpu0; 32 MiB when it does
+// not say): group norm streams its output past twice it, Winograd picks its variant by it.
+size_t last_level_cache_bytes();
 
 // Registration entry points implemented by native/cpu and native/cuda.
 void register_cpu_kernels(OpRegistry& r);

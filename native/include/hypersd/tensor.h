@@ -30,6 +30,10 @@ struct Error : std::runtime_error {
   explicit Error(const std::string& m) : std::runtime_error(m) {}
 };
 
+// The memory this process may use, in bytes: RAM + swap, or its cgroup's memory limit if lower; 0 when unknown
+// (native/core/system.cpp). A single CPU tensor larger than this is refused with an Error.
+double memory_limit_bytes();
+
 // A device buffer owned through shared_ptr. Freeing is stream-ordered. On CUDA, kernels queued on the stream
 // hold a reference, so the memory returns to the allocator's cache after the last queued launch, and later
 // launches on the same stream may take it. On the CPU stream, queued op tasks hold only non-owning aliases
@@ -41,10 +45,6 @@ struct Error : std::runtime_error {
 // no task borrowed, e.g. the widened copy a kernel makes, is free for all at once). This keeps the CPU's peak
 // memory that of eager execution however far JS runs ahead, and a block freed a moment ago (still in cache) is
 // the first one reused.
-// The memory this process may use, in bytes: RAM + swap, or its cgroup's memory limit if lower; 0 when unknown
-// (native/core/system.cpp). A single CPU tensor larger than this is refused with an Error.
-double memory_limit_bytes();
-
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;

@@ -33,6 +33,12 @@ function binary(op: 'add' | 'sub' | 'mul' | 'div', a: Tensor, b: Tensor | number
     if (op === 'add') return affine(a, 1, b);
     if (op === 'sub') return affine(a, 1, -b);
     if (op === 'mul') return affine(a, b, 0);
+    // a / b as a * (1 / b), the factor in f32: for |b| below 2^-126 (1 / b past FLT_MAX: 1e-3 / 1e-39 gave
+    // inf, 0 / 1e-39 NaN) or above 2^126 (1 / b subnormal, its bits lost) through a power of two, exactly:
+    // a * 2^64 * (1 / (b 2^64)), or a * (1 / (b 2^-64)) * 2^-64.
+    const ab = Math.abs(b);
+    if (ab !== 0 && ab < 2 ** -126) return affine(affine(a, 2 ** 64, 0), 1 / (b * 2 ** 64), 0);
+    if (ab > 2 ** 126 && Number.isFinite(b)) return affine(affine(a, 1 / (b * 2 ** -64), 0), 2 ** -64, 0);
     return affine(a, 1 / b, 0);
   }
   checkFloat(op, 'b', b);

@@ -18,13 +18,13 @@ export interface TimestepEmbeddingOptions {
  * diffusers get_timestep_embedding: t [B] -> [B, dim], float32 arithmetic as torch does it.
  * @example timestepEmbedding(t, 320, { flipSinToCos: true, freqShift: 0 })
  */
-export function timestepEmbedding(t: Tensor, dim: number, o: TimestepEmbeddingOptions): Tensor {
+export function timestepEmbedding(t: Tensor, dim: number, o: TimestepEmbeddingOptions = {}): Tensor {
   const op = 'timestepEmbedding';
   checkFloat(op, 't', t);
   checkRank(op, 't', t, 1);
   if (!Number.isInteger(dim) || dim < 1) throw new Error(`${op}: dim must be a positive integer, got ${dim}`);
   const maxPeriod = o?.maxPeriod ?? 10000, scale = o?.scale ?? 1, freqShift = o?.freqShift ?? 0;
-  if (!(maxPeriod > 0)) throw new Error(`${op}: maxPeriod must be > 0, got ${maxPeriod}`);
+  if (!(maxPeriod > 0) || !Number.isFinite(maxPeriod)) throw new Error(`${op}: maxPeriod must be a finite number > 0, got ${maxPeriod}`);
   if (!Number.isFinite(freqShift) || !Number.isFinite(scale)) throw new Error(`${op}: freqShift and scale must be finite numbers`);
   if (dim >= 2 && Math.floor(dim / 2) - freqShift === 0) throw new Error(`${op}: dim/2 - freqShift must not be 0 (dim ${dim}, freqShift ${freqShift})`);
   const y = out([t.shape[0], dim], t);

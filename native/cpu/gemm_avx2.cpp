@@ -33,10 +33,13 @@ using avx2::exp_ps;
 using avx2::transpose8;
 
 
-// x * sigmoid(k x)
+// x * sigmoid(k x). exp_ps clamps its argument at 88, so below k x = -87 the quotient x / (1 + e^88) is
+// replaced by x * 0 (-0, or NaN for x = -inf, as x * sigmoid(-inf) is): it had left x / 1.65e38, e.g. -2.06
+// for quick_gelu(-3.4e38) and -0.06 at -1e37, where the result is ~0 (|x e^(k x)| < 1.4e-36 there).
 HSD_INLINE __m256 x_sigmoid(__m256 x, __m256 kx) {
   __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), kx));
-  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+  const __m256 q = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+  return _mm256_blendv_ps(q, _mm256_mul_ps(x, _mm256_setzero_ps()), _mm256_cmp_ps(kx, _mm256_set1_ps(-87.f), _CMP_LT_OQ));
 }
 
 // x * Phi(x), Phi the standard normal CDF = erfc(-x / sqrt2) / 2.
@@ -53,7 +56,9 @@ HSD_INLINE __m256 gelu_erf(__m256 x) {
                                    exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)))));
   __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
   __m256 phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.f), half_erfc), half_erfc, neg);
-  return _mm256_mul_ps(x, phi);
+  // x enters the product as max(-FLT_MAX, x) (a NaN stays NaN: maxps returns its second operand then), so
+  // gelu(-inf) = -0 as the portable gelu_f gives, not -inf * 0 = NaN.
+  return _mm256_mul_ps(_mm256_max_ps(_mm256_set1_ps(-3.40282347e38f), x), phi);
 }
 
 HSD_INLINE __m256 act_ps(__m256 x, int act) {

@@ -2,11 +2,12 @@
 //
 // group_norm: a group is C/G adjacent channels of every one of the S positions, so its elements are strided
 // runs. Pass 1 splits each image's S positions into blocks that are summed in parallel (per-channel float sums
-// of x - K and its square over the block's rows, K the group's first element, so a large mean does not cancel
-// the variance away; then per group in double); the blocks are reduced per (n, group). Pass 2 normalises row
-// by row (four rows together with AVX2 when x fits the cache) with per-channel mean/(rstd*gamma)/beta vectors,
-// a loop over C that vectorises. The input is read twice; a single-read fused version would need the whole
-// image in cache and is a later performance step.
+// of x - K and its square over the block's rows, K the block's first row, then per channel in double the
+// block's mean and centred sum of squares, summed again around the mean where the pivot was an outlier), and
+// the blocks' per-group (mean, M2) combine per (n, group) by Chan's formula. Pass 2 normalises row by row
+// (four rows together with AVX2 when x fits the cache) with per-channel shift/scale/offset vectors, a loop
+// over C that vectorises. The input is read twice; a single-read fused version would need the whole image in
+// cache (or the statistics from the producing op).
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
 // the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time, its
 // AVX-512 compile 16-lane partials with the blocks of four rows software-pipelined (ln_rows16).
@@ -64,19 +65,20 @@ void group_norm_kernel(const OpContext& c) {
   float* py = y.data<float>();
   if (x.numel() == 0) return;
 
-  // Pass 1: partial sums per (n, S-block, group). Each block accumulates per channel (x - K_c and its square,
-  // K_c the first element of the channel's group: a value of the group, so a large mean does not cancel the
-  // variance away) in one vectorised pass over its rows, then folds the channels into groups in double.
+  // Pass 1: per (n, S-block), per-channel float sums of x - K and its square over the block's rows, with K the
+  // block's first row (its channels' pivots: no shifts to fill), then, per channel in double, the block's
+  // channel mean and centred sum of squares M2 = S2 - S1^2 / rows, folded into per-group (mean, M2) by Chan's
+  // combination. A pivot far from its channel's block mean (an outlier in the first row) would make S2 - S1^2 /
+  // rows cancel: such a channel (S2 > 4 M2) is summed again, in double around its mean, from the block (in L2
+  // by then). With one pivot per group (its first element, sessions 1-18), an outlier there cost the variance
+  // its digits: a first element 1000 std from the mean gave rstd off by 1.4e-3 (a fuzzed case).
   // Blocks of a power of two rows, at most 256 and at most 64K values (each channel's float sums run over a
-  // block's rows): [4096, 320] in 32 blocks of 128 rows, a multiple of 2, 4, 8 or 16 threads. Per block
-  // the kernel fills the shifts and folds 2C float sums into groups in double, once per block: against 16K-value
-  // blocks (81 of 51 rows) the pass went 39-43 -> 35 us on two threads and the serial fold of the blocks'
-  // partials 2.0 -> 0.8 us (timers around the passes, alternated; 21 blocks of 204 rows, then the power of two:
-  // within noise, +1%). The split depends on C only, so the result does not depend on the thread count.
+  // block's rows): [4096, 320] in 32 blocks of 128 rows. The split depends on C only, so the result does not
+  // depend on the thread count.
   int64_t rows_per_block = 1;
   while (rows_per_block * 2 <= std::min<int64_t>(256, (1 << 16) / std::max<int64_t>(C, 1))) rows_per_block *= 2;
   int64_t nblk = (S + rows_per_block - 1) / rows_per_block;
-  std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);
+  std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);  // per (n, block, group): mean, M2
   const bool avx2 = gemm::using_avx2();
   const bool avx512 = gemm::using_avx512();  // the apply pass 16 lanes at a time
   // The AVX2 passes take four rows at a time when x is small enough to stay in the last-level cache between
@@ -84,61 +86,93 @@ void group_norm_kernel(const OpContext& c) {
   // it streams from memory (the VAE's [262144, 128] and [65536, 256]: the four interleaved rows ran the
   // normalise pass 1.5x slower and the statistics 1.1-1.2x; measured side by side in one process).
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);
-  // (The shifts are filled group by group: a division per channel, as `ch / Cg`, cost the statistics pass ~40%
-  // on [4096, 320]: 54 -> 34 us a thread, 81 blocks of 320 channels.)
   c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
-    std::vector<float> kc((size_t)C), a1((size_t)C), a2((size_t)C);
+    std::vector<float> a1((size_t)C), a2((size_t)C);
+    std::vector<double> mc((size_t)C), m2c((size_t)C);
     for (int64_t t = s; t < e; ++t) {
       int64_t n = t / nblk, blk = t % nblk;
-      int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block);
-      for (int64_t g = 0; g < G; ++g) std::fill(&kc[(size_t)(g * Cg)], &kc[(size_t)(g * Cg)] + Cg, px[n * S * C + g * Cg]);
+      int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block), rows = r1 - r0;
       std::fill(a1.begin(), a1.end(), 0.f);
       std::fill(a2.begin(), a2.end(), 0.f);
       const float* xb = px + (n * S + r0) * C;
+      const float* kc = xb;  // the pivots: the block's first row
       if (avx2) {
-        (avx512 ? pw_avx512::gn_sums : pw_avx2::gn_sums)(xb, r1 - r0, C, kc.data(), a1.data(), a2.data(), by4);
+        (avx512 ? pw_avx512::gn_sums : pw_avx2::gn_sums)(xb, rows, C, kc, a1.data(), a2.data(), by4);
       } else {
-        for (int64_t r = 0; r < r1 - r0; ++r) {
+        for (int64_t r = 0; r < rows; ++r) {
           const float* xr = xb + r * C;
           for (int64_t ch = 0; ch < C; ++ch) {
-            float d = xr[ch] - kc[(size_t)ch];
+            float d = xr[ch] - kc[ch];
             a1[(size_t)ch] += d;
             a2[(size_t)ch] += d * d;
           }
         }
       }
+      const double inv = 1.0 / (double)rows;
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const double s1 = a1[(size_t)ch], s2 = a2[(size_t)ch], off = s1 * inv, m2 = s2 - s1 * off;
+        mc[(size_t)ch] = (double)kc[ch] + off;
+        m2c[(size_t)ch] = m2;
+      }
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const double s2 = a2[(size_t)ch];
+        if (s2 <= 4.0 * m2c[(size_t)ch]) continue;  // also false for NaN: it propagates through the sums
+        // Summed again around the channel's block mean (rare: the pivot lay > sqrt(3) std from it).
+        const double m = mc[(size_t)ch];
+        double d1 = 0, d2 = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const double d = (double)xb[r * C + ch] - m;
+          d1 += d;
+          d2 += d * d;
+        }
+        mc[(size_t)ch] = m + d1 * inv;
+        m2c[(size_t)ch] = d2 - d1 * d1 * inv;
+      }
       double* acc = &part[(size_t)t * G * 2];
       for (int64_t g = 0; g < G; ++g) {
-        double s1 = 0, s2 = 0;
+        const double* mg = &mc[(size_t)(g * Cg)];
+        const double* qg = &m2c[(size_t)(g * Cg)];
+        double sm = 0, sq = 0;
+        for (int64_t k = 0; k < Cg; ++k) sm += mg[k];
+        const double mean = sm / (double)Cg;
         for (int64_t k = 0; k < Cg; ++k) {
-          s1 += a1[(size_t)(g * Cg + k)];
-          s2 += a2[(size_t)(g * Cg + k)];
+          const double dm = mg[k] - mean;
+          sq += qg[k] + (double)rows * dm * dm;
         }
-        acc[2 * g] = s1;
-        acc[2 * g + 1] = s2;
+        acc[2 * g] = mean;
+        acc[2 * g + 1] = sq;
       }
     }
   });
 
-  // Per channel of each image: the shift K (a value of the group, exact in f32), a = rstd * gamma and
-  // b' = beta - (mean - K) a, so that y = (x - K) a + b' [, silu]: x - K is accurate when |mean| >> std (K is
-  // near the mean), and the small remainder mean - K is folded into b' in double. One operation a vector fewer
-  // than ((x - K) - dm) a + beta: the AVX-512 apply with SiLU 7.2 -> 6.45 cycles a vector (one core, L1).
+  // Per channel of each image: the shift K = the group mean rounded to float, a = rstd * gamma and
+  // b' = beta - (mean - K) a, so that y = (x - K) a + b' [, silu]: x - K is exact when |mean| >> std (x is
+  // within a factor 2 of K), and the small remainder mean - K is folded into b' in double. One operation a
+  // vector fewer than ((x - K) - dm) a + beta: the AVX-512 apply with SiLU 7.2 -> 6.45 cycles a vector (one
+  // core, L1). The blocks' (mean, M2) combine per group in a fixed order (Chan et al.).
   std::vector<float> k_c((size_t)(N * C)), b_c((size_t)(N * C)), scale_c((size_t)(N * C));
-  double cnt = (double)S * (double)Cg;
+  const double cnt = (double)S * (double)Cg;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
-      double s1 = 0, s2 = 0, K = px[n * S * C + g * Cg];
+      double sm = 0, sq = 0;
       for (int64_t b = 0; b < nblk; ++b) {
-        s1 += part[(size_t)((n * nblk + b) * G + g) * 2];
-        s2 += part[(size_t)((n * nblk + b) * G + g) * 2 + 1];
+        const double nb = (double)(std::min(S, (b + 1) * rows_per_block) - b * rows_per_block) * (double)Cg;
+        sm += nb * part[(size_t)((n * nblk + b) * G + g) * 2];
       }
-      double dm = s1 / cnt, var = std::max(0.0, s2 / cnt - dm * dm);
-      double rstd = 1.0 / std::sqrt(var + eps);
+      const double mean = sm / cnt;
+      for (int64_t b = 0; b < nblk; ++b) {
+        const double nb = (double)(std::min(S, (b + 1) * rows_per_block) - b * rows_per_block) * (double)Cg;
+        const double dm = part[(size_t)((n * nblk + b) * G + g) * 2] - mean;
+        sq += part[(size_t)((n * nblk + b) * G + g) * 2 + 1] + nb * dm * dm;
+      }
+      const double var = std::max(0.0, sq / cnt);
+      const double rstd = 1.0 / std::sqrt(var + eps);
+      const float K = (float)mean;
+      const double dm = mean - (double)K;
       for (int64_t k = 0; k < Cg; ++k) {
         int64_t ch = g * Cg + k;
         const double a = rstd * pg[ch];
-        k_c[(size_t)(n * C + ch)] = (float)K;
+        k_c[(size_t)(n * C + ch)] = K;
         scale_c[(size_t)(n * C + ch)] = (float)a;
         b_c[(size_t)(n * C + ch)] = (float)((double)pb[ch] - dm * a);
       }
@@ -203,8 +237,11 @@ void layer_norm_kernel(const OpContext& c) {
         double d = xr[k] - mean;
         s2 += d * d;
       }
-      float m = (float)mean, rstd = (float)(1.0 / std::sqrt(s2 / (double)C + eps));
-      for (int64_t k = 0; k < C; ++k) yr[k] = (xr[k] - m) * rstd * pg[k] + pb[k];
+      // y = ((x - K) r - (mean - K) r) gamma + beta, K the row's first value: x - K is exact when |mean| >> std,
+      // where the mean rounded to float would cost ulp(mean) / std (as the vector kernels).
+      const float K = xr[0], rstd = (float)(1.0 / std::sqrt(s2 / (double)C + eps));
+      const float nmr = (float)(-(mean - (double)K) * (double)rstd);
+      for (int64_t k = 0; k < C; ++k) yr[k] = std::fma(xr[k] - K, rstd, nmr) * pg[k] + pb[k];
     }
   });
 }
@@ -264,9 +301,9 @@ void group_norm_backward_group(const float* xb, const float* db, float* dxb, con
       double d = xb[r * C + k] - mean;
       s2 += d * d;
     }
-  // x - mean as (x - K) - (mean - K) with K a value of the group, as the forward does: exact enough when
-  // |mean| >> std.
-  const float K = xb[0], fdm = (float)(mean - K), fr = (float)(1.0 / std::sqrt(s2 / cnt + eps));
+  // x - mean as (x - K) - (mean - K) with K the mean rounded to float, as the forward does: exact enough when
+  // |mean| >> std (the group's first element, used until session 19, could be an outlier far from the mean).
+  const float K = (float)mean, fdm = (float)(mean - K), fr = (float)(1.0 / std::sqrt(s2 / cnt + eps));
   if (kSilu) dz_buf.resize((size_t)(S * Cg));
   std::vector<float> dgf((size_t)Cg), dbf((size_t)Cg);
   for (int64_t k = 0; k < Cg; ++k) dg[k] = dbeta[k] = 0.0;

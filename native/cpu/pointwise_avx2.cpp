@@ -52,6 +52,11 @@ static inline void vexp2_split(__m256 t, __m256& f, __m256& n) {
 static inline __m256 vscale2n(__m256 p, __m256 n) {  // p * 2^n, n integral in [-126, 127]: 2^n added to the exponent field
   return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23)));
 }
+// SiLU's quotient y of x where the clamp at n = 127 bounded 2^t (x < -88.03): x * 0 instead (-0, or NaN for
+// x = -inf, as the 16-lane vscalefps overflow gives), not x / 2^127 (-2.0 at x = -3.4e38, -0.06 at -1e37).
+static inline __m256 vsilu_low(__m256 y, __m256 x) {
+  return _mm256_blendv_ps(y, _mm256_mul_ps(x, _mm256_setzero_ps()), _mm256_cmp_ps(x, _mm256_set1_ps(-88.0f), _CMP_LT_OQ));
+}
 #ifdef __AVX512F__
 static inline __m512 vset(__m512, float c) { return _mm512_set1_ps(c); }
 static inline __m512 vmul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
@@ -78,6 +83,7 @@ static inline void vexp2_split(__m512 t, __m512& f, __m512& n) {
 static inline __m512 vscale2n(__m512 p, __m512 n) {  // one vscalefps: p 2^floor(n), a normal product
   return _mm512_scalef_ps(p, n);
 }
+static inline __m512 vsilu_low(__m512 y, __m512) { return y; }  // vscalefps overflows to inf: y is -0 already
 #endif
 
 #ifdef __AVX512F__
@@ -220,7 +226,7 @@ static inline __attribute__((always_inline)) void silu_v(const V* v, V* y) {
 #pragma GCC unroll 4
   for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 0.99999994f));
 #pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) y[j] = vdiv(v[j], vadd(vset(z0, 1.f), vscale2n(p[j], n[j])));
+  for (int j = 0; j < R; ++j) y[j] = vsilu_low(vdiv(v[j], vadd(vset(z0, 1.f), vscale2n(p[j], n[j]))), v[j]);
 }
 static inline __m256 silu_ps(__m256 v) {
   __m256 y;
@@ -574,22 +580,27 @@ template <int R>
 inline __attribute__((always_inline)) void ln_block(const float* x, float* y, int64_t C, const float* gamma,
                                                    const float* beta, double eps) {
   const int64_t C8 = C / 8 * 8;
-  __m256 s0[R], s1[R];
-  for (int r = 0; r < R; ++r) s0[r] = s1[r] = _mm256_setzero_ps();
+  // The first pass sums x - K, K the row's first value (a constant row sums to exactly 0, so its mean is K
+  // and its output exactly beta: plain sums had left a mean a few ulps off, times rstd = 1 / sqrt(eps)).
+  __m256 s0[R], s1[R], vk[R];
+  for (int r = 0; r < R; ++r) {
+    s0[r] = s1[r] = _mm256_setzero_ps();
+    vk[r] = _mm256_set1_ps(x[r * C]);
+  }
   int64_t c = 0;
   for (; c + 16 <= C8; c += 16)
     for (int r = 0; r < R; ++r) {
-      s0[r] = _mm256_add_ps(s0[r], _mm256_loadu_ps(x + r * C + c));
-      s1[r] = _mm256_add_ps(s1[r], _mm256_loadu_ps(x + r * C + c + 8));
+      s0[r] = _mm256_add_ps(s0[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vk[r]));
+      s1[r] = _mm256_add_ps(s1[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * C + c + 8), vk[r]));
     }
   if (c < C8)
-    for (int r = 0; r < R; ++r) s0[r] = _mm256_add_ps(s0[r], _mm256_loadu_ps(x + r * C + c));
+    for (int r = 0; r < R; ++r) s0[r] = _mm256_add_ps(s0[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vk[r]));
   double mean[R];
   __m256 vm[R];
   for (int r = 0; r < R; ++r) {
     double sum = fold_d(_mm256_add_ps(s0[r], s1[r]));
-    for (int64_t k = C8; k < C; ++k) sum += x[r * C + k];
-    mean[r] = sum / (double)C;
+    for (int64_t k = C8; k < C; ++k) sum += x[r * C + k] - x[r * C];
+    mean[r] = (double)x[r * C] + sum / (double)C;
     vm[r] = _mm256_set1_ps((float)mean[r]);
     s0[r] = s1[r] = _mm256_setzero_ps();
   }
@@ -605,7 +616,7 @@ inline __attribute__((always_inline)) void ln_block(const float* x, float* y, in
       const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vm[r]);
       s0[r] = _mm256_fmadd_ps(d0, d0, s0[r]);
     }
-  float rstd[R];
+  float rstd[R], nmr[R];
   for (int r = 0; r < R; ++r) {
     double ss = fold_d(_mm256_add_ps(s0[r], s1[r]));
     for (int64_t k = C8; k < C; ++k) {
@@ -615,23 +626,28 @@ inline __attribute__((always_inline)) void ln_block(const float* x, float* y, in
     // ss is centred on the f32-rounded mean m: subtract the (tiny) bias of that rounding, C (mean - m)^2.
     const double dmr = mean[r] - (double)(float)mean[r];
     rstd[r] = (float)(1.0 / std::sqrt(std::max(0.0, ss / (double)C - dmr * dmr) + eps));
+    nmr[r] = (float)(-(mean[r] - (double)x[r * C]) * (double)rstd[r]);
   }
   // The output pass over the R rows together, gamma and beta loaded once per 8 columns for all of them: +13%
   // on [4096, 320] against one row at a time (bench/ab.ts side by side; prefetching the next four rows' input
-  // and output lines as well changed nothing measurable).
-  __m256 vr[R];
-  for (int r = 0; r < R; ++r) vr[r] = _mm256_set1_ps(rstd[r]);
+  // and output lines as well changed nothing measurable). x - mean as (x - K) r - (mean - K) r in one FMA:
+  // x - K is exact when |mean| >> std, where the mean rounded to float had cost ulp(mean) / std.
+  __m256 vr[R], vn[R];
+  for (int r = 0; r < R; ++r) {
+    vr[r] = _mm256_set1_ps(rstd[r]);
+    vn[r] = _mm256_set1_ps(nmr[r]);
+  }
   for (c = 0; c < C8; c += 8) {
     const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vm[r]), vr[r]);
+      const __m256 d = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r * C + c), vk[r]), vr[r], vn[r]);
       _mm256_storeu_ps(y + r * C + c, _mm256_fmadd_ps(d, g, b));
     }
   }
   for (int r = 0; r < R; ++r) {
-    const float m = (float)mean[r];
-    for (int64_t k = C8; k < C; ++k) y[r * C + k] = (x[r * C + k] - m) * rstd[r] * gamma[k] + beta[k];
+    const float K = x[r * C];
+    for (int64_t k = C8; k < C; ++k) y[r * C + k] = std::fma(x[r * C + k] - K, rstd[r], nmr[r]) * gamma[k] + beta[k];
   }
 }
 
@@ -651,7 +667,9 @@ inline __attribute__((always_inline)) double fold_d16(__m512 v) {
   return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
 }
 
-// The statistics of R rows (mean as vm, 1/std as vr, broadcast) in one pass: sums of d = x - k and of d^2 with
+// The statistics of R rows (broadcast: the pivot k as vm, 1/std as vr, -(mean - k)/std as vn, so the output
+// pass forms (x - mean)/std as (x - k) vr + vn in one FMA: exact x - k where the mean rounded to float had cost
+// ulp(mean) / std when |mean| >> std) in one pass: sums of d = x - k and of d^2 with
 // k the mean of the row's first 16 values (its first C if C < 16), so mean = k + S1/C and var = S2/C - (S1/C)^2,
 // where (S1/C)^2 is var / 16 typically: the subtraction loses next to nothing, and a large |mean| against std
 // cancels in x - k (exact for x near k), not in the variance. The two-pass form (mean, then centred squares)
@@ -659,7 +677,8 @@ inline __attribute__((always_inline)) double fold_d16(__m512 v) {
 // halves, 71-73 -> 63-65 us a call (memcpy 51-52 side by side). ln_rows16 overlaps the output pass of one
 // block of rows with the statistics of the next.
 template <int R>
-inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C, __m512* vm, __m512* vr, double eps) {
+inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C, __m512* vm, __m512* vr, __m512* vn,
+                                                     double eps) {
   const int64_t C16 = C / 16 * 16;
   const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
   const __mmask16 head = C >= 16 ? (__mmask16)0xffff : tail;
@@ -695,14 +714,17 @@ inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C,
   for (int r = 0; r < R; ++r) {
     const double dm = fold_d16(_mm512_add_ps(s0[r], s1[r])) / (double)C;
     const double ss = fold_d16(_mm512_add_ps(q0[r], q1[r])) / (double)C;
-    vm[r] = _mm512_set1_ps((float)((double)_mm512_cvtss_f32(k[r]) + dm));
-    vr[r] = _mm512_set1_ps((float)(1.0 / std::sqrt(std::max(0.0, ss - dm * dm) + eps)));
+    const float rstd = (float)(1.0 / std::sqrt(std::max(0.0, ss - dm * dm) + eps));
+    vm[r] = k[r];
+    vr[r] = _mm512_set1_ps(rstd);
+    vn[r] = _mm512_set1_ps((float)(-dm * (double)rstd));
   }
 }
 template <int R>
 inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, int64_t C, const __m512* vm,
-                                                   const __m512* vr, const float* gamma, const float* beta,
-                                                   const float* pfx = nullptr, const float* pfy = nullptr) {
+                                                   const __m512* vr, const __m512* vn, const float* gamma,
+                                                   const float* beta, const float* pfx = nullptr,
+                                                   const float* pfy = nullptr) {
   const int64_t C16 = C / 16 * 16;
   const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
   for (int64_t c = 0; c < C16; c += 16) {
@@ -716,14 +738,14 @@ inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, in
     const __m512 g = _mm512_loadu_ps(gamma + c), b = _mm512_loadu_ps(beta + c);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), vm[r]), vr[r]);
+      const __m512 d = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + r * C + c), vm[r]), vr[r], vn[r]);
       _mm512_storeu_ps(y + r * C + c, _mm512_fmadd_ps(d, g, b));
     }
   }
   if (tail) {
     const __m512 g = _mm512_maskz_loadu_ps(tail, gamma + C16), b = _mm512_maskz_loadu_ps(tail, beta + C16);
     for (int r = 0; r < R; ++r) {
-      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + r * C + C16), vm[r]), vr[r]);
+      const __m512 d = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + r * C + C16), vm[r]), vr[r], vn[r]);
       _mm512_mask_storeu_ps(y + r * C + C16, tail, _mm512_fmadd_ps(d, g, b));
     }
   }
@@ -731,9 +753,9 @@ inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, in
 template <int R>
 inline __attribute__((always_inline)) void ln_block16(const float* x, float* y, int64_t C, const float* gamma,
                                                      const float* beta, double eps) {
-  __m512 vm[R], vr[R];
-  ln_stats16<R>(x, C, vm, vr, eps);
-  ln_out16<R>(x, y, C, vm, vr, gamma, beta);
+  __m512 vm[R], vr[R], vn[R];
+  ln_stats16<R>(x, C, vm, vr, vn, eps);
+  ln_out16<R>(x, y, C, vm, vr, vn, gamma, beta);
 }
 #ifndef HSD_LN_PF
 #define HSD_LN_PF 1
@@ -741,18 +763,19 @@ inline __attribute__((always_inline)) void ln_block16(const float* x, float* y, 
 void ln_rows16(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
   int64_t r = 0;
   if (rows >= 4) {
-    __m512 vm[4], vr[4], wm[4], wr[4];
-    ln_stats16<4>(x, C, vm, vr, eps);
+    __m512 vm[4], vr[4], vn[4], wm[4], wr[4], wn[4];
+    ln_stats16<4>(x, C, vm, vr, vn, eps);
     for (r = 4; r + 4 <= rows; r += 4) {
-      ln_stats16<4>(x + r * C, C, wm, wr, eps);
+      ln_stats16<4>(x + r * C, C, wm, wr, wn, eps);
       const int64_t pr = std::min(r + 4 * HSD_LN_PF, rows - 4);
-      ln_out16<4>(x + (r - 4) * C, y + (r - 4) * C, C, vm, vr, gamma, beta, x + pr * C, y + pr * C);
+      ln_out16<4>(x + (r - 4) * C, y + (r - 4) * C, C, vm, vr, vn, gamma, beta, x + pr * C, y + pr * C);
       for (int j = 0; j < 4; ++j) {
         vm[j] = wm[j];
         vr[j] = wr[j];
+        vn[j] = wn[j];
       }
     }
-    ln_out16<4>(x + (r - 4) * C, y + (r - 4) * C, C, vm, vr, gamma, beta);
+    ln_out16<4>(x + (r - 4) * C, y + (r - 4) * C, C, vm, vr, vn, gamma, beta);
   }
   switch (rows - r) {
     case 3: ln_block16<3>(x + r * C, y + r * C, C, gamma, beta, eps); break;
@@ -778,8 +801,11 @@ void softmax_row(const float* x, float* y, int64_t n, float scale) {
   const __m256 vmax = _mm256_set1_ps(m), lo = _mm256_set1_ps(-87.f);
   __m256 acc = _mm256_setzero_ps();
   for (i = 0; i + 8 <= n; i += 8) {
+    // A NaN (a NaN logit, or 0 * inf with scale 0) stays NaN through the clamp (maxps returns its second
+    // operand for a NaN) and the mask (not-less-than is true for unordered), so the sum and the whole row turn
+    // NaN, as in the portable kernel and PyTorch; the NaN had been clamped and masked to an entry of 0.
     const __m256 a = _mm256_sub_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(x + i)), vmax);
-    const __m256 e = _mm256_and_ps(avx2::exp_nonpos_ps(a), _mm256_cmp_ps(a, lo, _CMP_GE_OQ));
+    const __m256 e = _mm256_and_ps(avx2::exp_core_ps(_mm256_max_ps(lo, a)), _mm256_cmp_ps(a, lo, _CMP_NLT_UQ));
     _mm256_storeu_ps(y + i, e);
     acc = _mm256_add_ps(acc, e);
   }

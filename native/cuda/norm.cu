@@ -6,7 +6,7 @@
 //   1. stats: the rows of each sample are cut into chunks (about two blocks per multiprocessor in all); a
 //      block walks its chunk with every thread on fixed channels (coalesced rows, 16-byte vectors and four
 //      rows in flight when C % 8 == 0), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
-//      is the group's first element of that sample. Shifted sums add exactly like plain ones but do not
+//      is an element of the group in that sample (gn_pivot: the median of three). Shifted sums add exactly like plain ones but do not
 //      cancel catastrophically when |mean| >> std. Per-thread sums are folded into per-group sums in a fixed
 //      order and written per (sample, chunk, group); the last block of each sample to finish (an atomic
 //      count) sums that sample's partials in f64, in an order fixed by the thread layout, into
@@ -92,6 +92,18 @@ __device__ __forceinline__ void gn_put8(float* t1, float* t2, int i, const float
   }
 }
 
+// The pivot of group g of one sample (xn: the sample's first element): the median of the group's first
+// channel at the first, middle and last position, so one outlier among them (say a corner pixel far from the
+// mean) does not become the shift whose distance from the mean cancels the variance away (with the group's
+// first element, as until session 19, a first element 1000 std off cost rstd 1.4e-3 on the CPU, whose
+// statistics are now exact for any data: per-block pivots and Chan's combination, native/cpu/norm.cpp).
+template <class T>
+__device__ __forceinline__ float gn_pivot(const T* xn, int64_t S, int C, int Cg, int g) {
+  const int64_t c0 = (int64_t)g * Cg;
+  const float a = to_f(xn[c0]), b = to_f(xn[(S / 2) * C + c0]), c = to_f(xn[(S - 1) * C + c0]);
+  return fmaxf(fminf(a, b), fminf(fmaxf(a, b), c));
+}
+
 // The last of a sample's statistics blocks to finish (each block counts itself in on a per-sample word of
 // reduction_counters; the last one puts the word back to 0 for the next kernel on the stream) sums the sample's
 // partials part[n][k][2G] in f64 and writes st[n] = [3][G]: pivot, rstd, m = mean - pivot. The order of the
@@ -102,7 +114,7 @@ __device__ __forceinline__ void gn_put8(float* t1, float* t2, int i, const float
 // on an H200, more than the two passes over x together at the UNet's sizes.)
 template <class T>
 __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchunks, int G, int Cg, double cnt,
-                                              float eps, const T* xn, unsigned* counter, float* st) {
+                                              float eps, const T* xn, int64_t S, int C, unsigned* counter, float* st) {
   __shared__ int last;
   __shared__ double red[GN_THREADS * 4];
   const int tid = threadIdx.x;
@@ -123,7 +135,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
   };
   if (W % 4 == 0 && W / 4 <= GN_THREADS) {
     const int W4 = W / 4, Q = GN_THREADS / W4, j = tid % W4, q = tid / W4;
-    const float pivot = tid < G ? to_f(xn[(int64_t)tid * Cg]) : 0.f;
+    const float pivot = tid < G ? gn_pivot(xn, S, C, Cg, tid) : 0.f;
     double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
     if (q < Q) {
 #pragma unroll 4
@@ -156,7 +168,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
         s1 += (double)__ldcg(pn + (int64_t)k * W + g);
         s2 += (double)__ldcg(pn + (int64_t)k * W + G + g);
       }
-      finish(g, s1, s2, to_f(xn[(int64_t)g * Cg]));
+      finish(g, s1, s2, gn_pivot(xn, S, C, Cg, g));
     }
   }
   if (tid == 0) counter[n] = 0;
@@ -180,7 +192,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
     const int c = c0 + tid % cw, r = tid / cw;
     float a1 = 0.f, a2 = 0.f;
     if (r < rp) {
-      const float pivot = to_f(xn[(c / Cg) * Cg]);
+      const float pivot = gn_pivot(xn, S, C, Cg, c / Cg);
       for (int64_t s = s0 + r; s < s1; s += rp) {
         const float d = to_f(xn[s * C + c]) - pivot;
         a1 += d;
@@ -195,7 +207,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
-  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, counter, st);
+  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, S, C, counter, st);
 }
 
 // The same statistics with 8 channels per thread (16-byte loads, four rows in flight), for C % 8 == 0 and a
@@ -222,7 +234,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
     if (r < rp) {
       float pv[8];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) pv[k] = to_f(xn[((c + k) / Cg) * Cg]);
+      for (int k = 0; k < 8; ++k) pv[k] = gn_pivot(xn, S, C, Cg, (c + k) / Cg);
       int64_t s = s0 + r;
       constexpr int U = sizeof(T) == 4 ? 2 : 4;  // rows' loads in flight: 64 bytes a thread
       for (; s + (U - 1) * rp < s1; s += U * rp) {
@@ -245,7 +257,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
-  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, counter, st);
+  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, S, C, counter, st);
 }
 
 // Channel c's coefficients from its group's statistics st (pivot, rstd, m): y = (x - pivot) a + b with
@@ -688,13 +700,18 @@ __global__ void __launch_bounds__(256) layer_norm_kernel(const T* __restrict__ x
     if constexpr (VEC) Vec8<T>::load(xr + c, v);
     else v[0] = to_f(xr[c]);
   };
+  // Sums of x - K, K the row's first value: a constant row gives exactly beta (plain float sums left its mean
+  // a few ulps off, times rstd = 1 / sqrt(eps)), and the variance does not cancel when |mean| >> std. (The
+  // output pass still centres on the mean rounded to float, m = K + dm: centring on K and dm separately, as
+  // the CPU kernels do, needs a 33rd register here and ptxas spilled rather than take it.)
+  const float K = to_f(xr[0]);
   float sum = 0.f;
   for (int c = lane * V; c < C; c += 32 * V) {
     load(c);
 #pragma unroll
-    for (int k = 0; k < V; ++k) sum += v[k];
+    for (int k = 0; k < V; ++k) sum += v[k] - K;
   }
-  const float mean = warp_sum(sum) / C;
+  const float mean = K + warp_sum(sum) / C;
   float sq = 0.f;
   for (int c = lane * V; c < C; c += 32 * V) {
     load(c);

@@ -159,6 +159,33 @@ test('softmax: masked (-inf) logits give exactly 0, in the vector lanes and the 
   assertClose(await softmax(t(long, [3, 1000]), 0.9).floats(), softmaxRef(roundTo('f32', long), 1000, 0.9), TOL.f32, 'rows of 1000');
 });
 
+test('silu, gelu_tanh, quick_gelu at large negative x give ~0 (not x / e^88), -inf gives NaN; gelu(-inf) = -0', async () => {
+  // The exponentials clamp their argument (e^88, 2^127): below that the quotient x / (1 + e^88) had left
+  // quick_gelu(-3.4e38) = -2.06 and silu(-1e37) = -0.06 on 8 lanes. 29 values: 16 + 8 lanes and a tail of 5.
+  const v = [-1e37, -3.4e38, -Infinity, -200, -95];
+  const xv = Array.from({ length: 29 }, (_, i) => v[i % v.length]);
+  for (const [name, f] of [['silu', silu], ['geluTanh', geluTanh], ['quickGelu', quickGelu], ['gelu', gelu]] as const) {
+    const y = await f(t(xv, [29])).floats();
+    for (let i = 0; i < 29; i++) {
+      if (xv[i] === -Infinity && name !== 'gelu') assert.ok(Number.isNaN(y[i]), `${name}(-inf) at ${i}: ${y[i]} (x * sigmoid(-inf) is NaN)`);
+      else assert.ok(Math.abs(y[i]) <= 1e-30, `${name}(${xv[i]}) at ${i}: ${y[i]}, expected ~0`);
+    }
+  }
+});
+
+test('softmax: a NaN logit (or scale 0 times -inf) makes the whole row NaN, in the vector lanes and the tail', async () => {
+  const n = 21;
+  for (const at of [2, 19]) {
+    const xv = Array.from(randn(n, 31, 2));
+    xv[at] = NaN;
+    const y = await softmax(t(xv, [1, n])).floats();
+    assert.ok(y.every((z) => Number.isNaN(z)), `NaN at ${at}: ${Array.from(y).slice(0, 4)}`);
+  }
+  const xv = Array.from(randn(n, 32, 2));
+  xv[3] = -Infinity;
+  assert.ok((await softmax(t(xv, [1, n]), 0).floats()).every((z) => Number.isNaN(z)), 'scale 0 with a -inf logit');
+});
+
 test('activations: argument errors', () => {
   assert.throws(() => geglu(t(randn(15), [3, 5])), /geglu: x \[3,5\] must have an even last dim/);
   assert.throws(() => silu(hs.tensor(new Int32Array(3), [3], { device: DEVICE })), /silu: x must be a float tensor, got i32/);

@@ -84,6 +84,16 @@ test('add/sub/mul/div with a number', async () => {
   assertClose(await sub(x, 2.5).floats(), xr.map((v) => v - 2.5), TOL.f32, 'sub');
   assertClose(await mul(x, -3).floats(), xr.map((v) => v * -3), TOL.f32, 'mul');
   assertClose(await div(x, 4).floats(), xr.map((v) => v / 4), TOL.f32, 'div');
+  // 1 / b past float's range: a divisor below 2^-126 (1 / b overflowed: 1e-3 / 1e-39 gave inf, 0 / 1e-39 NaN)
+  // or above 2^126 (1 / b subnormal, its bits lost).
+  const small = t([0, 1e-3, -2.5e-30, 7], [4]);
+  for (const b of [1e-39, -3e-42, 1e38, -3e38]) {
+    const y = await div(small, b).floats();
+    const ref = [0, 1e-3, -2.5e-30, 7].map((v) => Math.fround(Math.fround(v) / b));  // 7 / 1e-39 overflows: inf
+    for (let i = 0; i < 4; i++)
+      assert.ok(ref[i] === 0 || !Number.isFinite(ref[i]) ? y[i] === ref[i] : Math.abs(y[i] - ref[i]) <= 1e-6 * Math.abs(ref[i]),
+        `div by ${b} at ${i}: ${y[i]} vs ${ref[i]}`);
+  }
 });
 
 test('affine and clamp (f32, f16, bf16)', async () => {

@@ -41,6 +41,13 @@ for (const [dim, flip, shift, maxPeriod, scale] of [
     assert.ok(relErr(out, timestepRef(TS, dim, !flip, shift, maxPeriod, scale)) > 0.1);
   });
 
+test('timestepEmbedding: options may be left out; maxPeriod must be finite and > 0', async () => {
+  const out = await timestepEmbedding(t(TS, [TS.length]), 8).floats();
+  assertClose(out, timestepRef(TS, 8, false, 0), TOL.f32, 'defaults (no flip, shift 0, maxPeriod 10000)');
+  for (const maxPeriod of [Infinity, 0, -5, NaN])
+    assert.throws(() => timestepEmbedding(t(TS, [TS.length]), 8, { maxPeriod }), /timestepEmbedding: maxPeriod must be a finite number > 0/);
+});
+
 test('timestepEmbedding: the float32 emulation matters at t ~ 1000 (a float64 reference is off by more)', async () => {
   const ts = [999, 987, 961];
   const out = await timestepEmbedding(t(ts, [3]), 320, { flipSinToCos: true, freqShift: 0 }).floats();

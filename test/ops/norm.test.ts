@@ -120,6 +120,42 @@ test('groupNorm overwrite: the same values as a new output; on the CPU written o
   }
 });
 
+test('groupNorm: an outlier as a group\'s first element or a block\'s first row does not cost the variance its digits', async () => {
+  // Shifted sums around a pivot far from the mean cancel: with the group's first element as the pivot, x[0] =
+  // 1000 (std 1) had given rstd off by 1.4e-3. On the CPU the blocks' first rows are the pivots (rows 0, 256,
+  // ... here), re-summed around their mean when off; CUDA takes the median of three samples per group.
+  const N = 1, S = 4096, C = 32, eps = 1e-5;
+  for (const G of [1, 4])
+    for (const [at, v] of [[0, 1000], [256 * C + 9, -400]]) {
+      const xv = randn(N * S * C, 91 + G, 1);
+      xv[at] = v;
+      const gv = randn(C, 93), bv = randn(C, 94);
+      const y = await groupNorm(t(xv, [N, S, C]), t(gv, [C]), t(bv, [C]), { groups: G, eps, silu: true }).floats();
+      assertClose(y, groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true), TOL.f32,
+        `groups ${G}, x[${at}] = ${v}`);
+    }
+});
+
+test('groupNorm and layerNorm: constant input gives exactly beta', async () => {
+  const C = 48, S = 37, gv = randn(C, 95), bv = randn(C, 96), beta = roundTo('f32', bv);
+  for (const v of [-4.963835, 0.1, 1234.5]) {
+    const x = t(new Float64Array(S * C).fill(v), [1, S, C]);
+    const g = t(gv, [C]), b = t(bv, [C]);
+    const gn = await groupNorm(x, g, b, { groups: 6, eps: 1e-6 }).floats();
+    const ln = await layerNorm(x, g, b, 1e-6).floats();
+    for (let i = 0; i < S * C; i++) {
+      assert.is(gn[i], beta[i % C], `groupNorm of ${v} at ${i}`);
+      assert.is(ln[i], beta[i % C], `layerNorm of ${v} at ${i}`);
+    }
+  }
+  // Rows of 576 and 2048 (the AVX2 kernel's plain float sums had left the mean 3 ulps off: |y - beta| 1.4e-3).
+  for (const C2 of [576, 2048]) {
+    const x = t(new Float64Array(3 * C2).fill(-1.7123538), [3, C2]);
+    const y = await layerNorm(x, t(new Float64Array(C2).fill(1), [C2]), t(new Float64Array(C2), [C2]), 1e-6).floats();
+    assert.ok(y.every((z) => z === 0), `layerNorm of a constant row of ${C2}: max |y| ${Math.max(...Array.from(y, Math.abs))}`);
+  }
+});
+
 test('groupNorm: large mean (no cancellation), S=1500 over many blocks', async () => {
   const N = 1, S = 1500, C = 24, G = 3, eps = 1e-6;
   // Around 300 with std 0.01, each group shifted by 0.05 more than the last.
@@ -222,6 +258,16 @@ test('layerNorm: rows with a mean 1e3 times their std and outliers among their f
   const y = layerNorm(t(xv, [R, C]), t(gv, [C]), t(bv, [C]), 1e-5);
   assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, 'y');
 });
+
+// On the CPU x - mean is formed as (x - K) - (mean - K), K a value of the row, so a mean far above the std
+// costs nothing; CUDA's layer norm centres on the mean rounded to float (as PyTorch's does), off by
+// ulp(mean) / std: 3e-3 here, so this case is the CPU's.
+if (DEVICE === 'cpu')
+  test('layerNorm: a mean 1e5 times the std (the mean rounded to float is off by up to 3e-3 std)', async () => {
+    const R = 5, C = 77, xv = offset(randn(R * C, 97, 0.01), 1000), gv = randn(C, 98), bv = randn(C, 99);
+    const y = layerNorm(t(xv, [R, C]), t(gv, [C]), t(bv, [C]), 0);
+    assertClose(await y.floats(), layerNormRef(roundTo('f32', xv), gv, bv, C, 0), TOL.f32, 'y');
+  });
 
 test('layerNorm: a row gives the same bits alone as among others (rows are normalised four at a time)', async () => {
   // 15 rows of 332 channels (20 full vectors for the paired loop, one more vector, a scalar tail of 4) with different offsets: the

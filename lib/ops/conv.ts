@@ -41,6 +41,7 @@ function convShape(op: string, x: Tensor, w: Tensor, stride: number, pad: number
   const [co, kh, kw, ci] = w.shape;
   if (ci !== c)
     throw new Error(`${op}: x ${shapeStr(x.shape)} (NHWC) and w ${shapeStr(w.shape)} (OHWI) differ in Cin (${c} vs ${ci})`);
+  if (kh < 1 || kw < 1) throw new Error(`${op}: w ${shapeStr(w.shape)} (OHWI) has an empty ${kh}x${kw} kernel`);
   if (h + 2 * pad < kh || wd + 2 * pad < kw)
     throw new Error(`${op}: the ${kh}x${kw} kernel of w ${shapeStr(w.shape)} is larger than x ${shapeStr(x.shape)} padded by ${pad}`);
   return [n, Math.floor((h + 2 * pad - kh) / stride) + 1, Math.floor((wd + 2 * pad - kw) / stride) + 1, co];

@@ -448,6 +448,7 @@ void conv2d_kernel(const OpContext& c) {
   if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
   int64_t pick = algo;
   if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g) : 1;
+  if (y.numel() == 0) return;  // no output channels (or pixels): nothing to write (the direct kernel has no 0-wide case)
   if (algo == 0 && cout <= 8 && std::getenv("HYPERSD_CONV_NO_SMALL") == nullptr) {
     // Few output channels: the direct kernel of conv_small.h.
     gemm::F32View wv = gemm::as_f32(w, c.pool);

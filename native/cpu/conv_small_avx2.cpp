@@ -7,6 +7,10 @@
 
 #include "conv_small.h"
 
+#include <string>
+
+#include "hypersd/ops.h"
+
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
@@ -71,7 +75,7 @@ void rows_avx2(const Args& a, int64_t r0, int64_t r1) {
     case 6: return rows_co<6>(a, r0, r1);
     case 7: return rows_co<7>(a, r0, r1);
     case 8: return rows_co<8>(a, r0, r1);
-    default: std::abort();
+    default: throw Error("conv2d: the direct kernel takes 1 to 8 output channels, got " + std::to_string(a.cout));
   }
 }
 

@@ -7,6 +7,7 @@
 // upsample_nearest2x_backward (a 2x2 sum, f32) is the one backward kernel here; the other shape ops'
 // gradients are shape ops themselves (lib/ops/shape.grad.ts).
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -261,23 +262,43 @@ void cast_kernel(const OpContext& c) {
     });
     return;
   }
+  // Integers convert as integers (i64 -> i32 wraps, two's complement, as in PyTorch; i64 -> f32 rounds once: it
+  // had gone through a double, 2^54 + 2^30 + 1 -> 2^54 instead of 2^54 + 2^31, and an out-of-range i64 -> i32
+  // through a double to int conversion, undefined behaviour); floats to integers truncate toward zero,
+  // saturating at the integer's range, NaN -> 0.
+  const bool int_src = s == DType::I32 || s == DType::I64;
+  // lo = -2^(bits-1) is exact in a double; values >= 2^(bits-1) (= -lo) saturate to the maximum.
+  auto f2i = [](double v, double lo, int64_t imax) -> int64_t {
+    if (!(v == v)) return 0;
+    if (v <= lo) return (int64_t)lo;
+    if (v >= -lo) return imax;
+    return (int64_t)v;
+  };
   c.pool->parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      if (d == DType::I64 && s == DType::I64) { y.data<int64_t>()[i] = x.data<int64_t>()[i]; continue; }
-      double v;
+      if (int_src) {
+        const int64_t v = s == DType::I32 ? (int64_t)x.data<int32_t>()[i] : x.data<int64_t>()[i];
+        switch (d) {
+          case DType::F32: y.data<float>()[i] = (float)v; break;
+          case DType::F16: y.data<uint16_t>()[i] = float_to_half((float)v); break;
+          case DType::BF16: y.data<uint16_t>()[i] = float_to_bf16((float)v); break;
+          case DType::I32: y.data<int32_t>()[i] = (int32_t)(uint32_t)(uint64_t)v; break;
+          default: y.data<int64_t>()[i] = v; break;
+        }
+        continue;
+      }
+      float v;
       switch (s) {
         case DType::F32: v = x.data<float>()[i]; break;
         case DType::F16: v = half_to_float(x.data<uint16_t>()[i]); break;
-        case DType::BF16: v = bf16_to_float(x.data<uint16_t>()[i]); break;
-        case DType::I32: v = x.data<int32_t>()[i]; break;
-        default: v = (double)x.data<int64_t>()[i]; break;
+        default: v = bf16_to_float(x.data<uint16_t>()[i]); break;
       }
       switch (d) {
-        case DType::F32: y.data<float>()[i] = (float)v; break;
-        case DType::F16: y.data<uint16_t>()[i] = float_to_half((float)v); break;
-        case DType::BF16: y.data<uint16_t>()[i] = float_to_bf16((float)v); break;
-        case DType::I32: y.data<int32_t>()[i] = (int32_t)v; break;
-        default: y.data<int64_t>()[i] = (int64_t)v; break;
+        case DType::F32: y.data<float>()[i] = v; break;
+        case DType::F16: y.data<uint16_t>()[i] = float_to_half(v); break;
+        case DType::BF16: y.data<uint16_t>()[i] = float_to_bf16(v); break;
+        case DType::I32: y.data<int32_t>()[i] = (int32_t)f2i(v, -2147483648.0, INT32_MAX); break;
+        default: y.data<int64_t>()[i] = f2i(v, -9223372036854775808.0, INT64_MAX); break;
       }
     }
   });

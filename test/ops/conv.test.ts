@@ -214,8 +214,18 @@ test('ohwiFromOihw reorders a PyTorch weight', () => {
   assert.throws(() => ohwiFromOihw(oihw, [2, 3, 3, 3]), /ohwiFromOihw: 36 values do not fill shape \[2,3,3,3\]/);
 });
 
+test('conv2d with no output channels gives an empty output with every algorithm (auto had aborted the process)', async () => {
+  const x = t(randn(5 * 5 * 16, 3), [1, 5, 5, 16]), w = t(new Float32Array(0), [0, 3, 3, 16]);
+  for (const algo of ['auto', 'gemm', 'winograd4'] as const) {
+    const y = conv2d(x, w, null, { pad: 1, algo });
+    assert.equal(y.shape, [1, 5, 5, 0]);
+    assert.is((await y.floats()).length, 0);
+  }
+});
+
 test('shape errors throw before anything is enqueued, naming op, argument and shapes', () => {
   const x = t(new Float32Array(2 * 5 * 5 * 4), [2, 5, 5, 4]);
+  assert.throws(() => conv2d(x, t(new Float32Array(0), [4, 0, 3, 4])), /conv2d: w \[4,0,3,4\] \(OHWI\) has an empty 0x3 kernel/);
   assert.throws(() => conv2d(x, t(new Float32Array(8 * 9 * 3), [8, 3, 3, 3])), /conv2d: x \[2,5,5,4\] \(NHWC\) and w \[8,3,3,3\] \(OHWI\) differ in Cin/);
   assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), t(new Float32Array(7), [7])), /conv2d: bias \[7\] must be \[8\]/);
   assert.throws(() => conv2d(x, t(new Float32Array(8 * 36), [8, 3, 3, 4]), null, { stride: 0 }), /conv2d: stride must be an integer >= 1/);

@@ -206,6 +206,11 @@ test('cast between float dtypes and from integers', async () => {
   assert.equal(Array.from(await cast(ids, 'f32').floats()), [0, -5, Math.fround(123456789)]);
   const i32 = hs.tensor(Int32Array.from([7, -8]), [2], { device: DEVICE });
   assert.equal(await cast(i32, 'i64').toArray(), [7, -8]);
+  // i64 -> i32 wraps (two's complement, as PyTorch): it had gone through a double and an out-of-range double
+  // -> int conversion (undefined; -2^31 here). i64 -> f32 rounds once (through a double: 2^54 + 2^30 + 1 -> 2^54).
+  const wide = hs.tensor(BigInt64Array.from([5000000000n, -3000000000n, 2n ** 32n + 1n, 2n ** 54n + 2n ** 30n + 1n]), [4], { device: DEVICE });
+  assert.equal(await cast(wide, 'i32').toArray(), [705032704, 1294967296, 1, 1073741825]);
+  assert.equal(Array.from(await cast(wide, 'f32').floats()), [Math.fround(5e9), Math.fround(-3e9), 2 ** 32, 2 ** 54 + 2 ** 31]);
 });
 
 test('shape ops: argument errors name the op, the argument and the shapes', () => {

@@ -677,7 +677,7 @@ inline __attribute__((always_inline)) double fold_d16(__m512 v) {
 // halves, 71-73 -> 63-65 us a call (memcpy 51-52 side by side). ln_rows16 overlaps the output pass of one
 // block of rows with the statistics of the next.
 template <int R>
-inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C, __m512* vm, __m512* vr, __m512* vn,
+inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C, float* vm, float* vr, float* vn,
                                                      double eps) {
   const int64_t C16 = C / 16 * 16;
   const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
@@ -715,16 +715,24 @@ inline __attribute__((always_inline)) void ln_stats16(const float* x, int64_t C,
     const double dm = fold_d16(_mm512_add_ps(s0[r], s1[r])) / (double)C;
     const double ss = fold_d16(_mm512_add_ps(q0[r], q1[r])) / (double)C;
     const float rstd = (float)(1.0 / std::sqrt(std::max(0.0, ss - dm * dm) + eps));
-    vm[r] = k[r];
-    vr[r] = _mm512_set1_ps(rstd);
-    vn[r] = _mm512_set1_ps((float)(-dm * (double)rstd));
+    vm[r] = _mm512_cvtss_f32(k[r]);
+    vr[r] = rstd;
+    vn[r] = (float)(-dm * (double)rstd);
   }
 }
 template <int R>
-inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, int64_t C, const __m512* vm,
-                                                   const __m512* vr, const __m512* vn, const float* gamma,
+inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, int64_t C, const float* pm,
+                                                   const float* pr, const float* pn, const float* gamma,
                                                    const float* beta, const float* pfx = nullptr,
                                                    const float* pfy = nullptr) {
+  // The rows' parameters come as floats (in memory while the next block's statistics run: as twelve more
+  // live vectors beside those sums they had spilled), broadcast here.
+  __m512 vm[R], vr[R], vn[R];
+  for (int r = 0; r < R; ++r) {
+    vm[r] = _mm512_set1_ps(pm[r]);
+    vr[r] = _mm512_set1_ps(pr[r]);
+    vn[r] = _mm512_set1_ps(pn[r]);
+  }
   const int64_t C16 = C / 16 * 16;
   const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
   for (int64_t c = 0; c < C16; c += 16) {
@@ -753,7 +761,7 @@ inline __attribute__((always_inline)) void ln_out16(const float* x, float* y, in
 template <int R>
 inline __attribute__((always_inline)) void ln_block16(const float* x, float* y, int64_t C, const float* gamma,
                                                      const float* beta, double eps) {
-  __m512 vm[R], vr[R], vn[R];
+  float vm[R], vr[R], vn[R];
   ln_stats16<R>(x, C, vm, vr, vn, eps);
   ln_out16<R>(x, y, C, vm, vr, vn, gamma, beta);
 }
@@ -763,7 +771,7 @@ inline __attribute__((always_inline)) void ln_block16(const float* x, float* y, 
 void ln_rows16(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
   int64_t r = 0;
   if (rows >= 4) {
-    __m512 vm[4], vr[4], vn[4], wm[4], wr[4], wn[4];
+    float vm[4], vr[4], vn[4], wm[4], wr[4], wn[4];
     ln_stats16<4>(x, C, vm, vr, vn, eps);
     for (r = 4; r + 4 <= rows; r += 4) {
       ln_stats16<4>(x + r * C, C, wm, wr, wn, eps);

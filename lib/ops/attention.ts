@@ -50,6 +50,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   if (C % H !== 0 || Cv % H !== 0)
     throw new Error(`${op}: heads ${H} must divide the channels of q ${shapeStr(q.shape)} and v ${shapeStr(v.shape)}`);
   const D = C / H;
+  if (o.scale === undefined && D === 0)
+    throw new Error(`${op}: q ${shapeStr(q.shape)} has head dim 0, so the default scale 1/sqrt(head dim) is infinite: pass a scale`);
   const scale = o.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be a finite number, got ${o.scale}`);
   // One head wider than the GPU tensor-core kernel's 160 channels (the VAE's 512-channel head): composed from

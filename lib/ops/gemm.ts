@@ -52,6 +52,7 @@ function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tens
  */
 export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const op = 'matmul';
+  if (o === null || typeof o !== 'object') throw new Error(`${op}: options must be an object (or left out), got ${o}`);
   checkFloat(op, 'a', a);
   checkFloat(op, 'b', b);
   checkRank(op, 'a', a, [2, 16]);

@@ -129,7 +129,11 @@ LoraShapes lora_shapes(const char* op, const Tensor& x, const Tensor& W, const T
     throw Error(std::string(op) + ": up " + shp(up) + " does not match down " + shp(down) + " and W " + shp(W));
   if (y.dim() != x.dim() || y.size(-1) != N || !std::equal(x.shape.begin(), x.shape.end() - 1, y.shape.begin()))
     throw Error(std::string(op) + ": y " + shp(y) + " must be x " + shp(x) + " with the last dimension " + std::to_string(N));
-  return {K ? x.numel() / K : 0, K, N, r};
+  // M from x's leading dims, not numel / K: with K = 0 that had made M = 0, so y (M x N: bias + the empty
+  // products) was never written.
+  int64_t M = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) M *= x.shape[(size_t)d];
+  return {M, K, N, r};
 }
 
 void lora_linear_kernel(const OpContext& c) {

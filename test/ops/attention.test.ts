@@ -219,6 +219,8 @@ test('attention: argument errors name the op and the shapes', () => {
   assert.throws(() => attention(q.reshape([10, 12]), k, v, { heads: 2 }), /attention: q must have rank 3, got shape \[10,12\]/);
   assert.throws(() => attention(q, k, v, { heads: 0 }), /heads must be a positive integer/);
   assert.throws(() => attention(q, t(randn(7 * 12), [1, 7, 12]), v, { heads: 2 }), /batch sizes differ/);
+  assert.throws(() => attention(t([], [2, 5, 0]), t([], [2, 7, 0]), v, { heads: 2 }),
+    /attention: q \[2,5,0\] has head dim 0, so the default scale 1\/sqrt\(head dim\) is infinite: pass a scale/);
 });
 
 test.run();

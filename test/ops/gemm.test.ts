@@ -300,6 +300,16 @@ test(`${NAME}loraLinearBatched: each batch item its own adapter, -1 none`, async
   }
 });
 
+test(`${NAME}loraLinear / loraLinearBatched with K = 0 give the bias (M had come out 0 and y went unwritten)`, async () => {
+  const bias = t([1, 2, 3, 4], [4]), up = t(new Float64Array(8).fill(0.5), [4, 2]);
+  const y = loraLinear(t([], [2, 0]), t([], [4, 0]), bias, t([], [2, 0]), up, 1);
+  assert.equal(Array.from(await y.floats()), [1, 2, 3, 4, 1, 2, 3, 4]);
+  const yb = loraLinearBatched(t([], [2, 1, 0]), t([], [4, 0]), bias, t([], [1, 2, 0]), t(new Float64Array(8).fill(0.5), [1, 4, 2]),
+    hs.tensor(Int32Array.from([0, -1]), [2], { device: DEVICE }), t([1, 1], [2]));
+  assert.equal(Array.from(await yb.floats()), [1, 2, 3, 4, 1, 2, 3, 4]);
+  assert.throws(() => hs.ops.matmul(t([1], [1, 1]), t([1], [1, 1]), null as never), /matmul: options must be an object/);
+});
+
 // linearGeglu: on the CPU one fused kernel (B panels interleaving value and gate rows, a tile sink writing the
 // GEGLU); K in one block and in several (partial sums kept by the engine), M off the 6-row tiles, rank 3, f16 /
 // bf16 weights, no bias; N % 16 != 0 composes linear + geglu (same result).

@@ -6,10 +6,10 @@ import { Tensor } from '../tensor';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, shapeStr } from './runtime';
 
 export interface TimestepEmbeddingOptions {
-  /** [cos, sin] instead of [sin, cos] (diffusers flip_sin_to_cos). */
-  flipSinToCos: boolean;
-  /** diffusers downscale_freq_shift (config freq_shift). */
-  freqShift: number;
+  /** [cos, sin] instead of [sin, cos] (diffusers flip_sin_to_cos; default false). */
+  flipSinToCos?: boolean;
+  /** diffusers downscale_freq_shift (config freq_shift; default 0). */
+  freqShift?: number;
   maxPeriod?: number;
   scale?: number;
 }

@@ -416,8 +416,11 @@ void enqueue(const OpDef& def, std::vector<Tensor> in, std::vector<Tensor> out, 
 }
 
 // ---------- host copies ----------
+// An empty tensor copies nothing (its data pointer, and the caller's, may be null: memcpy's arguments must not be,
+// whatever the size).
 void copy_to_host(const Tensor& src, void* dst) {
   if (!src.is_contiguous()) throw Error("copy_to_host needs a contiguous tensor, got " + src.describe());
+  if (src.nbytes() == 0) return;
   if (src.device() == Device::CPU) {
     std::memcpy(dst, src.raw(), src.nbytes());
     return;
@@ -428,6 +431,7 @@ void copy_to_host(const Tensor& src, void* dst) {
 }
 
 void copy_from_host(const Tensor& dst, const void* src) {
+  if (dst.nbytes() == 0) return;
   if (dst.device() == Device::CPU) {
     std::memcpy(dst.raw(), src, dst.nbytes());
     return;

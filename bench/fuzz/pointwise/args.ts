@@ -1,0 +1,85 @@
+import { hs } from './common';
+const o = hs.ops as any;
+const T = (shape: number[], dtype: hs.DType = 'f32', v = 1) => hs.full(shape, v, { dtype });
+const cases: [string, () => any][] = [
+  ['gn groups 0', () => o.groupNorm(T([1, 4, 8]), T([8]), T([8]), { groups: 0 })],
+  ['gn groups 2.5', () => o.groupNorm(T([1, 4, 8]), T([8]), T([8]), { groups: 2.5 })],
+  ['gn no options', () => o.groupNorm(T([1, 4, 8]), T([8]), T([8]))],
+  ['gn eps NaN', () => o.groupNorm(T([1, 4, 8]), T([8]), T([8]), { groups: 2, eps: NaN })],
+  ['gn eps -1', () => o.groupNorm(T([1, 4, 8]), T([8]), T([8]), { groups: 2, eps: -1 })],
+  ['gn gamma i32', () => o.groupNorm(T([1, 4, 8]), hs.tensor(new Int32Array(8), [8]), T([8]), { groups: 2 })],
+  ['gn gamma f16 on f32 x', () => o.groupNorm(T([1, 4, 8]), T([8], 'f16'), T([8]), { groups: 2 })],
+  ['gn gamma [1,8]', () => o.groupNorm(T([1, 4, 8]), T([1, 8]), T([8]), { groups: 2 })],
+  ['gn S=0', () => o.groupNorm(T([1, 0, 8]), T([8]), T([8]), { groups: 2 })],
+  ['gn N=0', () => o.groupNorm(T([0, 3, 8]), T([8]), T([8]), { groups: 2 })],
+  ['gn C=0', () => o.groupNorm(T([1, 3, 0]), T([0]), T([0]), { groups: 1 })],
+  ['gn x not tensor', () => o.groupNorm([1, 2], T([8]), T([8]), { groups: 2 })],
+  ['gn disposed x', () => { const x = T([1, 4, 8]); x.dispose(); return o.groupNorm(x, T([8]), T([8]), { groups: 2 }); }],
+  ['gn overwrite twice', () => { const x = T([1, 4, 8]); const y = o.groupNorm(x, T([8]), T([8]), { groups: 2, overwrite: true }); return o.groupNorm(x, T([8]), T([8]), { groups: 2, overwrite: true }); }],
+  ['gn overwrite f16', () => o.groupNorm(T([1, 4, 8], 'f16', 3), T([8], 'f16'), T([8], 'f16'), { groups: 2, overwrite: true })],
+  ['ln eps Infinity', () => o.layerNorm(T([2, 8]), T([8]), T([8]), Infinity)],
+  ['ln rank0', () => o.layerNorm(T([]), T([1]), T([1]))],
+  ['ln [0,8]', () => o.layerNorm(T([0, 8]), T([8]), T([8]))],
+  ['ln [3,0]', () => o.layerNorm(T([3, 0]), T([0]), T([0]))],
+  ['ln [3,1]', () => o.layerNorm(T([3, 1], 'f32', 5), T([1]), T([1], 'f32', 2))],
+  ['softmax scale inf', () => o.softmax(T([2, 3]), Infinity)],
+  ['softmax rank0', () => o.softmax(T([]))],
+  ['softmax [0,5]', () => o.softmax(T([0, 5]))],
+  ['softmax [3,0]', () => o.softmax(T([3, 0]))],
+  ['softmax scale "2"', () => o.softmax(T([2, 3]), '2')],
+  ['geglu odd', () => o.geglu(T([2, 3]))],
+  ['geglu [0,4]', () => o.geglu(T([0, 4]))],
+  ['geglu [3,0]', () => o.geglu(T([3, 0]))],
+  ['silu []', () => o.silu(T([]))],
+  ['silu [0]', () => o.silu(T([0]))],
+  ['gelu [0,3]', () => o.gelu(T([0, 3]))],
+  ['silu i32', () => o.silu(hs.tensor(new Int32Array(3), [3]))],
+  ['add b string', () => o.add(T([2]), 'x')],
+  ['add b undefined', () => o.add(T([2]), undefined)],
+  ['add b NaN', () => o.add(T([2]), NaN)],
+  ['add [0]+[1]', () => o.add(T([0]), T([1]))],
+  ['add [0]+[3]', () => o.add(T([0]), T([3]))],
+  ['add [2,0]+[2,1]', () => o.add(T([2, 0]), T([2, 1]))],
+  ['add []+[]', () => o.add(T([]), T([]))],
+  ['add []+[3]', () => o.add(T([]), T([3]))],
+  ['mul i32', () => o.mul(T([2]), hs.tensor(new Int32Array(2), [2]))],
+  ['affine a NaN', () => o.affine(T([2]), NaN, 0)],
+  ['clamp NaN', () => o.clamp(T([2]), NaN, 1)],
+  ['clamp -inf,inf', () => o.clamp(T([2]), -Infinity, Infinity)],
+  ['sched a NaN', () => o.schedulerStep(T([2]), T([2]), null, NaN, 1, 0)],
+  ['sched eps f16', () => o.schedulerStep(T([2]), T([2], 'f16'), null, 1, 1, 0)],
+  ['sched noise undefined', () => o.schedulerStep(T([2]), T([2]), undefined, 1, 1, 1)],
+  ['sched [0]', () => o.schedulerStep(T([0]), T([0]), null, 1, 1, 0)],
+  ['temb dim 0', () => o.timestepEmbedding(T([2]), 0, { flipSinToCos: true, freqShift: 0 })],
+  ['temb dim 1.5', () => o.timestepEmbedding(T([2]), 1.5, { flipSinToCos: true, freqShift: 0 })],
+  ['temb dim 1', () => o.timestepEmbedding(T([2]), 1, { flipSinToCos: true, freqShift: 0 })],
+  ['temb maxPeriod inf', () => o.timestepEmbedding(T([2]), 4, { flipSinToCos: true, freqShift: 0, maxPeriod: Infinity })],
+  ['temb maxPeriod 0', () => o.timestepEmbedding(T([2]), 4, { flipSinToCos: true, freqShift: 0, maxPeriod: 0 })],
+  ['temb no options', () => o.timestepEmbedding(T([2]), 4)],
+  ['temb t i32', () => o.timestepEmbedding(hs.tensor(new Int32Array(2), [2]), 4, { flipSinToCos: true, freqShift: 0 })],
+  ['temb B=0', () => o.timestepEmbedding(T([0]), 4, { flipSinToCos: true, freqShift: 0 })],
+  ['emb table rank1', () => o.embedding(hs.tensor(new Int32Array(2), [2]), T([3]))],
+  ['emb ids f32', () => o.embedding(T([2]), T([3, 2]))],
+  ['emb V=0', () => o.embedding(hs.tensor(new Int32Array([0]), [1]), T([0, 2]))],
+  ['emb D=0', () => o.embedding(hs.tensor(new Int32Array([0]), [1]), T([3, 0]))],
+  ['randn shape [-1]', () => o.randn([-1], { seed: 1 })],
+  ['randn shape [2.5]', () => o.randn([2.5], { seed: 1 })],
+  ['randn shape [NaN]', () => o.randn([NaN], { seed: 1 })],
+  ['randn shape "3"', () => o.randn('3', { seed: 1 })],
+  ['randn seed 2^53', () => o.randn([2], { seed: 2 ** 53 })],
+  ['randn no opts', () => o.randn([2])],
+  ['randn []', () => o.randn([], { seed: 1 })],
+  ['rand [0]', () => o.rand([0], { seed: 1 })],
+  ['rand i32 dtype', () => o.rand([2], { seed: 1, dtype: 'i64' })],
+];
+(async () => {
+  for (const [name, fn] of cases) {
+    let res: string;
+    try {
+      const y = fn();
+      if (y instanceof hs.Tensor) { const d = await y.data(); res = `ok shape [${y.shape}] ${y.dtype} values ${Array.from(d as any).slice(0, 6).map(String)}`; }
+      else res = `returned ${y}`;
+    } catch (e) { res = `${(e as Error).constructor.name}: ${(e as Error).message.slice(0, 160)}`; }
+    console.log(`${name.padEnd(24)} -> ${res}`);
+  }
+})();

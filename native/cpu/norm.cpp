@@ -89,7 +89,7 @@ void group_norm_kernel(const OpContext& c) {
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);
   c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
     std::vector<float> a1((size_t)C), a2((size_t)C);
-    std::vector<double> mc((size_t)C);
+    std::vector<double> mc((size_t)Cg);  // one group's channel means at a time
     for (int64_t t = s; t < e; ++t) {
       int64_t n = t / nblk, blk = t % nblk;
       int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block), rows = r1 - r0;
@@ -114,7 +114,7 @@ void group_norm_kernel(const OpContext& c) {
       const double inv = 1.0 / (double)rows;
       double* acc = &part[(size_t)t * G * 2];
       for (int64_t g = 0; g < G; ++g) {
-        double* mg = &mc[(size_t)(g * Cg)];
+        double* mg = mc.data();
         double sm = 0, sq = 0;
         for (int64_t k = 0; k < Cg; ++k) {
           const int64_t ch = g * Cg + k;

@@ -1,45 +1,13 @@
 import * as hs from '../../../lib';
 import { Tensor } from '../../../lib/tensor';
 import { native } from '../../../lib/native';
+import { TOL, roundTo } from '../../../test/helpers/check';
 hs.setPoison(true);
 export { hs };
 export type DT = 'f32' | 'f16' | 'bf16';
-export const TOL: Record<DT, number> = { f32: 1e-5, f16: 1e-2, bf16: 1e-2 };
-
-export function rng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-  const r = {
-    u: next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    pick: <T>(a: readonly T[]): T => a[Math.floor(next() * a.length)],
-    normal: () => { const u1 = next() || 1e-12, u2 = next(); return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2); },
-    randn: (n: number, scale = 1) => { const o = new Float64Array(n); for (let i = 0; i < n; i++) o[i] = r.normal() * scale; return o; },
-  };
-  return r;
-}
-
-const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-export function roundTo(dt: DT, x: ArrayLike<number>): Float64Array {
-  const o = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    f[0] = x[i];
-    if (dt === 'bf16') { const v = u[0]; u[0] = ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) << 16; o[i] = f[0]; }
-    else if (dt === 'f16') { o[i] = hs.tensor ? f16round(x[i]) : 0; }
-    else o[i] = f[0];
-  }
-  return o;
-}
-function f16round(x: number): number {
-  const a = Math.abs(x);
-  if (a === 0) return 0;
-  const e = Math.max(Math.floor(Math.log2(a)), -14);
-  const q = 2 ** (e - 10);
-  const r = a / q;
-  let k = Math.round(r);
-  if (Math.abs(r - Math.trunc(r) - 0.5) < 1e-12 && Math.trunc(r) % 2 === 0) k = Math.trunc(r);
-  return Math.sign(x) * k * q;
-}
+export { TOL };
+export { rng } from '../rng';
+export { roundTo };
 
 /** A tensor of `shape` at offset G inside NaN-filled (or `guard`-filled) storage: detects reads / writes outside. */
 export function guarded(vals: ArrayLike<number>, shape: number[], dt: DT, G = 37, guard = NaN) {

@@ -32,8 +32,8 @@ const t0 = Date.now();
 
 const PROFILE = process.env.PROFILE ?? 'small';
 function randGeomBig(): G {
-  const kh = R.u() < 0.75 ? 3 : 1, kw = kh;
-  const stride = kh === 3 && R.u() < 0.8 ? 1 : 2, pad = kh === 3 ? R.pick([0, 1, 1, 2]) : 0;
+  const kh = R.next() < 0.75 ? 3 : 1, kw = kh;
+  const stride = kh === 3 && R.next() < 0.8 ? 1 : 2, pad = kh === 3 ? R.pick([0, 1, 1, 2]) : 0;
   const C = R.pick([R.int(100, 330), R.int(16, 64), R.int(330, 800), 320, 384, 385, 640]);
   const O = R.pick([16, 32, 48, 64, 96, 128, 160, 320, R.int(9, 200)]);
   const N = R.pick([1, 1, 2, 3]);
@@ -44,7 +44,7 @@ function randGeomBig(): G {
   return g;
 }
 function randGeomHuge(): G {
-  const kh = R.u() < 0.7 ? 3 : 1, kw = kh, stride = R.u() < 0.85 ? 1 : 2, pad = kh === 3 ? R.pick([0, 1, 1, 2]) : 0;
+  const kh = R.next() < 0.7 ? 3 : 1, kw = kh, stride = R.next() < 0.85 ? 1 : 2, pad = kh === 3 ? R.pick([0, 1, 1, 2]) : 0;
   const C = R.pick([512, 640, 960, 1280, 1300, R.int(400, 1300), R.int(16, 80)]), O = R.pick([512, 640, 700, R.int(300, 800), 16, 32]);
   const N = R.pick([1, 1, 2]), H = R.int(2, 14), W = R.int(2, 14);
   const g = { N, H, W, C, O, kh, kw, stride, pad };
@@ -58,10 +58,10 @@ function randGeom(): G {
   const kind = R.pick(['3x3', '3x3', '3x3', '1x1', 'asym', '5x5', '2x2']);
   let kh = 3, kw = 3;
   if (kind === '1x1') kh = kw = 1; else if (kind === 'asym') [kh, kw] = R.pick([[1, 3], [3, 1], [2, 3], [3, 2], [1, 5]]); else if (kind === '5x5') kh = kw = 5; else if (kind === '2x2') kh = kw = 2;
-  const stride = R.u() < 0.7 ? 1 : R.u() < 0.85 ? 2 : 3, pad = R.pick([0, 1, 1, 2, 3]);
-  const bigC = R.u() < 0.12;
+  const stride = R.next() < 0.7 ? 1 : R.next() < 0.85 ? 2 : 3, pad = R.pick([0, 1, 1, 2, 3]);
+  const bigC = R.next() < 0.12;
   const C = bigC ? R.int(100, 330) : R.pick([R.int(1, 20), R.int(1, 70), 16, 32, 17, 15, 64]);
-  const O = R.u() < 0.3 ? R.int(1, 8) : bigC && R.u() < 0.5 ? R.int(100, 200) : R.pick([R.int(1, 70), 16, 32, 48, 9, 17, 33]);
+  const O = R.next() < 0.3 ? R.int(1, 8) : bigC && R.next() < 0.5 ? R.int(100, 200) : R.pick([R.int(1, 70), 16, 32, 48, 9, 17, 33]);
   let H = R.pick([1, 2, 3, R.int(1, 40), R.int(1, 40), R.int(4, 24), 13, 17, 25]), W = R.pick([1, 2, 5, R.int(1, 40), R.int(1, 40), R.int(4, 24), 11, 19, 31]);
   H = Math.max(H, kh - 2 * pad); W = Math.max(W, kw - 2 * pad);
   const N = R.pick([1, 1, 2, 3]);
@@ -85,15 +85,15 @@ async function main() {
     const g = randGeom();
     const [Ho, Wo] = outHW(g);
     const wdt: DT = R.pick(['f32', 'f32', 'f16', 'bf16']);
-    const xdt: DT = R.u() < 0.8 ? 'f32' : R.pick(['f16', 'bf16']);
+    const xdt: DT = R.next() < 0.8 ? 'f32' : R.pick(['f16', 'bf16']);
     const bdt: DT = R.pick(['f32', wdt]);
-    const hasBias = R.u() < 0.6;
-    const beta = R.u() < 0.3 ? R.pick([1, 1, 0.5, -1]) : 0;
+    const hasBias = R.next() < 0.6;
+    const beta = R.next() < 0.3 ? R.pick([1, 1, 0.5, -1]) : 0;
     const threads = R.pick([1, 2, 2, 3, 5]); hs.setThreads(threads);
     const x = roundTo(xdt, R.randn(g.N * g.H * g.W * g.C));
     const w = roundTo(wdt, R.randn(g.O * g.kh * g.kw * g.C, 1 / Math.sqrt(g.kh * g.kw * g.C)));
     const bias = hasBias ? roundTo(bdt, R.randn(g.O)) : undefined;
-    const xstrided = R.u() < 0.15, odt: DT = R.u() < 0.15 ? R.pick(['f32', 'f16', 'bf16']) : xdt;
+    const xstrided = R.next() < 0.15, odt: DT = R.next() < 0.15 ? R.pick(['f32', 'f16', 'bf16']) : xdt;
     const old = roundTo(odt, R.randn(g.N * Ho * Wo * g.O));
     const ref = refConv(x, w, g, bias, beta, old);
     if (process.env.MUTATE) ref[ref.length - 1] += 0.05;
@@ -103,7 +103,7 @@ async function main() {
     for (const algo of algos) {
       const envs: (Record<string, string>)[] = [{}];
       if (algo.startsWith('winograd') && g.O % 16 === 0) envs.push({ HYPERSD_WINO_VARIANT: 'small' }, { HYPERSD_WINO_VARIANT: 'big' });
-      if (algo.startsWith('winograd') && R.u() < 0.3) envs.push({ HYPERSD_WINO_VARIANT: 'big', HYPERSD_WINO_CHUNK_TILES: String(R.pick([1, 6, 12, 13])) });
+      if (algo.startsWith('winograd') && R.next() < 0.3) envs.push({ HYPERSD_WINO_VARIANT: 'big', HYPERSD_WINO_CHUNK_TILES: String(R.pick([1, 6, 12, 13])) });
       if (algo === 'auto' && g.O <= 8) envs.push({ HYPERSD_CONV_NO_SMALL: '1' });
       for (const env of envs) {
         Object.assign(process.env, env);
@@ -130,13 +130,13 @@ async function main() {
       }
     }
     // invalid combos must throw a clear error
-    if (!wino && R.u() < 0.3) {
+    if (!wino && R.next() < 0.3) {
       const algo = R.pick(['winograd', 'winograd4', 'winograd6'] as const);
       try { hs.ops.conv2d(xs.t, ws.t, null, { stride: g.stride, pad: g.pad, algo }); console.log('FAIL no throw', JSON.stringify({ ...g, algo })); fails++; }
       catch (e) { if (!/needs a 3x3 kernel and stride 1/.test((e as Error).message)) { console.log('FAIL bad msg', (e as Error).message); fails++; } counts['invalid-throws'] = (counts['invalid-throws'] ?? 0) + 1; }
     }
     // lora vs merged
-    if (R.u() < 0.35) {
+    if (R.next() < 0.35) {
       const r = R.int(1, 8), scale = R.pick([0.6, 1, -0.3, 2]), K = g.kh * g.kw * g.C;
       const ldt: DT = R.pick(['f32', wdt]);
       const down = roundTo(ldt, R.randn(r * K, 0.3)), up = roundTo(ldt, R.randn(g.O * r, 0.3));

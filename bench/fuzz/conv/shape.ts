@@ -22,8 +22,8 @@ function randBits(dt: DT): number | bigint {
   if (dt === 'f32') { f32[0] = v; return u32[0]; }
   if (dt === 'f16') return floatToHalfBits(v);
   if (dt === 'bf16') return floatToBf16Bits(v);
-  if (dt === 'i32') return (Math.floor(R.u() * 2 ** 32)) >>> 0;
-  return (BigInt(Math.floor(R.u() * 2 ** 32)) << 32n) | BigInt(Math.floor(R.u() * 2 ** 32));
+  if (dt === 'i32') return (Math.floor(R.next() * 2 ** 32)) >>> 0;
+  return (BigInt(Math.floor(R.next() * 2 ** 32)) << 32n) | BigInt(Math.floor(R.next() * 2 ** 32));
 }
 const SENT: Record<number, number | bigint> = { 2: 0x7d5a, 4: 0x7f8dead1, 8: 0x7ff00000deadbeefn };
 function tensorFromBits(dt: DT, b: Bits, shape: number[]): Tensor {
@@ -40,8 +40,8 @@ function makeInput(dt: DT, shape: number[], mode: 'contig' | 'offset' | 'strided
   let strides = cstr(shape), off = 0, S = size(shape);
   if (mode === 'offset') { off = R.int(1, 9); S = size(shape) + off + R.int(0, 9); }
   if (mode === 'strided') {
-    const pad = shape.map((d) => d + (R.u() < 0.5 ? R.int(0, 3) : 0));
-    const order = [...Array(nd).keys()].sort(() => R.u() - 0.5); // order[0] slowest
+    const pad = shape.map((d) => d + (R.next() < 0.5 ? R.int(0, 3) : 0));
+    const order = [...Array(nd).keys()].sort(() => R.next() - 0.5); // order[0] slowest
     strides = new Array(nd); let acc = 1;
     for (let k = nd - 1; k >= 0; k--) { strides[order[k]] = acc; acc *= pad[order[k]]; }
     off = R.int(0, 5); S = acc + off + R.int(0, 5);
@@ -76,7 +76,7 @@ async function check(what: string, info: unknown, dt: DT, api: () => Tensor, raw
     if (raw && size(outShape) > 0) { const g = guardedOut(dt, outShape); raw(g.t); const e2 = cmp(await readBits(dt, g.t), want) ?? (await g.check()); if (e2) fail(what + '/guarded', info, e2); }
   } catch (err) { fail(what, info, 'THREW ' + (err as Error).message); }
 }
-function randShape(rank: number, maxd = 9): number[] { return Array.from({ length: rank }, () => R.u() < 0.15 ? 1 : R.int(1, maxd)); }
+function randShape(rank: number, maxd = 9): number[] { return Array.from({ length: rank }, () => R.next() < 0.15 ? 1 : R.int(1, maxd)); }
 const t0 = Date.now();
 async function main() {
   for (let ci = 0; ci < COUNT && (Date.now() - t0) / 1000 < BUDGET; ci++) {
@@ -96,7 +96,7 @@ async function main() {
       if (parts.every((p) => p[ax] === 0)) parts[0][ax] = 1;
       const ins = parts.map((s) => makeInput(dt, s, size(s) ? R.pick(['contig', 'offset', 'strided'] as const) : 'contig'));
       const os = base.slice(); os[ax] = parts.reduce((a, p) => a + p[ax], 0);
-      const axis = R.u() < 0.3 ? ax - rank : ax; Object.assign(info, { parts, axis, modes: ins.map((i) => i.mode) });
+      const axis = R.next() < 0.3 ? ax - rank : ax; Object.assign(info, { parts, axis, modes: ins.map((i) => i.mode) });
       const want = bitsArr(dt, size(os)) as any;
       for (let i = 0; i < want.length; i++) { const c = coordsOf(i, os); let j = 0, kk = c[ax]; while (kk >= parts[j][ax]) kk -= parts[j++][ax]; const cc = c.slice(); cc[ax] = kk; want[i] = (ins[j].vals as any)[cc.reduce((a, v, d) => a + v * cstr(parts[j])[d], 0)]; }
       await check('concat', info, dt, () => hs.ops.concat(ins.map((i) => i.t), axis), (o) => hs.runOp('concat', ins.map((i) => i.t), [o], { axis: ax }), want, os);
@@ -104,24 +104,24 @@ async function main() {
       const rank = R.int(1, 5), s = randShape(rank, 11), ax = R.int(0, rank - 1), n = s[ax];
       const step = R.pick([1, 1, 2, 3, 5]), start = R.int(0, n - 1), maxLen = Math.floor((n - 1 - start) / step) + 1, length = R.int(0, maxLen);
       const x = makeInput(dt, s, mode); const os = s.slice(); os[ax] = length;
-      const axis = R.u() < 0.3 ? ax - rank : ax; Object.assign(info, { shape: s, axis, start, length, step });
+      const axis = R.next() < 0.3 ? ax - rank : ax; Object.assign(info, { shape: s, axis, start, length, step });
       const want = bitsArr(dt, size(os)) as any;
       for (let i = 0; i < want.length; i++) { const c = coordsOf(i, os); c[ax] = start + step * c[ax]; want[i] = (x.vals as any)[c.reduce((a, v, d) => a + v * cstr(s)[d], 0)]; }
       await check('slice', info, dt, () => hs.ops.slice(x.t, axis, start, length, step), length ? (o) => hs.runOp('slice', [x.t], [o], { axis: ax, start, step }) : null, want, os);
       // invalid: one past the end must throw
-      if (R.u() < 0.2) { try { hs.ops.slice(x.t, axis, start, maxLen + 1, step); fail('slice-oob', info, 'no throw'); } catch (e) { if (!/reach outside/.test((e as Error).message)) fail('slice-oob', info, (e as Error).message); } }
+      if (R.next() < 0.2) { try { hs.ops.slice(x.t, axis, start, maxLen + 1, step); fail('slice-oob', info, 'no throw'); } catch (e) { if (!/reach outside/.test((e as Error).message)) fail('slice-oob', info, (e as Error).message); } }
     } else if (op === 'permute') {
-      const big = R.u() < 0.25; const rank = big ? R.int(2, 4) : R.int(1, 6);
+      const big = R.next() < 0.25; const rank = big ? R.int(2, 4) : R.int(1, 6);
       const s = big ? randShape(rank, 3).map((d, i) => (i >= rank - 2 ? R.int(20, 70) : d)) : randShape(rank, 6);
-      const dims = [...Array(rank).keys()].sort(() => R.u() - 0.5);
-      if (big && R.u() < 0.6) { const a = R.int(0, rank - 2), b = R.int(a + 1, rank - 1); dims.splice(0, rank, ...[...Array(a).keys()], ...Array.from({ length: rank - b }, (_, i) => b + i), ...Array.from({ length: b - a }, (_, i) => a + i)); }
-      const x = makeInput(dt, s, mode); const os = dims.map((d) => s[d]); const arg = dims.map((d) => (R.u() < 0.2 ? d - rank : d));
+      const dims = [...Array(rank).keys()].sort(() => R.next() - 0.5);
+      if (big && R.next() < 0.6) { const a = R.int(0, rank - 2), b = R.int(a + 1, rank - 1); dims.splice(0, rank, ...[...Array(a).keys()], ...Array.from({ length: rank - b }, (_, i) => b + i), ...Array.from({ length: b - a }, (_, i) => a + i)); }
+      const x = makeInput(dt, s, mode); const os = dims.map((d) => s[d]); const arg = dims.map((d) => (R.next() < 0.2 ? d - rank : d));
       Object.assign(info, { shape: s, dims: arg });
       const want = bitsArr(dt, size(os)) as any;
       for (let i = 0; i < want.length; i++) { const c = coordsOf(i, os); const xc = new Array(rank); dims.forEach((k, j) => (xc[k] = c[j])); want[i] = (x.vals as any)[xc.reduce((a, v, d) => a + v * cstr(s)[d], 0)]; }
       await check('permute', info, dt, () => hs.ops.permute(x.t, arg), (o) => hs.runOp('permute', [x.t], [o], { dims }), want, os);
     } else if (op === 'cast') {
-      const s = randShape(R.int(1, 4), 9); if (R.u() < 0.2) s[0] = R.int(4000, 20000);
+      const s = randShape(R.int(1, 4), 9); if (R.next() < 0.2) s[0] = R.int(4000, 20000);
       const from: DT = R.pick(['f32', 'f16', 'bf16', 'i32', 'i64']); const to: DT = from.startsWith('i') ? R.pick(['f32', 'f16', 'bf16', 'i32', 'i64']) : R.pick(['f32', 'f16', 'bf16']);
       // integers: keep them in a range the reference handles exactly
       const x = makeInput(from, s, mode);

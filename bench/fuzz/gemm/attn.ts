@@ -98,7 +98,7 @@ const t0 = Date.now();
     const amp = R.pick([1, 1, 1, 2, 4, 0.1]);
     const scaleOpt: number | undefined = R.next() < 0.75 ? undefined : Math.fround(R.pick([0.37, 1, 0.05, -0.3, 0, 2.5]));
     const withLse = R.next() < 0.5;
-    const qv = roundTo(dt, R.arr(B * Lq * H * D, amp)), kv = roundTo(dt, R.arr(B * Lk * H * D)), vv = roundTo(dt, R.arr(B * Lk * H * Dv));
+    const qv = roundTo(dt, R.randn(B * Lq * H * D, amp)), kv = roundTo(dt, R.randn(B * Lk * H * D)), vv = roundTo(dt, R.randn(B * Lk * H * Dv));
     const scale = scaleOpt ?? 1 / Math.sqrt(D);
     const ref = reference(qv, kv, vv, B, Lq, Lk, H, D, Dv, causal, Math.fround(scale));
     const what = `case ${c}: B ${B} Lq ${Lq} Lk ${Lk} H ${H} D ${D} Dv ${Dv} causal ${causal} ${dt} amp ${amp} scale ${scaleOpt} lse ${withLse}`;

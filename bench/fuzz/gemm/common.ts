@@ -1,62 +1,13 @@
 import * as hs from '../../../lib';
 import { roundTo } from '../../../test/helpers/check';
+import { erf } from '../../../test/autograd/fd';
 export { roundTo };
+export { rng } from '../rng';
 hs.setPoison(true);
 
 export type DT = 'f32' | 'f16' | 'bf16';
 export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 
-/** mulberry32 */
-export function rng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(a: readonly T[]): T => a[Math.floor(next() * a.length)];
-  const normal = () => {
-    const u1 = next() || 1e-12, u2 = next();
-    return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
-  };
-  const arr = (n: number, scale = 1) => {
-    const o = new Float64Array(n);
-    for (let i = 0; i < n; i++) o[i] = normal() * scale;
-    return o;
-  };
-  return { next, int, pick, normal, arr };
-}
-
-export function erf(x: number): number {
-  const z = Math.abs(x);
-  let r: number;
-  if (z < 3) {
-    let term = z, sum = z;
-    for (let n = 1; n < 200; n++) {
-      term *= (-z * z) / n;
-      const d = term / (2 * n + 1);
-      sum += d;
-      if (Math.abs(d) < 1e-17 * Math.abs(sum)) break;
-    }
-    r = (2 / Math.sqrt(Math.PI)) * sum;
-  } else {
-    let f = z, c = z, d = 0;
-    for (let n = 1; n < 300; n++) {
-      const an = n / 2;
-      d = z + an * d;
-      d = 1 / d;
-      c = z + an / c;
-      const delta = c * d;
-      f *= delta;
-      if (Math.abs(delta - 1) < 1e-16) break;
-    }
-    r = 1 - Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
-  }
-  return x < 0 ? -r : r;
-}
 export function actRef(x: number, act: Act): number {
   switch (act) {
     case 'silu': return x / (1 + Math.exp(-x));

@@ -4,7 +4,7 @@ import { T, compare, rng, roundTo } from './common';
 
 const { matmul, linear, linearGeglu, loraLinear, loraLinearBatched, attention } = hs.ops;
 const R = rng(7);
-const z = (shape: number[], dt: 'f32' | 'f16' | 'bf16' = 'f32') => T(R.arr(shape.reduce((a, b) => a * b, 1)), shape, dt);
+const z = (shape: number[], dt: 'f32' | 'f16' | 'bf16' = 'f32') => T(R.randn(shape.reduce((a, b) => a * b, 1)), shape, dt);
 const i32 = (shape: number[], vals?: number[]) => hs.tensor(Int32Array.from(vals ?? new Array(shape.reduce((a, b) => a * b, 1)).fill(0)), shape);
 
 // Accepted on purpose: a NaN among the per-item LoRA scales (data, not an argument: it makes that item's
@@ -125,9 +125,9 @@ async function expectErr(name: string, f: () => unknown, want?: RegExp) {
   await show('matmul N=0', () => matmul(a, T([], [3, 0])), []);
   await show('matmul batch 0', () => matmul(T([], [0, 4, 3]), b), []);
   await show('linearGeglu M=0', () => linearGeglu(T([], [0, 3]), z([32, 3])), []);
-  await show('linearGeglu K=0', () => linearGeglu(T([], [2, 0]), T([], [32, 0]), T(R.arr(32).fill(1), [32])), new Array(32).fill(0.5 * (1 + 0.6826894921370859)));
+  await show('linearGeglu K=0', () => linearGeglu(T([], [2, 0]), T([], [32, 0]), T(R.randn(32).fill(1), [32])), new Array(32).fill(0.5 * (1 + 0.6826894921370859)));
   // lora with r = 0
-  const xx = roundTo('f32', R.arr(6)), ww = roundTo('f32', R.arr(12));
+  const xx = roundTo('f32', R.randn(6)), ww = roundTo('f32', R.randn(12));
   const lin = (x: Float64Array, w: Float64Array) => [0, 1].flatMap((i) => [0, 1, 2, 3].map((j) => x[i * 3] * w[j * 3] + x[i * 3 + 1] * w[j * 3 + 1] + x[i * 3 + 2] * w[j * 3 + 2]));
   await show('lora r=0', () => loraLinear(T(xx, [2, 3]), T(ww, [4, 3]), null, T([], [0, 3]), T([], [4, 0]), 1), lin(xx, ww));
   await show('loraB r=0', () => loraLinearBatched(T(xx, [1, 2, 3]), T(ww, [4, 3]), null, T([], [1, 0, 3]), T([], [1, 4, 0]), i32([1], [0]), T([1], [1])), lin(xx, ww));
@@ -139,7 +139,7 @@ async function expectErr(name: string, f: () => unknown, want?: RegExp) {
   // attention edges
   await show('attn Lq=0', () => attention(T([], [1, 0, 8]), z([1, 3, 8]), z([1, 3, 8]), { heads: 2 }), []);
   await show('attn B=0', () => attention(T([], [0, 3, 8]), T([], [0, 3, 8]), T([], [0, 3, 8]), { heads: 2 }), []);
-  const vv = roundTo('f32', R.arr(3 * 4));
+  const vv = roundTo('f32', R.randn(3 * 4));
   const meanV = [0, 1, 2, 3].map((e) => (vv[e] + vv[4 + e] + vv[8 + e]) / 3);
   await show('attn D=0 (q,k no channels), explicit scale', () => attention(T([], [1, 2, 0]), T([], [1, 3, 0]), T(vv, [1, 3, 4]), { heads: 1, scale: 1 }), [...meanV, ...meanV]);
   await show('attn D=0 default scale', () => attention(T([], [1, 2, 0]), T([], [1, 3, 0]), T(vv, [1, 3, 4]), { heads: 1 }), [...meanV, ...meanV]);
@@ -147,7 +147,7 @@ async function expectErr(name: string, f: () => unknown, want?: RegExp) {
   // aliasing: out is also an input
   {
     const M = 20, K = 20;
-    const av = roundTo('f32', R.arr(M * K)), bv = roundTo('f32', R.arr(K * K));
+    const av = roundTo('f32', R.randn(M * K)), bv = roundTo('f32', R.randn(K * K));
     const ref = new Float64Array(M * K);
     for (let i = 0; i < M; i++) for (let j = 0; j < K; j++) { let s = 0; for (let kk = 0; kk < K; kk++) s += av[i * K + kk] * bv[kk * K + j]; ref[i * K + j] = s; }
     const at = T(av, [M, K]);

@@ -52,10 +52,10 @@ const t0 = Date.now();
 
     const aShape = [...batch, ...(transA ? [K, M] : [M, K])];
     const bShape = [...(bBatched ? batch : []), ...(transB ? [N, K] : [K, N])];
-    const av = roundTo(adt, R.arr(P * M * K));
-    const bv = roundTo(bdt, R.arr((bBatched ? P : 1) * K * N, 1 / Math.sqrt(Math.max(1, K) / 16)));
-    const biasv = roundTo(bdtBias, R.arr(N));
-    const oldv = roundTo(odt, R.arr(P * M * N));
+    const av = roundTo(adt, R.randn(P * M * K));
+    const bv = roundTo(bdt, R.randn((bBatched ? P : 1) * K * N, 1 / Math.sqrt(Math.max(1, K) / 16)));
+    const biasv = roundTo(bdtBias, R.randn(N));
+    const oldv = roundTo(odt, R.randn(P * M * N));
     const what = `case ${c}: a${JSON.stringify(aShape)} ${adt} transA ${transA} b${JSON.stringify(bShape)} ${bdt} transB ${transB} M ${M} K ${K} N ${N} bias ${hasBias ? bdtBias : 'no'} act ${act} alpha ${alpha} beta ${beta} out ${useOut ? odt : 'no'}`;
 
     // reference: A as row-major [P][M][K], B^T as [Pb][N][K]

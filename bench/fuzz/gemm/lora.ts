@@ -61,8 +61,8 @@ async function loraCase(c: number) {
   // lead dims of x
   const lead: number[] = R.pick([[M], [M], [1, M], [M === 1 ? 1 : 2, Math.ceil(M / 2)], []]);
   const Mt = lead.reduce((a, b) => a * b, 1);
-  const x = roundTo(xdt, R.arr(Mt * K)), w = roundTo(wdt, R.arr(N * K, 1 / Math.sqrt(K)));
-  const dn = roundTo(ddt, R.arr(r * K, 1 / Math.sqrt(K))), up = roundTo(udt, R.arr(N * r)), bias = roundTo(bdt, R.arr(N));
+  const x = roundTo(xdt, R.randn(Mt * K)), w = roundTo(wdt, R.randn(N * K, 1 / Math.sqrt(K)));
+  const dn = roundTo(ddt, R.randn(r * K, 1 / Math.sqrt(K))), up = roundTo(udt, R.randn(N * r)), bias = roundTo(bdt, R.randn(N));
   const base = xwT(x, w, Mt, K, N), tt = xwT(x, dn, Mt, K, r);
   const ref = new Float64Array(Mt * N), mag = new Float64Array(Mt * N);
   for (let i = 0; i < Mt; i++)
@@ -95,8 +95,8 @@ async function loraBatchedCase(c: number) {
   const hasBias = R.next() < 0.6;
   const idx = Array.from({ length: B }, () => R.int(-1, nA - 1));
   const scales = roundTo(sdt, Array.from({ length: B }, () => R.pick([1, 0.5, -2, 0, R.normal()])));
-  const x = roundTo(xdt, R.arr(B * L * K)), w = roundTo(wdt, R.arr(N * K, 1 / Math.sqrt(K)));
-  const dn = roundTo(ddt, R.arr(nA * r * K, 1 / Math.sqrt(K))), up = roundTo(udt, R.arr(nA * N * r)), bias = roundTo(bdt, R.arr(N));
+  const x = roundTo(xdt, R.randn(B * L * K)), w = roundTo(wdt, R.randn(N * K, 1 / Math.sqrt(K)));
+  const dn = roundTo(ddt, R.randn(nA * r * K, 1 / Math.sqrt(K))), up = roundTo(udt, R.randn(nA * N * r)), bias = roundTo(bdt, R.randn(N));
   const ref = new Float64Array(B * L * N), mag = new Float64Array(B * L * N);
   for (let b = 0; b < B; b++) {
     const base = xwT(x, w, L, K, N, b * L * K);
@@ -132,7 +132,7 @@ async function gegluCase(c: number) {
   const hasBias = R.next() < 0.6;
   const lead: number[] = R.pick([[M], [M], [1, M], [M === 1 ? 1 : 2, Math.ceil(M / 2)], []]);
   const Mt = lead.reduce((a, b) => a * b, 1);
-  const x = roundTo(xdt, R.arr(Mt * K)), w = roundTo(wdt, R.arr(N2 * K, 1.5 / Math.sqrt(K))), bias = roundTo(bdt, R.arr(N2));
+  const x = roundTo(xdt, R.randn(Mt * K)), w = roundTo(wdt, R.randn(N2 * K, 1.5 / Math.sqrt(K))), bias = roundTo(bdt, R.randn(N2));
   const fused = xdt === 'f32' && N2 % 16 === 0;
   const bf = engaged && true; // linear (composed) and the fused op both take bf16 products under the mode
   const xr = bf ? roundTo('bf16', x) : x, wr = bf ? roundTo('bf16', w) : w;

@@ -1,10 +1,5 @@
 import { hs, rng, relErr, roundTo, TOL } from './common';
-function erf(z: number): number {
-  const a = Math.abs(z);
-  if (a < 3) { let sum = 0, term = z; for (let n = 0; n < 120; n++) { sum += term / (2 * n + 1); term = (-term * z * z) / (n + 1); } return (2 / Math.sqrt(Math.PI)) * sum; }
-  let f = a; for (let n = 80; n >= 1; n--) f = a + n / 2 / f;
-  return Math.sign(z) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f);
-}
+import { erf } from '../../../test/autograd/fd';
 // x * Phi(x) computed stably for very negative x
 const Phi = (x: number) => (x < -3 ? 0.5 * (Math.exp(-x * x / 2) / Math.sqrt(Math.PI) / (() => { const a = -x / Math.SQRT2; let f = a; for (let n = 80; n >= 1; n--) f = a + n / 2 / f; return f; })()) : 0.5 * (1 + erf(x / Math.SQRT2)));
 const sig = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));

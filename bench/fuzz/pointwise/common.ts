@@ -1,20 +1,8 @@
 import * as hs from '../../../lib';
 export { hs };
+export { rng } from '../rng';
+export { TOL } from '../../../test/helpers/check';
 hs.setPoison(true);
-export function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = () => { const u1 = next() || 1e-12, u2 = next(); return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2); };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(a: T[]): T => a[Math.floor(next() * a.length)];
-  return { next, normal, int, pick };
-}
 export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
   if (out.length !== ref.length) return Infinity;
   let num = 0, den = 0;
@@ -28,6 +16,9 @@ export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
   }
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
+// roundTo and relErr here, unlike test/helpers/check.ts's, model special values: an infinite or overflowing f16
+// stays / becomes infinite, f16 rounds through f32 as a Float32Array input does, and NaN / inf outputs match
+// NaN / inf references.
 export function roundTo(dtype: string, x: ArrayLike<number>): Float64Array {
   const t = new Float64Array(x.length);
   const f = new Float32Array(1);
@@ -52,4 +43,3 @@ export function roundTo(dtype: string, x: ArrayLike<number>): Float64Array {
   }
   return t;
 }
-export const TOL: Record<string, number> = { f32: 1e-5, f16: 1e-2, bf16: 1e-2 };

@@ -205,6 +205,13 @@ if [ -x "$NCU" ] && [ "${NCU_ATTN:-1}" = 1 ]; then
     --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
+# where group norm's two kernels spend their time at the SD1.5 UNet's 64x64 x 320 (f16, SiLU): the second rep's
+# statistics and apply launches of bench/gpu_kernels.ts's first group-norm shape
+if [ -x "$NCU" ] && [ "${NCU_GN:-1}" = 1 ]; then
+  stage ncu-gn 60 "$NCU" --clock-control none --target-processes all -k regex:gn_ --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+    node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
+fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora

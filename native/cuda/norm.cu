@@ -28,7 +28,8 @@
 // channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
 // needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 40, gn_stats_vec 59-61, gn_apply_vec 70-72
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 47-48, gn_stats_vec 64 (f16) / 74-76 (a 64 cap
+// spilled 8 bytes for bf16 and f32; its grid follows the occupancy instead), gn_apply_vec 64-72
 // (launch bounds 256 x 3: without them ptxas held the bf16 one to 64 registers and spilled 12 bytes; 62-70 on
 // sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32.
 #include <cmath>
@@ -235,19 +236,27 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
       float pv[8];
 #pragma unroll
       for (int k = 0; k < 8; ++k) pv[k] = gn_pivot(xn, S, C, Cg, (c + k) / Cg);
-      int64_t s = s0 + r;
-      constexpr int U = sizeof(T) == 4 ? 2 : 4;  // rows' loads in flight: 64 bytes a thread
-      for (; s + (U - 1) * rp < s1; s += U * rp) {
-        float u[U][8];
+      // U rows' loads in flight (64 bytes a thread), the last batch predicated: at the UNet's sizes a chunk
+      // is ~16 rows, 2-3 a thread, which a one-row tail loop had fetched one memory latency after another.
+      constexpr int U = sizeof(T) == 4 ? 2 : 4;
+      // (kept raw until used: 4 registers a vector for 16-bit types, not 8 floats)
+      for (int64_t s = s0 + r; s < s1; s += U * rp) {
+        uint4 raw[U][sizeof(T) / 2];
 #pragma unroll
-        for (int j = 0; j < U; ++j) Vec8<T>::load(xn + (s + j * rp) * C + c, u[j]);
+        for (int j = 0; j < U; ++j)
+          if (s + j * rp < s1)
 #pragma unroll
-        for (int j = 0; j < U; ++j) gn_acc8(u[j], pv, a1, a2);
-      }
-      for (; s < s1; s += rp) {
-        float u[8];
-        Vec8<T>::load(xn + s * C + c, u);
-        gn_acc8(u, pv, a1, a2);
+            for (int h = 0; h < (int)sizeof(T) / 2; ++h)
+              raw[j][h] = reinterpret_cast<const uint4*>(xn + (s + j * rp) * C + c)[h];
+#pragma unroll
+        for (int j = 0; j < U; ++j)
+          if (s + j * rp < s1) {
+            float u[8];
+            const T* e = reinterpret_cast<const T*>(raw[j]);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) u[k] = to_f(e[k]);
+            gn_acc8(u, pv, a1, a2);
+          }
       }
       gn_put8(t1, t2, r * cw + cv * 8, a1, a2);
     }
@@ -348,14 +357,19 @@ __global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restric
   };
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   int c = (int)((i * 8) % C);
+  // Every batch's loads are issued before the first is used, the last batch predicated (a one-vector tail loop
+  // had taken most threads' last 1-3 vectors one memory latency after another: ~3 vectors a thread in all at
+  // the UNet's sizes).
   if constexpr (sizeof(T) == 2) {  // four 16-byte loads in flight, kept raw (4 registers each) until used
     const uint4* xr = reinterpret_cast<const uint4*>(xn);
-    for (; i + 3 * stride < nvec; i += 4 * stride) {
+    for (; i < nvec; i += 4 * stride) {
       uint4 r[4];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) r[j] = xr[i + j * stride];
+      for (int j = 0; j < 4; ++j)
+        if (i + j * stride < nvec) r[j] = xr[i + j * stride];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
+        if (i + j * stride >= nvec) break;
         float v[8];
         const T* h = reinterpret_cast<const T*>(&r[j]);
 #pragma unroll
@@ -365,21 +379,17 @@ __global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restric
       }
     }
   } else {
-    for (; i + stride < nvec; i += 2 * stride) {
+    for (; i < nvec; i += 2 * stride) {
       float v[8], w[8];
+      const bool two = i + stride < nvec;
       Vec8<T>::load(xn + i * 8, v);
-      Vec8<T>::load(xn + (i + stride) * 8, w);
+      if (two) Vec8<T>::load(xn + (i + stride) * 8, w);
       norm8(i, c, v);
       c = next(c);
+      if (!two) break;
       norm8(i + stride, c, w);
       c = next(c);
     }
-  }
-  for (; i < nvec; i += stride) {
-    float v[8];
-    Vec8<T>::load(xn + i * 8, v);
-    norm8(i, c, v);
-    c = next(c);
   }
 }
 
@@ -423,19 +433,26 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
 
 // st [N, 3, G]: per group pivot, rstd, m = mean - pivot (one launch: the statistics blocks, the last of each
 // sample summing its partials).
+// The row chunks fill one wave of the kernel's resident blocks (its occupancy: 64-76 registers, 3-4 blocks per
+// multiprocessor by dtype) instead of gn_args' four a multiprocessor, so no chunk waits for a second wave.
 template <class T>
 Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
-  Tensor part = empty({a.N, a.nchunks, 2 * a.G}, DType::F32, Device::CUDA);
   Tensor st = empty({a.N, 3, a.G}, DType::F32, Device::CUDA);
   unsigned* cnt = reduction_counters(s);
   const T* xp = a.x.data<T>();
   const size_t sm = 2 * a.G * sizeof(float);
-  const dim3 grid((unsigned)a.nchunks, (unsigned)a.N);
-  if (a.C % 8 == 0 && aligned16(xp))
-    gn_stats_vec_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc,
+  const bool vec = a.C % 8 == 0 && aligned16(xp);
+  const void* kern = vec ? (const void*)gn_stats_vec_kernel<T> : (const void*)gn_stats_kernel<T>;
+  const int64_t N = std::max<int64_t>(a.N, 1), target = (int64_t)blocks_per_sm(kern, GN_THREADS, sm) * sm_count();
+  const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>({a.S, (target + N - 1) / N, 65535}));
+  const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
+  Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
+  const dim3 grid((unsigned)nchunks, (unsigned)a.N);
+  if (vec)
+    gn_stats_vec_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
                                                         part.data<float>(), cnt, st.data<float>(), a.eps);
   else
-    gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), a.rpc,
+    gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
                                                     part.data<float>(), cnt, st.data<float>(), a.eps);
   return st;
 }

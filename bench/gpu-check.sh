@@ -9,7 +9,7 @@
 #      test/ops (forward ops vs float64 references), test/autograd (backward kernels vs finite differences),
 #      test/train/optim (AdamW etc.); then the gemm file on each Hopper GEMM (TMA 128 / 256 columns, cp.async)
 #      and the attention file on each flash variant (one / two m tiles a warp, uncapped registers, and the
-#      opt-in wgmma kernel, HYPERSD_ATTN_WGMMA=1)
+#      Hopper wgmma kernel forced on every shape it takes, HYPERSD_ATTN_WGMMA=1; the mma.sync stages set it to 0)
 #   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
 #   4. compute-sanitizer memcheck over every op test file (SANITIZE_TESTS) and the gemm / attention variants,
 #      racecheck over the kernels that share tiles in shared memory (RACECHECK_TESTS) and the wgmma attention
@@ -43,6 +43,7 @@ declare -a NAMES RESULTS TIMES
 stage() {
   local name=$1 limit=$2
   shift 2
+  if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ $ONLY ]]; then return; fi  # ONLY=regex: just the matching stages
   local left=$((DEADLINE - $(date +%s)))
   if [ "$left" -lt 8 ]; then
     say "=== [$name] SKIPPED: past the deadline"
@@ -145,10 +146,10 @@ for v in 128 256 0; do
 done
 # the attention file again on each flash-kernel variant (64-row blocks, 128-row blocks for head dims <= 64)
 for wm in 1 2; do
-  stage "ops/attention-wm$wm" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=$wm $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "ops/attention-wm$wm" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_WM=$wm $UVU test/ops "^attention\\.test\\.ts\$"
 done
-stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_OCC=3 $UVU test/ops "^attention\\.test\\.ts\$"
-# the opt-in Hopper wgmma flash kernel (attention_sm90a.cu; never run on a GPU before session 14's check)
+stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_OCC=3 $UVU test/ops "^attention\\.test\\.ts\$"
+# the Hopper wgmma flash kernel (attention_sm90a.cu) forced on every shape it takes, short key lists too
 stage "ops/attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 $UVU test/ops "^attention\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
@@ -162,7 +163,7 @@ if [ -x "$SAN" ]; then
     stage "memcheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
   done
-  stage "memcheck-attention-wm2" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WM=2 "$SAN" --tool memcheck --target-processes all \
+  stage "memcheck-attention-wm2" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_WM=2 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "memcheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
@@ -170,6 +171,8 @@ if [ -x "$SAN" ]; then
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
+  stage "racecheck-attention-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 "$SAN" --tool racecheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   for t in ${RACECHECK_TESTS:-attention gemm norm}; do
     stage "racecheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
@@ -217,9 +220,9 @@ stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.
 stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora
 stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 # the attention rows on the one-tile flash kernel, for the side-by-side comparison with the default choice
-stage bench-attn-wm1 30 env HYPERSD_ATTN_WM=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
-stage bench-attn-wgmma 30 env HYPERSD_ATTN_WGMMA=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
-stage bench-attn-occ3 30 env HYPERSD_ATTN_OCC=3 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
+stage bench-attn-wm1 30 env HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_WM=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
+stage bench-attn-mma 30 env HYPERSD_ATTN_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
+stage bench-attn-occ3 30 env HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_OCC=3 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only attn
 [ -n "${SASS:-}" ] && stage sass 20 bash -c "cuobjdump -sass '$HYPERSD_ADDON' | grep -oE '(HGMMA|HMMA)\.[A-Z0-9.]+' | sort | uniq -c | sort -rn | head -8"
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
 stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f32,bf16 --reps 3 --only vae

@@ -180,6 +180,8 @@ async function attns(): Promise<void> {
   await attn(2, 1024, 1024, 8, 80, 'SD1.5 self 32x32');
   await attn(2, 256, 256, 8, 160, 'SD1.5 self 16x16');
   await attn(2, 4096, 77, 10, 64, 'SDXL cross');
+  await attn(2, 1024, 1024, 20, 64, 'SDXL self 32x32');
+  await attn(2, 4096, 512, 10, 64, 'keys at the wgmma threshold');
   await attn(2, 77, 77, 12, 64, 'CLIP-L text', 'f16', true);
   if (!quick) await attn(1, 1024, 1024, 8, 40, 'SIMT path', 'f32');
 }

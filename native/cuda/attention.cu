@@ -305,7 +305,7 @@ template <class T>
 void launch_attention(const AttnParams& p, bool tensor_cores, cudaStream_t s) {
   if constexpr (!std::is_same<T, float>::value) {
 #ifdef HSD_WGMMA
-    // the Hopper wgmma kernel (attention_sm90a.cu), opt-in (HYPERSD_ATTN_WGMMA=1) until a GPU has verified it
+    // the Hopper wgmma kernel (attention_sm90a.cu) on sm_90 for D = Dv <= 64 and 512 keys or more
     if (tensor_cores && launch_attention_wgmma(p, std::is_same<T, bf16>::value, s)) return;
 #endif
     if (tensor_cores) {

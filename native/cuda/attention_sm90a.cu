@@ -1,9 +1,9 @@
 // Flash attention on Hopper's warpgroup MMA (sm_90a only; see attention.cu for the op and the other kernels):
 // o = softmax(q k^T * scale [+ causal mask]) v per head for f16/bf16, head dims up to 64 (D == Dv, D % 8 == 0:
-// the head padded with zeros to 64, one 128-byte swizzled row). Opt-in: HYPERSD_ATTN_WGMMA=1 (attention.cu
-// calls launch_attention_wgmma first); written without a GPU at hand (session 13) and NEVER RUN ON A GPU yet:
-// bench/gpu-check.sh runs the attention tests, memcheck, racecheck and the attention benchmark rows with it
-// set, for the next session that is lent one to verify before it becomes the default.
+// the head padded with zeros to 64, one 128-byte swizzled row). attention.cu calls launch_attention_wgmma
+// first; it takes shapes with 512 keys or more (HYPERSD_ATTN_WGMMA=1: all it can, 0: none). Written without a GPU
+// at hand (session 13); first run on an H200 in session 20: the attention tests, compute-sanitizer memcheck
+// and racecheck passed with it forced, at 289-297 TFLOP/s for d = 64 self-attention (bench/RESULTS.md).
 // Reviewed without a GPU in session 18: the descriptors, the accumulator -> A fragment repacking, the fences and
 // the masking checked against the PTX ISA / CUTLASS layouts and a numpy emulation of one block (Lq 130 / Lk 77
 // / D 40, causal 150 / D 64, causal Lq 64 < Lk 200 / D 16: max |o - ref| ~2e-4, lse to 1e-15); register fences
@@ -149,13 +149,16 @@ __global__ void __launch_bounds__(FW_THREADS, 2) flash_wgmma_kernel(const AttnPa
 }
 
 bool launch_attention_wgmma(const AttnParams& p, bool is_bf16, cudaStream_t s) {
-  static const bool asked = [] {
+  // HYPERSD_ATTN_WGMMA: 1 for every shape it takes, 0 never, unset: from 512 keys (session 20 on an H200, f16,
+  // B 2, Lq 4096: d = 64 self 289-297 against the mma.sync kernel's 212 TFLOP/s, d = 40 self 185 against 173;
+  // with 77 keys slower, 36 against 48 at d = 40 and 78 against 81 at d = 64: one 64-key tile, mostly masked)
+  static const int mode = [] {
     const char* e = std::getenv("HYPERSD_ATTN_WGMMA");
-    return e && std::string(e) == "1";
+    return e && std::string(e) == "1" ? 1 : e && std::string(e) == "0" ? 0 : -1;
   }();
-  const bool on = asked && sm90_device();  // the current device, each call
+  if (mode == 0 || (mode < 0 && p.Lk < 512)) return false;
   // the caller checked f16/bf16, 16-byte aligned bases and D % 8 == 0 (so every row is 16-byte aligned)
-  if (!on || p.D != p.Dv || p.D > 64 || p.D % 8 != 0) return false;
+  if (p.D != p.Dv || p.D > 64 || p.D % 8 != 0 || !sm90_device()) return false;  // the current device, each call
   const dim3 grid((p.Lq + FW_BQ - 1) / FW_BQ, p.B * p.H);
   if (is_bf16) {
     allow_smem((const void*)flash_wgmma_kernel<bf16>, FW_SMEM);

@@ -443,7 +443,10 @@ Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   const size_t sm = 2 * a.G * sizeof(float);
   const bool vec = a.C % 8 == 0 && aligned16(xp);
   const void* kern = vec ? (const void*)gn_stats_vec_kernel<T> : (const void*)gn_stats_kernel<T>;
-  const int64_t N = std::max<int64_t>(a.N, 1), target = (int64_t)blocks_per_sm(kern, GN_THREADS, sm) * sm_count();
+  // (HYPERSD_GN_BPS=k: k blocks a multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice)
+  const char* bps = std::getenv("HYPERSD_GN_BPS");
+  const int per_sm = bps && std::atoi(bps) > 0 ? std::atoi(bps) : blocks_per_sm(kern, GN_THREADS, sm);
+  const int64_t N = std::max<int64_t>(a.N, 1), target = (int64_t)per_sm * sm_count();
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>({a.S, (target + N - 1) / N, 65535}));
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);

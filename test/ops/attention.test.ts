@@ -164,6 +164,9 @@ const halfCases: [string, Case][] = [
   ['causal Lq=140 < Lk=200 D=40', { B: 1, Lq: 140, Lk: 200, H: 1, D: 40, Dv: 40, causal: true }],
   ['Lq=130 Lk=100 D=80', { B: 1, Lq: 130, Lk: 100, H: 2, D: 80, Dv: 80 }],
   ['Lq=200 Lk=77 D=64 (text keys: partial key tiles only)', { B: 2, Lq: 200, Lk: 77, H: 2, D: 64, Dv: 64 }],
+  // 512 keys or more: the Hopper wgmma kernel's shapes by default (attention_sm90a.cu)
+  ['causal self L=576 D=64 (wgmma on Hopper)', { B: 1, Lq: 576, Lk: 576, H: 2, D: 64, Dv: 64, causal: true }],
+  ['Lq=150 Lk=620 D=40 (wgmma on Hopper: padded head, partial last key tile)', { B: 2, Lq: 150, Lk: 620, H: 2, D: 40, Dv: 40, amp: 3 }],
 ];
 for (const dtype of ['f16', 'bf16'] as const)
   for (const [name, c] of halfCases)

@@ -39,10 +39,11 @@ async function main(): Promise<void> {
     [1, 65536, 256, 'VAE 256x256']] as [number, number, number, string][]) {
     const x = randn([N, S, C]), g = randn([C]), b = randn([C]);
     await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }));
-    if (S === 4096) {  // the statistics grid's size (blocks a multiprocessor; default: its occupancy)
-      for (const bps of ['1', '2'])
-        await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), { HYPERSD_GN_BPS: bps });
-    }
+    // the grids' sizes in blocks a multiprocessor (statistics: by default ~40 KB of x a block within one wave;
+    // apply: one wave of its occupancy)
+    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_BPS: '4' },
+      { HYPERSD_GN_APPLY_BPS: '1' }, { HYPERSD_GN_APPLY_BPS: '2' }])
+      await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), env);
     for (const t of [x, g, b]) t.dispose();
   }
   {

@@ -443,10 +443,15 @@ Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   const size_t sm = 2 * a.G * sizeof(float);
   const bool vec = a.C % 8 == 0 && aligned16(xp);
   const void* kern = vec ? (const void*)gn_stats_vec_kernel<T> : (const void*)gn_stats_kernel<T>;
-  // (HYPERSD_GN_BPS=k: k blocks a multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice)
+  // At most one wave, at least one block a multiprocessor, and otherwise about 40 KB of x a block: each chunk's
+  // partials cost the last block's reduction, and on an H200 (session 20) the UNet's 5 MB tensors ran their
+  // statistics in 10.5 us on 132 blocks against 11.8 on 264 and 14.2 on 528. (HYPERSD_GN_BPS=k: k blocks a
+  // multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice.)
   const char* bps = std::getenv("HYPERSD_GN_BPS");
-  const int per_sm = bps && std::atoi(bps) > 0 ? std::atoi(bps) : blocks_per_sm(kern, GN_THREADS, sm);
-  const int64_t N = std::max<int64_t>(a.N, 1), target = (int64_t)per_sm * sm_count();
+  const int64_t per_sm = bps && std::atoi(bps) > 0 ? std::atoi(bps) : blocks_per_sm(kern, GN_THREADS, sm);
+  const int64_t by_bytes = (a.N * a.S * a.C * (int64_t)sizeof(T) + 40959) / 40960;
+  const int64_t N = std::max<int64_t>(a.N, 1),
+                target = bps ? per_sm * sm_count() : std::max<int64_t>(sm_count(), std::min<int64_t>(per_sm * sm_count(), by_bytes));
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>({a.S, (target + N - 1) / N, 65535}));
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
@@ -490,7 +495,9 @@ void group_norm(const OpContext& ctx) {
       const Tensor st = gn_stats<T>(a, s);
       const int64_t per = a.S * a.C / 8;  // vectors of a sample
       const size_t smem = 3 * a.C * sizeof(float);
-      const int64_t blocks = (int64_t)blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem) * sm_count();
+      const char* abps = std::getenv("HYPERSD_GN_APPLY_BPS");  // (blocks a multiprocessor, for bench/gpu_kernels.ts)
+      const int64_t blocks = (int64_t)(abps && std::atoi(abps) > 0 ? std::atoi(abps)
+                                          : blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem)) * sm_count();
       const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N));
       gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, smem, s>>>(
           a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),

@@ -39,7 +39,7 @@ async function main(): Promise<void> {
     [1, 65536, 256, 'VAE 256x256']] as [number, number, number, string][]) {
     const x = randn([N, S, C]), g = randn([C]), b = randn([C]);
     await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }));
-    // the grids' sizes in blocks a multiprocessor (statistics: by default ~40 KB of x a block within one wave;
+    // the grids' sizes in blocks a multiprocessor (statistics: by default ~128 KB of x a block, 1-2 a multiprocessor;
     // apply: one wave of its occupancy)
     for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_BPS: '4' },
       { HYPERSD_GN_APPLY_BPS: '1' }, { HYPERSD_GN_APPLY_BPS: '2' }])

@@ -443,15 +443,17 @@ Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   const size_t sm = 2 * a.G * sizeof(float);
   const bool vec = a.C % 8 == 0 && aligned16(xp);
   const void* kern = vec ? (const void*)gn_stats_vec_kernel<T> : (const void*)gn_stats_kernel<T>;
-  // At most one wave, at least one block a multiprocessor, and otherwise about 40 KB of x a block: each chunk's
-  // partials cost the last block's reduction, and on an H200 (session 20) the UNet's 5 MB tensors ran their
-  // statistics in 10.5 us on 132 blocks against 11.8 on 264 and 14.2 on 528. (HYPERSD_GN_BPS=k: k blocks a
-  // multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice.)
+  // About 128 KB of x a block, between one and two blocks a multiprocessor (within one wave): each chunk's
+  // partials cost the last block's reduction. Nsight Compute durations on an H200 (session 20, f16, medians of
+  // 3) at 1 / 2 / 4 blocks a multiprocessor: UNet [2, 4096, 320] 10.6 / 11.8 / 14.3 us, [2, 1024, 1280] 11.4 /
+  // 11.3 / 13.9, VAE [1, 16384, 512] 16.8 / 16.7 / 21.5, [1, 65536, 256] 23.0 / 20.2 / 24.0. (HYPERSD_GN_BPS=k:
+  // k blocks a multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice.)
   const char* bps = std::getenv("HYPERSD_GN_BPS");
-  const int64_t per_sm = bps && std::atoi(bps) > 0 ? std::atoi(bps) : blocks_per_sm(kern, GN_THREADS, sm);
-  const int64_t by_bytes = (a.N * a.S * a.C * (int64_t)sizeof(T) + 40959) / 40960;
+  const int64_t occ = blocks_per_sm(kern, GN_THREADS, sm), sms = sm_count();
+  const int64_t by_bytes = (a.N * a.S * a.C * (int64_t)sizeof(T) + (128 << 10) - 1) / (128 << 10);
   const int64_t N = std::max<int64_t>(a.N, 1),
-                target = bps ? per_sm * sm_count() : std::max<int64_t>(sm_count(), std::min<int64_t>(per_sm * sm_count(), by_bytes));
+                target = bps && std::atoi(bps) > 0 ? std::atoi(bps) * sms
+                                                   : std::min<int64_t>(occ * sms, std::max<int64_t>(sms, std::min<int64_t>(2 * sms, by_bytes)));
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>({a.S, (target + N - 1) / N, 65535}));
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);

@@ -3,7 +3,7 @@
 // where they start, below the forwards.
 //
 // group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels. Two launches:
-//   1. stats: the rows of each sample are cut into chunks (about two blocks per multiprocessor in all); a
+//   1. stats: the rows of each sample are cut into chunks (~128 KB of x each, 1-2 blocks a multiprocessor); a
 //      block walks its chunk with every thread on fixed channels (coalesced rows, 16-byte vectors and four
 //      rows in flight when C % 8 == 0), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
 //      is an element of the group in that sample (gn_pivot: the median of three). Shifted sums add exactly like plain ones but do not
@@ -421,8 +421,8 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
   }
   a.eps = (float)ctx.attrs.f("eps", 1e-5);
   a.x = as_dtype(x0, dt, s);
-  // About four statistics blocks per multiprocessor in all (64 bytes of loads a thread in flight): enough to
-  // stream x at full bandwidth (two measured 2.4 TB/s at 33 MB on an H200), few partials for the last block.
+  // The backward's row chunks (gnb_reduce_kernel): about four blocks per multiprocessor in all. (The forward's
+  // statistics pass sizes its own grid: gn_stats.)
   const int64_t target = 4 * (int64_t)sm_count();
   a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, (target + std::max<int64_t>(a.N, 1) - 1) / std::max<int64_t>(a.N, 1)));
   if (a.nchunks > 65535 || a.N > 65535 || a.N > kMaxCounters || 3 * a.G * 4 > 48 * 1024)

@@ -35,6 +35,15 @@ __device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, i
 // 16-row m tile, s[n][e] holds row qrow + 8 (e >> 1) and column 8 n + 2 t + (e & 1) (t = lane % 4), so a row's
 // values are spread over the 4 lanes of a quad.
 //
+// 2^x with results below 2^-126 flushed to zero (ex2.approx.ftz.f32: MUFU.EX2 alone; exp2f is the non-flushing
+// ex2.approx.f32, whose machine code also handles subnormal results). A probability that small against the row
+// maximum's 1 is below every rounding of the sums, so the softmax loses nothing by it.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // One key tile's online-softmax step for one m tile: s (the logits of keys key0..) scaled to the log2 domain
 // and, when `masked`, masked (keys past Lk; causal: keys past the row), then replaced by the unnormalised
 // probabilities; the running maxima and sums updated and the O accumulators rescaled. The unmasked copy of the
@@ -72,7 +81,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[NO][4
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
     const float m_new = fmaxf(m_run[r], mx[r]);
     base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far: every p is 0, no NaN
-    corr[r] = exp2f(m_run[r] - base[r]);
+    corr[r] = exp2_ftz(m_run[r] - base[r]);
     m_run[r] = m_new;
   }
   float rs[2] = {0.f, 0.f};
@@ -80,7 +89,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&o)[NO][4
   for (int n = 0; n < NT; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float pv = exp2f(s[n][e] - base[e >> 1]);
+      const float pv = exp2_ftz(s[n][e] - base[e >> 1]);
       s[n][e] = pv;
       rs[e >> 1] += pv;
     }

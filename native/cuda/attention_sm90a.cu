@@ -3,7 +3,8 @@
 // the head padded with zeros to 64, one 128-byte swizzled row). attention.cu calls launch_attention_wgmma
 // first; it takes shapes with 512 keys or more (HYPERSD_ATTN_WGMMA=1: all it can, 0: none). Written without a GPU
 // at hand (session 13); first run on an H200 in session 20: the attention tests, compute-sanitizer memcheck
-// and racecheck passed with it forced, at 289-297 TFLOP/s for d = 64 self-attention (bench/RESULTS.md).
+// and racecheck passed with it forced, at 289-297 TFLOP/s for d = 64 self-attention, 313.5-315.8 once the
+// softmax's exponentials became ex2.approx.ftz (attention.cuh exp2_ftz; bench/RESULTS.md).
 // Reviewed without a GPU in session 18: the descriptors, the accumulator -> A fragment repacking, the fences and
 // the masking checked against the PTX ISA / CUTLASS layouts and a numpy emulation of one block (Lq 130 / Lk 77
 // / D 40, causal 150 / D 64, causal Lq 64 < Lk 200 / D 16: max |o - ref| ~2e-4, lse to 1e-15); register fences

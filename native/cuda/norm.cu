@@ -433,8 +433,6 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
 
 // st [N, 3, G]: per group pivot, rstd, m = mean - pivot (one launch: the statistics blocks, the last of each
 // sample summing its partials).
-// The row chunks fill one wave of the kernel's resident blocks (its occupancy: 64-76 registers, 3-4 blocks per
-// multiprocessor by dtype) instead of gn_args' four a multiprocessor, so no chunk waits for a second wave.
 template <class T>
 Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   Tensor st = empty({a.N, 3, a.G}, DType::F32, Device::CUDA);

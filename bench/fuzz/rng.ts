@@ -1,13 +1,8 @@
-/** The fuzzers' seeded generator (mulberry32, as test/helpers/check.ts's randn): uniform, ints, picks, normals. */
+import { mulberry32 } from '../../test/helpers/mulberry32';
+
+/** The fuzzers' seeded generator (test/helpers/check.ts's mulberry32): uniform, ints, picks, normals. */
 export function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
   const pick = <T>(a: readonly T[]): T => a[Math.floor(next() * a.length)];
   const normal = () => {

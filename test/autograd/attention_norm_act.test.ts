@@ -5,33 +5,9 @@ import * as hs from '../../lib';
 import '../../lib/autograd';
 import { checkGrad, frozen, rnd, silu, gelu, geluTanh, quickGelu, type In } from './fd';
 import { randn } from '../helpers/check';
+import { attentionRef, groupNormRef, layerNormRef } from '../helpers/refs';
 
 const { attention, groupNorm, layerNorm, geglu, softmax } = hs.ops;
-
-function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
-  const o = new Float64Array(B * Lq * H * Dv);
-  const p = new Float64Array(Lk);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++)
-      for (let i = 0; i < Lq; i++) {
-        const n = causal ? Math.min(Lk, i + 1) : Lk;
-        let m = -Infinity;
-        for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let d = 0; d < D; d++) s += q[((b * Lq + i) * H + h) * D + d] * k[((b * Lk + j) * H + h) * D + d];
-          p[j] = s * scale;
-          m = Math.max(m, p[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
-        for (let d = 0; d < Dv; d++) {
-          let acc = 0;
-          for (let j = 0; j < n; j++) acc += p[j] * v[((b * Lk + j) * H + h) * Dv + d];
-          o[((b * Lq + i) * H + h) * Dv + d] = acc / sum;
-        }
-      }
-  return o;
-}
 
 const cases = [
   { name: 'self, 2 heads', B: 2, Lq: 5, Lk: 5, H: 2, D: 3, Dv: 3, causal: false, lse: false },
@@ -56,25 +32,6 @@ test('attention: cross-attention on frozen k, v (text states) gives dq only', as
     ([q, k, v]) => attention(q, k, v, { heads: 2 }), ([q, k, v]) => attentionRef(q, k, v, 1, 3, 5, 2, 2, 2, 1 / Math.sqrt(2), false));
 });
 
-function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
-  const y = new Float64Array(x.length), cg = C / G;
-  for (let n = 0; n < N; n++)
-    for (let q = 0; q < G; q++) {
-      let s1 = 0, s2 = 0;
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
-      const mean = s1 / (S * cg);
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
-      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
-      for (let s = 0; s < S; s++)
-        for (let k = 0; k < cg; k++) {
-          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
-          const v = (x[i] - mean) * rstd * g[c] + b[c];
-          y[i] = act ? silu(v) : v;
-        }
-    }
-  return y;
-}
-
 for (const act of [false, true])
   test(`group_norm${act ? ' + fused silu' : ''}: dx, dgamma, dbeta`, async () => {
     const [N, S, C, G] = [2, 7, 6, 3];
@@ -98,19 +55,6 @@ test('group_norm and layer_norm backward with |mean| >> std (no cancellation)', 
   await checkGrad('layer_norm large mean', [x, rnd([C], 43), rnd([C], 44)], ([t, g, b]) => layerNorm(t, g, b),
     ([t, g, b]) => layerNormRef(t, g, b, C, 1e-5), { tol: 1e-3, fwdTol: 1e-3 });
 });
-
-function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < x.length / C; r++) {
-    let s1 = 0, s2 = 0;
-    for (let k = 0; k < C; k++) s1 += x[r * C + k];
-    const mean = s1 / C;
-    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(s2 / C + eps);
-    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
-  }
-  return y;
-}
 
 test('layer_norm: dx, dgamma, dbeta over many rows', async () => {
   await checkGrad('layer_norm', [rnd([3, 11, 7], 16), rnd([7], 17), rnd([7], 18)],

@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
+import { mulberry32 } from './mulberry32';
 
 export const DEVICE = (process.env.HYPERSD_TEST_DEVICE ?? 'cpu') as hs.DeviceName;
 hs.setPoison(true);
@@ -25,14 +26,7 @@ export function cpuFlags(): Set<string> {
 
 /** Deterministic N(0,1) (or U(lo,hi)) values as float64, from a seed. */
 export function randn(n: number, seed = 1, scale = 1): Float64Array {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const out = new Float64Array(n);
   for (let i = 0; i < n; i += 2) {
     const u1 = next() || 1e-12, u2 = next();

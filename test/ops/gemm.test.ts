@@ -9,50 +9,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, cpuFlags, randn, relErr, roundTo, t } from '../helpers/check';
+import { actRef, type Act } from '../helpers/refs';
 
 const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
-type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 const PORTABLE_CHILD = process.env.HYPERSD_CPU_KERNELS === 'portable';
 const AVX2_CHILD = process.env.HYPERSD_CPU_KERNELS === 'avx2';
-
-function erf(x: number): number {
-  // Abramowitz-Stegun 7.1.26 is too coarse for a reference: use the series / continued fraction via erfc.
-  const z = Math.abs(x);
-  let r: number;
-  if (z < 3) {
-    let term = z, sum = z;
-    for (let n = 1; n < 200; n++) {
-      term *= (-z * z) / n;
-      const d = term / (2 * n + 1);
-      sum += d;
-      if (Math.abs(d) < 1e-17 * Math.abs(sum)) break;
-    }
-    r = (2 / Math.sqrt(Math.PI)) * sum;
-  } else {
-    // Lentz continued fraction for erfc
-    let f = z, c = z, d = 0;
-    for (let n = 1; n < 300; n++) {
-      const an = n / 2;
-      d = z + an * d;
-      d = 1 / d;
-      c = z + an / c;
-      const delta = c * d;
-      f *= delta;
-      if (Math.abs(delta - 1) < 1e-16) break;
-    }
-    r = 1 - Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
-  }
-  return x < 0 ? -r : r;
-}
-function actRef(x: number, act: Act): number {
-  switch (act) {
-    case 'silu': return x / (1 + Math.exp(-x));
-    case 'gelu': return 0.5 * x * (1 + erf(x / Math.SQRT2));
-    case 'gelu_tanh': return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-    case 'quick_gelu': return x / (1 + Math.exp(-1.702 * x));
-    default: return x;
-  }
-}
 
 interface Ref {
   transA?: boolean; transB?: boolean; alpha?: number; beta?: number; act?: Act; bias?: Float64Array; old?: Float64Array;

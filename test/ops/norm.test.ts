@@ -3,43 +3,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
+import { groupNormRef, layerNormRef } from '../helpers/refs';
 
 const { groupNorm, layerNorm } = hs.ops;
 const silu = (x: number) => x / (1 + Math.exp(-x));
-
-function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
-  const y = new Float64Array(x.length), cg = C / G;
-  for (let n = 0; n < N; n++)
-    for (let q = 0; q < G; q++) {
-      let s1 = 0;
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
-      const mean = s1 / (S * cg);
-      let s2 = 0;
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
-      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
-      for (let s = 0; s < S; s++)
-        for (let k = 0; k < cg; k++) {
-          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
-          const v = (x[i] - mean) * rstd * g[c] + b[c];
-          y[i] = act ? silu(v) : v;
-        }
-    }
-  return y;
-}
-
-function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < x.length / C; r++) {
-    let s1 = 0;
-    for (let k = 0; k < C; k++) s1 += x[r * C + k];
-    const mean = s1 / C;
-    let s2 = 0;
-    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(s2 / C + eps);
-    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
-  }
-  return y;
-}
 
 const offset = (a: Float64Array, d: number) => a.map((v) => v + d);
 

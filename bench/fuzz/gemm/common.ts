@@ -1,22 +1,11 @@
 import * as hs from '../../../lib';
 import { roundTo } from '../../../test/helpers/check';
-import { erf } from '../../../test/autograd/fd';
 export { roundTo };
 export { rng } from '../rng';
 hs.setPoison(true);
 
 export type DT = 'f32' | 'f16' | 'bf16';
-export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
-
-export function actRef(x: number, act: Act): number {
-  switch (act) {
-    case 'silu': return x / (1 + Math.exp(-x));
-    case 'gelu': return 0.5 * x * (1 + erf(x / Math.SQRT2));
-    case 'gelu_tanh': return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-    case 'quick_gelu': return x / (1 + Math.exp(-1.702 * x));
-    default: return x;
-  }
-}
+export { actRef, type Act } from '../../../test/helpers/refs';
 
 export const T = (data: ArrayLike<number>, shape: number[], dtype: DT = 'f32') => hs.tensor(Float32Array.from(data), shape, { dtype });
 

@@ -1,10 +1,11 @@
 import * as hs from '../../../lib';
 import { grad } from '../../../lib/autograd';
+import { mulberry32 } from '../../../test/helpers/mulberry32';
 export { hs };
 export interface In { shape: number[]; data: ArrayLike<number>; diff?: boolean; int?: boolean }
-let S = 12345;
-export function setSeed(s: number) { S = s >>> 0 || 1; }
-export function rand(): number { S = (S + 0x6d2b79f5) >>> 0; let t = S; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; }
+let next = mulberry32(12345);
+export function setSeed(s: number) { next = mulberry32(s); }
+export function rand(): number { return next(); }
 export const ri = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 export const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)];
 export function randnArr(n: number, scale = 1, off = 0): Float64Array { const o = new Float64Array(n); for (let i = 0; i < n; i++) { const u1 = rand() || 1e-12, u2 = rand(); o[i] = off + scale * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2); } return o; }

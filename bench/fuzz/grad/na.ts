@@ -1,36 +1,8 @@
 import { hs, check, setSeed, ri, pick, rnd, prod, summary, rand, silu, gelu, geluTanh, quickGelu, randnArr, type In } from './h';
+import { attentionRef, groupNormRef, layerNormRef } from '../../../test/helpers/refs';
 const o = hs.ops;
 const ITER = Number(process.argv[2] ?? 20), SEED = Number(process.argv[3] ?? 1);
 const ONLY = process.argv[4];
-function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
-  const out = new Float64Array(B * Lq * H * Dv), p = new Float64Array(Lk);
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Lq; i++) {
-    const n = causal ? Math.min(Lk, i + 1) : Lk; let m = -Infinity;
-    for (let j = 0; j < n; j++) { let s = 0; for (let d = 0; d < D; d++) s += q[((b * Lq + i) * H + h) * D + d] * k[((b * Lk + j) * H + h) * D + d]; p[j] = s * scale; m = Math.max(m, p[j]); }
-    let sum = 0; for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
-    for (let d = 0; d < Dv; d++) { let acc = 0; for (let j = 0; j < n; j++) acc += p[j] * v[((b * Lk + j) * H + h) * Dv + d]; out[((b * Lq + i) * H + h) * Dv + d] = acc / sum; }
-  }
-  return out;
-}
-function gnRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
-  const y = new Float64Array(x.length), cg = C / G;
-  for (let n = 0; n < N; n++) for (let q = 0; q < G; q++) {
-    let s1 = 0, s2 = 0;
-    for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
-    const mean = s1 / (S * cg);
-    for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
-    for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) { const i = (n * S + s) * C + q * cg + k, c = q * cg + k; const v = (x[i] - mean) * rstd * g[c] + b[c]; y[i] = act ? silu(v) : v; }
-  }
-  return y;
-}
-function lnRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < x.length / C; r++) { let s1 = 0, s2 = 0; for (let k = 0; k < C; k++) s1 += x[r * C + k]; const mean = s1 / C;
-    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2; const rstd = 1 / Math.sqrt(s2 / C + eps);
-    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k]; }
-  return y;
-}
 const fr = (i: In): In => ({ ...i, diff: false });
 const on = (n: string) => !ONLY || ONLY.split(',').includes(n);
 async function main() {
@@ -61,14 +33,14 @@ async function main() {
       const ins = [rnd(xs, big ? 0.05 : 1, big ? pick([60, -30]) : pick([0, 0.5])), rnd([C], 1, 0.5), rnd([C])];
       const fz = rand(); if (fz < 0.15) { ins[1] = fr(ins[1]); ins[2] = fr(ins[2]); } else if (fz < 0.3) ins[0] = fr(ins[0]);
       if (cg * S > 1) await check('group_norm', `x${xs} G${G} silu${+act} big${+big} eps${eps} fz${fz.toFixed(2)}`, ins,
-        ([x, g, b]) => o.groupNorm(x, g, b, { groups: G, eps, silu: act }), ([x, g, b]) => gnRef(x, g, b, N, S, C, G, eps, act), big ? 1e-3 : 1e-4, big ? 1e-3 : 1e-5);
+        ([x, g, b]) => o.groupNorm(x, g, b, { groups: G, eps, silu: act }), ([x, g, b]) => groupNormRef(x, g, b, N, S, C, G, eps, act), big ? 1e-3 : 1e-4, big ? 1e-3 : 1e-5);
     }
     if (on('ln')) {
       const C = pick([1, 2, 3, 7, 8, 16, 17, 40, 64, 320]), lead = pick([[1], [5], [2, 3], [1, 9]]) as number[], big = rand() < 0.2;
       const ins = [rnd([...lead, C], big ? 0.05 : 1, big ? 50 : 0), rnd([C], 1, 1), rnd([C])];
       const fz = rand(); if (fz < 0.15) { ins[1] = fr(ins[1]); ins[2] = fr(ins[2]); } else if (fz < 0.3) ins[0] = fr(ins[0]);
       if (C > 1) await check('layer_norm', `x${[...lead, C]} big${+big} fz${fz.toFixed(2)}`, ins, ([x, g, b]) => o.layerNorm(x, g, b, 1e-5),
-        ([x, g, b]) => lnRef(x, g, b, C, 1e-5), big ? 1e-3 : 1e-4, big ? 1e-3 : 1e-5);
+        ([x, g, b]) => layerNormRef(x, g, b, C, 1e-5), big ? 1e-3 : 1e-4, big ? 1e-3 : 1e-5);
     }
     if (on('act')) {
       const acts = { silu: [o.silu, silu], gelu: [o.gelu, gelu], gelu_tanh: [o.geluTanh, geluTanh], quick_gelu: [o.quickGelu, quickGelu] } as const;

@@ -1,15 +1,5 @@
 import { hs, rng, relErr, roundTo, TOL } from './common';
-function lnRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < x.length / C; r++) {
-    let s1 = 0; for (let k = 0; k < C; k++) s1 += x[r * C + k];
-    const mean = s1 / C; let s2 = 0;
-    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
-    const rstd = 1 / Math.sqrt(s2 / C + eps);
-    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
-  }
-  return y;
-}
+import { layerNormRef } from '../../../test/helpers/refs';
 const seed0 = Number(process.env.SEED ?? 1), iters = Number(process.env.ITERS ?? 300);
 let fails = 0, count = 0;
 (async () => {
@@ -37,7 +27,7 @@ let fails = 0, count = 0;
       const y = hs.ops.layerNorm(hs.tensor(Float32Array.from(xv), shape, { dtype: dtype as any }), hs.tensor(Float32Array.from(gv), [C], { dtype: dtype as any }), hs.tensor(Float32Array.from(bv), [C], { dtype: dtype as any }), eps);
       out = await y.floats(); y.dispose();
     } catch (e) { console.log(`FAIL seed ${seed}: threw ${(e as Error).message}`); fails++; continue; }
-    const ref = lnRef(xr, gr, br, C, eps);
+    const ref = layerNormRef(xr, gr, br, C, eps);
     const e = relErr(out, ref); count++;
     let bad = !(e <= TOL[dtype]);
     for (let i = 0; i < out.length && !bad; i++) if (!Number.isFinite(out[i]) && Number.isFinite(ref[i])) bad = true;

@@ -1,24 +1,5 @@
 import { hs, rng, relErr, roundTo, TOL } from './common';
-const silu = (x: number) => x / (1 + Math.exp(-x));
-function gnRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
-  const y = new Float64Array(x.length), cg = C / G;
-  for (let n = 0; n < N; n++)
-    for (let q = 0; q < G; q++) {
-      let s1 = 0;
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
-      const mean = s1 / (S * cg);
-      let s2 = 0;
-      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
-      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
-      for (let s = 0; s < S; s++)
-        for (let k = 0; k < cg; k++) {
-          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
-          const v = (x[i] - mean) * rstd * g[c] + b[c];
-          y[i] = act ? silu(v) : v;
-        }
-    }
-  return y;
-}
+import { groupNormRef } from '../../../test/helpers/refs';
 const seed0 = Number(process.env.SEED ?? 1), iters = Number(process.env.ITERS ?? 300);
 const divisors = (c: number) => { const d: number[] = []; for (let i = 1; i <= c; i++) if (c % i === 0) d.push(i); return d; };
 let fails = 0, count = 0;
@@ -57,7 +38,7 @@ let fails = 0, count = 0;
       if (overwrite && y !== x) throw new Error('overwrite did not return x');
       y.dispose();
     } catch (e) { console.log(`FAIL seed ${seed}: threw ${(e as Error).message}`); fails++; continue; }
-    const ref = gnRef(xr, gr, br, N, S, C, G, eps, act);
+    const ref = groupNormRef(xr, gr, br, N, S, C, G, eps, act);
     // f32 reference tolerance: the input's f32 rounding of the reference is exact, so TOL; half: output rounded too
     const e = relErr(out, ref);
     count++;

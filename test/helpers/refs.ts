@@ -1,0 +1,77 @@
+// Float64 references shared by the op tests, the gradient tests and the fuzzers (bench/fuzz): group norm,
+// layer norm, plain attention and the GEMM epilogue's activations, each written once.
+import { erf, geluTanh, quickGelu } from '../autograd/fd';
+
+/** group_norm over x [N, S, C] channels-last, G groups, optional fused SiLU; two passes (mean, centred squares). */
+export function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, N: number, S: number, C: number, G: number, eps: number, act: boolean) {
+  const y = new Float64Array(x.length), cg = C / G;
+  for (let n = 0; n < N; n++)
+    for (let q = 0; q < G; q++) {
+      let s1 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s1 += x[(n * S + s) * C + q * cg + k];
+      const mean = s1 / (S * cg);
+      let s2 = 0;
+      for (let s = 0; s < S; s++) for (let k = 0; k < cg; k++) s2 += (x[(n * S + s) * C + q * cg + k] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(s2 / (S * cg) + eps);
+      for (let s = 0; s < S; s++)
+        for (let k = 0; k < cg; k++) {
+          const i = (n * S + s) * C + q * cg + k, c = q * cg + k;
+          const v = (x[i] - mean) * rstd * g[c] + b[c];
+          y[i] = act ? v / (1 + Math.exp(-v)) : v;
+        }
+    }
+  return y;
+}
+
+/** layer_norm over the last dim C of x. */
+export function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
+  const y = new Float64Array(x.length);
+  for (let r = 0; r < x.length / C; r++) {
+    let s1 = 0;
+    for (let k = 0; k < C; k++) s1 += x[r * C + k];
+    const mean = s1 / C;
+    let s2 = 0;
+    for (let k = 0; k < C; k++) s2 += (x[r * C + k] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(s2 / C + eps);
+    for (let k = 0; k < C; k++) y[r * C + k] = (x[r * C + k] - mean) * rstd * g[k] + b[k];
+  }
+  return y;
+}
+
+/** softmax(scale q k^T [causal: keys up to the query]) v per head; q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv]. */
+export function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
+  const o = new Float64Array(B * Lq * H * Dv);
+  const p = new Float64Array(Lk);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Lq; i++) {
+        const n = causal ? Math.min(Lk, i + 1) : Lk;
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[((b * Lq + i) * H + h) * D + d] * k[((b * Lk + j) * H + h) * D + d];
+          p[j] = s * scale;
+          m = Math.max(m, p[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
+        for (let d = 0; d < Dv; d++) {
+          let acc = 0;
+          for (let j = 0; j < n; j++) acc += p[j] * v[((b * Lk + j) * H + h) * Dv + d];
+          o[((b * Lq + i) * H + h) * Dv + d] = acc / sum;
+        }
+      }
+  return o;
+}
+
+/** The GEMM epilogue's activations (matmul's `act`). */
+export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
+export function actRef(x: number, act: Act): number {
+  switch (act) {
+    case 'silu': return x / (1 + Math.exp(-x));
+    case 'gelu': return 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_tanh': return geluTanh(x);
+    case 'quick_gelu': return quickGelu(x);
+    default: return x;
+  }
+}

@@ -152,6 +152,11 @@ stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_AT
 # the Hopper wgmma flash kernel (attention_sm90a.cu) forced on every shape it takes, short key lists too
 stage "ops/attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 $UVU test/ops "^attention\\.test\\.ts\$"
 
+# the norm file again on the group-norm variants: the previous apply kernel (coefficients in shared memory,
+# accurate SiLU), and eight 16-byte loads in flight a thread in both kernels
+stage "ops/norm-smem" 60 env HYPERSD_SYNC=1 HYPERSD_GN_APPLY_SMEM=1 $UVU test/ops "^norm\\.test\\.ts\$"
+stage "ops/norm-deep" 60 env HYPERSD_SYNC=1 HYPERSD_GN_STATS_LOADS=8 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
+
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
 stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/networks|pipelines/pipeline)\\.test\\.ts\$"
@@ -207,6 +212,11 @@ if [ -x "$NCU" ] && [ "${NCU_ATTN:-1}" = 1 ]; then
   stage ncu-attn 60 "$NCU" --clock-control none --target-processes all -k regex:flash_attn --launch-skip 10 --launch-count 1 \
     --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
+fi
+# group norm's kernels at six sizes on each variant (bench/gpu_kernels.ts GN_ONLY=1), beside a same-size SiLU
+if [ -x "$NCU" ] && [ "${NCU_GN_VARIANTS:-1}" = 1 ]; then
+  stage ncu-gn-variants 90 env GN_ONLY=1 "$NCU" --clock-control none --target-processes all --metrics gpu__time_duration.sum --csv \
+    ${OUT:+--log-file "$OUT/ncu_gn_variants.csv"} node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
 # where group norm's two kernels spend their time at the SD1.5 UNet's 64x64 x 320 (f16, SiLU): the second rep's
 # statistics and apply launches of bench/gpu_kernels.ts's first group-norm shape

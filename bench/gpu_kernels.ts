@@ -35,17 +35,25 @@ async function main(): Promise<void> {
   if (DEV === 'cuda' && !st.available) throw new Error(`no usable CUDA device: ${st.reason}`);
   const a8 = randn([8]), b8 = randn([8]);
   await run('add 8 elements', () => hs.ops.add(a8, b8));
+  const GN_ONLY = process.env.GN_ONLY === '1';  // just the group-norm shapes and their variants
   for (const [N, S, C, what] of [[2, 4096, 320, 'SD1.5 64x64'], [2, 1024, 1280, 'SDXL 32x32'], [1, 16384, 512, 'VAE 128x128'],
-    [1, 65536, 256, 'VAE 256x256']] as [number, number, number, string][]) {
+    [1, 65536, 256, 'VAE 256x256'], [1, 262144, 128, 'VAE 512x512'], [1, 1048576, 128, 'SDXL VAE 1024x1024']] as [number, number, number, string][]) {
     const x = randn([N, S, C]), g = randn([C]), b = randn([C]);
-    await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }));
-    // the grids' sizes in blocks a multiprocessor (statistics: by default ~128 KB of x a block, 1-2 a multiprocessor;
-    // apply: one wave of its occupancy)
-    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_BPS: '4' },
-      { HYPERSD_GN_APPLY_BPS: '1' }, { HYPERSD_GN_APPLY_BPS: '2' }])
-      await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), env);
+    const gn = () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true });
+    await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, gn);
+    // the same tensor through SiLU: an elementwise read + write of the same bytes, the size's own "copy" kernel
+    await run(`silu (copy-like) ${what} [${N}, ${S}, ${C}]`, () => hs.ops.silu(x));
+    // the variants (environment switches read per call): statistics grid in blocks a multiprocessor (by
+    // default ~128 KB of x a block, 1-2 a multiprocessor), 16-byte loads in flight a thread (4 or 8) in each
+    // kernel, the apply kernel's grid, the previous apply kernel (coefficients in shared memory, accurate
+    // SiLU), the register kernel with the accurate SiLU
+    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_STATS_LOADS: '8' },
+      { HYPERSD_GN_APPLY_LOADS: '8' }, { HYPERSD_GN_APPLY_BPS: '2' }, { HYPERSD_GN_APPLY_SMEM: '1' },
+      { HYPERSD_GN_SILU_ACCURATE: '1' }])
+      await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, gn, env);
     for (const t of [x, g, b]) t.dispose();
   }
+  if (GN_ONLY) return;
   {
     const x = randn([8192, 640]), g = randn([640]), b = randn([640]);
     await run('layer_norm [8192, 640]', () => hs.ops.layerNorm(x, g, b));

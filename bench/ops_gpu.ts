@@ -191,12 +191,20 @@ async function bandwidth(): Promise<void> {
     const x = randn([N, S, C], dtype), g = randn([C], 'f32'), b = randn([C], 'f32');
     await measure('group_norm+silu', `${what} [${N}, ${S}, ${C}] 32 groups`, dtype, 2 * N * S * C * esize(dtype), 'GB/s',
       () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'min traffic (the kernels read x twice)');
-    for (const t of [x, g, b]) t.dispose();
+    // the same tensor copied (cudaMemcpyAsync): what "a copy" reaches at this size, host floor included
+    const y = hs.empty([N, S, C], { dtype, device: DEV });
+    await measure('copy', `the same [${N}, ${S}, ${C}]`, dtype, 2 * N * S * C * esize(dtype), 'GB/s', () => {
+      hs.runOp('copy', [x], [y]);
+      return [];
+    }, 'same-size copy, for the row above');
+    for (const t of [x, g, b, y]) t.dispose();
   };
   await gn(2, 4096, 320, 'SD1.5 64x64');
   await gn(2, 1024, 1280, 'SDXL 32x32');
   await gn(1, 128 * 128, 512, 'VAE 128x128');
   await gn(1, 256 * 256, 256, 'VAE 256x256');
+  await gn(1, 512 * 512, 128, 'VAE 512x512');
+  if (!quick) await gn(1, 1024 * 1024, 128, 'SDXL VAE 1024x1024');
   const x = randn([8192, 640], 'f16'), g = randn([640], 'f16'), b = randn([640], 'f16');
   await measure('layer_norm', '[8192, 640]', 'f16', 2 * 8192 * 640 * 2, 'GB/s', () => hs.ops.layerNorm(x, g, b));
   for (const t of [x, g, b]) t.dispose();

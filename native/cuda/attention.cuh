@@ -35,14 +35,8 @@ __device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, i
 // 16-row m tile, s[n][e] holds row qrow + 8 (e >> 1) and column 8 n + 2 t + (e & 1) (t = lane % 4), so a row's
 // values are spread over the 4 lanes of a quad.
 //
-// 2^x with results below 2^-126 flushed to zero (ex2.approx.ftz.f32: MUFU.EX2 alone; exp2f is the non-flushing
-// ex2.approx.f32, whose machine code also handles subnormal results). A probability that small against the row
+// exp2_ftz (common.cuh): 2^x with results below 2^-126 flushed to zero. A probability that small against the row
 // maximum's 1 is below every rounding of the sums, so the softmax loses nothing by it.
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // One key tile's online-softmax step for one m tile: s (the logits of keys key0..) scaled to the log2 domain
 // and, when `masked`, masked (keys past Lk; causal: keys past the row), then replaced by the unnormalised

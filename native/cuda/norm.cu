@@ -34,6 +34,7 @@
 // sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32.
 #include <cmath>
 #include <cstdlib>
+#include <numeric>
 
 #include "common.cuh"
 
@@ -42,6 +43,14 @@ namespace cu {
 namespace {
 
 constexpr int GN_THREADS = 256;
+
+// A bench knob read per call (bench/gpu_kernels.ts times the choices side by side): its value, or dflt when
+// unset or not a positive number.
+int gn_knob(const char* name, int dflt) {
+  const char* e = std::getenv(name);
+  const int v = e ? std::atoi(e) : 0;
+  return v > 0 ? v : dflt;
+}
 
 // Folds one channel window's per-thread sums t1, t2 ([rp][cw] for channels c0..c0+cw) into the per-group sums
 // gsum ([2][G]) in a fixed order (deterministic): first each channel's rp rows (a thread per channel, the
@@ -214,7 +223,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_kernel(const T* __restric
 // The same statistics with 8 channels per thread (16-byte loads, four rows in flight), for C % 8 == 0 and a
 // 16-byte aligned x: the scalar kernel above moves 2 bytes per load and was latency-bound (5-9% of the copy
 // bandwidth on an H200). Channel windows of 2048; rp rows of a window side by side in one block.
-template <class T>
+template <class T, int U>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __restrict__ x, int64_t S, int C, int G,
                                                                   int Cg, int64_t rows_per_chunk, float* __restrict__ part,
                                                                   unsigned* __restrict__ counter, float* __restrict__ st,
@@ -236,9 +245,8 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
       float pv[8];
 #pragma unroll
       for (int k = 0; k < 8; ++k) pv[k] = gn_pivot(xn, S, C, Cg, (c + k) / Cg);
-      // U rows' loads in flight (64 bytes a thread), the last batch predicated: at the UNet's sizes a chunk
-      // is ~16 rows, 2-3 a thread, which a one-row tail loop had fetched one memory latency after another.
-      constexpr int U = sizeof(T) == 4 ? 2 : 4;
+      // U rows' loads in flight (64 or 128 bytes a thread), the last batch predicated: at the UNet's sizes a
+      // chunk is ~16 rows, 2-3 a thread, which a one-row tail loop had fetched one memory latency after another.
       // (kept raw until used: 4 registers a vector for 16-bit types, not 8 floats)
       for (int64_t s = s0 + r; s < s1; s += U * rp) {
         uint4 raw[U][sizeof(T) / 2];
@@ -393,6 +401,66 @@ __global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restric
   }
 }
 
+// The same y = (x - pivot) a + b (optional SiLU) with every thread on fixed channels: the grid's stride in elements
+// (gridDim.x * 256 * 8) is a multiple of C (group_norm sizes it so), so the channel of a thread's vectors never
+// changes and its 8 channels' coefficients live in registers: no shared-memory copy of them, no barrier, and no
+// three 32-byte shared loads per vector (gn_apply_vec_kernel's; with silu_f's ~20 instructions a value they
+// made that kernel instruction-bound where x sits in L2: 29 us for a 33.5 MB tensor on an H200, where a copy
+// takes ~16). NB 16-byte loads in flight a thread (4: 64 bytes, 8: 128), the first batch issued before the
+// coefficients are read. silu: 0 none; 1 silu_half for 16-bit types, silu_f for f32; 2 silu_f (the bench knob
+// HYPERSD_GN_SILU_ACCURATE). C % 8 == 0, x and y 16-byte aligned.
+template <class T, int NB>
+__global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
+                                                           int G, int Cg, const float* __restrict__ st,
+                                                           const void* gamma, int gdt, const void* beta, int bdt,
+                                                           int silu) {
+  constexpr int W = sizeof(T) / 2, U = NB / W;  // 16-byte words a vector of 8, vectors a batch
+  const int n = blockIdx.y;
+  const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= nvec) return;
+  const uint4* xr = reinterpret_cast<const uint4*>(x + (int64_t)n * S * C);
+  T* yn = y + (int64_t)n * S * C;
+  uint4 r[U][W];
+  auto load = [&](int64_t i0) {
+#pragma unroll
+    for (int j = 0; j < U; ++j)
+      if (i0 + j * stride < nvec)
+#pragma unroll
+        for (int h = 0; h < W; ++h) r[j][h] = xr[(i0 + j * stride) * W + h];
+  };
+  load(i);
+  const int c = (int)((i * 8) % C);
+  float pv[8], av[8], bv[8];
+  const float* stn = st + (int64_t)n * 3 * G;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const GnCoef f = gn_channel_coef(stn, G, (c + k) / Cg, gamma, gdt, beta, bdt, c + k);
+    pv[k] = f.pivot;
+    av[k] = f.a;
+    bv[k] = f.b;
+  }
+  for (;;) {
+#pragma unroll
+    for (int j = 0; j < U; ++j) {
+      const int64_t iv = i + j * stride;
+      if (iv >= nvec) break;
+      float v[8];
+      const T* e = reinterpret_cast<const T*>(r[j]);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float q = (to_f(e[k]) - pv[k]) * av[k] + bv[k];
+        if constexpr (sizeof(T) == 2) v[k] = silu == 1 ? silu_half(q) : silu ? silu_f(q) : q;
+        else v[k] = silu ? silu_f(q) : q;
+      }
+      Vec8<T>::store(yn + iv * 8, v);
+    }
+    i += U * stride;
+    if (i >= nvec) break;
+    load(i);
+  }
+}
+
 // Shapes and parameters shared by group_norm and group_norm_backward.
 struct GnArgs {
   Tensor x, gamma, beta;  // x contiguous in the compute dtype; gamma / beta may be empty
@@ -440,25 +508,31 @@ Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   const T* xp = a.x.data<T>();
   const size_t sm = 2 * a.G * sizeof(float);
   const bool vec = a.C % 8 == 0 && aligned16(xp);
-  const void* kern = vec ? (const void*)gn_stats_vec_kernel<T> : (const void*)gn_stats_kernel<T>;
+  const void* kern = vec ? (const void*)gn_stats_vec_kernel<T, sizeof(T) == 4 ? 2 : 4> : (const void*)gn_stats_kernel<T>;
   // About 128 KB of x a block, between one and two blocks a multiprocessor (within one wave): each chunk's
   // partials cost the last block's reduction. Nsight Compute durations on an H200 (session 20, f16, medians of
   // 3) at 1 / 2 / 4 blocks a multiprocessor: UNet [2, 4096, 320] 10.6 / 11.8 / 14.3 us, [2, 1024, 1280] 11.4 /
   // 11.3 / 13.9, VAE [1, 16384, 512] 16.8 / 16.7 / 21.5, [1, 65536, 256] 23.0 / 20.2 / 24.0. (HYPERSD_GN_BPS=k:
   // k blocks a multiprocessor instead, read each call: bench/gpu_kernels.ts times the choice.)
-  const char* bps = std::getenv("HYPERSD_GN_BPS");
+  const int bps = gn_knob("HYPERSD_GN_BPS", 0);
   const int64_t occ = blocks_per_sm(kern, GN_THREADS, sm), sms = sm_count();
   const int64_t by_bytes = (a.N * a.S * a.C * (int64_t)sizeof(T) + (128 << 10) - 1) / (128 << 10);
   const int64_t N = std::max<int64_t>(a.N, 1),
-                target = bps && std::atoi(bps) > 0 ? std::atoi(bps) * sms
+                target = bps ? bps * sms
                                                    : std::min<int64_t>(occ * sms, std::max<int64_t>(sms, std::min<int64_t>(2 * sms, by_bytes)));
   const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>({a.S, (target + N - 1) / N, 65535}));
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
   const dim3 grid((unsigned)nchunks, (unsigned)a.N);
-  if (vec)
-    gn_stats_vec_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                        part.data<float>(), cnt, st.data<float>(), a.eps);
+  // 16-byte loads in flight a thread (HYPERSD_GN_STATS_LOADS=4 or 8)
+  const bool deep = gn_knob("HYPERSD_GN_STATS_LOADS", 4) >= 8;
+  constexpr int U4 = sizeof(T) == 4 ? 2 : 4;
+  if (vec && deep)
+    gn_stats_vec_kernel<T, 2 * U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
+                                                                part.data<float>(), cnt, st.data<float>(), a.eps);
+  else if (vec)
+    gn_stats_vec_kernel<T, U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
+                                                            part.data<float>(), cnt, st.data<float>(), a.eps);
   else
     gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
                                                     part.data<float>(), cnt, st.data<float>(), a.eps);
@@ -491,13 +565,34 @@ void group_norm(const OpContext& ctx) {
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (vec && a.C <= 4096) {  // 3 C floats of shared memory
+    if (vec && gn_knob("HYPERSD_GN_APPLY_SMEM", 0) == 0) {
+      // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
+      // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
+      const Tensor st = gn_stats<T>(a, s);
+      const int nb = gn_knob("HYPERSD_GN_APPLY_LOADS", 4) >= 8 ? 8 : 4;
+      const void* kern = nb == 8 ? (const void*)gn_apply_reg_kernel<T, 8> : (const void*)gn_apply_reg_kernel<T, 4>;
+      const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
+      const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, 0)) * sm_count();
+      const int64_t want = std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N);
+      const int64_t gx = std::max<int64_t>(m, want / m * m);
+      if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
+      const int sl = silu ? gn_knob("HYPERSD_GN_SILU_ACCURATE", 0) ? 2 : 1 : 0;
+      auto launch = [&](auto kernel) {
+        kernel<<<dim3((unsigned)gx, (unsigned)a.N), 256, 0, s>>>(
+            a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),
+            a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
+            (int)a.beta.dtype, sl);
+      };
+      if (nb == 8) launch(gn_apply_reg_kernel<T, 8>);
+      else launch(gn_apply_reg_kernel<T, 4>);
+      return;
+    }
+    if (vec && a.C <= 4096) {  // (HYPERSD_GN_APPLY_SMEM=1) 3 C floats of shared memory
       const Tensor st = gn_stats<T>(a, s);
       const int64_t per = a.S * a.C / 8;  // vectors of a sample
       const size_t smem = 3 * a.C * sizeof(float);
-      const char* abps = std::getenv("HYPERSD_GN_APPLY_BPS");  // (blocks a multiprocessor, for bench/gpu_kernels.ts)
-      const int64_t blocks = (int64_t)(abps && std::atoi(abps) > 0 ? std::atoi(abps)
-                                          : blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem)) * sm_count();
+      const int64_t blocks =
+          (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem)) * sm_count();
       const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N));
       gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, smem, s>>>(
           a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),

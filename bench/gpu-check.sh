@@ -191,7 +191,7 @@ unset HYPERSD_TEST_DEVICE
 # ---- 5. benchmarks
 # the per-op floor (JS, the queue, the worker's host code, the launch) under every small op
 stage op-floor 30 node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda
-stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick}
+stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick} ${BENCH_ONLY:+--only $BENCH_ONLY}
 # each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
 # the back-to-back timings above include for small ops; one CSV row per launch, in launch order
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

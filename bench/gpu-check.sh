@@ -153,9 +153,11 @@ stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_AT
 stage "ops/attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 $UVU test/ops "^attention\\.test\\.ts\$"
 
 # the norm file again on the group-norm variants: the previous apply kernel (coefficients in shared memory,
-# accurate SiLU), and eight 16-byte loads in flight a thread in both kernels
+# accurate SiLU); the statistics summed by the statistics kernel's last block, four 16-byte loads in flight a
+# thread in the statistics and eight in the apply kernel; the apply kernel as a programmatic dependent launch
 stage "ops/norm-smem" 60 env HYPERSD_SYNC=1 HYPERSD_GN_APPLY_SMEM=1 $UVU test/ops "^norm\\.test\\.ts\$"
-stage "ops/norm-deep" 60 env HYPERSD_SYNC=1 HYPERSD_GN_STATS_LOADS=8 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
+stage "ops/norm-variants" 60 env HYPERSD_SYNC=1 HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_STATS_LOADS=4 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
+stage "ops/norm-pdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=1 $UVU test/ops "^norm\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
@@ -174,6 +176,8 @@ if [ -x "$SAN" ]; then
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "racecheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "memcheck-norm-pdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=1 "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/ops "^norm\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
   stage "racecheck-attention-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 "$SAN" --tool racecheck --target-processes all \
@@ -192,6 +196,8 @@ unset HYPERSD_TEST_DEVICE
 # the per-op floor (JS, the queue, the worker's host code, the launch) under every small op
 stage op-floor 30 node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda
 stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick} ${BENCH_ONLY:+--only $BENCH_ONLY}
+# group norm with the apply kernel as a programmatic dependent launch (sm_90), back to back
+stage bench-norm-pdl 30 env HYPERSD_GN_PDL=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only norm
 # each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
 # the back-to-back timings above include for small ops; one CSV row per launch, in launch order
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

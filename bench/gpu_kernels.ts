@@ -45,11 +45,10 @@ async function main(): Promise<void> {
     await run(`silu (copy-like) ${what} [${N}, ${S}, ${C}]`, () => hs.ops.silu(x));
     // the variants (environment switches read per call): statistics grid in blocks a multiprocessor (by
     // default ~128 KB of x a block, 1-2 a multiprocessor), 16-byte loads in flight a thread (4 or 8) in each
-    // kernel, the apply kernel's grid, the previous apply kernel (coefficients in shared memory, accurate
-    // SiLU), the register kernel with the accurate SiLU
-    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_STATS_LOADS: '8' },
-      { HYPERSD_GN_APPLY_LOADS: '8' }, { HYPERSD_GN_APPLY_BPS: '2' }, { HYPERSD_GN_APPLY_SMEM: '1' },
-      { HYPERSD_GN_SILU_ACCURATE: '1' }])
+    // kernel, the partials summed by the statistics kernel's last block instead of every apply block, the
+    // previous apply kernel (coefficients in shared memory, accurate SiLU)
+    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_STATS_LOADS: '4' },
+      { HYPERSD_GN_APPLY_LOADS: '8' }, { HYPERSD_GN_REDUCE_IN_STATS: '1' }, { HYPERSD_GN_APPLY_SMEM: '1' }])
       await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, gn, env);
     for (const t of [x, g, b]) t.dispose();
   }

@@ -43,6 +43,9 @@ namespace cu {
 namespace {
 
 constexpr int GN_THREADS = 256;
+}  // namespace
+bool sm90_device();  // gemm_sm90a.cu: compute capability 9.0 (cached per device)
+namespace {
 
 // A bench knob read per call (bench/gpu_kernels.ts times the choices side by side): its value, or dflt when
 // unset or not a positive number.
@@ -122,21 +125,18 @@ __device__ __forceinline__ float gn_pivot(const T* xn, int64_t S, int C, int Cg,
 // then one thread per group adds the Q stripes in order; the pivots are read first, to overlap. (This
 // replaced a separate finalize launch, one block per sample walking the partials a warp per group: 13-21 us
 // on an H200, more than the two passes over x together at the UNet's sizes.)
+// Sums sample n's partials part[n][k][2G] (k < nchunks) in f64 and writes stn = [3][G]: pivot, rstd, m = mean -
+// pivot (global or shared memory). Every thread of the block must call it (it holds a barrier). The order of the
+// sums depends only on the thread layout: the same bits in every block that runs it. When 2G % 4 == 0 the
+// block's threads read 16-byte column quads in Q stripes of chunks (up to eight loads each in flight), then one
+// thread per group adds the Q stripes in order; the pivots are read first, to overlap.
 template <class T>
-__device__ __forceinline__ void gn_last_block(const float* part, int n, int nchunks, int G, int Cg, double cnt,
-                                              float eps, const T* xn, int64_t S, int C, unsigned* counter, float* st) {
-  __shared__ int last;
+__device__ __forceinline__ void gn_sum_partials(const float* part, int n, int nchunks, int G, int Cg, double cnt,
+                                                float eps, const T* xn, int64_t S, int C, float* stn) {
   __shared__ double red[GN_THREADS * 4];
   const int tid = threadIdx.x;
-  __threadfence();  // this block's partials, visible to the whole device before it counts itself in
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(counter + n, 1u) == (unsigned)(nchunks - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // every other block's partials (read past L1 with __ldcg)
   const int W = 2 * G;
   const float* pn = part + (int64_t)n * nchunks * W;
-  float* stn = st + (int64_t)n * 3 * G;
   auto finish = [&](int g, double s1, double s2, float pivot) {
     const double m = s1 / cnt, var = fmax(s2 / cnt - m * m, 0.0);
     stn[g] = pivot;
@@ -148,7 +148,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
     const float pivot = tid < G ? gn_pivot(xn, S, C, Cg, tid) : 0.f;
     double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
     if (q < Q) {
-#pragma unroll 4
+#pragma unroll 8
       for (int k = q; k < nchunks; k += Q) {
         const float4 v = __ldcg(reinterpret_cast<const float4*>(pn + (int64_t)k * W) + j);
         a0 += (double)v.x;
@@ -171,6 +171,7 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
       finish(tid, s1, s2, pivot);
     }
   } else {
+    __syncthreads();  // (the same number of barriers on both paths)
     for (int g = tid; g < G; g += GN_THREADS) {
       double s1 = 0.0, s2 = 0.0;
 #pragma unroll 4
@@ -181,7 +182,41 @@ __device__ __forceinline__ void gn_last_block(const float* part, int n, int nchu
       finish(g, s1, s2, gn_pivot(xn, S, C, Cg, g));
     }
   }
+}
+
+// The last of a sample's statistics blocks to finish (each block counts itself in on a per-sample word of
+// reduction_counters; the last one puts the word back to 0 for the next kernel on the stream) sums the sample's
+// partials into st[n] (gn_sum_partials). (This replaced a separate finalize launch, one block per sample walking
+// the partials a warp per group: 13-21 us on an H200, more than the two passes over x together at the UNet's
+// sizes.) The forward's vectorised path leaves the sum to its apply kernel instead (final = 0): see there.
+template <class T>
+__device__ __forceinline__ void gn_last_block(const float* part, int n, int nchunks, int G, int Cg, double cnt,
+                                              float eps, const T* xn, int64_t S, int C, unsigned* counter, float* st) {
+  __shared__ int last;
+  const int tid = threadIdx.x;
+  __threadfence();  // this block's partials, visible to the whole device before it counts itself in
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(counter + n, 1u) == (unsigned)(nchunks - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();  // every other block's partials (read past L1 with __ldcg)
+  gn_sum_partials(part, n, nchunks, G, Cg, cnt, eps, xn, S, C, st + (int64_t)n * 3 * G);
   if (tid == 0) counter[n] = 0;
+}
+
+// Programmatic dependent launch (sm_90): a statistics kernel lets the apply kernel that follows it on the stream
+// start early (launch_dependents), and the apply kernel waits for the statistics' completion and memory before
+// it reads them (dep_wait; x, which it loads first, is not written by the statistics). Without a programmatic
+// launch (or below sm_90) both are no-ops.
+__device__ __forceinline__ void gn_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void gn_dep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 // Statistics pass, scalar loads (any C, any alignment): one thread per channel of a window, rp rows side by side.
@@ -227,16 +262,21 @@ template <class T, int U>
 __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __restrict__ x, int64_t S, int C, int G,
                                                                   int Cg, int64_t rows_per_chunk, float* __restrict__ part,
                                                                   unsigned* __restrict__ counter, float* __restrict__ st,
-                                                                  float eps) {
+                                                                  float eps, int final) {
   extern __shared__ float gsum[];  // [2][G]
   __shared__ float t1[GN_THREADS * 8], t2[GN_THREADS * 8];
+  gn_launch_dependents();
   const int tid = threadIdx.x, chunk = blockIdx.x, nchunks = gridDim.x, n = blockIdx.y;
   const T* xn = x + (int64_t)n * S * C;
   const int64_t s0 = chunk * rows_per_chunk, s1 = min(S, s0 + rows_per_chunk);
   for (int g = tid; g < 2 * G; g += GN_THREADS) gsum[g] = 0.f;
 
-  for (int c0 = 0; c0 < C; c0 += GN_THREADS * 8) {
-    const int cw = min(GN_THREADS * 8, C - c0), vpr = cw / 8, rp = GN_THREADS / vpr;
+  for (int c0 = 0, cw; c0 < C; c0 += cw) {
+    // windows of up to 2048 channels; one of 129-255 vectors a row would leave up to half the threads idle
+    // (1280 channels: 96 of 256), so such a remainder is cut at 1024 channels
+    cw = min(GN_THREADS * 8, C - c0);
+    if (cw > GN_THREADS * 4 && cw < GN_THREADS * 8) cw = GN_THREADS * 4;
+    const int vpr = cw / 8, rp = GN_THREADS / vpr;
     const int cv = tid % vpr, r = tid / vpr, c = c0 + cv * 8;
     float a1[8], a2[8];
 #pragma unroll
@@ -274,7 +314,7 @@ __global__ void __launch_bounds__(GN_THREADS) gn_stats_vec_kernel(const T* __res
   }
   float* out = part + ((int64_t)n * nchunks + chunk) * 2 * G;
   for (int g = tid; g < 2 * G; g += GN_THREADS) out[g] = gsum[g];
-  gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, S, C, counter, st);
+  if (final) gn_last_block(part, n, nchunks, G, Cg, (double)S * Cg, eps, xn, S, C, counter, st);
 }
 
 // Channel c's coefficients from its group's statistics st (pivot, rstd, m): y = (x - pivot) a + b with
@@ -412,13 +452,16 @@ __global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restric
 template <class T, int NB>
 __global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
                                                            int G, int Cg, const float* __restrict__ st,
+                                                           const float* __restrict__ part, int nchunks, float eps,
                                                            const void* gamma, int gdt, const void* beta, int bdt,
                                                            int silu) {
+  extern __shared__ float sst[];  // [3][G] when the partials are summed here
   constexpr int W = sizeof(T) / 2, U = NB / W;  // 16-byte words a vector of 8, vectors a batch
   const int n = blockIdx.y;
   const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (i >= nvec) return;
+  const bool active = i < nvec;
+  if (!part && !active) return;
   const uint4* xr = reinterpret_cast<const uint4*>(x + (int64_t)n * S * C);
   T* yn = y + (int64_t)n * S * C;
   uint4 r[U][W];
@@ -429,10 +472,17 @@ __global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__
 #pragma unroll
         for (int h = 0; h < W; ++h) r[j][h] = xr[(i0 + j * stride) * W + h];
   };
-  load(i);
+  if (active) load(i);
+  gn_dep_wait();  // the statistics kernel's results, from here on
+  const float* stn = st + (int64_t)n * 3 * G;
+  if (part) {  // the sample's statistics from the partials, the same sums (and bits) in every block
+    gn_sum_partials(part, n, nchunks, G, Cg, (double)S * Cg, eps, x + (int64_t)n * S * C, S, C, sst);
+    __syncthreads();
+    if (!active) return;
+    stn = sst;
+  }
   const int c = (int)((i * 8) % C);
   float pv[8], av[8], bv[8];
-  const float* stn = st + (int64_t)n * 3 * G;
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
     const GnCoef f = gn_channel_coef(stn, G, (c + k) / Cg, gamma, gdt, beta, bdt, c + k);
@@ -501,14 +551,22 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
 
 // st [N, 3, G]: per group pivot, rstd, m = mean - pivot (one launch: the statistics blocks, the last of each
 // sample summing its partials).
+struct GnStats {
+  Tensor st;    // [N, 3, G] (final): pivot, rstd, m = mean - pivot per group
+  Tensor part;  // [N, nchunks, 2G]: the statistics blocks' partial sums
+  int64_t nchunks = 0;
+};
+
 template <class T>
-Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
-  Tensor st = empty({a.N, 3, a.G}, DType::F32, Device::CUDA);
-  unsigned* cnt = reduction_counters(s);
+GnStats gn_stats(const GnArgs& a, cudaStream_t s, bool final = true) {
   const T* xp = a.x.data<T>();
   const size_t sm = 2 * a.G * sizeof(float);
   const bool vec = a.C % 8 == 0 && aligned16(xp);
-  const void* kern = vec ? (const void*)gn_stats_vec_kernel<T, sizeof(T) == 4 ? 2 : 4> : (const void*)gn_stats_kernel<T>;
+  final = final || !vec;  // (the scalar statistics kernel always sums its partials itself)
+  Tensor st = final ? empty({a.N, 3, a.G}, DType::F32, Device::CUDA) : Tensor();
+  float* stp = final ? st.data<float>() : nullptr;
+  unsigned* cnt = reduction_counters(s);
+  const void* kern = vec ? (const void*)gn_stats_vec_kernel<T, sizeof(T) == 4 ? 4 : 8> : (const void*)gn_stats_kernel<T>;
   // About 128 KB of x a block, between one and two blocks a multiprocessor (within one wave): each chunk's
   // partials cost the last block's reduction. Nsight Compute durations on an H200 (session 20, f16, medians of
   // 3) at 1 / 2 / 4 blocks a multiprocessor: UNet [2, 4096, 320] 10.6 / 11.8 / 14.3 us, [2, 1024, 1280] 11.4 /
@@ -524,25 +582,27 @@ Tensor gn_stats(const GnArgs& a, cudaStream_t s) {
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
   const dim3 grid((unsigned)nchunks, (unsigned)a.N);
-  // 16-byte loads in flight a thread (HYPERSD_GN_STATS_LOADS=4 or 8)
-  const bool deep = gn_knob("HYPERSD_GN_STATS_LOADS", 4) >= 8;
+  // 16-byte loads in flight a thread (HYPERSD_GN_STATS_LOADS=4 or 8): 8 measured faster at every size on an H200
+  // (session 21, Nsight Compute, f16: 10.6 -> 10.4 us at [2, 4096, 320], 11.4 -> 10.3 at [2, 1024, 1280], 19.9 ->
+  // 19.1 at [1, 65536, 256], 80.3 -> 72.2 at [1, 1048576, 128])
+  const bool deep = gn_knob("HYPERSD_GN_STATS_LOADS", 8) >= 8;
   constexpr int U4 = sizeof(T) == 4 ? 2 : 4;
   if (vec && deep)
     gn_stats_vec_kernel<T, 2 * U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                                part.data<float>(), cnt, st.data<float>(), a.eps);
+                                                                part.data<float>(), cnt, stp, a.eps, final);
   else if (vec)
     gn_stats_vec_kernel<T, U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                            part.data<float>(), cnt, st.data<float>(), a.eps);
+                                                            part.data<float>(), cnt, stp, a.eps, final);
   else
     gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                    part.data<float>(), cnt, st.data<float>(), a.eps);
-  return st;
+                                                    part.data<float>(), cnt, stp, a.eps);
+  return GnStats{st, part, nchunks};
 }
 
 // coef [N, C] x 2 float4 (gn_expand_kernel) from the statistics.
 template <class T>
 Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
-  const Tensor st = gn_stats<T>(a, s);
+  const Tensor st = gn_stats<T>(a, s).st;
   Tensor coef = empty({a.N, a.C, 8}, DType::F32, Device::CUDA);
   gn_expand_kernel<<<dim3((unsigned)((a.C + 255) / 256), (unsigned)a.N), 256, 0, s>>>(
       st.data<float>(), (int)a.C, (int)a.G, (int)(a.C / a.G), a.gamma.storage ? a.gamma.raw() : nullptr,
@@ -568,27 +628,46 @@ void group_norm(const OpContext& ctx) {
     if (vec && gn_knob("HYPERSD_GN_APPLY_SMEM", 0) == 0) {
       // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
       // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
-      const Tensor st = gn_stats<T>(a, s);
+      // The statistics' partial sums are added up by every apply block (HYPERSD_GN_REDUCE_IN_STATS=1: by the
+      // statistics kernel's last block, as the other paths do). HYPERSD_GN_PDL=1 makes the apply kernel a
+      // programmatic dependent launch on sm_90 (its first loads of x overlap the statistics kernel's end).
+      const bool in_apply = gn_knob("HYPERSD_GN_REDUCE_IN_STATS", 0) == 0 && 3 * a.G * sizeof(float) + 8192 <= 48 * 1024;
+      const GnStats st = gn_stats<T>(a, s, !in_apply);
       const int nb = gn_knob("HYPERSD_GN_APPLY_LOADS", 4) >= 8 ? 8 : 4;
+      const size_t smem = in_apply ? 3 * a.G * sizeof(float) : 0;
       const void* kern = nb == 8 ? (const void*)gn_apply_reg_kernel<T, 8> : (const void*)gn_apply_reg_kernel<T, 4>;
       const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
-      const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, 0)) * sm_count();
+      const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, smem)) * sm_count();
       const int64_t want = std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N);
       const int64_t gx = std::max<int64_t>(m, want / m * m);
       if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
       const int sl = silu ? gn_knob("HYPERSD_GN_SILU_ACCURATE", 0) ? 2 : 1 : 0;
+      const bool pdl = gn_knob("HYPERSD_GN_PDL", 0) == 1 && sm90_device();
       auto launch = [&](auto kernel) {
-        kernel<<<dim3((unsigned)gx, (unsigned)a.N), 256, 0, s>>>(
-            a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),
-            a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
-            (int)a.beta.dtype, sl);
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)gx, (unsigned)a.N);
+        cfg.blockDim = dim3(256);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = s;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = pdl ? 1 : 0;
+        const cudaError_t e = cudaLaunchKernelEx(
+            &cfg, kernel, a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G),
+            in_apply ? (const float*)nullptr : (const float*)st.st.data<float>(),
+            in_apply ? (const float*)st.part.data<float>() : (const float*)nullptr, (int)st.nchunks, a.eps,
+            a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
+            a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, sl);
+        if (e != cudaSuccess) fail(op, std::string("launching the apply kernel: ") + cudaGetErrorString(e));
       };
       if (nb == 8) launch(gn_apply_reg_kernel<T, 8>);
       else launch(gn_apply_reg_kernel<T, 4>);
       return;
     }
     if (vec && a.C <= 4096) {  // (HYPERSD_GN_APPLY_SMEM=1) 3 C floats of shared memory
-      const Tensor st = gn_stats<T>(a, s);
+      const Tensor st = gn_stats<T>(a, s).st;
       const int64_t per = a.S * a.C / 8;  // vectors of a sample
       const size_t smem = 3 * a.C * sizeof(float);
       const int64_t blocks =

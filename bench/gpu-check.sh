@@ -196,8 +196,12 @@ unset HYPERSD_TEST_DEVICE
 # the per-op floor (JS, the queue, the worker's host code, the launch) under every small op
 stage op-floor 30 node node_modules/tsx/dist/cli.mjs bench/op_floor.ts cuda
 stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+--quick} ${BENCH_ONLY:+--only $BENCH_ONLY}
-# group norm with the apply kernel as a programmatic dependent launch (sm_90), back to back
-stage bench-norm-pdl 30 env HYPERSD_GN_PDL=1 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only norm
+# group norm back to back on its variants, twice each, alternated: the partials summed by the apply blocks or by
+# the statistics kernel's last block, each with and without the apply kernel as a programmatic dependent launch
+stage bench-norm-ab 60 bash -c 'for r in 1 2; do for v in "HYPERSD_GN_REDUCE_IN_STATS=0 HYPERSD_GN_PDL=0" \
+  "HYPERSD_GN_REDUCE_IN_STATS=0 HYPERSD_GN_PDL=1" "HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_PDL=0" \
+  "HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_PDL=1"; do echo "-- $v (round $r)"; env $v OUT= node node_modules/tsx/dist/cli.mjs \
+  bench/ops_gpu.ts --only norm | grep -E "^(group_norm|copy) "; done; done'
 # each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
 # the back-to-back timings above include for small ops; one CSV row per launch, in launch order
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
@@ -219,9 +223,10 @@ if [ -x "$NCU" ] && [ "${NCU_ATTN:-1}" = 1 ]; then
     --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
-# group norm's kernels at six sizes on each variant (bench/gpu_kernels.ts GN_ONLY=1), beside a same-size SiLU
+# group norm's kernels at six sizes on each variant (bench/gpu_kernels.ts GN_ONLY=1), beside a same-size SiLU;
+# caches left warm between kernels (--cache-control none), as in a network, where x was just written
 if [ -x "$NCU" ] && [ "${NCU_GN_VARIANTS:-1}" = 1 ]; then
-  stage ncu-gn-variants 90 env GN_ONLY=1 "$NCU" --clock-control none --target-processes all --metrics gpu__time_duration.sum --csv \
+  stage ncu-gn-variants 90 env GN_ONLY=1 "$NCU" --clock-control none --cache-control none --target-processes all --metrics gpu__time_duration.sum --csv \
     ${OUT:+--log-file "$OUT/ncu_gn_variants.csv"} node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
 # where group norm's two kernels spend their time at the SD1.5 UNet's 64x64 x 320 (f16, SiLU): the second rep's

@@ -201,7 +201,7 @@ stage bench-ops 60 node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts ${QUICK:+
 stage bench-norm-ab 60 bash -c 'for r in 1 2; do for v in "HYPERSD_GN_REDUCE_IN_STATS=0 HYPERSD_GN_PDL=0" \
   "HYPERSD_GN_REDUCE_IN_STATS=0 HYPERSD_GN_PDL=1" "HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_PDL=0" \
   "HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_PDL=1"; do echo "-- $v (round $r)"; env $v OUT= node node_modules/tsx/dist/cli.mjs \
-  bench/ops_gpu.ts --only norm | grep -E "^(group_norm|copy) "; done; done'
+  bench/ops_gpu.ts --only norm | grep -E "^(group_norm|copy)"; done; done'
 # each kernel's own duration (Nsight Compute, one metric, clocks left alone), free of the per-op host cost that
 # the back-to-back timings above include for small ops; one CSV row per launch, in launch order
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

@@ -4,34 +4,39 @@
 //
 // group_norm, x [N, S, C] channels-last (S = H*W), groups of C/G adjacent channels. Two launches:
 //   1. stats: the rows of each sample are cut into chunks (~128 KB of x each, 1-2 blocks a multiprocessor); a
-//      block walks its chunk with every thread on fixed channels (coalesced rows, 16-byte vectors and four
+//      block walks its chunk with every thread on fixed channels (coalesced rows, 16-byte vectors and eight
 //      rows in flight when C % 8 == 0), accumulating sums of (x - pivot) and (x - pivot)^2, where the pivot
-//      is an element of the group in that sample (gn_pivot: the median of three). Shifted sums add exactly like plain ones but do not
-//      cancel catastrophically when |mean| >> std. Per-thread sums are folded into per-group sums in a fixed
-//      order and written per (sample, chunk, group); the last block of each sample to finish (an atomic
-//      count) sums that sample's partials in f64, in an order fixed by the thread layout, into
-//      st = (pivot, rstd, m = mean - pivot) per group: deterministic, no atomics on the data. The pivot (an
-//      element of the group, exact in f32) is kept instead of the mean: x - pivot is exact when x is near it
-//      (Sterbenz), whereas a mean rounded to f32 loses ulp(mean) / std of the result (3e-4 at mean 300, std
-//      0.01: seen on an H200).
-//   2. apply: each block forms its sample's per-channel y = (x - pivot) a + b coefficients (a = rstd gamma,
-//      b = beta - m a) in shared memory, then normalises its rows (optional SiLU), 16-byte vectors when
-//      C % 8 == 0; otherwise (or C > 4096) a small kernel expands the coefficients per channel and the
-//      scalar apply kernel reads them (the backward uses the same expansion).
-// Measured on an H200 (bench/RESULTS.md, Nsight Compute durations): the previous three launches (a separate
-// one-block-per-sample finalize between the passes) spent 29 us on a 5 MB UNet tensor, the finalize alone
-// 13-21 us; a one-launch cooperative variant (rows kept in shared memory across a grid barrier) took 42-85 us
-// and was removed.
+//      is an element of the group in that sample (gn_pivot: the median of three). Shifted sums add exactly
+//      like plain ones but do not cancel catastrophically when |mean| >> std. Per-thread sums are folded into
+//      per-group sums in a fixed order and written per (sample, chunk, group). These partials are summed in
+//      f64, in an order fixed by the thread layout, into st = (pivot, rstd, m = mean - pivot) per group
+//      (gn_sum_partials): deterministic, no atomics on the data. The pivot (an element of the group, exact in
+//      f32) is kept instead of the mean: x - pivot is exact when x is near it (Sterbenz), whereas a mean
+//      rounded to f32 loses ulp(mean) / std of the result (3e-4 at mean 300, std 0.01: seen on an H200).
+//   2. apply (gn_apply_reg_kernel, C % 8 == 0): every block first issues its first loads of x, then sums its
+//      sample's partials itself (the same bits in every block), and every thread keeps the y = (x - pivot) a
+//      + b coefficients (a = rstd gamma, b = beta - m a) of its 8 fixed channels in registers (the grid's
+//      stride is a multiple of C), SiLU from the approximate special-function instructions for 16-bit
+//      results (silu_half). Otherwise the statistics kernel's last block (an atomic count) sums the partials
+//      and a small kernel expands the coefficients per channel for the scalar apply kernel (the backward uses
+//      the same expansion).
+// Measured on an H200 (bench/RESULTS.md, Nsight Compute durations, f16 with SiLU, caches warm): 14.0 us at the
+// UNet's [2, 4096, 320] (a same-size SiLU: 4.7), 220 us at the SDXL VAE's [1, 1048576, 128] (SiLU: 141). Before
+// session 21 (coefficients in shared memory, accurate SiLU, the sum in the statistics kernel's last block):
+// 16.5 and 274 us. A separate finalize launch had cost 13-21 us; a one-launch cooperative variant (rows kept in
+// shared memory across a grid barrier) took 42-85 us; both removed.
 //
 // layer_norm, x [R, C]: one warp per row: the mean, then the centred sum of squares (the second pass hits
 // L1), then the normalised write; 16-byte vectors when C % 8 == 0. (A variant holding rows of up to 2048
 // channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
 // needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 47-48, gn_stats_vec 64 (f16) / 74-76 (a 64 cap
-// spilled 8 bytes for bf16 and f32; its grid follows the occupancy instead), gn_apply_vec 64-72
-// (launch bounds 256 x 3: without them ptxas held the bf16 one to 64 registers and spilled 12 bytes; 62-70 on
-// sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 47-48, gn_stats_vec 100-102 with eight loads in
+// flight (f16 / bf16; f32 90) and 76-80 with four (two blocks a multiprocessor either way; its grid follows the
+// occupancy), gn_apply_reg 80 (three blocks a multiprocessor; 110 for f32 with eight loads in flight),
+// gn_apply_vec 64-72 (launch bounds 256 x 3: without them ptxas held the bf16 one to 64 registers and spilled
+// 12 bytes; 62-70 on sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*,
+// lnb_*) 24-32.
 #include <cmath>
 #include <cstdlib>
 #include <numeric>

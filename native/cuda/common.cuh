@@ -81,6 +81,28 @@ inline unsigned grid_for(int64_t n, int per_block, int64_t cap = 65535LL * 8) {
 
 inline bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
 
+// Division of n in [0, 2^32) by a run-time invariant d in [1, 2^31) with a multiply-high, an add and a shift
+// (Granlund and Montgomery, "Division by invariant integers using multiplication", 1994): l = ceil(log2 d),
+// m = floor(2^32 (2^l - d) / d) + 1, q = (mulhi(n, m) + n) >> l with the add in 64 bits; d = 1: m = 0, l = 0.
+// Index decoding with it costs a few instructions a dim where a 64-bit division costs dozens. (Checked on the
+// host against n / d for 64 million pairs: every n < 2^32 pattern near the ends, random ones, d up to 2^31 - 1.)
+struct FastDiv {
+  uint32_t d = 1, m = 0, s = 0;
+};
+inline FastDiv fastdiv_make(uint32_t d) {
+  FastDiv f;
+  f.d = d;
+  if (d <= 1) return f;
+  uint32_t l = 0;
+  while ((1ull << l) < d) ++l;
+  f.m = (uint32_t)(((1ull << 32) * ((1ull << l) - d)) / d + 1);
+  f.s = l;
+  return f;
+}
+__device__ __forceinline__ uint32_t fastdiv(uint32_t n, const FastDiv& f) {
+  return (uint32_t)(((uint64_t)__umulhi(n, f.m) + n) >> f.s);
+}
+
 // Defined in shape.cu: a contiguous copy of t converted to dtype (t itself when it already is both).
 Tensor as_dtype(const Tensor& t, DType dtype, cudaStream_t s);
 inline Tensor contiguous(const Tensor& t, cudaStream_t s) { return as_dtype(t, t.dtype, s); }

@@ -8,12 +8,14 @@
 // really jump. slice, permute and copy are a source view; concat is one copy per input into a
 // destination view of y. A same-dtype copy whose innermost dim is contiguous on both sides moves 16-byte
 // units when the row lengths, strides and pointers allow (concat / slice along channels; concat of two
-// [2, 64, 64, 640] f16 ran at 14% of the copy bandwidth on an H200 element by element).
+// [2, 64, 64, 640] f16 ran at 14% of the copy bandwidth on an H200 element by element, 53% in 16-byte units).
+// Strided copies of fewer than 2^32 items (every dim < 2^31) decode their indices with 32-bit FastDiv divisions
+// (common.cuh) and keep four items a thread in flight (copy_fast_kernel); upsample_nearest2x likewise.
 // upsample_nearest2x has its own kernel: each thread reads one 16-byte vector of an input pixel (8
 // channels; one element when C % 8 != 0) and writes it to the four output pixels.
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: copy_kernel 12-32 (flat) / 40 (strided), upsample2x 32-34,
-// upsample2x_backward 32-38 registers.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills: copy_kernel 12-32 (flat) / 40-44 (strided), copy_fast_kernel
+// 32-44, upsample2x 32-40, upsample2x_backward 32-38 registers.
 #include <type_traits>
 
 #include "common.cuh"
@@ -26,6 +28,7 @@ constexpr int MAXR = 8;
 struct Strided {
   int rank;
   int64_t shape[MAXR], ss[MAXR], ds[MAXR];
+  FastDiv div[MAXR];  // shape[d] as a FastDiv, for copy_fast_kernel
 };
 
 template <class T> struct IsInt : std::integral_constant<bool, std::is_same<T, int32_t>::value || std::is_same<T, int64_t>::value> {};
@@ -54,6 +57,51 @@ __global__ void __launch_bounds__(256) copy_kernel(const TS* __restrict__ src, T
       dst[od] = convert<TD>(src[os]);
     }
   }
+}
+
+// The strided copy of copy_kernel for n < 2^32 and every dim < 2^31 (what the networks move): the index decoded
+// with 32-bit FastDiv divisions instead of 64-bit ones (a 64-bit division is a subroutine of dozens of
+// instructions, one per dim and element), and U items a thread in flight (loads first). The innermost dim needs
+// no division: what is left of the index is its coordinate.
+template <class TS, class TD, int U>
+__global__ void __launch_bounds__(256) copy_fast_kernel(const TS* __restrict__ src, TD* __restrict__ dst, uint32_t n,
+                                                        Strided st) {
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i0 = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i0 < n; i0 += U * stride) {
+    TS v[U];
+    int64_t od[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint64_t i = i0 + u * stride;
+      if (i >= n) break;
+      uint32_t rem = (uint32_t)i;
+      int64_t os = 0, o = 0;
+      for (int d = st.rank - 1; d > 0; --d) {
+        const uint32_t q = fastdiv(rem, st.div[d]), c = rem - q * st.div[d].d;
+        rem = q;
+        os += (int64_t)c * st.ss[d];
+        o += (int64_t)c * st.ds[d];
+      }
+      os += (int64_t)rem * st.ss[0];
+      od[u] = o + (int64_t)rem * st.ds[0];
+      v[u] = src[os];
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (i0 + u * stride >= n) break;
+      dst[od[u]] = convert<TD>(v[u]);
+    }
+  }
+}
+
+// Fills st.div and says whether copy_fast_kernel takes n items of st.
+bool fast_strided(Strided& st, int64_t n) {
+  if (n <= 0 || n > (int64_t)UINT32_MAX) return false;
+  for (int d = 0; d < st.rank; ++d) {
+    if (st.shape[d] < 1 || st.shape[d] >= (int64_t)1 << 31) return false;
+    st.div[d] = fastdiv_make((uint32_t)st.shape[d]);
+  }
+  return true;
 }
 
 // Calls f(T{}) for any dtype (ints included).
@@ -120,16 +168,22 @@ void copy_general(const char* op, const std::vector<int64_t>& shape, const void*
         sv.ss[d] /= w;
         sv.ds[d] /= w;
       }
-      copy_kernel<uint4, uint4, false><<<grid_for(n / w, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst, n / w, sv);
+      if (fast_strided(sv, n / w))
+        copy_fast_kernel<uint4, uint4, 4><<<grid_for((n / w + 3) / 4, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst,
+                                                                                          (uint32_t)(n / w), sv);
+      else
+        copy_kernel<uint4, uint4, false><<<grid_for(n / w, 256), 256, 0, s>>>((const uint4*)src, (uint4*)dst, n / w, sv);
       return;
     }
   }
   const unsigned grid = grid_for(n, 256);
+  const bool fast = !flat && fast_strided(st, n);
   if (sdt == ddt) {
     const size_t es = dtype_size(sdt);
     auto run = [&](auto tag) {
       using B = decltype(tag);
       if (flat) copy_kernel<B, B, true><<<grid, 256, 0, s>>>((const B*)src, (B*)dst, n, st);
+      else if (fast) copy_fast_kernel<B, B, 4><<<grid_for((n + 3) / 4, 256), 256, 0, s>>>((const B*)src, (B*)dst, (uint32_t)n, st);
       else copy_kernel<B, B, false><<<grid, 256, 0, s>>>((const B*)src, (B*)dst, n, st);
     };
     if (es == 2) run(Bits<2>::type{});
@@ -143,6 +197,7 @@ void copy_general(const char* op, const std::vector<int64_t>& shape, const void*
       using TD = decltype(dtag);
       if constexpr (!std::is_same<TS, TD>::value && !(IsInt<TD>::value && !IsInt<TS>::value)) {
         if (flat) copy_kernel<TS, TD, true><<<grid, 256, 0, s>>>((const TS*)src, (TD*)dst, n, st);
+        else if (fast) copy_fast_kernel<TS, TD, 4><<<grid_for((n + 3) / 4, 256), 256, 0, s>>>((const TS*)src, (TD*)dst, (uint32_t)n, st);
         else copy_kernel<TS, TD, false><<<grid, 256, 0, s>>>((const TS*)src, (TD*)dst, n, st);
       }
     });
@@ -245,19 +300,30 @@ void concat(const OpContext& ctx) {
 
 // ---------------------------------------------------------------- upsample
 
-template <class T, bool VEC>
+template <class T, bool VEC, bool FAST>
 __global__ void __launch_bounds__(256) upsample2x_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t pixels,
-                                                         int H, int W, int C) {
+                                                         int H, int W, int C, FastDiv fcv, FastDiv fw, FastDiv fh) {
   constexpr int V = VEC ? 8 : 1;
   const int cv = C / V;
   const int64_t n_items = pixels * cv;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n_items; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t p = i / cv;
-    const int c = (int)(i - p * cv) * V;
-    const int64_t nh = p / W;
-    const int w = (int)(p - nh * W);
-    const int64_t n = nh / H;
-    const int h = (int)(nh - n * H);
+    int64_t p, nh, n;
+    int c, w, h;
+    if constexpr (FAST) {  // n_items < 2^32: 32-bit FastDiv divisions (fcv, fw, fh: cv, W, H)
+      const uint32_t pu = fastdiv((uint32_t)i, fcv), nhu = fastdiv(pu, fw), nu = fastdiv(nhu, fh);
+      c = (int)((uint32_t)i - pu * (uint32_t)cv) * V;
+      w = (int)(pu - nhu * (uint32_t)W);
+      h = (int)(nhu - nu * (uint32_t)H);
+      p = pu;
+      n = nu;
+    } else {
+      p = i / cv;
+      c = (int)(i - p * cv) * V;
+      nh = p / W;
+      w = (int)(p - nh * W);
+      n = nh / H;
+      h = (int)(nh - n * H);
+    }
     const int64_t o = ((n * 2 * H + 2 * h) * 2 * W + 2 * w) * C + c, row = 2LL * W * C;
     if constexpr (VEC) {
       const uint4 v = *reinterpret_cast<const uint4*>(x + p * C + c);
@@ -293,13 +359,25 @@ void upsample_nearest2x(const OpContext& ctx) {
   const bool vec = (C * es) % 16 == 0 && aligned16(x.raw()) && aligned16(y.raw());
   if (vec) {  // moved as 16-bit units, 8 per 16-byte vector
     const int cu16 = (int)(C * es / 2);
-    upsample2x_kernel<uint16_t, true><<<grid_for(pixels * cu16 / 8, 256), 256, 0, s>>>(
-        (const uint16_t*)x.raw(), (uint16_t*)y.raw(), pixels, H, W, cu16);
+    const int64_t items = pixels * cu16 / 8;
+    const FastDiv fcv = fastdiv_make((uint32_t)(cu16 / 8)), fw = fastdiv_make((uint32_t)W), fh = fastdiv_make((uint32_t)H);
+    if (items <= (int64_t)UINT32_MAX)
+      upsample2x_kernel<uint16_t, true, true><<<grid_for(items, 256), 256, 0, s>>>(
+          (const uint16_t*)x.raw(), (uint16_t*)y.raw(), pixels, H, W, cu16, fcv, fw, fh);
+    else
+      upsample2x_kernel<uint16_t, true, false><<<grid_for(items, 256), 256, 0, s>>>(
+          (const uint16_t*)x.raw(), (uint16_t*)y.raw(), pixels, H, W, cu16, fcv, fw, fh);
     return;
   }
   auto run = [&](auto tag) {
     using B = decltype(tag);
-    upsample2x_kernel<B, false><<<grid_for(pixels * C, 256), 256, 0, s>>>((const B*)x.raw(), (B*)y.raw(), pixels, H, W, C);
+    const FastDiv fcv = fastdiv_make((uint32_t)C), fw = fastdiv_make((uint32_t)W), fh = fastdiv_make((uint32_t)H);
+    if (pixels * C <= (int64_t)UINT32_MAX)
+      upsample2x_kernel<B, false, true><<<grid_for(pixels * C, 256), 256, 0, s>>>((const B*)x.raw(), (B*)y.raw(), pixels, H,
+                                                                                   W, C, fcv, fw, fh);
+    else
+      upsample2x_kernel<B, false, false><<<grid_for(pixels * C, 256), 256, 0, s>>>((const B*)x.raw(), (B*)y.raw(), pixels, H,
+                                                                                    W, C, fcv, fw, fh);
   };
   if (es == 2) run(uint16_t{});
   else if (es == 4) run(uint32_t{});

@@ -17,8 +17,9 @@
 //      sample's partials itself (the same bits in every block), and every thread keeps the y = (x - pivot) a
 //      + b coefficients (a = rstd gamma, b = beta - m a) of its 8 fixed channels in registers (the grid's
 //      stride is a multiple of C), SiLU from the approximate special-function instructions for 16-bit
-//      results (silu_half). Otherwise the statistics kernel's last block (an atomic count) sums the partials
-//      and a small kernel expands the coefficients per channel for the scalar apply kernel (the backward uses
+//      results (silu_half); on sm_90 a programmatic dependent launch (gn_launch_dependents / gn_dep_wait).
+//      Otherwise the statistics kernel's last block (an atomic count) sums the partials and a small kernel
+//      expands the coefficients per channel for the scalar apply kernel (the backward uses
 //      the same expansion).
 // Measured on an H200 (bench/RESULTS.md, Nsight Compute durations, f16 with SiLU, caches warm): 14.0 us at the
 // UNet's [2, 4096, 320] (a same-size SiLU: 4.7), 220 us at the SDXL VAE's [1, 1048576, 128] (SiLU: 141). Before
@@ -634,8 +635,10 @@ void group_norm(const OpContext& ctx) {
       // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
       // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
       // The statistics' partial sums are added up by every apply block (HYPERSD_GN_REDUCE_IN_STATS=1: by the
-      // statistics kernel's last block, as the other paths do). HYPERSD_GN_PDL=1 makes the apply kernel a
-      // programmatic dependent launch on sm_90 (its first loads of x overlap the statistics kernel's end).
+      // statistics kernel's last block, as the other paths do). On sm_90 the apply kernel is a programmatic
+      // dependent launch (its first loads of x and its blocks' start overlap the statistics kernel's end; back to
+      // back on an H200, session 21: 0.023-0.024 against 0.025-0.028 ms at [1, 16384, 512], 0.041-0.042 against
+      // 0.045 at [1, 65536, 256]); HYPERSD_GN_PDL=0 makes it a plain launch.
       const bool in_apply = gn_knob("HYPERSD_GN_REDUCE_IN_STATS", 0) == 0 && 3 * a.G * sizeof(float) + 8192 <= 48 * 1024;
       const GnStats st = gn_stats<T>(a, s, !in_apply);
       const int nb = gn_knob("HYPERSD_GN_APPLY_LOADS", 4) >= 8 ? 8 : 4;
@@ -647,7 +650,8 @@ void group_norm(const OpContext& ctx) {
       const int64_t gx = std::max<int64_t>(m, want / m * m);
       if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
       const int sl = silu ? gn_knob("HYPERSD_GN_SILU_ACCURATE", 0) ? 2 : 1 : 0;
-      const bool pdl = gn_knob("HYPERSD_GN_PDL", 0) == 1 && sm90_device();
+      const char* pe = std::getenv("HYPERSD_GN_PDL");
+      const bool pdl = !(pe && pe[0] == '0') && sm90_device();
       auto launch = [&](auto kernel) {
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)gx, (unsigned)a.N);

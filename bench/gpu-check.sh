@@ -135,7 +135,7 @@ process.exit(s.available && missing.length === 0 ? 0 : 1);"
 export HYPERSD_TEST_DEVICE=cuda
 export NODE_DISABLE_COLORS=1 FORCE_COLOR=0
 # (autograd/unet_lora runs on the CPU whatever the device: left out)
-for f in test/ops/*.test.ts test/autograd/{attention_norm_act,elementwise_shape,gemm_conv,tape}.test.ts test/train/optim.test.ts; do
+for f in test/ops/*.test.ts test/autograd/{attention_norm_act,attention_half,elementwise_shape,gemm_conv,tape}.test.ts test/train/optim.test.ts; do
   d=$(dirname "$f"); b=$(basename "$f")
   stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
 done
@@ -160,6 +160,10 @@ stage "ops/norm-smem" 60 env HYPERSD_SYNC=1 HYPERSD_GN_APPLY_SMEM=1 $UVU test/op
 stage "ops/norm-variants" 60 env HYPERSD_SYNC=1 HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_STATS_LOADS=4 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
 stage "ops/norm-nopdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=0 $UVU test/ops "^norm\\.test\\.ts\$"
 
+# the half-precision attention gradients on the tensor-core backward (attention.cu attn_bwd_*_mma_kernel, written
+# in session 21 without a GPU; HYPERSD_ATTN_BWD=mma selects it)
+stage "autograd/attention_half-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma $UVU test/autograd "^attention_half\\.test\\.ts\$"
+
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
 stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/networks|pipelines/pipeline)\\.test\\.ts\$"
@@ -177,6 +181,10 @@ if [ -x "$SAN" ]; then
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "racecheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
+  stage "memcheck-attention-bwd-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
+  stage "racecheck-attention-bwd-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma "$SAN" --tool racecheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
   stage "racecheck-attention-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 "$SAN" --tool racecheck --target-processes all \
@@ -237,6 +245,7 @@ if [ -x "$NCU" ] && [ "${NCU_GN:-1}" = 1 ]; then
     node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
+stage bench-attn-bwd-mma 40 env HYPERSD_ATTN_BWD=mma OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only train
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora
 stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora

@@ -224,15 +224,17 @@ async function bandwidth(): Promise<void> {
   for (const t of [a, c, e, rowb, m, img, cat2]) t.dispose();
 }
 
-// Training kernels (f32 SIMT for now): rates to track, not yet tuned.
+// Training kernels: rates to track. The attention backward runs the SIMT kernels by default and the tensor-core
+// ones with HYPERSD_ATTN_BWD=mma (gpu-check's bench-attn-bwd-mma stage).
 async function training(): Promise<void> {
   const f32 = (shape: number[]) => hs.empty(shape, { dtype: 'f32', device: DEV });
-  {
-    const [B, L, H, D] = [1, 1024, 8, 64];
+  for (const [B, L, H, D, what] of [[1, 1024, 8, 64, ''], [1, 4096, 8, 40, ' (SD1.5 64x64)'], [1, 4096, 10, 64, ' (SDXL-sized heads)']] as
+    [number, number, number, number, string][]) {
+    if (quick && L > 1024) continue;
     const q = randn([B, L, H * D], 'f16'), k = randn([B, L, H * D], 'f16'), v = randn([B, L, H * D], 'f16');
     const fwd = hs.ops.attention(q, k, v, { heads: H, returnLse: true });
     const dout = randn([B, L, H * D], 'f16');
-    await measure('attention_bwd', `B=${B} L=${L} H=${H} d=${D} (dq, dk, dv)`, 'f16>f32', 2.5 * 4 * B * H * L * L * D, 'TFLOP/s', () => {
+    await measure('attention_bwd', `B=${B} L=${L} H=${H} d=${D} (dq, dk, dv)${what}`, 'f16>f32', 2.5 * 4 * B * H * L * L * D, 'TFLOP/s', () => {
       const outs = [f32([B, L, H * D]), f32([B, L, H * D]), f32([B, L, H * D])];
       hs.runOp('attention_backward', [q, k, v, fwd.out, dout, fwd.lse], outs, { heads: H, scale: 1 / Math.sqrt(D), causal: 0 });
       return outs;

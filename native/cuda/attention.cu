@@ -562,6 +562,299 @@ __global__ void __launch_bounds__(256) attn_bwd_dq_kernel(const AttnBwd a) {
     if (lane + 32 * t < a.D) dqr[lane + 32 * t] = dq[t];
 }
 
+// ---------------------------------------------------------------- tensor-core backward (FA2-style)
+// For f16 / bf16 q, k, v, do with D == Dv, D % 8 == 0, D <= 64 (padded to DP = 48 or 64), 16-byte aligned
+// rows. The same two passes as the SIMT kernels (every warp owns the rows it writes: no atomics,
+// deterministic), on mma.sync m16n8k16 with f32 accumulators, P and dS rounded to the input dtype as mma
+// operands (as FlashAttention-2 does):
+//   dkv: a block of 4 warps owns 64 keys (16 a warp, K and V kept as A fragments) and walks the query tiles
+//        of 64 that see them (Q, dO, lse and D double-buffered in shared memory): S^T = K Q^T, P^T =
+//        exp(scale S^T - lse), dP^T = V dO^T, dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q.
+//   dq:  a block owns 64 queries (Q and dO kept as A fragments) and walks the key tiles of 64 (K, V
+//        double-buffered): S = Q K^T, P, dP = dO V^T, dS; dQ += dS K.
+// The fragment layouts and ldmatrix addressing are the forward kernel's (flash_attn_body): a B operand
+// stored [n][k] (K in S = Q K^T) takes ldmatrix, one stored [k][n] (V in O += P V) ldmatrix.trans.
+
+struct AttnBwdH {
+  const void *q, *k, *v, *dout;  // [B, L, H*D] contiguous, the compute dtype
+  const float *lse, *delta;      // [B, H, Lq]
+  float *dq, *dk, *dv;           // [B, L, H*D] f32
+  int B, H, Lq, Lk, D;
+  int64_t ld;  // H*D
+  float scale, scale_log2;
+  int causal;
+};
+
+template <int DP>
+struct FbCfg {
+  static constexpr int LD = DP + 8, TILE = 64;
+  static constexpr int SMEM_DKV = (4 * TILE + 2 * TILE) * LD * 2 + 4 * TILE * 4;  // Q, dO x 2; K, V; lse, D x 2
+  static constexpr int SMEM_DQ = (2 * TILE + 4 * TILE) * LD * 2;                  // Q, dO; K, V x 2
+};
+
+template <class T, int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a) {
+  using C = FbCfg<DP>;
+  constexpr int BK = C::TILE, BQ = C::TILE, LD = C::LD, KS = DP / 16, NT = BQ / 8, NO = DP / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Qs = reinterpret_cast<T*>(smem_raw);  // [2][BQ][LD]
+  T* Os = Qs + 2 * BQ * LD;                // [2][BQ][LD] dO
+  T* Ks = Os + 2 * BQ * LD;                // [BK][LD]
+  T* Vs = Ks + BK * LD;                    // [BK][LD]
+  float* Ls = reinterpret_cast<float*>(Vs + BK * LD);  // [2][BQ] lse * log2(e)
+  float* Es = Ls + 2 * BQ;                             // [2][BQ] delta
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int k0 = blockIdx.x * BK, b = blockIdx.y / a.H, h = blockIdx.y % a.H;
+  const int64_t base_q = (int64_t)b * a.Lq * a.ld + (int64_t)h * a.D, base_k = (int64_t)b * a.Lk * a.ld + (int64_t)h * a.D;
+  const T* qg = (const T*)a.q + base_q;
+  const T* dog = (const T*)a.dout + base_q;
+  const float* lseg = a.lse + ((int64_t)b * a.H + h) * a.Lq;
+  const float* dg = a.delta + ((int64_t)b * a.H + h) * a.Lq;
+  // causal: queries before the block's first key see none of its keys
+  const int i_start = a.causal ? (k0 / BQ) * BQ : 0;
+  const int nq = a.Lq > i_start ? (a.Lq - i_start + BQ - 1) / BQ : 0;
+  auto stage_q = [&](int buf, int i0) {
+    stage_tile<T, BQ, DP>(Qs + buf * BQ * LD, qg, a.ld, i0, a.Lq, a.D, tid);
+    stage_tile<T, BQ, DP>(Os + buf * BQ * LD, dog, a.ld, i0, a.Lq, a.D, tid);
+    if (tid < BQ) {
+      const bool in = i0 + tid < a.Lq;
+      Ls[buf * BQ + tid] = in ? lseg[i0 + tid] * 1.44269504088896341f : 0.f;
+      Es[buf * BQ + tid] = in ? dg[i0 + tid] : 0.f;
+    }
+  };
+  stage_tile<T, BK, DP>(Ks, (const T*)a.k + base_k, a.ld, k0, a.Lk, a.D, tid);
+  stage_tile<T, BK, DP>(Vs, (const T*)a.v + base_k, a.ld, k0, a.Lk, a.D, tid);
+  if (nq > 0) stage_q(0, i_start);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  uint32_t kf[KS][4], vf[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    ldmatrix_x4(kf[ks], Ks + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+    ldmatrix_x4(vf[ks], Vs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+  }
+  float dk[NO][4], dv[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+  const int kr0 = k0 + warp * 16 + g;  // this thread's key rows kr0, kr0 + 8
+
+  for (int it = 0; it < nq; ++it) {
+    const int buf = it & 1, i0 = i_start + it * BQ;
+    if (it + 1 < nq) stage_q(buf ^ 1, i0 + BQ);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const T* qt = Qs + buf * BQ * LD;
+    const T* ot = Os + buf * BQ * LD;
+    const float* lt = Ls + buf * BQ;
+    const float* et = Es + buf * BQ;
+
+    float st[NT][4], dpt[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
+#pragma unroll
+    for (int kq = 0; kq < KS; ++kq)
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t r[4], w[4];
+        ldmatrix_x4(r, qt + off);
+        mma16816<T>(st[2 * np], kf[kq], r[0], r[1]);
+        mma16816<T>(st[2 * np + 1], kf[kq], r[2], r[3]);
+        ldmatrix_x4(w, ot + off);
+        mma16816<T>(dpt[2 * np], vf[kq], w[0], w[1]);
+        mma16816<T>(dpt[2 * np + 1], vf[kq], w[2], w[3]);
+      }
+    // st[n][e]: key kr0 + 8 (e >> 1), query i0 + 8 n + 2 t + (e & 1)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qc = n * 8 + 2 * t + (e & 1), qi = i0 + qc, key = kr0 + 8 * (e >> 1);
+        float pv = exp2_ftz(st[n][e] * a.scale_log2 - lt[qc]);
+        if (qi >= a.Lq || (a.causal && qi < key)) pv = 0.f;
+        st[n][e] = pv;
+        dpt[n][e] = pv * (dpt[n][e] - et[qc]);
+      }
+    // dV += P^T dO, dK += dS^T Q: the accumulators of query tiles 2kk, 2kk+1 are the A fragment of queries
+    // 16kk..16kk+15; dO and Q stored [query][d] are the [k][n] B operand (ldmatrix.trans)
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) {
+      uint32_t pa[4], da[4];
+      pa[0] = pack2<T>(st[2 * kk][0], st[2 * kk][1]);
+      pa[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
+      pa[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+      pa[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+      da[0] = pack2<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
+      da[1] = pack2<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
+      da[2] = pack2<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+      da[3] = pack2<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+#pragma unroll
+      for (int dd = 0; dd < DP / 16; ++dd) {
+        const int off = (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dd * 16 + (lane >> 4) * 8;
+        uint32_t r[4], w[4];
+        ldmatrix_x4_trans(r, ot + off);
+        mma16816<T>(dv[2 * dd], pa, r[0], r[1]);
+        mma16816<T>(dv[2 * dd + 1], pa, r[2], r[3]);
+        ldmatrix_x4_trans(w, qt + off);
+        mma16816<T>(dk[2 * dd], da, w[0], w[1]);
+        mma16816<T>(dk[2 * dd + 1], da, w[2], w[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+  float* dkg = a.dk + base_k;
+  float* dvg = a.dv + base_k;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int kr = kr0 + 8 * r;
+    if (kr >= a.Lk) continue;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      const int d = n * 8 + 2 * t;
+      if (d >= a.D) continue;
+      *reinterpret_cast<float2*>(dkg + (int64_t)kr * a.ld + d) = make_float2(dk[n][2 * r] * a.scale, dk[n][2 * r + 1] * a.scale);
+      *reinterpret_cast<float2*>(dvg + (int64_t)kr * a.ld + d) = make_float2(dv[n][2 * r], dv[n][2 * r + 1]);
+    }
+  }
+}
+
+template <class T, int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) {
+  using C = FbCfg<DP>;
+  constexpr int BQ = C::TILE, BKV = C::TILE, LD = C::LD, KS = DP / 16, NT = BKV / 8, NO = DP / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Qs = reinterpret_cast<T*>(smem_raw);  // [BQ][LD]
+  T* Os = Qs + BQ * LD;                    // [BQ][LD] dO
+  T* Ks = Os + BQ * LD;                    // [2][BKV][LD]
+  T* Vs = Ks + 2 * BKV * LD;               // [2][BKV][LD]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int q0 = blockIdx.x * BQ, b = blockIdx.y / a.H, h = blockIdx.y % a.H;
+  const int64_t base_q = (int64_t)b * a.Lq * a.ld + (int64_t)h * a.D, base_k = (int64_t)b * a.Lk * a.ld + (int64_t)h * a.D;
+  const T* kg = (const T*)a.k + base_k;
+  const T* vg = (const T*)a.v + base_k;
+  int nkv = (a.Lk + BKV - 1) / BKV;
+  if (a.causal) nkv = min(nkv, (min(q0 + BQ, a.Lq) - 1) / BKV + 1);  // keys past the block's last query: none
+  stage_tile<T, BQ, DP>(Qs, (const T*)a.q + base_q, a.ld, q0, a.Lq, a.D, tid);
+  stage_tile<T, BQ, DP>(Os, (const T*)a.dout + base_q, a.ld, q0, a.Lq, a.D, tid);
+  if (nkv > 0) {
+    stage_tile<T, BKV, DP>(Ks, kg, a.ld, 0, a.Lk, a.D, tid);
+    stage_tile<T, BKV, DP>(Vs, vg, a.ld, 0, a.Lk, a.D, tid);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  uint32_t qf[KS][4], of[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+    ldmatrix_x4(of[ks], Os + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+  }
+  const int qr0 = q0 + warp * 16 + g;  // this thread's query rows qr0, qr0 + 8
+  float l2[2], dl[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qr = qr0 + 8 * r;
+    const int64_t li = ((int64_t)b * a.H + h) * a.Lq + qr;
+    l2[r] = qr < a.Lq ? a.lse[li] * 1.44269504088896341f : 0.f;
+    dl[r] = qr < a.Lq ? a.delta[li] : 0.f;
+  }
+  float dq[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+  for (int j = 0; j < nkv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < nkv) {
+      stage_tile<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+      stage_tile<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const T* kt = Ks + buf * BKV * LD;
+    const T* vt = Vs + buf * BKV * LD;
+    float s[NT][4], dp[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+    for (int kq = 0; kq < KS; ++kq)
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t r[4], w[4];
+        ldmatrix_x4(r, kt + off);
+        mma16816<T>(s[2 * np], qf[kq], r[0], r[1]);
+        mma16816<T>(s[2 * np + 1], qf[kq], r[2], r[3]);
+        ldmatrix_x4(w, vt + off);
+        mma16816<T>(dp[2 * np], of[kq], w[0], w[1]);
+        mma16816<T>(dp[2 * np + 1], of[kq], w[2], w[3]);
+      }
+    // s[n][e]: query qr0 + 8 (e >> 1), key j BKV + 8 n + 2 t + (e & 1); s becomes dS
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = j * BKV + n * 8 + 2 * t + (e & 1), qr = qr0 + 8 * (e >> 1);
+        float pv = exp2_ftz(s[n][e] * a.scale_log2 - l2[e >> 1]);
+        if (key >= a.Lk || (a.causal && key > qr)) pv = 0.f;
+        s[n][e] = pv * (dp[n][e] - dl[e >> 1]);
+      }
+    // dQ += dS K: K stored [key][d] is the [k][n] B operand (ldmatrix.trans)
+#pragma unroll
+    for (int kk = 0; kk < BKV / 16; ++kk) {
+      uint32_t da[4];
+      da[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      da[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      da[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      da[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dd = 0; dd < DP / 16; ++dd) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, kt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dd * 16 + (lane >> 4) * 8);
+        mma16816<T>(dq[2 * dd], da, r[0], r[1]);
+        mma16816<T>(dq[2 * dd + 1], da, r[2], r[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+  float* dqg = a.dq + base_q;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qr = qr0 + 8 * r;
+    if (qr >= a.Lq) continue;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      const int d = n * 8 + 2 * t;
+      if (d < a.D) *reinterpret_cast<float2*>(dqg + (int64_t)qr * a.ld + d) = make_float2(dq[n][2 * r] * a.scale, dq[n][2 * r + 1] * a.scale);
+    }
+  }
+}
+
+template <class T, int DP>
+void launch_bwd_mma(const AttnBwdH& a, bool need_dq, bool need_dkv, cudaStream_t s) {
+  using C = FbCfg<DP>;
+  const dim3 grid_k((unsigned)((a.Lk + C::TILE - 1) / C::TILE), (unsigned)(a.B * a.H));
+  const dim3 grid_q((unsigned)((a.Lq + C::TILE - 1) / C::TILE), (unsigned)(a.B * a.H));
+  if (need_dkv) {
+    allow_smem((const void*)attn_bwd_dkv_mma_kernel<T, DP>, C::SMEM_DKV);
+    attn_bwd_dkv_mma_kernel<T, DP><<<grid_k, 128, C::SMEM_DKV, s>>>(a);
+  }
+  if (need_dq) {
+    allow_smem((const void*)attn_bwd_dq_mma_kernel<T, DP>, C::SMEM_DQ);
+    attn_bwd_dq_mma_kernel<T, DP><<<grid_q, 128, C::SMEM_DQ, s>>>(a);
+  }
+}
+
 void attention_backward(const OpContext& ctx) {
   const char* op = "attention_backward";
   cudaStream_t s = stream_of(ctx);
@@ -607,12 +900,34 @@ void attention_backward(const OpContext& ctx) {
       }
     return;
   }
-  const Tensor q = as_dtype(q0, DType::F32, s), kk = as_dtype(k0, DType::F32, s), v = as_dtype(v0, DType::F32, s);
-  const Tensor o = as_dtype(o0, DType::F32, s), dout = as_dtype(do0, DType::F32, s);
   const double scale = ctx.attrs.f("scale", 1.0 / std::sqrt((double)D));
   const int causal = ctx.attrs.i("causal", 0) != 0;
+  // The tensor-core kernels (HYPERSD_ATTN_BWD=mma: written in session 21 without a GPU; the SIMT kernels stay
+  // the default until a GPU run has verified them): f16 / bf16 q, k and v of one dtype, D == Dv <= 64; do (f32
+  // from autograd) is rounded to that dtype, and D_i = do_i . o_i is formed from the rounded do, so that the
+  // rows of dS still sum to zero against the probabilities.
+  const char* bwd_env = std::getenv("HYPERSD_ATTN_BWD");
+  const DType hd = q0.dtype;
+  Tensor qh, kh, vh, doh;
+  bool mma = bwd_env && std::string(bwd_env) == "mma" && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd &&
+             v0.dtype == hd && D == Dv && D % 8 == 0 && D <= 64;
+  if (mma) {
+    qh = as_dtype(q0, hd, s);
+    kh = as_dtype(k0, hd, s);
+    vh = as_dtype(v0, hd, s);
+    doh = as_dtype(do0, hd, s);
+    mma = aligned16(qh.raw()) && aligned16(kh.raw()) && aligned16(vh.raw()) && aligned16(doh.raw());
+  }
+  const Tensor o = as_dtype(o0, DType::F32, s), dout = as_dtype(mma ? doh : do0, DType::F32, s);
+  Tensor q, kk, v;  // f32 copies: the SIMT kernels', and the forward's when lse must be recomputed
+  const bool given_lse = ctx.in.size() > 5 && ctx.in[5].storage;
+  if (!mma || !given_lse) {
+    q = as_dtype(q0, DType::F32, s);
+    kk = as_dtype(k0, DType::F32, s);
+    v = as_dtype(v0, DType::F32, s);
+  }
   Tensor lse;
-  if (ctx.in.size() > 5 && ctx.in[5].storage) {
+  if (given_lse) {
     need_shape(op, "lse", ctx.in[5], {B, H, Lq});
     lse = as_dtype(ctx.in[5], DType::F32, s);
   } else {  // recompute with the forward kernel
@@ -625,6 +940,19 @@ void attention_backward(const OpContext& ctx) {
   Tensor delta = empty({B, H, Lq}, DType::F32, Device::CUDA);
   attn_delta_kernel<<<(unsigned)((B * Lq * H + 7) / 8), 256, 0, s>>>(o.data<float>(), dout.data<float>(), delta.data<float>(),
                                                             (int)B, (int)Lq, (int)H, (int)Dv);
+  if (mma) {
+    const AttnBwdH ah{qh.raw(), kh.raw(), vh.raw(), doh.raw(), lse.data<float>(), delta.data<float>(),
+                      need_dq ? dq.buf.data<float>() : nullptr, need_dkv ? dk.buf.data<float>() : nullptr,
+                      need_dkv ? dv.buf.data<float>() : nullptr, (int)B, (int)H, (int)Lq, (int)Lk, (int)D, H * D,
+                      (float)scale, (float)(scale * 1.4426950408889634), causal};
+    const bool d48 = D <= 48;
+    if (hd == DType::F16) (d48 ? launch_bwd_mma<__half, 48> : launch_bwd_mma<__half, 64>)(ah, need_dq, need_dkv, s);
+    else (d48 ? launch_bwd_mma<bf16, 48> : launch_bwd_mma<bf16, 64>)(ah, need_dq, need_dkv, s);
+    dq.finish(s);
+    dk.finish(s);
+    dv.finish(s);
+    return;
+  }
   AttnBwd a{q.data<float>(), kk.data<float>(), v.data<float>(), dout.data<float>(), lse.data<float>(), delta.data<float>(),
             need_dq ? dq.buf.data<float>() : nullptr, need_dkv ? dk.buf.data<float>() : nullptr,
             need_dkv ? dv.buf.data<float>() : nullptr, (int)B, (int)H, (int)Lq, (int)Lk, (int)D, (int)Dv, (float)scale,

@@ -64,6 +64,49 @@ export function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, 
   return o;
 }
 
+/** Float64 gradients of sum(dO * attention(q, k, v)) (layouts as attentionRef): with P = softmax(scale q k^T)
+ * per row, dv = P^T dO, dP = dO v^T, dS = P (dP - rowsum(P dP)), dq = scale dS k, dk = scale dS^T q. */
+export function attentionGradRef(q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, B: number, Lq: number,
+  Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
+  const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
+  const p = new Float64Array(Lk), dp = new Float64Array(Lk);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < Lq; i++) {
+        const n = causal ? Math.min(Lk, i + 1) : Lk;
+        const qi = ((b * Lq + i) * H + h) * D, oi = ((b * Lq + i) * H + h) * Dv;
+        let m = -Infinity;
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[qi + d] * k[((b * Lk + j) * H + h) * D + d];
+          p[j] = s * scale;
+          m = Math.max(m, p[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
+        let rowdot = 0;
+        for (let j = 0; j < n; j++) {
+          p[j] /= sum;
+          const vj = ((b * Lk + j) * H + h) * Dv;
+          let acc = 0;
+          for (let d = 0; d < Dv; d++) {
+            acc += dO[oi + d] * v[vj + d];
+            dv[vj + d] += p[j] * dO[oi + d];
+          }
+          dp[j] = acc;
+          rowdot += p[j] * acc;
+        }
+        for (let j = 0; j < n; j++) {
+          const ds = p[j] * (dp[j] - rowdot) * scale, kj = ((b * Lk + j) * H + h) * D;
+          for (let d = 0; d < D; d++) {
+            dq[qi + d] += ds * k[kj + d];
+            dk[kj + d] += ds * q[qi + d];
+          }
+        }
+      }
+  return { dq, dk, dv };
+}
+
 /** The GEMM epilogue's activations (matmul's `act`). */
 export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
 export function actRef(x: number, act: Act): number {

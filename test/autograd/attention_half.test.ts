@@ -1,0 +1,53 @@
+// Gradients of attention with f16 / bf16 q, k, v (the training dtype on GPUs), the loss's gradient in f32 as
+// autograd passes it, against float64 analytic gradients of the half-rounded inputs (refs.ts attentionGradRef).
+// The shapes cover the CUDA tensor-core backward's edges (HYPERSD_ATTN_BWD=mma; bench/gpu-check.sh runs this
+// file with it): head dims 40 and 64 (padded to 48 / 64 in shared memory), query and key counts that are not
+// multiples of its 64-row tiles, causal masks over several tiles, cross-attention with frozen keys and values,
+// several heads and batches; and a head dim it leaves to the SIMT kernels (80). On the CPU (and the SIMT
+// kernels) the backward computes in f32 from the half inputs; the tensor-core kernels round P, dS and dO to the
+// input dtype as mma operands, within the dtype's tolerance.
+import { test } from 'uvu';
+import * as hs from '../../lib';
+import { grad } from '../../lib/autograd';
+import { assertClose, randn, roundTo, t, TOL } from '../helpers/check';
+import { attentionGradRef } from '../helpers/refs';
+
+const cases = [
+  { name: 'self L 70, d 40, 2 heads', B: 1, Lq: 70, Lk: 70, H: 2, D: 40, causal: false, lse: false, frozenKv: false },
+  { name: 'self L 130, d 64, batch 2, lse saved', B: 2, Lq: 130, Lk: 130, H: 1, D: 64, causal: false, lse: true, frozenKv: false },
+  { name: 'causal L 150, d 64', B: 1, Lq: 150, Lk: 150, H: 2, D: 64, causal: true, lse: false, frozenKv: false },
+  { name: 'cross Lq 100, Lk 77, d 40', B: 1, Lq: 100, Lk: 77, H: 2, D: 40, causal: false, lse: false, frozenKv: false },
+  { name: 'cross on frozen k, v: dq only', B: 1, Lq: 65, Lk: 33, H: 1, D: 64, causal: false, lse: false, frozenKv: true },
+  { name: 'd 80 (the SIMT kernels on CUDA)', B: 1, Lq: 40, Lk: 40, H: 1, D: 80, causal: false, lse: false, frozenKv: false },
+];
+
+for (const dtype of ['f16', 'bf16'] as const)
+  for (const c of cases)
+    test(`attention ${dtype} gradients: ${c.name}`, async () => {
+      const { B, Lq, Lk, H, D, causal } = c, scale = 1 / Math.sqrt(D);
+      const qv = randn(B * Lq * H * D, 11, 0.8), kv = randn(B * Lk * H * D, 12, 0.8), vv = randn(B * Lk * H * D, 13);
+      const rv = randn(B * Lq * H * D, 14);
+      const q = t(qv, [B, Lq, H * D], dtype), k = t(kv, [B, Lk, H * D], dtype), v = t(vv, [B, Lk, H * D], dtype);
+      const dLoss = t(rv, [B, Lq, H * D]);
+      const params = c.frozenKv ? [q] : [q, k, v];
+      const { grads } = grad(() => {
+        const r = hs.ops.attention(q, k, v, { heads: H, scale, causal, returnLse: c.lse });
+        return r instanceof hs.Tensor ? r : r.out;
+      }, params, { dLoss });
+      const ref = attentionGradRef(roundTo(dtype, qv), roundTo(dtype, kv), roundTo(dtype, vv), roundTo('f32', rv), B, Lq, Lk,
+        H, D, D, scale, causal);
+      const want: [string, hs.Tensor, Float64Array][] = [['dq', q, ref.dq]];
+      if (!c.frozenKv) want.push(['dk', k, ref.dk], ['dv', v, ref.dv]);
+      for (const [name, x, r] of want) {
+        const g = grads.get(x);
+        if (!g) throw new Error(`no gradient for ${name}`);
+        assertClose(await g.floats(), r, TOL[dtype], `${dtype} ${c.name}: ${name}`);
+      }
+      if (c.frozenKv) {
+        const none = grads.get(k);
+        if (none) throw new Error('frozen k received a gradient');
+      }
+      for (const x of [q, k, v, dLoss]) x.dispose();
+    });
+
+test.run();

@@ -160,9 +160,9 @@ stage "ops/norm-smem" 60 env HYPERSD_SYNC=1 HYPERSD_GN_APPLY_SMEM=1 $UVU test/op
 stage "ops/norm-variants" 60 env HYPERSD_SYNC=1 HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_STATS_LOADS=4 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
 stage "ops/norm-nopdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=0 $UVU test/ops "^norm\\.test\\.ts\$"
 
-# the half-precision attention gradients on the tensor-core backward (attention.cu attn_bwd_*_mma_kernel, written
-# in session 21 without a GPU; HYPERSD_ATTN_BWD=mma selects it)
-stage "autograd/attention_half-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma $UVU test/autograd "^attention_half\\.test\\.ts\$"
+# the half-precision attention gradients again on the SIMT backward (the default is the tensor-core one:
+# attention.cu attn_bwd_*_mma_kernel)
+stage "autograd/attention_half-simt" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=simt $UVU test/autograd "^attention_half\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
@@ -181,9 +181,9 @@ if [ -x "$SAN" ]; then
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   stage "racecheck-attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
-  stage "memcheck-attention-bwd-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma "$SAN" --tool memcheck --target-processes all \
+  stage "memcheck-attention-bwd" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
-  stage "racecheck-attention-bwd-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma "$SAN" --tool racecheck --target-processes all \
+  stage "racecheck-attention-bwd" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
@@ -245,7 +245,7 @@ if [ -x "$NCU" ] && [ "${NCU_GN:-1}" = 1 ]; then
     node node_modules/tsx/dist/cli.mjs bench/gpu_kernels.ts
 fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
-stage bench-attn-bwd-mma 40 env HYPERSD_ATTN_BWD=mma OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only train
+stage bench-attn-bwd-simt 40 env HYPERSD_ATTN_BWD=simt OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only train
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora
 stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora

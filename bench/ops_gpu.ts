@@ -224,8 +224,8 @@ async function bandwidth(): Promise<void> {
   for (const t of [a, c, e, rowb, m, img, cat2]) t.dispose();
 }
 
-// Training kernels: rates to track. The attention backward runs the SIMT kernels by default and the tensor-core
-// ones with HYPERSD_ATTN_BWD=mma (gpu-check's bench-attn-bwd-mma stage).
+// Training kernels: rates to track. The attention backward runs the tensor-core kernels for these f16 inputs
+// (head dims up to 64), the SIMT ones with HYPERSD_ATTN_BWD=simt (gpu-check's bench-attn-bwd-simt stage).
 async function training(): Promise<void> {
   const f32 = (shape: number[]) => hs.empty(shape, { dtype: 'f32', device: DEV });
   for (const [B, L, H, D, what] of [[1, 1024, 8, 64, ''], [1, 4096, 8, 40, ' (SD1.5 64x64)'], [1, 4096, 10, 64, ' (SDXL-sized heads)']] as

@@ -32,7 +32,8 @@
 // bench/gpu-runs/2026-11-27-h200-s13*): d = 64 self-attention (B 2, L 4096, 10 heads) 198-202 -> 205-210
 // TFLOP/s with the 128-register cap, d = 40 168-172 with two m tiles (148-152 with one); attn_simt_kernel 40-47 registers and attn_simt_big_kernel 84-90
 // (96-99 on sm_90), (TK (D+1) + TK Dv + 8 D) * 4 B dynamic shared memory (TK = 32, 16 for the big one);
-// backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers.
+// backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers; attn_bwd_dkv_mma 179 (d <= 48) / 247-249
+// (d <= 64), attn_bwd_dq_mma 144 / 179 on sm_80/86/89/90 (128 threads, no spills).
 #include <cmath>
 #include <cstdlib>
 #include <type_traits>
@@ -416,7 +417,8 @@ void attention(const OpContext& ctx) {
 //   dq:  a warp per query walks the key tiles.
 // Lanes split the head dim (up to 256: 8 values per lane); each (query, key) pair costs two warp-sum
 // reductions. When lse is not given the forward kernel recomputes it first. Everything in f32 (f16/bf16
-// inputs are converted): simple and exact; a tensor-core backward (FA2-style) is the next step for training.
+// inputs are converted): simple and exact, and slow (~1 TFLOP/s); f16/bf16 inputs with head dims up to 64 take
+// the tensor-core kernels below (attn_bwd_*_mma_kernel).
 
 constexpr int AB_WARPS = 8, AB_TILE = 32, AB_V = SA_MAXD / 32;
 
@@ -574,6 +576,11 @@ __global__ void __launch_bounds__(256) attn_bwd_dq_kernel(const AttnBwd a) {
 //        double-buffered): S = Q K^T, P, dP = dO V^T, dS; dQ += dS K.
 // The fragment layouts and ldmatrix addressing are the forward kernel's (flash_attn_body): a B operand
 // stored [n][k] (K in S = Q K^T) takes ldmatrix, one stored [k][n] (V in O += P V) ldmatrix.trans.
+// Measured on an H200 (session 21, bench/ops_gpu.ts --only train, f16, dq + dk + dv counted as 2.5x the forward's
+// FLOPs): B 1, L 1024, 8 heads, d 64: 78.1 TFLOP/s (the SIMT kernels: 1.3); L 4096, 8 heads, d 40: 119.6 (0.9);
+// L 4096, 10 heads, d 64: 153.5 (1.4). Against float64 gradients (test/autograd/attention_half.test.ts): relative
+// errors ~3e-4 with f16 inputs and ~2.4e-3 with bf16 (the SIMT kernels, all in f32: 1e-5 to 8e-4); memcheck and
+// racecheck clean. The default since then; HYPERSD_ATTN_BWD=simt keeps the SIMT kernels.
 
 struct AttnBwdH {
   const void *q, *k, *v, *dout;  // [B, L, H*D] contiguous, the compute dtype
@@ -902,14 +909,14 @@ void attention_backward(const OpContext& ctx) {
   }
   const double scale = ctx.attrs.f("scale", 1.0 / std::sqrt((double)D));
   const int causal = ctx.attrs.i("causal", 0) != 0;
-  // The tensor-core kernels (HYPERSD_ATTN_BWD=mma: written in session 21 without a GPU; the SIMT kernels stay
-  // the default until a GPU run has verified them): f16 / bf16 q, k and v of one dtype, D == Dv <= 64; do (f32
+  // The tensor-core kernels (HYPERSD_ATTN_BWD=simt keeps the SIMT ones): f16 / bf16 q, k and v of one dtype,
+  // D == Dv <= 64; do (f32
   // from autograd) is rounded to that dtype, and D_i = do_i . o_i is formed from the rounded do, so that the
   // rows of dS still sum to zero against the probabilities.
   const char* bwd_env = std::getenv("HYPERSD_ATTN_BWD");
   const DType hd = q0.dtype;
   Tensor qh, kh, vh, doh;
-  bool mma = bwd_env && std::string(bwd_env) == "mma" && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd &&
+  bool mma = !(bwd_env && std::string(bwd_env) == "simt") && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd &&
              v0.dtype == hd && D == Dv && D % 8 == 0 && D <= 64;
   if (mma) {
     qh = as_dtype(q0, hd, s);

@@ -1,7 +1,7 @@
 // Gradients of attention with f16 / bf16 q, k, v (the training dtype on GPUs), the loss's gradient in f32 as
 // autograd passes it, against float64 analytic gradients of the half-rounded inputs (refs.ts attentionGradRef).
-// The shapes cover the CUDA tensor-core backward's edges (HYPERSD_ATTN_BWD=mma; bench/gpu-check.sh runs this
-// file with it): head dims 40 and 64 (padded to 48 / 64 in shared memory), query and key counts that are not
+// The shapes cover the CUDA tensor-core backward's edges (the default on CUDA; bench/gpu-check.sh runs this
+// file on it and again with HYPERSD_ATTN_BWD=simt): head dims 40 and 64 (padded to 48 / 64 in shared memory), query and key counts that are not
 // multiples of its 64-row tiles, causal masks over several tiles, cross-attention with frozen keys and values,
 // several heads and batches; and a head dim it leaves to the SIMT kernels (80). On the CPU (and the SIMT
 // kernels) the backward computes in f32 from the half inputs; the tensor-core kernels round P, dS and dO to the

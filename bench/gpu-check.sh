@@ -163,6 +163,8 @@ stage "ops/norm-nopdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=0 $UVU test/ops "^no
 # the half-precision attention gradients again on the SIMT backward (the default is the tensor-core one:
 # attention.cu attn_bwd_*_mma_kernel)
 stage "autograd/attention_half-simt" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=simt $UVU test/autograd "^attention_half\\.test\\.ts\$"
+# and with head dims 80-160 on tensor cores too (HYPERSD_ATTN_BWD=mma-all: written in session 21, not yet run)
+stage "autograd/attention_half-mma-all" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma-all $UVU test/autograd "^attention_half\\.test\\.ts\$"
 
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
@@ -184,6 +186,10 @@ if [ -x "$SAN" ]; then
   stage "memcheck-attention-bwd" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
   stage "racecheck-attention-bwd" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
+  stage "memcheck-attention-bwd-mma-all" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma-all "$SAN" --tool memcheck --target-processes all \
+    --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
+  stage "racecheck-attention-bwd-mma-all" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=mma-all "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
@@ -246,6 +252,7 @@ if [ -x "$NCU" ] && [ "${NCU_GN:-1}" = 1 ]; then
 fi
 # the same GEMMs on the mma.sync kernel (HYPERSD_WGMMA=0), for the comparison; and which instructions it has
 stage bench-attn-bwd-simt 40 env HYPERSD_ATTN_BWD=simt OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only train
+stage bench-attn-bwd-mma-all 40 env HYPERSD_ATTN_BWD=mma-all OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only train
 stage bench-gemm-mma 40 env HYPERSD_WGMMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora
 stage bench-lora-nosplit 30 env HYPERSD_LORA_SPLIT=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only lora
 stage bench-gemm-cpasync 40 env HYPERSD_WGMMA_TMA=0 OUT= node node_modules/tsx/dist/cli.mjs bench/ops_gpu.ts --only gemm,lora

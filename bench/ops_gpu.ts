@@ -225,10 +225,12 @@ async function bandwidth(): Promise<void> {
 }
 
 // Training kernels: rates to track. The attention backward runs the tensor-core kernels for these f16 inputs
-// (head dims up to 64), the SIMT ones with HYPERSD_ATTN_BWD=simt (gpu-check's bench-attn-bwd-simt stage).
+// with head dims up to 64 (80 and 160 too with HYPERSD_ATTN_BWD=mma-all), the SIMT ones with
+// HYPERSD_ATTN_BWD=simt (gpu-check's bench-attn-bwd-simt / -mma-all stages).
 async function training(): Promise<void> {
   const f32 = (shape: number[]) => hs.empty(shape, { dtype: 'f32', device: DEV });
-  for (const [B, L, H, D, what] of [[1, 1024, 8, 64, ''], [1, 4096, 8, 40, ' (SD1.5 64x64)'], [1, 4096, 10, 64, ' (SDXL-sized heads)']] as
+  for (const [B, L, H, D, what] of [[1, 1024, 8, 64, ''], [1, 4096, 8, 40, ' (SD1.5 64x64)'], [1, 4096, 10, 64, ' (SDXL-sized heads)'],
+    [2, 1024, 8, 80, ' (SD1.5 32x32)'], [2, 256, 8, 160, ' (SD1.5 16x16)']] as
     [number, number, number, number, string][]) {
     if (quick && L > 1024) continue;
     const q = randn([B, L, H * D], 'f16'), k = randn([B, L, H * D], 'f16'), v = randn([B, L, H * D], 'f16');

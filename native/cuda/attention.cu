@@ -32,8 +32,9 @@
 // bench/gpu-runs/2026-11-27-h200-s13*): d = 64 self-attention (B 2, L 4096, 10 heads) 198-202 -> 205-210
 // TFLOP/s with the 128-register cap, d = 40 168-172 with two m tiles (148-152 with one); attn_simt_kernel 40-47 registers and attn_simt_big_kernel 84-90
 // (96-99 on sm_90), (TK (D+1) + TK Dv + 8 D) * 4 B dynamic shared memory (TK = 32, 16 for the big one);
-// backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers; attn_bwd_dkv_mma 179 (d <= 48) / 247-249
-// (d <= 64), attn_bwd_dq_mma 144 / 179 on sm_80/86/89/90 (128 threads, no spills).
+// backward: attn_bwd_dkv 71, attn_bwd_dq 70, attn_delta 32 registers; attn_bwd_dkv_mma by head-dim bucket 48:
+// 179-182, 64: 247-249, 80: 242, 160: 254; attn_bwd_dq_mma 144-146 / 179-180 / 244 / 234-241 on sm_80/86/89/90
+// (128 threads, no spills).
 #include <cmath>
 #include <cstdlib>
 #include <type_traits>
@@ -565,8 +566,8 @@ __global__ void __launch_bounds__(256) attn_bwd_dq_kernel(const AttnBwd a) {
 }
 
 // ---------------------------------------------------------------- tensor-core backward (FA2-style)
-// For f16 / bf16 q, k, v, do with D == Dv, D % 8 == 0, D <= 64 (padded to DP = 48 or 64), 16-byte aligned
-// rows. The same two passes as the SIMT kernels (every warp owns the rows it writes: no atomics,
+// For f16 / bf16 q, k, v with D == Dv, D % 8 == 0, D <= 64 (padded to DP = 48 or 64; 80 and 160 with
+// HYPERSD_ATTN_BWD=mma-all), 16-byte aligned rows. The same two passes as the SIMT kernels (every warp owns the rows it writes: no atomics,
 // deterministic), on mma.sync m16n8k16 with f32 accumulators, P and dS rounded to the input dtype as mma
 // operands (as FlashAttention-2 does):
 //   dkv: a block of 4 warps owns 64 keys (16 a warp, K and V kept as A fragments) and walks the query tiles
@@ -576,6 +577,8 @@ __global__ void __launch_bounds__(256) attn_bwd_dq_kernel(const AttnBwd a) {
 //        double-buffered): S = Q K^T, P, dP = dO V^T, dS; dQ += dS K.
 // The fragment layouts and ldmatrix addressing are the forward kernel's (flash_attn_body): a B operand
 // stored [n][k] (K in S = Q K^T) takes ldmatrix, one stored [k][n] (V in O += P V) ldmatrix.trans.
+// Head dims 65-160 (buckets 80 and 160: FbCfg) are compiled and tested on the CPU twin's cases but have not run
+// on a GPU yet: they take these kernels only with HYPERSD_ATTN_BWD=mma-all (gpu-check tests and times them).
 // Measured on an H200 (session 21, bench/ops_gpu.ts --only train, f16, dq + dk + dv counted as 2.5x the forward's
 // FLOPs): B 1, L 1024, 8 heads, d 64: 78.1 TFLOP/s (the SIMT kernels: 1.3); L 4096, 8 heads, d 40: 119.6 (0.9);
 // L 4096, 10 heads, d 64: 153.5 (1.4). Against float64 gradients (test/autograd/attention_half.test.ts): relative
@@ -592,17 +595,37 @@ struct AttnBwdH {
   int causal;
 };
 
+// Per head-dim bucket DP: BQ query rows a dkv block takes per step (64; 32 at DP = 80; 16 at DP = 160) and BKV
+// keys a dq block takes per step (64; 32 at DP = 160), bounding the S / dP accumulators, and whether the dkv
+// block keeps K and V (KVREG) and the dq block Q and dO (QREG) as register fragments: at DP = 160 they are read
+// from shared memory at each use (dK and dV of 16 keys x 160 columns alone take 160 registers a thread, and
+// with the fragments in registers ptxas spilled 16-40 bytes).
 template <int DP>
 struct FbCfg {
-  static constexpr int LD = DP + 8, TILE = 64;
-  static constexpr int SMEM_DKV = (4 * TILE + 2 * TILE) * LD * 2 + 4 * TILE * 4;  // Q, dO x 2; K, V; lse, D x 2
-  static constexpr int SMEM_DQ = (2 * TILE + 4 * TILE) * LD * 2;                  // Q, dO; K, V x 2
+  static constexpr int LD = DP + 8, BK = 64, BQ = DP <= 64 ? 64 : DP <= 80 ? 32 : 16, BQD = 64, BKV = DP <= 80 ? 64 : 32;
+  static constexpr bool KVREG = DP <= 80, QREG = DP <= 80;
+  static constexpr int SMEM_DKV = (4 * BQ + 2 * BK) * LD * 2 + 4 * BQ * 4;  // Q, dO x 2; K, V; lse, D x 2
+  static constexpr int SMEM_DQ = (2 * BQD + 4 * BKV) * LD * 2;              // Q, dO; K, V x 2
 };
+
+// rows x DP tile of a [rows, ld] matrix, as stage_tile, for any ROWS * DP / 8 (a guarded loop over the block).
+template <class T, int ROWS, int DP>
+__device__ __forceinline__ void stage_rows(T* s, const T* g, int64_t ld, int r0, int R, int D, int tid) {
+  constexpr int CPR = DP / 8, N = ROWS * CPR, TH = 128;
+#pragma unroll
+  for (int it = 0; it < (N + TH - 1) / TH; ++it) {
+    const int c = tid + it * TH;
+    if (N % TH != 0 && c >= N) break;
+    const int r = c / CPR, dc = (c % CPR) * 8;
+    const bool in = r0 + r < R && dc < D;
+    cp_async16(s + r * (DP + 8) + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
+  }
+}
 
 template <class T, int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a) {
   using C = FbCfg<DP>;
-  constexpr int BK = C::TILE, BQ = C::TILE, LD = C::LD, KS = DP / 16, NT = BQ / 8, NO = DP / 8;
+  constexpr int BK = C::BK, BQ = C::BQ, LD = C::LD, KS = DP / 16, NT = BQ / 8, NO = DP / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [2][BQ][LD]
   T* Os = Qs + 2 * BQ * LD;                // [2][BQ][LD] dO
@@ -621,25 +644,31 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a)
   const int i_start = a.causal ? (k0 / BQ) * BQ : 0;
   const int nq = a.Lq > i_start ? (a.Lq - i_start + BQ - 1) / BQ : 0;
   auto stage_q = [&](int buf, int i0) {
-    stage_tile<T, BQ, DP>(Qs + buf * BQ * LD, qg, a.ld, i0, a.Lq, a.D, tid);
-    stage_tile<T, BQ, DP>(Os + buf * BQ * LD, dog, a.ld, i0, a.Lq, a.D, tid);
+    stage_rows<T, BQ, DP>(Qs + buf * BQ * LD, qg, a.ld, i0, a.Lq, a.D, tid);
+    stage_rows<T, BQ, DP>(Os + buf * BQ * LD, dog, a.ld, i0, a.Lq, a.D, tid);
     if (tid < BQ) {
       const bool in = i0 + tid < a.Lq;
       Ls[buf * BQ + tid] = in ? lseg[i0 + tid] * 1.44269504088896341f : 0.f;
       Es[buf * BQ + tid] = in ? dg[i0 + tid] : 0.f;
     }
   };
-  stage_tile<T, BK, DP>(Ks, (const T*)a.k + base_k, a.ld, k0, a.Lk, a.D, tid);
-  stage_tile<T, BK, DP>(Vs, (const T*)a.v + base_k, a.ld, k0, a.Lk, a.D, tid);
+  stage_rows<T, BK, DP>(Ks, (const T*)a.k + base_k, a.ld, k0, a.Lk, a.D, tid);
+  stage_rows<T, BK, DP>(Vs, (const T*)a.v + base_k, a.ld, k0, a.Lk, a.D, tid);
   if (nq > 0) stage_q(0, i_start);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t kf[KS][4], vf[KS][4];
+  // K and V as A fragments of this warp's 16 keys: in registers (KVREG), else read at each use
+  constexpr int KF = C::KVREG ? KS : 1;
+  uint32_t kf[KF][4], vf[KF][4];
+  const T* ka = Ks + (warp * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+  const T* va = Vs + (warp * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+  if constexpr (C::KVREG) {
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    ldmatrix_x4(kf[ks], Ks + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
-    ldmatrix_x4(vf[ks], Vs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+    for (int ks = 0; ks < KS; ++ks) {
+      ldmatrix_x4(kf[ks], ka + ks * 16);
+      ldmatrix_x4(vf[ks], va + ks * 16);
+    }
   }
   float dk[NO][4], dv[NO][4];
 #pragma unroll
@@ -665,18 +694,24 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a)
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
 #pragma unroll
-    for (int kq = 0; kq < KS; ++kq)
+    for (int kq = 0; kq < KS; ++kq) {
+      const int kx = C::KVREG ? kq : 0;
+      if constexpr (!C::KVREG) {
+        ldmatrix_x4(kf[0], ka + kq * 16);
+        ldmatrix_x4(vf[0], va + kq * 16);
+      }
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8;
         uint32_t r[4], w[4];
         ldmatrix_x4(r, qt + off);
-        mma16816<T>(st[2 * np], kf[kq], r[0], r[1]);
-        mma16816<T>(st[2 * np + 1], kf[kq], r[2], r[3]);
+        mma16816<T>(st[2 * np], kf[kx], r[0], r[1]);
+        mma16816<T>(st[2 * np + 1], kf[kx], r[2], r[3]);
         ldmatrix_x4(w, ot + off);
-        mma16816<T>(dpt[2 * np], vf[kq], w[0], w[1]);
-        mma16816<T>(dpt[2 * np + 1], vf[kq], w[2], w[3]);
+        mma16816<T>(dpt[2 * np], vf[kx], w[0], w[1]);
+        mma16816<T>(dpt[2 * np + 1], vf[kx], w[2], w[3]);
       }
+    }
     // st[n][e]: key kr0 + 8 (e >> 1), query i0 + 8 n + 2 t + (e & 1)
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -735,7 +770,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a)
 template <class T, int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) {
   using C = FbCfg<DP>;
-  constexpr int BQ = C::TILE, BKV = C::TILE, LD = C::LD, KS = DP / 16, NT = BKV / 8, NO = DP / 8;
+  constexpr int BQ = C::BQD, BKV = C::BKV, LD = C::LD, KS = DP / 16, NT = BKV / 8, NO = DP / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [BQ][LD]
   T* Os = Qs + BQ * LD;                    // [BQ][LD] dO
@@ -748,20 +783,26 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
   const T* vg = (const T*)a.v + base_k;
   int nkv = (a.Lk + BKV - 1) / BKV;
   if (a.causal) nkv = min(nkv, (min(q0 + BQ, a.Lq) - 1) / BKV + 1);  // keys past the block's last query: none
-  stage_tile<T, BQ, DP>(Qs, (const T*)a.q + base_q, a.ld, q0, a.Lq, a.D, tid);
-  stage_tile<T, BQ, DP>(Os, (const T*)a.dout + base_q, a.ld, q0, a.Lq, a.D, tid);
+  stage_rows<T, BQ, DP>(Qs, (const T*)a.q + base_q, a.ld, q0, a.Lq, a.D, tid);
+  stage_rows<T, BQ, DP>(Os, (const T*)a.dout + base_q, a.ld, q0, a.Lq, a.D, tid);
   if (nkv > 0) {
-    stage_tile<T, BKV, DP>(Ks, kg, a.ld, 0, a.Lk, a.D, tid);
-    stage_tile<T, BKV, DP>(Vs, vg, a.ld, 0, a.Lk, a.D, tid);
+    stage_rows<T, BKV, DP>(Ks, kg, a.ld, 0, a.Lk, a.D, tid);
+    stage_rows<T, BKV, DP>(Vs, vg, a.ld, 0, a.Lk, a.D, tid);
   }
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t qf[KS][4], of[KS][4];
+  // Q and dO as A fragments of this warp's 16 queries: in registers (QREG), else read at each use
+  constexpr int QF = C::QREG ? KS : 1;
+  uint32_t qf[QF][4], of[QF][4];
+  const T* qa = Qs + (warp * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+  const T* oa = Os + (warp * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+  if constexpr (C::QREG) {
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
-    ldmatrix_x4(of[ks], Os + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+    for (int ks = 0; ks < KS; ++ks) {
+      ldmatrix_x4(qf[ks], qa + ks * 16);
+      ldmatrix_x4(of[ks], oa + ks * 16);
+    }
   }
   const int qr0 = q0 + warp * 16 + g;  // this thread's query rows qr0, qr0 + 8
   float l2[2], dl[2];
@@ -779,8 +820,8 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
   for (int j = 0; j < nkv; ++j) {
     const int buf = j & 1;
     if (j + 1 < nkv) {
-      stage_tile<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
-      stage_tile<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+      stage_rows<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+      stage_rows<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -793,18 +834,24 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
 #pragma unroll
-    for (int kq = 0; kq < KS; ++kq)
+    for (int kq = 0; kq < KS; ++kq) {
+      const int qx = C::QREG ? kq : 0;
+      if constexpr (!C::QREG) {
+        ldmatrix_x4(qf[0], qa + kq * 16);
+        ldmatrix_x4(of[0], oa + kq * 16);
+      }
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + kq * 16 + ((lane >> 3) & 1) * 8;
         uint32_t r[4], w[4];
         ldmatrix_x4(r, kt + off);
-        mma16816<T>(s[2 * np], qf[kq], r[0], r[1]);
-        mma16816<T>(s[2 * np + 1], qf[kq], r[2], r[3]);
+        mma16816<T>(s[2 * np], qf[qx], r[0], r[1]);
+        mma16816<T>(s[2 * np + 1], qf[qx], r[2], r[3]);
         ldmatrix_x4(w, vt + off);
-        mma16816<T>(dp[2 * np], of[kq], w[0], w[1]);
-        mma16816<T>(dp[2 * np + 1], of[kq], w[2], w[3]);
+        mma16816<T>(dp[2 * np], of[qx], w[0], w[1]);
+        mma16816<T>(dp[2 * np + 1], of[qx], w[2], w[3]);
       }
+    }
     // s[n][e]: query qr0 + 8 (e >> 1), key j BKV + 8 n + 2 t + (e & 1); s becomes dS
 #pragma unroll
     for (int n = 0; n < NT; ++n)
@@ -850,8 +897,8 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
 template <class T, int DP>
 void launch_bwd_mma(const AttnBwdH& a, bool need_dq, bool need_dkv, cudaStream_t s) {
   using C = FbCfg<DP>;
-  const dim3 grid_k((unsigned)((a.Lk + C::TILE - 1) / C::TILE), (unsigned)(a.B * a.H));
-  const dim3 grid_q((unsigned)((a.Lq + C::TILE - 1) / C::TILE), (unsigned)(a.B * a.H));
+  const dim3 grid_k((unsigned)((a.Lk + C::BK - 1) / C::BK), (unsigned)(a.B * a.H));
+  const dim3 grid_q((unsigned)((a.Lq + C::BQD - 1) / C::BQD), (unsigned)(a.B * a.H));
   if (need_dkv) {
     allow_smem((const void*)attn_bwd_dkv_mma_kernel<T, DP>, C::SMEM_DKV);
     attn_bwd_dkv_mma_kernel<T, DP><<<grid_k, 128, C::SMEM_DKV, s>>>(a);
@@ -860,6 +907,14 @@ void launch_bwd_mma(const AttnBwdH& a, bool need_dq, bool need_dkv, cudaStream_t
     allow_smem((const void*)attn_bwd_dq_mma_kernel<T, DP>, C::SMEM_DQ);
     attn_bwd_dq_mma_kernel<T, DP><<<grid_q, 128, C::SMEM_DQ, s>>>(a);
   }
+}
+
+template <class T>
+void launch_bwd_mma_any(const AttnBwdH& a, bool need_dq, bool need_dkv, cudaStream_t s) {
+  if (a.D <= 48) launch_bwd_mma<T, 48>(a, need_dq, need_dkv, s);
+  else if (a.D <= 64) launch_bwd_mma<T, 64>(a, need_dq, need_dkv, s);
+  else if (a.D <= 80) launch_bwd_mma<T, 80>(a, need_dq, need_dkv, s);
+  else launch_bwd_mma<T, 160>(a, need_dq, need_dkv, s);
 }
 
 void attention_backward(const OpContext& ctx) {
@@ -916,8 +971,10 @@ void attention_backward(const OpContext& ctx) {
   const char* bwd_env = std::getenv("HYPERSD_ATTN_BWD");
   const DType hd = q0.dtype;
   Tensor qh, kh, vh, doh;
-  bool mma = !(bwd_env && std::string(bwd_env) == "simt") && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd &&
-             v0.dtype == hd && D == Dv && D % 8 == 0 && D <= 64;
+  const std::string bwd = bwd_env ? bwd_env : "";
+  const int64_t max_d = bwd == "mma-all" ? 160 : 64;  // head dims 65-160: HYPERSD_ATTN_BWD=mma-all (not yet run on a GPU)
+  bool mma = bwd != "simt" && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd && v0.dtype == hd && D == Dv &&
+             D % 8 == 0 && D <= max_d;
   if (mma) {
     qh = as_dtype(q0, hd, s);
     kh = as_dtype(k0, hd, s);
@@ -952,9 +1009,8 @@ void attention_backward(const OpContext& ctx) {
                       need_dq ? dq.buf.data<float>() : nullptr, need_dkv ? dk.buf.data<float>() : nullptr,
                       need_dkv ? dv.buf.data<float>() : nullptr, (int)B, (int)H, (int)Lq, (int)Lk, (int)D, H * D,
                       (float)scale, (float)(scale * 1.4426950408889634), causal};
-    const bool d48 = D <= 48;
-    if (hd == DType::F16) (d48 ? launch_bwd_mma<__half, 48> : launch_bwd_mma<__half, 64>)(ah, need_dq, need_dkv, s);
-    else (d48 ? launch_bwd_mma<bf16, 48> : launch_bwd_mma<bf16, 64>)(ah, need_dq, need_dkv, s);
+    if (hd == DType::F16) launch_bwd_mma_any<__half>(ah, need_dq, need_dkv, s);
+    else launch_bwd_mma_any<bf16>(ah, need_dq, need_dkv, s);
     dq.finish(s);
     dk.finish(s);
     dv.finish(s);

@@ -1,11 +1,12 @@
 // Gradients of attention with f16 / bf16 q, k, v (the training dtype on GPUs), the loss's gradient in f32 as
 // autograd passes it, against float64 analytic gradients of the half-rounded inputs (refs.ts attentionGradRef).
-// The shapes cover the CUDA tensor-core backward's edges (the default on CUDA; bench/gpu-check.sh runs this
-// file on it and again with HYPERSD_ATTN_BWD=simt): head dims 40 and 64 (padded to 48 / 64 in shared memory), query and key counts that are not
-// multiples of its 64-row tiles, causal masks over several tiles, cross-attention with frozen keys and values,
-// several heads and batches; and a head dim it leaves to the SIMT kernels (80). On the CPU (and the SIMT
-// kernels) the backward computes in f32 from the half inputs; the tensor-core kernels round P, dS and dO to the
-// input dtype as mma operands, within the dtype's tolerance.
+// The shapes cover the CUDA tensor-core backward's edges (the default on CUDA for head dims up to 64;
+// bench/gpu-check.sh runs this file on it, again with HYPERSD_ATTN_BWD=simt, and with HYPERSD_ATTN_BWD=mma-all,
+// which takes head dims 80-160 on tensor cores too, not yet run on a GPU): head dims 40 and 64 (padded to 48 /
+// 64 in shared memory), 80, 128 (padded to 160) and 160, query and key counts that are not multiples of its
+// tiles, causal masks over several tiles, cross-attention with frozen keys and values, several heads and
+// batches. On the CPU (and the SIMT kernels) the backward computes in f32 from the half inputs; the tensor-core
+// kernels round P, dS and dO to the input dtype as mma operands, within the dtype's tolerance.
 import { test } from 'uvu';
 import * as hs from '../../lib';
 import { grad } from '../../lib/autograd';
@@ -18,7 +19,9 @@ const cases = [
   { name: 'causal L 150, d 64', B: 1, Lq: 150, Lk: 150, H: 2, D: 64, causal: true, lse: false, frozenKv: false },
   { name: 'cross Lq 100, Lk 77, d 40', B: 1, Lq: 100, Lk: 77, H: 2, D: 40, causal: false, lse: false, frozenKv: false },
   { name: 'cross on frozen k, v: dq only', B: 1, Lq: 65, Lk: 33, H: 1, D: 64, causal: false, lse: false, frozenKv: true },
-  { name: 'd 80 (the SIMT kernels on CUDA)', B: 1, Lq: 40, Lk: 40, H: 1, D: 80, causal: false, lse: false, frozenKv: false },
+  { name: 'd 80 over query and key tiles', B: 1, Lq: 70, Lk: 90, H: 1, D: 80, causal: false, lse: false, frozenKv: false },
+  { name: 'd 160, causal', B: 1, Lq: 50, Lk: 50, H: 2, D: 160, causal: true, lse: true, frozenKv: false },
+  { name: 'd 128 (padded to 160 on CUDA)', B: 1, Lq: 40, Lk: 33, H: 1, D: 128, causal: false, lse: false, frozenKv: false },
 ];
 
 for (const dtype of ['f16', 'bf16'] as const)

@@ -7,7 +7,8 @@
 #      (cmake-js, offline) for this GPU's architecture (HYPERSD_CUDA_ARCHS overrides)
 #   2. op tests on the GPU, one process per file, HYPERSD_SYNC=1 so a faulting kernel names its op:
 #      test/ops (forward ops vs float64 references), test/autograd (backward kernels vs finite differences),
-#      test/train/optim (AdamW etc.); then the gemm file on each Hopper GEMM (TMA 128 / 256 columns, cp.async)
+#      test/train/optim (AdamW etc.; autograd/conv_input_grad runs conv2d's input gradient both ways, the backward
+#      kernel and HYPERSD_CONV_BWD=fwd's forward convolution, not yet run on a GPU); then the gemm file on each Hopper GEMM (TMA 128 / 256 columns, cp.async)
 #      and the attention file on each flash variant (one / two m tiles a warp, uncapped registers, and the
 #      Hopper wgmma kernel forced on every shape it takes, HYPERSD_ATTN_WGMMA=1; the mma.sync stages set it to 0)
 #   3. the tiny SD1.5/SDXL networks and pipelines on the GPU against the diffusers fixtures
@@ -135,7 +136,7 @@ process.exit(s.available && missing.length === 0 ? 0 : 1);"
 export HYPERSD_TEST_DEVICE=cuda
 export NODE_DISABLE_COLORS=1 FORCE_COLOR=0
 # (autograd/unet_lora runs on the CPU whatever the device: left out)
-for f in test/ops/*.test.ts test/autograd/{attention_norm_act,attention_half,elementwise_shape,gemm_conv,tape}.test.ts test/train/optim.test.ts; do
+for f in test/ops/*.test.ts test/autograd/{attention_norm_act,attention_half,conv_input_grad,elementwise_shape,gemm_conv,tape}.test.ts test/train/optim.test.ts; do
   d=$(dirname "$f"); b=$(basename "$f")
   stage "${d#test/}/${b%.test.ts}" 60 env HYPERSD_SYNC=1 $UVU "$d" "^${b//./\\.}\$"
 done

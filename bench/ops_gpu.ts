@@ -18,6 +18,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as hs from '../lib';
+import { conv2dBackwardInput } from '../lib/ops/conv.grad';
 
 const args = process.argv.slice(2);
 const onlyArg = args.find((a) => a.startsWith('--only='))?.slice(7) ?? (args.includes('--only') ? args[args.indexOf('--only') + 1] : '');
@@ -252,6 +253,15 @@ async function training(): Promise<void> {
       hs.runOp('conv2d_backward_input', [dy, w], [dx], { stride: 1, pad: 1 });
       return dx;
     });
+    // the same gradient as a forward convolution of dy (f32, as autograd passes it) with the flipped, transposed
+    // weight (lib/ops/conv.grad.ts under HYPERSD_CONV_BWD=fwd: the cast, the weight's slices, concat and permute
+    // included)
+    const dy32 = randn([N, Hh, Hh, C], 'f32');
+    process.env.HYPERSD_CONV_BWD = 'fwd';
+    await measure('conv_bwd_input', `${C}->${C} ${Hh}x${Hh} k3 N=${N} (as a forward conv)`, 'f32>f32', flops, 'TFLOP/s',
+      () => conv2dBackwardInput(dy32, w, [N, Hh, Hh, C], { pad: 1 }));
+    delete process.env.HYPERSD_CONV_BWD;
+    dy32.dispose();
     await measure('conv_bwd_weight', `${C}->${C} ${Hh}x${Hh} k3 N=${N}`, 'f16>f32', flops, 'TFLOP/s', () => {
       const dw = f32([C, 3, 3, C]);
       hs.runOp('conv2d_backward_weight', [x, dy], [dw], { stride: 1, pad: 1 });

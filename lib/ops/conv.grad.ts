@@ -12,13 +12,56 @@ import type { Tensor } from '../tensor';
 import { registerGradient } from '../autograd/registry';
 import { f32Out, mm, num, runBackward, sumToShape } from '../autograd/util';
 import { conv2d } from './conv';
+import { cast, concat, permute, slice } from './shape';
 import { runOp } from './runtime';
 
 export interface ConvGeometry { stride?: number; pad?: number }
 
+/**
+ * Whether conv2dBackwardInput runs as a forward convolution (HYPERSD_CONV_BWD=fwd; `native`, the default, keeps
+ * the conv2d_backward_input kernel): a stride-1 convolution's input gradient is the convolution of dy with
+ * the weight transposed to [Cin, k, k, Cout] and flipped in both kernel axes, padded k - 1 - pad. On CUDA that
+ * puts it on the forward's tensor-core kernels (dy rounded to the weight's f16 / bf16, f32 accumulation and
+ * output), where the backward kernel's GEMMs run in f32 SIMT (19 TFLOP/s at 320 -> 320, 32x32 on an H200).
+ * The composition is tested on the CPU (test/autograd/conv_input_grad.test.ts) and every op in it on GPUs, but
+ * it has not run on a GPU itself yet: hence not the default.
+ */
+function forwardConvForInputGrad(w: Tensor, stride: number, pad: number): boolean {
+  const mode = process.env.HYPERSD_CONV_BWD ?? 'native';
+  if (mode !== 'native' && mode !== 'fwd') throw new Error(`HYPERSD_CONV_BWD must be 'native' or 'fwd', got '${mode}'`);
+  return mode === 'fwd' && stride === 1 && w.shape[1] === w.shape[2] && pad <= w.shape[1] - 1;
+}
+
+/** w [Cout, k, k, Cin] -> [Cin, k, k, Cout] with both kernel axes reversed (slices and a concat per axis: the
+ * weight is small). */
+function flippedTransposed(w: Tensor): Tensor {
+  let t = w;
+  for (const axis of [1, 2]) {
+    const k = t.shape[axis];
+    if (k === 1) continue;
+    const parts: Tensor[] = [];
+    for (let i = k - 1; i >= 0; i--) parts.push(slice(t, axis, i, 1));
+    const f = concat(parts, axis);
+    for (const q of parts) q.dispose();
+    if (t !== w) t.dispose();
+    t = f;
+  }
+  const r = permute(t, [3, 1, 2, 0]);
+  if (t !== w) t.dispose();
+  return r;
+}
+
 /** dx [N, H, W, Cin] of a convolution, from dy [N, Ho, Wo, Cout] and w (OHWI); `into` accumulates into dx. */
 export function conv2dBackwardInput(dy: Tensor, w: Tensor, xShape: readonly number[], o: ConvGeometry = {}, into?: Tensor): Tensor {
   const attrs = { stride: o.stride ?? 1, pad: o.pad ?? 0 };
+  if (forwardConvForInputGrad(w, attrs.stride, attrs.pad)) {
+    const wt = flippedTransposed(w);
+    const d = dy.dtype === w.dtype ? dy : cast(dy, w.dtype);
+    const dx = conv2d(d, wt, null, { pad: w.shape[1] - 1 - attrs.pad, out: into ?? f32Out(xShape, dy), beta: into ? 1 : 0 });
+    if (d !== dy) d.dispose();
+    wt.dispose();
+    return dx;
+  }
   if (into) {
     runOp('conv2d_backward_input', [dy, w], [into], { ...attrs, beta: 1 });
     return into;

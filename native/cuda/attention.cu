@@ -972,6 +972,8 @@ void attention_backward(const OpContext& ctx) {
   const DType hd = q0.dtype;
   Tensor qh, kh, vh, doh;
   const std::string bwd = bwd_env ? bwd_env : "";
+  if (!bwd.empty() && bwd != "simt" && bwd != "mma" && bwd != "mma-all")
+    fail(op, "HYPERSD_ATTN_BWD must be simt, mma or mma-all, got '" + bwd + "'");
   const int64_t max_d = bwd == "mma-all" ? 160 : 64;  // head dims 65-160: HYPERSD_ATTN_BWD=mma-all (not yet run on a GPU)
   bool mma = bwd != "simt" && (hd == DType::F16 || hd == DType::BF16) && k0.dtype == hd && v0.dtype == hd && D == Dv &&
              D % 8 == 0 && D <= max_d;

@@ -10,7 +10,8 @@
 import { test } from 'uvu';
 import * as hs from '../../lib';
 import { grad } from '../../lib/autograd';
-import { assertClose, randn, roundTo, t, TOL } from '../helpers/check';
+import * as assert from 'uvu/assert';
+import { assertClose, DEVICE, randn, roundTo, t, TOL } from '../helpers/check';
 import { attentionGradRef } from '../helpers/refs';
 
 const cases = [
@@ -52,5 +53,26 @@ for (const dtype of ['f16', 'bf16'] as const)
       }
       for (const x of [q, k, v, dLoss]) x.dispose();
     });
+
+test('HYPERSD_ATTN_BWD: an unknown value is an Error naming the variable (CUDA; the CPU backward does not read it)', async () => {
+  if (DEVICE !== 'cuda') return;
+  const old = process.env.HYPERSD_ATTN_BWD;
+  process.env.HYPERSD_ATTN_BWD = 'fast';
+  try {
+    const q = t(randn(2 * 64, 21), [1, 2, 64], 'bf16'), dLoss = t(randn(2 * 64, 22), [1, 2, 64]);
+    let err: unknown = null;
+    try {
+      const { grads } = grad(() => hs.ops.attention(q, q, q, { heads: 1 }) as hs.Tensor, [q], { dLoss });
+      await grads.get(q)!.floats();
+    } catch (e) {
+      err = e;
+    }
+    assert.match(String(err), /HYPERSD_ATTN_BWD must be simt, mma or mma-all, got 'fast'/);
+    await hs.sync('cuda').catch(() => undefined);
+  } finally {
+    if (old === undefined) delete process.env.HYPERSD_ATTN_BWD;
+    else process.env.HYPERSD_ATTN_BWD = old;
+  }
+});
 
 test.run();

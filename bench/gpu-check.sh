@@ -153,12 +153,9 @@ stage "ops/attention-occ3" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_AT
 # the Hopper wgmma flash kernel (attention_sm90a.cu) forced on every shape it takes, short key lists too
 stage "ops/attention-wgmma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=1 $UVU test/ops "^attention\\.test\\.ts\$"
 
-# the norm file again on the group-norm variants: the previous apply kernel (coefficients in shared memory,
-# accurate SiLU); the statistics summed by the statistics kernel's last block, four 16-byte loads in flight a
-# thread in the statistics and eight in the apply kernel; the apply kernel as a plain launch (not a programmatic
-# dependent one)
-stage "ops/norm-smem" 60 env HYPERSD_SYNC=1 HYPERSD_GN_APPLY_SMEM=1 $UVU test/ops "^norm\\.test\\.ts\$"
-stage "ops/norm-variants" 60 env HYPERSD_SYNC=1 HYPERSD_GN_REDUCE_IN_STATS=1 HYPERSD_GN_STATS_LOADS=4 HYPERSD_GN_APPLY_LOADS=8 $UVU test/ops "^norm\\.test\\.ts\$"
+# the norm file again on the group-norm variants: the statistics summed by the statistics kernel's last block;
+# the apply kernel as a plain launch (not a programmatic dependent one)
+stage "ops/norm-variants" 60 env HYPERSD_SYNC=1 HYPERSD_GN_REDUCE_IN_STATS=1 $UVU test/ops "^norm\\.test\\.ts\$"
 stage "ops/norm-nopdl" 60 env HYPERSD_SYNC=1 HYPERSD_GN_PDL=0 $UVU test/ops "^norm\\.test\\.ts\$"
 
 # the half-precision attention gradients again on the SIMT backward (the default is the tensor-core one:

@@ -43,12 +43,11 @@ async function main(): Promise<void> {
     await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, gn);
     // the same tensor through SiLU: an elementwise read + write of the same bytes, the size's own "copy" kernel
     await run(`silu (copy-like) ${what} [${N}, ${S}, ${C}]`, () => hs.ops.silu(x));
-    // the variants (environment switches read per call): statistics grid in blocks a multiprocessor (by
-    // default ~128 KB of x a block, 1-2 a multiprocessor), 16-byte loads in flight a thread (4 or 8) in each
-    // kernel, the partials summed by the statistics kernel's last block instead of every apply block, the
-    // previous apply kernel (coefficients in shared memory, accurate SiLU)
-    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_STATS_LOADS: '4' },
-      { HYPERSD_GN_APPLY_LOADS: '8' }, { HYPERSD_GN_REDUCE_IN_STATS: '1' }, { HYPERSD_GN_APPLY_SMEM: '1' }])
+    // the variants (environment switches read per call): the statistics grid in blocks a multiprocessor (by
+    // default ~128 KB of x a block, 1-2 a multiprocessor), the apply grid, the partials summed by the statistics
+    // kernel's last block instead of every apply block
+    for (const env of [{ HYPERSD_GN_BPS: '1' }, { HYPERSD_GN_BPS: '2' }, { HYPERSD_GN_APPLY_BPS: '2' },
+      { HYPERSD_GN_REDUCE_IN_STATS: '1' }])
       await run(`group_norm+silu ${what} [${N}, ${S}, ${C}]`, gn, env);
     for (const t of [x, g, b]) t.dispose();
   }

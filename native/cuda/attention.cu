@@ -55,14 +55,16 @@ struct FaCfg {
   static constexpr int SMEM = (BQ * LD + 4 * BKV * LD) * 2;  // Q + double-buffered K and V, 16-bit
 };
 
-// rows x DP tile of a [rows, ld] matrix: rows r0.. (valid < R), columns < D (D % 8 == 0), zero elsewhere.
+// rows x DP tile of a [rows, ld] matrix: rows r0.. (valid < R), columns < D (D % 8 == 0), zero elsewhere; the
+// block's 128 threads take its 16-byte chunks in turn (the guard vanishes when they split evenly).
 template <class T, int ROWS, int DP>
 __device__ __forceinline__ void stage_tile(T* s, const T* g, int64_t ld, int r0, int R, int D, int tid) {
   constexpr int CPR = DP / 8, N = ROWS * CPR, TH = 128;
-  static_assert(N % TH == 0, "tile chunks must split evenly over the block");
 #pragma unroll
-  for (int it = 0; it < N / TH; ++it) {
-    const int c = tid + it * TH, r = c / CPR, dc = (c % CPR) * 8;
+  for (int it = 0; it < (N + TH - 1) / TH; ++it) {
+    const int c = tid + it * TH;
+    if (N % TH != 0 && c >= N) break;
+    const int r = c / CPR, dc = (c % CPR) * 8;
     const bool in = r0 + r < R && dc < D;
     cp_async16(s + r * (DP + 8) + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
   }
@@ -159,10 +161,7 @@ __device__ __forceinline__ void flash_attn_body(const AttnParams p) {
       uint32_t pa[WM][4];
 #pragma unroll
       for (int i = 0; i < WM; ++i) {
-        pa[i][0] = pack2<T>(s[i][2 * kk][0], s[i][2 * kk][1]);
-        pa[i][1] = pack2<T>(s[i][2 * kk][2], s[i][2 * kk][3]);
-        pa[i][2] = pack2<T>(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
-        pa[i][3] = pack2<T>(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
+        acc_to_a<T>(s[i][2 * kk], s[i][2 * kk + 1], pa[i]);
       }
 #pragma unroll
       for (int dp = 0; dp < DP / 16; ++dp) {
@@ -608,20 +607,6 @@ struct FbCfg {
   static constexpr int SMEM_DQ = (2 * BQD + 4 * BKV) * LD * 2;              // Q, dO; K, V x 2
 };
 
-// rows x DP tile of a [rows, ld] matrix, as stage_tile, for any ROWS * DP / 8 (a guarded loop over the block).
-template <class T, int ROWS, int DP>
-__device__ __forceinline__ void stage_rows(T* s, const T* g, int64_t ld, int r0, int R, int D, int tid) {
-  constexpr int CPR = DP / 8, N = ROWS * CPR, TH = 128;
-#pragma unroll
-  for (int it = 0; it < (N + TH - 1) / TH; ++it) {
-    const int c = tid + it * TH;
-    if (N % TH != 0 && c >= N) break;
-    const int r = c / CPR, dc = (c % CPR) * 8;
-    const bool in = r0 + r < R && dc < D;
-    cp_async16(s + r * (DP + 8) + dc, in ? g + (int64_t)(r0 + r) * ld + dc : g, in ? 16 : 0);
-  }
-}
-
 template <class T, int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a) {
   using C = FbCfg<DP>;
@@ -644,16 +629,16 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a)
   const int i_start = a.causal ? (k0 / BQ) * BQ : 0;
   const int nq = a.Lq > i_start ? (a.Lq - i_start + BQ - 1) / BQ : 0;
   auto stage_q = [&](int buf, int i0) {
-    stage_rows<T, BQ, DP>(Qs + buf * BQ * LD, qg, a.ld, i0, a.Lq, a.D, tid);
-    stage_rows<T, BQ, DP>(Os + buf * BQ * LD, dog, a.ld, i0, a.Lq, a.D, tid);
+    stage_tile<T, BQ, DP>(Qs + buf * BQ * LD, qg, a.ld, i0, a.Lq, a.D, tid);
+    stage_tile<T, BQ, DP>(Os + buf * BQ * LD, dog, a.ld, i0, a.Lq, a.D, tid);
     if (tid < BQ) {
       const bool in = i0 + tid < a.Lq;
       Ls[buf * BQ + tid] = in ? lseg[i0 + tid] * 1.44269504088896341f : 0.f;
       Es[buf * BQ + tid] = in ? dg[i0 + tid] : 0.f;
     }
   };
-  stage_rows<T, BK, DP>(Ks, (const T*)a.k + base_k, a.ld, k0, a.Lk, a.D, tid);
-  stage_rows<T, BK, DP>(Vs, (const T*)a.v + base_k, a.ld, k0, a.Lk, a.D, tid);
+  stage_tile<T, BK, DP>(Ks, (const T*)a.k + base_k, a.ld, k0, a.Lk, a.D, tid);
+  stage_tile<T, BK, DP>(Vs, (const T*)a.v + base_k, a.ld, k0, a.Lk, a.D, tid);
   if (nq > 0) stage_q(0, i_start);
   cp_async_commit();
   cp_async_wait<0>();
@@ -728,14 +713,8 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_mma_kernel(const AttnBwdH a)
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; ++kk) {
       uint32_t pa[4], da[4];
-      pa[0] = pack2<T>(st[2 * kk][0], st[2 * kk][1]);
-      pa[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
-      pa[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-      pa[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
-      da[0] = pack2<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
-      da[1] = pack2<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
-      da[2] = pack2<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
-      da[3] = pack2<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+      acc_to_a<T>(st[2 * kk], st[2 * kk + 1], pa);
+      acc_to_a<T>(dpt[2 * kk], dpt[2 * kk + 1], da);
 #pragma unroll
       for (int dd = 0; dd < DP / 16; ++dd) {
         const int off = (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dd * 16 + (lane >> 4) * 8;
@@ -783,11 +762,11 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
   const T* vg = (const T*)a.v + base_k;
   int nkv = (a.Lk + BKV - 1) / BKV;
   if (a.causal) nkv = min(nkv, (min(q0 + BQ, a.Lq) - 1) / BKV + 1);  // keys past the block's last query: none
-  stage_rows<T, BQ, DP>(Qs, (const T*)a.q + base_q, a.ld, q0, a.Lq, a.D, tid);
-  stage_rows<T, BQ, DP>(Os, (const T*)a.dout + base_q, a.ld, q0, a.Lq, a.D, tid);
+  stage_tile<T, BQ, DP>(Qs, (const T*)a.q + base_q, a.ld, q0, a.Lq, a.D, tid);
+  stage_tile<T, BQ, DP>(Os, (const T*)a.dout + base_q, a.ld, q0, a.Lq, a.D, tid);
   if (nkv > 0) {
-    stage_rows<T, BKV, DP>(Ks, kg, a.ld, 0, a.Lk, a.D, tid);
-    stage_rows<T, BKV, DP>(Vs, vg, a.ld, 0, a.Lk, a.D, tid);
+    stage_tile<T, BKV, DP>(Ks, kg, a.ld, 0, a.Lk, a.D, tid);
+    stage_tile<T, BKV, DP>(Vs, vg, a.ld, 0, a.Lk, a.D, tid);
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -820,8 +799,8 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
   for (int j = 0; j < nkv; ++j) {
     const int buf = j & 1;
     if (j + 1 < nkv) {
-      stage_rows<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
-      stage_rows<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+      stage_tile<T, BKV, DP>(Ks + (buf ^ 1) * BKV * LD, kg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
+      stage_tile<T, BKV, DP>(Vs + (buf ^ 1) * BKV * LD, vg, a.ld, (j + 1) * BKV, a.Lk, a.D, tid);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -866,10 +845,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_mma_kernel(const AttnBwdH a) 
 #pragma unroll
     for (int kk = 0; kk < BKV / 16; ++kk) {
       uint32_t da[4];
-      da[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      da[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      da[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      da[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(s[2 * kk], s[2 * kk + 1], da);
 #pragma unroll
       for (int dd = 0; dd < DP / 16; ++dd) {
         uint32_t r[4];

@@ -38,6 +38,16 @@ __device__ __forceinline__ int kv_tiles(const AttnParams& p, int q0, int rows, i
 // exp2_ftz (common.cuh): 2^x with results below 2^-126 flushed to zero. A probability that small against the row
 // maximum's 1 is below every rounding of the sums, so the softmax loses nothing by it.
 
+// The m16n8 accumulators of two adjacent n tiles (columns 16 kk .. 16 kk + 15) repacked as the m16k16 A fragment
+// of those columns (the C layout of the pair is the A layout): how P and dS feed the next product.
+template <class T>
+__device__ __forceinline__ void acc_to_a(const float (&c0)[4], const float (&c1)[4], uint32_t (&a)[4]) {
+  a[0] = pack2<T>(c0[0], c0[1]);
+  a[1] = pack2<T>(c0[2], c0[3]);
+  a[2] = pack2<T>(c1[0], c1[1]);
+  a[3] = pack2<T>(c1[2], c1[3]);
+}
+
 // One key tile's online-softmax step for one m tile: s (the logits of keys key0..) scaled to the log2 domain
 // and, when `masked`, masked (keys past Lk; causal: keys past the row), then replaced by the unnormalised
 // probabilities; the running maxima and sums updated and the O accumulators rescaled. The unmasked copy of the

@@ -128,10 +128,7 @@ __global__ void __launch_bounds__(FW_THREADS, 2) flash_wgmma_kernel(const AttnPa
     uint32_t pa[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      pa[kk][0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[kk][1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[kk][2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[kk][3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(s[2 * kk], s[2 * kk + 1], pa[kk]);
     }
     wg_fence_regs<32>(&o[0][0]);
     wg_fence_regs<16>(&pa[0][0]);

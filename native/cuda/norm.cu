@@ -18,9 +18,9 @@
 //      + b coefficients (a = rstd gamma, b = beta - m a) of its 8 fixed channels in registers (the grid's
 //      stride is a multiple of C), SiLU from the approximate special-function instructions for 16-bit
 //      results (silu_half); on sm_90 a programmatic dependent launch (gn_launch_dependents / gn_dep_wait).
-//      Otherwise the statistics kernel's last block (an atomic count) sums the partials and a small kernel
-//      expands the coefficients per channel for the scalar apply kernel (the backward uses
-//      the same expansion).
+//      Otherwise (C % 8 != 0 or unaligned x / y) the statistics kernel's last block (an atomic count) sums the
+//      partials and a small kernel expands the coefficients per channel for the scalar apply kernel (the
+//      backward uses the same expansion).
 // Measured on an H200 (bench/RESULTS.md, Nsight Compute durations, f16 with SiLU, caches warm): 14.0 us at the
 // UNet's [2, 4096, 320] (a same-size SiLU: 4.7), 220 us at the SDXL VAE's [1, 1048576, 128] (SiLU: 141). Before
 // session 21 (coefficients in shared memory, accurate SiLU, the sum in the statistics kernel's last block):
@@ -32,12 +32,9 @@
 // channels in registers measured slower on an H200, 13.6 against 12.3 us at [8192, 640]: at 48 registers it
 // needs two waves of blocks where this kernel needs one; removed.)
 //
-// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 47-48, gn_stats_vec 100-102 with eight loads in
-// flight (f16 / bf16; f32 90) and 76-80 with four (two blocks a multiprocessor either way; its grid follows the
-// occupancy), gn_apply_reg 80 (three blocks a multiprocessor; 110 for f32 with eight loads in flight),
-// gn_apply_vec 64-72 (launch bounds 256 x 3: without them ptxas held the bf16 one to 64 registers and spilled
-// 12 bytes; 62-70 on sm_80/86/89), gn_apply 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*,
-// lnb_*) 24-32.
+// ptxas -v (sm_90, CUDA 13.0, -O3), 0 spills, no stack: gn_stats 47-48, gn_stats_vec 90-102 (two blocks a
+// multiprocessor; its grid follows the occupancy), gn_apply_reg 80 (three blocks a multiprocessor), gn_apply
+// 26-46, gn_expand 30, layer_norm 30-32, backward kernels (gnb_*, lnb_*) 24-32.
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
@@ -347,122 +344,34 @@ __global__ void __launch_bounds__(256) gn_expand_kernel(const float* __restrict_
   coef[2 * ((int64_t)n * C + c) + 1] = make_float4(f.mr, 0.f, 0.f, 0.f);
 }
 
-template <class T, bool VEC>
+// The scalar apply (C % 8 != 0 or unaligned x / y): one element a thread, coefficients from gn_expand_kernel.
+template <class T>
 __global__ void __launch_bounds__(256) gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t total,
                                                        int64_t SC, int C, const float4* __restrict__ coef, int silu) {
-  constexpr int V = VEC ? 8 : 1;
-  const int64_t nvec = total / V;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nvec; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t e = i * V;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
     const int n = (int)(e / SC), c = (int)(e % C);
-    const float4* cf = coef + 2 * ((int64_t)n * C + c);
-    float v[V];
-    if constexpr (VEC) Vec8<T>::load(x + e, v);
-    else v[0] = to_f(x[e]);
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      const float4 f = cf[2 * k];
-      float r = (v[k] - f.x) * f.y + f.z;
-      v[k] = silu ? silu_f(r) : r;
-    }
-    if constexpr (VEC) Vec8<T>::store(y + e, v);
-    else y[e] = from_f<T>(v[0]);
+    const float4 f = coef[2 * ((int64_t)n * C + c)];
+    const float r = (to_f(x[e]) - f.x) * f.y + f.z;
+    y[e] = from_f<T>(silu ? silu_f(r) : r);
   }
 }
 
-// y = (x - pivot) a + b for one sample per blockIdx.y: the block forms its sample's channel coefficients from st
-// (gn_channel_coef, the same operations as gn_expand_kernel) in shared memory as three float arrays, then walks
-// 8 channels per thread, four 16-byte vectors in flight (two for f32). C % 8 == 0, x and y 16-byte aligned.
-// The grid is one wave (as many blocks as fit on the GPU at once, group_norm), so the coefficients are formed
-// a few hundred times, not once per 256 vectors.
+// y = (x - pivot) a + b (optional SiLU) for C % 8 == 0 and 16-byte aligned x, y, with every thread on fixed
+// channels: the grid's stride in elements (gridDim.x * 256 * 8) is a multiple of C (group_norm sizes it so), so
+// the channel of a thread's vectors never changes and its 8 channels' coefficients live in registers. (Session 20's
+// kernel kept them in shared memory, three 32-byte shared loads per 16-byte vector of x, and with silu_f's ~20
+// instructions a value it was instruction-bound where x sits in L2: 29 us for a 33.5 MB tensor on an H200 where a
+// copy takes ~16. Measured against it in session 21, it was removed with the other losing variants: eight loads
+// in flight in this kernel, four in the statistics kernel, silu_f for 16-bit results.) Four 16-byte loads in
+// flight a thread, the first batch issued before the coefficients are read; 16-bit results take silu_half.
 template <class T>
-__global__ void __launch_bounds__(256, 3) gn_apply_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
-                                                           int G, int Cg, const float* __restrict__ st,
-                                                           const void* gamma, int gdt, const void* beta, int bdt,
-                                                           int silu) {
-  extern __shared__ float cs[];  // [3][C]: pivot, a, b
-  const int n = blockIdx.y;
-  const float* stn = st + (int64_t)n * 3 * G;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    const GnCoef f = gn_channel_coef(stn, G, c / Cg, gamma, gdt, beta, bdt, c);
-    cs[c] = f.pivot;
-    cs[C + c] = f.a;
-    cs[2 * C + c] = f.b;
-  }
-  __syncthreads();
-  const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
-  const T* xn = x + (int64_t)n * S * C;
-  T* yn = y + (int64_t)n * S * C;
-  // The channel of vector i advances by dc (mod C) per stride: a 64-bit modulo per vector was most of the
-  // pass's instructions.
-  const int dc = (int)((stride * 8) % C);
-  auto next = [&](int c) { return c + dc >= C ? c + dc - C : c + dc; };
-  auto norm8 = [&](int64_t i, int c, float* v) {
-    float pv[8], av[8], bv[8];
-    Vec8<float>::load(cs + c, pv);
-    Vec8<float>::load(cs + C + c, av);
-    Vec8<float>::load(cs + 2 * C + c, bv);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float r = (v[k] - pv[k]) * av[k] + bv[k];
-      v[k] = silu ? silu_f(r) : r;
-    }
-    Vec8<T>::store(yn + i * 8, v);
-  };
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  int c = (int)((i * 8) % C);
-  // Every batch's loads are issued before the first is used, the last batch predicated (a one-vector tail loop
-  // had taken most threads' last 1-3 vectors one memory latency after another: ~3 vectors a thread in all at
-  // the UNet's sizes).
-  if constexpr (sizeof(T) == 2) {  // four 16-byte loads in flight, kept raw (4 registers each) until used
-    const uint4* xr = reinterpret_cast<const uint4*>(xn);
-    for (; i < nvec; i += 4 * stride) {
-      uint4 r[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if (i + j * stride < nvec) r[j] = xr[i + j * stride];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (i + j * stride >= nvec) break;
-        float v[8];
-        const T* h = reinterpret_cast<const T*>(&r[j]);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = to_f(h[k]);
-        norm8(i + j * stride, c, v);
-        c = next(c);
-      }
-    }
-  } else {
-    for (; i < nvec; i += 2 * stride) {
-      float v[8], w[8];
-      const bool two = i + stride < nvec;
-      Vec8<T>::load(xn + i * 8, v);
-      if (two) Vec8<T>::load(xn + (i + stride) * 8, w);
-      norm8(i, c, v);
-      c = next(c);
-      if (!two) break;
-      norm8(i + stride, c, w);
-      c = next(c);
-    }
-  }
-}
-
-// The same y = (x - pivot) a + b (optional SiLU) with every thread on fixed channels: the grid's stride in elements
-// (gridDim.x * 256 * 8) is a multiple of C (group_norm sizes it so), so the channel of a thread's vectors never
-// changes and its 8 channels' coefficients live in registers: no shared-memory copy of them, no barrier, and no
-// three 32-byte shared loads per vector (gn_apply_vec_kernel's; with silu_f's ~20 instructions a value they
-// made that kernel instruction-bound where x sits in L2: 29 us for a 33.5 MB tensor on an H200, where a copy
-// takes ~16). NB 16-byte loads in flight a thread (4: 64 bytes, 8: 128), the first batch issued before the
-// coefficients are read. silu: 0 none; 1 silu_half for 16-bit types, silu_f for f32; 2 silu_f (the bench knob
-// HYPERSD_GN_SILU_ACCURATE). C % 8 == 0, x and y 16-byte aligned.
-template <class T, int NB>
 __global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t S, int C,
                                                            int G, int Cg, const float* __restrict__ st,
                                                            const float* __restrict__ part, int nchunks, float eps,
                                                            const void* gamma, int gdt, const void* beta, int bdt,
                                                            int silu) {
   extern __shared__ float sst[];  // [3][G] when the partials are summed here
-  constexpr int W = sizeof(T) / 2, U = NB / W;  // 16-byte words a vector of 8, vectors a batch
+  constexpr int W = sizeof(T) / 2, U = 4 / W;  // 16-byte words a vector of 8, vectors a batch
   const int n = blockIdx.y;
   const int64_t nvec = S * C / 8, stride = (int64_t)gridDim.x * blockDim.x;
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -480,13 +389,12 @@ __global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__
   };
   if (active) load(i);
   gn_dep_wait();  // the statistics kernel's results, from here on
-  const float* stn = st + (int64_t)n * 3 * G;
   if (part) {  // the sample's statistics from the partials, the same sums (and bits) in every block
     gn_sum_partials(part, n, nchunks, G, Cg, (double)S * Cg, eps, x + (int64_t)n * S * C, S, C, sst);
     __syncthreads();
     if (!active) return;
-    stn = sst;
   }
+  const float* stn = part ? sst : st + (int64_t)n * 3 * G;
   const int c = (int)((i * 8) % C);
   float pv[8], av[8], bv[8];
 #pragma unroll
@@ -506,7 +414,7 @@ __global__ void __launch_bounds__(256) gn_apply_reg_kernel(const T* __restrict__
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
         const float q = (to_f(e[k]) - pv[k]) * av[k] + bv[k];
-        if constexpr (sizeof(T) == 2) v[k] = silu == 1 ? silu_half(q) : silu ? silu_f(q) : q;
+        if constexpr (sizeof(T) == 2) v[k] = silu ? silu_half(q) : q;
         else v[k] = silu ? silu_f(q) : q;
       }
       Vec8<T>::store(yn + iv * 8, v);
@@ -588,17 +496,13 @@ GnStats gn_stats(const GnArgs& a, cudaStream_t s, bool final = true) {
   const int64_t rpc = a.S ? (a.S + nchunks - 1) / nchunks : 0;
   Tensor part = empty({a.N, nchunks, 2 * a.G}, DType::F32, Device::CUDA);
   const dim3 grid((unsigned)nchunks, (unsigned)a.N);
-  // 16-byte loads in flight a thread (HYPERSD_GN_STATS_LOADS=4 or 8): 8 measured faster at every size on an H200
-  // (session 21, Nsight Compute, f16: 10.6 -> 10.4 us at [2, 4096, 320], 11.4 -> 10.3 at [2, 1024, 1280], 19.9 ->
-  // 19.1 at [1, 65536, 256], 80.3 -> 72.2 at [1, 1048576, 128])
-  const bool deep = gn_knob("HYPERSD_GN_STATS_LOADS", 8) >= 8;
-  constexpr int U4 = sizeof(T) == 4 ? 2 : 4;
-  if (vec && deep)
-    gn_stats_vec_kernel<T, 2 * U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                                part.data<float>(), cnt, stp, a.eps, final);
-  else if (vec)
-    gn_stats_vec_kernel<T, U4><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
-                                                            part.data<float>(), cnt, stp, a.eps, final);
+  // eight 16-byte loads in flight a thread (four for f32's two-word vectors): faster than four at every size on
+  // an H200 (session 21, Nsight Compute, f16: 10.6 -> 10.4 us at [2, 4096, 320], 11.4 -> 10.3 at [2, 1024, 1280],
+  // 19.9 -> 19.1 at [1, 65536, 256], 80.3 -> 72.2 at [1, 1048576, 128])
+  constexpr int U = sizeof(T) == 4 ? 4 : 8;
+  if (vec)
+    gn_stats_vec_kernel<T, U><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
+                                                           part.data<float>(), cnt, stp, a.eps, final);
   else
     gn_stats_kernel<T><<<grid, GN_THREADS, sm, s>>>(xp, a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), rpc,
                                                     part.data<float>(), cnt, stp, a.eps);
@@ -631,7 +535,7 @@ void group_norm(const OpContext& ctx) {
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (vec && gn_knob("HYPERSD_GN_APPLY_SMEM", 0) == 0) {
+    if (vec) {
       // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
       // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
       // The statistics' partial sums are added up by every apply block (HYPERSD_GN_REDUCE_IN_STATS=1: by the
@@ -641,61 +545,37 @@ void group_norm(const OpContext& ctx) {
       // 0.045 at [1, 65536, 256]); HYPERSD_GN_PDL=0 makes it a plain launch.
       const bool in_apply = gn_knob("HYPERSD_GN_REDUCE_IN_STATS", 0) == 0 && 3 * a.G * sizeof(float) + 8192 <= 48 * 1024;
       const GnStats st = gn_stats<T>(a, s, !in_apply);
-      const int nb = gn_knob("HYPERSD_GN_APPLY_LOADS", 4) >= 8 ? 8 : 4;
       const size_t smem = in_apply ? 3 * a.G * sizeof(float) : 0;
-      const void* kern = nb == 8 ? (const void*)gn_apply_reg_kernel<T, 8> : (const void*)gn_apply_reg_kernel<T, 4>;
+      const void* kern = (const void*)gn_apply_reg_kernel<T>;
       const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
       const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, smem)) * sm_count();
       const int64_t want = std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N);
       const int64_t gx = std::max<int64_t>(m, want / m * m);
       if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
-      const int sl = silu ? gn_knob("HYPERSD_GN_SILU_ACCURATE", 0) ? 2 : 1 : 0;
       const char* pe = std::getenv("HYPERSD_GN_PDL");
       const bool pdl = !(pe && pe[0] == '0') && sm90_device();
-      auto launch = [&](auto kernel) {
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3((unsigned)gx, (unsigned)a.N);
-        cfg.blockDim = dim3(256);
-        cfg.dynamicSmemBytes = smem;
-        cfg.stream = s;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = pdl ? 1 : 0;
-        const cudaError_t e = cudaLaunchKernelEx(
-            &cfg, kernel, a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G),
-            in_apply ? (const float*)nullptr : (const float*)st.st.data<float>(),
-            in_apply ? (const float*)st.part.data<float>() : (const float*)nullptr, (int)st.nchunks, a.eps,
-            a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
-            a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, sl);
-        if (e != cudaSuccess) fail(op, std::string("launching the apply kernel: ") + cudaGetErrorString(e));
-      };
-      if (nb == 8) launch(gn_apply_reg_kernel<T, 8>);
-      else launch(gn_apply_reg_kernel<T, 4>);
-      return;
-    }
-    if (vec && a.C <= 4096) {  // (HYPERSD_GN_APPLY_SMEM=1) 3 C floats of shared memory
-      const Tensor st = gn_stats<T>(a, s).st;
-      const int64_t per = a.S * a.C / 8;  // vectors of a sample
-      const size_t smem = 3 * a.C * sizeof(float);
-      const int64_t blocks =
-          (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm((const void*)gn_apply_vec_kernel<T>, 256, smem)) * sm_count();
-      const unsigned gx = (unsigned)std::max<int64_t>(1, std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N));
-      gn_apply_vec_kernel<T><<<dim3(gx, (unsigned)a.N), 256, smem, s>>>(
-          a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), st.data<float>(),
-          a.gamma.storage ? a.gamma.raw() : nullptr, (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr,
-          (int)a.beta.dtype, silu);
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3((unsigned)gx, (unsigned)a.N);
+      cfg.blockDim = dim3(256);
+      cfg.dynamicSmemBytes = smem;
+      cfg.stream = s;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = pdl ? 1 : 0;
+      const cudaError_t e = cudaLaunchKernelEx(
+          &cfg, gn_apply_reg_kernel<T>, a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G),
+          in_apply ? (const float*)nullptr : (const float*)st.st.data<float>(),
+          in_apply ? (const float*)st.part.data<float>() : (const float*)nullptr, (int)st.nchunks, a.eps,
+          a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
+          a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, silu);
+      if (e != cudaSuccess) fail(op, std::string("launching the apply kernel: ") + cudaGetErrorString(e));
       return;
     }
     const Tensor coef = gn_coef<T>(a, s);
-    const float4* cf = (const float4*)coef.raw();
-    if (vec)
-      gn_apply_kernel<T, true><<<grid_for(total / 8, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C,
-                                                                         (int)a.C, cf, silu);
-    else
-      gn_apply_kernel<T, false><<<grid_for(total, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C,
-                                                                      (int)a.C, cf, silu);
+    gn_apply_kernel<T><<<grid_for(total, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C, (int)a.C,
+                                                            (const float4*)coef.raw(), silu);
   });
 }
 

@@ -47,8 +47,10 @@ export function uniform(n: number, seed = 1, lo = -1, hi = 1): Float64Array {
   return out;
 }
 
-/** The values a tensor of this dtype actually stores (so the float64 reference sees the same inputs). */
-export function roundTo(dtype: hs.DType, x: ArrayLike<number>): Float64Array {
+/** The values a tensor of this dtype actually stores (so the float64 reference sees the same inputs): through f32
+ * first, as a Float32Array input is, then to bf16 / f16 with round-half-to-even; an infinite value stays infinite
+ * and an f16 past 65504 becomes infinite. */
+export function roundTo(dtype: hs.DType | string, x: ArrayLike<number>): Float64Array {
   const t = new Float64Array(x.length);
   const f = new Float32Array(1);
   const u = new Uint32Array(f.buffer);
@@ -59,14 +61,19 @@ export function roundTo(dtype: hs.DType, x: ArrayLike<number>): Float64Array {
       u[0] = ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) << 16;
       t[i] = f[0];
     } else if (dtype === 'f16') {
-      const a = Math.abs(x[i]);
+      const a = Math.abs(f[0]);
+      if (!Number.isFinite(a)) {
+        t[i] = f[0];
+        continue;
+      }
       const e = a === 0 ? -24 : Math.max(Math.floor(Math.log2(a)), -14);
       const q = 2 ** (e - 10);
       // round half to even at the f16 quantum
       const r = a / q;
       let k = Math.round(r);
       if (Math.abs(r - Math.trunc(r) - 0.5) < 1e-12 && Math.trunc(r) % 2 === 0) k = Math.trunc(r);
-      t[i] = Math.sign(x[i]) * k * q;
+      t[i] = Math.sign(f[0]) * k * q;
+      if (Math.abs(t[i]) > 65504) t[i] = Math.sign(f[0]) * Infinity;
     } else t[i] = f[0];
   }
   return t;

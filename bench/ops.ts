@@ -230,8 +230,12 @@ async function main(): Promise<void> {
     const x = hs.tensor(filled(S * C, 8), [1, S, C]), g = hs.tensor(filled(C, 9), [C]), b = hs.tensor(filled(C, 10), [C]);
     const x2 = hs.tensor(filled(S * 2 * C, 11), [1, S, 2 * C]), y = hs.tensor(filled(S * C, 12), [1, S, C]);
     const E = S * C * 4;
+    const xst = hs.ops.channelStats(x);
     const cases: [string, string, number, () => hs.Tensor][] = [
       ['group_norm+silu', `${C}ch 64x64, 32 groups`, 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true })],
+      // with x's channel statistics from the op that wrote it (conv2d's stats output; bench/gn_stats.ts times
+      // what computing them adds to the convolution): x is read once
+      ['group_norm+silu, producer\'s stats', `${C}ch 64x64, 32 groups`, 2 * E, () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true, stats: xst })],
       ['layer_norm', `[${S}, ${C}]`, 2 * E, () => hs.ops.layerNorm(x, g, b)],
       ['silu', `[${S}, ${C}]`, 2 * E, () => hs.ops.silu(x)],
       // Two distinct tensors: add(x, x) read one tensor twice, 2 tensors' traffic counted as 3 (111% of memcpy).
@@ -254,7 +258,7 @@ async function main(): Promise<void> {
       rows.push({ kind, shape, rate: median(rate), unit: 'GB/s', pct: median(pct),
         note: `compulsory reads + writes, ${CALLS} calls back to back after ${WARM}; % of a 5.2 MB memcpy (median ${median(ceil).toFixed(1)} GB/s)` });
     }
-    for (const t of [x, g, b, x2, y]) t.dispose();
+    for (const t of [x, g, b, x2, y, xst]) t.dispose();
   }
 
   if (copies.length === 0) await copyRate();

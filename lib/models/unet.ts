@@ -41,12 +41,17 @@ class Resnet {
       const t = this.temb && embSilu ? this.temb.forward(embSilu) : null;
       // Batch 1: the time embedding is a per-channel term, folded into conv1's bias.
       const batch1 = t !== null && t.shape[0] === 1;
-      let h = this.conv1.forward(this.norm1.forward(x, true), batch1 ? t.reshape([t.shape[1]]) : undefined);
-      if (t && !batch1) h = ops.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1]]));
+      let h: Tensor, stats: Tensor | null = null;
+      if (t && !batch1) {
+        h = ops.add(this.conv1.forward(this.norm1.forward(x, true)), t.reshape([t.shape[0], 1, 1, t.shape[1]]));
+      } else {
+        // conv1 hands norm2 its output's channel statistics where it can (CPU inference): norm2 reads h once.
+        ({ y: h, stats } = this.conv1.forwardWithStats(this.norm1.forward(x, true), t ? t.reshape([t.shape[1]]) : undefined));
+      }
       // With a shortcut conv its fresh output takes conv2's sum in place (forwardAccumulate); x itself may be
       // a skip connection the UNet reads again, so an identity shortcut keeps the separate add.
-      if (this.shortcut) return this.conv2.forwardAccumulate(this.norm2.forward(h, true), this.shortcut.forward(x));
-      return ops.add(x, this.conv2.forward(this.norm2.forward(h, true)));
+      if (this.shortcut) return this.conv2.forwardAccumulate(this.norm2.forward(h, true, false, stats), this.shortcut.forward(x));
+      return ops.add(x, this.conv2.forward(this.norm2.forward(h, true, false, stats)));
     });
   }
 }

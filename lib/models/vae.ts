@@ -29,19 +29,23 @@ class Resnet {
    * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. Each
    * intermediate is disposed once its consumer is enqueued (as Chain does between layers), so norm2's output
    * takes norm1's block. */
-  forward(x: Tensor): Tensor {
+  /** xStats: x's channel statistics from the layer that produced it (norm1 then reads x once); wantStats: return
+   * the output's (for the group norm that reads it next), where the convolutions can give them. */
+  forward(x: Tensor, xStats: Tensor | null = null, wantStats = false): { y: Tensor; stats: Tensor | null } {
     return tidy(() => {
       // With a shortcut conv, it reads x first, so that norm1 may then write over x (GroupNorm's overwrite: on
       // the CPU when nothing records) and x go once conv1 is queued: x, norm1's output and conv1's output no
       // longer live at once.
       const s = this.sc ? this.sc.forward(x) : null;
-      const a = this.n1.forward(x, true, s !== null);
-      const b = this.c1.forward(a);
+      const a = this.n1.forward(x, true, s !== null, xStats);
+      // conv1 hands norm2 its output's channel statistics where it can (CPU inference): norm2 reads b once.
+      const { y: b, stats } = this.c1.forwardWithStats(a);
       a.dispose();
       if (s) x.dispose();  // read by now (queued), and maybe overwritten: consumed
-      const h = this.n2.forward(b, true);
+      const h = this.n2.forward(b, true, false, stats);
       b.dispose();
-      const out = this.c2.forwardAccumulate(h, s ?? x);
+      stats?.dispose();
+      const out = wantStats ? this.c2.forwardAccumulateWithStats(h, s ?? x) : { y: this.c2.forwardAccumulate(h, s ?? x), stats: null };
       h.dispose();
       return out;
     });
@@ -58,10 +62,10 @@ class MidAttention {
     this.v = new Linear(p, `${name}.to_v`, ch, ch);
     this.o = new Linear(p, `${name}.to_out.0`, ch, ch);
   }
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, xStats: Tensor | null = null): Tensor {
     return tidy(() => {
       const [n, h, w, c] = x.shape;
-      const s = this.norm.forward(x).reshape([n, h * w, c]);
+      const s = this.norm.forward(x, false, false, xStats).reshape([n, h * w, c]);
       const a = ops.attention(this.q.forward(s), this.k.forward(s), this.v.forward(s), { heads: 1, scale: 1 / Math.sqrt(c) });
       // x + to_out(a), into x's storage at inference (x, the mid block's input, is not read again).
       return this.o.forwardAccumulate(a, x.reshape([n, h * w, c])).reshape([n, h, w, c]);
@@ -76,11 +80,13 @@ class Mid {
     this.attn = withAttn ? new MidAttention(p, `${name}.attentions.0`, ch, groups) : null;
     this.r1 = new Resnet(p, `${name}.resnets.1`, ch, ch, groups);
   }
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, xStats: Tensor | null = null, wantStats = false): { y: Tensor; stats: Tensor | null } {
     return tidy(() => {
-      const chain = new Chain(this.r0.forward(x));
-      if (this.attn) chain.next(this.attn.forward(chain.h));
-      return chain.next(this.r1.forward(chain.h));
+      const r0 = this.r0.forward(x, xStats, this.attn !== null);
+      const chain = new Chain(r0.y, r0.stats);
+      if (this.attn) chain.next(this.attn.forward(chain.h, chain.stats));
+      chain.nextWith(this.r1.forward(chain.h, null, wantStats));
+      return { y: chain.h, stats: chain.stats };
     });
   }
 }
@@ -93,11 +99,17 @@ class Mid {
  * storage shares it with its output.
  */
 class Chain {
-  constructor(public h: Tensor) {}
-  next(t: Tensor): Tensor {
+  /** h's channel statistics when the layer that produced it gave them (for a group norm of h), else null. */
+  constructor(public h: Tensor, public stats: Tensor | null = null) {}
+  next(t: Tensor, stats: Tensor | null = null): Tensor {
     if (t !== this.h) this.h.dispose();
+    this.stats?.dispose();
     this.h = t;
+    this.stats = stats;
     return t;
+  }
+  nextWith(r: { y: Tensor; stats: Tensor | null }): Tensor {
+    return this.next(r.y, r.stats);
   }
 }
 
@@ -174,17 +186,20 @@ export class AutoencoderKL {
     if (z.rank !== 4 || z.shape[1] !== L) throw new Error(`vae.decode: latents must be [B, ${L}, h, w], got [${z.shape}]`);
     return tidy(() => {
       const cdt = this.cdt(z.device);
+      // Each group norm's input comes with its channel statistics where the layer before could give them (CPU
+      // inference: the convolutions sum them as they write; Chain carries them): the norm reads it once.
       const c = new Chain(this.postQuant.forward(toNHWC(ops.asDtype(z, cdt))));
-      c.next(this.dec.convIn.forward(c.h));
-      c.next(this.dec.mid.forward(c.h));
+      c.nextWith(this.dec.convIn.forwardWithStats(c.h));
+      c.nextWith(this.dec.mid.forward(c.h, c.stats, true));
       for (const b of this.dec.blocks) {
-        for (const r of b.resnets) c.next(r.forward(c.h));
+        // the last resnet before an upsampler feeds no group norm
+        b.resnets.forEach((r, j) => c.nextWith(r.forward(c.h, c.stats, !(b.up && j === b.resnets.length - 1))));
         if (b.up) {
           c.next(upsampleTo(c.h, c.h.shape[1] * 2, c.h.shape[2] * 2));
-          c.next(b.up.forward(c.h));
+          c.nextWith(b.up.forwardWithStats(c.h));
         }
       }
-      c.next(this.dec.norm.forward(c.h, true));
+      c.next(this.dec.norm.forward(c.h, true, false, c.stats));
       c.next(toNCHW(this.dec.convOut.forward(c.h)));
       return ops.asDtype(c.h, 'f32');
     });
@@ -196,16 +211,18 @@ export class AutoencoderKL {
     if (img.rank !== 4 || img.shape[1] !== C) throw new Error(`vae.encode: image must be [B, ${C}, H, W], got [${img.shape}]`);
     return tidy(() => {
       const cdt = this.cdt(img.device);
-      const c = new Chain(this.enc.convIn.forward(toNHWC(ops.asDtype(img, cdt))));
+      const first = this.enc.convIn.forwardWithStats(toNHWC(ops.asDtype(img, cdt)));
+      const c = new Chain(first.y, first.stats);
       for (const b of this.enc.blocks) {
-        for (const r of b.resnets) c.next(r.forward(c.h));
+        // the last resnet before a downsampler feeds no group norm
+        b.resnets.forEach((r, j) => c.nextWith(r.forward(c.h, c.stats, !(b.down && j === b.resnets.length - 1))));
         if (b.down) {
           c.next(padBottomRight(c.h));
-          c.next(b.down.forward(c.h));
+          c.nextWith(b.down.forwardWithStats(c.h));
         }
       }
-      c.next(this.enc.mid.forward(c.h));
-      c.next(this.enc.norm.forward(c.h, true));
+      c.nextWith(this.enc.mid.forward(c.h, c.stats, true));
+      c.next(this.enc.norm.forward(c.h, true, false, c.stats));
       c.next(this.enc.convOut.forward(c.h));
       c.next(this.quant.forward(c.h));
       const L = this.config.latent_channels;

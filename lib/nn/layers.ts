@@ -4,7 +4,7 @@
  * weight in place and runtime LoRA adapters can be attached per module name.
  * Images flow as NHWC [N, H, W, C]; sequences as [B, L, C].
  */
-import { Tensor, tidy, type DType, type DeviceName } from '../tensor';
+import { Tensor, tidy, empty, type DType, type DeviceName } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore } from './params';
 import { currentTape, recording } from '../autograd/tape';
@@ -21,6 +21,19 @@ export type Act = 'none' | 'silu' | 'gelu' | 'gelu_tanh' | 'quick_gelu';
  */
 function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
   return acc.dtype === x.dtype && !(adapters && adapters.length > 0) && !recording();
+}
+
+/**
+ * Whether a convolution may hand its output's channel statistics to the group norm after it (ops.conv2d's
+ * `stats`, ops.groupNorm's `stats`: the norm then reads its input once): inference on the CPU in f32, no
+ * runtime adapters on the layer. The CUDA kernels do not take them yet.
+ */
+function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
+  const env = process.env.HYPERSD_GN_STATS;  // '0': group norms compute their statistics themselves (benchmarks)
+  if (env !== undefined && env !== '' && env !== '0' && env !== '1')
+    throw new Error(`HYPERSD_GN_STATS must be 0 or 1, got '${env}'`);
+  return env !== '0' && x.device === 'cpu' && x.dtype === 'f32' && w.device === 'cpu' &&
+    !(adapters && adapters.length > 0) && !recording();
 }
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
@@ -96,6 +109,28 @@ export class Conv2d {
     const w = this.p.get(`${this.name}.weight`), b = this.bias ? this.p.get(`${this.name}.bias`) : null;
     return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc });
   }
+  /** forwardAccumulate(x, acc) and, where the convolution can give them (canGiveStats), the sum's channel statistics. */
+  forwardAccumulateWithStats(x: Tensor, acc: Tensor): { y: Tensor; stats: Tensor | null } {
+    const w = this.p.get(`${this.name}.weight`);
+    const adapters = this.p.adapters.get(this.name);
+    if (!canAccumulate(acc, x, adapters) || !canGiveStats(x, w, adapters)) return { y: this.forwardAccumulate(x, acc), stats: null };
+    const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    const stats = empty([acc.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
+    return { y: ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc, stats }), stats };
+  }
+  /**
+   * this.forward(x, extraBias) and, where the convolution can give them (canGiveStats), its output's
+   * per-channel statistics for a group norm of it (GroupNorm.forward's `stats`); else stats is null.
+   */
+  forwardWithStats(x: Tensor, extraBias?: Tensor): { y: Tensor; stats: Tensor | null } {
+    const w = this.p.get(`${this.name}.weight`);
+    if (!canGiveStats(x, w, this.p.adapters.get(this.name))) return { y: this.forward(x, extraBias), stats: null };
+    const b0 = this.bias ? this.p.get(`${this.name}.bias`) : null;
+    const stats = empty([x.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
+    const conv = (b: Tensor | null) => ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, stats });
+    const y = extraBias ? tidy(() => conv(b0 ? ops.add(extraBias, b0) : extraBias)) : conv(b0);
+    return { y, stats };
+  }
   private forwardWith(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
     const adapters = this.p.adapters.get(this.name);
     if (!adapters || adapters.length === 0) return ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad });
@@ -118,12 +153,13 @@ export class GroupNorm {
   }
   /** x NHWC or [N, S, C]. overwrite: x is consumed and, when nothing records, its storage may take the result
    * (ops.groupNorm's overwrite: on the CPU). */
-  forward(x: Tensor, silu = false, overwrite = false): Tensor {
+  forward(x: Tensor, silu = false, overwrite = false, stats: Tensor | null = null): Tensor {
     const shape = x.shape;
     const n = shape[0], c = shape[shape.length - 1];
     const flat = x.reshape([n, x.size / (n * c), c]);
+    // stats: x's channel statistics from the op that produced it (Conv2d.forwardWithStats): x is read once.
     const y = ops.groupNorm(flat, this.p.get(`${this.name}.weight`), this.p.get(`${this.name}.bias`), {
-      groups: this.groups, eps: this.eps, silu, overwrite: overwrite && !recording(),
+      groups: this.groups, eps: this.eps, silu, overwrite: overwrite && !recording(), stats,
     });
     // The [N, S, C] handles go at once (the op holds what it reads, the view returned holds y's storage), so a
     // caller disposing the result frees the storage then, not when its tidy scope ends.

@@ -5,6 +5,7 @@
  */
 import type { Tensor } from '../tensor';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, sameShape, shapeStr } from './runtime';
+import { checkStats } from './norm';
 
 export interface Conv2dOptions {
   stride?: number;
@@ -22,6 +23,12 @@ export interface Conv2dOptions {
    * F(4x4)'s error, ~4.5e-6). The CUDA kernels ignore it.
    */
   algo?: ConvAlgo;
+  /**
+   * Also writes y's per-channel statistics here (f32 [N, Cout, 3], see norm.ts's `channelStats`; CPU, f32 y),
+   * for a `groupNorm` of y: the Winograd algorithms sum them from each output tile while it is in cache, the
+   * others read y back once.
+   */
+  stats?: Tensor;
 }
 export type ConvAlgo = 'auto' | 'gemm' | 'winograd' | 'winograd4' | 'winograd6';
 const ALGO: Record<ConvAlgo, number> = { auto: 0, gemm: 1, winograd: 2, winograd4: 3, winograd6: 4 };
@@ -78,7 +85,8 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, o: Conv2dOpti
     throw new Error(`${op}: algo '${algo}' needs a 3x3 kernel and stride 1, got w ${shapeStr(w.shape)} and stride ${stride}`);
   checkSameDevice(op, { x, w, bias: b, out: o.out });
   const y = o.out ?? out(shape, x);
-  runOp(op, b ? [x, w, b] : [x, w], [y], { stride, pad, beta, has_bias: b ? 1 : 0, algo: ALGO[algo] });
+  if (o.stats) checkStats(op, 'stats', o.stats, y, shape[0], shape[3]);
+  runOp(op, b ? [x, w, b] : [x, w], o.stats ? [y, o.stats] : [y], { stride, pad, beta, has_bias: b ? 1 : 0, algo: ALGO[algo] });
   return y;
 }
 

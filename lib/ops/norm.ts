@@ -24,12 +24,17 @@ function checkEps(op: string, eps: number): void {
  * afterwards, nor be recorded by a tape); elsewhere a new tensor as without it.
  * @example const y = groupNorm(x.reshape([n, h * w, c]), gamma, beta, { groups: 32, eps: 1e-6, silu: true });
  */
-export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: number; eps?: number; silu?: boolean; overwrite?: boolean }): Tensor {
+export function groupNorm(
+  x: Tensor, gamma: Tensor, beta: Tensor,
+  o: { groups: number; eps?: number; silu?: boolean; overwrite?: boolean; stats?: Tensor | null },
+): Tensor {
   const op = 'groupNorm';
   checkFloat(op, 'x', x);
   checkRank(op, 'x', x, 3);
   const C = x.shape[2];
   checkAffine(op, x, gamma, beta, C);
+  const stats = o.stats ?? null;
+  if (stats) checkStats(op, 'stats', stats, x, x.shape[0], C);
   const groups = o?.groups;
   if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0)
     throw new Error(`${op}: groups must be a positive integer dividing the ${C} channels of x ${shapeStr(x.shape)}, got ${groups}`);
@@ -38,7 +43,37 @@ export function groupNorm(x: Tensor, gamma: Tensor, beta: Tensor, o: { groups: n
   // overwrite: x is the caller's to give up; on the CPU y takes its storage (both passes read a row before the
   // apply writes it). The CUDA apply kernel declares its operands non-aliasing, so there y is a new tensor.
   const y = o.overwrite && x.device === 'cpu' ? x : out(x.shape, x);
-  runOp('group_norm', [x, gamma, beta], [y], { groups, eps, silu: !!o.silu });
+  runOp('group_norm', stats ? [x, gamma, beta, stats] : [x, gamma, beta], [y], { groups, eps, silu: !!o.silu });
+  return y;
+}
+
+/**
+ * Checks a channel-statistics tensor (see `channelStats`): f32 [n, c, 3] on `like`'s device, and that device
+ * the CPU (the CUDA kernels do not take them yet).
+ * @internal
+ */
+export function checkStats(op: string, name: string, st: Tensor, like: Tensor, n: number, c: number): void {
+  if (st.dtype !== 'f32' || st.rank !== 3 || st.shape[0] !== n || st.shape[1] !== c || st.shape[2] !== 3)
+    throw new Error(`${op}: ${name} ${shapeStr(st.shape)} ${st.dtype} must be f32 [${n},${c},3] (per image and channel: mean hi, mean lo, variance)`);
+  checkSameDevice(op, { x: like, [name]: st });
+  if (st.device !== 'cpu') throw new Error(`${op}: ${name} (channel statistics) are supported on the CPU only, got a ${st.device} tensor`);
+  if (like.dtype !== 'f32') throw new Error(`${op}: ${name} (channel statistics) need f32 activations, got ${like.dtype}`);
+}
+
+/**
+ * Per-channel statistics of x [N, S, C] (f32, CPU): f32 [N, C, 3], per image and channel the mean over the S
+ * positions as hi + lo (two floats carrying a double) and the biased variance. `groupNorm(x, ..., { stats })`
+ * then reads x once; `conv2d(..., { stats })` computes them while writing its output (Winograd: from each
+ * output tile in cache), which is where they save a pass over memory.
+ */
+export function channelStats(x: Tensor): Tensor {
+  const op = 'channelStats';
+  checkFloat(op, 'x', x);
+  checkRank(op, 'x', x, 3);
+  if (x.dtype !== 'f32') throw new Error(`${op}: x must be f32, got ${x.dtype}`);
+  if (x.device !== 'cpu') throw new Error(`${op}: supported on the CPU only, got a ${x.device} tensor`);
+  const y = out([x.shape[0], x.shape[2], 3], x, 'f32');
+  runOp('channel_stats', [x], [y]);
   return y;
 }
 

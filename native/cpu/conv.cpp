@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "chanstats.h"
 #include "conv_small.h"
 #include "gemm_kernels.h"
 #include "winograd.h"
@@ -145,7 +146,7 @@ struct RowsA final : gemm::APacker {
 // The per-thread buffers of gemm::thread_scratch the Winograd paths use (kept across calls: no page faults):
 // U (all transformed weights), V (input transforms), M (products) and the small variant's per-block U (taken by
 // every thread of its loop). (Half-precision weights are widened by the weight transform itself.)
-enum : int { kSlotU = 0, kSlotV = 1, kSlotM = 2, kSlotUBlock = 3 };
+enum : int { kSlotU = 0, kSlotV = 1, kSlotM = 2, kSlotUBlock = 3, kSlotStats = 4 };
 
 // U[uv][o][c] = (G g[o, :, :, c] G^T)[u][v], written straight into the engine's panel form
 // ([a*a][ceil(Cout/NR)][Cin][NR], see gemm::PackedB), so the GEMMs read the weights without packing them.
@@ -225,21 +226,43 @@ void wino_input(const wino::Geom& g, const float* x, int64_t t0, int64_t tc, flo
 }
 
 // Output transform of tiles [t0, t0 + tc): tile t0 + i's products at Mb + i * cout, component stride mstride.
+// part (optional): each tile's channel-statistics partial (chanstats.h) at part + tile * cout * 3, summed from
+// the tile's outputs just written (in L1), so that a group norm after the convolution need not read y again.
 template <int m>
 void wino_output(const wino::Geom& g, const float* Mb, int64_t mstride, int64_t t0, int64_t tc, int64_t cout,
-                 const float* bias, float beta, float* y, ThreadPool* pool) {
+                 const float* bias, float beta, float* y, ThreadPool* pool, float* part) {
   auto output = wino::fns().output[m / 2 - 1];
   pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
-    std::unique_ptr<float[]> scratch(new float[(size_t)wino::scratch_floats(m)]);
-    for (int64_t i = b; i < e; ++i) output(Mb + i * cout, mstride, g, t0 + i, cout, bias, beta, y, scratch.get());
+    std::unique_ptr<float[]> scratch(new float[(size_t)(wino::scratch_floats(m) + 2 * cout)]);
+    for (int64_t i = b; i < e; ++i) {
+      output(Mb + i * cout, mstride, g, t0 + i, cout, bias, beta, y, scratch.get());
+      if (!part) continue;
+      const int64_t t = t0 + i, tx = t % g.tw, ty = (t / g.tw) % g.th, n = t / (g.tw * g.th);
+      const int64_t oy = m * ty, ox = m * tx;
+      chanstats::partial(y + ((n * g.Ho + oy) * g.Wo + ox) * cout, std::min<int64_t>(m, g.Ho - oy),
+                         std::min<int64_t>(m, g.Wo - ox), g.Wo * cout, cout, part + t * cout * chanstats::kPart,
+                         scratch.get() + wino::scratch_floats(m));
+    }
   });
+}
+
+// The per-image statistics (chanstats.h) of a Winograd convolution's output from its tiles' partials.
+template <int m>
+void wino_stats(const wino::Geom& g, int64_t cout, const float* part, float* stats, ThreadPool* pool) {
+  const int64_t per_image = g.th * g.tw;
+  std::vector<int64_t> count((size_t)(g.N * per_image));
+  for (int64_t t = 0; t < g.N * per_image; ++t) {
+    const int64_t tx = t % g.tw, ty = (t / g.tw) % g.th;
+    count[(size_t)t] = std::min<int64_t>(m, g.Ho - m * ty) * std::min<int64_t>(m, g.Wo - m * tx);
+  }
+  chanstats::combine(part, count.data(), g.N, per_image, cout, stats, pool);
 }
 
 constexpr int64_t kWinoKC = 384;  // the longest K block of conv3x3_winograd's products
 
 template <int m>
 void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias, float beta,
-                      float* y, ThreadPool* pool) {
+                      float* y, ThreadPool* pool, float* stats) {
   constexpr int a = m + 2, nuv = a * a;
   const wino::Geom g = wino_geom<m>(cg);
   const int64_t tiles = g.N * g.th * g.tw, cin = g.C;
@@ -249,6 +272,7 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
   const int64_t vstride = wino_vstride(chunk, cin);  // floats per component in V (chunk is a multiple of MR)
   float* V = gemm::thread_scratch(kSlotV, (size_t)(nuv * vstride));
   float* Mb = gemm::thread_scratch(kSlotM, (size_t)(nuv * chunk * cout));
+  float* part = stats ? gemm::thread_scratch(kSlotStats, (size_t)(tiles * cout * chanstats::kPart)) : nullptr;
   for (int64_t t0 = 0; t0 < tiles; t0 += chunk) {
     const int64_t tc = std::min(chunk, tiles - t0);
     wino_input<m>(g, x, t0, tc, V, vstride, pool);
@@ -261,8 +285,9 @@ void conv3x3_winograd(const ConvGeom& cg, const float* x, const Tensor& w, int64
         gemm::run(tc, cout, cin, RowsA(V + uv * vstride, cin), gemm::PackedB(U + uv * per_uv_w),
                   Mb + uv * tc * cout, cout, ep, nullptr);
     });
-    wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool);
+    wino_output<m>(g, Mb, tc * cout, t0, tc, cout, bias, beta, y, pool, part);
   }
+  if (stats) wino_stats<m>(g, cout, part, stats, pool);
 }
 
 // Winograd for small images (16x16, 8x8 at 1280 channels): there the U above, (m+2)^2 Cin Cout floats written
@@ -289,7 +314,7 @@ inline void prefetch_weight_rows(const Tensor& w, int64_t cout, int64_t cin, int
 
 template <int m>
 void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w, int64_t cout, const float* bias,
-                            float beta, float* y, ThreadPool* pool) {
+                            float beta, float* y, ThreadPool* pool, float* stats) {
   constexpr int a = m + 2, nuv = a * a;
   const int64_t NR = gemm::NR;
   const wino::Geom g = wino_geom<m>(cg);
@@ -343,7 +368,9 @@ void conv3x3_winograd_small(const ConvGeom& cg, const float* x, const Tensor& w,
       }
     }
   });
-  wino_output<m>(g, Mb, mstride, 0, tiles, cout, bias, beta, y, pool);
+  float* part = stats ? gemm::thread_scratch(kSlotStats, (size_t)(tiles * cout * chanstats::kPart)) : nullptr;
+  wino_output<m>(g, Mb, mstride, 0, tiles, cout, bias, beta, y, pool, part);
+  if (stats) wino_stats<m>(g, cout, part, stats, pool);
 }
 
 // Which Winograd variant: the per-block weight transform (conv3x3_winograd_small) for few tiles whose V (the
@@ -365,9 +392,9 @@ bool wino_small(const ConvGeom& g, int64_t cout, int m) {
 // Winograd F(m x m, 3 x 3) with the variant wino_small picks.
 template <int m>
 void conv3x3_winograd_any(const ConvGeom& g, const float* x, const Tensor& w, int64_t cout, const float* bias,
-                          float beta, float* y, ThreadPool* pool) {
-  if (wino_small(g, cout, m)) conv3x3_winograd_small<m>(g, x, w, cout, bias, beta, y, pool);
-  else conv3x3_winograd<m>(g, x, w, cout, bias, beta, y, pool);
+                          float beta, float* y, ThreadPool* pool, float* stats) {
+  if (wino_small(g, cout, m)) conv3x3_winograd_small<m>(g, x, w, cout, bias, beta, y, pool, stats);
+  else conv3x3_winograd<m>(g, x, w, cout, bias, beta, y, pool, stats);
 }
 
 // The Winograd driver of algo 2, 3 or 4 (m = 2, 4, 6).
@@ -433,6 +460,13 @@ void conv2d_kernel(const OpContext& c) {
   const Tensor &x = c.in.at(0), &w = c.in.at(1), &y = c.out.at(0);
   ConvGeom g = conv_geom("conv2d", c, x, w, y);
   const int64_t cout = w.size(0);
+  // Optional second output: y's per-channel statistics (chanstats.h), for a group norm that follows.
+  float* stats = nullptr;
+  if (c.out.size() > 1) {
+    chanstats::check("conv2d", "stats (output 1)", c.out[1], g.N, cout);
+    if (y.dtype != DType::F32) throw Error("conv2d: the stats output needs an f32 y, got " + y.describe());
+    stats = c.out[1].data<float>();
+  }
   gemm::F32View bias = conv_bias("conv2d", c, cout);
   gemm::Epilogue e;
   e.beta = (float)c.attrs.f("beta", 0.0);
@@ -448,7 +482,10 @@ void conv2d_kernel(const OpContext& c) {
   if (algo >= 2 && !wino_ok) throw Error("conv2d: algo " + std::to_string(algo) + " (Winograd) needs a 3x3 stride-1 convolution, got w " + shp(w));
   int64_t pick = algo;
   if (algo == 0) pick = wino_ok && g.C >= 16 && cout >= 16 ? auto_algo(g) : 1;
-  if (y.numel() == 0) return;  // no output channels (or pixels): nothing to write (the direct kernel has no 0-wide case)
+  if (y.numel() == 0) {  // no output channels (or pixels): nothing to write (the direct kernel has no 0-wide case)
+    if (stats) std::fill(stats, stats + g.N * cout * chanstats::kPart, 0.f);
+    return;
+  }
   if (algo == 0 && cout <= 8 && std::getenv("HYPERSD_CONV_NO_SMALL") == nullptr) {
     // Few output channels: the direct kernel of conv_small.h.
     gemm::F32View wv = gemm::as_f32(w, c.pool);
@@ -462,18 +499,31 @@ void conv2d_kernel(const OpContext& c) {
       else conv_small::rows_portable(a, r0, r1);
     });
   } else if (pick >= 2) {
-    wino_driver(pick)(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool);
+    wino_driver(pick)(g, xv.p, w, cout, bias.p, e.beta, out.p, c.pool, stats);
+    stats = nullptr;  // summed from the output tiles
   } else {
     ConvA a(xv.p, g);
     gemm::run(g.pixels(), cout, g.K(), a.get(), gemm::StridedB(w.raw(), w.dtype, 1, g.K()), out.p, cout, e, c.pool);
   }
   out.finish(c.pool);
+  // The other algorithms: read back (no fused path yet; the same cost as group_norm's own statistics pass).
+  if (stats) chanstats::of_rows(out.p, g.N, g.Ho * g.Wo, cout, stats, c.pool);
+}
+
+// channel_stats: x [N, S, C] f32 -> [N, C, 3] (chanstats.h), the statistics any producer can hand to group_norm.
+void channel_stats_kernel(const OpContext& c) {
+  const Tensor &x = c.in.at(0), &st = c.out.at(0);
+  if (x.dtype != DType::F32 || x.dim() != 3 || !x.is_contiguous())
+    throw Error("channel_stats: x must be a contiguous f32 [N, S, C] tensor, got " + x.describe());
+  chanstats::check("channel_stats", "output", st, x.size(0), x.size(2));
+  chanstats::of_rows(x.data<float>(), x.size(0), x.size(1), x.size(2), st.data<float>(), c.pool);
 }
 
 void lora_conv2d_kernel(const OpContext& c) {
   const Tensor &x = c.in.at(0), &w = c.in.at(1), &y = c.out.at(0);
   const bool hb = c.attrs.i("has_bias", 0) != 0;
   const Tensor &down = c.in.at(hb ? 3 : 2), &up = c.in.at(hb ? 4 : 3);
+  if (c.out.size() > 1) throw Error("lora_conv2d: takes one output (y), got " + std::to_string(c.out.size()));
   ConvGeom g = conv_geom("lora_conv2d", c, x, w, y);
   const int64_t cout = w.size(0), r = down.size(0);
   if (down.dim() != 4 || down.size(1) != g.kh || down.size(2) != g.kw || down.size(3) != g.C)
@@ -502,5 +552,6 @@ void lora_conv2d_kernel(const OpContext& c) {
 void register_conv_cpu(OpRegistry& r) {
   r.add_cpu("conv2d", conv2d_kernel, false);
   r.add_cpu("lora_conv2d", lora_conv2d_kernel, false);
+  r.add_cpu("channel_stats", channel_stats_kernel, false);
 }
 }  // namespace hsd

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hypersd/ops.h"
+#include "chanstats.h"
 #include "gemm_kernels.h"
 
 namespace hsd {
@@ -63,6 +64,13 @@ void group_norm_kernel(const OpContext& c) {
   int64_t Cg = C / G;
   const float *px = x.data<float>(), *pg = gamma.data<float>(), *pb = beta.data<float>();
   float* py = y.data<float>();
+  // Optional fourth input: x's per-channel statistics from the op that produced it (chanstats.h); then x is
+  // read once.
+  const float* pst = nullptr;
+  if (c.in.size() > 3) {
+    chanstats::check("group_norm", "stats (input 3)", c.in[3], N, C);
+    pst = c.in[3].data<float>();
+  }
   if (x.numel() == 0) return;
 
   // Pass 1: per (n, S-block), per-channel float sums of x - K and its square over the block's rows, with K the
@@ -78,7 +86,7 @@ void group_norm_kernel(const OpContext& c) {
   // does not depend on the thread count.
   int64_t rows_per_block = 1;
   while (rows_per_block * 2 <= std::min<int64_t>(256, (1 << 17) / std::max<int64_t>(C, 1))) rows_per_block *= 2;
-  int64_t nblk = (S + rows_per_block - 1) / rows_per_block;
+  int64_t nblk = pst ? 1 : (S + rows_per_block - 1) / rows_per_block;
   std::vector<double> part((size_t)(N * nblk * G * 2), 0.0);  // per (n, block, group): mean, M2
   const bool avx2 = gemm::using_avx2();
   const bool avx512 = gemm::using_avx512();  // the apply pass 16 lanes at a time
@@ -87,7 +95,24 @@ void group_norm_kernel(const OpContext& c) {
   // it streams from memory (the VAE's [262144, 128] and [65536, 256]: the four interleaved rows ran the
   // normalise pass 1.5x slower and the statistics 1.1-1.2x; measured side by side in one process).
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);
-  c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
+  if (pst) {
+    // The given statistics as one block of all S rows: per group, the mean of its channels' means and M2 =
+    // S (mean of the channel variances + the variance of the channel means), in double.
+    rows_per_block = S;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* sc = pst + (n * C + g * Cg) * chanstats::kPart;
+        double sm = 0, sv = 0;
+        for (int64_t k = 0; k < Cg; ++k) sm += (double)sc[k * 3] + (double)sc[k * 3 + 1];
+        const double mean = sm / (double)Cg;
+        for (int64_t k = 0; k < Cg; ++k) {
+          const double d = ((double)sc[k * 3] + (double)sc[k * 3 + 1]) - mean;
+          sv += (double)sc[k * 3 + 2] + d * d;
+        }
+        part[(size_t)(n * G + g) * 2] = mean;
+        part[(size_t)(n * G + g) * 2 + 1] = (double)S * sv;
+      }
+  } else c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
     std::vector<float> a1((size_t)C), a2((size_t)C);
     std::vector<double> mc((size_t)Cg);  // one group's channel means at a time
     for (int64_t t = s; t < e; ++t) {

@@ -560,6 +560,91 @@ void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float*
   gn_apply_rows<4>(x, y, C, k, a, b, silu_on);
 }
 
+// ---- channel statistics of a piece of a producer's output (chanstats.cpp) ----
+static inline __m256 vload(const float* p, __m256) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline bool vany_gt(__m256 a, __m256 b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
+#ifdef __AVX512F__
+static inline __m512 vload(const float* p, __m512) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline bool vany_gt(__m512 a, __m512 b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
+#endif
+
+// U slices of L channels from channel c: per channel K = the first pixel, s1 / s2 the sums of d = x - K and d^2
+// over the runs x len pixels (the sums in registers, U chains interleaved), then O = s1 / n, M2 = s2 - s1 O;
+// true when a channel's sums cancelled more than 16-fold (s2 > 16 M2: the caller sums the piece again).
+template <int U, class V>
+static inline __attribute__((always_inline)) bool cs_slices(const float* p, int64_t runs, int64_t len, int64_t rs,
+                                                            int64_t C, int64_t c, V inv, float* part) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  const V z = vset(V(), 0.f);
+  V k[U], s1[U], s2[U];
+#pragma GCC unroll 4
+  for (int j = 0; j < U; ++j) k[j] = vload(p + c + j * L, z), s1[j] = z, s2[j] = z;
+  for (int64_t r = 0; r < runs; ++r)
+    for (int64_t i = 0; i < len; ++i) {
+      const float* q = p + r * rs + i * C + c;
+#pragma GCC unroll 4
+      for (int j = 0; j < U; ++j) {
+        const V d = vsub(vload(q + j * L, z), k[j]);
+        s1[j] = vadd(s1[j], d);
+        s2[j] = vfma(d, d, s2[j]);
+      }
+    }
+  bool flag = false;
+#pragma GCC unroll 4
+  for (int j = 0; j < U; ++j) {
+    const V o = vmul(s1[j], inv), m2 = vfnma(s1[j], o, s2[j]);
+    vstore(part + c + j * L, k[j]);
+    vstore(part + C + c + j * L, o);
+    vstore(part + 2 * C + c + j * L, m2);
+    flag |= vany_gt(s2[j], vmul(m2, vset(z, 16.f)));
+  }
+  return flag;
+}
+
+// The partial (K, O, M2 planar in part[3 C]) of runs x len pixels of C channels, run r at p + r * rs floats.
+bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C, float* part) {
+  const float inv = 1.f / (float)(runs * len);
+  int64_t c = 0;
+  bool flag = false;
+#ifdef __AVX512F__
+  const __m512 inv16 = _mm512_set1_ps(inv);
+  for (; c + 64 <= C; c += 64) flag |= cs_slices<4>(p, runs, len, rs, C, c, inv16, part);
+  for (; c + 16 <= C; c += 16) flag |= cs_slices<1>(p, runs, len, rs, C, c, inv16, part);
+#endif
+  const __m256 inv8 = _mm256_set1_ps(inv);
+  for (; c + 32 <= C; c += 32) flag |= cs_slices<4>(p, runs, len, rs, C, c, inv8, part);
+  for (; c + 8 <= C; c += 8) flag |= cs_slices<1>(p, runs, len, rs, C, c, inv8, part);
+  for (; c < C; ++c) {
+    const float k = p[c];
+    float s1 = 0.f, s2 = 0.f;
+    for (int64_t r = 0; r < runs; ++r)
+      for (int64_t i = 0; i < len; ++i) {
+        const float d = p[r * rs + i * C + c] - k;
+        s1 += d;
+        s2 = std::fma(d, d, s2);
+      }
+    const float o = s1 * inv, m2 = std::fma(-s1, o, s2);
+    part[c] = k;
+    part[C + c] = o;
+    part[2 * C + c] = m2;
+    flag |= s2 > 16.f * m2;
+  }
+  return flag;
+}
+
+// Chan et al.'s merge of a piece (mean K + O, centred sum of squares M2) into running double (mean, m2) of n
+// channels, f = nb / (na + nb), g = na nb / (na + nb) (chanstats::combine).
+void cs_merge(const float* K, const float* O, const float* M2, double f, double g, double* mean, double* m2,
+              int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const double d = ((double)K[c] + (double)O[c]) - mean[c];
+    mean[c] += d * f;
+    m2[c] += (double)M2[c] + d * d * g;
+  }
+}
+
 // Layer-norm of `rows` rows of C floats each (row r at x + r*C, y + r*C): y = (x - mean) * rstd * gamma + beta,
 // (this 8-lane ln_block for the AVX2 compile; the AVX-512 compile runs ln_rows16 below, the same scheme)
 // the mean and the centred variance from two passes over each row (in L1) with 8-lane float partial sums
@@ -859,6 +944,8 @@ void narrow_f16(const float*, uint16_t*, int64_t) { std::abort(); }
 void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool) { std::abort(); }
+bool cs_partial(const float*, int64_t, int64_t, int64_t, int64_t, float*) { std::abort(); }
+void cs_merge(const float*, const float*, const float*, double, double, double*, double*, int64_t) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, bool, bool) { std::abort(); }
 void stream_fence() { std::abort(); }
 void gn_apply4(const float*, float*, int64_t, const float*, const float*, const float*, bool) { std::abort(); }

@@ -122,6 +122,9 @@ GemmParams conv_params(const ConvArgs& a, const Tensor& w, int64_t cout, void* o
 
 void conv2d(const OpContext& ctx) {
   const char* op = "conv2d";
+  if (ctx.out.size() > 1)
+    fail(op, "the channel-statistics output (for group_norm's stats input) has no CUDA kernel yet: run the "
+             "convolution without it (group_norm then computes the statistics itself)");
   ConvArgs a = conv_inputs(op, ctx, false);
   if (a.y.numel() == 0) return;
   const DType dt = a.y.dtype;
@@ -136,6 +139,7 @@ void conv2d(const OpContext& ctx) {
 
 void lora_conv2d(const OpContext& ctx) {
   const char* op = "lora_conv2d";
+  if (ctx.out.size() > 1) fail(op, "takes one output (y), got " + std::to_string(ctx.out.size()));
   cudaStream_t s = stream_of(ctx);
   ConvArgs a = conv_inputs(op, ctx, true);
   if (a.y.numel() == 0) return;

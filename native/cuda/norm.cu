@@ -524,6 +524,8 @@ void group_norm(const OpContext& ctx) {
   const char* op = "group_norm";
   cudaStream_t s = stream_of(ctx);
   need_inputs(op, ctx, 1, 1);
+  if (ctx.in.size() > 3)
+    fail(op, "the stats input (the producer's channel statistics) has no CUDA kernel yet: omit it");
   const Tensor& y = ctx.out[0];
   need_float(op, "y", y);
   need_contiguous_out(op, y);

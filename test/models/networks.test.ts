@@ -7,6 +7,7 @@ import * as hs from '../../lib';
 import { loadModel } from '../../lib/models/load';
 import { SafeTensors } from '../../lib/io/safetensors';
 import { DEVICE as DEV, relErr } from '../helpers/check';
+import { setOpHook } from '../../lib/ops/runtime';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const TOL = 1e-4;
@@ -77,6 +78,58 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
     });
   }
 }
+
+// CPU inference: the convolutions before the group norms hand them their outputs' channel statistics (the VAE:
+// every norm whose input a convolution wrote; the UNet at batch 1: each resnet's norm2). The same networks with
+// HYPERSD_GN_STATS=0 compute them in the norms: both within 1e-5 of each other (the fixtures pin both to diffusers).
+if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics (tiny SD1.5 VAE and UNet); HYPERSD_GN_STATS=0 turns it off', async () => {
+  const x = io('tiny-sd15');
+  const m = loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: ['unet', 'vae'] });
+  const prevEnv = process.env.HYPERSD_GN_STATS;
+  let withStats = 0, norms = 0;
+  const prev = setOpHook((op, ins, outs, attrs) => {
+    prev?.(op, ins, outs, attrs);
+    if (op === 'group_norm') {
+      norms++;
+      if (ins.length === 4) withStats++;
+    }
+  });
+  try {
+    const run = async () => {
+      withStats = norms = 0;
+      const dec = (await m.vae!.decode(x.t('vae_decode_in')).data()) as Float32Array;
+      const decNorms = [withStats, norms];
+      withStats = norms = 0;
+      const enc = (await m.vae!.encode(x.t('vae_encode_in')).mean.data()) as Float32Array;
+      const encNorms = [withStats, norms];
+      withStats = norms = 0;
+      const sample = x.t('unet_in_sample');
+      const un = (await m.unet!.forward({ sample: hs.ops.slice(sample, 0, 0, 1), timesteps: 500,
+        encoderHiddenStates: hs.ops.slice(x.t('unet_in_encoder_hidden_states'), 0, 0, 1) }).data()) as Float32Array;
+      return { dec, enc, un, decNorms, encNorms, unetNorms: [withStats, norms] };
+    };
+    const a = await run();
+    // decoder: every norm but the mid block's second resnet's norm1 (its input is the attention's output
+    // projection, a matmul)
+    assert.is(a.decNorms[0], a.decNorms[1] - 1, `decoder norms with statistics: ${a.decNorms}`);
+    assert.ok(a.encNorms[0] > 0 && a.encNorms[0] < a.encNorms[1], `encoder norms with statistics: ${a.encNorms}`);
+    assert.ok(a.unetNorms[0] > 0, `unet norms with statistics: ${a.unetNorms}`);
+    process.env.HYPERSD_GN_STATS = '0';
+    const b = await run();
+    assert.equal([b.decNorms[0], b.encNorms[0], b.unetNorms[0]], [0, 0, 0]);
+    for (const k of ['dec', 'enc', 'un'] as const) {
+      const e = relErr(a[k], b[k]);
+      assert.ok(e < 1e-5, `${k}: with and without statistics differ by ${e}`);
+    }
+    process.env.HYPERSD_GN_STATS = 'yes';
+    assert.throws(() => m.vae!.decode(x.t('vae_decode_in')), /HYPERSD_GN_STATS must be 0 or 1, got 'yes'/);
+  } finally {
+    setOpHook(prev);
+    if (prevEnv === undefined) delete process.env.HYPERSD_GN_STATS;
+    else process.env.HYPERSD_GN_STATS = prevEnv;
+    m.dispose();
+  }
+});
 
 test('bf16 weight storage stays close to f32 and halves matrix memory', async () => {
   const x = io('tiny-sd15');

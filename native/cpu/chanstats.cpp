@@ -1,0 +1,158 @@
+// Per-channel statistics from the producing op: see chanstats.h. The sums are group_norm's statistics kernels
+// (pointwise_avx2.cpp, 8 or 16 lanes, or the portable loop), so a piece costs what group_norm's own statistics
+// pass costs per value, but on values the producer has just written (in L1 / L2), not read back from memory.
+#include "chanstats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "gemm_kernels.h"
+
+namespace hsd {
+#define HSD_CHANSTATS_KERNELS                                                                                  \
+  void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);     \
+  bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C, float* part);                \
+  void cs_merge(const float* K, const float* O, const float* M2, double f, double g, double* mean, double* m2, \
+                int64_t n);
+namespace pw_avx2 {
+HSD_CHANSTATS_KERNELS
+}  // namespace pw_avx2
+namespace pw_avx512 {
+HSD_CHANSTATS_KERNELS
+}  // namespace pw_avx512
+#undef HSD_CHANSTATS_KERNELS
+
+namespace chanstats {
+namespace {
+
+// acc1[c] += x - k[c], acc2[c] += (x - k[c])^2 over `rows` pixels (row stride C).
+void sums(const float* x, int64_t rows, int64_t C, const float* k, float* a1, float* a2, bool by4) {
+  if (gemm::using_avx2()) {
+    (gemm::using_avx512() ? pw_avx512::gn_sums : pw_avx2::gn_sums)(x, rows, C, k, a1, a2, by4);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = xr[c] - k[c];
+      a1[c] += d;
+      a2[c] += d * d;
+    }
+  }
+}
+
+void partial_impl(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part,
+                  float* scratch, bool by4) {
+  float *a1 = scratch, *a2 = scratch + C;
+  std::fill(a1, a1 + 2 * C, 0.f);
+  float *K = part, *O = part + C, *M2 = part + 2 * C;
+  std::copy(p, p + C, K);  // the pivots: the piece's first pixel (copied: the sums read them as the values go by)
+  for (int64_t r = 0; r < runs; ++r) sums(p + r * run_stride, len, C, K, a1, a2, by4);
+  const int64_t n = runs * len;
+  const float inv = 1.f / (float)n;
+  for (int64_t c = 0; c < C; ++c) {
+    O[c] = a1[c] * inv;
+    M2[c] = a2[c] - a1[c] * O[c];
+  }
+  // A pivot far from its channel's mean (an outlier first pixel) makes a2 - a1^2 / n cancel: such a channel
+  // (a2 > 16 M2; NaN sums skip this and propagate) is summed again in double around its mean (group_norm's
+  // statistics do the same, norm.cpp).
+  for (int64_t c = 0; c < C; ++c) {
+    if (a2[c] <= 16.f * M2[c] || a2[c] != a2[c]) continue;
+    const double m = (double)K[c] + (double)O[c];
+    double d1 = 0, d2 = 0;
+    for (int64_t r = 0; r < runs; ++r)
+      for (int64_t i = 0; i < len; ++i) {
+        const double d = (double)p[r * run_stride + i * C + c] - m;
+        d1 += d;
+        d2 += d * d;
+      }
+    O[c] = (float)((m - (double)K[c]) + d1 / (double)n);
+    M2[c] = (float)std::max(0.0, d2 - d1 * d1 / (double)n);
+  }
+}
+
+}  // namespace
+
+void partial(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part, float* scratch) {
+  // The vector kernel keeps each channel slice's sums in registers over the whole piece (a Winograd tile: 36
+  // pixels); a piece where some channel's sums cancelled is summed again by partial_impl (double re-sum).
+  if (gemm::using_avx2() &&
+      !(gemm::using_avx512() ? pw_avx512::cs_partial : pw_avx2::cs_partial)(p, runs, len, run_stride, C, part))
+    return;
+  partial_impl(p, runs, len, run_stride, C, part, scratch, true);
+}
+
+void combine(const float* part, const int64_t* count, int64_t N, int64_t per_image, int64_t C, float* out,
+             ThreadPool* pool) {
+  constexpr int64_t CB = 64;  // channels per task
+  const int64_t cblocks = (C + CB - 1) / CB;
+  const bool avx2 = gemm::using_avx2(), avx512 = gemm::using_avx512();
+  pool->parallel_for(N * cblocks, 1, [&](int64_t s, int64_t e) {
+    double mean[CB], m2[CB];
+    for (int64_t t = s; t < e; ++t) {
+      const int64_t n = t / cblocks, c0 = (t % cblocks) * CB, cb = std::min(CB, C - c0);
+      double na = 0;
+      std::fill(mean, mean + cb, 0.0);
+      std::fill(m2, m2 + cb, 0.0);
+      for (int64_t i = n * per_image; i < (n + 1) * per_image; ++i) {
+        const double nb = (double)count[i];
+        if (nb == 0) continue;
+        const float* pc = part + i * C * kPart;
+        const float *K = pc + c0, *O = pc + C + c0, *M2 = pc + 2 * C + c0;
+        const double nt = na + nb, f = nb / nt, g = na * nb / nt;
+        // Chan et al.'s merge of (na, mean, m2) with the piece's (nb, K + O, M2); the first piece (na = 0:
+        // f = 1, g = 0) sets them.
+        if (avx2) {
+          (avx512 ? pw_avx512::cs_merge : pw_avx2::cs_merge)(K, O, M2, f, g, mean, m2, cb);
+        } else {
+          for (int64_t c = 0; c < cb; ++c) {
+            const double d = ((double)K[c] + (double)O[c]) - mean[c];
+            mean[c] += d * f;
+            m2[c] += (double)M2[c] + d * d * g;
+          }
+        }
+        na = nt;
+      }
+      float* o = out + (n * C + c0) * kPart;
+      for (int64_t c = 0; c < cb; ++c) {
+        const float hi = (float)mean[c];
+        o[c * kPart] = hi;
+        o[c * kPart + 1] = (float)(mean[c] - (double)hi);
+        o[c * kPart + 2] = na > 0 ? (float)std::max(0.0, m2[c] / na) : 0.f;
+      }
+    }
+  });
+}
+
+void of_rows(const float* y, int64_t N, int64_t S, int64_t C, float* out, ThreadPool* pool) {
+  if (N == 0 || C == 0) return;
+  // Blocks of a power of two rows, at most 256 and at most 128K values (as group_norm's statistics pass).
+  int64_t rpb = 1;
+  while (rpb * 2 <= std::min<int64_t>(256, (1 << 17) / std::max<int64_t>(C, 1))) rpb *= 2;
+  const int64_t per_image = std::max<int64_t>(1, (S + rpb - 1) / rpb);
+  std::vector<float> part((size_t)(N * per_image * C * kPart));
+  std::vector<int64_t> count((size_t)(N * per_image), 0);
+  const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);  // as group_norm's statistics pass
+  pool->parallel_for(N * per_image, 1, [&](int64_t s, int64_t e) {
+    std::vector<float> scratch((size_t)(2 * C));
+    for (int64_t t = s; t < e; ++t) {
+      const int64_t n = t / per_image, r0 = (t % per_image) * rpb, rows = std::min(S, r0 + rpb) - r0;
+      if (rows <= 0) continue;
+      partial_impl(y + (n * S + r0) * C, 1, rows, 0, C, &part[(size_t)(t * C * kPart)], scratch.data(), by4);
+      count[(size_t)t] = rows;
+    }
+  });
+  combine(part.data(), count.data(), N, per_image, C, out, pool);
+}
+
+void check(const char* op, const char* what, const Tensor& st, int64_t N, int64_t C) {
+  if (st.dtype != DType::F32 || st.dim() != 3 || st.size(0) != N || st.size(1) != C || st.size(2) != kPart ||
+      !st.is_contiguous())
+    throw Error(std::string(op) + ": " + what + " " + st.describe() + " must be a contiguous f32 [" +
+                std::to_string(N) + ", " + std::to_string(C) + ", 3] tensor (per image and channel: mean hi, mean lo, variance)");
+}
+
+}  // namespace chanstats
+}  // namespace hsd

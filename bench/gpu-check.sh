@@ -167,11 +167,14 @@ stage "autograd/attention_half-mma-all" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_BWD=m
 # ---- 3. networks and pipelines against the diffusers fixtures, on the GPU
 if [ -f .devcarry/tokenizer/vocab.json ]; then export HYPERSD_SHARED_FIXTURES=$ROOT/.devcarry; fi
 stage networks 90 env HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^(models/networks|pipelines/pipeline)\\.test\\.ts\$"
+# the networks with the convolutions' channel statistics handed to the group norms (opt-in on CUDA until this
+# has passed on a GPU: session 22)
+stage networks-gn-stats 90 env HYPERSD_GN_STATS=1 HYPERSD_TEST_LAYOUTS=diffusers $UVU test "^models/networks\\.test\\.ts\$"
 
 # ---- 4. memcheck on small op test files
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
-  for t in ${SANITIZE_TESTS:-attention norm gemm conv shape elementwise embedding activation random}; do
+  for t in ${SANITIZE_TESTS:-attention norm chanstats gemm conv shape elementwise embedding activation random}; do
     stage "memcheck-$t" 60 env HYPERSD_SYNC=1 "$SAN" --tool memcheck --target-processes all --error-exitcode 9 \
       --print-limit 20 $UVU test/ops "^$t\\.test\\.ts\$"
   done
@@ -191,6 +194,8 @@ if [ -x "$SAN" ]; then
     --error-exitcode 9 --print-limit 20 $UVU test/autograd "^attention_half\\.test\\.ts\$"
   stage "memcheck-gemm-tma256" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=256 "$SAN" --tool memcheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^gemm\\.test\\.ts\$"
+  stage "racecheck-chanstats" 60 env HYPERSD_SYNC=1 "$SAN" --tool racecheck --target-processes all --error-exitcode 9 \
+    --print-limit 20 $UVU test/ops "^chanstats\\.test\\.ts\$"
   stage "racecheck-attention-mma" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 "$SAN" --tool racecheck --target-processes all \
     --error-exitcode 9 --print-limit 20 $UVU test/ops "^attention\\.test\\.ts\$"
   for t in ${RACECHECK_TESTS:-attention gemm norm}; do
@@ -261,6 +266,7 @@ stage bench-attn-occ3 30 env HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_OCC=3 OUT= node n
 [ -n "${SASS:-}" ] && stage sass 20 bash -c "cuobjdump -sass '$HYPERSD_ADDON' | grep -oE '(HGMMA|HMMA)\.[A-Z0-9.]+' | sort | uniq -c | sort -rn | head -8"
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
 stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f32,bf16 --reps 3 --only vae
+stage bench-vae-gn-stats 60 env HYPERSD_GN_STATS=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 3 --only vae
 stage profile-unet 60 env HYPERSD_SYNC=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 1 --only sd15 --profile
 stage bench-unet-xl 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 5 --only sdxl --xl-128
 if [ -f .devcarry/tokenizer/vocab.json ]; then

@@ -150,6 +150,12 @@ async function convs(): Promise<void> {
     const Ho = Math.floor((H + 2 * pad - k) / stride) + 1;
     await measure('conv2d', `${what} ${Cin}->${Cout} ${H}x${H} k${k} s${stride} N=${N}`, dtype, 2 * N * Ho * Ho * Cout * k * k * Cin, 'TFLOP/s',
       () => hs.ops.conv2d(x, w, null, { pad, stride }));
+    if (k === 3 && stride === 1 && Cin >= 16) {  // with the channel statistics from the epilogue (session 22)
+      const st = hs.empty([N, Cout, 3], { device: DEV });
+      await measure('conv2d', `${what} ${Cin}->${Cout} ${H}x${H} k${k} s${stride} N=${N} + stats`, dtype, 2 * N * Ho * Ho * Cout * k * k * Cin,
+        'TFLOP/s', () => hs.ops.conv2d(x, w, null, { pad, stride, stats: st }));
+      st.dispose();
+    }
     x.dispose();
     w.dispose();
   };
@@ -192,6 +198,11 @@ async function bandwidth(): Promise<void> {
     const x = randn([N, S, C], dtype), g = randn([C], 'f32'), b = randn([C], 'f32');
     await measure('group_norm+silu', `${what} [${N}, ${S}, ${C}] 32 groups`, dtype, 2 * N * S * C * esize(dtype), 'GB/s',
       () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true }), 'min traffic (the kernels read x twice)');
+    // given x's channel statistics (as the convolution that wrote x hands them over, session 22): one read of x
+    const st = hs.ops.channelStats(x);
+    await measure('group_norm+silu', `${what} [${N}, ${S}, ${C}] 32 groups, producer's stats`, dtype, 2 * N * S * C * esize(dtype), 'GB/s',
+      () => hs.ops.groupNorm(x, g, b, { groups: 32, silu: true, stats: st }), 'min traffic (x read once)');
+    st.dispose();
     // the same tensor copied (cudaMemcpyAsync): what "a copy" reaches at this size, host floor included
     const y = hs.empty([N, S, C], { dtype, device: DEV });
     await measure('copy', `the same [${N}, ${S}, ${C}]`, dtype, 2 * N * S * C * esize(dtype), 'GB/s', () => {

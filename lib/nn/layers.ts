@@ -25,15 +25,16 @@ function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | unde
 
 /**
  * Whether a convolution may hand its output's channel statistics to the group norm after it (ops.conv2d's
- * `stats`, ops.groupNorm's `stats`: the norm then reads its input once): inference on the CPU in f32, no
- * runtime adapters on the layer. The CUDA kernels do not take them yet.
+ * `stats`, ops.groupNorm's `stats`: the norm then reads its input once): inference with no runtime adapters on
+ * the layer, on the CPU in f32 by default (HYPERSD_GN_STATS=0: never), on CUDA only with HYPERSD_GN_STATS=1 (its
+ * kernels, written in session 22, have not yet run on a GPU).
  */
 function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
-  const env = process.env.HYPERSD_GN_STATS;  // '0': group norms compute their statistics themselves (benchmarks)
+  const env = process.env.HYPERSD_GN_STATS;
   if (env !== undefined && env !== '' && env !== '0' && env !== '1')
     throw new Error(`HYPERSD_GN_STATS must be 0 or 1, got '${env}'`);
-  return env !== '0' && x.device === 'cpu' && x.dtype === 'f32' && w.device === 'cpu' &&
-    !(adapters && adapters.length > 0) && !recording();
+  if (env === '0' || (adapters && adapters.length > 0) || recording() || w.device !== x.device) return false;
+  return x.device === 'cpu' ? x.dtype === 'f32' : env === '1';
 }
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */

@@ -24,8 +24,9 @@ export interface Conv2dOptions {
    */
   algo?: ConvAlgo;
   /**
-   * Also writes y's per-channel statistics here (f32 [N, Cout, 3], see norm.ts's `channelStats`; CPU, f32 y),
-   * for a `groupNorm` of y: the Winograd algorithms sum them from each output tile while it is in cache, the
+   * Also writes y's per-channel statistics here (f32 [N, Cout, 3], see norm.ts's `channelStats`; y f32 on the
+   * CPU), for a `groupNorm` of y: the CPU's Winograd algorithms sum them from each output tile while it is in
+   * cache, CUDA's tensor-core kernel from each 128-row tile in its epilogue (Ho Wo a multiple of 128), the
    * others read y back once.
    */
   stats?: Tensor;

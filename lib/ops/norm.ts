@@ -48,30 +48,30 @@ export function groupNorm(
 }
 
 /**
- * Checks a channel-statistics tensor (see `channelStats`): f32 [n, c, 3] on `like`'s device, and that device
- * the CPU (the CUDA kernels do not take them yet).
+ * Checks a channel-statistics tensor (see `channelStats`): f32 [n, c, 3] on `like`'s device; on the CPU `like`
+ * (the activation they describe) must be f32.
  * @internal
  */
 export function checkStats(op: string, name: string, st: Tensor, like: Tensor, n: number, c: number): void {
   if (st.dtype !== 'f32' || st.rank !== 3 || st.shape[0] !== n || st.shape[1] !== c || st.shape[2] !== 3)
     throw new Error(`${op}: ${name} ${shapeStr(st.shape)} ${st.dtype} must be f32 [${n},${c},3] (per image and channel: mean hi, mean lo, variance)`);
   checkSameDevice(op, { x: like, [name]: st });
-  if (st.device !== 'cpu') throw new Error(`${op}: ${name} (channel statistics) are supported on the CPU only, got a ${st.device} tensor`);
-  if (like.dtype !== 'f32') throw new Error(`${op}: ${name} (channel statistics) need f32 activations, got ${like.dtype}`);
+  if (like.device === 'cpu' && like.dtype !== 'f32')
+    throw new Error(`${op}: ${name} (channel statistics) need f32 activations on the CPU, got ${like.dtype}`);
 }
 
 /**
- * Per-channel statistics of x [N, S, C] (f32, CPU): f32 [N, C, 3], per image and channel the mean over the S
- * positions as hi + lo (two floats carrying a double) and the biased variance. `groupNorm(x, ..., { stats })`
- * then reads x once; `conv2d(..., { stats })` computes them while writing its output (Winograd: from each
- * output tile in cache), which is where they save a pass over memory.
+ * Per-channel statistics of x [N, S, C] (f32 on the CPU; any float dtype on CUDA): f32 [N, C, 3], per image and
+ * channel the mean over the S positions as hi + lo (two floats carrying a double) and the biased variance.
+ * `groupNorm(x, ..., { stats })` then reads x once; `conv2d(..., { stats })` computes them while writing its
+ * output (CPU Winograd: from each output tile in cache; CUDA: from each 128-row tile in the tensor-core
+ * kernel's epilogue), which is where they save a pass over memory.
  */
 export function channelStats(x: Tensor): Tensor {
   const op = 'channelStats';
   checkFloat(op, 'x', x);
   checkRank(op, 'x', x, 3);
-  if (x.dtype !== 'f32') throw new Error(`${op}: x must be f32, got ${x.dtype}`);
-  if (x.device !== 'cpu') throw new Error(`${op}: supported on the CPU only, got a ${x.device} tensor`);
+  if (x.device === 'cpu' && x.dtype !== 'f32') throw new Error(`${op}: x must be f32 on the CPU, got ${x.dtype}`);
   const y = out([x.shape[0], x.shape[2], 3], x, 'f32');
   runOp('channel_stats', [x], [y]);
   return y;

@@ -19,6 +19,7 @@
 // shared memory; simt_gemm_kernel<conv> (f32) 163 registers (147-173 on sm_80..89), 16.5 KB shared.
 #include <type_traits>
 
+#include "chanstats.cuh"
 #include "gemm_core.cuh"
 
 namespace hsd {
@@ -120,13 +121,23 @@ GemmParams conv_params(const ConvArgs& a, const Tensor& w, int64_t cout, void* o
   return p;
 }
 
+// conv2d; with a second output, y's channel statistics (chanstats.cuh): from the tensor-core kernel's epilogue
+// (one piece per 128-row tile) when every tile lies within one image (Ho Wo % 128 == 0: every SD activation
+// from 16x16 up), else read back from y (f32, odd sizes). Never run on a GPU yet (session 22).
 void conv2d(const OpContext& ctx) {
   const char* op = "conv2d";
-  if (ctx.out.size() > 1)
-    fail(op, "the channel-statistics output (for group_norm's stats input) has no CUDA kernel yet: run the "
-             "convolution without it (group_norm then computes the statistics itself)");
+  cudaStream_t s = stream_of(ctx);
   ConvArgs a = conv_inputs(op, ctx, false);
-  if (a.y.numel() == 0) return;
+  const Tensor* stats = ctx.out.size() > 1 ? &ctx.out[1] : nullptr;
+  if (stats) cs_check(op, "stats (output 1)", *stats, a.N, a.Cout);
+  const int64_t HW = (int64_t)a.g.Ho * a.g.Wo;
+  if (a.y.numel() == 0) {
+    if (stats && stats->numel()) {
+      const cudaError_t e = cudaMemsetAsync(stats->raw(), 0, stats->nbytes(), s);
+      if (e != cudaSuccess) fail(op, std::string("clearing the stats: ") + cudaGetErrorString(e));
+    }
+    return;
+  }
   const DType dt = a.y.dtype;
   GemmParams p = conv_params(a, a.w, a.Cout, a.y.raw(), a.Cout, dtype_size(dt));
   if (a.bias.storage) {
@@ -134,7 +145,31 @@ void conv2d(const OpContext& ctx) {
     p.bias_dtype = (int)a.bias.dtype;
   }
   p.beta = (float)ctx.attrs.f("beta", 0.0);
-  run_conv_gemm(op, p, dt, stream_of(ctx));
+  if (stats && dt != DType::F32 && HW % GEMM_BM == 0) {
+    const int64_t tiles = (int64_t)p.M / GEMM_BM;
+    Tensor part = empty({tiles, a.Cout, 3}, DType::F32, Device::CUDA);
+    p.stats_part = part.data<float>();
+    dispatch_float(op, dt, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_same<T, float>::value) launch_tc_gemm<T, A_CONV, true, true>(p, 1, s);
+    });
+    cs_combine(part.data<float>(), a.N, HW / GEMM_BM, GEMM_BM, HW, a.Cout, stats->data<float>(), s);
+    return;
+  }
+  run_conv_gemm(op, p, dt, s);
+  if (stats) cs_of_rows(a.y, a.N, HW, a.Cout, stats->data<float>(), s);
+}
+
+// channel_stats: x [N, S, C] (any float dtype) -> f32 [N, C, 3] (chanstats.cuh).
+void channel_stats(const OpContext& ctx) {
+  const char* op = "channel_stats";
+  need_inputs(op, ctx, 1, 1);
+  const Tensor& x0 = ctx.in[0];
+  need_float(op, "x", x0);
+  if (x0.dim() != 3) fail(op, "x must be [N, S, C], got " + x0.describe());
+  cs_check(op, "output", ctx.out[0], x0.size(0), x0.size(2));
+  const Tensor x = contiguous(x0, stream_of(ctx));
+  cs_of_rows(x, x.size(0), x.size(1), x.size(2), ctx.out[0].data<float>(), stream_of(ctx));
 }
 
 void lora_conv2d(const OpContext& ctx) {
@@ -173,6 +208,7 @@ void lora_conv2d(const OpContext& ctx) {
 void register_conv_cuda(OpRegistry& r) {
   r.add_cuda("conv2d", cu::conv2d);
   r.add_cuda("lora_conv2d", cu::lora_conv2d);
+  r.add_cuda("channel_stats", cu::channel_stats);
 }
 
 }  // namespace hsd

@@ -63,6 +63,9 @@ struct GemmParams {
   float alpha = 1.f, beta = 0.f;
   int act = 0;
   ConvGeom conv;
+  // tc_gemm_kernel<..., STATS = true>: per 128-row tile (blockIdx.x) and column, the (K, o, M2) piece of the
+  // stored output's column statistics at stats_part + (blockIdx.x * N + col) * 3 (chanstats.cuh).
+  float* stats_part = nullptr;
 };
 
 // ---------------------------------------------------------------- epilogue (both kernels)
@@ -318,7 +321,84 @@ struct TcLayout {
 
 // ---------------------------------------------------------------- tensor-core kernel
 
-template <class T, int AMODE, bool B_NK>
+// STATS (conv2d's channel statistics, chanstats.cuh): after the tile is stored, each column's (K, o, M2) over the
+// tile's 128 rows, from the values just stored (read back from L1 / L2: the rounded ones a group norm will
+// read). Two passes: the column sums give K = the tile's column mean (rounded to float), then the sums of x - K
+// and (x - K)^2 (no cancellation whatever the data: K is within rounding of the mean). In each pass a thread
+// sums its 8 rows of its 8 columns, the 8 lanes sharing columns add theirs by shuffles, the two warps of a
+// column range through shared memory (the ring's, free by then). The launcher takes this only when every
+// tile's rows are valid and within one image (M and the image's pixels multiples of 128).
+template <class T>
+__device__ __forceinline__ void tc_stats_epilogue(const GemmParams& p, const T* C, int m0, int n0, int wm, int wn,
+                                                  unsigned char* smem_raw) {
+  constexpr int BM = GEMM_BM, BN = GEMM_BN;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  float* red = reinterpret_cast<float*>(smem_raw);  // [2 row halves][BN][2]
+  __syncthreads();  // every store of the tile done and visible to the block; the ring no longer read
+  float v[4][2][8];  // [column pair j][e][row i * 2 + h]
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int col = n0 + wn + j * 8 + 2 * t + e;
+      float s1 = 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          v[j][e][i * 2 + h] = col < p.N ? to_f(C[(int64_t)(m0 + wm + i * 16 + g + h * 8) * p.ldc + col]) : 0.f;
+          s1 += v[j][e][i * 2 + h];
+        }
+#pragma unroll
+      for (int off = 4; off < 32; off <<= 1) s1 += __shfl_xor_sync(0xffffffffu, s1, off);
+      if (g == 0) red[((warp >> 2) * BN + wn + j * 8 + 2 * t + e) * 2] = s1;
+    }
+  __syncthreads();
+  float kc[4][2];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int cl = wn + j * 8 + 2 * t + e;
+      kc[j][e] = (red[cl * 2] + red[(BN + cl) * 2]) * (1.f / (float)BM);
+    }
+  __syncthreads();  // every thread has its K before the second pass's sums overwrite red
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+      for (int r = 0; r < 8; ++r) {
+        const float d = v[j][e][r] - kc[j][e];
+        s1 += d;
+        s2 = fmaf(d, d, s2);
+      }
+#pragma unroll
+      for (int off = 4; off < 32; off <<= 1) {
+        s1 += __shfl_xor_sync(0xffffffffu, s1, off);
+        s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+      }
+      const int cl = wn + j * 8 + 2 * t + e;
+      if (g == 0) {
+        red[((warp >> 2) * BN + cl) * 2] = s1;
+        red[((warp >> 2) * BN + cl) * 2 + 1] = s2;
+      }
+      // the lanes g == 0 of the first row half write this column's piece once both halves are in (below)
+      if (g == 0 && warp < 4) red[(2 * BN) * 2 + cl] = kc[j][e];
+    }
+  __syncthreads();
+  if (tid < BN && n0 + tid < p.N) {
+    const float s1 = red[tid * 2] + red[(BN + tid) * 2], s2 = red[tid * 2 + 1] + red[(BN + tid) * 2 + 1];
+    const float o = s1 * (1.f / (float)BM);
+    float* q = p.stats_part + ((int64_t)blockIdx.x * p.N + n0 + tid) * 3;
+    q[0] = red[(2 * BN) * 2 + tid];
+    q[1] = o;
+    q[2] = fmaxf(0.f, fmaf(-s1, o, s2));
+  }
+}
+
+template <class T, int AMODE, bool B_NK, bool STATS = false>
 __global__ void __launch_bounds__(GEMM_THREADS) tc_gemm_kernel(const GemmParams p) {
   using L = TcLayout<AMODE, B_NK>;
   constexpr int BM = GEMM_BM, BN = GEMM_BN, BK = GEMM_BK, ST = GEMM_STAGES, PAD = GEMM_PAD;
@@ -421,16 +501,17 @@ __global__ void __launch_bounds__(GEMM_THREADS) tc_gemm_kernel(const GemmParams 
 #pragma unroll
       for (int j = 0; j < 4; ++j) fe.store(r0, r8, n0 + wn + j * 8 + 2 * t, acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
     }
-    return;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int row = m0 + wm + i * 16 + g, col = n0 + wn + j * 8 + 2 * t;
+        store_pair<T>(p, C, sg.alpha, row, col, acc[i][j][0], acc[i][j][1]);
+        store_pair<T>(p, C, sg.alpha, row + 8, col, acc[i][j][2], acc[i][j][3]);
+      }
   }
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int row = m0 + wm + i * 16 + g, col = n0 + wn + j * 8 + 2 * t;
-      store_pair<T>(p, C, sg.alpha, row, col, acc[i][j][0], acc[i][j][1]);
-      store_pair<T>(p, C, sg.alpha, row + 8, col, acc[i][j][2], acc[i][j][3]);
-    }
+  if constexpr (STATS) tc_stats_epilogue<T>(p, C, m0, n0, wm, wn, smem_raw);
 }
 
 // ---------------------------------------------------------------- SIMT kernel (f32)
@@ -581,9 +662,9 @@ __global__ void __launch_bounds__(256) simt_gemm_kernel(const GemmParams p, int 
 
 // ---------------------------------------------------------------- launchers
 
-template <class T, int AMODE, bool B_NK>
+template <class T, int AMODE, bool B_NK, bool STATS = false>
 void launch_tc_gemm(const GemmParams& p, int batch, cudaStream_t s) {
-  auto kernel = tc_gemm_kernel<T, AMODE, B_NK>;
+  auto kernel = tc_gemm_kernel<T, AMODE, B_NK, STATS>;
   constexpr int smem = TcLayout<AMODE, B_NK>::SMEM_BYTES;
   allow_smem((const void*)kernel, smem);
   dim3 grid((p.M + GEMM_BM - 1) / GEMM_BM, (p.N + GEMM_BN - 1) / GEMM_BN, batch);

@@ -39,6 +39,7 @@
 #include <cstdlib>
 #include <numeric>
 
+#include "chanstats.cuh"
 #include "common.cuh"
 
 namespace hsd {
@@ -509,23 +510,53 @@ GnStats gn_stats(const GnArgs& a, cudaStream_t s, bool final = true) {
   return GnStats{st, part, nchunks};
 }
 
-// coef [N, C] x 2 float4 (gn_expand_kernel) from the statistics.
-template <class T>
-Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
-  const Tensor st = gn_stats<T>(a, s).st;
+// st [N, 3, G] (pivot, rstd, m = mean - pivot per group) from channel statistics cs [N, C, 3] (chanstats.cuh: mean
+// hi + lo, variance), one thread per (group, sample), in double: the group mean is the mean of its channels'
+// means, its variance the mean of their variances plus the variance of their means; the pivot is the mean
+// rounded to f32 and m the remainder (exact in the apply's (x - pivot) a + b, b folding m in).
+__global__ void __launch_bounds__(128) gn_st_from_cs_kernel(const float* __restrict__ cs, int C, int G, int Cg,
+                                                           float eps, float* __restrict__ st) {
+  const int g = blockIdx.x * 128 + threadIdx.x, n = blockIdx.y;
+  if (g >= G) return;
+  const float* q = cs + ((int64_t)n * C + (int64_t)g * Cg) * 3;
+  double sm = 0, sv = 0;
+  for (int k = 0; k < Cg; ++k) sm += (double)q[3 * k] + (double)q[3 * k + 1];
+  const double mean = sm / Cg;
+  for (int k = 0; k < Cg; ++k) {
+    const double d = ((double)q[3 * k] + (double)q[3 * k + 1]) - mean;
+    sv += (double)q[3 * k + 2] + d * d;
+  }
+  const float pivot = (float)mean;
+  float* o = st + (int64_t)n * 3 * G;
+  o[g] = pivot;
+  o[G + g] = (float)(1.0 / sqrt(fmax(0.0, sv / Cg) + (double)eps));
+  o[2 * G + g] = (float)(mean - (double)pivot);
+}
+
+Tensor gn_st_from_cs(const GnArgs& a, const Tensor& cs, cudaStream_t s) {
+  Tensor st = empty({a.N, 3, a.G}, DType::F32, Device::CUDA);
+  gn_st_from_cs_kernel<<<dim3((unsigned)((a.G + 127) / 128), (unsigned)a.N), 128, 0, s>>>(
+      cs.data<float>(), (int)a.C, (int)a.G, (int)(a.C / a.G), a.eps, st.data<float>());
+  return st;
+}
+
+// coef [N, C] x 2 float4 (gn_expand_kernel) from the statistics st (gn_stats's, or gn_st_from_cs's).
+Tensor gn_coef_from(const GnArgs& a, const Tensor& st, cudaStream_t s) {
   Tensor coef = empty({a.N, a.C, 8}, DType::F32, Device::CUDA);
   gn_expand_kernel<<<dim3((unsigned)((a.C + 255) / 256), (unsigned)a.N), 256, 0, s>>>(
       st.data<float>(), (int)a.C, (int)a.G, (int)(a.C / a.G), a.gamma.storage ? a.gamma.raw() : nullptr,
       (int)a.gamma.dtype, a.beta.storage ? a.beta.raw() : nullptr, (int)a.beta.dtype, (float4*)coef.raw());
   return coef;
 }
+template <class T>
+Tensor gn_coef(const GnArgs& a, cudaStream_t s) {
+  return gn_coef_from(a, gn_stats<T>(a, s).st, s);
+}
 
 void group_norm(const OpContext& ctx) {
   const char* op = "group_norm";
   cudaStream_t s = stream_of(ctx);
   need_inputs(op, ctx, 1, 1);
-  if (ctx.in.size() > 3)
-    fail(op, "the stats input (the producer's channel statistics) has no CUDA kernel yet: omit it");
   const Tensor& y = ctx.out[0];
   need_float(op, "y", y);
   need_contiguous_out(op, y);
@@ -535,8 +566,28 @@ void group_norm(const OpContext& ctx) {
   const int silu = ctx.attrs.i("silu", 0) != 0;
   const int64_t total = a.x.numel();
   const bool vec = a.C % 8 == 0 && aligned16(a.x.raw()) && aligned16(y.raw());
+  // A fourth input: x's channel statistics from the op that produced it (chanstats.cuh): no statistics pass, x is
+  // read once (by the apply kernel). Never run on a GPU yet (session 22).
+  Tensor given;
+  if (ctx.in.size() > 3) {
+    cs_check(op, "stats (input 3)", ctx.in[3], a.N, a.C);
+    given = gn_st_from_cs(a, ctx.in[3], s);
+  }
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (vec && given.storage) {
+      const void* kern = (const void*)gn_apply_reg_kernel<T>;
+      const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
+      const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, 0)) * sm_count();
+      const int64_t want = std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N);
+      const int64_t gx = std::max<int64_t>(m, want / m * m);
+      if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
+      gn_apply_reg_kernel<T><<<dim3((unsigned)gx, (unsigned)a.N), 256, 0, s>>>(
+          a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), given.data<float>(),
+          (const float*)nullptr, 0, a.eps, a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
+          a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, silu);
+      return;
+    }
     if (vec) {
       // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
       // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
@@ -575,7 +626,7 @@ void group_norm(const OpContext& ctx) {
       if (e != cudaSuccess) fail(op, std::string("launching the apply kernel: ") + cudaGetErrorString(e));
       return;
     }
-    const Tensor coef = gn_coef<T>(a, s);
+    const Tensor coef = given.storage ? gn_coef_from(a, given, s) : gn_coef<T>(a, s);
     gn_apply_kernel<T><<<grid_for(total, 256), 256, 0, s>>>(a.x.data<T>(), y.data<T>(), total, a.S * a.C, (int)a.C,
                                                             (const float4*)coef.raw(), silu);
   });

@@ -259,6 +259,27 @@ async function main(): Promise<void> {
         note: `compulsory reads + writes, ${CALLS} calls back to back after ${WARM}; % of a 5.2 MB memcpy (median ${median(ceil).toFixed(1)} GB/s)` });
     }
     for (const t of [x, g, b, x2, y, xst]) t.dispose();
+    // The SD1.5 VAE decoder's largest group norm, [1, 262144, 128] (134 MB, far past the L3): without and with
+    // the producing convolution's statistics, against a memcpy of the same bytes (memory to memory).
+    const [S2, C2] = [512 * 512, 128], E2 = S2 * C2 * 4;
+    const xv = hs.ops.randn([1, S2, C2], { seed: 13 }), g2 = hs.ops.randn([C2], { seed: 14 }), b2 = hs.ops.randn([C2], { seed: 15 });
+    const st2 = hs.ops.channelStats(xv);
+    for (const [kind, fn] of [
+      ['group_norm+silu', () => hs.ops.groupNorm(xv, g2, b2, { groups: 32, silu: true })],
+      ['group_norm+silu, producer\'s stats', () => hs.ops.groupNorm(xv, g2, b2, { groups: 32, silu: true, stats: st2 })],
+    ] as [string, () => hs.Tensor][]) {
+      const rate: number[] = [], pct: number[] = [], ceil: number[] = [];
+      for (let p = 0; p < 5; p++) {
+        const cp = await copyRateOf(E2);
+        const r = 2 * E2 / (await once(fn, 10, 3)) / 1e9;
+        rate.push(r);
+        ceil.push(cp);
+        pct.push(r / cp);
+      }
+      rows.push({ kind, shape: `${C2}ch 512x512 (VAE), 32 groups`, rate: median(rate), unit: 'GB/s', pct: median(pct),
+        note: `compulsory reads + writes, 10 calls back to back after 3; % of a 134 MB memcpy (median ${median(ceil).toFixed(1)} GB/s)` });
+    }
+    for (const t of [xv, g2, b2, st2]) t.dispose();
   }
 
   if (copies.length === 0) await copyRate();

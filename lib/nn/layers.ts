@@ -26,15 +26,19 @@ function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | unde
 /**
  * Whether a convolution may hand its output's channel statistics to the group norm after it (ops.conv2d's
  * `stats`, ops.groupNorm's `stats`: the norm then reads its input once): inference with no runtime adapters on
- * the layer, on the CPU in f32 by default (HYPERSD_GN_STATS=0: never), on CUDA only with HYPERSD_GN_STATS=1 (its
- * kernels, written in session 22, have not yet run on a GPU).
+ * the layer. HYPERSD_GN_STATS unset: on the CPU in f32 when the output is at least 16 MiB (past the last-level
+ * cache, where the norm's second read of its input goes to memory: the SD1.5 VAE decoder's 128x128 to 512x512
+ * activations, 1.3-3.5x faster norms; below, the two-pass norm reads an L3-resident input for less than the
+ * convolution spends on the statistics, bench/gn_stats.ts); 1: always, on CUDA too (its kernels, written in
+ * session 22, have not yet run on a GPU); 0: never.
  */
-function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
+function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefined, outBytes: number): boolean {
   const env = process.env.HYPERSD_GN_STATS;
   if (env !== undefined && env !== '' && env !== '0' && env !== '1')
     throw new Error(`HYPERSD_GN_STATS must be 0 or 1, got '${env}'`);
   if (env === '0' || (adapters && adapters.length > 0) || recording() || w.device !== x.device) return false;
-  return x.device === 'cpu' ? x.dtype === 'f32' : env === '1';
+  if (env === '1') return x.device === 'cuda' || x.dtype === 'f32';
+  return x.device === 'cpu' && x.dtype === 'f32' && outBytes >= 16 * 2 ** 20;
 }
 
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
@@ -114,7 +118,7 @@ export class Conv2d {
   forwardAccumulateWithStats(x: Tensor, acc: Tensor): { y: Tensor; stats: Tensor | null } {
     const w = this.p.get(`${this.name}.weight`);
     const adapters = this.p.adapters.get(this.name);
-    if (!canAccumulate(acc, x, adapters) || !canGiveStats(x, w, adapters)) return { y: this.forwardAccumulate(x, acc), stats: null };
+    if (!canAccumulate(acc, x, adapters) || !canGiveStats(x, w, adapters, acc.size * 4)) return { y: this.forwardAccumulate(x, acc), stats: null };
     const b = this.bias ? this.p.get(`${this.name}.bias`) : null;
     const stats = empty([acc.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
     return { y: ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc, stats }), stats };
@@ -125,7 +129,9 @@ export class Conv2d {
    */
   forwardWithStats(x: Tensor, extraBias?: Tensor): { y: Tensor; stats: Tensor | null } {
     const w = this.p.get(`${this.name}.weight`);
-    if (!canGiveStats(x, w, this.p.adapters.get(this.name))) return { y: this.forward(x, extraBias), stats: null };
+    const [n, h, wd] = x.shape;
+    const ho = Math.floor((h + 2 * this.pad - this.k) / this.stride) + 1, wo = Math.floor((wd + 2 * this.pad - this.k) / this.stride) + 1;
+    if (!canGiveStats(x, w, this.p.adapters.get(this.name), n * ho * wo * this.outC * 4)) return { y: this.forward(x, extraBias), stats: null };
     const b0 = this.bias ? this.p.get(`${this.name}.bias`) : null;
     const stats = empty([x.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
     const conv = (b: Tensor | null) => ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, stats });

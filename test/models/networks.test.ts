@@ -8,6 +8,8 @@ import { loadModel } from '../../lib/models/load';
 import { SafeTensors } from '../../lib/io/safetensors';
 import { DEVICE as DEV, relErr } from '../helpers/check';
 import { setOpHook } from '../../lib/ops/runtime';
+import { ParamStore } from '../../lib/nn/params';
+import { Conv2d } from '../../lib/nn/layers';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const TOL = 1e-4;
@@ -80,8 +82,9 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
 }
 
 // CPU inference: the convolutions before the group norms hand them their outputs' channel statistics (the VAE:
-// every norm whose input a convolution wrote; the UNet at batch 1: each resnet's norm2). The same networks with
-// HYPERSD_GN_STATS=0 compute them in the norms: both within 1e-5 of each other (the fixtures pin both to diffusers).
+// every norm whose input a convolution wrote; the UNet at batch 1: each resnet's norm2), by default for outputs of
+// 16 MiB and up, with HYPERSD_GN_STATS=1 at any size (as here: the fixtures' tensors are small). With
+// HYPERSD_GN_STATS=0 the norms compute them: both within 1e-5 of each other (the fixtures pin both to diffusers).
 if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics (tiny SD1.5 VAE and UNet); HYPERSD_GN_STATS=0 turns it off', async () => {
   const x = io('tiny-sd15');
   const m = loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: ['unet', 'vae'] });
@@ -95,6 +98,7 @@ if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics 
     }
   });
   try {
+    process.env.HYPERSD_GN_STATS = '1';
     const run = async () => {
       withStats = norms = 0;
       const dec = (await m.vae!.decode(x.t('vae_decode_in')).data()) as Float32Array;
@@ -128,6 +132,32 @@ if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics 
     if (prevEnv === undefined) delete process.env.HYPERSD_GN_STATS;
     else process.env.HYPERSD_GN_STATS = prevEnv;
     m.dispose();
+  }
+});
+
+// By default (HYPERSD_GN_STATS unset) a convolution gives its statistics on the CPU from 16 MiB of output up
+// (a 3x3 conv to 128x128 x 256 channels f32: exactly 16 MiB), not below (64x64), and not with a runtime adapter.
+if (DEV === 'cpu') test('Conv2d.forwardWithStats: statistics from 16 MiB of f32 output up by default', async () => {
+  const prevEnv = process.env.HYPERSD_GN_STATS;
+  delete process.env.HYPERSD_GN_STATS;
+  const p = new ParamStore('t');
+  const conv = new Conv2d(p, 'c', 16, 256, 3, 1, 1);
+  p.initRandom(1);
+  try {
+    for (const [h, want] of [[128, true], [64, false]] as const) {
+      const x = hs.ops.randn([1, h, h, 16], { seed: 2 });
+      const r = conv.forwardWithStats(x);
+      assert.is(r.stats !== null, want, `${h}x${h}: statistics given`);
+      if (r.stats) {
+        const ref = hs.ops.channelStats(r.y.reshape([1, h * h, 256]));
+        const [a, b] = [await r.stats.floats(), await ref.floats()];
+        for (let i = 0; i < a.length; i += 3) assert.ok(Math.abs(a[i + 2] - b[i + 2]) <= 1e-5 * b[i + 2], `variance ${i / 3}`);
+      }
+    }
+  } finally {
+    if (prevEnv === undefined) delete process.env.HYPERSD_GN_STATS;
+    else process.env.HYPERSD_GN_STATS = prevEnv;
+    p.dispose();
   }
 });
 

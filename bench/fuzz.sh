@@ -38,6 +38,7 @@ for ks in "" avx2 portable; do
   k=${ks:-default}
   run "conv-$k"      HYPERSD_CPU_KERNELS=$ks SEED=$SEED N=100000 BUDGET_S=$S timeout $((S + 60)) $TSX bench/fuzz/conv/conv.ts
   run "shape-$k"     HYPERSD_CPU_KERNELS=$ks SEED=$SEED N=300 timeout $((S + 60)) $TSX bench/fuzz/conv/shape.ts
+  run "chanstats-$k" HYPERSD_CPU_KERNELS=$ks SEED=$SEED N=100000 BUDGET_S=$S timeout $((S + 90)) $TSX bench/fuzz/conv/chanstats.ts
   run "gemm-$k"      HYPERSD_CPU_KERNELS=$ks timeout $((S + 60)) $TSX bench/fuzz/gemm/gemm.ts "$SEED" 100000 "$S"
   run "lora-geglu-$k" HYPERSD_CPU_KERNELS=$ks timeout $((S + 60)) $TSX bench/fuzz/gemm/lora.ts "$SEED" 100000 "$S"
   run "attention-$k" HYPERSD_CPU_KERNELS=$ks timeout $((S + 60)) $TSX bench/fuzz/gemm/attn.ts "$SEED" 100000 "$S"

@@ -384,7 +384,7 @@ __device__ __forceinline__ void tc_stats_epilogue(const GemmParams& p, const T* 
         red[((warp >> 2) * BN + cl) * 2] = s1;
         red[((warp >> 2) * BN + cl) * 2 + 1] = s2;
       }
-      // the lanes g == 0 of the first row half write this column's piece once both halves are in (below)
+      // and the column's pivot, for the piece written below
       if (g == 0 && warp < 4) red[(2 * BN) * 2 + cl] = kc[j][e];
     }
   __syncthreads();

@@ -31,6 +31,10 @@ namespace hsd {
   void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu); \
   void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b,            \
                 bool silu_on, bool stream);                                                                     \
+  void gn_apply_fold(const float* x, float* y, int64_t C, const float* a, const float* b, const float* at,      \
+                     const float* bt, bool silu_on, bool stream);                                              \
+  void gn_apply4_fold(const float* x, float* y, int64_t C, const float* a, const float* b, const float* at,     \
+                      const float* bt, bool silu_on);                                                          \
   void stream_fence();                                                                                          \
   void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 namespace pw_avx2 {
@@ -212,12 +216,43 @@ void group_norm_kernel(const OpContext& c) {
   // before being overwritten (a third of the pass's traffic) and it does not flush what the cache holds; the
   // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
   const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
+  // The folded apply (pointwise_avx2.cpp gn_apply_fold: y = x a + b0, SiLU's exponent from x by a second FMA)
+  // where every channel's shift is small against its scale (|K a| <= 4, i.e. the group mean within 4 standard
+  // deviations of 0 for gamma ~ 1: x a and b0 = b' - K a then lose at most ~2 ulp of 4 to cancellation).
+  bool fold = avx2 && std::getenv("HYPERSD_GN_FOLD") == nullptr;
+  std::vector<float> b0_c, at_c, bt_c;
+  if (fold) {
+    for (int64_t i = 0; i < N * C && fold; ++i)
+      fold = std::fabs((double)k_c[(size_t)i] * scale_c[(size_t)i]) <= 4.0 && std::isfinite(scale_c[(size_t)i]) &&
+             std::isfinite(b_c[(size_t)i]);
+    if (fold) {
+      b0_c.resize((size_t)(N * C));
+      at_c.resize((size_t)(N * C));
+      bt_c.resize((size_t)(N * C));
+      for (int64_t i = 0; i < N * C; ++i) {
+        const double b0 = (double)b_c[(size_t)i] - (double)k_c[(size_t)i] * scale_c[(size_t)i];
+        b0_c[(size_t)i] = (float)b0;
+        at_c[(size_t)i] = (float)(-1.4426950408889634 * scale_c[(size_t)i]);
+        bt_c[(size_t)i] = (float)(-1.4426950408889634 * b0);
+      }
+    }
+  }
   c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;
       const float* xr = px + r * C;
       float* yr = py + r * C;
       const float *kk = &k_c[(size_t)(n * C)], *a = &scale_c[(size_t)(n * C)], *bb = &b_c[(size_t)(n * C)];
+      if (fold) {
+        const float *b0 = &b0_c[(size_t)(n * C)], *at = &at_c[(size_t)(n * C)], *bt = &bt_c[(size_t)(n * C)];
+        if (by4 && r + 4 <= e && (r + 3) / S == n) {
+          (avx512 ? pw_avx512::gn_apply4_fold : pw_avx2::gn_apply4_fold)(xr, yr, C, a, b0, at, bt, silu);
+          r += 3;
+          continue;
+        }
+        (avx512 ? pw_avx512::gn_apply_fold : pw_avx2::gn_apply_fold)(xr, yr, C, a, b0, at, bt, silu, stream);
+        continue;
+      }
       if (avx2) {
         if (by4 && r + 4 <= e && (r + 3) / S == n) {  // four rows of one image
           (avx512 ? pw_avx512::gn_apply4 : pw_avx2::gn_apply4)(xr, yr, C, kk, a, bb, silu);

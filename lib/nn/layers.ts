@@ -41,6 +41,18 @@ function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefin
   return x.device === 'cpu' && x.dtype === 'f32' && outBytes >= 16 * 2 ** 20;
 }
 
+/**
+ * Whether a convolution may read its input's nearest 2x upsampling itself (ops.conv2d's `upsample`: the upsampled
+ * tensor, 4x the input's bytes, is never formed): inference on the CPU with no runtime adapters on the layer
+ * (HYPERSD_CONV_UPSAMPLE=0: never).
+ */
+function canUpsampleIn(x: Tensor, adapters: RuntimeAdapter[] | undefined): boolean {
+  const env = process.env.HYPERSD_CONV_UPSAMPLE;
+  if (env !== undefined && env !== '' && env !== '0' && env !== '1')
+    throw new Error(`HYPERSD_CONV_UPSAMPLE must be 0 or 1, got '${env}'`);
+  return env !== '0' && x.device === 'cpu' && !(adapters && adapters.length > 0) && !recording();
+}
+
 /** A runtime LoRA adapter on one module: y += scale * (x down^T) up^T (conv: down is a conv, up 1x1). */
 export interface RuntimeAdapter { name: string; down: Tensor; up: Tensor; scale: number }
 
@@ -127,16 +139,24 @@ export class Conv2d {
    * this.forward(x, extraBias) and, where the convolution can give them (canGiveStats), its output's
    * per-channel statistics for a group norm of it (GroupNorm.forward's `stats`); else stats is null.
    */
-  forwardWithStats(x: Tensor, extraBias?: Tensor): { y: Tensor; stats: Tensor | null } {
+  /** Whether forwardWithStats(x, ..., upsample = true) reads x's upsampling itself (else the caller upsamples). */
+  readsUpsampled(x: Tensor): boolean {
+    return canUpsampleIn(x, this.p.adapters.get(this.name));
+  }
+  /** upsample: convolve x nearest-upsampled 2x, read so by the convolution itself (only where readsUpsampled(x)). */
+  forwardWithStats(x: Tensor, extraBias?: Tensor, upsample = false): { y: Tensor; stats: Tensor | null } {
     const w = this.p.get(`${this.name}.weight`);
-    const [n, h, wd] = x.shape;
+    if (upsample && !this.readsUpsampled(x)) throw new Error(`${this.name}: this convolution cannot read its input upsampled here (readsUpsampled)`);
+    const [n, h0, wd0] = x.shape;
+    const h = upsample ? 2 * h0 : h0, wd = upsample ? 2 * wd0 : wd0;
     const ho = Math.floor((h + 2 * this.pad - this.k) / this.stride) + 1, wo = Math.floor((wd + 2 * this.pad - this.k) / this.stride) + 1;
-    if (!canGiveStats(x, w, this.p.adapters.get(this.name), n * ho * wo * this.outC * 4)) return { y: this.forward(x, extraBias), stats: null };
     const b0 = this.bias ? this.p.get(`${this.name}.bias`) : null;
-    const stats = empty([x.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
-    const conv = (b: Tensor | null) => ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, stats });
+    const give = canGiveStats(x, w, this.p.adapters.get(this.name), n * ho * wo * this.outC * 4);
+    if (!give && !upsample) return { y: this.forward(x, extraBias), stats: null };
+    const stats = give ? empty([x.shape[0], this.outC, 3], { dtype: 'f32', device: x.device }) : undefined;
+    const conv = (b: Tensor | null) => ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, stats, upsample });
     const y = extraBias ? tidy(() => conv(b0 ? ops.add(extraBias, b0) : extraBias)) : conv(b0);
-    return { y, stats };
+    return { y, stats: stats ?? null };
   }
   private forwardWith(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
     const adapters = this.p.adapters.get(this.name);

@@ -12,7 +12,7 @@ import type { Tensor } from '../tensor';
 import { registerGradient } from '../autograd/registry';
 import { f32Out, mm, num, runBackward, sumToShape } from '../autograd/util';
 import { conv2d } from './conv';
-import { cast, concat, permute, slice } from './shape';
+import { cast, concat, permute, slice, upsampleNearest2x } from './shape';
 import { runOp } from './runtime';
 
 export interface ConvGeometry { stride?: number; pad?: number }
@@ -77,9 +77,19 @@ export function conv2dBackwardWeight(x: Tensor, dy: Tensor, wShape: readonly num
 registerGradient('conv2d', (ctx) => {
   const geo = { stride: num(ctx.attrs, 'stride', 1), pad: num(ctx.attrs, 'pad', 0) };
   const G = ctx.dy[0]!;
+  // upsample: the convolution read x nearest-upsampled 2x; the chain rule through that upsampling is the 2x2
+  // sums of the upsampled input's gradient, and the weight gradient reads the upsampled x
+  const up = num(ctx.attrs, 'upsample', 0) !== 0;
+  const [n, h, w, c] = ctx.inShapes[0];
+  const xShape = up ? [n, 2 * h, 2 * w, c] : ctx.inShapes[0];
+  let dx: Tensor | null = null;
+  if (ctx.needs(0)) {
+    dx = conv2dBackwardInput(G, ctx.input(1), xShape, geo);
+    if (up) dx = runBackward('upsample_nearest2x_backward', [dx], [ctx.inShapes[0]], {})[0];
+  }
   return [
-    ctx.needs(0) ? conv2dBackwardInput(G, ctx.input(1), ctx.inShapes[0], geo) : null,
-    ctx.needs(1) ? conv2dBackwardWeight(ctx.input(0), G, ctx.inShapes[1], geo) : null,
+    dx,
+    ctx.needs(1) ? conv2dBackwardWeight(up ? upsampleNearest2x(ctx.input(0)) : ctx.input(0), G, ctx.inShapes[1], geo) : null,
     num(ctx.attrs, 'has_bias', 0) && ctx.needs(2) ? sumToShape(G, [G.shape[3]]) : null,
   ];
 }, { inputs: (needs) => (needs[0] && needs[1] ? 'all' : needs[1] ? [0] : [1]) });

@@ -30,6 +30,11 @@ export interface Conv2dOptions {
    * others read y back once.
    */
   stats?: Tensor;
+  /**
+   * Convolve x nearest-upsampled 2x ([N, 2H, 2W, Cin], as upsampleNearest2x gives) without forming it: the
+   * gathers read x at half the coordinates (CPU; the CUDA kernels do not take it).
+   */
+  upsample?: boolean;
 }
 export type ConvAlgo = 'auto' | 'gemm' | 'winograd' | 'winograd4' | 'winograd6';
 const ALGO: Record<ConvAlgo, number> = { auto: 0, gemm: 1, winograd: 2, winograd4: 3, winograd6: 4 };
@@ -38,14 +43,15 @@ function checkInt(op: string, name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min) throw new Error(`${op}: ${name} must be an integer >= ${min}, got ${String(v)}`);
 }
 
-function convShape(op: string, x: Tensor, w: Tensor, stride: number, pad: number): number[] {
+function convShape(op: string, x: Tensor, w: Tensor, stride: number, pad: number, up = false): number[] {
   checkFloat(op, 'x', x);
   checkFloat(op, 'w', w);
   checkRank(op, 'x', x, 4);
   checkRank(op, 'w', w, 4);
   checkInt(op, 'stride', stride, 1);
   checkInt(op, 'pad', pad, 0);
-  const [n, h, wd, c] = x.shape;
+  const [n, h0, wd0, c] = x.shape;
+  const h = up ? 2 * h0 : h0, wd = up ? 2 * wd0 : wd0;  // upsample: the input is x upsampled 2x
   const [co, kh, kw, ci] = w.shape;
   if (ci !== c)
     throw new Error(`${op}: x ${shapeStr(x.shape)} (NHWC) and w ${shapeStr(w.shape)} (OHWI) differ in Cin (${c} vs ${ci})`);
@@ -71,7 +77,9 @@ function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tens
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, o: Conv2dOptions = {}): Tensor {
   const op = 'conv2d';
   const stride = o.stride ?? 1, pad = o.pad ?? 0, beta = o.beta ?? 0;
-  const shape = convShape(op, x, w, stride, pad);
+  const up = !!o.upsample;
+  if (up && x.device !== 'cpu') throw new Error(`${op}: upsample (the input read as its nearest 2x upsampling) is supported on the CPU only, got a ${x.device} x`);
+  const shape = convShape(op, x, w, stride, pad, up);
   const b = checkBias(op, bias, w.shape[0]);
   if (typeof beta !== 'number' || !Number.isFinite(beta)) throw new Error(`${op}: beta must be a finite number, got ${String(beta)}`);
   if (beta !== 0 && !o.out) throw new Error(`${op}: beta ${beta} accumulates into an existing output: pass out`);
@@ -87,7 +95,8 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, o: Conv2dOpti
   checkSameDevice(op, { x, w, bias: b, out: o.out });
   const y = o.out ?? out(shape, x);
   if (o.stats) checkStats(op, 'stats', o.stats, y, shape[0], shape[3]);
-  runOp(op, b ? [x, w, b] : [x, w], o.stats ? [y, o.stats] : [y], { stride, pad, beta, has_bias: b ? 1 : 0, algo: ALGO[algo] });
+  runOp(op, b ? [x, w, b] : [x, w], o.stats ? [y, o.stats] : [y],
+    { stride, pad, beta, has_bias: b ? 1 : 0, algo: ALGO[algo], upsample: up ? 1 : undefined });
   return y;
 }
 

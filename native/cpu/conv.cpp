@@ -46,9 +46,12 @@ std::string shp(const Tensor& t) {
 
 struct ConvGeom {
   int64_t N, H, W, C, kh, kw, stride, pad, Ho, Wo;
+  // 1: x is read as its nearest 2x upsampling (conv2d's `upsample`; H, W the upsampled sizes, the stored image
+  // (H >> 1) x (W >> 1)): the gathers below map pixel (iy, ix) to (iy >> up, ix >> up)
+  int64_t up = 0;
   int64_t pixels() const { return N * Ho * Wo; }
   int64_t K() const { return kh * kw * C; }
-  bool plain() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }
+  bool plain() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0 && up == 0; }
 };
 
 // A(i, k) of the convolution as a GEMM, packed from the NHWC image.
@@ -70,7 +73,7 @@ struct ImageA final : gemm::APacker {
         img[r] = nullptr;
         if (i >= i0 + mc) continue;
         int64_t ox = i % g.Wo, oy = (i / g.Wo) % g.Ho, n = i / (g.Wo * g.Ho);
-        img[r] = x + n * g.H * g.W * g.C;
+        img[r] = x + n * (g.H >> g.up) * (g.W >> g.up) * g.C;
         iy0[r] = oy * g.stride - g.pad;
         ix0[r] = ox * g.stride - g.pad;
       }
@@ -82,7 +85,8 @@ struct ImageA final : gemm::APacker {
           rows[r] = gemm::kZeros;
           if (!img[r]) continue;
           int64_t iy = iy0[r] + ky, ix = ix0[r] + kx;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) rows[r] = img[r] + (iy * g.W + ix) * g.C + c0;
+          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W)
+            rows[r] = img[r] + ((iy >> g.up) * (g.W >> g.up) + (ix >> g.up)) * g.C + c0;
         }
         put(d + (k - k0) * R, rows, len);
         k += len;
@@ -198,7 +202,7 @@ int64_t wino_chunk(int m, int64_t tiles, int64_t cin, int64_t cout, int threads)
 
 template <int m>
 wino::Geom wino_geom(const ConvGeom& cg) {
-  return wino::Geom{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m};
+  return wino::Geom{cg.N, cg.H, cg.W, cg.C, cg.Ho, cg.Wo, cg.pad, (cg.Ho + m - 1) / m, (cg.Wo + m - 1) / m, cg.up};
 }
 
 // V's layout: component uv's rows at V + uv * vstride, tile i's Cin values at + i * Cin (tiles padded to a
@@ -432,8 +436,11 @@ ConvGeom conv_geom(const char* op, const OpContext& c, const Tensor& x, const Te
       throw Error(std::string(op) + ": every tensor must be float, got " + t->describe());
   if (x.dim() != 4 || w.dim() != 4)
     throw Error(std::string(op) + ": x " + shp(x) + " must be [N, H, W, Cin] and w " + shp(w) + " [Cout, kh, kw, Cin]");
-  ConvGeom g{x.size(0), x.size(1), x.size(2), x.size(3), w.size(1), w.size(2), c.attrs.i("stride", 1),
-             c.attrs.i("pad", 0), 0, 0};
+  // upsample = 1: the input is x nearest-upsampled 2x (the gathers read x at half the coordinates)
+  const int64_t up = c.attrs.i("upsample", 0);
+  if (up != 0 && up != 1) throw Error(std::string(op) + ": upsample must be 0 or 1, got " + std::to_string(up));
+  ConvGeom g{x.size(0), x.size(1) << up, x.size(2) << up, x.size(3), w.size(1), w.size(2), c.attrs.i("stride", 1),
+             c.attrs.i("pad", 0), 0, 0, up};
   if (w.size(3) != g.C) throw Error(std::string(op) + ": x " + shp(x) + " and w " + shp(w) + " differ in Cin");
   if (g.stride < 1 || g.pad < 0)
     throw Error(std::string(op) + ": stride must be >= 1 and pad >= 0, got stride " + std::to_string(g.stride) +
@@ -486,7 +493,7 @@ void conv2d_kernel(const OpContext& c) {
     if (stats) std::fill(stats, stats + g.N * cout * chanstats::kPart, 0.f);
     return;
   }
-  if (algo == 0 && cout <= 8 && std::getenv("HYPERSD_CONV_NO_SMALL") == nullptr) {
+  if (algo == 0 && cout <= 8 && g.up == 0 && std::getenv("HYPERSD_CONV_NO_SMALL") == nullptr) {
     // Few output channels: the direct kernel of conv_small.h.
     gemm::F32View wv = gemm::as_f32(w, c.pool);
     std::vector<float> zero((size_t)g.C, 0.f);

@@ -13,6 +13,9 @@ constexpr int64_t kCB = 64;  // channels per transform block (the row buffers st
 struct Geom {
   int64_t N, H, W, C, Ho, Wo, pad;
   int64_t th, tw;  // tiles per image along H and W
+  // 1: the input is the stored image nearest-upsampled 2x (H, W are the upsampled sizes; pixel (iy, ix) is the
+  // stored image's (iy >> 1, ix >> 1)): conv2d's `upsample`, the upsampled tensor never formed
+  int64_t up = 0;
 };
 
 constexpr int64_t kPad = 16;  // floats of padding after each kCB-float row of the input transform's buffers

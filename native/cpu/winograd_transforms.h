@@ -175,12 +175,14 @@ struct Patch {
 template <int m>
 inline Patch patch_of(const float* x, const wino::Geom& g, int64_t tile) {
   const int64_t tx = tile % g.tw, ty = (tile / g.tw) % g.th, n = tile / (g.tw * g.th);
-  return Patch{x + n * g.H * g.W * g.C, m * ty - g.pad, m * tx - g.pad};
+  return Patch{x + n * (g.H >> g.up) * (g.W >> g.up) * g.C, m * ty - g.pad, m * tx - g.pad};
 }
-// Pixel (i, j) of the patch from channel c0 on, or null where the patch leaves the image.
+// Pixel (i, j) of the patch from channel c0 on, or null where the patch leaves the image (with g.up, the pixel
+// of the stored image it repeats).
 inline const float* patch_pixel(const Patch& p, const wino::Geom& g, int i, int j, int64_t c0) {
   const int64_t iy = p.y0 + i, ix = p.x0 + j;
-  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? p.img + (iy * g.W + ix) * g.C + c0 : nullptr;
+  return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? p.img + ((iy >> g.up) * (g.W >> g.up) + (ix >> g.up)) * g.C + c0
+                                                    : nullptr;
 }
 
 // Input transform of one A panel: tiles [t0, t0 + nt) (nt <= MR; rows past nt are zero) over channels

@@ -61,6 +61,8 @@ ConvArgs conv_inputs(const char* op, const OpContext& ctx, bool lora) {
   ConvGeom& g = a.g;
   const int64_t stride = ctx.attrs.i("stride", 1), pad = ctx.attrs.i("pad", 0);
   if (stride < 1 || pad < 0) fail(op, "stride must be >= 1 and pad >= 0");
+  if (ctx.attrs.i("upsample", 0) != 0)
+    fail(op, "upsample (the input read as its nearest 2x upsampling) has no CUDA kernel: upsample first");
   a.N = x.size(0);
   a.Cout = w.size(0);
   const int64_t H = x.size(1), W = x.size(2), kh = w.size(1), kw = w.size(2);

@@ -85,17 +85,19 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
 // every norm whose input a convolution wrote; the UNet at batch 1: each resnet's norm2), by default for outputs of
 // 16 MiB and up, with HYPERSD_GN_STATS=1 at any size (as here: the fixtures' tensors are small). With
 // HYPERSD_GN_STATS=0 the norms compute them: both within 1e-5 of each other (the fixtures pin both to diffusers).
-if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics (tiny SD1.5 VAE and UNet); HYPERSD_GN_STATS=0 turns it off', async () => {
+if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics and the VAE\'s upsamplers read their input upsampled (tiny SD1.5 VAE and UNet); HYPERSD_GN_STATS=0 / HYPERSD_CONV_UPSAMPLE=0 turn them off', async () => {
   const x = io('tiny-sd15');
   const m = loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: ['unet', 'vae'] });
   const prevEnv = process.env.HYPERSD_GN_STATS;
-  let withStats = 0, norms = 0;
+  let withStats = 0, norms = 0, fusedUp = 0, upsamples = 0;
   const prev = setOpHook((op, ins, outs, attrs) => {
     prev?.(op, ins, outs, attrs);
     if (op === 'group_norm') {
       norms++;
       if (ins.length === 4) withStats++;
     }
+    if (op === 'conv2d' && attrs.upsample) fusedUp++;
+    if (op === 'upsample_nearest2x') upsamples++;
   });
   try {
     process.env.HYPERSD_GN_STATS = '1';
@@ -118,16 +120,26 @@ if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics 
     assert.is(a.decNorms[0], a.decNorms[1] - 1, `decoder norms with statistics: ${a.decNorms}`);
     assert.ok(a.encNorms[0] > 0 && a.encNorms[0] < a.encNorms[1], `encoder norms with statistics: ${a.encNorms}`);
     assert.ok(a.unetNorms[0] > 0, `unet norms with statistics: ${a.unetNorms}`);
+    // the decoder's upsamplers read their input upsampled (no upsample op); HYPERSD_CONV_UPSAMPLE=0 forms it
+    assert.ok(fusedUp > 0, 'the decoder\'s upsampling convolutions read their input upsampled');
+    const [fu, us] = [fusedUp, upsamples];
     process.env.HYPERSD_GN_STATS = '0';
+    process.env.HYPERSD_CONV_UPSAMPLE = '0';
+    fusedUp = upsamples = 0;
     const b = await run();
     assert.equal([b.decNorms[0], b.encNorms[0], b.unetNorms[0]], [0, 0, 0]);
+    assert.equal([fusedUp, upsamples - us], [0, fu], 'HYPERSD_CONV_UPSAMPLE=0: an upsample op per upsampler instead');
     for (const k of ['dec', 'enc', 'un'] as const) {
       const e = relErr(a[k], b[k]);
       assert.ok(e < 1e-5, `${k}: with and without statistics differ by ${e}`);
     }
     process.env.HYPERSD_GN_STATS = 'yes';
     assert.throws(() => m.vae!.decode(x.t('vae_decode_in')), /HYPERSD_GN_STATS must be 0 or 1, got 'yes'/);
+    process.env.HYPERSD_GN_STATS = '1';
+    process.env.HYPERSD_CONV_UPSAMPLE = 'maybe';
+    assert.throws(() => m.vae!.decode(x.t('vae_decode_in')), /HYPERSD_CONV_UPSAMPLE must be 0 or 1, got 'maybe'/);
   } finally {
+    delete process.env.HYPERSD_CONV_UPSAMPLE;
     setOpHook(prev);
     if (prevEnv === undefined) delete process.env.HYPERSD_GN_STATS;
     else process.env.HYPERSD_GN_STATS = prevEnv;

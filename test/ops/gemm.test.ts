@@ -367,12 +367,12 @@ if (PORTABLE_CHILD || AVX2_CHILD) {
   // SiLU, GEGLU) in a child.
   if (hasAvx512())
     test('the AVX2 kernels pass the micro-kernel families too on an AVX-512 CPU (child process)', async () => {
-      const { mine, theirs } = await childProbe('avx2', '(gemm|conv|attention|norm|chanstats|activation)\\.test\\.ts$', 180_000);
+      const { mine, theirs } = await childProbe('avx2', '(gemm|conv|conv_upsample|attention|norm|chanstats|activation)\\.test\\.ts$', 180_000);
       // Two accumulator chains a row (even and odd k) against one: the same sums, rounded differently.
       assert.not.ok(theirs.equals(mine), 'the AVX2 result differs bitwise from the AVX-512 one');
     });
   test('the portable fallback kernels pass this file too (child process)', async () => {
-    const { mine, theirs } = await childProbe('portable', '(gemm|conv|norm|chanstats|activation|elementwise)\\.test\\.ts$', 120_000);
+    const { mine, theirs } = await childProbe('portable', '(gemm|conv|conv_upsample|norm|chanstats|activation|elementwise)\\.test\\.ts$', 120_000);
     if (hasAvx2()) assert.not.ok(theirs.equals(mine), 'portable result differs bitwise from the AVX2 one');
   });
 }

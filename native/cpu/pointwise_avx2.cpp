@@ -566,49 +566,54 @@ void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* 
 // The folded apply, for groups whose mean is within a few standard deviations of 0 (norm.cpp decides): y = x a +
 // b0 by one FMA, and SiLU's t = -y log2(e) by a second FMA from x (at = -a log2 e, bt = -b0 log2 e) beside it
 // instead of after it. (With |mean| >> std, x a and b0 would cancel: the shifted form above keeps x - K exact.)
+// Loads, stores and a lane test on 8 and (AVX-512) 16 lanes, for the templates below.
+static inline __m256 vload(const float* p, __m256) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline bool vany_gt(__m256 a, __m256 b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
+#ifdef __AVX512F__
+static inline __m512 vload(const float* p, __m512) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline bool vany_gt(__m512 a, __m512 b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
+#endif
+template <class V>
+static inline void vstream(float* p, V v);
+template <>
+inline void vstream(float* p, __m256 v) { _mm256_stream_ps(p, v); }
+#ifdef __AVX512F__
+template <>
+inline void vstream(float* p, __m512 v) { _mm512_stream_ps(p, v); }
+#endif
+// One slice of channels [c, c + lanes of V) over R rows of the folded apply.
+template <int R, bool NT, class V>
+static inline __attribute__((always_inline)) void gn_fold_slice(const float* x, float* y, int64_t C, int64_t c,
+                                                                const float* a, const float* b, const float* at,
+                                                                const float* bt, bool silu_on) {
+  const V z = vset(V(), 0.f), ac = vload(a + c, z), bc = vload(b + c, z);
+  V v[R], xv[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) xv[j] = vload(x + j * C + c, z), v[j] = vfma(xv[j], ac, bc);
+  if (silu_on) {
+    const V atc = vload(at + c, z), btc = vload(bt + c, z);
+    V t[R];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) t[j] = vfma(xv[j], atc, btc);
+    silu_tv<R>(v, t, v);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) {
+    if (NT) vstream(y + j * C + c, v[j]);
+    else vstore(y + j * C + c, v[j]);
+  }
+}
 template <int R, bool NT = false>
 inline __attribute__((always_inline)) void gn_apply_fold_rows(const float* x, float* y, int64_t C, const float* a,
                                                              const float* b, const float* at, const float* bt,
                                                              bool silu_on) {
   int64_t c = 0;
 #ifdef __AVX512F__
-  for (; c + 16 <= C; c += 16) {
-    const __m512 ac = _mm512_loadu_ps(a + c), bc = _mm512_loadu_ps(b + c);
-    __m512 v[R], xv[R];
-#pragma GCC unroll 4
-    for (int j = 0; j < R; ++j) xv[j] = _mm512_loadu_ps(x + j * C + c), v[j] = _mm512_fmadd_ps(xv[j], ac, bc);
-    if (silu_on) {
-      const __m512 atc = _mm512_loadu_ps(at + c), btc = _mm512_loadu_ps(bt + c);
-      __m512 t[R];
-#pragma GCC unroll 4
-      for (int j = 0; j < R; ++j) t[j] = _mm512_fmadd_ps(xv[j], atc, btc);
-      silu_tv<R>(v, t, v);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < R; ++j) {
-      if (NT) _mm512_stream_ps(y + j * C + c, v[j]);
-      else _mm512_storeu_ps(y + j * C + c, v[j]);
-    }
-  }
+  for (; c + 16 <= C; c += 16) gn_fold_slice<R, NT, __m512>(x, y, C, c, a, b, at, bt, silu_on);
 #endif
-  for (; c + 8 <= C; c += 8) {
-    const __m256 ac = _mm256_loadu_ps(a + c), bc = _mm256_loadu_ps(b + c);
-    __m256 v[R], xv[R];
-#pragma GCC unroll 4
-    for (int j = 0; j < R; ++j) xv[j] = _mm256_loadu_ps(x + j * C + c), v[j] = _mm256_fmadd_ps(xv[j], ac, bc);
-    if (silu_on) {
-      const __m256 atc = _mm256_loadu_ps(at + c), btc = _mm256_loadu_ps(bt + c);
-      __m256 t[R];
-#pragma GCC unroll 4
-      for (int j = 0; j < R; ++j) t[j] = _mm256_fmadd_ps(xv[j], atc, btc);
-      silu_tv<R>(v, t, v);
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < R; ++j) {
-      if (NT) _mm256_stream_ps(y + j * C + c, v[j]);
-      else _mm256_storeu_ps(y + j * C + c, v[j]);
-    }
-  }
+  for (; c + 8 <= C; c += 8) gn_fold_slice<R, NT, __m256>(x, y, C, c, a, b, at, bt, silu_on);
   if (c < C)
     for (int j = 0; j < R; ++j)
       for (int64_t i = c; i < C; ++i) {
@@ -632,14 +637,6 @@ void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float*
 }
 
 // ---- channel statistics of a piece of a producer's output (chanstats.cpp) ----
-static inline __m256 vload(const float* p, __m256) { return _mm256_loadu_ps(p); }
-static inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-static inline bool vany_gt(__m256 a, __m256 b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
-#ifdef __AVX512F__
-static inline __m512 vload(const float* p, __m512) { return _mm512_loadu_ps(p); }
-static inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-static inline bool vany_gt(__m512 a, __m512 b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
-#endif
 
 // U slices of L channels from channel c: per channel K = the first pixel, s1 / s2 the sums of d = x - K and d^2
 // over the runs x len pixels (the sums in registers, U chains interleaved), then O = s1 / n, M2 = s2 - s1 O;

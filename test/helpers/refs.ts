@@ -23,6 +23,22 @@ export function groupNormRef(x: Float64Array, g: Float64Array, b: Float64Array, 
   return y;
 }
 
+/** Per (n, c) mean and biased variance of y [N, S, C] over the S positions (channel_stats, conv2d's stats). */
+export function channelStatsRef(y: ArrayLike<number>, N: number, S: number, C: number): { mean: Float64Array; vr: Float64Array } {
+  const mean = new Float64Array(N * C), vr = new Float64Array(N * C);
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++) {
+      let m = 0;
+      for (let s = 0; s < S; s++) m += y[(n * S + s) * C + c];
+      m /= S;
+      let v = 0;
+      for (let s = 0; s < S; s++) v += (y[(n * S + s) * C + c] - m) ** 2;
+      mean[n * C + c] = m;
+      vr[n * C + c] = v / S;
+    }
+  return { mean, vr };
+}
+
 /** layer_norm over the last dim C of x. */
 export function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, C: number, eps: number) {
   const y = new Float64Array(x.length);

@@ -9,31 +9,16 @@ import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { runOp } from '../../lib/ops/runtime';
 import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
-import { groupNormRef } from '../helpers/refs';
+import { channelStatsRef, groupNormRef } from '../helpers/refs';
 
 const { conv2d, groupNorm, channelStats } = hs.ops;
 const NAME = process.env.HYPERSD_CPU_KERNELS ? `[${process.env.HYPERSD_CPU_KERNELS}] ` : '';
 
-/** float64 per (n, c) mean and biased variance of y [N, S, C]. */
-function statsRef(y: ArrayLike<number>, N: number, S: number, C: number): { mean: Float64Array; vr: Float64Array } {
-  const mean = new Float64Array(N * C), vr = new Float64Array(N * C);
-  for (let n = 0; n < N; n++)
-    for (let c = 0; c < C; c++) {
-      let m = 0;
-      for (let s = 0; s < S; s++) m += y[(n * S + s) * C + c];
-      m /= S;
-      let v = 0;
-      for (let s = 0; s < S; s++) v += (y[(n * S + s) * C + c] - m) ** 2;
-      mean[n * C + c] = m;
-      vr[n * C + c] = v / S;
-    }
-  return { mean, vr };
-}
 
 /** Checks st [N, C, 3] (mean hi + lo, variance) against y's float64 statistics: the mean within 1e-5 of the
  * standard deviation, the variance within 1e-5 relative. */
 function checkStats(st: Float32Array, y: ArrayLike<number>, N: number, S: number, C: number, what: string): void {
-  const { mean, vr } = statsRef(y, N, S, C);
+  const { mean, vr } = channelStatsRef(y, N, S, C);
   let worstM = 0, worstV = 0;
   for (let i = 0; i < N * C; i++) {
     const m = st[3 * i] + st[3 * i + 1], v = st[3 * i + 2];

@@ -3,33 +3,18 @@
 // channel_stats op, each against float64 statistics of the values the op wrote; then group_norm given them
 // against the float64 group norm. Outputs inside NaN guards. Env: SEED, N (cases), BUDGET_S.
 import { hs, rng, guarded, compare, TOL } from './common';
-import { groupNormRef } from '../../../test/helpers/refs';
+import { channelStatsRef, groupNormRef } from '../../../test/helpers/refs';
 
 const SEED = Number(process.env.SEED ?? 1), COUNT = Number(process.env.N ?? 500), BUDGET = Number(process.env.BUDGET_S ?? 60);
 const KS = process.env.HYPERSD_CPU_KERNELS ?? 'default';
 const R = rng(SEED);
 const { pick, int } = R;
 
-/** float64 mean and biased variance per (n, c) of y [N, S, C]. */
-function statsRef(y: ArrayLike<number>, N: number, S: number, C: number) {
-  const mean = new Float64Array(N * C), vr = new Float64Array(N * C);
-  for (let n = 0; n < N; n++)
-    for (let c = 0; c < C; c++) {
-      let m = 0;
-      for (let s = 0; s < S; s++) m += y[(n * S + s) * C + c];
-      m /= S;
-      let v = 0;
-      for (let s = 0; s < S; s++) v += (y[(n * S + s) * C + c] - m) ** 2;
-      mean[n * C + c] = m;
-      vr[n * C + c] = v / S;
-    }
-  return { mean, vr };
-}
 
 /** The worst misses of st against y's float64 statistics: the mean in units of (std + 1e-7 |mean|), the
  * variance relative (absolute below 1e-30). */
 function statsErr(st: Float32Array, y: ArrayLike<number>, N: number, S: number, C: number) {
-  const { mean, vr } = statsRef(y, N, S, C);
+  const { mean, vr } = channelStatsRef(y, N, S, C);
   let em = 0, ev = 0, bad = '';
   for (let i = 0; i < N * C; i++) {
     const m = st[3 * i] + st[3 * i + 1], v = st[3 * i + 2];

@@ -267,6 +267,7 @@ stage bench-attn-occ3 30 env HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_OCC=3 OUT= node n
 stage bench-unet 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f16,bf16 --reps 5 --only sd15
 stage bench-vae 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype f32,bf16 --reps 3 --only vae
 stage bench-vae-gn-stats 60 env HYPERSD_GN_STATS=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 3 --only vae
+stage bench-gn-stats 60 node node_modules/tsx/dist/cli.mjs bench/gn_stats.ts --device cuda --rounds 2
 stage profile-unet 60 env HYPERSD_SYNC=1 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 1 --only sd15 --profile
 stage bench-unet-xl 60 node node_modules/tsx/dist/cli.mjs bench/unet.ts --device cuda --dtype bf16 --reps 5 --only sdxl --xl-128
 if [ -f .devcarry/tokenizer/vocab.json ]; then

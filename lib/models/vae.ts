@@ -27,9 +27,9 @@ class Resnet {
   /** x NHWC, consumed: the VAE is a chain (no skip connections), so at inference x's storage (or the shortcut
    * conv's fresh output) takes conv2's sum in place (Conv2d.forwardAccumulate) instead of a separate add. Each
    * intermediate is disposed once its consumer is enqueued (as Chain does between layers), so norm2's output
-   * takes norm1's block. */
-  /** xStats: x's channel statistics from the layer that produced it (norm1 then reads x once); wantStats: return
-   * the output's (for the group norm that reads it next), where the convolutions can give them. */
+   * takes norm1's block. xStats: x's channel statistics from the layer that produced it (norm1 then reads x
+   * once); wantStats: return the output's (for the group norm that reads it next), where the convolutions can
+   * give them. */
   forward(x: Tensor, xStats: Tensor | null = null, wantStats = false): { y: Tensor; stats: Tensor | null } {
     return tidy(() => {
       // With a shortcut conv, it reads x first, so that norm1 may then write over x (GroupNorm's overwrite: on

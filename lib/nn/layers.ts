@@ -135,15 +135,15 @@ export class Conv2d {
     const stats = empty([acc.shape[0], this.outC, 3], { dtype: 'f32', device: x.device });
     return { y: ops.conv2d(x, w, b, { stride: this.stride, pad: this.pad, beta: 1, out: acc, stats }), stats };
   }
-  /**
-   * this.forward(x, extraBias) and, where the convolution can give them (canGiveStats), its output's
-   * per-channel statistics for a group norm of it (GroupNorm.forward's `stats`); else stats is null.
-   */
   /** Whether forwardWithStats(x, ..., upsample = true) reads x's upsampling itself (else the caller upsamples). */
   readsUpsampled(x: Tensor): boolean {
     return canUpsampleIn(x, this.p.adapters.get(this.name));
   }
-  /** upsample: convolve x nearest-upsampled 2x, read so by the convolution itself (only where readsUpsampled(x)). */
+  /**
+   * this.forward(x, extraBias) and, where the convolution can give them (canGiveStats), its output's
+   * per-channel statistics for a group norm of it (GroupNorm.forward's `stats`); else stats is null.
+   * upsample: convolve x nearest-upsampled 2x, read so by the convolution itself (only where readsUpsampled(x)).
+   */
   forwardWithStats(x: Tensor, extraBias?: Tensor, upsample = false): { y: Tensor; stats: Tensor | null } {
     const w = this.p.get(`${this.name}.weight`);
     if (upsample && !this.readsUpsampled(x)) throw new Error(`${this.name}: this convolution cannot read its input upsampled here (readsUpsampled)`);

@@ -42,46 +42,58 @@ void sums(const float* x, int64_t rows, int64_t C, const float* k, float* a1, fl
   }
 }
 
-void partial_impl(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part,
-                  float* scratch, bool by4) {
+}  // namespace
+
+void moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, double* mean, double* m2,
+             float* scratch, bool by4) {
   float *a1 = scratch, *a2 = scratch + C;
   std::fill(a1, a1 + 2 * C, 0.f);
-  float *K = part, *O = part + C, *M2 = part + 2 * C;
-  std::copy(p, p + C, K);  // the pivots: the piece's first pixel (copied: the sums read them as the values go by)
-  for (int64_t r = 0; r < runs; ++r) sums(p + r * run_stride, len, C, K, a1, a2, by4);
+  for (int64_t r = 0; r < runs; ++r) sums(p + r * run_stride, len, C, p, a1, a2, by4);  // pivots: the first pixel
   const int64_t n = runs * len;
-  const float inv = 1.f / (float)n;
+  const double inv = 1.0 / (double)n;
   for (int64_t c = 0; c < C; ++c) {
-    O[c] = a1[c] * inv;
-    M2[c] = a2[c] - a1[c] * O[c];
-  }
-  // A pivot far from its channel's mean (an outlier first pixel) makes a2 - a1^2 / n cancel: such a channel
-  // (a2 > 16 M2; NaN sums skip this and propagate) is summed again in double around its mean (group_norm's
-  // statistics do the same, norm.cpp).
-  for (int64_t c = 0; c < C; ++c) {
-    if (a2[c] <= 16.f * M2[c] || a2[c] != a2[c]) continue;
-    const double m = (double)K[c] + (double)O[c];
-    double d1 = 0, d2 = 0;
-    for (int64_t r = 0; r < runs; ++r)
-      for (int64_t i = 0; i < len; ++i) {
-        const double d = (double)p[r * run_stride + i * C + c] - m;
-        d1 += d;
-        d2 += d * d;
-      }
-    O[c] = (float)((m - (double)K[c]) + d1 / (double)n);
-    M2[c] = (float)std::max(0.0, d2 - d1 * d1 / (double)n);
+    const double s1 = a1[c], s2 = a2[c], off = s1 * inv;
+    mean[c] = (double)p[c] + off;
+    m2[c] = s2 - s1 * off;
+    if (!(s2 <= 16.0 * m2[c]) && s2 == s2) {
+      // Summed again around the channel's mean: the pivot lay > sqrt(15) std from it, so S2 - S1^2 / n would
+      // cancel more than 16-fold (an outlier; 1e-4 of the 256-row block channels of normal data; at sqrt(3)
+      // std, 8% of them had been re-summed, +40% on group norm's statistics pass).
+      double d1 = 0, d2 = 0;
+      for (int64_t r = 0; r < runs; ++r)
+        for (int64_t i = 0; i < len; ++i) {
+          const double d = (double)p[r * run_stride + i * C + c] - mean[c];
+          d1 += d;
+          d2 += d * d;
+        }
+      mean[c] += d1 * inv;
+      m2[c] = d2 - d1 * d1 * inv;
+    }
   }
 }
 
+namespace {
+// (K, o, M2) of a piece from its moments in double (the portable kernels, cancelled pieces, of_rows).
+void partial_from_moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part,
+                          float* scratch, bool by4) {
+  double* mean = reinterpret_cast<double*>(scratch + 2 * C);
+  double* m2 = mean + C;
+  moments(p, runs, len, run_stride, C, mean, m2, scratch, by4);
+  for (int64_t c = 0; c < C; ++c) {
+    part[c] = p[c];
+    part[C + c] = (float)(mean[c] - (double)p[c]);
+    part[2 * C + c] = (float)std::max(0.0, m2[c]);
+  }
+}
 }  // namespace
 
 void partial(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part, float* scratch) {
   // The vector kernel keeps each channel slice's sums in registers over the whole piece (a Winograd tile: 36
-  // pixels); a piece where some channel's sums cancelled is summed again by partial_impl (double re-sum).
+  // pixels); without it, or where some channel's sums cancelled, the piece's moments are taken in double.
   if (gemm::using_avx2() &&
       !(gemm::using_avx512() ? pw_avx512::cs_partial : pw_avx2::cs_partial)(p, runs, len, run_stride, C, part))
     return;
-  partial_impl(p, runs, len, run_stride, C, part, scratch, true);
+  partial_from_moments(p, runs, len, run_stride, C, part, scratch, true);
 }
 
 void combine(const float* part, const int64_t* count, int64_t N, int64_t per_image, int64_t C, float* out,
@@ -139,11 +151,11 @@ void of_rows(const float* y, int64_t N, int64_t S, int64_t C, float* out, Thread
   std::vector<int64_t> count((size_t)(N * per_image), 0);
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);  // as group_norm's statistics pass
   pool->parallel_for(N * per_image, 1, [&](int64_t s, int64_t e) {
-    std::vector<float> scratch((size_t)(2 * C));
+    std::vector<float> scratch((size_t)scratch_floats(C));
     for (int64_t t = s; t < e; ++t) {
       const int64_t n = t / per_image, r0 = (t % per_image) * rpb, rows = std::min(S, r0 + rpb) - r0;
       if (rows <= 0) continue;
-      partial_impl(y + (n * S + r0) * C, 1, rows, 0, C, &part[(size_t)(t * C * kPart)], scratch.data(), by4);
+      partial_from_moments(y + (n * S + r0) * C, 1, rows, 0, C, &part[(size_t)(t * C * kPart)], scratch.data(), by4);
       count[(size_t)t] = rows;
     }
   });

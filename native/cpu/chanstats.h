@@ -24,8 +24,18 @@ namespace chanstats {
 
 constexpr int64_t kPart = 3;  // floats per channel of a piece's partial: K, o, M2
 
-// The partial of `runs` runs of `len` contiguous pixels of C channels, run r at p + r * run_stride floats,
-// into part[C * 3]. scratch: 2 C floats.
+// Floats of scratch a `moments` or `partial` call over C channels needs (8-byte aligned).
+constexpr int64_t scratch_floats(int64_t C) { return 6 * C; }
+
+// Per-channel mean and centred sum of squares M2 (double) of `runs` runs of `len` contiguous pixels of C
+// channels, run r at p + r * run_stride floats: float sums of x - K and its square (K the first pixel; the
+// vector kernels of group_norm's statistics, by4 as there), folded in double; a channel whose sums cancel more
+// than 16-fold (an outlier pivot) is summed again in double around its mean, a NaN propagates. group_norm's own
+// statistics pass takes its blocks' moments from here too.
+void moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, double* mean, double* m2,
+             float* scratch, bool by4);
+
+// The partial (K, o, M2 planar) of such a piece into part[C * 3].
 void partial(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part, float* scratch);
 
 // Merges the partials of N images: image n's pieces are [n * per_image, (n + 1) * per_image), piece i at

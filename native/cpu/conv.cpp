@@ -237,7 +237,7 @@ void wino_output(const wino::Geom& g, const float* Mb, int64_t mstride, int64_t 
                  const float* bias, float beta, float* y, ThreadPool* pool, float* part) {
   auto output = wino::fns().output[m / 2 - 1];
   pool->parallel_for(tc, 4, [&](int64_t b, int64_t e) {
-    std::unique_ptr<float[]> scratch(new float[(size_t)(wino::scratch_floats(m) + 2 * cout)]);
+    std::unique_ptr<float[]> scratch(new float[(size_t)(wino::scratch_floats(m) + chanstats::scratch_floats(cout))]);
     for (int64_t i = b; i < e; ++i) {
       output(Mb + i * cout, mstride, g, t0 + i, cout, bias, beta, y, scratch.get());
       if (!part) continue;

@@ -27,7 +27,6 @@ namespace hsd {
 // The row kernels of pointwise_avx2.cpp, declared for both of its compiles: pw_avx2 (8 lanes) and pw_avx512
 // (pointwise_avx512.cpp: the same kernels, 16 lanes at a time where it has them).
 #define HSD_NORM_ROW_KERNELS                                                                                   \
-  void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);     \
   void gn_apply4(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b, bool silu); \
   void gn_apply(const float* x, float* y, int64_t C, const float* k, const float* a, const float* b,            \
                 bool silu_on, bool stream);                                                                     \
@@ -82,8 +81,9 @@ void group_norm_kernel(const OpContext& c) {
   // channel mean and centred sum of squares M2 = S2 - S1^2 / rows, folded into per-group (mean, M2) by Chan's
   // combination. A pivot far from its channel's block mean (an outlier in the first row) would make S2 - S1^2 /
   // rows cancel: such a channel (S2 > 16 M2) is summed again, in double around its mean, from the block (in L2
-  // by then). With one pivot per group (its first element, sessions 1-18), an outlier there cost the variance
-  // its digits: a first element 1000 std from the mean gave rstd off by 1.4e-3 (a fuzzed case).
+  // by then): chanstats::moments, which the convolutions' statistics output takes too. With one pivot per group
+  // (its first element, sessions 1-18), an outlier there cost the variance its digits: a first element 1000 std
+  // from the mean gave rstd off by 1.4e-3 (a fuzzed case).
   // Blocks of a power of two rows, at most 256 and at most 128K values (each channel's float sums run over a
   // block's rows; the per-channel fold in double costs about as much as the block's vectorised sums at 128
   // rows of 320 channels): [4096, 320] in 16 blocks of 256 rows. The split depends on C only, so the result
@@ -117,55 +117,21 @@ void group_norm_kernel(const OpContext& c) {
         part[(size_t)(n * G + g) * 2 + 1] = (double)S * sv;
       }
   } else c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
-    std::vector<float> a1((size_t)C), a2((size_t)C);
-    std::vector<double> mc((size_t)Cg);  // one group's channel means at a time
+    std::vector<float> scratch((size_t)chanstats::scratch_floats(C));
+    std::vector<double> mc((size_t)C), m2c((size_t)C);  // the block's channel means and centred sums of squares
     for (int64_t t = s; t < e; ++t) {
       int64_t n = t / nblk, blk = t % nblk;
       int64_t r0 = blk * rows_per_block, r1 = std::min(S, r0 + rows_per_block), rows = r1 - r0;
-      std::fill(a1.begin(), a1.end(), 0.f);
-      std::fill(a2.begin(), a2.end(), 0.f);
-      const float* xb = px + (n * S + r0) * C;
-      const float* kc = xb;  // the pivots: the block's first row
-      if (avx2) {
-        (avx512 ? pw_avx512::gn_sums : pw_avx2::gn_sums)(xb, rows, C, kc, a1.data(), a2.data(), by4);
-      } else {
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* xr = xb + r * C;
-          for (int64_t ch = 0; ch < C; ++ch) {
-            float d = xr[ch] - kc[ch];
-            a1[(size_t)ch] += d;
-            a2[(size_t)ch] += d * d;
-          }
-        }
-      }
-      // Per group: its channels' block means and centred sums of squares (in double), then Chan's combination
-      // of the channels (mean of the means; M2 = sum M2_c + rows sum (mean_c - mean)^2).
-      const double inv = 1.0 / (double)rows;
+      chanstats::moments(px + (n * S + r0) * C, 1, rows, 0, C, mc.data(), m2c.data(), scratch.data(), by4);
+      // Per group: Chan's combination of its channels (mean of the means; M2 = sum M2_c + rows sum (mean_c -
+      // mean)^2).
       double* acc = &part[(size_t)t * G * 2];
       for (int64_t g = 0; g < G; ++g) {
-        double* mg = mc.data();
+        const double* mg = mc.data() + g * Cg;
         double sm = 0, sq = 0;
         for (int64_t k = 0; k < Cg; ++k) {
-          const int64_t ch = g * Cg + k;
-          const double s1 = a1[(size_t)ch], s2 = a2[(size_t)ch], off = s1 * inv;
-          double m = (double)kc[ch] + off, m2 = s2 - s1 * off;
-          if (!(s2 <= 16.0 * m2) && s2 == s2) {
-            // Summed again around the channel's block mean: the pivot lay > sqrt(15) std from it, so S2 - S1^2 /
-            // rows would cancel more than 16-fold (an outlier; 1e-4 of the block channels of normal data; at
-            // sqrt(3) std, 8% of them had been re-summed, +40% on the statistics pass). NaN sums skip this and
-            // propagate.
-            double d1 = 0, d2 = 0;
-            for (int64_t r = 0; r < rows; ++r) {
-              const double d = (double)xb[r * C + ch] - m;
-              d1 += d;
-              d2 += d * d;
-            }
-            m += d1 * inv;
-            m2 = d2 - d1 * d1 * inv;
-          }
-          mg[k] = m;
-          sm += m;
-          sq += m2;
+          sm += mg[k];
+          sq += m2c[(size_t)(g * Cg + k)];
         }
         const double mean = sm / (double)Cg;
         double dev = 0;

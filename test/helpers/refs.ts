@@ -54,9 +54,10 @@ export function layerNormRef(x: Float64Array, g: Float64Array, b: Float64Array, 
   return y;
 }
 
-/** softmax(scale q k^T [causal: keys up to the query]) v per head; q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv]. */
-export function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
-  const o = new Float64Array(B * Lq * H * Dv);
+/** softmax(scale q k^T [causal: keys up to the query]) v per head; q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv]:
+ * the output o [B, Lq, H*Dv] and the logsumexp of the scaled logits lse [B, H, Lq]. */
+export function attentionLseRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
+  const o = new Float64Array(B * Lq * H * Dv), lse = new Float64Array(B * H * Lq);
   const p = new Float64Array(Lk);
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++)
@@ -71,13 +72,19 @@ export function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, 
         }
         let sum = 0;
         for (let j = 0; j < n; j++) sum += (p[j] = Math.exp(p[j] - m));
+        lse[(b * H + h) * Lq + i] = m + Math.log(sum);
         for (let d = 0; d < Dv; d++) {
           let acc = 0;
           for (let j = 0; j < n; j++) acc += p[j] * v[((b * Lk + j) * H + h) * Dv + d];
           o[((b * Lq + i) * H + h) * Dv + d] = acc / sum;
         }
       }
-  return o;
+  return { o, lse };
+}
+
+/** attentionLseRef's output alone. */
+export function attentionRef(q: Float64Array, k: Float64Array, v: Float64Array, B: number, Lq: number, Lk: number, H: number, D: number, Dv: number, scale: number, causal: boolean) {
+  return attentionLseRef(q, k, v, B, Lq, Lk, H, D, Dv, scale, causal).o;
 }
 
 /** Float64 gradients of sum(dO * attention(q, k, v)) (layouts as attentionRef): with P = softmax(scale q k^T)

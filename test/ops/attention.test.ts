@@ -4,6 +4,7 @@ import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
 import { attentionInternals } from '../../lib/ops/internals';
+import { attentionLseRef } from '../helpers/refs';
 
 const { attention } = hs.ops;
 
@@ -11,30 +12,7 @@ interface Case { B: number; Lq: number; Lk: number; H: number; D: number; Dv: nu
 
 /** Float64 reference: o [B, Lq, H*Dv] and lse [B, H, Lq]. Causal is top-left aligned (key j <= query i). */
 function reference(q: Float64Array, k: Float64Array, v: Float64Array, c: Case, scale: number) {
-  const { B, Lq, Lk, H, D, Dv } = c;
-  const o = new Float64Array(B * Lq * H * Dv), lse = new Float64Array(B * H * Lq);
-  const s = new Float64Array(Lk);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++)
-      for (let i = 0; i < Lq; i++) {
-        let m = -Infinity;
-        const n = c.causal ? Math.min(Lk, i + 1) : Lk;
-        for (let j = 0; j < n; j++) {
-          let d = 0;
-          for (let e = 0; e < D; e++) d += q[((b * Lq + i) * H + h) * D + e] * k[((b * Lk + j) * H + h) * D + e];
-          s[j] = d * scale;
-          m = Math.max(m, s[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += Math.exp(s[j] - m);
-        lse[(b * H + h) * Lq + i] = m + Math.log(sum);
-        for (let e = 0; e < Dv; e++) {
-          let acc = 0;
-          for (let j = 0; j < n; j++) acc += Math.exp(s[j] - m) * v[((b * Lk + j) * H + h) * Dv + e];
-          o[((b * Lq + i) * H + h) * Dv + e] = acc / sum;
-        }
-      }
-  return { o, lse };
+  return attentionLseRef(q, k, v, c.B, c.Lq, c.Lk, c.H, c.D, c.Dv, scale, !!c.causal);
 }
 
 async function run(c: Case, dtype: hs.DType, seed: number) {

@@ -237,20 +237,25 @@ if (DEVICE === 'cpu')
   });
 
 test('layerNorm: a row gives the same bits alone as among others (rows are normalised four at a time)', async () => {
-  // 15 rows of 332 channels (20 full vectors for the paired loop, one more vector, a scalar tail of 4) with different offsets: the
-  // AVX2 kernel interleaves four rows and finishes with three; each row must come out exactly as when it is
-  // normalised on its own, and close to the float64 reference.
-  const R = 15, C = 332, xv = randn(R * C, 31, 2), gv = randn(C, 32), bv = randn(C, 33);
-  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) xv[r * C + c] += 10 * r;
-  const g = t(gv, [C]), b = t(bv, [C]);
-  const all = await layerNorm(t(xv, [R, C]), g, b).floats();
-  assertClose(all, layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, 'y');
-  for (const r of [0, 3, 4, 11, 12, 14]) {
-    const one = await layerNorm(t(xv.slice(r * C, (r + 1) * C), [1, C]), g, b).floats();
-    const mine = all.slice(r * C, (r + 1) * C);
-    let diff = 0;
-    for (let c = 0; c < C; c++) if (one[c] !== mine[c]) diff++;
-    assert.is(diff, 0, `row ${r}: ${diff} of ${C} values differ between the row alone and among the others`);
+  // Rows of 332 channels (20 full vectors for the paired loop, one more vector, a scalar tail of 4) with different
+  // offsets. The kernels take blocks of four rows (the AVX-512 one four rows Q = rows / 4 apart, the sums of one
+  // block and the output of the block two before it in one sweep) and finish with the last rows % 4: 5 rows is
+  // one block and a row alone, 8 two blocks, 15 three and three rows, 70 seventeen and two (and on two threads
+  // two chunks). Each row must come out exactly as when it is normalised on its own, and close to the float64
+  // reference (a block written with another block's statistics is far from it: the offsets differ by 10 std).
+  const C = 332, gv = randn(C, 32), bv = randn(C, 33), g = t(gv, [C]), b = t(bv, [C]);
+  for (const R of [5, 8, 15, 70]) {
+    const xv = randn(R * C, 31 + R, 2);
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) xv[r * C + c] += 10 * r;
+    const all = await layerNorm(t(xv, [R, C]), g, b).floats();
+    assertClose(all, layerNormRef(roundTo('f32', xv), gv, bv, C, 1e-5), TOL.f32, `y, ${R} rows`);
+    for (const r of new Set([0, 1, 3, 4, 7, 11, 12, R - 2, R - 1].filter((r) => r < R))) {
+      const one = await layerNorm(t(xv.slice(r * C, (r + 1) * C), [1, C]), g, b).floats();
+      const mine = all.slice(r * C, (r + 1) * C);
+      let diff = 0;
+      for (let c = 0; c < C; c++) if (one[c] !== mine[c]) diff++;
+      assert.is(diff, 0, `${R} rows, row ${r}: ${diff} of ${C} values differ between the row alone and among the others`);
+    }
   }
 });
 

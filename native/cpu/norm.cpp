@@ -182,9 +182,10 @@ void group_norm_kernel(const OpContext& c) {
   // before being overwritten (a third of the pass's traffic) and it does not flush what the cache holds; the
   // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
   const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
-  // The folded apply (pointwise_avx2.cpp gn_apply_fold: y = x a + b0, SiLU's exponent from x by a second FMA)
-  // where every channel's shift is small against its scale (|K a| <= 4, i.e. the group mean within 4 standard
-  // deviations of 0 for gamma ~ 1: x a and b0 = b' - K a then lose at most ~2 ulp of 4 to cancellation).
+  // The folded apply (pointwise_avx2.cpp gn_apply_fold: y = x a + b0; with SiLU t = -y log2(e) = x at + bt by
+  // one FMA and SiLU from t alone) where every channel's shift is small against its scale (|K a| <= 4, i.e. the
+  // group mean within 4 standard deviations of 0 for gamma ~ 1: x a and b0 = b' - K a, or x at and bt, then lose
+  // at most a few ulp of 4 (of 4 log2(e)) to cancellation).
   bool fold = avx2 && std::getenv("HYPERSD_GN_FOLD") == nullptr;
   std::vector<float> b0_c, at_c, bt_c;
   if (fold) {

@@ -14,6 +14,10 @@ export interface Native {
   run(op: string | number, inputs: Handle[], outputs: Handle[], attrs?: Record<string, number | boolean | number[] | undefined>): void;
   /** The number run() takes for an op name (an Error for an unknown op). */
   opId(op: string): number;
+  /** The number runFlat() takes for a list of attribute names (in the order of runFlat's values). */
+  attrKeys(names: string[]): number;
+  /** run() by op number with numeric attributes: the names from attrKeys, values[i] the i-th name's value. */
+  runFlat(op: number, inputs: Handle[], outputs: Handle[], keys: number, values: Float64Array): void;
   read(h: Handle): Promise<ArrayBuffer>;
   sync(device: string): Promise<void>;
   copyTo(h: Handle, device: string): Handle;

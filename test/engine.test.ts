@@ -62,6 +62,27 @@ test('ops by number: opId names an unknown op, run() refuses a number opId did n
   assert.throws(() => nat.run(id, [a.handle(), h], [y.handle()], {}), /input 1 was disposed/);
 });
 
+test('numeric attributes by key set (attrKeys / runFlat): the same op as by object; bad key sets, values and names are Errors', async () => {
+  const nat = native();
+  const fill = nat.opId('fill'), y = hs.empty([4]);
+  const ks = nat.attrKeys(['value']);
+  assert.is(typeof ks, 'number');
+  nat.runFlat(fill, [], [y.handle()], ks, new Float64Array([2.5]));
+  assert.equal(Array.from(await y.floats()), [2.5, 2.5, 2.5, 2.5]);
+  // names in any order: the values follow the names' order
+  const aff = nat.opId('affine'), x = hs.tensor(new Float32Array([1, 2, 3, 4]), [4]);
+  nat.runFlat(aff, [x.handle()], [y.handle()], nat.attrKeys(['b', 'a']), new Float64Array([10, 3]));
+  assert.equal(Array.from(await y.floats()), [13, 16, 19, 22], 'y = 3 x + 10');
+  assert.throws(() => nat.runFlat(fill, [], [y.handle()], 1e6, new Float64Array([1])), /key set 1000000 was not given by attrKeys/);
+  assert.throws(() => nat.runFlat(fill, [], [y.handle()], ks, new Float32Array([1]) as any), /values must be a Float64Array/);
+  assert.throws(() => nat.runFlat(fill, [], [y.handle()], nat.attrKeys(['value', 'x']), new Float64Array([1])), /fewer values than attribute names/);
+  assert.throws(() => nat.attrKeys(['a', 'b', 'a']), /attribute 'a' given twice/);
+  assert.throws(() => nat.runFlat(1e6, [], [y.handle()], ks, new Float64Array([1])), /op id 1000000 was not given by opId/);
+  // runOp sends numeric attributes this way, arrays as the object, and skips undefined ones either way
+  assert.equal(Array.from(await hs.ops.affine(x, 2, -1).floats()), [1, 3, 5, 7]);
+  assert.equal(Array.from(await hs.ops.permute(hs.tensor(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]), [1, 0]).floats()), [1, 4, 2, 5, 3, 6]);
+});
+
 test('the event loop keeps ticking while a 1-second kernel runs', async () => {
   const x = vec([1, 2, 3]);
   const y = hs.empty([3], cpu);

@@ -21,6 +21,12 @@ export function setOpHook(fn: OpHook | null): OpHook | null {
 
 const opIds = new Map<string, number>();
 const noAttrs: Attrs = Object.freeze({});
+// Attributes that are all numbers or booleans (nearly every op's) go to the addon as a key set registered once
+// per list of names (attrKeys) and the values in this scratch array (runFlat): the addon's enumeration of an
+// attribute object cost ~0.4 us an attribute, a third of a typical op's enqueue (session 23: silu with three
+// attributes 3.45 -> ~2.5 us). Anything else (arrays of numbers) goes as the object (run).
+const keySets = new Map<string, number>();
+const attrVals = new Float64Array(32);
 
 export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly Tensor[], attrs: Attrs = noAttrs): void {
   const ins = new Array<Handle>(inputs.length), outs = new Array<Handle>(outputs.length);
@@ -35,7 +41,37 @@ export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly T
   let id = opIds.get(op);
   const nat = native();
   if (id === undefined) opIds.set(op, (id = nat.opId(op)));
-  nat.run(id, ins, outs, attrs === noAttrs ? undefined : attrs);  // no attributes: nothing for the addon to enumerate
+  if (attrs === noAttrs) nat.run(id, ins, outs);  // no attributes: nothing for the addon to enumerate
+  else {
+    let sig = '', n = 0, flat = true;
+    for (const k in attrs) {
+      const v = attrs[k];
+      if (v === undefined) continue;
+      if (typeof v === 'number') attrVals[n] = v;
+      else if (typeof v === 'boolean') attrVals[n] = v ? 1 : 0;
+      else {
+        flat = false;
+        break;
+      }
+      sig = n === 0 ? k : `${sig},${k}`;
+      if (++n === attrVals.length) {
+        flat = false;
+        break;
+      }
+    }
+    if (!flat) nat.run(id, ins, outs, attrs);
+    else {
+      let ks = keySets.get(sig);
+      if (ks === undefined) {
+        const names = n === 0 ? [] : sig.split(',');
+        // a name with a comma in it (no op has one) would not split back: such attributes go as the object
+        ks = names.length === n ? nat.attrKeys(names) : -1;
+        keySets.set(sig, ks);
+      }
+      if (ks < 0) nat.run(id, ins, outs, attrs);
+      else nat.runFlat(id, ins, outs, ks, attrVals);
+    }
+  }
   if (opHook) {
     const clean: Attrs = {};
     for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = v;

@@ -156,6 +156,16 @@ Napi::Value OpId(const Napi::CallbackInfo& info) {
   });
 }
 
+// An op's inputs or outputs from an array of handles (each named by its place when it is not a live tensor).
+std::vector<Tensor> unwrap_args(const Napi::Value& v, const char* kind) {
+  auto arr = v.As<Napi::Array>();
+  const uint32_t n = arr.Length();
+  std::vector<Tensor> ts;
+  ts.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) ts.push_back(unwrap_arg(arr.Get(i), kind, i));
+  return ts;
+}
+
 // run(op, inputs[], outputs[], attrs): enqueues and returns at once. op: a name, or a number from opId.
 Napi::Value Run(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
@@ -168,14 +178,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     } else {
       name = info[0].As<Napi::String>();
     }
-    std::vector<Tensor> in, out;
-    auto ins = info[1].As<Napi::Array>();
-    auto outs = info[2].As<Napi::Array>();
-    const uint32_t nin = ins.Length(), nout = outs.Length();
-    in.reserve(nin);
-    out.reserve(nout);
-    for (uint32_t i = 0; i < nin; ++i) in.push_back(unwrap_arg(ins.Get(i), "input", i));
-    for (uint32_t i = 0; i < nout; ++i) out.push_back(unwrap_arg(outs.Get(i), "output", i));
+    std::vector<Tensor> in = unwrap_args(info[1], "input"), out = unwrap_args(info[2], "output");
     Attrs attrs = info.Length() > 3 ? to_attrs(info[3]) : Attrs{};
     if (def) hsd::enqueue(*def, std::move(in), std::move(out), std::move(attrs));
     else hsd::enqueue(name, std::move(in), std::move(out), std::move(attrs));
@@ -232,14 +235,7 @@ Napi::Value RunFlat(const Napi::CallbackInfo& info) {
       throw hsd::Error("runFlat: values must be a Float64Array");
     auto vals = info[4].As<Napi::Float64Array>();
     if (vals.ElementLength() < ks.keys.size()) throw hsd::Error("runFlat: fewer values than attribute names");
-    std::vector<Tensor> in, out;
-    auto ins = info[1].As<Napi::Array>();
-    auto outs = info[2].As<Napi::Array>();
-    const uint32_t nin = ins.Length(), nout = outs.Length();
-    in.reserve(nin);
-    out.reserve(nout);
-    for (uint32_t i = 0; i < nin; ++i) in.push_back(unwrap_arg(ins.Get(i), "input", i));
-    for (uint32_t i = 0; i < nout; ++i) out.push_back(unwrap_arg(outs.Get(i), "output", i));
+    std::vector<Tensor> in = unwrap_args(info[1], "input"), out = unwrap_args(info[2], "output");
     Attrs attrs;
     const double* v = vals.Data();
     for (uint32_t i : ks.order) attrs.values.emplace_hint(attrs.values.end(), ks.keys[i], std::vector<double>{v[i]});

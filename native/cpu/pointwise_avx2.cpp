@@ -746,14 +746,6 @@ void cs_merge(const float* K, const float* O, const float* M2, double f, double 
   }
 }
 
-// Layer-norm of `rows` rows of C floats each (row r at x + r*C, y + r*C): y = (x - mean) * rstd * gamma + beta,
-// (this 8-lane ln_block for the AVX2 compile; the AVX-512 compile runs ln_rows16 below, the same scheme)
-// the mean and the centred variance from two passes over each row (in L1) with 8-lane float partial sums
-// (two per row) folded in double. One row alone is a chain of dependent steps (a pass's adds, the fold, the
-// square root and division) that left most of the core idle: ~255 cycles for a 320-float row in L1. Rows are
-// therefore taken four at a time with their chains interleaved; every row goes through exactly the same
-// operations whether it is one of four or one of the last rows done singly, so the result does not depend on
-// how the rows were split among threads.
 namespace {
 
 inline __attribute__((always_inline)) double fold_d(__m256 v) {
@@ -762,80 +754,150 @@ inline __attribute__((always_inline)) double fold_d(__m256 v) {
   return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
 }
 
+#ifndef __AVX512F__
+// Layer norm on 8 lanes (the AVX2 compile): ln_rows16's scheme (the AVX-512 compile's layer norm, below: the
+// pivot, one pass of shifted sums folded in double, blocks of four rows Q apart, the sums of one block and the
+// output of the block two before it in one sweep, four rows' statistics as one vector), the pivot the mean of
+// the row's first 8 values, and the row's last C % 8 columns summed and written by scalar steps after the
+// vectors (the same for every row). It had taken two passes for the statistics (the mean, then centred
+// squares) and a scalar fold, division, square root and division a row (bench/RESULTS.md, session 23).
 template <int R>
-inline __attribute__((always_inline)) void ln_block(const float* x, float* y, int64_t C, int64_t rs,
-                                                   const float* gamma, const float* beta, double eps) {
-  const int64_t C8 = C / 8 * 8;
-  // The first pass sums x - K, K the row's first value (a constant row sums to exactly 0, so its mean is K
-  // and its output exactly beta: plain sums had left a mean a few ulps off, times rstd = 1 / sqrt(eps)).
-  __m256 s0[R], s1[R], vk[R];
-  for (int r = 0; r < R; ++r) {
-    s0[r] = s1[r] = _mm256_setzero_ps();
-    vk[r] = _mm256_set1_ps(x[r * rs]);
-  }
-  int64_t c = 0;
-  for (; c + 16 <= C8; c += 16)
-    for (int r = 0; r < R; ++r) {
-      s0[r] = _mm256_add_ps(s0[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c), vk[r]));
-      s1[r] = _mm256_add_ps(s1[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c + 8), vk[r]));
-    }
-  if (c < C8)
-    for (int r = 0; r < R; ++r) s0[r] = _mm256_add_ps(s0[r], _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c), vk[r]));
-  double mean[R];
-  __m256 vm[R];
-  for (int r = 0; r < R; ++r) {
-    double sum = fold_d(_mm256_add_ps(s0[r], s1[r]));
-    for (int64_t k = C8; k < C; ++k) sum += x[r * rs + k] - x[r * rs];
-    mean[r] = (double)x[r * rs] + sum / (double)C;
-    vm[r] = _mm256_set1_ps((float)mean[r]);
-    s0[r] = s1[r] = _mm256_setzero_ps();
-  }
-  for (c = 0; c + 16 <= C8; c += 16)
-    for (int r = 0; r < R; ++r) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c), vm[r]);
-      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c + 8), vm[r]);
-      s0[r] = _mm256_fmadd_ps(d0, d0, s0[r]);
-      s1[r] = _mm256_fmadd_ps(d1, d1, s1[r]);
-    }
-  if (c < C8)
-    for (int r = 0; r < R; ++r) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c), vm[r]);
-      s0[r] = _mm256_fmadd_ps(d0, d0, s0[r]);
-    }
-  float rstd[R], nmr[R];
-  for (int r = 0; r < R; ++r) {
-    double ss = fold_d(_mm256_add_ps(s0[r], s1[r]));
-    for (int64_t k = C8; k < C; ++k) {
-      const double d = x[r * rs + k] - (float)mean[r];
-      ss += d * d;
-    }
-    // ss is centred on the f32-rounded mean m: subtract the (tiny) bias of that rounding, C (mean - m)^2.
-    const double dmr = mean[r] - (double)(float)mean[r];
-    rstd[r] = (float)(1.0 / std::sqrt(std::max(0.0, ss / (double)C - dmr * dmr) + eps));
-    nmr[r] = (float)(-(mean[r] - (double)x[r * rs]) * (double)rstd[r]);
-  }
-  // The output pass over the R rows together, gamma and beta loaded once per 8 columns for all of them: +13%
-  // on [4096, 320] against one row at a time (bench/ab.ts side by side; prefetching the next four rows' input
-  // and output lines as well changed nothing measurable). x - mean as (x - K) r - (mean - K) r in one FMA:
-  // x - K is exact when |mean| >> std, where the mean rounded to float had cost ulp(mean) / std.
-  __m256 vr[R], vn[R];
-  for (int r = 0; r < R; ++r) {
-    vr[r] = _mm256_set1_ps(rstd[r]);
-    vn[r] = _mm256_set1_ps(nmr[r]);
-  }
-  for (c = 0; c < C8; c += 8) {
-    const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
+inline __attribute__((always_inline)) void ln8_begin(const float* x, int64_t C, int64_t rs, __m256* k, __m256* s,
+                                                    __m256* q, float* st, float* qt) {
+  const int64_t h = std::min<int64_t>(C, 8);
+  const float inv_head = h == 8 ? 0.125f : 1.f / (float)h;
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 d = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r * rs + c), vk[r]), vr[r], vn[r]);
-      _mm256_storeu_ps(y + r * rs + c, _mm256_fmadd_ps(d, g, b));
-    }
-  }
   for (int r = 0; r < R; ++r) {
-    const float K = x[r * rs];
-    for (int64_t k = C8; k < C; ++k) y[r * rs + k] = std::fma(x[r * rs + k] - K, rstd[r], nmr[r]) * gamma[k] + beta[k];
+    float a = 0.f;
+    for (int64_t i = 0; i < h; ++i) a += x[r * rs + i];
+    k[r] = _mm256_set1_ps(a * inv_head);
+    s[r] = q[r] = _mm256_setzero_ps();
+    st[r] = qt[r] = 0.f;
   }
 }
+// The R rows' (k, r, n) from their sums: per row ((b0 + b1) + (b2 + b3)) + the scalar tail's sum, b_i = p_i +
+// p_i+4 in double (absent rows are zeros in their own lanes), then as ln16_finish.
+template <int R>
+inline __attribute__((always_inline)) __m256d ln8_fold4(const __m256* v, const float* tail) {
+  __m256d b[4];
+  alignas(16) float t[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    if (r >= R) {
+      b[r] = _mm256_setzero_pd();
+      continue;
+    }
+    b[r] = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v[r])), _mm256_cvtps_pd(_mm256_extractf128_ps(v[r], 1)));
+    t[r] = tail[r];
+  }
+  const __m256d h01 = _mm256_hadd_pd(b[0], b[1]), h23 = _mm256_hadd_pd(b[2], b[3]);
+  return _mm256_add_pd(_mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20), _mm256_permute2f128_pd(h01, h23, 0x31)),
+                       _mm256_cvtps_pd(_mm_load_ps(t)));
+}
+template <int R>
+inline __attribute__((always_inline)) void ln8_finish(const __m256* k, const __m256* s, const __m256* q,
+                                                     const float* st, const float* qt, int64_t C, double eps,
+                                                     float* pm, float* pr, float* pn) {
+  const __m256d vc = _mm256_set1_pd((double)C);
+  const __m256d dm = _mm256_div_pd(ln8_fold4<R>(s, st), vc), ss = _mm256_div_pd(ln8_fold4<R>(q, qt), vc);
+  const __m256d var = _mm256_add_pd(_mm256_max_pd(_mm256_sub_pd(ss, _mm256_mul_pd(dm, dm)), _mm256_setzero_pd()),
+                                    _mm256_set1_pd(eps));
+  const __m128 rf = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(var)));
+  const __m128 nf = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), dm), _mm256_cvtps_pd(rf)));
+  alignas(16) float RF[4], NF[4];
+  _mm_store_ps(RF, rf);
+  _mm_store_ps(NF, nf);
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    pm[r] = _mm256_cvtss_f32(k[r]);
+    pr[r] = RF[r];
+    pn[r] = NF[r];
+  }
+}
+// One sweep over the columns: the sums of rows xs (ST) and the output of rows xo (OUT), then the scalar tail.
+template <int R, bool ST, bool OUT>
+inline __attribute__((always_inline)) void ln8_sweep(const float* xs, const float* xo, float* yo, int64_t C,
+                                                    int64_t rs, __m256* k, __m256* s, __m256* q, float* st,
+                                                    float* qt, const float* pm, const float* pr, const float* pn,
+                                                    const float* gamma, const float* beta) {
+  const int64_t C8 = C / 8 * 8;
+  __m256 vm[R], vr[R], vn[R];
+  if (OUT)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      vm[r] = _mm256_set1_ps(pm[r]);
+      vr[r] = _mm256_set1_ps(pr[r]);
+      vn[r] = _mm256_set1_ps(pn[r]);
+    }
+  for (int64_t c = 0; c < C8; c += 8) {
+    if (ST)
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xs + r * rs + c), k[r]);
+        s[r] = _mm256_add_ps(s[r], d);
+        q[r] = _mm256_fmadd_ps(d, d, q[r]);
+      }
+    if (OUT) {
+      const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 d = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(xo + r * rs + c), vm[r]), vr[r], vn[r]);
+        _mm256_storeu_ps(yo + r * rs + c, _mm256_fmadd_ps(d, g, b));
+      }
+    }
+  }
+  for (int64_t c = C8; c < C; ++c) {
+    if (ST)
+      for (int r = 0; r < R; ++r) {
+        const float d = xs[r * rs + c] - _mm256_cvtss_f32(k[r]);
+        st[r] += d;
+        qt[r] = std::fma(d, d, qt[r]);
+      }
+    if (OUT)
+      for (int r = 0; r < R; ++r)
+        yo[r * rs + c] = std::fma(std::fma(xo[r * rs + c] - pm[r], pr[r], pn[r]), gamma[c], beta[c]);
+  }
+}
+template <int R>
+inline __attribute__((always_inline)) void ln_block8(const float* x, float* y, int64_t C, const float* gamma,
+                                                    const float* beta, double eps) {
+  __m256 k[R], s[R], q[R];
+  float st[R] = {}, qt[R] = {}, pm[R], pr[R], pn[R];
+  ln8_begin<R>(x, C, C, k, s, q, st, qt);
+  ln8_sweep<R, true, false>(x, nullptr, nullptr, C, C, k, s, q, st, qt, nullptr, nullptr, nullptr, gamma, beta);
+  ln8_finish<R>(k, s, q, st, qt, C, eps, pm, pr, pn);
+  ln8_sweep<R, false, true>(nullptr, x, y, C, C, nullptr, nullptr, nullptr, nullptr, nullptr, pm, pr, pn, gamma, beta);
+}
+void ln_rows8(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
+  const int64_t Q = rows / 4, rs = Q * C;
+  if (Q > 0) {
+    __m256 k[4], s[4], q[4];
+    float st[4] = {}, qt[4] = {}, p[3][3][4];  // p: per block i % 3, the pivot, r and n of its four rows
+    for (int64_t i = 0; i < Q + 2; ++i) {
+      const float* xs = x + i * C;
+      const int64_t o = i - 2;
+      const float* po = p[(o + 3) % 3][0];
+      const bool sums = i < Q, out = o >= 0;
+      if (sums) ln8_begin<4>(xs, C, rs, k, s, q, st, qt);
+      if (sums && out)
+        ln8_sweep<4, true, true>(xs, x + o * C, y + o * C, C, rs, k, s, q, st, qt, po, po + 4, po + 8, gamma, beta);
+      else if (sums)
+        ln8_sweep<4, true, false>(xs, nullptr, nullptr, C, rs, k, s, q, st, qt, nullptr, nullptr, nullptr, gamma, beta);
+      else if (out)
+        ln8_sweep<4, false, true>(nullptr, x + o * C, y + o * C, C, rs, nullptr, nullptr, nullptr, nullptr, nullptr, po,
+                                  po + 4, po + 8, gamma, beta);
+      if (sums) ln8_finish<4>(k, s, q, st, qt, C, eps, p[i % 3][0], p[i % 3][1], p[i % 3][2]);
+    }
+  }
+  const int64_t r = 4 * Q;
+  switch (rows - r) {
+    case 3: ln_block8<3>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    case 2: ln_block8<2>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    case 1: ln_block8<1>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    default: break;
+  }
+}
+#endif
 
 #ifdef __AVX512F__
 // Layer norm on 16 lanes (the AVX-512 compile): per row, the pivot k = the mean of its first 16 values (its
@@ -1040,21 +1102,12 @@ void softmax_row(const float* x, float* y, int64_t n, float scale) {
   for (int64_t k = i; k < n; ++k) y[k] *= inv;
 }
 
-// The 8-lane blocks of four rows are Q = rows / 4 apart as well (four long streams; +3% on [4096, 320] through the
-// engine with the AVX2 kernels on the Zen 5).
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
 #ifdef __AVX512F__
-  return ln_rows16(x, y, rows, C, gamma, beta, eps);
+  ln_rows16(x, y, rows, C, gamma, beta, eps);
+#else
+  ln_rows8(x, y, rows, C, gamma, beta, eps);
 #endif
-  const int64_t Q = rows / 4;
-  for (int64_t i = 0; i < Q; ++i) ln_block<4>(x + i * C, y + i * C, C, Q * C, gamma, beta, eps);
-  const int64_t r = 4 * Q;
-  switch (rows - r) {
-    case 3: ln_block<3>(x + r * C, y + r * C, C, C, gamma, beta, eps); break;
-    case 2: ln_block<2>(x + r * C, y + r * C, C, C, gamma, beta, eps); break;
-    case 1: ln_block<1>(x + r * C, y + r * C, C, C, gamma, beta, eps); break;
-    default: break;
-  }
 }
 
 }  // namespace HSD_PW_NS

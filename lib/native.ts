@@ -22,7 +22,8 @@ export interface Native {
   sync(device: string): Promise<void>;
   copyTo(h: Handle, device: string): Handle;
   dispose(h: Handle): void;
-  memory(): { cpu: NativeStats; cuda: NativeStats };
+  /** Allocator statistics per device, and this thread's live (not disposed) tensor handles and their bytes (a view: 0). */
+  memory(): { cpu: NativeStats; cuda: NativeStats; tensors: number; bytes: number };
   emptyCache(device: string): void;
   resetPeak(device: string): void;
   setThreads(n: number): void;

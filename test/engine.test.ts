@@ -367,6 +367,43 @@ function runChild(code: string, vars: NodeJS.ProcessEnv = {}, timeout = 60_000):
   return r.stdout;
 }
 
+test('memory() counts live handles and their bytes in the addon: views 0 bytes, dispose and the GC uncount, each thread its own', () => {
+  // The counts moved from a FinalizationRegistry in lib/tensor to the addon's handles (session 23); a child with
+  // --expose-gc drops handles undisposed and collects them.
+  const code = `
+    const { Worker } = require('worker_threads');
+    const n = ${ADDON_JS};
+    const m = () => { const r = n.memory(); return r.tensors + ' ' + r.bytes; };
+    const base = m();
+    let a = n.empty([4, 8], 'f32', 'cpu');            // 128 bytes
+    let v = n.view(a, [32], null, null);              // a view: counted, 0 bytes
+    const b = n.fromBuffer(new Float32Array(6), [6], 'f32', 'cpu');   // 24 bytes
+    console.log('LIVE ' + m());
+    n.dispose(b);
+    n.dispose(b);                                      // twice: counted once
+    console.log('AFTER DISPOSE ' + m());
+    const w = new Worker('const n = ' + ${JSON.stringify(ADDON_JS)} + '; const h = n.empty([100], "f32", "cpu"); require("worker_threads").parentPort.postMessage(n.memory().tensors + " " + n.memory().bytes); setTimeout(() => {}, 50);', { eval: true });
+    w.on('message', (msg) => {
+      console.log('WORKER ' + msg + ' MAIN ' + m());
+      a = null; v = null;
+      setTimeout(() => { global.gc(); setTimeout(() => { global.gc(); console.log('AFTER GC ' + m() + ' BASE ' + base); }, 20); }, 20);
+    });
+  `;
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (env.HYPERSD_ADDON) env.HYPERSD_ADDON = path.resolve(env.HYPERSD_ADDON);
+  const r = spawnSync(process.execPath, ['--expose-gc', '-e', code], { env, encoding: 'utf8', timeout: 60_000 });
+  const out = r.stdout + r.stderr;
+  assert.is(r.status, 0, out);
+  const base = /BASE (\d+) (\d+)/.exec(out);
+  assert.ok(base, out);
+  const [t0, b0] = [Number(base![1]), Number(base![2])];
+  assert.match(out, new RegExp(`LIVE ${t0 + 3} ${b0 + 152}\\b`));
+  assert.match(out, new RegExp(`AFTER DISPOSE ${t0 + 2} ${b0 + 128}\\b`));
+  assert.match(out, /WORKER 1 400 MAIN/, 'the worker counts its own handle only');
+  assert.match(out, new RegExp(`WORKER 1 400 MAIN ${t0 + 2} ${b0 + 128}\\b`));
+  assert.match(out, new RegExp(`AFTER GC ${t0} ${b0} BASE`), 'handles the GC collected undisposed are uncounted');
+});
+
 test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
   // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
   // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).

@@ -35,10 +35,16 @@ export function setDevice(d: DeviceSetting): DeviceName {
 export function getDevice(): DeviceName {
   return defaultDevice;
 }
+// The addon's CUDA status, asked once: it settles at the first query (cudaGetDeviceCount once per process), and
+// each query built a new object (~0.3 us, once for every output of every op on CUDA).
+let cudaSt: { available: boolean; reason: string } | undefined;
+function cudaStatusOnce(): { available: boolean; reason: string } {
+  return (cudaSt ??= native().cudaStatus());
+}
 export function resolveDevice(d: DeviceSetting | undefined): DeviceName {
   if (d === undefined) return defaultDevice;
   if (d === 'cpu') return 'cpu';
-  const st = native().cudaStatus();
+  const st = cudaStatusOnce();
   if (d === 'auto') return st.available ? 'cuda' : 'cpu';
   if (d === 'cuda') {
     if (!st.available) throw new Error(`device 'cuda' requested but ${st.reason}`);
@@ -47,7 +53,7 @@ export function resolveDevice(d: DeviceSetting | undefined): DeviceName {
   throw new Error(`unknown device '${String(d)}' (expected 'cpu', 'cuda' or 'auto')`);
 }
 export function cudaStatus(): { available: boolean; reason: string } {
-  return native().cudaStatus();
+  return { ...cudaStatusOnce() };
 }
 /** Debugging/testing: fill every newly allocated float output with NaN so an unwritten element shows. */
 export function setPoison(on: boolean): void {
@@ -57,31 +63,24 @@ export function setPoison(on: boolean): void {
 // ---- live tensor accounting and scopes ----
 interface Scope { tensors: Set<Tensor> }
 const scopes = new AsyncLocalStorage<Scope>();
-const live = { count: 0, bytes: 0 };
-// Held value: the tensor's accounted bytes (a number: no object per tensor); unregister token: the tensor itself.
-const registry = new FinalizationRegistry<number>((bytes) => {
-  live.count--;
-  live.bytes -= bytes;
-});
+// Live tensors (not disposed) and their bytes are counted by the addon, per handle (memory()).
 
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly device: DeviceName;
   private h: Handle | null;
-  private readonly accountBytes: number;
 
-  /** @internal use tensor()/empty()/ops; this wraps an existing native handle. */
-  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, ownsBytes = true, ownShape = false) {
+  /**
+   * @internal use tensor()/empty()/ops; this wraps an existing native handle. (`_ownsBytes`: unused; the addon
+   * counts a view's bytes as 0 in memory() by how its handle was made.)
+   */
+  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, _ownsBytes = true, ownShape = false) {
     this.h = handle;
     // ownShape: `shape` is a fresh array nobody else holds (empty()'s checked copy): frozen in place, not copied.
     this.shape = Object.freeze(ownShape ? (shape as number[]) : shape.slice());
     this.dtype = dtype;
     this.device = device;
-    this.accountBytes = ownsBytes ? this.size * dtypeSize(dtype) : 0;
-    live.count++;
-    live.bytes += this.accountBytes;
-    registry.register(this, this.accountBytes, this);
     scopes.getStore()?.tensors.add(this);
   }
 
@@ -112,9 +111,6 @@ export class Tensor {
     if (this.h === null) return;
     native().dispose(this.h);
     this.h = null;
-    registry.unregister(this);
-    live.count--;
-    live.bytes -= this.accountBytes;
   }
 
   /** Waits for queued work and returns the values: f32/f16/bf16 as Float32Array, i32 Int32Array, i64 BigInt64Array. */
@@ -304,7 +300,7 @@ export interface MemoryInfo {
 }
 export function memory(): MemoryInfo {
   const m = native().memory();
-  return { tensors: live.count, bytes: live.bytes, cpu: m.cpu, cuda: m.cuda };
+  return { tensors: m.tensors, bytes: m.bytes, cpu: m.cpu, cuda: m.cuda };
 }
 
 /**

@@ -408,6 +408,32 @@ test('memory() counts live handles and their bytes in the addon: views 0 bytes, 
   assert.match(out, new RegExp(`AFTER GC ${t0} ${b0} BASE`), 'handles the GC collected undisposed are uncounted');
 });
 
+test('op numbers and attribute key sets are per thread: a worker registers and uses its own beside the main thread', () => {
+  const code = `
+    const { Worker } = require('worker_threads');
+    const n = ${ADDON_JS};
+    const job = (tag) => {
+      const x = n.fromBuffer(new Float32Array([1, 2, 3]), [3], 'f32', 'cpu'), y = n.empty([3], 'f32', 'cpu');
+      let last;
+      for (let i = 0; i < 2000; i++) {
+        const id = n.opId('affine'), ks = n.attrKeys(i % 2 ? ['a', 'b'] : ['b', 'a']);
+        n.runFlat(id, [x], [y], ks, new Float64Array(i % 2 ? [2, i] : [i, 2]));
+        last = i;
+      }
+      return n.read(y).then((b) => tag + ' ' + Array.from(new Float32Array(b)).join(',') + ' ' + last);
+    };
+    const src = 'const n = ' + ${JSON.stringify(ADDON_JS)} + '; const job = ' + job.toString() +
+      '; job("WORKER").then((s) => require("worker_threads").parentPort.postMessage(s));';
+    const w = new Worker(src, { eval: true });
+    w.on('message', (m) => console.log(m));
+    job('MAIN').then((s) => console.log(s));
+  `;
+  const out = runChild(code);
+  // the last call (i = 1999): a = 2, b = 1999
+  assert.match(out, /MAIN 2001,2003,2005 1999/);
+  assert.match(out, /WORKER 2001,2003,2005 1999/);
+});
+
 test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
   // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
   // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).

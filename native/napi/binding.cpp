@@ -160,8 +160,10 @@ Attrs to_attrs(const Napi::Value& v) {
 
 // Ops by number: opId(name) looks the name up once (an Error for an unknown op), run() then indexes this table
 // (the OpDefs live as long as the registry, i.e. the process).
+// Per JS thread: lib/ops/runtime.ts keeps the numbers per module instance, and each worker_threads Worker has its
+// own (a table shared by the threads would race their registrations against each other's lookups).
 std::vector<const hsd::OpDef*>& op_table() {
-  static std::vector<const hsd::OpDef*> t;
+  thread_local std::vector<const hsd::OpDef*> t;
   return t;
 }
 
@@ -215,8 +217,8 @@ struct KeySet {
   std::vector<std::string> keys;
   std::vector<uint32_t> order;  // indices into keys, by name
 };
-std::vector<KeySet>& key_sets() {
-  static std::vector<KeySet> t;
+std::vector<KeySet>& key_sets() {  // per JS thread, as op_table
+  thread_local std::vector<KeySet> t;
   return t;
 }
 

@@ -315,7 +315,12 @@ test('10,000 small ops (each disposed) do not grow RSS', async () => {
   await round();
   await round();
   const grew = process.memoryUsage().rss - rss0;
-  assert.ok(grew < 16 * 2 ** 20, `RSS grew ${(grew / 2 ** 20).toFixed(1)} MiB over 20,000 ops`);
+  // Under AddressSanitizer (the CI's sanitizer suites preload it) every freed native block waits in its
+  // quarantine: RSS moved by -65 to +65 MiB over the same 20,000 ops there (~25 MiB a round of 10,000 while the
+  // quarantine fills), the code before session 23 alike. RSS says nothing about leaks then; LSan (the leaks
+  // stage of bench/sanitize.sh) covers the native side there.
+  const asan = /libasan/.test(process.env.LD_PRELOAD ?? '');
+  if (!asan) assert.ok(grew < 16 * 2 ** 20, `RSS grew ${(grew / 2 ** 20).toFixed(1)} MiB over 20,000 ops`);
   // <=: tensors earlier tests left to the GC may be collected (and uncounted) meanwhile; growth is the leak.
   assert.ok(hs.memory().tensors <= base.tensors, `live tensors ${hs.memory().tensors} > ${base.tensors}`);
   assert.ok(await eventually(() => hs.memory().cpu.allocatedBytes <= base.cpu.allocatedBytes));

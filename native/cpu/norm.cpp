@@ -9,8 +9,9 @@
 // over C that vectorises. The input is read twice; a single-read fused version would need the whole image in
 // cache (or the statistics from the producing op).
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
-// the AVX2 kernel (pointwise_avx2.cpp) sums 8-lane float partials folded in double, four rows at a time, its
-// AVX-512 compile 16-lane partials with the blocks of four rows software-pipelined (ln_rows16).
+// the AVX2 / AVX-512 kernels (pointwise_avx2.cpp ln_rows8 / ln_rows16) one pass of float sums shifted by a pivot,
+// folded in double, in blocks of four rows Q = rows / 4 apart, software-pipelined (the sums of one block and the
+// output of the block two before it in one sweep).
 // With AVX-512 the group-norm statistics and apply run 16 lanes at a time as well (pw_avx512).
 // The backwards (group_norm_backward, layer_norm_backward) are at the end of the file.
 #include <algorithm>

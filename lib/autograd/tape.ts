@@ -108,7 +108,7 @@ export function noGrad<T>(fn: () => T): T {
 
 /** A new JS handle on t's storage: freeing t does not free it. */
 function aliasOf(t: Tensor): Tensor {
-  return keep(new Tensor(native().view(t.handle('autograd: tensor'), t.shape.slice(), null, null), t.shape, t.dtype, t.device, false));
+  return keep(new Tensor(native().view(t.handle('autograd: tensor'), t.shape.slice(), null, null), t.shape, t.dtype, t.device));
 }
 
 // ---- the tape ----

@@ -9,7 +9,7 @@
 import { AsyncLocalStorage } from 'async_hooks';
 import { native, type Handle } from '../native';
 import {
-  type DType, type DeviceName, checkDType, dtypeSize, isFloat,
+  type DType, type DeviceName, checkDType, isFloat,
   f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32, f16BitsToF32,
 } from './dtype';
 
@@ -72,10 +72,10 @@ export class Tensor {
   private h: Handle | null;
 
   /**
-   * @internal use tensor()/empty()/ops; this wraps an existing native handle. (`_ownsBytes`: unused; the addon
-   * counts a view's bytes as 0 in memory() by how its handle was made.)
+   * @internal use tensor()/empty()/ops; this wraps an existing native handle (memory() counts it in the addon: a
+   * view's bytes as 0, by how its handle was made).
    */
-  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, _ownsBytes = true, ownShape = false) {
+  constructor(handle: Handle, shape: readonly number[], dtype: DType, device: DeviceName, ownShape = false) {
     this.h = handle;
     // ownShape: `shape` is a fresh array nobody else holds (empty()'s checked copy): frozen in place, not copied.
     this.shape = Object.freeze(ownShape ? (shape as number[]) : shape.slice());
@@ -158,7 +158,7 @@ export class Tensor {
   /** A view with another shape over the same storage (no copy). One dimension may be -1. */
   reshape(shape: readonly number[]): Tensor {
     const s = inferShape(shape, this.size, 'reshape', this.shape);
-    const v = new Tensor(native().view(this.handle(), s, null, null), s, this.dtype, this.device, false);
+    const v = new Tensor(native().view(this.handle(), s, null, null), s, this.dtype, this.device);
     if (viewHook) viewHook(this, v);
     return v;
   }
@@ -195,7 +195,7 @@ export function empty(shape: readonly number[], opts: TensorOptions = {}): Tenso
   const s = checkShape(shape, 'empty');
   const dtype = checkDType(opts.dtype ?? 'f32', 'empty');
   const device = resolveDevice(opts.device);
-  const t = new Tensor(native().empty(s, dtype, device), s, dtype, device, true, true);
+  const t = new Tensor(native().empty(s, dtype, device), s, dtype, device, true);
   if (poisonOutputs && isFloat(dtype) && t.size > 0) native().run('fill', [], [t.handle()], { value: NaN });
   return t;
 }

@@ -9,7 +9,7 @@
 // over C that vectorises. The input is read twice; a single-read fused version would need the whole image in
 // cache (or the statistics from the producing op).
 // layer_norm: rows split over the threads, two passes (mean, then centred variance) with double accumulators;
-// the AVX2 / AVX-512 kernels (pointwise_avx2.cpp ln_rows8 / ln_rows16) one pass of float sums shifted by a pivot,
+// the AVX2 / AVX-512 kernels (pointwise_avx2.cpp ln_rows_lanes on 8 / 16 lanes) one pass of float sums shifted by a pivot,
 // folded in double, in blocks of four rows Q = rows / 4 apart, software-pipelined (the sums of one block and the
 // output of the block two before it in one sweep).
 // With AVX-512 the group-norm statistics and apply run 16 lanes at a time as well (pw_avx512).
@@ -194,12 +194,13 @@ void group_norm_kernel(const OpContext& c) {
       fold = std::fabs((double)k_c[(size_t)i] * scale_c[(size_t)i]) <= 4.0 && std::isfinite(scale_c[(size_t)i]) &&
              std::isfinite(b_c[(size_t)i]);
     if (fold) {
+      // b0 for the apply without SiLU and the scalar channel tail; at / bt for the vectors' SiLU only
       b0_c.resize((size_t)(N * C));
-      at_c.resize((size_t)(N * C));
-      bt_c.resize((size_t)(N * C));
+      if (silu) at_c.resize((size_t)(N * C)), bt_c.resize((size_t)(N * C));
       for (int64_t i = 0; i < N * C; ++i) {
         const double b0 = (double)b_c[(size_t)i] - (double)k_c[(size_t)i] * scale_c[(size_t)i];
         b0_c[(size_t)i] = (float)b0;
+        if (!silu) continue;
         at_c[(size_t)i] = (float)(-1.4426950408889634 * scale_c[(size_t)i]);
         bt_c[(size_t)i] = (float)(-1.4426950408889634 * b0);
       }
@@ -212,7 +213,8 @@ void group_norm_kernel(const OpContext& c) {
       float* yr = py + r * C;
       const float *kk = &k_c[(size_t)(n * C)], *a = &scale_c[(size_t)(n * C)], *bb = &b_c[(size_t)(n * C)];
       if (fold) {
-        const float *b0 = &b0_c[(size_t)(n * C)], *at = &at_c[(size_t)(n * C)], *bt = &bt_c[(size_t)(n * C)];
+        const float* b0 = b0_c.data() + n * C;
+        const float *at = silu ? at_c.data() + n * C : nullptr, *bt = silu ? bt_c.data() + n * C : nullptr;
         if (by4 && r + 4 <= e && (r + 3) / S == n) {
           (avx512 ? pw_avx512::gn_apply4_fold : pw_avx2::gn_apply4_fold)(xr, yr, C, a, b0, at, bt, silu);
           r += 3;

@@ -209,33 +209,40 @@ static inline __attribute__((always_inline)) void geglu_v(const V* h, const V* x
 // norm) and below 3e-7 for |x| < 5. Against the Cody-Waite exp(-x) it replaced (a rounding, two FMAs, a clamp
 // on both sides): 10.3-10.4 -> 12.5-13.2 Gelem/s on one Zen 5 core at 2.6 MB, 16 lanes. Both compiles take the
 // same operations lane by lane but for vexp2_split; R = 4 on 16 lanes keeps four chains in flight.
-// silu_tv: the same from t = -v log2(e) given (silu_v's body).
+// exp2_poly: that split and polynomial of R vectors t (n: the exponents for vscale2n), with the coefficients c
+// (highest degree first): SiLU's, or silu_t's (below) scaled by -log2(e).
+alignas(64) static const float kExp2Poly[6] = {1.8775762e-3f, 8.9893416e-3f, 5.5826318e-2f, 0.24015361f, 0.69315308f, 0.99999994f};
+alignas(64) static const float kExp2PolyC[6] = {-0.0027087699f, -0.012968878f, -0.08054035f, -0.34646842f, -1.0000085f, -1.4426949f};
 template <int R, class V>
-static inline __attribute__((always_inline)) void silu_tv(const V* v, const V* tt, V* y) {
+static inline __attribute__((always_inline)) void exp2_poly(const V* tt, const float* c, V* n, V* p) {
+  const V z0 = vset(V(), 0.f);
+  V f[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) vexp2_split(tt[j], f[j], n[j]);
+#pragma GCC unroll 4
+  for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, c[0]), f[j], vset(z0, c[1]));
+#pragma GCC unroll 4
+  for (int k = 2; k < 6; ++k)
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) p[j] = vfma(p[j], f[j], vset(z0, c[k]));
+}
+template <int R, class V>
+static inline __attribute__((always_inline)) void silu_v(const V* v, V* y) {
   const V z0 = vset(V(), 0.f);
   V t[R], n[R], p[R];
 #pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) vexp2_split(tt[j], t[j], n[j]);
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, 1.8775762e-3f), t[j], vset(z0, 8.9893416e-3f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 5.5826318e-2f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 0.24015361f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 0.69315308f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, 0.99999994f));
+  for (int j = 0; j < R; ++j) t[j] = vmul(v[j], vset(z0, -1.44269504089f));
+  exp2_poly<R>(t, kExp2Poly, n, p);
 #pragma GCC unroll 4
   for (int j = 0; j < R; ++j) y[j] = vsilu_low(vdiv(v[j], vadd(vset(z0, 1.f), vscale2n(p[j], n[j]))), v[j]);
 }
 // silu_t: SiLU from t = -v log2(e) alone (the folded group-norm apply forms t from x by one FMA and never v):
 // v = -t ln 2, so y = v / (1 + 2^t) = t / (c 2^t + c), c = -log2(e), with c folded into the polynomial's
 // coefficients (c 2^f; each rounded to float: ~6e-8 relative, beside the polynomial's 9e-8) and c 2^t + c one
-// addition: one operation a vector fewer than forming v, t and v / (1 + 2^t) (silu_tv), and one fewer FMA. One
+// addition: one operation a vector fewer than forming v, t and v / (1 + 2^t) (silu_v), and one fewer FMA. One
 // Zen 5 core, the folded apply with SiLU on [4096, 320]: L1 1.28 -> 1.15 ns a vector, from L3 1.38-1.53 ->
 // 1.22-1.29 (memcpy 0.99-1.02 in the same runs). Where the 8-lane split bounded 2^t (t > 126.95, i.e. v < -88):
-// t * -0 (-0, or NaN for t = inf, as for silu_tv).
+// t * -0 (-0, or NaN for t = inf, as for silu_v).
 static inline __m256 vsilu_low_t(__m256 y, __m256 t) {
   return _mm256_blendv_ps(y, _mm256_mul_ps(t, _mm256_set1_ps(-0.f)), _mm256_cmp_ps(t, _mm256_set1_ps(126.95f), _CMP_GT_OQ));
 }
@@ -245,29 +252,11 @@ static inline __m512 vsilu_low_t(__m512 y, __m512) { return y; }  // vscalefps: 
 template <int R, class V>
 static inline __attribute__((always_inline)) void silu_t(const V* tt, V* y) {
   const V z0 = vset(V(), 0.f);
-  V t[R], n[R], p[R];
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) vexp2_split(tt[j], t[j], n[j]);
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(vset(z0, -0.0027087699f), t[j], vset(z0, -0.012968878f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, -0.08054035f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, -0.34646842f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, -1.0000085f));
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) p[j] = vfma(p[j], t[j], vset(z0, -1.4426949f));
+  V n[R], p[R];
+  exp2_poly<R>(tt, kExp2PolyC, n, p);
 #pragma GCC unroll 4
   for (int j = 0; j < R; ++j)
     y[j] = vsilu_low_t(vdiv(tt[j], vadd(vscale2n(p[j], n[j]), vset(z0, -1.442695f))), tt[j]);
-}
-template <int R, class V>
-static inline __attribute__((always_inline)) void silu_v(const V* v, V* y) {
-  V t[R];
-#pragma GCC unroll 4
-  for (int j = 0; j < R; ++j) t[j] = vmul(v[j], vset(V(), -1.44269504089f));
-  silu_tv<R>(v, t, y);
 }
 static inline __m256 silu_ps(__m256 v) {
   __m256 y;
@@ -754,217 +743,56 @@ inline __attribute__((always_inline)) double fold_d(__m256 v) {
   return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
 }
 
-#ifndef __AVX512F__
-// Layer norm on 8 lanes (the AVX2 compile): ln_rows16's scheme (the AVX-512 compile's layer norm, below: the
-// pivot, one pass of shifted sums folded in double, blocks of four rows Q apart, the sums of one block and the
-// output of the block two before it in one sweep, four rows' statistics as one vector), the pivot the mean of
-// the row's first 8 values, and the row's last C % 8 columns summed and written by scalar steps after the
-// vectors (the same for every row). It had taken two passes for the statistics (the mean, then centred
-// squares) and a scalar fold, division, square root and division a row (bench/RESULTS.md, session 23).
-template <int R>
-inline __attribute__((always_inline)) void ln8_begin(const float* x, int64_t C, int64_t rs, __m256* k, __m256* s,
-                                                    __m256* q, float* st, float* qt) {
-  const int64_t h = std::min<int64_t>(C, 8);
-  const float inv_head = h == 8 ? 0.125f : 1.f / (float)h;
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    float a = 0.f;
-    for (int64_t i = 0; i < h; ++i) a += x[r * rs + i];
-    k[r] = _mm256_set1_ps(a * inv_head);
-    s[r] = q[r] = _mm256_setzero_ps();
-    st[r] = qt[r] = 0.f;
-  }
+// Layer norm on 8 (AVX2 compile) or 16 lanes (AVX-512 compile): per row, the pivot k = the mean of its first 8 / 16
+// values (its first C if fewer), sums of d = x - k and of d^2 (one float accumulator each, a vector a step; the
+// row's last C % 16 columns as one masked vector on 16 lanes, zeros in the sums; the last C % 8 by scalar steps
+// after the vectors on 8), folded in double: mean = k + S1 / C and var = S2 / C - (S1 / C)^2, where (S1 / C)^2 is
+// var / 16 typically (the subtraction loses next to nothing and a large |mean| against std cancels in x - k,
+// exact for x near k, not in the variance); the output pass forms (x - mean) / std as (x - k) r + n in one FMA
+// (r = 1 / std, n = -(mean - k) / std), then gamma and beta by a second. Every row takes these operations in this
+// order whatever rows it is taken with (ln_rows_lanes), so the result does not depend on how the rows were split
+// among threads (but the two widths' bits differ).
+// Session 23 (blocks of rows Q apart, the sums of one block and the output of the block two before it in one
+// sweep, the statistics of four rows folded and divided as one vector; the 16-lane kernel had taken blocks of
+// adjacent rows, the statistics of the next block before the output of this one as two loops, and four scalar
+// folds, divisions and square roots a row; the 8-lane one two passes for the statistics and the same scalar
+// steps): one Zen 5 core, 64-byte aligned, ns a 16-float vector (memcpy of the same bytes in the same run):
+// [4096, 320] 1.39-1.49 -> 1.28-1.31 (0.97), [1024, 640] 1.59 -> 1.50 (1.05-1.12), [256, 1280] 1.85 -> 1.64
+// (1.08-1.11), [77, 768] 1.50-1.53 -> 0.95 (0.47); through the engine on two threads ([4096, 320],
+// hypersd_pointwise_bench) 163-165 -> 175-177 GB/s, 67-70% -> 74-76% of memcpy side by side (the 8-lane kernel,
+// HYPERSD_CPU_KERNELS=avx2: 112-113 -> 127-128 GB/s).
+
+// A vector's float partials folded to four doubles (b_i = p_i + p_i+4 on 8 lanes; (p_i + p_i+8) + (p_i+4 +
+// p_i+12) on 16).
+inline __attribute__((always_inline)) __m256d ln_fold_d4(__m256 v) {
+  return _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
 }
-// The R rows' (k, r, n) from their sums: per row ((b0 + b1) + (b2 + b3)) + the scalar tail's sum, b_i = p_i +
-// p_i+4 in double (absent rows are zeros in their own lanes), then as ln16_finish.
-template <int R>
-inline __attribute__((always_inline)) __m256d ln8_fold4(const __m256* v, const float* tail) {
-  __m256d b[4];
-  alignas(16) float t[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r) {
-    if (r >= R) {
-      b[r] = _mm256_setzero_pd();
-      continue;
-    }
-    b[r] = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v[r])), _mm256_cvtps_pd(_mm256_extractf128_ps(v[r], 1)));
-    t[r] = tail[r];
-  }
-  const __m256d h01 = _mm256_hadd_pd(b[0], b[1]), h23 = _mm256_hadd_pd(b[2], b[3]);
-  return _mm256_add_pd(_mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20), _mm256_permute2f128_pd(h01, h23, 0x31)),
-                       _mm256_cvtps_pd(_mm_load_ps(t)));
-}
-template <int R>
-inline __attribute__((always_inline)) void ln8_finish(const __m256* k, const __m256* s, const __m256* q,
-                                                     const float* st, const float* qt, int64_t C, double eps,
-                                                     float* pm, float* pr, float* pn) {
-  const __m256d vc = _mm256_set1_pd((double)C);
-  const __m256d dm = _mm256_div_pd(ln8_fold4<R>(s, st), vc), ss = _mm256_div_pd(ln8_fold4<R>(q, qt), vc);
-  const __m256d var = _mm256_add_pd(_mm256_max_pd(_mm256_sub_pd(ss, _mm256_mul_pd(dm, dm)), _mm256_setzero_pd()),
-                                    _mm256_set1_pd(eps));
-  const __m128 rf = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(var)));
-  const __m128 nf = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_sub_pd(_mm256_setzero_pd(), dm), _mm256_cvtps_pd(rf)));
-  alignas(16) float RF[4], NF[4];
-  _mm_store_ps(RF, rf);
-  _mm_store_ps(NF, nf);
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    pm[r] = _mm256_cvtss_f32(k[r]);
-    pr[r] = RF[r];
-    pn[r] = NF[r];
-  }
-}
-// One sweep over the columns: the sums of rows xs (ST) and the output of rows xo (OUT), then the scalar tail.
-template <int R, bool ST, bool OUT>
-inline __attribute__((always_inline)) void ln8_sweep(const float* xs, const float* xo, float* yo, int64_t C,
-                                                    int64_t rs, __m256* k, __m256* s, __m256* q, float* st,
-                                                    float* qt, const float* pm, const float* pr, const float* pn,
-                                                    const float* gamma, const float* beta) {
-  const int64_t C8 = C / 8 * 8;
-  __m256 vm[R], vr[R], vn[R];
-  if (OUT)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      vm[r] = _mm256_set1_ps(pm[r]);
-      vr[r] = _mm256_set1_ps(pr[r]);
-      vn[r] = _mm256_set1_ps(pn[r]);
-    }
-  for (int64_t c = 0; c < C8; c += 8) {
-    if (ST)
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xs + r * rs + c), k[r]);
-        s[r] = _mm256_add_ps(s[r], d);
-        q[r] = _mm256_fmadd_ps(d, d, q[r]);
-      }
-    if (OUT) {
-      const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const __m256 d = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(xo + r * rs + c), vm[r]), vr[r], vn[r]);
-        _mm256_storeu_ps(yo + r * rs + c, _mm256_fmadd_ps(d, g, b));
-      }
-    }
-  }
-  for (int64_t c = C8; c < C; ++c) {
-    if (ST)
-      for (int r = 0; r < R; ++r) {
-        const float d = xs[r * rs + c] - _mm256_cvtss_f32(k[r]);
-        st[r] += d;
-        qt[r] = std::fma(d, d, qt[r]);
-      }
-    if (OUT)
-      for (int r = 0; r < R; ++r)
-        yo[r * rs + c] = std::fma(std::fma(xo[r * rs + c] - pm[r], pr[r], pn[r]), gamma[c], beta[c]);
-  }
-}
-template <int R>
-inline __attribute__((always_inline)) void ln_block8(const float* x, float* y, int64_t C, const float* gamma,
-                                                    const float* beta, double eps) {
-  __m256 k[R], s[R], q[R];
-  float st[R] = {}, qt[R] = {}, pm[R], pr[R], pn[R];
-  ln8_begin<R>(x, C, C, k, s, q, st, qt);
-  ln8_sweep<R, true, false>(x, nullptr, nullptr, C, C, k, s, q, st, qt, nullptr, nullptr, nullptr, gamma, beta);
-  ln8_finish<R>(k, s, q, st, qt, C, eps, pm, pr, pn);
-  ln8_sweep<R, false, true>(nullptr, x, y, C, C, nullptr, nullptr, nullptr, nullptr, nullptr, pm, pr, pn, gamma, beta);
-}
-void ln_rows8(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
-  const int64_t Q = rows / 4, rs = Q * C;
-  if (Q > 0) {
-    __m256 k[4], s[4], q[4];
-    float st[4] = {}, qt[4] = {}, p[3][3][4];  // p: per block i % 3, the pivot, r and n of its four rows
-    for (int64_t i = 0; i < Q + 2; ++i) {
-      const float* xs = x + i * C;
-      const int64_t o = i - 2;
-      const float* po = p[(o + 3) % 3][0];
-      const bool sums = i < Q, out = o >= 0;
-      if (sums) ln8_begin<4>(xs, C, rs, k, s, q, st, qt);
-      if (sums && out)
-        ln8_sweep<4, true, true>(xs, x + o * C, y + o * C, C, rs, k, s, q, st, qt, po, po + 4, po + 8, gamma, beta);
-      else if (sums)
-        ln8_sweep<4, true, false>(xs, nullptr, nullptr, C, rs, k, s, q, st, qt, nullptr, nullptr, nullptr, gamma, beta);
-      else if (out)
-        ln8_sweep<4, false, true>(nullptr, x + o * C, y + o * C, C, rs, nullptr, nullptr, nullptr, nullptr, nullptr, po,
-                                  po + 4, po + 8, gamma, beta);
-      if (sums) ln8_finish<4>(k, s, q, st, qt, C, eps, p[i % 3][0], p[i % 3][1], p[i % 3][2]);
-    }
-  }
-  const int64_t r = 4 * Q;
-  switch (rows - r) {
-    case 3: ln_block8<3>(x + r * C, y + r * C, C, gamma, beta, eps); break;
-    case 2: ln_block8<2>(x + r * C, y + r * C, C, gamma, beta, eps); break;
-    case 1: ln_block8<1>(x + r * C, y + r * C, C, gamma, beta, eps); break;
-    default: break;
-  }
+#ifdef __AVX512F__
+inline __attribute__((always_inline)) __m256d ln_fold_d4(__m512 v) {
+  const __m512d a = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                                  _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+  return _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
 }
 #endif
-
-#ifdef __AVX512F__
-// Layer norm on 16 lanes (the AVX-512 compile): per row, the pivot k = the mean of its first 16 values (its
-// first C if C < 16), sums of d = x - k and of d^2 (one float accumulator each, 16 columns a step, the row's
-// last C % 16 columns as one masked vector: zeros in the sums), folded in double: mean = k + S1 / C and
-// var = S2 / C - (S1 / C)^2, where (S1 / C)^2 is var / 16 typically (the subtraction loses next to nothing and
-// a large |mean| against std cancels in x - k, exact for x near k, not in the variance); the output pass forms
-// (x - mean) / std as (x - k) r + n in one FMA (r = 1 / std, n = -(mean - k) / std), then gamma and beta by a
-// second. Every row takes these operations in this order whatever rows it is taken with (ln_rows16), so the
-// result does not depend on how the rows were split among threads (but it is not the AVX2 compile's bits).
-// Session 23 (ln_rows16's blocks of rows Q apart, the sums of one block and the output of the block two before it
-// in one sweep, the statistics of four rows folded and divided as one vector; it had taken blocks of adjacent
-// rows, the statistics of the next block before the output of this one as two loops, and four scalar folds,
-// divisions and square roots a row): one Zen 5 core, 64-byte aligned, ns a 16-float vector (memcpy of the same
-// bytes in the same run): [4096, 320] 1.39-1.49 -> 1.28-1.31 (0.97), [1024, 640] 1.59 -> 1.50 (1.05-1.12),
-// [256, 1280] 1.85 -> 1.64 (1.08-1.11), [77, 768] 1.50-1.53 -> 0.95 (0.47); through the engine on two threads
-// ([4096, 320], hypersd_pointwise_bench) 163-165 -> 175-177 GB/s, 67-70% -> 74-76% of memcpy side by side.
-template <int R>
-inline __attribute__((always_inline)) void ln16_begin(const float* x, int64_t C, int64_t rs, __m512* k, __m512* s,
-                                                     __m512* q) {
-  const __mmask16 head = C >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << C) - 1u);
-  const float inv_head = C >= 16 ? 0.0625f : 1.f / (float)C;
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    k[r] = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_maskz_loadu_ps(head, x + r * rs)) * inv_head);
-    s[r] = q[r] = _mm512_setzero_ps();
-  }
-}
-// One step of the sums at column c (M: the masked last step).
-template <int R, bool M>
-inline __attribute__((always_inline)) void ln16_sum(const float* x, int64_t rs, int64_t c, __mmask16 m,
-                                                   const __m512* k, __m512* s, __m512* q) {
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    const __m512 d = M ? _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + r * rs + c), k[r])
-                       : _mm512_sub_ps(_mm512_loadu_ps(x + r * rs + c), k[r]);
-    s[r] = _mm512_add_ps(s[r], d);
-    q[r] = _mm512_fmadd_ps(d, d, q[r]);
-  }
-}
-// The 16 float partials of up to four rows summed in double, the rows' sums in one vector: per row
-// ((b0 + b1) + (b2 + b3)), b_i = (p_i + p_i+8) + (p_i+4 + p_i+12), whatever R (absent rows are zeros in their own
-// lanes). One tree for the four rows: 25 operations where four separate folds took 36, and a shorter chain.
-template <int R>
-inline __attribute__((always_inline)) __m256d ln16_fold4(const __m512* v) {
+// The partials of up to four rows summed in double, the rows' sums in one vector: per row ((b0 + b1) + (b2 + b3)),
+// whatever R (absent rows are zeros in their own lanes). One tree for the four rows: 25 operations where four
+// separate folds took 36, and a shorter chain.
+template <int R, class V>
+inline __attribute__((always_inline)) __m256d ln_fold4(const V* v) {
   __m256d b[4];
 #pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r) {
-    if (r >= R) {
-      b[r] = _mm256_setzero_pd();
-      continue;
-    }
-    const __m512d a = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v[r])),
-                                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v[r]), 1))));
-    b[r] = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
-  }
+  for (int r = 0; r < 4; ++r) b[r] = r < R ? ln_fold_d4(v[r]) : _mm256_setzero_pd();
   const __m256d h01 = _mm256_hadd_pd(b[0], b[1]), h23 = _mm256_hadd_pd(b[2], b[3]);
   return _mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20), _mm256_permute2f128_pd(h01, h23, 0x31));
 }
-// The R rows' (k, r, n) from their sums, four rows to a vector: the divisions and the square root of up to four
-// rows in one operation each (16 scalar divisions and square roots a block of four rows had queued on the
-// divider). r = 1 / std rounded to float; n = -(mean - k) r from the rounded r, rounded.
+// The R rows' parameters from their sums S1, S2 (row r in lane r), into p[0..3] (the pivots, given), p[4..7] (r) and
+// p[8..11] (n): the divisions and the square root of up to four rows in one operation each (16 scalar divisions
+// and square roots a block of four rows had queued on the divider). r = 1 / std rounded to float; n = -(mean - k)
+// r from the rounded r, rounded.
 template <int R>
-inline __attribute__((always_inline)) void ln16_finish(const __m512* k, const __m512* s, const __m512* q, int64_t C,
-                                                      double eps, float* pm, float* pr, float* pn) {
+inline __attribute__((always_inline)) void ln_params(__m256d S1, __m256d S2, int64_t C, double eps, float* p) {
   const __m256d vc = _mm256_set1_pd((double)C);
-  const __m256d dm = _mm256_div_pd(ln16_fold4<R>(s), vc), ss = _mm256_div_pd(ln16_fold4<R>(q), vc);
+  const __m256d dm = _mm256_div_pd(S1, vc), ss = _mm256_div_pd(S2, vc);
   const __m256d var = _mm256_add_pd(_mm256_max_pd(_mm256_sub_pd(ss, _mm256_mul_pd(dm, dm)), _mm256_setzero_pd()),
                                     _mm256_set1_pd(eps));
   const __m128 rf = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(var)));
@@ -974,98 +802,201 @@ inline __attribute__((always_inline)) void ln16_finish(const __m512* k, const __
   _mm_store_ps(NF, nf);
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    pm[r] = _mm512_cvtss_f32(k[r]);
-    pr[r] = RF[r];
-    pn[r] = NF[r];
+    p[4 + r] = RF[r];
+    p[8 + r] = NF[r];
   }
 }
-// One step of the output pass at column c.
-template <int R, bool M>
-inline __attribute__((always_inline)) void ln16_out(const float* x, float* y, int64_t rs, int64_t c, __mmask16 m,
-                                                   const __m512* vm, const __m512* vr, const __m512* vn,
-                                                   const float* gamma, const float* beta) {
-  const __m512 g = M ? _mm512_maskz_loadu_ps(m, gamma + c) : _mm512_loadu_ps(gamma + c);
-  const __m512 b = M ? _mm512_maskz_loadu_ps(m, beta + c) : _mm512_loadu_ps(beta + c);
+
+// The output pass's parameters of R rows from p (pivots, r, n), broadcast.
+template <int R, class V>
+inline __attribute__((always_inline)) void ln_broadcast(const float* p, V* vm, V* vr, V* vn) {
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    const __m512 xv = M ? _mm512_maskz_loadu_ps(m, x + r * rs + c) : _mm512_loadu_ps(x + r * rs + c);
-    const __m512 d = _mm512_fmadd_ps(_mm512_sub_ps(xv, vm[r]), vr[r], vn[r]);
-    if (M) _mm512_mask_storeu_ps(y + r * rs + c, m, _mm512_fmadd_ps(d, g, b));
-    else _mm512_storeu_ps(y + r * rs + c, _mm512_fmadd_ps(d, g, b));
-  }
+  for (int r = 0; r < R; ++r) vm[r] = vset(V(), p[r]), vr[r] = vset(V(), p[4 + r]), vn[r] = vset(V(), p[8 + r]);
 }
-// One sweep over the columns: the sums of rows xs (ST) and the output of rows xo (OUT) with the parameters
-// p[0..3][R] (pivot, r, n), step by step together.
-template <int R, bool ST, bool OUT>
-inline __attribute__((always_inline)) void ln16_sweep(const float* xs, const float* xo, float* yo, int64_t C,
-                                                     int64_t rs, __m512* k, __m512* s, __m512* q, const float* pm,
-                                                     const float* pr, const float* pn, const float* gamma,
-                                                     const float* beta) {
-  const int64_t C16 = C / 16 * 16;
-  const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
-  __m512 vm[R], vr[R], vn[R];
-  if (OUT)
+
+#ifndef __AVX512F__
+// The 8-lane steps (see above): the scalar tail's sums in st / qt.
+struct Ln8 {
+  struct Acc {
+    __m256 k[4], s[4], q[4];
+    alignas(16) float st[4] = {}, qt[4] = {};
+  };
+  template <int R>
+  static inline __attribute__((always_inline)) void begin(const float* x, int64_t C, int64_t rs, Acc& a) {
+    const int64_t h = std::min<int64_t>(C, 8);
+    const float inv_head = h == 8 ? 0.125f : 1.f / (float)h;
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      vm[r] = _mm512_set1_ps(pm[r]);
-      vr[r] = _mm512_set1_ps(pr[r]);
-      vn[r] = _mm512_set1_ps(pn[r]);
+      float sum = 0.f;
+      for (int64_t i = 0; i < h; ++i) sum += x[r * rs + i];
+      a.k[r] = _mm256_set1_ps(sum * inv_head);
+      a.s[r] = a.q[r] = _mm256_setzero_ps();
+      a.st[r] = a.qt[r] = 0.f;
     }
-  int64_t c = 0;
-  for (; c < C16; c += 16) {
-    if (ST) ln16_sum<R, false>(xs, rs, c, 0, k, s, q);
-    if (OUT) ln16_out<R, false>(xo, yo, rs, c, 0, vm, vr, vn, gamma, beta);
   }
-  if (tail) {
-    if (ST) ln16_sum<R, true>(xs, rs, c, tail, k, s, q);
-    if (OUT) ln16_out<R, true>(xo, yo, rs, c, tail, vm, vr, vn, gamma, beta);
+  // One sweep over the columns: the sums of rows xs (ST) and the output of rows xo (OUT) with the parameters p,
+  // step by step together, then the scalar tail.
+  template <int R, bool ST, bool OUT>
+  static inline __attribute__((always_inline)) void sweep(const float* xs, const float* xo, float* yo, int64_t C,
+                                                          int64_t rs, Acc& a, const float* p, const float* gamma,
+                                                          const float* beta) {
+    const int64_t C8 = C / 8 * 8;
+    __m256 vm[R], vr[R], vn[R];
+    if (OUT) ln_broadcast<R>(p, vm, vr, vn);
+    for (int64_t c = 0; c < C8; c += 8) {
+      if (ST)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xs + r * rs + c), a.k[r]);
+          a.s[r] = _mm256_add_ps(a.s[r], d);
+          a.q[r] = _mm256_fmadd_ps(d, d, a.q[r]);
+        }
+      if (OUT) {
+        const __m256 g = _mm256_loadu_ps(gamma + c), b = _mm256_loadu_ps(beta + c);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const __m256 d = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(xo + r * rs + c), vm[r]), vr[r], vn[r]);
+          _mm256_storeu_ps(yo + r * rs + c, _mm256_fmadd_ps(d, g, b));
+        }
+      }
+    }
+    for (int64_t c = C8; c < C; ++c) {
+      if (ST)
+        for (int r = 0; r < R; ++r) {
+          const float d = xs[r * rs + c] - _mm256_cvtss_f32(a.k[r]);
+          a.st[r] += d;
+          a.qt[r] = std::fma(d, d, a.qt[r]);
+        }
+      if (OUT)
+        for (int r = 0; r < R; ++r)
+          yo[r * rs + c] = std::fma(std::fma(xo[r * rs + c] - p[r], p[4 + r], p[8 + r]), gamma[c], beta[c]);
+    }
   }
-}
-template <int R>
-inline __attribute__((always_inline)) void ln_block16(const float* x, float* y, int64_t C, const float* gamma,
-                                                     const float* beta, double eps) {
-  __m512 k[R], s[R], q[R];
-  float pm[R], pr[R], pn[R];
-  ln16_begin<R>(x, C, C, k, s, q);
-  ln16_sweep<R, true, false>(x, nullptr, nullptr, C, C, k, s, q, nullptr, nullptr, nullptr, gamma, beta);
-  ln16_finish<R>(k, s, q, C, eps, pm, pr, pn);
-  ln16_sweep<R, false, true>(nullptr, x, y, C, C, nullptr, nullptr, nullptr, pm, pr, pn, gamma, beta);
+  // The rows' parameters: each sum the vector partials' tree plus the scalar tail's sum.
+  template <int R>
+  static inline __attribute__((always_inline)) void finish(const Acc& a, int64_t C, double eps, float* p) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) p[r] = _mm256_cvtss_f32(a.k[r]);
+    ln_params<R>(_mm256_add_pd(ln_fold4<R>(a.s), _mm256_cvtps_pd(_mm_load_ps(a.st))),
+                 _mm256_add_pd(ln_fold4<R>(a.q), _mm256_cvtps_pd(_mm_load_ps(a.qt))), C, eps, p);
+  }
+};
+using LnLanes = Ln8;
+#else
+// The 16-lane steps (see above): the row's last C % 16 columns as one masked vector.
+struct Ln16 {
+  struct Acc {
+    __m512 k[4], s[4], q[4];
+  };
+  template <int R>
+  static inline __attribute__((always_inline)) void begin(const float* x, int64_t C, int64_t rs, Acc& a) {
+    const __mmask16 head = C >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << C) - 1u);
+    const float inv_head = C >= 16 ? 0.0625f : 1.f / (float)C;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a.k[r] = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_maskz_loadu_ps(head, x + r * rs)) * inv_head);
+      a.s[r] = a.q[r] = _mm512_setzero_ps();
+    }
+  }
+  // One step of the sums at column c (M: the masked last step).
+  template <int R, bool M>
+  static inline __attribute__((always_inline)) void sum(const float* x, int64_t rs, int64_t c, __mmask16 m, Acc& a) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 d = M ? _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + r * rs + c), a.k[r])
+                         : _mm512_sub_ps(_mm512_loadu_ps(x + r * rs + c), a.k[r]);
+      a.s[r] = _mm512_add_ps(a.s[r], d);
+      a.q[r] = _mm512_fmadd_ps(d, d, a.q[r]);
+    }
+  }
+  // One step of the output pass at column c.
+  template <int R, bool M>
+  static inline __attribute__((always_inline)) void out(const float* x, float* y, int64_t rs, int64_t c,
+                                                        __mmask16 m, const __m512* vm, const __m512* vr,
+                                                        const __m512* vn, const float* gamma, const float* beta) {
+    const __m512 g = M ? _mm512_maskz_loadu_ps(m, gamma + c) : _mm512_loadu_ps(gamma + c);
+    const __m512 b = M ? _mm512_maskz_loadu_ps(m, beta + c) : _mm512_loadu_ps(beta + c);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = M ? _mm512_maskz_loadu_ps(m, x + r * rs + c) : _mm512_loadu_ps(x + r * rs + c);
+      const __m512 d = _mm512_fmadd_ps(_mm512_sub_ps(xv, vm[r]), vr[r], vn[r]);
+      if (M) _mm512_mask_storeu_ps(y + r * rs + c, m, _mm512_fmadd_ps(d, g, b));
+      else _mm512_storeu_ps(y + r * rs + c, _mm512_fmadd_ps(d, g, b));
+    }
+  }
+  // One sweep over the columns: the sums of rows xs (ST) and the output of rows xo (OUT) with the parameters p,
+  // step by step together.
+  template <int R, bool ST, bool OUT>
+  static inline __attribute__((always_inline)) void sweep(const float* xs, const float* xo, float* yo, int64_t C,
+                                                          int64_t rs, Acc& a, const float* p, const float* gamma,
+                                                          const float* beta) {
+    const int64_t C16 = C / 16 * 16;
+    const __mmask16 tail = (__mmask16)((1u << (C - C16)) - 1u);
+    __m512 vm[R], vr[R], vn[R];
+    if (OUT) ln_broadcast<R>(p, vm, vr, vn);
+    int64_t c = 0;
+    for (; c < C16; c += 16) {
+      if (ST) sum<R, false>(xs, rs, c, 0, a);
+      if (OUT) out<R, false>(xo, yo, rs, c, 0, vm, vr, vn, gamma, beta);
+    }
+    if (tail) {
+      if (ST) sum<R, true>(xs, rs, c, tail, a);
+      if (OUT) out<R, true>(xo, yo, rs, c, tail, vm, vr, vn, gamma, beta);
+    }
+  }
+  template <int R>
+  static inline __attribute__((always_inline)) void finish(const Acc& a, int64_t C, double eps, float* p) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) p[r] = _mm512_cvtss_f32(a.k[r]);
+    ln_params<R>(ln_fold4<R>(a.s), ln_fold4<R>(a.q), C, eps, p);
+  }
+};
+using LnLanes = Ln16;
+#endif
+
+// R rows (row stride C) by themselves: their sums, their parameters, their output.
+template <class L, int R>
+inline __attribute__((always_inline)) void ln_block(const float* x, float* y, int64_t C, const float* gamma,
+                                                   const float* beta, double eps) {
+  typename L::Acc a;
+  float p[12];
+  L::template begin<R>(x, C, C, a);
+  L::template sweep<R, true, false>(x, nullptr, nullptr, C, C, a, nullptr, gamma, beta);
+  L::template finish<R>(a, C, eps, p);
+  L::template sweep<R, false, true>(nullptr, x, y, C, C, a, p, gamma, beta);
 }
 // `rows` rows in blocks of four rows Q = rows / 4 apart (block i: rows i, Q + i, 2Q + i, 3Q + i: four long
 // sequential streams, which the hardware prefetchers follow; four adjacent rows are four streams of one row
 // each, restarted every block), software-pipelined: one sweep over the columns sums block i and writes block
 // i - 2's output, whose parameters were finished a whole sweep earlier (so their chain of folds, divisions and
 // square root never holds up the sweep). The last rows % 4 rows one block after.
-void ln_rows16(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
+template <class L>
+void ln_rows_lanes(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta,
+                   double eps) {
   const int64_t Q = rows / 4, rs = Q * C;
   if (Q > 0) {
-    __m512 k[4], s[4], q[4];
-    float p[3][3][4];  // per block i % 3: pivot, r, n of its four rows
+    typename L::Acc a;
+    float p[3][12];  // per block i % 3: the pivots, r and n of its four rows
     for (int64_t i = 0; i < Q + 2; ++i) {
       const float* xs = x + i * C;
       const int64_t o = i - 2;
-      const float* po = p[(o + 3) % 3][0];
-      const bool st = i < Q, out = o >= 0;  // (o < Q always)
-      if (st) ln16_begin<4>(xs, C, rs, k, s, q);
-      if (st && out)
-        ln16_sweep<4, true, true>(xs, x + o * C, y + o * C, C, rs, k, s, q, po, po + 4, po + 8, gamma, beta);
-      else if (st)
-        ln16_sweep<4, true, false>(xs, nullptr, nullptr, C, rs, k, s, q, nullptr, nullptr, nullptr, gamma, beta);
-      else if (out)
-        ln16_sweep<4, false, true>(nullptr, x + o * C, y + o * C, C, rs, nullptr, nullptr, nullptr, po, po + 4,
-                                   po + 8, gamma, beta);
-      if (st) ln16_finish<4>(k, s, q, C, eps, p[i % 3][0], p[i % 3][1], p[i % 3][2]);
+      const float* po = p[(o + 3) % 3];
+      const bool sums = i < Q, out = o >= 0;  // (o < Q always)
+      if (sums) L::template begin<4>(xs, C, rs, a);
+      if (sums && out) L::template sweep<4, true, true>(xs, x + o * C, y + o * C, C, rs, a, po, gamma, beta);
+      else if (sums) L::template sweep<4, true, false>(xs, nullptr, nullptr, C, rs, a, nullptr, gamma, beta);
+      else if (out) L::template sweep<4, false, true>(nullptr, x + o * C, y + o * C, C, rs, a, po, gamma, beta);
+      if (sums) L::template finish<4>(a, C, eps, p[i % 3]);
     }
   }
   const int64_t r = 4 * Q;
   switch (rows - r) {
-    case 3: ln_block16<3>(x + r * C, y + r * C, C, gamma, beta, eps); break;
-    case 2: ln_block16<2>(x + r * C, y + r * C, C, gamma, beta, eps); break;
-    case 1: ln_block16<1>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    case 3: ln_block<L, 3>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    case 2: ln_block<L, 2>(x + r * C, y + r * C, C, gamma, beta, eps); break;
+    case 1: ln_block<L, 1>(x + r * C, y + r * C, C, gamma, beta, eps); break;
     default: break;
   }
 }
-#endif
 
 }  // namespace
 
@@ -1103,11 +1034,7 @@ void softmax_row(const float* x, float* y, int64_t n, float scale) {
 }
 
 void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps) {
-#ifdef __AVX512F__
-  ln_rows16(x, y, rows, C, gamma, beta, eps);
-#else
-  ln_rows8(x, y, rows, C, gamma, beta, eps);
-#endif
+  ln_rows_lanes<LnLanes>(x, y, rows, C, gamma, beta, eps);
 }
 
 }  // namespace HSD_PW_NS

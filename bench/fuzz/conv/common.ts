@@ -17,7 +17,7 @@ export function guarded(vals: ArrayLike<number>, shape: number[], dt: DT, G = 37
   const base = hs.tensor(all, [n + 2 * G], { dtype: dt, device: 'cpu' });
   const allR = roundTo(dt, all);
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const v = new Tensor(native().view(base.handle(), shape, strides, G), shape, dt, 'cpu', false);
+  const v = new Tensor(native().view(base.handle(), shape, strides, G), shape, dt, 'cpu');
   return { t: v, base, G, n,
     async guardOk(): Promise<string | null> {
       const b = await base.floats();

@@ -77,7 +77,7 @@ function nchwView(x: Float64Array, g: G, dt: DT) {
   const { N, H, W, C } = g; const a = new Float32Array(N * C * H * W);
   for (let n = 0; n < N; n++) for (let h = 0; h < H; h++) for (let w = 0; w < W; w++) for (let c = 0; c < C; c++) a[((n * C + c) * H + h) * W + w] = x[((n * H + h) * W + w) * C + c];
   const base = hs.tensor(a, [a.length], { dtype: dt });
-  const t = new Tensor(native().view(base.handle(), [N, H, W, C], [C * H * W, W, 1, H * W], 0), [N, H, W, C], dt, 'cpu', false);
+  const t = new Tensor(native().view(base.handle(), [N, H, W, C], [C * H * W, W, 1, H * W], 0), [N, H, W, C], dt, 'cpu');
   return { t, async guardOk() { return null; } };
 }
 async function main() {

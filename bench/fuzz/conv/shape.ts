@@ -50,14 +50,14 @@ function makeInput(dt: DT, shape: number[], mode: 'contig' | 'offset' | 'strided
   const vals = bitsArr(dt, size(shape)) as any;
   for (let i = 0; i < size(shape); i++) { const c = coordsOf(i, shape); const p = off + c.reduce((a, v, d) => a + v * strides[d], 0); const v = randBits(dt); st[p] = v; vals[i] = v; }
   const base = tensorFromBits(dt, st, [Math.max(S, 1)]);
-  const t = mode === 'contig' && S === size(shape) ? tensorFromBits(dt, vals, shape) : new Tensor(native().view(base.handle(), shape, strides, off), shape, dt, 'cpu', false);
+  const t = mode === 'contig' && S === size(shape) ? tensorFromBits(dt, vals, shape) : new Tensor(native().view(base.handle(), shape, strides, off), shape, dt, 'cpu');
   return { t, vals: vals as Bits, mode };
 }
 function guardedOut(dt: DT, shape: number[]) {
   const G = 13, n = size(shape);
   const st = bitsArr(dt, n + 2 * G) as any; st.fill(SENT[ES[dt]]);
   const base = tensorFromBits(dt, st, [n + 2 * G]);
-  const t = new Tensor(native().view(base.handle(), shape, cstr(shape), G), shape, dt, 'cpu', false);
+  const t = new Tensor(native().view(base.handle(), shape, cstr(shape), G), shape, dt, 'cpu');
   return { t, async check(): Promise<string | null> { const b = await readBits(dt, base) as any; for (let i = 0; i < n + 2 * G; i++) if ((i < G || i >= G + n) && b[i] !== st[i]) return `write outside output at ${i - G}`; return null; } };
 }
 const counts: Record<string, number> = {}; let fails = 0;

@@ -26,11 +26,13 @@ function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | unde
 /**
  * Whether a convolution may hand its output's channel statistics to the group norm after it (ops.conv2d's
  * `stats`, ops.groupNorm's `stats`: the norm then reads its input once): inference with no runtime adapters on
- * the layer. HYPERSD_GN_STATS unset: on the CPU in f32 when the output is at least 16 MiB (past the last-level
- * cache, where the norm's second read of its input goes to memory: the SD1.5 VAE decoder's 128x128 to 512x512
- * activations, 1.3-3.5x faster norms; below, the two-pass norm reads an L3-resident input for less than the
- * convolution spends on the statistics, bench/gn_stats.ts); 1: always, on CUDA too (its kernels, written in
- * session 22, have not yet run on a GPU); 0: never.
+ * the layer. HYPERSD_GN_STATS unset: on the CPU in f32 when the output is at least 4 MiB. Past the last-level
+ * cache (16 MiB and up: the SD1.5 VAE decoder's 128x128 to 512x512 activations) the norm's second read goes to
+ * memory: 1.3-3.5x faster norms. At the SD1.5 UNet's 64x64 x 320 (5 MiB, L3-resident) a convolution + norm pair
+ * with them took 70-120 us less than without (session 24: engine, paired medians of 80 alternations; the
+ * statistics cost the 3x3 convolution ~25 us, the norm's statistics pass ~35-40); at 32x32 x 640 (2.5 MiB) and
+ * below the difference was within the noise, so smaller outputs keep the two-pass norm (bench/gn_stats.ts).
+ * 1: always, on CUDA too (its kernels, written in session 22, have not yet run on a GPU); 0: never.
  */
 function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefined, outBytes: number): boolean {
   const env = process.env.HYPERSD_GN_STATS;
@@ -38,7 +40,7 @@ function canGiveStats(x: Tensor, w: Tensor, adapters: RuntimeAdapter[] | undefin
     throw new Error(`HYPERSD_GN_STATS must be 0 or 1, got '${env}'`);
   if (env === '0' || (adapters && adapters.length > 0) || recording() || w.device !== x.device) return false;
   if (env === '1') return x.device === 'cuda' || x.dtype === 'f32';
-  return x.device === 'cpu' && x.dtype === 'f32' && outBytes >= 16 * 2 ** 20;
+  return x.device === 'cpu' && x.dtype === 'f32' && outBytes >= 4 * 2 ** 20;
 }
 
 /**

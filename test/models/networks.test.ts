@@ -83,7 +83,7 @@ for (const model of ['tiny-sd15', 'tiny-sdxl']) {
 
 // CPU inference: the convolutions before the group norms hand them their outputs' channel statistics (the VAE:
 // every norm whose input a convolution wrote; the UNet at batch 1: each resnet's norm2), by default for outputs of
-// 16 MiB and up, with HYPERSD_GN_STATS=1 at any size (as here: the fixtures' tensors are small). With
+// 4 MiB and up, with HYPERSD_GN_STATS=1 at any size (as here: the fixtures' tensors are small). With
 // HYPERSD_GN_STATS=0 the norms compute them: both within 1e-5 of each other (the fixtures pin both to diffusers).
 if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics and the VAE\'s upsamplers read their input upsampled (tiny SD1.5 VAE and UNet); HYPERSD_GN_STATS=0 / HYPERSD_CONV_UPSAMPLE=0 turn them off', async () => {
   const x = io('tiny-sd15');
@@ -147,16 +147,16 @@ if (DEV === 'cpu') test('group norms take the convolutions\' channel statistics 
   }
 });
 
-// By default (HYPERSD_GN_STATS unset) a convolution gives its statistics on the CPU from 16 MiB of output up
-// (a 3x3 conv to 128x128 x 256 channels f32: exactly 16 MiB), not below (64x64), and not with a runtime adapter.
-if (DEV === 'cpu') test('Conv2d.forwardWithStats: statistics from 16 MiB of f32 output up by default', async () => {
+// By default (HYPERSD_GN_STATS unset) a convolution gives its statistics on the CPU from 4 MiB of output up
+// (a 3x3 conv to 64x64 x 256 channels f32: exactly 4 MiB), not below (32x32), and not with a runtime adapter.
+if (DEV === 'cpu') test('Conv2d.forwardWithStats: statistics from 4 MiB of f32 output up by default', async () => {
   const prevEnv = process.env.HYPERSD_GN_STATS;
   delete process.env.HYPERSD_GN_STATS;
   const p = new ParamStore('t');
   const conv = new Conv2d(p, 'c', 16, 256, 3, 1, 1);
   p.initRandom(1);
   try {
-    for (const [h, want] of [[128, true], [64, false]] as const) {
+    for (const [h, want] of [[64, true], [32, false]] as const) {
       const x = hs.ops.randn([1, h, h, 16], { seed: 2 });
       const r = conv.forwardWithStats(x);
       assert.is(r.stats !== null, want, `${h}x${h}: statistics given`);

@@ -97,12 +97,15 @@ if (DEVICE !== 'cpu')
     });
 
   // channel_stats over rows: blocks of 256 rows (the 18 MB case takes the row-by-row sums), an outlier first row,
-  // a mean 1e4 standard deviations from zero (the hi + lo pair keeps its digits), one row, and a channel tail.
+  // a mean 1e4 standard deviations from zero (the hi + lo pair keeps its digits), one row, a channel tail, and
+  // 70,000 images.
   for (const [what, N, S, C, mean, sd, outlier] of [
     ['[2, 700, 40], outlier first row', 2, 700, 40, 0.5, 1, true],
     ['[1, 300, 20], mean 1e4 std', 1, 300, 20, 1e4, 1, false],
     ['[3, 1, 9] one row', 3, 1, 9, 0, 1, false],
     ['[1, 66000, 68] (18 MB)', 1, 66000, 68, -0.4, 0.8, false],
+    // more images than a CUDA grid's y dimension holds (65535; the kernels stride over them)
+    ['[70000, 8, 2] (70,000 images)', 70000, 8, 2, 0, 1, false],
     ...(DEVICE === 'cpu' ? [] : [['[2, 300, 72] f16', 2, 300, 72, 0.3, 2, true]]),
   ] as [string, number, number, number, number, number, boolean][])
     test(`${NAME}channelStats ${what}`, async () => {

@@ -114,7 +114,10 @@ struct OutAs {
   Tensor real, buf;  // both empty for an output that is not wanted
   OutAs() = default;
   OutAs(const Tensor& out, DType compute, bool reads_old, cudaStream_t s) : real(out), buf(out) {
-    if (out.dtype != compute || !out.is_contiguous()) buf = reads_old ? as_dtype(out, compute, s) : empty(out.shape, compute, Device::CUDA);
+    // A view starting off a 16-byte boundary goes through a temporary too: the kernels writing through OutAs
+    // may store float2 / float4 (the tensor-core attention backward's dq / dk / dv).
+    if (out.dtype != compute || !out.is_contiguous() || (out.storage && (reinterpret_cast<uintptr_t>(out.raw()) & 15) != 0))
+      buf = reads_old ? as_dtype(out, compute, s) : empty(out.shape, compute, Device::CUDA);
   }
   void finish(cudaStream_t s) const;  // shape.cu
 };

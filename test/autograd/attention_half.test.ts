@@ -13,6 +13,8 @@ import { grad } from '../../lib/autograd';
 import * as assert from 'uvu/assert';
 import { assertClose, DEVICE, randn, roundTo, t, TOL } from '../helpers/check';
 import { attentionGradRef } from '../helpers/refs';
+import { native } from '../../lib/native';
+import { runOp } from '../../lib/ops/runtime';
 
 const cases = [
   { name: 'self L 70, d 40, 2 heads', B: 1, Lq: 70, Lk: 70, H: 2, D: 40, causal: false, lse: false, frozenKv: false },
@@ -73,6 +75,29 @@ test('HYPERSD_ATTN_BWD: an unknown value is an Error naming the variable (CUDA; 
     if (old === undefined) delete process.env.HYPERSD_ATTN_BWD;
     else process.env.HYPERSD_ATTN_BWD = old;
   }
+});
+
+// dq / dk / dv written into f32 views that start 4 bytes past a 16-byte boundary (the CUDA tensor-core backward
+// stores float2: such an output goes through an aligned temporary, common.cuh OutAs) come out as into fresh
+// tensors, bit for bit, and nothing is written outside them.
+test('attention_backward into views off a 16-byte boundary: the same bits as into fresh outputs', async () => {
+  const [L, D] = [70, 64], E = L * D, shape = [1, L, D];
+  const q = t(randn(E, 31, 0.8), shape, 'f16'), k = t(randn(E, 32, 0.8), shape, 'f16'), v = t(randn(E, 33), shape, 'f16');
+  const o = hs.ops.attention(q, k, v, { heads: 1 }) as hs.Tensor, dO = t(randn(E, 34), shape);
+  const attrs = { heads: 1, scale: 1 / Math.sqrt(D), causal: 0, need_dq: 1, need_dkv: 1 };
+  const fresh = [0, 1, 2].map(() => hs.full(shape, NaN, { device: DEVICE }));
+  runOp('attention_backward', [q, k, v, o, dO], fresh, attrs);
+  const big = hs.full([3 * E + 4], NaN, { device: DEVICE });
+  const views = [1, E + 2, 2 * E + 3].map((off) => new hs.Tensor(native().view(big.handle(), shape, [E, D, 1], off), shape, 'f32', DEVICE));
+  runOp('attention_backward', [q, k, v, o, dO], views, attrs);
+  for (let i = 0; i < 3; i++) {
+    const a = await fresh[i].floats();
+    assert.ok(a.every(Number.isFinite), `fresh output ${i} written`);
+    assert.ok(Buffer.from(await views[i].bytes()).equals(Buffer.from(await fresh[i].bytes())), `output ${i} through a view`);
+  }
+  const all = await big.floats();
+  for (const gap of [0, E + 1, 2 * E + 2, 3 * E + 3]) assert.ok(Number.isNaN(all[gap]), `element ${gap} between the views untouched`);
+  for (const x of [q, k, v, o, dO, big, ...fresh]) x.dispose();
 });
 
 test.run();

@@ -29,7 +29,7 @@ function canAccumulate(acc: Tensor, x: Tensor, adapters: RuntimeAdapter[] | unde
  * the layer. HYPERSD_GN_STATS unset: on the CPU in f32 when the output is at least 4 MiB. Past the last-level
  * cache (16 MiB and up: the SD1.5 VAE decoder's 128x128 to 512x512 activations) the norm's second read goes to
  * memory: 1.3-3.5x faster norms. At the SD1.5 UNet's 64x64 x 320 (5 MiB, L3-resident) a convolution + norm pair
- * with them took 70-120 us less than without (session 24: engine, paired medians of 80 alternations; the
+ * with them took 40-120 us less than without (session 24: engine, paired medians of 80 alternations; the
  * statistics cost the 3x3 convolution ~25 us, the norm's statistics pass ~35-40); at 32x32 x 640 (2.5 MiB) and
  * below the difference was within the noise, so smaller outputs keep the two-pass norm (bench/gn_stats.ts).
  * 1: always, on CUDA too (its kernels, written in session 22, have not yet run on a GPU); 0: never.

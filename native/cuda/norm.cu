@@ -575,29 +575,18 @@ void group_norm(const OpContext& ctx) {
   }
   dispatch_float(op, y.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (vec && given.storage) {
-      const void* kern = (const void*)gn_apply_reg_kernel<T>;
-      const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
-      const int64_t blocks = (int64_t)gn_knob("HYPERSD_GN_APPLY_BPS", blocks_per_sm(kern, 256, 0)) * sm_count();
-      const int64_t want = std::min<int64_t>((per + 255) / 256, (blocks + a.N - 1) / a.N);
-      const int64_t gx = std::max<int64_t>(m, want / m * m);
-      if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
-      gn_apply_reg_kernel<T><<<dim3((unsigned)gx, (unsigned)a.N), 256, 0, s>>>(
-          a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G), given.data<float>(),
-          (const float*)nullptr, 0, a.eps, a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
-          a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, silu);
-      return;
-    }
     if (vec) {
       // gn_apply_reg_kernel: one wave of blocks (HYPERSD_GN_APPLY_BPS=k: k a multiprocessor), as many per sample,
       // rounded to a multiple of m = C / gcd(C, 2048) so that the grid's stride is a multiple of C.
-      // The statistics' partial sums are added up by every apply block (HYPERSD_GN_REDUCE_IN_STATS=1: by the
-      // statistics kernel's last block, as the other paths do). On sm_90 the apply kernel is a programmatic
+      // Given the producer's statistics it reads their final form (gn_st_from_cs) in a plain launch. Otherwise the
+      // statistics' partial sums are added up by every apply block (HYPERSD_GN_REDUCE_IN_STATS=1: by the
+      // statistics kernel's last block, as the other paths do), and on sm_90 the apply kernel is a programmatic
       // dependent launch (its first loads of x and its blocks' start overlap the statistics kernel's end; back to
       // back on an H200, session 21: 0.023-0.024 against 0.025-0.028 ms at [1, 16384, 512], 0.041-0.042 against
       // 0.045 at [1, 65536, 256]); HYPERSD_GN_PDL=0 makes it a plain launch.
-      const bool in_apply = gn_knob("HYPERSD_GN_REDUCE_IN_STATS", 0) == 0 && 3 * a.G * sizeof(float) + 8192 <= 48 * 1024;
-      const GnStats st = gn_stats<T>(a, s, !in_apply);
+      const bool own = !given.storage;
+      const bool in_apply = own && gn_knob("HYPERSD_GN_REDUCE_IN_STATS", 0) == 0 && 3 * a.G * sizeof(float) + 8192 <= 48 * 1024;
+      const GnStats st = own ? gn_stats<T>(a, s, !in_apply) : GnStats{};
       const size_t smem = in_apply ? 3 * a.G * sizeof(float) : 0;
       const void* kern = (const void*)gn_apply_reg_kernel<T>;
       const int64_t per = a.S * a.C / 8, m = a.C / std::gcd<int64_t>(a.C, 2048);
@@ -606,7 +595,7 @@ void group_norm(const OpContext& ctx) {
       const int64_t gx = std::max<int64_t>(m, want / m * m);
       if (gx > INT32_MAX) fail(op, "shape out of range: " + a.x.describe());
       const char* pe = std::getenv("HYPERSD_GN_PDL");
-      const bool pdl = !(pe && pe[0] == '0') && sm90_device();
+      const bool pdl = own && !(pe && pe[0] == '0') && sm90_device();
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3((unsigned)gx, (unsigned)a.N);
       cfg.blockDim = dim3(256);
@@ -617,10 +606,10 @@ void group_norm(const OpContext& ctx) {
       attr[0].val.programmaticStreamSerializationAllowed = 1;
       cfg.attrs = attr;
       cfg.numAttrs = pdl ? 1 : 0;
+      const float* final_st = !own ? given.data<float>() : in_apply ? nullptr : st.st.data<float>();
       const cudaError_t e = cudaLaunchKernelEx(
           &cfg, gn_apply_reg_kernel<T>, a.x.data<T>(), y.data<T>(), a.S, (int)a.C, (int)a.G, (int)(a.C / a.G),
-          in_apply ? (const float*)nullptr : (const float*)st.st.data<float>(),
-          in_apply ? (const float*)st.part.data<float>() : (const float*)nullptr, (int)st.nchunks, a.eps,
+          final_st, in_apply ? (const float*)st.part.data<float>() : (const float*)nullptr, (int)st.nchunks, a.eps,
           a.gamma.storage ? (const void*)a.gamma.raw() : nullptr, (int)a.gamma.dtype,
           a.beta.storage ? (const void*)a.beta.raw() : nullptr, (int)a.beta.dtype, silu);
       if (e != cudaSuccess) fail(op, std::string("launching the apply kernel: ") + cudaGetErrorString(e));

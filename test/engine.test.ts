@@ -9,6 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as hs from '../lib';
 import { native } from '../lib/native';
+import { settleGarbage } from './helpers/gc';
 
 const { ops } = hs;
 const cpu = { device: 'cpu' as const };
@@ -280,6 +281,7 @@ test('emptyCache returns the free blocks to the system; resetPeakMemory restarts
 
 test('memory() returns to its baseline after tidy', async () => {
   await hs.sync('cpu');
+  await settleGarbage();
   const base = hs.memory();
   const kept = hs.tidy(() => {
     let h = ops.randn([64, 65], { seed: 1, device: 'cpu' });

@@ -7,6 +7,7 @@ import * as hs from '../../lib';
 import { grad, checkpoint, noGrad, markTrainable, DynamicLossScaler, hasInfOrNaN, registeredGradients } from '../../lib/autograd';
 import { setOpHook } from '../../lib/ops/runtime';
 import { DEVICE, randn, relErr, t } from '../helpers/check';
+import { settleGarbage } from '../helpers/gc';
 
 const o = hs.ops;
 const r = (shape: number[], seed: number, scale = 1) => t(randn(shape.reduce((a, b) => a * b, 1), seed, scale), shape);
@@ -68,6 +69,7 @@ test('LoRA on a frozen linear: gradients for down and up, none for the base weig
 test('every tensor the tape saved is freed after backward', async () => {
   const x = r([3, 5], 13), w = r([4, 5], 14), g = r([4], 15), b = r([4], 16);
   await hs.sync();
+  await settleGarbage();
   const before = hs.memory();
   const res = grad(() => o.mean(o.gelu(o.layerNorm(o.linear(x, w), g, b))), [w, g, b]);
   await disposeAll(res);

@@ -4,7 +4,8 @@
 // Same tensors and counting as bench/ops.ts's memory-bound rows: the SD1.5 64x64 activation [1, 4096, 320]
 // (5.2 MB, L3-resident), each sample 25 untimed calls then 100 timed ones back to back, a new output per call;
 // the ceiling a memcpy of one such tensor split among the threads, timed warm (a quarter of its copies untimed
-// first), right before each sample. Medians of 9 samples. Bytes counted: the op's compulsory reads + writes.
+// first), right before each sample. Medians of 9 samples. Bytes counted: the op's compulsory reads + writes
+// (channel_stats: its read of x alone, against the memcpy's read + write).
 // Built with the project (CMake target hypersd_pointwise_bench, next to the addon's build folder):
 //   build/hypersd_pointwise_bench [threads] [op]   (threads: the engine's pool and the memcpy; default 2;
 //                                                   op: run only the rows whose names contain it)
@@ -90,10 +91,13 @@ int main(int argc, char** argv) {
   Tensor xst = empty({1, C, 3}, DType::F32, Device::CPU);
   enqueue("channel_stats", {x}, {xst}, Attrs{});
   stream(Device::CPU).sync();
+  Tensor xst2 = empty({1, C, 3}, DType::F32, Device::CPU);
   const std::vector<Case> cases = {
       {"group_norm+silu", 2 * E, [&] { enqueue("group_norm", {x, g, b}, {out(C)}, gn); }},
       {"group_norm+silu, producer's stats", 2 * E, [&] { enqueue("group_norm", {x, g, b, xst}, {out(C)}, gn); }},
       {"group_norm", 2 * E, [&] { enqueue("group_norm", {x, g, b}, {out(C)}, gn0); }},
+      {"group_norm, producer's stats", 2 * E, [&] { enqueue("group_norm", {x, g, b, xst}, {out(C)}, gn0); }},
+      {"channel_stats (reads x)", E, [&] { enqueue("channel_stats", {x}, {xst2}, Attrs{}); }},
       {"layer_norm", 2 * E, [&] { enqueue("layer_norm", {x, g, b}, {out(C)}, ln); }},
       {"silu", 2 * E, [&] { enqueue("silu", {x}, {out(C)}); }},
       {"add", 3 * E, [&] { enqueue("add", {x, y}, {out(C)}); }},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "gemm_kernels.h"
@@ -13,6 +14,7 @@ namespace hsd {
 #define HSD_CHANSTATS_KERNELS                                                                                  \
   void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);     \
   bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C, float* part);                \
+  bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, float* f, double* d, float* part); \
   void cs_merge(const float* K, const float* O, const float* M2, double f, double g, double* mean, double* m2, \
                 int64_t n);
 namespace pw_avx2 {
@@ -44,11 +46,11 @@ void sums(const float* x, int64_t rows, int64_t C, const float* k, float* a1, fl
 
 }  // namespace
 
-void moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, double* mean, double* m2,
-             float* scratch, bool by4) {
-  float *a1 = scratch, *a2 = scratch + C;
-  std::fill(a1, a1 + 2 * C, 0.f);
-  for (int64_t r = 0; r < runs; ++r) sums(p + r * run_stride, len, C, p, a1, a2, by4);  // pivots: the first pixel
+namespace {
+// The moments from the sums a1 / a2 of x - p[c] (float or double) over the runs: see `moments`.
+template <class T>
+void fold(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, const T* a1, const T* a2,
+          double* mean, double* m2) {
   const int64_t n = runs * len;
   const double inv = 1.0 / (double)n;
   for (int64_t c = 0; c < C; ++c) {
@@ -71,14 +73,27 @@ void moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int6
     }
   }
 }
+}  // namespace
+
+void moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, double* mean, double* m2,
+             float* scratch, bool by4) {
+  float *a1 = scratch, *a2 = scratch + C;
+  std::fill(a1, a1 + 2 * C, 0.f);
+  for (int64_t r = 0; r < runs; ++r) sums(p + r * run_stride, len, C, p, a1, a2, by4);  // pivots: the first pixel
+  fold(p, runs, len, run_stride, C, a1, a2, mean, m2);
+}
 
 namespace {
-// (K, o, M2) of a piece from its moments in double (the portable kernels, cancelled pieces, of_rows).
+void partial_of(const float* p, int64_t C, const double* mean, const double* m2, float* part);
+// (K, o, M2) of a piece from its moments in double (the portable kernels' pieces, cancelled pieces).
 void partial_from_moments(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t C, float* part,
                           float* scratch, bool by4) {
   double* mean = reinterpret_cast<double*>(scratch + 2 * C);
   double* m2 = mean + C;
   moments(p, runs, len, run_stride, C, mean, m2, scratch, by4);
+  partial_of(p, C, mean, m2, part);
+}
+void partial_of(const float* p, int64_t C, const double* mean, const double* m2, float* part) {
   for (int64_t c = 0; c < C; ++c) {
     part[c] = p[c];
     part[C + c] = (float)(mean[c] - (double)p[c]);
@@ -140,26 +155,45 @@ void combine(const float* part, const int64_t* count, int64_t N, int64_t per_ima
 
 void of_rows(const float* y, int64_t N, int64_t S, int64_t C, float* out, ThreadPool* pool) {
   if (N == 0 || C == 0) return;
-  // Blocks of a power of two rows, at most 64 (each piece's float sums add at most 64 terms: with outliers among
-  // the values, 256-row blocks, as group_norm's own statistics pass takes, lost up to 2.3e-5 of the variance to
-  // the rounding of the small terms against the large sum (bench/fuzz/conv/chanstats.ts); 64 rows keep it
-  // within ~6e-6) and at most 128K values.
+  // Blocks of a power of two rows, at most 256 and at most 128K values, as group_norm's statistics pass takes
+  // them, each block's float sums over runs of at most 64 rows added up in double (with outliers among the
+  // values, float sums over 256 rows lost up to 2.3e-5 of the variance to the rounding of the small terms
+  // against the large sum, bench/fuzz/conv/chanstats.ts; 64 keeps it within ~6e-6). Until session 26 each
+  // 64-row run was a piece of its own, folded (scalar, in double) and merged: at [4096, 320] on two threads the
+  // op took 57-60 us, now 38-44 (a bare read of x: 25.5; bench/RESULTS.md, session 26).
   int64_t rpb = 1;
-  while (rpb * 2 <= std::min<int64_t>(64, (1 << 17) / std::max<int64_t>(C, 1))) rpb *= 2;
+  while (rpb * 2 <= std::min<int64_t>(256, (1 << 17) / std::max<int64_t>(C, 1))) rpb *= 2;
+  const int64_t sub = std::min<int64_t>(rpb, 64);
   const int64_t per_image = std::max<int64_t>(1, (S + rpb - 1) / rpb);
-  std::vector<float> part((size_t)(N * per_image * C * kPart));
+  std::unique_ptr<float[]> part(new float[(size_t)(N * per_image * C * kPart)]);  // each piece writes its own
   std::vector<int64_t> count((size_t)(N * per_image), 0);
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);  // as group_norm's statistics pass
+  const bool avx2 = gemm::using_avx2(), avx512 = gemm::using_avx512();
   pool->parallel_for(N * per_image, 1, [&](int64_t s, int64_t e) {
-    std::vector<float> scratch((size_t)scratch_floats(C));
+    std::vector<float> f((size_t)(2 * C));
+    std::vector<double> d((size_t)(4 * C));  // the sums, then the moments of a block that cancelled
     for (int64_t t = s; t < e; ++t) {
       const int64_t n = t / per_image, r0 = (t % per_image) * rpb, rows = std::min(S, r0 + rpb) - r0;
       if (rows <= 0) continue;
-      partial_from_moments(y + (n * S + r0) * C, 1, rows, 0, C, &part[(size_t)(t * C * kPart)], scratch.data(), by4);
+      const float* p = y + (n * S + r0) * C;
+      float* pt = &part[(size_t)(t * C * kPart)];
       count[(size_t)t] = rows;
+      if (avx2) {
+        if (!(avx512 ? pw_avx512::cs_rows : pw_avx2::cs_rows)(p, rows, C, sub, by4, f.data(), d.data(), pt)) continue;
+      } else {
+        std::fill(d.begin(), d.begin() + 2 * C, 0.0);
+        for (int64_t r = 0; r < rows; r += sub) {
+          std::fill(f.begin(), f.end(), 0.f);
+          sums(p + r * C, std::min(sub, rows - r), C, p, f.data(), f.data() + C, by4);
+          for (int64_t c = 0; c < 2 * C; ++c) d[(size_t)c] += (double)f[(size_t)c];
+        }
+      }
+      double *mean = d.data() + 2 * C, *m2 = mean + C;
+      fold(p, 1, rows, 0, C, d.data(), d.data() + C, mean, m2);
+      partial_of(p, C, mean, m2, pt);
     }
   });
-  combine(part.data(), count.data(), N, per_image, C, out, pool);
+  combine(part.get(), count.data(), N, per_image, C, out, pool);
 }
 
 void check(const char* op, const char* what, const Tensor& st, int64_t N, int64_t C) {

@@ -728,6 +728,31 @@ bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C
   return flag;
 }
 
+// The sums of a block of `rows` rows of C channels (row stride C) against the pivots K = its first row, for
+// chanstats::of_rows: float sums of x - K over runs of `sub` rows (gn_sums; by4 as there), each run's added into
+// double sums d[0, C) and d[C, 2 C) (the float rounding stays within a run's terms, as with pieces of `sub`
+// rows, while the block is folded and merged once), then the partial (K, O, M2 planar in part[3 C]) in double
+// rounded to float. f: 2 C floats of scratch. true where some channel's sums cancelled more than 16-fold (an
+// outlier pivot): the caller then folds d itself and sums those channels again.
+bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, float* f, double* d, float* part) {
+  std::fill(d, d + 2 * C, 0.0);
+  for (int64_t r = 0; r < rows; r += sub) {
+    std::fill(f, f + 2 * C, 0.f);
+    gn_sums(p + r * C, std::min(sub, rows - r), C, p, f, f + C, by4);
+    for (int64_t c = 0; c < 2 * C; ++c) d[c] += (double)f[c];
+  }
+  const double inv = 1.0 / (double)rows;
+  int flag = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double s1 = d[c], s2 = d[C + c], o = s1 * inv, m2 = s2 - s1 * o;
+    part[c] = p[c];
+    part[C + c] = (float)o;
+    part[2 * C + c] = (float)std::max(0.0, m2);
+    flag |= !(s2 <= 16.0 * m2) & (s2 == s2);
+  }
+  return flag != 0;
+}
+
 // Chan et al.'s merge of a piece (mean K + O, centred sum of squares M2) into running double (mean, m2) of n
 // channels, f = nb / (na + nb), g = na nb / (na + nb) (chanstats::combine).
 void cs_merge(const float* K, const float* O, const float* M2, double f, double g, double* mean, double* m2,
@@ -1058,6 +1083,7 @@ void geglu(const float*, const float*, float*, int64_t) { std::abort(); }
 void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort(); }
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool) { std::abort(); }
 bool cs_partial(const float*, int64_t, int64_t, int64_t, int64_t, float*) { std::abort(); }
+bool cs_rows(const float*, int64_t, int64_t, int64_t, bool, float*, double*, float*) { std::abort(); }
 void cs_merge(const float*, const float*, const float*, double, double, double*, double*, int64_t) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, bool, bool) { std::abort(); }
 void stream_fence() { std::abort(); }

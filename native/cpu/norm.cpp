@@ -36,6 +36,8 @@ namespace hsd {
   void gn_apply4_fold(const float* x, float* y, int64_t C, const float* a, const float* b, const float* at,     \
                       const float* bt, bool silu_on);                                                          \
   void stream_fence();                                                                                          \
+  bool gn_apply_fold_flat(const float* x, float* y, int64_t rows, int64_t C, const float* a, const float* b,    \
+                          const float* at, const float* bt, bool silu_on);                                     \
   void ln_rows(const float* x, float* y, int64_t rows, int64_t C, const float* gamma, const float* beta, double eps);
 namespace pw_avx2 {
 HSD_NORM_ROW_KERNELS
@@ -206,7 +208,25 @@ void group_norm_kernel(const OpContext& c) {
       }
     }
   }
+  // The folded apply takes a chunk's rows of each image as one run (pointwise_avx2.cpp gn_apply_fold_flat) where
+  // C is a multiple of the lanes: +11-19% over four rows a step by channel slices at [4096, 320] with SiLU.
+  // HYPERSD_GN_FLAT=0 keeps the slices (a bench knob).
+  static const bool flat_off = [] {
+    const char* e = std::getenv("HYPERSD_GN_FLAT");
+    return e && std::string(e) == "0";
+  }();
   c.pool->parallel_for(N * S, std::max<int64_t>(4, (1 << 13) / C / 4 * 4), [&](int64_t s, int64_t e) {
+    if (fold && !stream && !flat_off) {
+      const auto flat = avx512 ? pw_avx512::gn_apply_fold_flat : pw_avx2::gn_apply_fold_flat;
+      int64_t r = s;
+      for (; r < e;) {
+        const int64_t n = r / S, re = std::min(e, (n + 1) * S);
+        const float *at = silu ? at_c.data() + n * C : nullptr, *bt = silu ? bt_c.data() + n * C : nullptr;
+        if (!flat(px + r * C, py + r * C, re - r, C, scale_c.data() + n * C, b0_c.data() + n * C, at, bt, silu)) break;
+        r = re;
+      }
+      if (r == e) return;
+    }
     for (int64_t r = s; r < e; ++r) {
       int64_t n = r / S;
       const float* xr = px + r * C;

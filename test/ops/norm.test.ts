@@ -60,6 +60,23 @@ for (const [dtype, N, S, C, G, seed] of [
     assertClose(await y.floats(), ref, TOL[dtype], 'y');
   });
 
+// The CPU's folded apply takes a chunk's rows of each image as one run, four vectors a step with each vector's
+// channel coefficients (C a multiple of the lanes: 16 with AVX-512, 8 with AVX2; 40 channels take the slices on
+// AVX-512), chunks straddling images (odd S), with and without SiLU, and given the statistics.
+for (const [N, S, C, G] of [[3, 333, 80, 8], [2, 257, 40, 4], [1, 1031, 96, 32]])
+  for (const silu of [false, true])
+    test(`groupNorm f32 N=${N} S=${S} C=${C} groups ${G}${silu ? ' silu' : ''}: whole rows as one run, against float64`, async () => {
+      const eps = 1e-5;
+      const xv = offset(randn(N * S * C, 91 + C, 1.3), -0.2), gv = randn(C, 92), bv = randn(C, 93);
+      const x = t(xv, [N, S, C]), g = t(gv, [C]), b = t(bv, [C]);
+      const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, silu);
+      assertClose(await groupNorm(x, g, b, { groups: G, eps, silu }).floats(), ref, TOL.f32, 'y');
+      if (DEVICE === 'cpu') {
+        const st = hs.ops.channelStats(x);
+        assertClose(await groupNorm(x, g, b, { groups: G, eps, silu, stats: st }).floats(), ref, TOL.f32, 'y given stats');
+      }
+    });
+
 // More than 128 groups (on CUDA the last statistics block then sums each group's partials in one thread, not in
 // stripes), and 3 groups (stripes that leave threads over); each result twice: the same bits (the partials are
 // summed in a fixed order whichever block finishes last).

@@ -152,6 +152,7 @@ void group_norm_kernel(const OpContext& c) {
   // core, L1). The blocks' (mean, M2) combine per group in a fixed order (Chan et al.).
   std::vector<float> k_c((size_t)(N * C)), b_c((size_t)(N * C)), scale_c((size_t)(N * C));
   const double cnt = (double)S * (double)Cg;
+  bool shift_small = true;  // every channel's |K a| <= 4 (|a| std + |b'|): see the folded apply below
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       double sm = 0, sq = 0;
@@ -169,12 +170,14 @@ void group_norm_kernel(const OpContext& c) {
       const double rstd = 1.0 / std::sqrt(var + eps);
       const float K = (float)mean;
       const double dm = mean - (double)K;
+      const double sd = std::sqrt(var);
       for (int64_t k = 0; k < Cg; ++k) {
         int64_t ch = g * Cg + k;
-        const double a = rstd * pg[ch];
+        const double a = rstd * pg[ch], bp = (double)pb[ch] - dm * a;
         k_c[(size_t)(n * C + ch)] = K;
         scale_c[(size_t)(n * C + ch)] = (float)a;
-        b_c[(size_t)(n * C + ch)] = (float)((double)pb[ch] - dm * a);
+        b_c[(size_t)(n * C + ch)] = (float)bp;
+        shift_small = shift_small && std::fabs((double)K * a) <= 4.0 * (std::fabs(a) * sd + std::fabs(bp));
       }
     }
   }
@@ -186,15 +189,17 @@ void group_norm_kernel(const OpContext& c) {
   // next op reads it from memory either way. SD1.5 VAE decode at 512x512: see bench/RESULTS.md (session 14).
   const bool stream = avx2 && (double)N * S * C * sizeof(float) > 2.0 * (double)last_level_cache_bytes();
   // The folded apply (pointwise_avx2.cpp gn_apply_fold: y = x a + b0; with SiLU t = -y log2(e) = x at + bt by
-  // one FMA and SiLU from t alone) where every channel's shift is small against its scale (|K a| <= 4, i.e. the
-  // group mean within 4 standard deviations of 0 for gamma ~ 1: x a and b0 = b' - K a, or x at and bt, then lose
-  // at most a few ulp of 4 (of 4 log2(e)) to cancellation).
-  bool fold = avx2 && std::getenv("HYPERSD_GN_FOLD") == nullptr;
+  // one FMA and SiLU from t alone) where every channel's shift is small against the scale of its outputs:
+  // |K a| <= 4 (|a| std + |b'|), i.e. the group mean within 4 standard deviations of 0 where beta is small against
+  // gamma. x a and b0 = b' - K a (or x at and bt) then cancel at most a few ulp of 4 (|a| std + |b'|), a few
+  // times the shifted form's rounding of outputs of that size. (Until session 26 the bound was |K a| <= 4, which
+  // took a channel of one repeated value (std 0, a = gamma / sqrt(eps)) whose outputs, beta, were small: the
+  // chanstats fuzzer's constant output channel with |beta| = 3.5e-4 came out 2.4e-5 off.)
+  bool fold = avx2 && std::getenv("HYPERSD_GN_FOLD") == nullptr && shift_small;
   std::vector<float> b0_c, at_c, bt_c;
   if (fold) {
     for (int64_t i = 0; i < N * C && fold; ++i)
-      fold = std::fabs((double)k_c[(size_t)i] * scale_c[(size_t)i]) <= 4.0 && std::isfinite(scale_c[(size_t)i]) &&
-             std::isfinite(b_c[(size_t)i]);
+      fold = std::isfinite(scale_c[(size_t)i]) && std::isfinite(b_c[(size_t)i]);
     if (fold) {
       // b0 for the apply without SiLU and the scalar channel tail; at / bt for the vectors' SiLU only
       b0_c.resize((size_t)(N * C));

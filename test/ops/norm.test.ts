@@ -77,6 +77,27 @@ for (const [N, S, C, G] of [[3, 333, 80, 8], [2, 257, 40, 4], [1, 1031, 96, 32]]
       }
     });
 
+// Channels of one repeated value (std 0, so a = gamma / sqrt(eps) is large) with small gamma and beta: the
+// outputs are beta, and the CPU's folded apply (x a + (beta - K a)) would cancel ~1.1 into 3.5e-4 (the chanstats
+// fuzzer, seed 26: 2.4e-5 off); the shifted form keeps them exact.
+test('groupNorm f32 constant channels with small gamma and beta: the outputs are beta', async () => {
+  const [N, S, C, G, eps] = [2, 40, 16, 16, 1e-5];
+  const xv = new Float64Array(N * S * C), gv = new Float64Array(C), bv = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    gv[c] = 0.0247 * (1 + c / 32);
+    bv[c] = -3.4666e-4 * (1 + c / 16);
+    for (let n = 0; n < N; n++) for (let i = 0; i < S; i++) xv[(n * S + i) * C + c] = -0.14325351 + 0.003 * c + 0.01 * n;
+  }
+  const x = t(xv, [N, S, C]), g = t(gv, [C]), b = t(bv, [C]);
+  const ref = groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, false);
+  for (const silu of [false, true]) {
+    const r = silu ? groupNormRef(roundTo('f32', xv), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, true) : ref;
+    assertClose(await groupNorm(x, g, b, { groups: G, eps, silu }).floats(), r, TOL.f32, `y${silu ? ' silu' : ''}`);
+    if (DEVICE === 'cpu')
+      assertClose(await groupNorm(x, g, b, { groups: G, eps, silu, stats: hs.ops.channelStats(x) }).floats(), r, TOL.f32, `y given stats${silu ? ' silu' : ''}`);
+  }
+});
+
 // More than 128 groups (on CUDA the last statistics block then sums each group's partials in one thread, not in
 // stripes), and 3 groups (stripes that leave threads over); each result twice: the same bits (the partials are
 // summed in a fixed order whichever block finishes last).

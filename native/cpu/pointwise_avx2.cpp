@@ -788,12 +788,31 @@ bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, flo
   }
   const double inv = 1.0 / (double)rows;
   int flag = 0;
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = 0; c < C; ++c) {  // (no branch: the compiler vectorises it)
     const double s1 = d[c], s2 = d[C + c], o = s1 * inv, m2 = s2 - s1 * o;
     part[c] = p[c];
     part[C + c] = (float)o;
-    part[2 * C + c] = (float)std::max(0.0, m2);
+    part[2 * C + c] = (float)(m2 > 0.0 ? m2 : 0.0);
     flag |= !(s2 <= 16.0 * m2) & (s2 == s2);
+  }
+  return flag != 0;
+}
+
+// chanstats::fold's arithmetic for float sums, without branches so that the compiler vectorises it: per channel
+// mean = K + s1 / n and m2 = s2 - s1^2 / n in double; true where some channel's sums cancelled more than 16-fold
+// (s2 > 16 m2; NaN sums not counted), which the caller then sums again.
+bool cs_fold_f(const float* __restrict K, const float* __restrict a1, const float* __restrict a2, int64_t n,
+               int64_t C, double* __restrict mean, double* __restrict m2) {
+  const double inv = 1.0 / (double)n;
+  for (int64_t c = 0; c < C; ++c) {
+    const double s1 = a1[c], off = s1 * inv;
+    mean[c] = (double)K[c] + off;
+    m2[c] = (double)a2[c] - s1 * off;
+  }
+  int flag = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double s2 = a2[c];
+    flag |= !(s2 <= 16.0 * m2[c]) & (s2 == s2);
   }
   return flag != 0;
 }
@@ -1130,6 +1149,7 @@ void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool)
 bool cs_partial(const float*, int64_t, int64_t, int64_t, int64_t, float*) { std::abort(); }
 bool gn_apply_fold_flat(const float*, float*, int64_t, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
 bool cs_rows(const float*, int64_t, int64_t, int64_t, bool, float*, double*, float*) { std::abort(); }
+bool cs_fold_f(const float*, const float*, const float*, int64_t, int64_t, double*, double*) { std::abort(); }
 void cs_merge(const float*, const float*, const float*, double, double, double*, double*, int64_t) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, bool, bool) { std::abort(); }
 void stream_fence() { std::abort(); }

@@ -15,8 +15,9 @@ namespace hsd {
 #define HSD_CHANSTATS_KERNELS                                                                                  \
   void gn_sums(const float* x, int64_t rows, int64_t C, const float* k, float* acc1, float* acc2, bool by4);     \
   bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C, float* part);                \
+  bool cs_moments_f(const float* K, const float* a1, const float* a2, int64_t n, int64_t C, double* mean,         \
+                    double* m2);                                                                               \
   bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, float* f, double* d, float* part); \
-  bool cs_fold_f(const float* K, const float* a1, const float* a2, int64_t n, int64_t C, double* mean, double* m2); \
   void cs_merge(const float* K, const float* O, const float* M2, double f, double g, double* mean, double* m2, \
                 int64_t n);
 namespace pw_avx2 {
@@ -55,19 +56,24 @@ void fold(const float* p, int64_t runs, int64_t len, int64_t run_stride, int64_t
           double* mean, double* m2) {
   const int64_t n = runs * len;
   const double inv = 1.0 / (double)n;
-  // Float sums with the vector kernels: every channel's moments in one vectorised pass (cs_fold_f; group_norm's
-  // statistics fold 320 channels a 256-row block: its statistics pass at [4096, 320] 36-45 -> 35-37 us, timed in
-  // the kernel, alternated four times), then the scan below sums again only where the kernel saw a cancellation.
-  const bool vec = std::is_same<T, float>::value && gemm::using_avx2();
-  if (vec && !(gemm::using_avx512() ? pw_avx512::cs_fold_f : pw_avx2::cs_fold_f)(p, (const float*)a1, (const float*)a2, n,
-                                                                                C, mean, m2))
-    return;
-  for (int64_t c = 0; c < C; ++c) {
-    const double s1 = a1[c], s2 = a2[c], off = s1 * inv;
-    if (!vec) {
-      mean[c] = (double)p[c] + off;
-      m2[c] = s2 - s1 * off;
+  // Float sums with the vector kernels: every channel's moments in one vectorised pass (cs_moments_f;
+  // group_norm's statistics fold 320 channels a 256-row block: its statistics pass at [4096, 320] 36-45 -> 35-37
+  // us, timed in the kernel, alternated four times), the scan below only where the kernel saw a cancellation.
+  bool vec = false;
+  if constexpr (std::is_same<T, float>::value) {
+    if (gemm::using_avx2()) {
+      if (!(gemm::using_avx512() ? pw_avx512::cs_moments_f : pw_avx2::cs_moments_f)(p, a1, a2, n, C, mean, m2)) return;
+      vec = true;
     }
+  }
+  if (!vec)
+    for (int64_t c = 0; c < C; ++c) {
+      const double s1 = a1[c], off = s1 * inv;
+      mean[c] = (double)p[c] + off;
+      m2[c] = (double)a2[c] - s1 * off;
+    }
+  for (int64_t c = 0; c < C; ++c) {
+    const double s2 = a2[c];
     if (!(s2 <= 16.0 * m2[c]) && s2 == s2) {
       // Summed again around the channel's mean: the pivot lay > sqrt(15) std from it, so S2 - S1^2 / n would
       // cancel more than 16-fold (an outlier; 1e-4 of the 256-row block channels of normal data; at sqrt(3)
@@ -182,11 +188,11 @@ void of_rows(const float* y, int64_t N, int64_t S, int64_t C, float* out, Thread
   const bool avx2 = gemm::using_avx2(), avx512 = gemm::using_avx512();
   pool->parallel_for(N * per_image, 1, [&](int64_t s, int64_t e) {
     std::vector<float> f((size_t)(2 * C));
-    std::vector<double> d((size_t)(4 * C));  // the sums, then the moments of a block that cancelled
+    std::vector<double> d((size_t)(4 * C));  // the sums, then the moments
     for (int64_t t = s; t < e; ++t) {
       const int64_t n = t / per_image, r0 = (t % per_image) * rpb, rows = std::min(S, r0 + rpb) - r0;
       if (rows <= 0) continue;
-      const float* p = y + (n * S + r0) * C;
+      const float* p = y + (n * S + r0) * C;  // pivots: the block's first row
       float* pt = &part[(size_t)(t * C * kPart)];
       count[(size_t)t] = rows;
       if (avx2) {

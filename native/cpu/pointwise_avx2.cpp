@@ -773,36 +773,13 @@ bool cs_partial(const float* p, int64_t runs, int64_t len, int64_t rs, int64_t C
   return flag;
 }
 
-// The sums of a block of `rows` rows of C channels (row stride C) against the pivots K = its first row, for
-// chanstats::of_rows: float sums of x - K over runs of `sub` rows (gn_sums; by4 as there), each run's added into
-// double sums d[0, C) and d[C, 2 C) (the float rounding stays within a run's terms, as with pieces of `sub`
-// rows, while the block is folded and merged once), then the partial (K, O, M2 planar in part[3 C]) in double
-// rounded to float. f: 2 C floats of scratch. true where some channel's sums cancelled more than 16-fold (an
-// outlier pivot): the caller then folds d itself and sums those channels again.
-bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, float* f, double* d, float* part) {
-  std::fill(d, d + 2 * C, 0.0);
-  for (int64_t r = 0; r < rows; r += sub) {
-    std::fill(f, f + 2 * C, 0.f);
-    gn_sums(p + r * C, std::min(sub, rows - r), C, p, f, f + C, by4);
-    for (int64_t c = 0; c < 2 * C; ++c) d[c] += (double)f[c];
-  }
-  const double inv = 1.0 / (double)rows;
-  int flag = 0;
-  for (int64_t c = 0; c < C; ++c) {  // (no branch: the compiler vectorises it)
-    const double s1 = d[c], s2 = d[C + c], o = s1 * inv, m2 = s2 - s1 * o;
-    part[c] = p[c];
-    part[C + c] = (float)o;
-    part[2 * C + c] = (float)(m2 > 0.0 ? m2 : 0.0);
-    flag |= !(s2 <= 16.0 * m2) & (s2 == s2);
-  }
-  return flag != 0;
-}
-
-// chanstats::fold's arithmetic for float sums, without branches so that the compiler vectorises it: per channel
-// mean = K + s1 / n and m2 = s2 - s1^2 / n in double; true where some channel's sums cancelled more than 16-fold
-// (s2 > 16 m2; NaN sums not counted), which the caller then sums again.
-bool cs_fold_f(const float* __restrict K, const float* __restrict a1, const float* __restrict a2, int64_t n,
-               int64_t C, double* __restrict mean, double* __restrict m2) {
+// chanstats::fold's arithmetic without branches, so that the compiler vectorises it: per channel mean = K + s1 / n
+// and m2 = s2 - s1^2 / n in double from the sums a1 / a2 of x - K (float: group_norm's blocks; double:
+// channel_stats' blocks of float runs, cs_rows); true where some channel's sums cancelled more than 16-fold (s2 > 16 m2;
+// NaN sums not counted), which the caller then sums again.
+template <class T>
+static inline bool cs_moments(const float* __restrict K, const T* __restrict a1, const T* __restrict a2, int64_t n,
+                              int64_t C, double* __restrict mean, double* __restrict m2) {
   const double inv = 1.0 / (double)n;
   for (int64_t c = 0; c < C; ++c) {
     const double s1 = a1[c], off = s1 * inv;
@@ -815,6 +792,32 @@ bool cs_fold_f(const float* __restrict K, const float* __restrict a1, const floa
     flag |= !(s2 <= 16.0 * m2[c]) & (s2 == s2);
   }
   return flag != 0;
+}
+bool cs_moments_f(const float* K, const float* a1, const float* a2, int64_t n, int64_t C, double* mean, double* m2) {
+  return cs_moments(K, a1, a2, n, C, mean, m2);
+}
+
+// chanstats::of_rows' block of `rows` rows of C channels (row stride C) against the pivots K = its first row:
+// float sums of x - K over runs of `sub` rows (gn_sums; by4 as there), each run's added into double sums d[0, 2 C)
+// (the float rounding stays within a run's terms), their moments into d[2 C, 4 C) (cs_moments), and the partial
+// (K, O, M2 planar in part[3 C]). f: 2 C floats of scratch. true where some channel's sums cancelled: the caller
+// then folds d itself, summing those channels again. (The runs' loop and the partial here rather than in
+// of_rows, compiled without AVX: 12% of the op's time there, measured in session 26's review.)
+bool cs_rows(const float* p, int64_t rows, int64_t C, int64_t sub, bool by4, float* f, double* d, float* part) {
+  std::fill(d, d + 2 * C, 0.0);
+  for (int64_t r = 0; r < rows; r += sub) {
+    std::fill(f, f + 2 * C, 0.f);
+    gn_sums(p + r * C, std::min(sub, rows - r), C, p, f, f + C, by4);
+    for (int64_t c = 0; c < 2 * C; ++c) d[c] += (double)f[c];
+  }
+  double *mean = d + 2 * C, *m2 = d + 3 * C;
+  if (cs_moments(p, d, d + C, rows, C, mean, m2)) return true;
+  for (int64_t c = 0; c < C; ++c) {
+    part[c] = p[c];
+    part[C + c] = (float)(mean[c] - (double)p[c]);
+    part[2 * C + c] = (float)(m2[c] > 0.0 ? m2[c] : 0.0);
+  }
+  return false;
 }
 
 // Chan et al.'s merge of a piece (mean K + O, centred sum of squares M2) into running double (mean, m2) of n
@@ -1148,8 +1151,8 @@ void geglu_tile(const float*, int64_t, int64_t, float*, int64_t) { std::abort();
 void gn_sums(const float*, int64_t, int64_t, const float*, float*, float*, bool) { std::abort(); }
 bool cs_partial(const float*, int64_t, int64_t, int64_t, int64_t, float*) { std::abort(); }
 bool gn_apply_fold_flat(const float*, float*, int64_t, int64_t, const float*, const float*, const float*, const float*, bool) { std::abort(); }
+bool cs_moments_f(const float*, const float*, const float*, int64_t, int64_t, double*, double*) { std::abort(); }
 bool cs_rows(const float*, int64_t, int64_t, int64_t, bool, float*, double*, float*) { std::abort(); }
-bool cs_fold_f(const float*, const float*, const float*, int64_t, int64_t, double*, double*) { std::abort(); }
 void cs_merge(const float*, const float*, const float*, double, double, double*, double*, int64_t) { std::abort(); }
 void gn_apply(const float*, float*, int64_t, const float*, const float*, const float*, bool, bool) { std::abort(); }
 void stream_fence() { std::abort(); }

@@ -26,13 +26,18 @@ namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
 // x enters the product as max(-FLT_MAX, x) (a NaN stays NaN): gelu(-inf) = -0, not -inf * 0, as the vector kernels.
+// Phi(x) = erfc(-x / sqrt2) / 2 and 0.5 (1 + tanh u) = sigmoid(2u), as the vector kernels take them: 1 + erf(.)
+// and 1 + tanh(.) cancel for x << 0 (session 27's fuzzing: 1.8% and 5.4% off at x = -4.8, where the outputs are
+// ~1e-6). erfcf's argument z rounded to float carries 6e-8 of relative error, 2 z^2 times that in the result:
+// 3e-6 at x = -7 (the AVX2 kernel takes z^2 exactly, 1.3e-6). erfcf costs what 1 + erff did (9-10 ns a value
+// here; the double erfc 11-14). The GEMM's portable epilogue (gemm_engine.cpp act_scalar) computes the same.
 inline float gelu_f(float x) {
   const float xm = x < -3.40282347e38f ? -3.40282347e38f : x;
-  return 0.5f * xm * (1.0f + std::erf(x * 0.70710678118654752f));
+  return 0.5f * xm * std::erfc(-x * 0.70710678118654752f);
 }
 inline float gelu_tanh_f(float x) {
-  const float k = 0.79788456080286536f;  // sqrt(2/pi)
-  return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  const float u2 = 1.5957691216057308f * (x + 0.044715f * x * x * x);  // 2 sqrt(2/pi) (x + 0.044715 x^3)
+  return x / (1.0f + std::exp(-u2));  // x << 0: x / inf = -0; x = -inf: NaN, as the vector kernels give
 }
 inline float quick_gelu_f(float x) { return x / (1.0f + std::exp(-1.702f * x)); }
 
@@ -146,7 +151,7 @@ inline float silu_d(float x) {
   return s * (1.0f + x * (1.0f - s));
 }
 inline float gelu_d(float x) {  // Phi(x) + x phi(x)
-  return 0.5f * (1.0f + std::erf(x * 0.70710678118654752f)) + x * 0.39894228040143268f * std::exp(-0.5f * x * x);
+  return 0.5f * std::erfc(-x * 0.70710678118654752f) + x * 0.39894228040143268f * std::exp(-0.5f * x * x);
 }
 inline float gelu_tanh_d(float x) {
   const float k = 0.79788456080286536f, c = 0.044715f;

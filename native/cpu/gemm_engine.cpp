@@ -218,7 +218,7 @@ void geglu_rows_portable(const float* t, int64_t ldt, int64_t rows, float* out, 
   for (int64_t r = 0; r < rows; ++r)
     for (int c = 0; c < 8; ++c) {
       const float g = t[r * ldt + 8 + c], gm = g < -3.40282347e38f ? -3.40282347e38f : g;
-      out[r * ldo + c] = t[r * ldt + c] * (0.5f * gm * (1.0f + std::erf(g * 0.70710678118654752f)));
+      out[r * ldo + c] = t[r * ldt + c] * (0.5f * gm * std::erfc(-g * 0.70710678118654752f));
     }
 }
 
@@ -354,7 +354,7 @@ float* thread_scratch(int slot, size_t n) { return tl_other[slot].get(n); }
 float act_scalar(float x, int act) {
   switch (act) {
     case kActSilu: return x / (1.f + std::exp(-x));
-    case kActGelu: return 0.5f * x * std::erfc(-x * 0.70710678118f);
+    case kActGelu: return 0.5f * (x < -3.40282347e38f ? -3.40282347e38f : x) * std::erfc(-x * 0.70710678118654752f);
     case kActGeluTanh: return x / (1.f + std::exp(-1.5957691216f * (x + 0.044715f * x * x * x)));
     case kActQuickGelu: return x / (1.f + std::exp(-1.702f * x));
     default: return x;

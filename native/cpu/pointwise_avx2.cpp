@@ -309,7 +309,7 @@ void geglu(const float* h, const float* g, float* o, int64_t n) {
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, geglu_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(g + i)));
   for (; i < n; ++i) {  // gelu(-inf) = -0 as in the vectors (x as max(-FLT_MAX, x) in the product)
     const float gm = g[i] < -3.40282347e38f ? -3.40282347e38f : g[i];
-    o[i] = h[i] * (0.5f * gm * (1.0f + std::erf(g[i] * 0.70710678118654752f)));
+    o[i] = h[i] * (0.5f * gm * std::erfc(-g[i] * 0.70710678118654752f));
   }
 }
 

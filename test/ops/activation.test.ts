@@ -173,6 +173,26 @@ test('silu, gelu_tanh, quick_gelu at large negative x give ~0 (not x / e^88), -i
   }
 });
 
+test('gelu and gelu_tanh keep their relative accuracy in the far negative tail (f32), in the vector lanes and the tail', async () => {
+  // x Phi(x) with Phi = erfc(-x / sqrt2) / 2: 1 + erf(.) cancels there (the portable kernel had 1.8% at x = -4.8,
+  // the AVX2 one's erfc 5e-5 at -3, 3.6e-3 at -6 and 1.5e-2 at -9: an absolute error bound; session 27). The
+  // references in float64 without the cancellation: erfc's continued fraction, and x sigmoid(2u) for tanh-GELU.
+  const erfcCf = (z: number) => { let f = z; for (let n = 200; n >= 1; n--) f = z + n / 2 / f; return Math.exp(-z * z) / Math.sqrt(Math.PI) / f; };
+  const geluTail = (x: number) => 0.5 * x * erfcCf(-x / Math.SQRT2);
+  const tanhTail = (x: number) => x / (1 + Math.exp(-2 * Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  // gelu down to -12 (outputs ~1e-32); tanh-GELU to -6 only: its u = 0.8 (x + 0.045 x^3), rounded to float, moves
+  // e^(2u) by 2e-7 |2u| of itself, 1e-5 at -6 in any float evaluation (PyTorch's too)
+  for (const [name, f, ref, lo] of [['gelu', gelu, geluTail, -12], ['geluTanh', geluTanh, tanhTail, -6]] as const) {
+    const n = 203;  // 12 vectors of 16 and a tail of 11
+    const xv = Array.from({ length: n }, (_, i) => Math.fround(lo + ((-3 - lo) * i) / (n - 1)));
+    const y = await f(t(xv, [n])).floats();
+    for (let i = 0; i < n; i++) {
+      const r = ref(xv[i]);
+      assert.ok(Math.abs(y[i] - r) <= 2e-5 * Math.abs(r), `${name}(${xv[i]}) at ${i}: ${y[i]}, float64 ${r} (${(Math.abs(y[i] - r) / Math.abs(r)).toExponential(2)} off)`);
+    }
+  }
+});
+
 test('softmax: a NaN logit (or scale 0 times -inf) makes the whole row NaN, in the vector lanes and the tail', async () => {
   const n = 21;
   for (const at of [2, 19]) {

@@ -29,8 +29,9 @@ inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
 // Phi(x) = erfc(-x / sqrt2) / 2 and 0.5 (1 + tanh u) = sigmoid(2u), as the vector kernels take them: 1 + erf(.)
 // and 1 + tanh(.) cancel for x << 0 (session 27's fuzzing: 1.8% and 5.4% off at x = -4.8, where the outputs are
 // ~1e-6). erfcf's argument z rounded to float carries 6e-8 of relative error, 2 z^2 times that in the result:
-// 3.6e-6 at x = -7.4, 1.1e-5 at -12 (the AVX2 kernel takes z^2 exactly: 1.3e-6, 4.2e-6). erfcf costs what 1 + erff did (9-10 ns a value
-// here; the double erfc 11-14). The GEMM's portable epilogue (gemm_engine.cpp act_scalar) computes the same.
+// 3.6e-6 at x = -7.4, 1.1e-5 at -12 (the AVX2 kernel takes z^2 exactly: 1.3e-6 and 4.2e-6). erfcf costs what
+// 1 + erff did (9-10 ns a value here; the double erfc 11-14). The GEMM's portable epilogue (gemm_engine.cpp
+// act_scalar) computes the same.
 inline float gelu_f(float x) {
   const float xm = x < -3.40282347e38f ? -3.40282347e38f : x;
   return 0.5f * xm * std::erfc(-x * 0.70710678118654752f);

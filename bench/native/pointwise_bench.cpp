@@ -7,8 +7,9 @@
 // first), right before each sample. Medians of 9 samples. Bytes counted: the op's compulsory reads + writes
 // (channel_stats: its read of x alone, against the memcpy's read + write).
 // Built with the project (CMake target hypersd_pointwise_bench, next to the addon's build folder):
-//   build/hypersd_pointwise_bench [threads] [op]   (threads: the engine's pool and the memcpy; default 2;
-//                                                   op: run only the rows whose names contain it)
+//   build/hypersd_pointwise_bench [threads] [op] [rows] [channels]   (threads: the engine's pool and the memcpy;
+//     default 2; op: run only the rows whose names contain it, "" for all; rows x channels: the activation
+//     [1, rows, channels], default the SD1.5 UNet's 4096 x 320; channels a multiple of 32, the groups' count)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,9 +58,13 @@ static double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   if (threads <= 0) return 2;
-  const char* only = argc > 2 ? argv[2] : nullptr;  // run only the ops whose names contain this
+  const char* only = argc > 2 && argv[2][0] ? argv[2] : nullptr;  // run only the ops whose names contain this
+  const int64_t S = argc > 3 ? std::atoll(argv[3]) : 4096, C = argc > 4 ? std::atoll(argv[4]) : 320;
+  if (S < 1 || C < 32 || C % 32) {
+    std::fprintf(stderr, "usage: hypersd_pointwise_bench [threads] [op] [rows >= 1] [channels, a multiple of 32]\n");
+    return 2;
+  }
   stream(Device::CPU).set_threads(threads);
-  const int64_t S = 4096, C = 320;
   const double E = 4.0 * S * C;
   auto filled = [](std::vector<int64_t> shape, int seed) {
     Tensor t = empty(shape, DType::F32, Device::CPU);
@@ -105,7 +110,8 @@ int main(int argc, char** argv) {
   };
   std::vector<char> src((size_t)E, 1), dst((size_t)E, 2);
   Stream& st = stream(Device::CPU);
-  std::printf("threads %d; [1, 4096, 320] f32 (5.2 MB); ops through the engine from C++, 100 calls after 25\n\n", threads);
+  std::printf("threads %d; [1, %lld, %lld] f32 (%.1f MB); ops through the engine from C++, 100 calls after 25\n\n",
+              threads, (long long)S, (long long)C, E / 1e6);
   std::printf("| op | GB/s | memcpy GB/s | op / memcpy |\n|---|---|---|---|\n");
   for (const Case& c : cases) {
     if (only && !std::strstr(c.name, only)) continue;

@@ -104,21 +104,29 @@ void group_norm_kernel(const OpContext& c) {
   const bool by4 = (double)N * S * C * sizeof(float) <= 16.0 * (1 << 20);
   if (pst) {
     // The given statistics as one block of all S rows: per group, the mean of its channels' means and M2 =
-    // S (mean of the channel variances + the variance of the channel means), in double.
+    // S (mean of the channel variances + the variance of the channel means), in double. Each group's sums run
+    // over its channels in order (the same bits as one group at a time), the groups side by side: one group at
+    // a time the dependent double additions took 2.3 us at 1280 channels (session 27).
     rows_per_block = S;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t g = 0; g < G; ++g) {
-        const float* sc = pst + (n * C + g * Cg) * chanstats::kPart;
-        double sm = 0, sv = 0;
-        for (int64_t k = 0; k < Cg; ++k) sm += (double)sc[k * 3] + (double)sc[k * 3 + 1];
-        const double mean = sm / (double)Cg;
-        for (int64_t k = 0; k < Cg; ++k) {
-          const double d = ((double)sc[k * 3] + (double)sc[k * 3 + 1]) - mean;
-          sv += (double)sc[k * 3 + 2] + d * d;
+    std::vector<double> mch((size_t)C), sm((size_t)G), sv((size_t)G);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* sc = pst + n * C * chanstats::kPart;
+      for (int64_t ch = 0; ch < C; ++ch) mch[(size_t)ch] = (double)sc[ch * 3] + (double)sc[ch * 3 + 1];
+      std::fill(sm.begin(), sm.end(), 0.0);
+      std::fill(sv.begin(), sv.end(), 0.0);
+      for (int64_t k = 0; k < Cg; ++k)
+        for (int64_t g = 0; g < G; ++g) sm[(size_t)g] += mch[(size_t)(g * Cg + k)];
+      for (int64_t g = 0; g < G; ++g) sm[(size_t)g] /= (double)Cg;  // the group means
+      for (int64_t k = 0; k < Cg; ++k)
+        for (int64_t g = 0; g < G; ++g) {
+          const double d = mch[(size_t)(g * Cg + k)] - sm[(size_t)g];
+          sv[(size_t)g] += (double)sc[(g * Cg + k) * 3 + 2] + d * d;
         }
-        part[(size_t)(n * G + g) * 2] = mean;
-        part[(size_t)(n * G + g) * 2 + 1] = (double)S * sv;
+      for (int64_t g = 0; g < G; ++g) {
+        part[(size_t)(n * G + g) * 2] = sm[(size_t)g];
+        part[(size_t)(n * G + g) * 2 + 1] = (double)S * sv[(size_t)g];
       }
+    }
   } else c.pool->parallel_for(N * nblk, 1, [&](int64_t s, int64_t e) {
     std::vector<float> scratch((size_t)chanstats::scratch_floats(C));
     std::vector<double> mc((size_t)C), m2c((size_t)C);  // the block's channel means and centred sums of squares
@@ -150,9 +158,13 @@ void group_norm_kernel(const OpContext& c) {
   // within a factor 2 of K), and the small remainder mean - K is folded into b' in double. One operation a
   // vector fewer than ((x - K) - dm) a + beta: the AVX-512 apply with SiLU 7.2 -> 6.45 cycles a vector (one
   // core, L1). The blocks' (mean, M2) combine per group in a fixed order (Chan et al.).
-  std::vector<float> k_c((size_t)(N * C)), b_c((size_t)(N * C)), scale_c((size_t)(N * C));
+  // One pass over the channels computes the shifted form's coefficients, the folded form's (b0, at, bt) and the
+  // checks that decide between them, without branches (the short-circuit check and the separate passes had made
+  // this serial prologue 6 us of a call at 1280 channels, 3 us at 320: session 27).
+  std::vector<float> k_c((size_t)(N * C)), b_c((size_t)(N * C)), scale_c((size_t)(N * C)), b0_c((size_t)(N * C));
+  std::vector<float> at_c(silu ? (size_t)(N * C) : 0), bt_c(silu ? (size_t)(N * C) : 0);
   const double cnt = (double)S * (double)Cg;
-  bool shift_small = true;  // every channel's |K a| <= 4 (|a| std + |b'|): see the folded apply below
+  int shift_big = 0, nonfinite = 0;  // some channel's |K a| > 4 (|a| std + |b'|); some a or b' not finite
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       double sm = 0, sq = 0;
@@ -171,13 +183,24 @@ void group_norm_kernel(const OpContext& c) {
       const float K = (float)mean;
       const double dm = mean - (double)K;
       const double sd = std::sqrt(var);
+      const size_t i0 = (size_t)(n * C + g * Cg);
+      const float *gg = pg + g * Cg, *bb = pb + g * Cg;
       for (int64_t k = 0; k < Cg; ++k) {
-        int64_t ch = g * Cg + k;
-        const double a = rstd * pg[ch], bp = (double)pb[ch] - dm * a;
-        k_c[(size_t)(n * C + ch)] = K;
-        scale_c[(size_t)(n * C + ch)] = (float)a;
-        b_c[(size_t)(n * C + ch)] = (float)bp;
-        shift_small = shift_small && std::fabs((double)K * a) <= 4.0 * (std::fabs(a) * sd + std::fabs(bp));
+        const size_t i = i0 + (size_t)k;
+        const double a = rstd * gg[k], bp = (double)bb[k] - dm * a;
+        const float af = (float)a, bf = (float)bp;
+        k_c[i] = K;
+        scale_c[i] = af;
+        b_c[i] = bf;
+        shift_big |= !(std::fabs((double)K * a) <= 4.0 * (std::fabs(a) * sd + std::fabs(bp)));
+        nonfinite |= !(std::fabs(af) <= 3.40282347e38f) | !(std::fabs(bf) <= 3.40282347e38f);
+        // b0 for the folded apply without SiLU and the scalar channel tail; at / bt for the vectors' SiLU
+        const double b0 = (double)bf - (double)K * af;
+        b0_c[i] = (float)b0;
+        if (silu) {
+          at_c[i] = (float)(-1.4426950408889634 * af);
+          bt_c[i] = (float)(-1.4426950408889634 * b0);
+        }
       }
     }
   }
@@ -194,25 +217,10 @@ void group_norm_kernel(const OpContext& c) {
   // gamma. x a and b0 = b' - K a (or x at and bt) then cancel at most a few ulp of 4 (|a| std + |b'|), a few
   // times the shifted form's rounding of outputs of that size. (Until session 26 the bound was |K a| <= 4, which
   // took a channel of one repeated value (std 0, a = gamma / sqrt(eps)) whose outputs, beta, were small: the
-  // chanstats fuzzer's constant output channel with |beta| = 3.5e-4 came out 2.4e-5 off.)
-  bool fold = avx2 && std::getenv("HYPERSD_GN_FOLD") == nullptr && shift_small;
-  std::vector<float> b0_c, at_c, bt_c;
-  if (fold) {
-    for (int64_t i = 0; i < N * C && fold; ++i)
-      fold = std::isfinite(scale_c[(size_t)i]) && std::isfinite(b_c[(size_t)i]);
-    if (fold) {
-      // b0 for the apply without SiLU and the scalar channel tail; at / bt for the vectors' SiLU only
-      b0_c.resize((size_t)(N * C));
-      if (silu) at_c.resize((size_t)(N * C)), bt_c.resize((size_t)(N * C));
-      for (int64_t i = 0; i < N * C; ++i) {
-        const double b0 = (double)b_c[(size_t)i] - (double)k_c[(size_t)i] * scale_c[(size_t)i];
-        b0_c[(size_t)i] = (float)b0;
-        if (!silu) continue;
-        at_c[(size_t)i] = (float)(-1.4426950408889634 * scale_c[(size_t)i]);
-        bt_c[(size_t)i] = (float)(-1.4426950408889634 * b0);
-      }
-    }
-  }
+  // chanstats fuzzer's constant output channel with |beta| = 3.5e-4 came out 2.4e-5 off.) Not where some a or b'
+  // overflowed the float range (then the shifted form's NaN / inf pattern stands).
+  static const bool fold_off = std::getenv("HYPERSD_GN_FOLD") != nullptr;
+  const bool fold = avx2 && !fold_off && !shift_big && !nonfinite;
   // The folded apply takes a chunk's rows of each image as one run (pointwise_avx2.cpp gn_apply_fold_flat) where
   // C is a multiple of the lanes: +11-19% over four rows a step by channel slices at [4096, 320] with SiLU.
   // HYPERSD_GN_FLAT=0 keeps the slices (a bench knob).

@@ -98,6 +98,34 @@ test('groupNorm f32 constant channels with small gamma and beta: the outputs are
   }
 });
 
+test('groupNorm: a NaN makes its own group of its own image NaN and nothing else (both forms, with and without the statistics given)', async () => {
+  // The NaN's group takes the shifted form's path (its coefficients are not finite); the other groups of the same
+  // call must still be right, whichever form the kernel picks for them.
+  const [N, S, C, G, eps] = [2, 70, 48, 6, 1e-5], cg = C / G;
+  const xv = randn(N * S * C, 31, 1.5), gv = randn(C, 32), bv = randn(C, 33);
+  const bad = (1 * S + 17) * C + 2 * cg + 3;  // image 1, group 2
+  xv[bad] = NaN;
+  const clean = Float64Array.from(xv, (v) => (Number.isNaN(v) ? 0 : v));
+  for (const silu of [false, true]) {
+    const ref = groupNormRef(roundTo('f32', clean), roundTo('f32', gv), roundTo('f32', bv), N, S, C, G, eps, silu);
+    const x = t(xv, [N, S, C]), g = t(gv, [C]), b = t(bv, [C]);
+    const runs: [string, hs.Tensor][] = [['', groupNorm(x, g, b, { groups: G, eps, silu })]];
+    if (DEVICE === 'cpu') runs.push([' given stats', groupNorm(x, g, b, { groups: G, eps, silu, stats: hs.ops.channelStats(x) })]);
+    for (const [what, y] of runs) {
+      const out = await y.floats();
+      const okOut: number[] = [], okRef: number[] = [];
+      for (let n = 0; n < N; n++)
+        for (let s = 0; s < S; s++)
+          for (let c = 0; c < C; c++) {
+            const i = (n * S + s) * C + c;
+            if (n === 1 && Math.floor(c / cg) === 2) assert.ok(Number.isNaN(out[i]), `${what} silu ${silu}: ${out[i]} at ${i}, in the NaN's group`);
+            else okOut.push(out[i]), okRef.push(ref[i]);
+          }
+      assertClose(Float32Array.from(okOut), Float64Array.from(okRef), TOL.f32, `other groups${what} silu ${silu}`);
+    }
+  }
+});
+
 // More than 128 groups (on CUDA the last statistics block then sums each group's partials in one thread, not in
 // stripes), and 3 groups (stripes that leave threads over); each result twice: the same bits (the partials are
 // summed in a fixed order whichever block finishes last).

@@ -138,7 +138,7 @@ export function samplerConfigFromDiffusers(
 ): DiffusersSchedulerMapping {
   const className = typeof json._class_name === 'string' ? json._class_name : '';
   if (target !== undefined && !SAMPLER_NAMES.includes(target)) {
-    throw new Error(`samplerConfigFromDiffusers: unknown sampler ${JSON.stringify(target)}`);
+    throw new Error(`samplerConfigFromDiffusers: unknown sampler ${JSON.stringify(target)}; expected one of ${SAMPLER_NAMES.join(', ')}`);
   }
   const name = target ?? CLASS_TO_SAMPLER[className] ?? null;
   const config: SchedulerConfig = {};

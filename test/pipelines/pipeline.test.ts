@@ -94,6 +94,9 @@ if (haveVocab) {
     msg = '';
     try { await p.generate({ ...base, prompt: ['a', 'b'], negativePrompt: ['x', 'y', 'z'], guidance: 3 }); } catch (e) { msg = (e as Error).message; }
     assert.match(msg, /generate: 3 negative prompts for 2 prompts/);
+    msg = '';
+    try { await p.generate({ ...base, sampler: 'nope' as any }); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /unknown sampler "nope"; expected one of .*ddim.*tcd/);
     for (const numImages of [0, 1.5, -2]) {
       msg = '';
       try { await p.generate({ ...base, numImages }); } catch (e) { msg = (e as Error).message; }

@@ -134,7 +134,13 @@ export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
 }
 
 export function readPNG(file: string): RawImage {
-  return decodePNG(fs.readFileSync(file), file);
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    throw new Error(`${file}: cannot read the PNG file: ${(e as Error).message}`);
+  }
+  return decodePNG(bytes, file);
 }
 export function writePNG(file: string, img: RawImage, text?: Record<string, string>): void {
   fs.writeFileSync(file, encodePNG(img, text));

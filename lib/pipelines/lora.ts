@@ -57,9 +57,9 @@ export class LoraManager {
         const wantUp = [out, m.rank, ...(m.kind === 'conv' ? [1, 1] : [])];
         const ok = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
         if (!ok(m.down.shape, wantDown) && !(m.kind === 'linear' && ok(m.down.shape, [m.rank, inF, 1, 1])))
-          throw new Error(`${path}: ${m.down.source}: shape [${m.down.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantDown}])`);
+          throw new Error(`${m.down.source}: shape [${m.down.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantDown}])`);
         if (!ok(m.up.shape, wantUp) && !(m.kind === 'linear' && ok(m.up.shape, [out, m.rank, 1, 1])))
-          throw new Error(`${path}: ${m.up.source}: shape [${m.up.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantUp}])`);
+          throw new Error(`${m.up.source}: shape [${m.up.shape}] does not fit ${m.component}.${m.module}.weight [${spec.shape}] (expected [${wantUp}])`);
       }
       const lora: LoadedLora = { name, path, format: parsed.format, scale, mode, modules: parsed.modules, warnings: parsed.unmatched };
       // The file stays open while the adapter is loaded: a fused adapter re-reads it to change its scale.

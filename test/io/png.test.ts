@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as zlib from 'zlib';
-import { MAX_PIXELS, decodePNG, encodePNG } from '../../lib/io/png';
+import { MAX_PIXELS, decodePNG, encodePNG, readPNG } from '../../lib/io/png';
 
 const crcTable = Array.from({ length: 256 }, (_, n) => {
   let c = n;
@@ -135,6 +135,10 @@ test('malformed files are Errors naming the file and what is wrong', () => {
   throwsNaming(() => decodePNG(buildPNG(4, 4, 3, 1, new Uint8Array(16).fill(1)), 'img.png'), /palette image without a valid PLTE/);
   throwsNaming(() => decodePNG(buildPNG(4, 4, 3, 1, new Uint8Array(16).fill(2), [chunk('PLTE', new Uint8Array(6))]), 'img.png'),
     /uses palette entry 2 of 2/);
+});
+
+test('readPNG: a missing file is an Error naming the file', () => {
+  assert.throws(() => readPNG('/nonexistent/dir/init.png'), (e: Error) => /^\/nonexistent\/dir\/init\.png: cannot read the PNG file: ENOENT/.test(e.message));
 });
 
 test('random corruptions of a valid file: an image of the declared size or an Error, nothing else', () => {

@@ -114,6 +114,7 @@ test('a LoRA for another model is a clear error naming the key and both shapes',
       msg = (e as Error).message;
     }
     assert.ok(/shape \[.*\] does not fit .*weight \[.*\]|has no|text_encoder_2/.test(msg), msg);
+    assert.is(msg.split('tiny-sdxl_kohya.safetensors').length - 1, 1, `the file named once: ${msg}`);
   } finally {
     mgr.unloadAll();
     m.dispose();

@@ -40,3 +40,18 @@ export function num(attrs: Readonly<Attrs>, key: string, def: number): number {
   if (typeof v === 'number') return v;
   throw new Error(`autograd: attribute ${key} is a list`);
 }
+
+/**
+ * The inputs a LoRA op's gradient keeps (lora_linear and lora_conv2d: x, W, [bias,] down, up, down and up last),
+ * given which gradients the tape needs: dx reads W, down and up; dW, d down and d up read x; d down reads up
+ * (dt = s dy up) and d up reads down (x down^T).
+ */
+export function loraSavedInputs(needs: readonly boolean[]): number[] {
+  const n = needs.length, iDown = n - 2, iUp = n - 1;
+  const keep = new Set<number>();
+  if (needs[0]) [1, iDown, iUp].forEach((i) => keep.add(i));
+  if (needs[1] || needs[iDown] || needs[iUp]) keep.add(0);
+  if (needs[iDown]) keep.add(iUp);
+  if (needs[iUp]) keep.add(iDown);
+  return [...keep];
+}

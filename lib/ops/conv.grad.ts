@@ -10,7 +10,7 @@
  */
 import type { Tensor } from '../tensor';
 import { registerGradient } from '../autograd/registry';
-import { f32Out, mm, num, runBackward, sumToShape } from '../autograd/util';
+import { f32Out, loraSavedInputs, mm, num, runBackward, sumToShape } from '../autograd/util';
 import { conv2d } from './conv';
 import { cast, concat, permute, slice, upsampleNearest2x } from './shape';
 import { runOp } from './runtime';
@@ -115,14 +115,4 @@ registerGradient('lora_conv2d', (ctx) => {
     res[iUp] = mm(G.reshape([-1, cout]), t.reshape([-1, down.shape[0]]), { transA: true, alpha: s });
   }
   return res;
-}, {
-  inputs: (needs) => {
-    const n = needs.length, iDown = n - 2, iUp = n - 1;
-    const keep = new Set<number>();
-    if (needs[0]) [1, iDown, iUp].forEach((i) => keep.add(i));
-    if (needs[1] || needs[iDown] || needs[iUp]) keep.add(0);
-    if (needs[iDown]) keep.add(iUp);
-    if (needs[iUp]) keep.add(iDown);
-    return [...keep];
-  },
-});
+}, { inputs: loraSavedInputs });

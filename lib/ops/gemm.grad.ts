@@ -10,7 +10,7 @@
  * need are saved. lora_linear_batched (serving) has no gradient.
  */
 import { registerGradient } from '../autograd/registry';
-import { f32Out, mm, num, sumToShape } from '../autograd/util';
+import { f32Out, loraSavedInputs, mm, num, sumToShape } from '../autograd/util';
 import { matmul } from './gemm';
 import { permute } from './shape';
 import { runOp } from './runtime';
@@ -78,14 +78,4 @@ registerGradient('lora_linear', (ctx) => {
   if (ctx.needs(iDown)) res[iDown] = mm(dt!, x2(), { transA: true });
   if (ctx.needs(iUp)) res[iUp] = mm(G2, mm(x2(), ctx.input(iDown), { transB: true }), { transA: true, alpha: s });
   return res;
-}, {
-  inputs: (needs) => {
-    const n = needs.length, iDown = n - 2, iUp = n - 1;
-    const keep = new Set<number>();
-    if (needs[0]) [1, iDown, iUp].forEach((i) => keep.add(i));
-    if (needs[1] || needs[iDown] || needs[iUp]) keep.add(0);
-    if (needs[iDown]) keep.add(iUp);
-    if (needs[iUp]) keep.add(iDown);
-    return [...keep];
-  },
-});
+}, { inputs: loraSavedInputs });

@@ -19,6 +19,8 @@
 //   the next scalar-path draw, across calls. Only the scalar path reads or writes that cache.
 // - getState/setState use the 5056-byte layout of torch.Generator.get_state() (CPUGeneratorImplState).
 
+import { fmaF } from '../schedulers/common';  // fmaf for float32 arguments (float64 arithmetic, ties by TwoSum)
+
 const N = 624;
 const M = 397;
 const TWO_POW_24 = 16777216;
@@ -203,22 +205,6 @@ function checkSize(n: number): void {
 
 const f32 = Math.fround;
 
-/**
- * fmaf(a, b, c) for float32 inputs: a*b is exact in float64; a + c rounds once to float64 and the TwoSum error
- * says which way to break a tie if that float64 sits exactly halfway between two float32 values.
- */
-function fmaf(a: number, b: number, c: number): number {
-  const p = a * b;
-  const s = p + c;
-  const bp = s - p;
-  const err = (p - (s - bp)) + (c - bp);
-  const r = f32(s);
-  if (err === 0 || r === s) return r;
-  // Halfway case only: the other float32 neighbour of s lies at 2*s - r.
-  const other = f32(2 * s - r);
-  if (2 * s - r !== other) return r;
-  return (err > 0) === (other > r) ? other : r;
-}
 
 // Cephes single-precision constants, as in avx_mathfun.h.
 const SQRTHF = f32(0.707106781186547524);
@@ -252,12 +238,12 @@ function logAvx2(x: number): number {
   }
   const z = f32(m * m);
   let y = LOG_P[0];
-  for (let k = 1; k < LOG_P.length; k++) y = fmaf(y, m, LOG_P[k]);
+  for (let k = 1; k < LOG_P.length; k++) y = fmaF(y, m, LOG_P[k]);
   y = f32(y * m);
-  y = fmaf(y, z, f32(e * LOG_Q1));
-  y = fmaf(z, -0.5, y);
+  y = fmaF(y, z, f32(e * LOG_Q1));
+  y = fmaF(z, -0.5, y);
   const r = f32(m + y);
-  return fmaf(e, LOG_Q2, r);
+  return fmaF(e, LOG_Q2, r);
 }
 
 const sincosOut = [0, 0];
@@ -269,19 +255,19 @@ function sincosAvx2(x: number): void {
   const swapSin = (j & 4) !== 0;
   const negCos = (~(j - 2) & 4) !== 0;
   const sinPoly = (j & 2) === 0;
-  let r = fmaf(y, DP1, x);
-  r = fmaf(y, DP2, r);
-  r = fmaf(y, DP3, r);
+  let r = fmaF(y, DP1, x);
+  r = fmaF(y, DP2, r);
+  r = fmaF(y, DP3, r);
   const z = f32(r * r);
-  let c = fmaf(COS_P[0], z, COS_P[1]);
-  c = fmaf(c, z, COS_P[2]);
+  let c = fmaF(COS_P[0], z, COS_P[1]);
+  c = fmaF(c, z, COS_P[2]);
   c = f32(c * z);
-  c = fmaf(c, z, -f32(z * 0.5));
+  c = fmaF(c, z, -f32(z * 0.5));
   c = f32(c + 1);
-  let s = fmaf(SIN_P[0], z, SIN_P[1]);
-  s = fmaf(s, z, SIN_P[2]);
+  let s = fmaF(SIN_P[0], z, SIN_P[1]);
+  s = fmaF(s, z, SIN_P[2]);
   s = f32(s * z);
-  s = fmaf(s, r, r);
+  s = fmaF(s, r, r);
   const sn = sinPoly ? s : c;
   const cs = sinPoly ? c : s;
   sincosOut[0] = swapSin ? -sn : sn;

@@ -273,6 +273,20 @@ void group_norm_kernel(const OpContext& c) {
   });
 }
 
+// A row's mean and centred sum of squares in double, two passes (layer_norm's portable forward and its backward).
+inline void row_moments(const float* x, int64_t C, double* mean, double* m2) {
+  double s1 = 0;
+  for (int64_t k = 0; k < C; ++k) s1 += x[k];
+  const double m = s1 / (double)C;
+  double s2 = 0;
+  for (int64_t k = 0; k < C; ++k) {
+    const double d = x[k] - m;
+    s2 += d * d;
+  }
+  *mean = m;
+  *m2 = s2;
+}
+
 void layer_norm_kernel(const OpContext& c) {
   const Tensor &x = c.in.at(0), &gamma = c.in.at(1), &beta = c.in.at(2), &y = c.out.at(0);
   if (x.dim() < 1) throw Error("layer_norm: x must have at least one dim, got " + x.describe());
@@ -295,13 +309,8 @@ void layer_norm_kernel(const OpContext& c) {
     for (int64_t r = s; r < e; ++r) {
       const float* xr = px + r * C;
       float* yr = py + r * C;
-      double s1 = 0;
-      for (int64_t k = 0; k < C; ++k) s1 += xr[k];
-      double mean = s1 / (double)C, s2 = 0;
-      for (int64_t k = 0; k < C; ++k) {
-        double d = xr[k] - mean;
-        s2 += d * d;
-      }
+      double mean, s2;
+      row_moments(xr, C, &mean, &s2);
       // y = ((x - K) r - (mean - K) r) gamma + beta, K the row's first value: x - K is exact when |mean| >> std,
       // where the mean rounded to float would cost ulp(mean) / std (as the vector kernels).
       const float K = xr[0], rstd = (float)(1.0 / std::sqrt(s2 / (double)C + eps));
@@ -465,13 +474,8 @@ void layer_norm_backward_kernel(const OpContext& c) {
       double* pgam = o.dgamma ? &part[(size_t)(b * 2 * C)] : nullptr;
       for (int64_t r = r0; r < r1; ++r) {
         const float *xr = px + r * C, *dr = pd + r * C;
-        double s1 = 0;
-        for (int64_t k = 0; k < C; ++k) s1 += xr[k];
-        double mean = s1 / (double)C, s2 = 0;
-        for (int64_t k = 0; k < C; ++k) {
-          double d = xr[k] - mean;
-          s2 += d * d;
-        }
+        double mean, s2;
+        row_moments(xr, C, &mean, &s2);
         const float K = xr[0], dm = (float)(mean - K), rstd = (float)(1.0 / std::sqrt(s2 / (double)C + eps));
         double a1 = 0, a2 = 0;
         for (int64_t k = 0; k < C; ++k) {

@@ -205,7 +205,6 @@ function checkSize(n: number): void {
 
 const f32 = Math.fround;
 
-
 // Cephes single-precision constants, as in avx_mathfun.h.
 const SQRTHF = f32(0.707106781186547524);
 const LOG_P = [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,

@@ -10,7 +10,8 @@
 // pack_*: 8x8 in-register transposes, so packing a [N, K] weight (the usual linear layout) or NHWC rows
 //   runs at about one cache line per few cycles; f16 / bf16 weights are widened on the way (F16C / shift).
 // Activations: exp from a degree-6 polynomial on a ln2 range reduction (< 2 ulp), GELU's normal CDF as erfc
-//   for either sign (relative error ~1e-6 in the tail x << 0 too: see gelu_erf); tanh-GELU, SiLU and quick-GELU as x * sigmoid(.), using 0.5 (1 + tanh u) = sigmoid(2u).
+//   for either sign (relative error ~1e-6 in the tail x << 0 too: see gelu_erf); tanh-GELU, SiLU and
+//   quick-GELU as x * sigmoid(.), using 0.5 (1 + tanh u) = sigmoid(2u).
 #include "gemm_kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -42,27 +43,18 @@ HSD_INLINE __m256 x_sigmoid(__m256 x, __m256 kx) {
 }
 
 // x * Phi(x), Phi the standard normal CDF = erfc(-x / sqrt2) / 2, with erfc(z) = t exp(-z^2 + c(t)), t = 1 / (1 +
-// z / 2) and c a degree-9 polynomial in t (the Chebyshev fit in Numerical Recipes' erfcc: fractional error below
-// 1.2e-7 for every z >= 0), so the tail x << 0 keeps its relative accuracy. z^2 = x^2 / 2 is taken exactly as
-// hi + lo (x x rounded and the FMA's remainder, halved): from z = |x| / sqrt2 rounded first, its 6e-8 relative
-// error reached the exponent as 1.2e-7 z^2, 4.4e-6 of the result at x = -7.4. Relative error against float64: <=
-// 1.3e-6 for |x| <= 7.5, <= 4.3e-6 down to -13.2 (session 27; Abramowitz-Stegun 7.1.26 before, whose error
-// bound 1.5e-7 is absolute, had 5e-5 at x = -3, 3.6e-3 at -6, 1.5e-2 at -9). Beyond x^2 / 2 = 87 (|result| < 1e-37)
-// the tail is 0.
+// z / 2) and c the degree-9 polynomial kErfcFit (avx2_math.h), so the tail x << 0 keeps its relative accuracy.
+// z^2 = x^2 / 2 is taken exactly as hi + lo (x x rounded and the FMA's remainder, halved): from z = |x| / sqrt2
+// rounded first, its 6e-8 relative error reached the exponent as 1.2e-7 z^2, 4.4e-6 of the result at x = -7.4.
+// Relative error against float64: <= 1.3e-6 for |x| <= 7.5, <= 4.3e-6 down to -13.2 (session 27;
+// Abramowitz-Stegun 7.1.26 before, whose error bound 1.5e-7 is absolute, had 5e-5 at x = -3, 3.6e-3 at -6,
+// 1.5e-2 at -9). Beyond x^2 / 2 = 87 (|result| < 1e-37) the tail is 0.
 HSD_INLINE __m256 gelu_erf(__m256 x) {
   const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
   const __m256 z = _mm256_min_ps(_mm256_mul_ps(ax, _mm256_set1_ps(0.70710678118f)), _mm256_set1_ps(10.f));
   const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.f)));
-  __m256 c = _mm256_set1_ps(0.17087277f);
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(-0.82215223f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(1.48851587f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(-1.13520398f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(0.27886807f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(-0.18628806f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(0.09678418f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(0.37409196f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(1.00002368f));
-  c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(-1.26551223f));
+  __m256 c = _mm256_set1_ps(kErfcFit[0]);
+  for (int k = 1; k < 10; ++k) c = _mm256_fmadd_ps(c, t, _mm256_set1_ps(kErfcFit[k]));
   const __m256 xc = _mm256_min_ps(ax, _mm256_set1_ps(14.f)), xx = _mm256_mul_ps(xc, xc);  // (NaN: 14)
   const __m256 hi = _mm256_mul_ps(_mm256_set1_ps(0.5f), xx);
   const __m256 lo = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_fmsub_ps(xc, xc, xx));

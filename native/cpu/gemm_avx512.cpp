@@ -340,16 +340,8 @@ HSD_INLINE __m512 gelu_erf16(__m512 x) {
   const __m512 ax = _mm512_abs_ps(x);
   const __m512 z = _mm512_min_ps(_mm512_mul_ps(ax, _mm512_set1_ps(0.70710678118f)), _mm512_set1_ps(10.f));
   const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
-  __m512 c = _mm512_set1_ps(0.17087277f);
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(-0.82215223f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(1.48851587f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(-1.13520398f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(0.27886807f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(-0.18628806f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(0.09678418f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(0.37409196f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(1.00002368f));
-  c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(-1.26551223f));
+  __m512 c = _mm512_set1_ps(kErfcFit[0]);
+  for (int k = 1; k < 10; ++k) c = _mm512_fmadd_ps(c, t, _mm512_set1_ps(kErfcFit[k]));
   const __m512 xc = _mm512_min_ps(ax, _mm512_set1_ps(14.f)), xx = _mm512_mul_ps(xc, xc);
   const __m512 hi = _mm512_mul_ps(_mm512_set1_ps(0.5f), xx);
   const __m512 lo = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_fmsub_ps(xc, xc, xx));

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "hypersd/ops.h"
+#include "act_scalar.h"
 #include "gemm_kernels.h"
 
 namespace hsd {
@@ -147,23 +148,6 @@ void softmax_kernel(const OpContext& c) {
 // geglu_backward takes (x, dy) and writes dx [..., 2N]; softmax_backward takes the forward OUTPUT y and dy:
 // dx = scale * y * (dy - sum(dy * y)) per row (y is all the derivative needs, x is not read).
 
-inline float silu_d(float x) {
-  float s = 1.0f / (1.0f + std::exp(-x));
-  return s * (1.0f + x * (1.0f - s));
-}
-inline float gelu_d(float x) {  // Phi(x) + x phi(x)
-  return 0.5f * std::erfc(-x * 0.70710678118654752f) + x * 0.39894228040143268f * std::exp(-0.5f * x * x);
-}
-inline float gelu_tanh_d(float x) {
-  const float k = 0.79788456080286536f, c = 0.044715f;
-  float t = std::tanh(k * (x + c * x * x * x));
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
-}
-inline float quick_gelu_d(float x) {
-  float s = 1.0f / (1.0f + std::exp(-1.702f * x));
-  return s + 1.702f * x * s * (1.0f - s);
-}
-
 template <float (*D)(float)>
 void pointwise_backward(const OpContext& c, const char* op) {
   const Tensor &x = c.in.at(0), &dy = c.in.at(1), &dx = c.out.at(0);
@@ -176,10 +160,10 @@ void pointwise_backward(const OpContext& c, const char* op) {
   });
 }
 
-void silu_backward_kernel(const OpContext& c) { pointwise_backward<silu_d>(c, "silu_backward"); }
-void gelu_backward_kernel(const OpContext& c) { pointwise_backward<gelu_d>(c, "gelu_backward"); }
-void gelu_tanh_backward_kernel(const OpContext& c) { pointwise_backward<gelu_tanh_d>(c, "gelu_tanh_backward"); }
-void quick_gelu_backward_kernel(const OpContext& c) { pointwise_backward<quick_gelu_d>(c, "quick_gelu_backward"); }
+void silu_backward_kernel(const OpContext& c) { pointwise_backward<act::silu_d>(c, "silu_backward"); }
+void gelu_backward_kernel(const OpContext& c) { pointwise_backward<act::gelu_d>(c, "gelu_backward"); }
+void gelu_tanh_backward_kernel(const OpContext& c) { pointwise_backward<act::gelu_tanh_d>(c, "gelu_tanh_backward"); }
+void quick_gelu_backward_kernel(const OpContext& c) { pointwise_backward<act::quick_gelu_d>(c, "quick_gelu_backward"); }
 
 // y = h * gelu(g): dh = dy * gelu(g), dg = dy * h * gelu'(g).
 void geglu_backward_kernel(const OpContext& c) {
@@ -197,7 +181,7 @@ void geglu_backward_kernel(const OpContext& c) {
       float *dh = po + r * 2 * n, *dg = dh + n;
       for (int64_t i = 0; i < n; ++i) {
         dh[i] = d[i] * gelu_f(g[i]);
-        dg[i] = d[i] * h[i] * gelu_d(g[i]);
+        dg[i] = d[i] * h[i] * act::gelu_d(g[i]);
       }
     }
   });

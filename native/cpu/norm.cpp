@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "hypersd/ops.h"
+#include "act_scalar.h"
 #include "chanstats.h"
 #include "gemm_kernels.h"
 
@@ -49,10 +50,7 @@ HSD_NORM_ROW_KERNELS
 namespace {
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
-inline float silu_d(float x) {
-  float s = 1.0f / (1.0f + std::exp(-x));
-  return s * (1.0f + x * (1.0f - s));
-}
+using act::silu_d;
 
 void group_norm_kernel(const OpContext& c) {
   const Tensor &x = c.in.at(0), &gamma = c.in.at(1), &beta = c.in.at(2), &y = c.out.at(0);

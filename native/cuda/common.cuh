@@ -268,19 +268,28 @@ __device__ __forceinline__ float quick_gelu_f(float x) { return x / (1.0f + expf
 
 // Derivatives (the backward ops): silu' = s (1 + x (1 - s)); gelu' = Phi(x) + x phi(x); the tanh form's by the
 // chain rule; quick_gelu' = s + 1.702 x s (1 - s) with s = sigmoid(1.702 x).
+// Each gives its limits 1 / 0 at +-inf (inf * 0 in the plain forms); GELU's two return them from |x| = 20 on,
+// quick_gelu's from 100 on, where they are exactly 1.0f / 0.0f (the tanh form's 1 + 3 c x^2 overflowed from
+// |x| ~ 5e19, quick_gelu's 1.702 x past 2e38), and the tanh form takes 0.5 (1 + t) = sigmoid(2u),
+// 1 - t^2 = 4 sigmoid(2u) sigmoid(-2u) (1 + t cancelled for x << 0): the CPU's forms (native/cpu/act_scalar.h).
 __device__ __forceinline__ float silu_d(float x) {
+  if (fabsf(x) > 3.40282347e38f) return x > 0 ? 1.0f : 0.0f;
   const float s = 1.0f / (1.0f + expf(-x));
   return s * (1.0f + x * (1.0f - s));
 }
 __device__ __forceinline__ float gelu_d(float x) {
+  if (!(fabsf(x) < 20.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;
   return 0.5f * erfcf(x * -0.70710678118654752f) + x * 0.39894228040143268f * expf(-0.5f * x * x);
 }
 __device__ __forceinline__ float gelu_tanh_d(float x) {
+  if (!(fabsf(x) < 20.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;
   const float k = 0.79788456080286536f, c = 0.044715f;
-  const float t = tanhf(k * (x + c * x * x * x));
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+  const float u2 = 2.0f * k * (x + c * x * x * x);
+  const float s = 1.0f / (1.0f + expf(-u2)), sm = 1.0f / (1.0f + expf(u2));
+  return s + 2.0f * x * s * sm * k * (1.0f + 3.0f * c * x * x);
 }
 __device__ __forceinline__ float quick_gelu_d(float x) {
+  if (!(fabsf(x) < 100.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;  // exact from 100 on (1.702 x overflowed)
   const float s = 1.0f / (1.0f + expf(-1.702f * x));
   return s + 1.702f * x * s * (1.0f - s);
 }

@@ -4,7 +4,9 @@ import { test } from 'uvu';
 import * as hs from '../../lib';
 import '../../lib/autograd';
 import { checkGrad, frozen, rnd, silu, gelu, geluTanh, quickGelu, type In } from './fd';
-import { randn } from '../helpers/check';
+import * as assert from 'uvu/assert';
+import { DEVICE, randn, t } from '../helpers/check';
+import { runOp } from '../../lib/ops/runtime';
 import { attentionRef, groupNormRef, layerNormRef } from '../helpers/refs';
 
 const { attention, groupNorm, layerNorm, geglu, softmax } = hs.ops;
@@ -97,5 +99,43 @@ for (const dtype of ['f16', 'bf16'] as const)
     await checkGrad(`layer_norm ${dtype}`, [x, g, b], ([t, gg, bb]) => layerNorm(t, gg, bb), ([v, gg, bb]) => layerNormRef(v, gg, bb, 8, 1e-5),
       { fwdTol: 1e-2, tol: 2e-2 });
   });
+
+
+// The activations' backward ops (dx = dy f'(x)) against float64 derivatives where the plain forms fail: the tanh
+// form's 0.5 (1 + t) + 0.5 x (1 - t^2) u' cancelled for x << 0 (30% off at -5, 0 from -5.9 on, found by review,
+// session 28), and every derivative was inf * 0 = NaN at +-inf (and the tanh form from |x| ~ 5e19 on).
+test('activation backwards: the far tails within 2e-5 of float64, the limits 1 / 0 at huge and infinite x, NaN kept', async () => {
+  const k = Math.sqrt(2 / Math.PI), c = 0.044715;
+  const sig = (z: number) => 1 / (1 + Math.exp(-z));
+  const erfcCf = (z: number) => { let f = z; for (let n = 200; n >= 1; n--) f = z + n / 2 / f; return Math.exp(-z * z) / Math.sqrt(Math.PI) / f; };
+  const phi = (x: number) => Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+  const refs: [string, (x: number) => number, number][] = [
+    ['silu_backward', (x) => sig(x) * (1 + x * sig(-x)), -30],
+    ['quick_gelu_backward', (x) => sig(1.702 * x) * (1 + 1.702 * x * sig(-1.702 * x)), -20],
+    ['gelu_backward', (x) => 0.5 * erfcCf(-x / Math.SQRT2) + x * phi(x), -12],
+    // u rounded to float moves e^(2u) by ~2e-7 |2u| of itself: the sweep stops at -5.5 (|2u| ~ 20)
+    ['gelu_tanh_backward', (x) => { const u = k * (x + c * x ** 3); return sig(2 * u) * (1 + 2 * x * sig(-2 * u) * k * (1 + 3 * c * x * x)); }, -5.5],
+  ];
+  const special = [Infinity, -Infinity, 3e38, -3e38, 1e20, -1e20, 25, -25, NaN];
+  const limit = (x: number) => (Number.isNaN(x) ? NaN : x > 0 ? 1 : 0);
+  for (const [op, ref, lo] of refs) {
+    const n = 120;
+    const sweep = Array.from({ length: n }, (_, i) => Math.fround(lo + ((-3 - lo) * i) / (n - 1)));
+    const xv = [...sweep, ...special];
+    const x = t(xv, [xv.length]), dy = hs.full([xv.length], 1, { device: DEVICE }), dx = hs.full([xv.length], 7, { device: DEVICE });
+    runOp(op, [x, dy], [dx], {});
+    const got = await dx.floats();
+    for (let i = 0; i < n; i++) {
+      const r = ref(xv[i]);
+      assert.ok(Math.abs(got[i] - r) <= 2e-5 * Math.abs(r) + 1e-38, `${op} at x = ${xv[i]}: ${got[i]}, float64 ${r}`);
+    }
+    for (let i = n; i < xv.length; i++) {
+      const want = Math.abs(xv[i]) === 25 && (op === 'silu_backward' || op === 'quick_gelu_backward') ? ref(xv[i]) : limit(xv[i]);
+      if (Number.isNaN(want)) assert.ok(Number.isNaN(got[i]), `${op}(NaN): ${got[i]}`);
+      else assert.ok(Math.abs(got[i] - want) <= 1e-6 * Math.abs(want) + 1e-30, `${op} at x = ${xv[i]}: ${got[i]}, want ${want}`);
+    }
+    for (const q of [x, dy, dx]) q.dispose();
+  }
+});
 
 test.run();

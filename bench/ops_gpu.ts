@@ -266,13 +266,14 @@ async function training(): Promise<void> {
     });
     // the same gradient as a forward convolution of dy (f32, as autograd passes it) with the flipped, transposed
     // weight (lib/ops/conv.grad.ts under HYPERSD_CONV_BWD=fwd: the cast, the weight's slices, concat and permute
-    // included)
-    const dy32 = randn([N, Hh, Hh, C], 'f32');
+    // included), with a bf16 weight: f16 weights keep the backward kernel on CUDA (dy rounded to f16 would lose
+    // small gradients); bf16 x bf16 into f32 runs on the tensor cores (conv.cu's compute dtype)
+    const dy32 = randn([N, Hh, Hh, C], 'f32'), wb = randn([C, 3, 3, C], 'bf16', 0.05);
     process.env.HYPERSD_CONV_BWD = 'fwd';
-    await measure('conv_bwd_input', `${C}->${C} ${Hh}x${Hh} k3 N=${N} (as a forward conv)`, 'f32>f32', flops, 'TFLOP/s',
-      () => conv2dBackwardInput(dy32, w, [N, Hh, Hh, C], { pad: 1 }));
+    await measure('conv_bwd_input', `${C}->${C} ${Hh}x${Hh} k3 N=${N} (as a forward conv, bf16 weight)`, 'f32>f32', flops, 'TFLOP/s',
+      () => conv2dBackwardInput(dy32, wb, [N, Hh, Hh, C], { pad: 1 }));
     delete process.env.HYPERSD_CONV_BWD;
-    dy32.dispose();
+    for (const t of [dy32, wb]) t.dispose();
     await measure('conv_bwd_weight', `${C}->${C} ${Hh}x${Hh} k3 N=${N}`, 'f16>f32', flops, 'TFLOP/s', () => {
       const dw = f32([C, 3, 3, C]);
       hs.runOp('conv2d_backward_weight', [x, dy], [dw], { stride: 1, pad: 1 });

@@ -21,15 +21,19 @@ export interface ConvGeometry { stride?: number; pad?: number }
  * Whether conv2dBackwardInput runs as a forward convolution (HYPERSD_CONV_BWD=fwd; `native`, the default, keeps
  * the conv2d_backward_input kernel): a stride-1 convolution's input gradient is the convolution of dy with
  * the weight transposed to [Cin, k, k, Cout] and flipped in both kernel axes, padded k - 1 - pad. On CUDA that
- * puts it on the forward's tensor-core kernels (dy rounded to the weight's f16 / bf16, f32 accumulation and
- * output), where the backward kernel's GEMMs run in f32 SIMT (19 TFLOP/s at 320 -> 320, 32x32 on an H200).
+ * puts it on the forward's tensor-core kernels: dy is rounded to the weight's bf16 and the convolution of two
+ * bf16 operands into the f32 dx runs there with f32 accumulation (conv.cu's compute dtype), where the backward
+ * kernel's GEMMs run in f32 SIMT (19 TFLOP/s at 320 -> 320, 32x32 on an H200). f16 weights keep the backward
+ * kernel on CUDA: dy rounded to f16 would lose gradients below 2^-14 (all below 2^-24) unless a loss scale had
+ * lifted them. The CPU convolves the f32 dy as it is (it widens the weight while packing), whatever the weight.
  * The composition is tested on the CPU (test/autograd/conv_input_grad.test.ts) and every op in it on GPUs, but
  * it has not run on a GPU itself yet: hence not the default.
  */
-function forwardConvForInputGrad(w: Tensor, stride: number, pad: number): boolean {
+function forwardConvForInputGrad(dy: Tensor, w: Tensor, stride: number, pad: number): boolean {
   const mode = process.env.HYPERSD_CONV_BWD ?? 'native';
   if (mode !== 'native' && mode !== 'fwd') throw new Error(`HYPERSD_CONV_BWD must be 'native' or 'fwd', got '${mode}'`);
-  return mode === 'fwd' && stride === 1 && w.shape[1] === w.shape[2] && pad <= w.shape[1] - 1;
+  return mode === 'fwd' && stride === 1 && w.shape[1] === w.shape[2] && pad <= w.shape[1] - 1 &&
+    !(w.dtype === 'f16' && dy.device !== 'cpu');
 }
 
 /** w [Cout, k, k, Cin] -> [Cin, k, k, Cout] with both kernel axes reversed (slices and a concat per axis: the
@@ -54,9 +58,9 @@ function flippedTransposed(w: Tensor): Tensor {
 /** dx [N, H, W, Cin] of a convolution, from dy [N, Ho, Wo, Cout] and w (OHWI); `into` accumulates into dx. */
 export function conv2dBackwardInput(dy: Tensor, w: Tensor, xShape: readonly number[], o: ConvGeometry = {}, into?: Tensor): Tensor {
   const attrs = { stride: o.stride ?? 1, pad: o.pad ?? 0 };
-  if (forwardConvForInputGrad(w, attrs.stride, attrs.pad)) {
+  if (forwardConvForInputGrad(dy, w, attrs.stride, attrs.pad)) {
     const wt = flippedTransposed(w);
-    const d = dy.dtype === w.dtype ? dy : cast(dy, w.dtype);
+    const d = dy.dtype === w.dtype || dy.device === 'cpu' ? dy : cast(dy, w.dtype);
     const dx = conv2d(d, wt, null, { pad: w.shape[1] - 1 - attrs.pad, out: into ?? f32Out(xShape, dy), beta: into ? 1 : 0 });
     if (d !== dy) d.dispose();
     wt.dispose();

@@ -116,8 +116,15 @@ struct OutAs {
   OutAs(const Tensor& out, DType compute, bool reads_old, cudaStream_t s) : real(out), buf(out) {
     // A view starting off a 16-byte boundary goes through a temporary too: the kernels writing through OutAs
     // may store float2 / float4 (the tensor-core attention backward's dq / dk / dv).
-    if (out.dtype != compute || !out.is_contiguous() || (out.storage && (reinterpret_cast<uintptr_t>(out.raw()) & 15) != 0))
+    if (out.dtype != compute || !out.is_contiguous() || (out.storage && (reinterpret_cast<uintptr_t>(out.raw()) & 15) != 0)) {
       buf = reads_old ? as_dtype(out, compute, s) : empty(out.shape, compute, Device::CUDA);
+      if (buf.storage == out.storage && buf.offset == out.offset) {
+        // as_dtype gave back the output itself (contiguous, in the compute dtype): only its alignment sent it here
+        buf = empty(out.shape, compute, Device::CUDA);
+        const cudaError_t e = cudaMemcpyAsync(buf.raw(), out.raw(), out.nbytes(), cudaMemcpyDeviceToDevice, s);
+        if (e != cudaSuccess) throw Error(std::string("copying an output into an aligned temporary: ") + cudaGetErrorString(e));
+      }
+    }
   }
   void finish(cudaStream_t s) const;  // shape.cu
 };

@@ -6,7 +6,8 @@
 // Cin % 8 == 0 every 16-byte cp.async chunk holds 8 channels of one pixel and one filter tap, so the
 // image is read with the same 3-stage cp.async ring as a plain GEMM and im2col never exists in memory.
 // Other channel counts (the 3/4-channel inputs of conv_in) stage with guarded scalar loads. 1x1 and 3x3,
-// stride 1 and 2, any padding, through one code path. f16/bf16 on tensor cores, f32 on the SIMT kernel.
+// stride 1 and 2, any padding, through one code path. f16/bf16 on tensor cores (also 16-bit x and w into an f32
+// y: f32 stores), f32 on the SIMT kernel.
 //
 // lora_conv2d (LoCon): t = scale * conv(x, down) into a [M, r] scratch, then the main convolution runs
 // a second k segment over t|up (up is 1x1: [Cout, r]) into the same accumulators, as lora_linear does.
@@ -26,15 +27,19 @@ namespace hsd {
 namespace cu {
 namespace {
 
-void run_conv_gemm(const char* op, const GemmParams& p, DType dt, cudaStream_t s) {
+// ct: the compute dtype (x's and w's after conv_inputs), out: y's (ct's, or f32 over 16-bit operands).
+void run_conv_gemm(const char* op, const GemmParams& p, DType ct, DType out, cudaStream_t s) {
   if (p.M == 0 || p.N == 0) return;
-  if (dt == DType::F32) {
+  if (ct == DType::F32) {
     launch_simt_gemm<true>(p, A_CONV, true, 1, s);
     return;
   }
-  dispatch_float(op, dt, [&](auto tag) {
+  dispatch_float(op, ct, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (!std::is_same<T, float>::value) launch_tc_gemm<T, A_CONV, true>(p, 1, s);
+    if constexpr (!std::is_same<T, float>::value) {
+      if (out == DType::F32) launch_tc_gemm<T, A_CONV, true, false, float>(p, 1, s);
+      else launch_tc_gemm<T, A_CONV, true>(p, 1, s);
+    }
   });
 }
 
@@ -42,6 +47,7 @@ struct ConvArgs {
   Tensor x, w, bias, down, up, y;
   ConvGeom g;
   int64_t N = 0, Cout = 0, r = 0;
+  DType ct = DType::F32;  // the compute dtype: x and w (and down, up) in it
 };
 
 ConvArgs conv_inputs(const char* op, const OpContext& ctx, bool lora) {
@@ -79,7 +85,12 @@ ConvArgs conv_inputs(const char* op, const OpContext& ctx, bool lora) {
   g.pad = (int)pad;
   g.Ho = (int)Ho;
   g.Wo = (int)Wo;
-  const DType dt = y.dtype;
+  // The compute dtype: y's, except that conv2d of 16-bit x and w of one dtype into an f32 y runs on the tensor
+  // cores with f32 stores instead of widening both onto the f32 SIMT kernel (the products of 16-bit values are
+  // exact in f32 either way; conv.grad.ts's input gradient as a forward convolution is such a call).
+  DType dt = y.dtype;
+  if (!lora && dt == DType::F32 && x.dtype == w.dtype && (x.dtype == DType::F16 || x.dtype == DType::BF16)) dt = x.dtype;
+  a.ct = dt;
   a.x = as_dtype(x, dt, s);
   a.w = as_dtype(w, dt, s);
   a.y = y;
@@ -104,7 +115,8 @@ ConvArgs conv_inputs(const char* op, const OpContext& ctx, bool lora) {
   return a;
 }
 
-GemmParams conv_params(const ConvArgs& a, const Tensor& w, int64_t cout, void* out, int64_t ldc, size_t es) {
+// es: the size of an operand element (the compute dtype's), es_out: of an output element.
+GemmParams conv_params(const ConvArgs& a, const Tensor& w, int64_t cout, void* out, int64_t ldc, size_t es, size_t es_out) {
   GemmParams p;
   p.conv = a.g;
   const int64_t M = a.N * a.g.Ho * a.g.Wo, K = (int64_t)a.g.kh * a.g.kw * a.g.Cin;
@@ -119,7 +131,7 @@ GemmParams conv_params(const ConvArgs& a, const Tensor& w, int64_t cout, void* o
   p.vecB = rows_aligned(p.B, K, 0, es);
   p.C = out;
   p.ldc = ldc;
-  p.pairC = pairs_aligned(out, ldc, 0, es);
+  p.pairC = pairs_aligned(out, ldc, 0, es_out);
   return p;
 }
 
@@ -141,7 +153,7 @@ void conv2d(const OpContext& ctx) {
     return;
   }
   const DType dt = a.y.dtype;
-  GemmParams p = conv_params(a, a.w, a.Cout, a.y.raw(), a.Cout, dtype_size(dt));
+  GemmParams p = conv_params(a, a.w, a.Cout, a.y.raw(), a.Cout, dtype_size(a.ct), dtype_size(dt));
   if (a.bias.storage) {
     p.bias = a.bias.raw();
     p.bias_dtype = (int)a.bias.dtype;
@@ -158,7 +170,7 @@ void conv2d(const OpContext& ctx) {
     cs_combine(part.data<float>(), a.N, HW / GEMM_BM, GEMM_BM, HW, a.Cout, stats->data<float>(), s);
     return;
   }
-  run_conv_gemm(op, p, dt, s);
+  run_conv_gemm(op, p, a.ct, dt, s);
   if (stats) cs_of_rows(a.y, a.N, HW, a.Cout, stats->data<float>(), s);
 }
 
@@ -184,11 +196,11 @@ void lora_conv2d(const OpContext& ctx) {
   const size_t es = dtype_size(dt);
   const int64_t M = a.N * a.g.Ho * a.g.Wo, r8 = (a.r + 7) / 8 * 8;
   Tensor t = empty({M, r8}, dt, Device::CUDA);
-  GemmParams d = conv_params(a, a.down, a.r, t.raw(), r8, es);  // t = scale * conv(x, down)
+  GemmParams d = conv_params(a, a.down, a.r, t.raw(), r8, es, es);  // t = scale * conv(x, down)
   d.alpha = (float)ctx.attrs.f("scale", 1.0);
-  run_conv_gemm(op, d, dt, s);
+  run_conv_gemm(op, d, dt, dt, s);
 
-  GemmParams p = conv_params(a, a.w, a.Cout, a.y.raw(), a.Cout, es);
+  GemmParams p = conv_params(a, a.w, a.Cout, a.y.raw(), a.Cout, es, es);
   p.A2 = t.raw();
   p.lda2 = r8;
   p.K2 = (int)a.r;
@@ -201,7 +213,7 @@ void lora_conv2d(const OpContext& ctx) {
     p.bias_dtype = (int)a.bias.dtype;
   }
   p.beta = (float)ctx.attrs.f("beta", 0.0);
-  run_conv_gemm(op, p, dt, s);
+  run_conv_gemm(op, p, dt, dt, s);
 }
 
 }  // namespace

@@ -398,8 +398,11 @@ __device__ __forceinline__ void tc_stats_epilogue(const GemmParams& p, const T* 
   }
 }
 
-template <class T, int AMODE, bool B_NK, bool STATS = false>
+// TC: the output's type, T's (f16 / bf16) or float: 16-bit operands into an f32 result (conv.cu's compute dtype).
+template <class T, int AMODE, bool B_NK, bool STATS = false, class TC = T>
 __global__ void __launch_bounds__(GEMM_THREADS) tc_gemm_kernel(const GemmParams p) {
+  static_assert(std::is_same<TC, T>::value || std::is_same<TC, float>::value, "output: the operands' type or float");
+  static_assert(!STATS || std::is_same<TC, T>::value, "the statistics epilogue reads a 16-bit output");
   using L = TcLayout<AMODE, B_NK>;
   constexpr int BM = GEMM_BM, BN = GEMM_BN, BK = GEMM_BK, ST = GEMM_STAGES, PAD = GEMM_PAD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -490,14 +493,14 @@ __global__ void __launch_bounds__(GEMM_THREADS) tc_gemm_kernel(const GemmParams 
   }
   cp_async_wait<0>();
 
-  T* C = (T*)p.C + (int64_t)z * p.sC;
+  TC* C = (TC*)p.C + (int64_t)z * p.sC;
   const int g = lane >> 2, t = lane & 3;
-  const FastEpilogue<T> fe(p, sg.alpha, m0, BM, n0, BN);
-  if (fe.ok) {
+  const FastEpilogue<TC> fe(p, sg.alpha, m0, BM, n0, BN);
+  if (fe.ok) {  // (never for a float TC)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      T* r0 = C + (int64_t)(m0 + wm + i * 16 + g) * p.ldc;
-      T* r8 = r0 + 8 * (int64_t)p.ldc;
+      TC* r0 = C + (int64_t)(m0 + wm + i * 16 + g) * p.ldc;
+      TC* r8 = r0 + 8 * (int64_t)p.ldc;
 #pragma unroll
       for (int j = 0; j < 4; ++j) fe.store(r0, r8, n0 + wn + j * 8 + 2 * t, acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
     }
@@ -507,11 +510,11 @@ __global__ void __launch_bounds__(GEMM_THREADS) tc_gemm_kernel(const GemmParams 
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int row = m0 + wm + i * 16 + g, col = n0 + wn + j * 8 + 2 * t;
-        store_pair<T>(p, C, sg.alpha, row, col, acc[i][j][0], acc[i][j][1]);
-        store_pair<T>(p, C, sg.alpha, row + 8, col, acc[i][j][2], acc[i][j][3]);
+        store_pair<TC>(p, C, sg.alpha, row, col, acc[i][j][0], acc[i][j][1]);
+        store_pair<TC>(p, C, sg.alpha, row + 8, col, acc[i][j][2], acc[i][j][3]);
       }
   }
-  if constexpr (STATS) tc_stats_epilogue<T>(p, C, m0, n0, wm, wn, smem_raw);
+  if constexpr (STATS) tc_stats_epilogue<T>(p, (T*)C, m0, n0, wm, wn, smem_raw);
 }
 
 // ---------------------------------------------------------------- SIMT kernel (f32)
@@ -662,9 +665,11 @@ __global__ void __launch_bounds__(256) simt_gemm_kernel(const GemmParams p, int 
 
 // ---------------------------------------------------------------- launchers
 
-template <class T, int AMODE, bool B_NK, bool STATS = false>
+template <class T, int AMODE, bool B_NK, bool STATS = false, class TC = T>
 void launch_tc_gemm(const GemmParams& p, int batch, cudaStream_t s) {
-  auto kernel = tc_gemm_kernel<T, AMODE, B_NK, STATS>;
+  auto kernel = tc_gemm_kernel<T, AMODE, B_NK, STATS, TC>;
+  // the statistics pieces are indexed by blockIdx.x alone (tc_stats_epilogue)
+  if (STATS && batch != 1) fail("tc_gemm", "the statistics epilogue takes one batch item, got " + std::to_string(batch));
   constexpr int smem = TcLayout<AMODE, B_NK>::SMEM_BYTES;
   allow_smem((const void*)kernel, smem);
   dim3 grid((p.M + GEMM_BM - 1) / GEMM_BM, (p.N + GEMM_BN - 1) / GEMM_BN, batch);

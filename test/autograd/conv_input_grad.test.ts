@@ -1,13 +1,15 @@
 // The input gradient of conv2d both ways: the conv2d_backward_input kernel (the default) and, with
 // HYPERSD_CONV_BWD=fwd, a forward convolution of dy with the transposed, flipped weight (lib/ops/conv.grad.ts),
-// against a float64 reference, in f32, f16 and bf16 weights, with and without accumulation into an existing
-// gradient (LoCon's second term), over kernel sizes 1, 3 and 5 with every padding the rewrite takes. A bad value
-// of the switch is an Error naming it.
+// against a float64 reference, in f32, f16 and bf16 weights (on CUDA dy is rounded to bf16 for bf16 weights),
+// with and without accumulation into an existing gradient (LoCon's second term), over kernel sizes 1, 3 and 5
+// with every padding the rewrite takes. A bad value of the switch is an Error naming it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { conv2dBackwardInput } from '../../lib/ops/conv.grad';
-import { assertClose, randn, roundTo, t, TOL } from '../helpers/check';
+import { native } from '../../lib/native';
+import { runOp } from '../../lib/ops/runtime';
+import { assertClose, DEVICE, randn, roundTo, t, TOL } from '../helpers/check';
 
 function dxRef(dy: Float64Array, w: Float64Array, N: number, H: number, W: number, Cin: number, Cout: number, k: number, pad: number) {
   const Ho = H + 2 * pad - k + 1, Wo = W + 2 * pad - k + 1;
@@ -59,8 +61,11 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const)
       const wv = randn(Cout * k * k * Cin, 31, 0.5), dyv = randn(N * Ho * Wo * Cout, 32), prev = randn(N * H * W * Cin, 33);
       const w = t(wv, [Cout, k, k, Cin], dtype), dy = t(dyv, [N, Ho, Wo, Cout]);
       const wr = roundTo(dtype, wv);
-      // the rewrite rounds dy to the weight's dtype first
-      const ref = dxRef(roundTo(dtype, dyv), wr, N, H, W, Cin, Cout, k, pad), refNative = dxRef(Float64Array.from(dyv), wr, N, H, W, Cin, Cout, k, pad);
+      // on CUDA the rewrite rounds dy to the weight's bf16 first (f16 weights keep the backward kernel there); the
+      // CPU convolves the f32 dy
+      const rounds = DEVICE !== 'cpu' && dtype === 'bf16';
+      const refNative = dxRef(Float64Array.from(dyv), wr, N, H, W, Cin, Cout, k, pad);
+      const ref = rounds ? dxRef(roundTo(dtype, dyv), wr, N, H, W, Cin, Cout, k, pad) : refNative;
       const xShape = [N, H, W, Cin];
       for (const mode of ['native', 'fwd']) {
         const want = mode === 'fwd' ? ref : refNative;
@@ -84,6 +89,25 @@ test('conv2d input gradient: stride 2 and asymmetric padding need stay on the ba
   const a = await withMode('native', () => conv2dBackwardInput(dy, w, [N, H, W, Cin], { pad, stride: 2 })).floats();
   const b = await withMode('fwd', () => conv2dBackwardInput(dy, w, [N, H, W, Cin], { pad, stride: 2 })).floats();
   assert.equal(Array.from(b), Array.from(a));
+});
+
+// Accumulating (beta = 1) into an f32 view 4 bytes off a 16-byte boundary: CUDA's OutAs computes such an output in
+// an aligned temporary holding the old values (it had kept the view itself when already f32 and contiguous).
+test('conv2d input gradient accumulated into a view off a 16-byte boundary: the bits of a fresh output, nothing else written', async () => {
+  const [N, H, W, Cin, Cout, k, pad] = [1, 6, 5, 8, 16, 3, 1], E = N * H * W * Cin, xShape = [N, H, W, Cin];
+  const w = t(randn(Cout * k * k * Cin, 71, 0.5), [Cout, k, k, Cin]), dy = t(randn(N * H * W * Cout, 72), [N, H, W, Cout]);
+  const prev = randn(E, 73);
+  const fresh = t(prev, xShape);
+  runOp('conv2d_backward_input', [dy, w], [fresh], { stride: 1, pad, beta: 1 });
+  const bigv = new Float32Array(E + 2).fill(NaN);
+  bigv.set(Float32Array.from(prev), 1);
+  const big = t(bigv, [E + 2]);
+  const view = new hs.Tensor(native().view(big.handle(), xShape, [H * W * Cin, W * Cin, Cin, 1], 1), xShape, 'f32', DEVICE);
+  runOp('conv2d_backward_input', [dy, w], [view], { stride: 1, pad, beta: 1 });
+  const a = await fresh.floats(), all = await big.floats();
+  assert.ok(a.every(Number.isFinite));
+  assert.ok(Buffer.from(await view.bytes()).equals(Buffer.from(await fresh.bytes())), 'through the view');
+  assert.ok(Number.isNaN(all[0]) && Number.isNaN(all[E + 1]), 'nothing written outside the view');
 });
 
 test('HYPERSD_CONV_BWD: an unknown value is an Error naming the variable', () => {

@@ -179,6 +179,26 @@ test(`${NAME}conv2d with f16 / bf16 weights, activations and outputs`, async () 
   }
 });
 
+// 16-bit x and w of one dtype into an f32 output: CUDA runs these on the tensor cores with f32 accumulation and f32
+// stores (conv.cu's compute dtype; HYPERSD_CONV_BWD=fwd's input gradient is such a call), the CPU widens them. The
+// products of 16-bit values are exact in f32, so the f32 tolerance holds; an output rounded to 16 bits would not.
+test(`${NAME}conv2d of f16 / bf16 x and w into an f32 output: bias, beta, stride 2, 1x1, channel tails, partial tiles`, async () => {
+  for (const dt of ['f16', 'bf16'] as const)
+    for (const [g, beta] of [[G(1, 9, 7, 16, 24, 3, 3, 1, 1), 0], [G(2, 8, 8, 24, 136, 3, 3, 1, 1), 1], [G(1, 9, 11, 8, 20, 3, 3, 2, 1), 0],
+      [G(2, 7, 6, 40, 33, 1, 1, 1, 0), 1], [G(1, 6, 5, 5, 9, 3, 3, 1, 1), 0]] as [Geom, number][]) {
+      const x = roundTo(dt, randn(g.N * g.H * g.W * g.C, 61)), w = roundTo(dt, randn(g.O * g.kh * g.kw * g.C, 62, 0.3));
+      const bias = roundTo(dt, randn(g.O, 63));
+      const [Ho, Wo] = outHW(g);
+      const old = roundTo('f32', randn(g.N * Ho * Wo * g.O, 64));
+      const out = beta ? t(old, [g.N, Ho, Wo, g.O]) : hs.full([g.N, Ho, Wo, g.O], NaN, { device: DEVICE });
+      const y = conv2d(t(x, [g.N, g.H, g.W, g.C], dt), t(w, [g.O, g.kh, g.kw, g.C], dt), t(bias, [g.O], dt),
+        { stride: g.stride, pad: g.pad, out, beta });
+      assert.ok(y === out);
+      assertClose(await y.floats(), refConv(x, w, g, bias, beta, old), TOL.f32, `${dt} -> f32, beta ${beta} ${JSON.stringify(g)}`);
+      out.dispose();
+    }
+});
+
 /** OHWI w + scale * up down, flattened over (kh, kw, Cin). */
 function mergedConv(w: Float64Array, down: Float64Array, up: Float64Array, O: number, K: number, r: number, scale: number): Float64Array {
   const m = Float64Array.from(w);

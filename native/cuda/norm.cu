@@ -562,6 +562,28 @@ void group_norm(const OpContext& ctx) {
   need_contiguous_out(op, y);
   need_shape(op, "y", y, ctx.in[0].shape);
   if (y.numel() == 0) return;
+  // More images than a grid's y dimension (65535) and the reduction counters take: the images are independent, so
+  // the op runs over slices of at most 32768 of them, each on views of x, y and the given statistics.
+  constexpr int64_t kSlice = 32768;
+  if (ctx.in[0].dim() >= 2 && ctx.in[0].size(0) > kSlice) {
+    const Tensor& x = ctx.in[0];
+    const int64_t N = x.size(0);
+    if (ctx.in.size() > 3) cs_check(op, "stats (input 3)", ctx.in[3], N, x.size(-1));
+    auto images = [](const Tensor& t, int64_t n0, int64_t n) {
+      std::vector<int64_t> shape = t.shape;
+      shape[0] = n;
+      return view(t, shape, t.strides, t.offset + n0 * t.strides[0]);
+    };
+    for (int64_t n0 = 0; n0 < N; n0 += kSlice) {
+      const int64_t n = std::min(kSlice, N - n0);
+      std::vector<Tensor> in = ctx.in, out = ctx.out;
+      in[0] = images(x, n0, n);
+      out[0] = images(y, n0, n);
+      if (in.size() > 3) in[3] = images(ctx.in[3], n0, n);
+      group_norm(OpContext{in, out, ctx.attrs, ctx.pool, ctx.cuda_stream});
+    }
+    return;
+  }
   const GnArgs a = gn_args(op, ctx, y.dtype, 2);
   const int silu = ctx.attrs.i("silu", 0) != 0;
   const int64_t total = a.x.numel();

@@ -25,6 +25,8 @@ const cases = [
   { name: 'd 80 over query and key tiles', B: 1, Lq: 70, Lk: 90, H: 1, D: 80, causal: false, lse: false, frozenKv: false },
   { name: 'd 160, causal', B: 1, Lq: 50, Lk: 50, H: 2, D: 160, causal: true, lse: true, frozenKv: false },
   { name: 'd 128 (padded to 160 on CUDA)', B: 1, Lq: 40, Lk: 33, H: 1, D: 128, causal: false, lse: false, frozenKv: false },
+  { name: 'd 80, causal over three key blocks, batch 2', B: 2, Lq: 150, Lk: 150, H: 2, D: 80, causal: true, lse: false, frozenKv: false },
+  { name: 'd 96 (padded to 160 on CUDA), causal cross Lq 100, Lk 170', B: 1, Lq: 100, Lk: 170, H: 1, D: 96, causal: true, lse: false, frozenKv: false },
 ];
 
 for (const dtype of ['f16', 'bf16'] as const)

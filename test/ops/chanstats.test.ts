@@ -104,7 +104,8 @@ if (DEVICE !== 'cpu')
     ['[1, 300, 20], mean 1e4 std', 1, 300, 20, 1e4, 1, false],
     ['[3, 1, 9] one row', 3, 1, 9, 0, 1, false],
     ['[1, 66000, 68] (18 MB)', 1, 66000, 68, -0.4, 0.8, false],
-    // more images than a CUDA grid's y dimension holds (65535; the kernels stride over them)
+    // more images than a CUDA grid's y dimension holds (65535: the statistics kernels stride over them, group norm
+    // runs over slices of them)
     ['[70000, 8, 2] (70,000 images)', 70000, 8, 2, 0, 1, false],
     ...(DEVICE === 'cpu' ? [] : [['[2, 300, 72] f16', 2, 300, 72, 0.3, 2, true]]),
   ] as [string, number, number, number, number, number, boolean][])

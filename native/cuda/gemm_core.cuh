@@ -687,8 +687,9 @@ void run_gemm(const char* op, const GemmParams& p, DType dt, int amode, bool b_n
 
 // Host-side checks shared by the launchers: sizes fit the kernels' int indexing and grid limits.
 inline void check_gemm_dims(const char* op, int64_t M, int64_t N, int64_t K, int64_t batch) {
-  const int64_t lim = (1LL << 31) - 1;
-  if (M > lim || N > lim || K > lim) fail(op, "a GEMM dimension exceeds 2^31-1 (M=" + std::to_string(M) +
+  // (the kernels round K up to whole k tiles in int: K + 63 must not overflow)
+  const int64_t lim = (1LL << 31) - 1024;
+  if (M > lim || N > lim || K > lim) fail(op, "a GEMM dimension exceeds 2^31 - 1024 (M=" + std::to_string(M) +
                                                   ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
   if ((N + GEMM_BN - 1) / GEMM_BN > 65535) fail(op, "N=" + std::to_string(N) + " is too large for one launch");
   if (batch > 65535) fail(op, "batch " + std::to_string(batch) + " exceeds 65535");

@@ -147,7 +147,9 @@ __device__ __forceinline__ void gn_sum_partials(const float* part, int n, int nc
     stn[G + g] = (float)(1.0 / sqrt(var + (double)eps));
     stn[2 * G + g] = (float)m;
   };
-  if (W % 4 == 0 && W / 4 <= GN_THREADS) {
+  // One thread a group finishes, so G <= GN_THREADS (the test had been W / 4 <= GN_THREADS: from 258 to 512
+  // groups, groups 256 and up were left without statistics; session 28, found by review).
+  if (W % 4 == 0 && G <= GN_THREADS) {
     const int W4 = W / 4, Q = GN_THREADS / W4, j = tid % W4, q = tid / W4;
     const float pivot = tid < G ? gn_pivot(xn, S, C, Cg, tid) : 0.f;
     double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
@@ -458,8 +460,9 @@ GnArgs gn_args(const char* op, const OpContext& ctx, DType dt, size_t beta_at) {
   // statistics pass sizes its own grid: gn_stats.)
   const int64_t target = 4 * (int64_t)sm_count();
   a.nchunks = std::max<int64_t>(1, std::min<int64_t>(a.S, (target + std::max<int64_t>(a.N, 1) - 1) / std::max<int64_t>(a.N, 1)));
-  if (a.nchunks > 65535 || a.N > 65535 || a.N > kMaxCounters || 3 * a.G * 4 > 48 * 1024)
-    fail(op, "shape out of range: " + x0.describe());
+  if (3 * a.G * 4 > 48 * 1024)
+    fail(op, "groups=" + std::to_string(a.G) + ": at most 4096 groups on CUDA (x " + x0.describe() + ")");
+  if (a.nchunks > 65535 || a.N > 65535 || a.N > kMaxCounters) fail(op, "shape out of range: " + x0.describe());
   a.rpc = a.S ? (a.S + a.nchunks - 1) / a.nchunks : 0;
   return a;
 }
@@ -482,6 +485,8 @@ GnStats gn_stats(const GnArgs& a, cudaStream_t s, bool final = true) {
   float* stp = final ? st.data<float>() : nullptr;
   unsigned* cnt = reduction_counters(s);
   const void* kern = vec ? (const void*)gn_stats_vec_kernel<T, sizeof(T) == 4 ? 4 : 8> : (const void*)gn_stats_kernel<T>;
+  // 8 bytes a group beside ~25 KB of static shared memory: past the default 48 KB from ~3000 groups (up to 4096)
+  if (sm > 16 * 1024) allow_smem(kern, (int)sm);
   // About 128 KB of x a block, between one and two blocks a multiprocessor (within one wave): each chunk's
   // partials cost the last block's reduction. Nsight Compute durations on an H200 (session 20, f16, medians of
   // 3) at 1 / 2 / 4 blocks a multiprocessor: UNet [2, 4096, 320] 10.6 / 11.8 / 14.3 us, [2, 1024, 1280] 11.4 /

@@ -126,10 +126,12 @@ test('groupNorm: a NaN makes its own group of its own image NaN and nothing else
   }
 });
 
-// More than 128 groups (on CUDA the last statistics block then sums each group's partials in one thread, not in
-// stripes), and 3 groups (stripes that leave threads over); each result twice: the same bits (the partials are
-// summed in a fixed order whichever block finishes last).
-for (const [N, S, C, G] of [[3, 700, 320, 160], [2, 900, 48, 3]])
+// Many groups: on CUDA the partials are summed in stripes up to 256 groups (160), and in one thread a group beyond
+// (320 and 512 with 8-channel vectors, 258 over the scalar kernels: until session 28 groups 256 and up kept no
+// statistics there), 4096 (CUDA's most: the statistics kernel's shared memory past the default 48 KB); 3 groups
+// (stripes that leave threads over); each result twice: the same bits (the partials are summed in a fixed order
+// whichever block finishes last).
+for (const [N, S, C, G] of [[3, 700, 320, 160], [2, 300, 640, 320], [1, 200, 512, 512], [2, 100, 516, 258], [1, 4, 8192, 4096], [2, 900, 48, 3]])
   test(`groupNorm f32 N=${N} S=${S} C=${C} groups ${G}: against float64, deterministic`, async () => {
     const eps = 1e-5;
     const xv = offset(randn(N * S * C, 81, 0.8), 0.2), gv = randn(C, 82), bv = randn(C, 83);

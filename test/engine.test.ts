@@ -43,6 +43,37 @@ test('a failing op between good ops surfaces at the next data() with its name; t
   await hs.sync('cpu');
 });
 
+test('a failed op\'s output: reading it, or an op on it (and that op\'s outputs in turn), is an Error naming the first failure', async () => {
+  // (until session 28 the failure surfaced once, at the next sync, and the output then read as uninitialised bytes)
+  const a = vec([1, 2, 3]);
+  const bad = hs.empty([3], cpu);
+  hs.runOp('debug_fail', [a], [bad]);
+  const next = ops.mul(bad, bad), after = ops.add(next, a);
+  const messageOf = async (p: Promise<unknown>) => {
+    try {
+      await p;
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return '(no error)';
+  };
+  assert.match(await messageOf(hs.sync('cpu')), /debug_fail: requested failure/);  // the failure itself, once
+  for (const t of [bad, next, after])
+    assert.match(await messageOf(t.data()), /^reading f32\[3\]@cpu: it was written by an op that failed \(op 'debug_fail' on cpu .*debug_fail: requested failure\)$/);
+  // a copy to another device carries the failure (where CUDA is available)
+  if (hs.cudaStatus().available) assert.match(await messageOf(bad.to('cuda').data()), /written by an op that failed/);
+  // the rest keeps working, and the failure is released with its tensor
+  assert.equal(Array.from(await ops.add(a, a).floats()), [2, 4, 6]);
+  for (const t of [bad, next, after]) t.dispose();
+  await hs.sync('cpu');
+});
+
+test('a shape whose byte count overflows is an Error naming it (it had wrapped to a small allocation, then segfaulted)', () => {
+  for (const [shape, f] of [[[2 ** 31, 2 ** 31], () => hs.zeros([2 ** 31, 2 ** 31], cpu)], [[3, 6148914691236517376], () => hs.empty([3, 6148914691236517376], cpu)],
+    [[2 ** 32, 2 ** 32], () => ops.randn([2 ** 32, 2 ** 32], { seed: 1, device: 'cpu' })], [[0, 2 ** 52, 2 ** 20], () => hs.empty([0, 2 ** 52, 2 ** 20], cpu)]] as [number[], () => hs.Tensor][])
+    assert.throws(f, (e: Error) => e.message.includes(`shape [${shape.map((d) => BigInt(d)).join(',')}]`) && /too large/.test(e.message));
+});
+
 test('ops by number: opId names an unknown op, run() refuses a number opId did not give; disposed arguments are named', async () => {
   const nat = native();
   assert.throws(() => nat.opId('no_such_op'), /unknown op 'no_such_op'/);

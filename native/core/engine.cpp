@@ -337,16 +337,24 @@ void Stream::enqueue(const OpDef& op_def, std::vector<Tensor> in, std::vector<Te
       for (auto& t : *v)
         if (t.storage && t.storage->owned) {
           owners.push_back(t.storage);
-          t.storage = std::make_shared<Storage>(Storage::Borrow{}, t.storage->ptr, t.storage->bytes, t.storage->device);
+          t.storage = std::make_shared<Storage>(Storage::Borrow{}, *t.storage);
         }
   auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
+    std::string msg, root;  // root: the failure the outputs carry on (the first op's, however long the chain)
     try {
+      for (size_t i = 0; i < in.size(); ++i)
+        if (in[i].storage && failed_why(*in[i].storage, &root))
+          throw Error("input " + std::to_string(i) + " was written by an op that failed (" + root + ")");
       run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
+      return;
     } catch (const std::exception& e) {
-      throw TaskFailed(describe_call(def->name, device_, in, out) + " failed: " + e.what());
+      msg = describe_call(def->name, device_, in, out) + " failed: " + e.what();
     } catch (...) {
-      throw TaskFailed(describe_call(def->name, device_, in, out) + " failed with an unknown exception");
+      msg = describe_call(def->name, device_, in, out) + " failed with an unknown exception";
     }
+    for (auto& t : out)
+      if (t.storage) mark_failed(*t.storage, root.empty() ? msg : root);
+    throw TaskFailed(msg);
   };
   enqueue_task(std::move(what), std::move(task), [&](uint64_t ticket) {
     for (auto& s : owners) s->last_use.store(ticket, std::memory_order_release);
@@ -388,6 +396,9 @@ std::vector<uint8_t> Stream::read(const Tensor& t) {
       std::shared_ptr<std::promise<void>> p;
       ~Signal() { p->set_value(); }
     } sig{done};
+    std::string why;
+    if (src.storage && failed_why(*src.storage, &why))
+      throw TaskFailed("reading " + src.describe() + ": it was written by an op that failed (" + why + ")");
     copy_to_host(src, result->data());
   });
   fut.wait();

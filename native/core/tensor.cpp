@@ -18,10 +18,12 @@
 // 1024x1024: 64 MB to 1 GB).
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
 #include <vector>
 
 #include <sys/mman.h>
@@ -153,7 +155,32 @@ void raw_free(Device d, void* p) {
 }
 }  // namespace
 
+namespace {
+std::atomic<uint64_t> g_next_storage_id{0};
+std::atomic<int64_t> g_failed_count{0};
+std::mutex g_failed_mu;
+std::unordered_map<uint64_t, std::string>& failed_map() {
+  static auto* m = new std::unordered_map<uint64_t, std::string>();  // (never destroyed: storages outlive statics)
+  return *m;
+}
+}  // namespace
+
+void mark_failed(const Storage& s, const std::string& why) {
+  std::lock_guard<std::mutex> g(g_failed_mu);
+  if (failed_map().emplace(s.id, why).second) g_failed_count.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool failed_why(const Storage& s, std::string* why) {
+  if (g_failed_count.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard<std::mutex> g(g_failed_mu);
+  auto it = failed_map().find(s.id);
+  if (it == failed_map().end()) return false;
+  if (why) *why = it->second;
+  return true;
+}
+
 Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
+  id = g_next_storage_id.fetch_add(1, std::memory_order_relaxed) + 1;
   if (d == Device::CUDA) {
     std::string why;
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
@@ -269,6 +296,10 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
 }
 
 Storage::~Storage() {
+  if (owned && g_failed_count.load(std::memory_order_relaxed) > 0) {
+    std::lock_guard<std::mutex> g(g_failed_mu);
+    if (failed_map().erase(id)) g_failed_count.fetch_sub(1, std::memory_order_relaxed);
+  }
   if (!ptr || !owned) return;
   Pool& P = pool(device);
   std::lock_guard<std::mutex> g(P.mu);
@@ -497,8 +528,19 @@ Dims contiguous_strides(const Dims& shape) {
 }
 
 Tensor empty(const std::vector<int64_t>& shape, DType dtype, Device device, bool stream_ordered) {
-  for (auto s : shape)
+  // The element count, the strides and the byte count must not overflow (a wrapped count had allocated a few
+  // bytes behind a shape of 2^62 elements): the product of the extents (zeros counted as 1, for the strides)
+  // times the element size stays below 2^62 bytes.
+  int64_t span = (int64_t)dtype_size(dtype);
+  for (auto s : shape) {
     if (s < 0) throw Error("negative dimension in shape");
+    if (s > 1 && __builtin_mul_overflow(span, s, &span)) span = INT64_MAX;
+  }
+  if (span > (int64_t(1) << 62)) {
+    std::string d;
+    for (size_t i = 0; i < shape.size(); ++i) d += (i ? "," : "") + std::to_string(shape[i]);
+    throw Error("shape [" + d + "] of " + dtype_name(dtype) + " is too large (2^62 bytes at most)");
+  }
   Tensor t;
   t.shape = shape;
   t.strides = contiguous_strides(t.shape);
@@ -522,10 +564,16 @@ Tensor view(const Tensor& t, const std::vector<int64_t>& shape, const std::vecto
   }
   if (offset >= 0) v.offset = offset;
   // Bounds: the furthest element must lie inside the storage.
-  int64_t hi = v.offset;
-  for (size_t i = 0; i < shape.size(); ++i)
-    if (shape[i] > 0) hi += (shape[i] - 1) * v.strides[i];
-  if (v.numel() > 0 && (size_t)(hi + 1) * dtype_size(v.dtype) > t.storage->bytes)
+  // (in overflow-checked arithmetic: a wrapped sum had let a view of 2^63 elements pass)
+  int64_t hi = v.offset, n = 1;
+  bool over = v.offset < 0;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    int64_t step = 0;
+    if (shape[i] < 0) over = true;
+    if (shape[i] > 0) over = over || __builtin_mul_overflow(shape[i] - 1, v.strides[i], &step) || __builtin_add_overflow(hi, step, &hi);
+    over = over || __builtin_mul_overflow(n, shape[i], &n);
+  }
+  if (over || (n > 0 && ((uint64_t)hi + 1) > t.storage->bytes / dtype_size(v.dtype)))
     throw Error("view of " + t.describe() + " reaches past its storage");
   return v;
 }

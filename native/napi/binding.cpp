@@ -374,6 +374,9 @@ Napi::Value CopyTo(const Napi::CallbackInfo& info) {
     hsd::stream(src.device()).enqueue_task("to(" + std::string(hsd::device_name(dd)) + ") read " + src.describe(),
                                            [src, staging, ready] {
                                              try {
+                                               std::string why;
+                                               if (src.storage && hsd::failed_why(*src.storage, &why))
+                                                 throw hsd::Error("the source was written by an op that failed (" + why + ")");
                                                hsd::copy_to_host(src, staging->data());
                                                ready->set_value();
                                              } catch (...) {
@@ -383,7 +386,12 @@ Napi::Value CopyTo(const Napi::CallbackInfo& info) {
                                            });
     hsd::stream(dd).enqueue_task("to(" + std::string(hsd::device_name(dd)) + ") write " + dst.describe(),
                                  [dst, staging, fut] {
-                                   fut->get();
+                                   try {
+                                     fut->get();
+                                   } catch (const std::exception& e) {
+                                     hsd::mark_failed(*dst.storage, e.what());  // the copy reads as failed too
+                                     throw;
+                                   }
                                    hsd::copy_from_host(dst, staging->data());
                                  });
     return wrap(info.Env(), dst);

@@ -5,9 +5,8 @@
  *   hypersd run <component> --model <folder|file> --inputs in.safetensors --out out.safetensors [--repeat N]
  * Errors are one clear line on stderr and a non-zero exit code.
  */
-import * as fs from 'fs';
 import * as path from 'path';
-import { parseArgs, Opts } from './args';
+import { parseArgs, Opts, checkInFolder, checkOutFile } from './args';
 import * as hs from '../tensor';
 import { loadPipeline, makeImage, type GenerateOptions, type GeneratedImage } from '../pipelines/sd';
 import { PRESETS } from '../pipelines/presets';
@@ -42,6 +41,9 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     const o = new Opts(p);
+    // positional arguments past the command's own (a word left out of a quoted prompt had been dropped)
+    const positionals = cmd === 'generate' || cmd === 'train-teacher' ? 1 : 2;
+    if (p._.length > positionals) throw new Error(`${cmd}: unexpected argument '${p._[positionals]}' (quote values with spaces)`);
     if (cmd === 'generate') await generate(o);
     else if (cmd === 'info') {
       if (!p._[1]) throw new Error('info needs a file or folder');
@@ -78,11 +80,10 @@ async function generate(o: Opts): Promise<void> {
   const model = o.req('model');
   const prompt = o.req('prompt');
   const out = o.str('out') ?? 'out.png';
-  const device = (o.str('device') ?? 'auto') as hs.DeviceSetting;
-  const dtype = o.str('dtype') as hs.DType | undefined;
+  const device = o.choice('device', ['auto', 'cpu', 'cuda'] as const) ?? 'auto';
+  const dtype = o.choice('dtype', ['f32', 'bf16', 'f16'] as const);
   const loras = o.all('lora');
-  const loraMode = (o.str('lora-mode') ?? 'fuse') as 'fuse' | 'runtime';
-  if (loraMode !== 'fuse' && loraMode !== 'runtime') throw new Error(`--lora-mode must be fuse or runtime`);
+  const loraMode = o.choice('lora-mode', ['fuse', 'runtime'] as const) ?? 'fuse';
   const grid = o.str('grid');
   const latentsFile = o.str('latents');
   const g: GenerateOptions = {
@@ -94,7 +95,7 @@ async function generate(o: Opts): Promise<void> {
     eta: o.num('eta'),
     guidance: o.num('guidance'),
     seed: o.int('seed') ?? 0,
-    rng: o.str('rng') as GenerateOptions['rng'],
+    rng: o.choice('rng', ['philox', 'torch-cpu'] as const),
     width: o.int('width'),
     height: o.int('height'),
     numImages: o.int('num-images'),
@@ -103,6 +104,7 @@ async function generate(o: Opts): Promise<void> {
   };
   const tokenizer = o.str('tokenizer');
   const configFrom = o.str('config-from');
+  if (configFrom !== undefined) checkInFolder('--config-from', configFrom);
   const noProgress = o.flag('no-progress');
   // --cpu-math bf16: the CPU's linear layers and attention take bf16 inputs where it has AVX512_BF16 (HYPERSD_CPU_MATH).
   const cpuMath = o.str('cpu-math');
@@ -114,13 +116,7 @@ async function generate(o: Opts): Promise<void> {
   o.done();
   // The output is checked before any work: a generation that ends in a failed write is minutes lost on a CPU.
   if (!/\.png$/i.test(out)) throw new Error(`--out: hypersd writes PNG images, so the file name must end in .png, got '${out}'`);
-  const outDir = path.dirname(path.resolve(out));
-  try {
-    if (!fs.statSync(outDir).isDirectory()) throw new Error('not a folder');
-    fs.accessSync(outDir, fs.constants.W_OK);
-  } catch (e) {
-    throw new Error(`--out ${out}: cannot write into ${outDir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  checkOutFile('--out', out);
   const pipe = await loadPipeline(model, { device, dtype, tokenizer, configFrom });
   try {
     for (const spec of loras) {

@@ -6,7 +6,7 @@
 import { SafeTensors, saveSafetensors } from '../io/safetensors';
 import { loadModel } from '../models/load';
 import * as hs from '../tensor';
-import type { Opts } from './args';
+import { checkInFolder, checkOutFile, type Opts } from './args';
 import type { ComponentName } from '../io/model_files';
 
 const COMPONENTS: Record<string, ComponentName> = {
@@ -18,10 +18,13 @@ export async function runComponent(component: string, o: Opts): Promise<void> {
   if (!comp) throw new Error(`unknown component '${component}' (${Object.keys(COMPONENTS).join(', ')})`);
   const modelPath = o.req('model'), inputs = o.req('inputs'), outFile = o.req('out');
   const repeat = o.int('repeat') ?? 0;
-  const device = (o.str('device') ?? 'auto') as hs.DeviceSetting;
-  const dtype = o.str('dtype') as hs.DType | undefined;
+  const device = o.choice('device', ['auto', 'cpu', 'cuda'] as const) ?? 'auto';
+  const dtype = o.choice('dtype', ['f32', 'bf16', 'f16'] as const);
   const configFrom = o.str('config-from');
   o.done();
+  if (repeat < 0) throw new Error(`option --repeat must be >= 0, got ${repeat}`);
+  if (configFrom !== undefined) checkInFolder('--config-from', configFrom);
+  checkOutFile('--out', outFile);
   const st = SafeTensors.open(inputs);
   const need = (k: string, rank?: number) => {
     if (!st.has(k)) throw new Error(`${inputs}: missing input tensor '${k}' for ${component}`);

@@ -37,7 +37,16 @@ export async function trainTeacherCommand(o: Opts): Promise<void> {
     evaluate: evaluate ? { guidance: o.num('guidance'), samplesPerPrompt: o.int('samples-per-prompt') } : false,
   };
   o.done();
-  for (const [k, v] of Object.entries(opts)) if (typeof v === 'number' && !(v >= 0)) throw new Error(`--${k}: must be >= 0, got ${v}`);
+  const ev = typeof opts.evaluate === 'object' ? opts.evaluate : undefined;
+  // (checked before the ~45 minutes of training: zero batches had failed deep inside, zero samples per prompt
+  // only at the evaluation after training, zero threads was ignored)
+  for (const [flag, v] of [['steps', opts.unetSteps], ['vae-steps', opts.vaeSteps], ['lr', opts.unetLr], ['vae-lr', opts.vaeLr],
+    ['offset-noise', opts.offsetNoise], ['snr-gamma', opts.snrGamma], ['checkpoint-every', opts.checkpointEvery],
+    ['guidance', ev?.guidance], ['seed', opts.seed]] as [string, number | undefined][])
+    if (v !== undefined && !(v >= 0)) throw new Error(`option --${flag} must be >= 0, got ${v}`);
+  for (const [flag, v] of [['batch', opts.unetBatch], ['vae-batch', opts.vaeBatch], ['cache-size', opts.cacheSize], ['threads', opts.threads],
+    ['samples-per-prompt', ev?.samplesPerPrompt]] as [string, number | undefined][])
+    if (v !== undefined && !(v >= 1)) throw new Error(`option --${flag} must be >= 1, got ${v}`);
   let start = Date.now(), stage = '';
   opts.onProgress = ({ stage: st, step, steps, loss }) => {
     if (noProgress) return;

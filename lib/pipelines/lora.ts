@@ -43,8 +43,12 @@ export class LoraManager {
     if (this.applied.has(name)) throw new Error(`a LoRA named '${name}' is already loaded (unload it first)`);
     const scale = o.scale ?? 1;
     const mode = o.mode ?? 'fuse';
+    checkScale(path, scale);
+    if (mode !== 'fuse' && mode !== 'runtime') throw new Error(`${path}: mode must be 'fuse' or 'runtime', got ${JSON.stringify(mode)}`);
     const parsed = parseLora(path, this.target);
     try {
+      if (parsed.modules.length === 0)
+        throw new Error(`${path}: none of its ${parsed.unmatched.length} keys names a module of this model (${parsed.unmatched.slice(0, 3).join(', ')}${parsed.unmatched.length > 3 ? ', ...' : ''}): a LoRA for another model?`);
       // Check every shape before changing anything.
       for (const m of parsed.modules) {
         const store = this.stores[m.component];
@@ -77,6 +81,7 @@ export class LoraManager {
   /** Changes a loaded adapter's scale (runtime: instant; fused: re-fuses from the kept originals). */
   async setScale(name: string, scale: number): Promise<void> {
     const a = this.get(name);
+    checkScale(name, scale);
     if (a.lora.mode === 'runtime') {
       for (const m of a.lora.modules) {
         const list = this.stores[m.component]!.adapters.get(m.module) ?? [];
@@ -182,4 +187,9 @@ export class LoraManager {
       store.adapters.set(m.module, list);
     }
   }
+}
+
+/** A LoRA scale is a finite number (NaN or infinity fused into the weights made every image NaN). */
+function checkScale(what: string, scale: unknown): void {
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new Error(`${what}: LoRA scale must be a finite number, got ${String(scale)}`);
 }

@@ -153,6 +153,7 @@ export class StableDiffusionPipeline {
   private async run(o: GenerateOptions): Promise<GenerateResult> {
     const m = this.model;
     if (!m.unet || !m.vae || !m.textEncoder) throw new Error('generate: the model needs a unet, a vae and a text encoder');
+    checkOptions(o, this.kind, Math.min(m.textEncoder.config.num_hidden_layers, m.textEncoder2?.config.num_hidden_layers ?? Infinity));
     const preset = o.preset ? getPreset(o.preset) : null;
     const prompts = Array.isArray(o.prompt) ? o.prompt : [o.prompt];
     if (prompts.length === 0) throw new Error('generate: prompt is empty');
@@ -296,6 +297,44 @@ export class StableDiffusionPipeline {
   }
 }
 
+/** The options the sampler and the model do not check themselves, checked before any work: a wrong type or a
+ * non-finite number had silently given an all-NaN image or fallen back to a default (session 28, found by
+ * probing). `layers`: the text encoders' (smaller) depth, which bounds clipSkip. */
+function checkOptions(o: GenerateOptions, kind: 'sd15' | 'sdxl', layers: number): void {
+  const bad = (what: string, want: string, v: unknown) => new Error(`generate: ${what} must be ${want}, got ${typeof v === 'string' ? JSON.stringify(v) : String(v)}`);
+  if (typeof o !== 'object' || o === null) throw new Error('generate: options must be an object');
+  const strings = (v: unknown) => typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+  if (!strings(o.prompt)) throw bad('prompt', 'a string or an array of strings', o.prompt);
+  if (o.negativePrompt !== undefined && !strings(o.negativePrompt)) throw bad('negativePrompt', 'a string or an array of strings', o.negativePrompt);
+  if (o.guidance !== undefined && !(typeof o.guidance === 'number' && Number.isFinite(o.guidance) && o.guidance >= 0))
+    throw bad('guidance', 'a finite number >= 0 (classifier-free guidance runs above 1)', o.guidance);
+  if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && o.seed >= 0)) throw bad('seed', 'an integer from 0 to 2^53 - 1', o.seed);
+  if (o.rng !== undefined && o.rng !== 'philox' && o.rng !== 'torch-cpu') throw bad('rng', "'philox' or 'torch-cpu'", o.rng);
+  if (o.output !== undefined && o.output !== 'image' && o.output !== 'latent') throw bad('output', "'image' or 'latent'", o.output);
+  if (o.signal !== undefined && typeof (o.signal as { aborted?: unknown })?.aborted !== 'boolean') throw bad('signal', 'an AbortSignal', o.signal);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw bad('onProgress', 'a function', o.onProgress);
+  if (o.noise !== undefined && typeof o.noise !== 'function') throw bad('noise', 'a function', o.noise);
+  // clipSkip k takes the hidden state k layers before the last (SDXL: before the penultimate)
+  const maxSkip = kind === 'sdxl' ? layers - 2 : layers - 1;
+  if (o.clipSkip !== undefined && !(Number.isInteger(o.clipSkip) && o.clipSkip >= 0 && o.clipSkip <= maxSkip))
+    throw bad('clipSkip', `an integer from 0 to ${maxSkip} for this model's text encoder${kind === 'sdxl' ? 's' : ''}`, o.clipSkip);
+  for (const k of ['originalSize', 'cropCoords', 'targetSize'] as const) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (kind !== 'sdxl') throw new Error(`generate: ${k} is SDXL micro-conditioning; this is an SD1.5 model`);
+    if (!(Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0)))
+      throw bad(k, 'two finite numbers >= 0 ([height, width] / [top, left])', Array.isArray(v) ? `[${v.join(', ')}]` : v);
+  }
+  if (o.image !== undefined && typeof o.image !== 'string') {
+    const im = o.image as Partial<RawImage>;
+    if (!(Number.isInteger(im?.width) && im.width! > 0 && Number.isInteger(im.height) && im.height! > 0))
+      throw new Error(`generate: image must be a PNG path or { width, height, channels, data } with positive integer sizes, got ${im?.width}x${im?.height}`);
+    if (im.channels !== 1 && im.channels !== 3 && im.channels !== 4) throw bad('image.channels', '1, 3 or 4', im.channels);
+    if (!(im.data instanceof Uint8Array) || im.data.length !== im.width! * im.height! * im.channels)
+      throw new Error(`generate: image.data must be a Uint8Array of ${im.width}x${im.height}x${im.channels} = ${im.width! * im.height! * im.channels} bytes, got ${im.data instanceof Uint8Array ? im.data.length + ' bytes' : typeof im.data}`);
+  }
+}
+
 function finalLn(te: NonNullable<LoadedModel['textEncoder']>, h: Tensor): Tensor {
   const p = te.params;
   return ops.layerNorm(h, p.get('text_model.final_layer_norm.weight'), p.get('text_model.final_layer_norm.bias'), te.config.layer_norm_eps ?? 1e-5);
@@ -312,7 +351,7 @@ export function imageToTensor(img: RawImage, device: hs.DeviceName): Tensor {
   const { width: W, height: H } = img;
   const out = new Float32Array(3 * H * W);
   for (let i = 0; i < H * W; i++)
-    for (let c = 0; c < 3; c++) out[c * H * W + i] = (img.data[i * img.channels + c] / 255) * 2 - 1;
+    for (let c = 0; c < 3; c++) out[c * H * W + i] = (img.data[i * img.channels + (img.channels === 1 ? 0 : c)] / 255) * 2 - 1;
   return tensor(out, [1, 3, H, W], { device });
 }
 

@@ -115,6 +115,27 @@ test('errors are one clear line with a non-zero exit', () => {
   r = cli(['frobnicate']);
   assert.is(r.code, 1);
   assert.match(r.err, /unknown command 'frobnicate'/);
+  // Checked before any work (session 28, found by probing): an option's value that is another option, stray
+  // positional words, empty numbers, values outside a choice, an --out that is a folder, a missing --config-from.
+  const model = ['generate', '--model', path.join(tmp, 'nope')];
+  for (const [args, msg] of [
+    [[...model, '--prompt', '--out', path.join(tmp, 'b.png')], /option --prompt needs a value, got the option --out/],
+    [[...model, '--prompt', 'a', 'red', 'circle'], /generate: unexpected argument 'red'/],
+    [[...model, '--prompt', 'x', '--seed', ''], /option --seed must be a number, got ''/],
+    [[...model, '--prompt', 'x', '--rng', 'mt19937'], /option --rng must be philox, torch-cpu; got 'mt19937'/],
+    [[...model, '--prompt', 'x', '--dtype', 'fp16'], /option --dtype must be f32, bf16, f16; got 'fp16'/],
+    [[...model, '--prompt', 'x', '--out', path.join(tmp, 'dir.png')], /--out .*dir\.png: is a folder, not a file/],
+    [[...model, '--prompt', 'x', '--config-from', path.join(tmp, 'nowhere')], /--config-from .*nowhere: no such folder/],
+    [['train-teacher', '--out', path.join(tmp, 't'), '--vae-batch', '0'], /option --vae-batch must be >= 1, got 0/],
+    [['train-teacher', '--out', path.join(tmp, 't'), '--samples-per-prompt', '0'], /option --samples-per-prompt must be >= 1, got 0/],
+    [['run', 'unet', '--model', path.join(tmp, 'nope'), '--inputs', 'x', '--out', path.join(tmp, 'no', 'o.safetensors')], /--out .*o\.safetensors: cannot write into/],
+  ] as [string[], RegExp][]) {
+    fs.mkdirSync(path.join(tmp, 'dir.png'), { recursive: true });
+    r = cli(args);
+    assert.is(r.code, 1, args.join(' '));
+    assert.match(r.err, msg);
+    assert.is(r.err.trim().split('\n').length, 1);
+  }
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

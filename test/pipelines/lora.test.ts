@@ -8,7 +8,9 @@ import { loadModel, type LoadedModel } from '../../lib/models/load';
 import { openModel } from '../../lib/io/model_files';
 import { loraTargetFromModel } from '../../lib/models/lora';
 import { LoraManager } from '../../lib/pipelines/lora';
-import { SafeTensors } from '../../lib/io/safetensors';
+import { SafeTensors, saveSafetensors } from '../../lib/io/safetensors';
+import * as fs from 'fs';
+import * as os from 'os';
 import { relErr } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
@@ -119,6 +121,31 @@ test('a LoRA for another model is a clear error naming the key and both shapes',
     mgr.unloadAll();
     m.dispose();
     io.close();
+  }
+});
+
+test('a LoRA file that names no module of the model, a non-finite scale and an unknown mode are Errors, before any change', async () => {
+  const { m, mgr, io } = setup('tiny-sd15');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-lora-'));
+  try {
+    const nothing = path.join(dir, 'nothing.safetensors');
+    saveSafetensors(nothing, { 'lora_unet_foo_bar.lora_down.weight': { dtype: 'F32', shape: [2, 4], data: new Float32Array(8) },
+      'lora_unet_foo_bar.lora_up.weight': { dtype: 'F32', shape: [4, 2], data: new Float32Array(8) } });
+    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
+    assert.match(await messageOf(() => mgr.load(nothing)), /nothing\.safetensors: none of its 2 keys names a module of this model \(lora_unet_foo_bar/);
+    const file = path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors');
+    for (const scale of [NaN, Infinity, -Infinity])
+      assert.match(await messageOf(() => mgr.load(file, { scale, name: 's' })), /LoRA scale must be a finite number, got (NaN|-?Infinity)/);
+    assert.match(await messageOf(() => mgr.load(file, { mode: 'merge' as 'fuse', name: 'm' })), /mode must be 'fuse' or 'runtime', got "merge"/);
+    assert.is(mgr.list().length, 0);
+    await mgr.load(file, { name: 'ok', scale: 0.5 });
+    assert.match(await messageOf(() => mgr.setScale('ok', NaN)), /ok: LoRA scale must be a finite number, got NaN/);
+    assert.is(mgr.list()[0].scale, 0.5);
+  } finally {
+    mgr.unloadAll();
+    m.dispose();
+    io.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

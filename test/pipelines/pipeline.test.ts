@@ -104,6 +104,36 @@ if (haveVocab) {
     }
   });
 
+  test('generate: wrong option types, non-finite numbers and bad images are Errors naming the option (no NaN image)', async () => {
+    const p = await pipe('tiny-sd15'), px = await pipe('tiny-sdxl');
+    const base = { prompt: 'x', steps: 1, width: 64, height: 64, seed: 1 };
+    const img = (n: number, channels: number) => ({ width: 64, height: 64, channels, data: new Uint8Array(n) });
+    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
+    for (const [pp, o, msg] of [
+      [p, { prompt: 42 }, /prompt must be a string or an array of strings, got 42/],
+      [p, { guidance: Infinity }, /guidance must be a finite number >= 0/],
+      [p, { guidance: NaN }, /guidance must be a finite number >= 0/],
+      [p, { guidance: -5 }, /guidance must be a finite number >= 0/],
+      [p, { guidance: '7' }, /guidance must be a finite number >= 0 .*got "7"/],
+      [p, { seed: -1 }, /seed must be an integer from 0 to 2\^53 - 1, got -1/],
+      [p, { rng: 'mt19937' }, /rng must be 'philox' or 'torch-cpu', got "mt19937"/],
+      [p, { output: 'png' }, /output must be 'image' or 'latent', got "png"/],
+      [p, { signal: 'stop' }, /signal must be an AbortSignal/],
+      [p, { clipSkip: 100 }, /clipSkip must be an integer from 0 to \d+/],
+      [p, { clipSkip: 1.5 }, /clipSkip must be an integer/],
+      [p, { originalSize: [64, 64] }, /originalSize is SDXL micro-conditioning/],
+      [px, { originalSize: ['a', 'b'] }, /originalSize must be two finite numbers/],
+      [px, { cropCoords: [NaN, 0] }, /cropCoords must be two finite numbers/],
+      [px, { clipSkip: -2 }, /clipSkip must be an integer from 0 to/],
+      [p, { image: img(10, 3) }, /image\.data must be a Uint8Array of 64x64x3 = 12288 bytes, got 10 bytes/],
+      [p, { image: img(64 * 64 * 2, 2) }, /image\.channels must be 1, 3 or 4, got 2/],
+    ] as [StableDiffusionPipeline, Record<string, unknown>, RegExp][])
+      assert.match(await messageOf(() => pp.generate({ ...base, ...o } as never)), msg, JSON.stringify(o));
+    // a grayscale image is read as grey (each channel the one value), not as neighbouring bytes
+    const r = await p.generate({ ...base, steps: 2, image: img(64 * 64, 1), strength: 0.5 });
+    assert.is(r.images.length, 1);
+  });
+
   test('img2img with strength runs fewer steps and starts from the image', async () => {
     const p = await pipe('tiny-sd15');
     const img = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(200) };

@@ -5,7 +5,7 @@
 // to the data section, plus an optional "__metadata__" map of string -> string.
 // Why this shape: model files are gigabytes, so `open` reads only the header and each read fetches one
 // tensor's bytes with positioned reads (never the whole file into the JS heap). Everything in the header
-// is checked at open time (offsets inside the data section, no overlaps, byte counts equal to
+// is checked at open time (offsets inside the data section, no overlaps or gaps, byte counts equal to
 // prod(shape) * itemsize) so that a corrupt or truncated download fails at once with an Error naming
 // the file and the tensor, instead of producing garbage weights later.
 
@@ -282,10 +282,19 @@ function parseHeader(p: string, fd: number, size: number):
     if (want !== e - b) bad(`${e - b} bytes stored but shape ${JSON.stringify(shape)} of ${dtype} needs ${want}`);
     tensors.set(name, { name, dtype, shape: shape as number[], start: dataStart + b, end: dataStart + e });
   }
+  // The tensors tile the data section exactly, as the format's reference reader requires: no overlaps, and no
+  // bytes that belong to no tensor (a file with its data shifted under unchanged offsets had loaded as other
+  // weights).
   const sorted = [...tensors.values()].filter((t) => t.end > t.start).sort((x, y) => x.start - y.start);
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].start < sorted[i - 1].end) fail(`tensors '${sorted[i - 1].name}' and '${sorted[i].name}' overlap`);
+  let at = dataStart;
+  for (let i = 0; i < sorted.length; i++) {
+    if (i > 0 && sorted[i].start < sorted[i - 1].end) fail(`tensors '${sorted[i - 1].name}' and '${sorted[i].name}' overlap`);
+    if (sorted[i].start > at)
+      fail(`bytes [${at - dataStart}, ${sorted[i].start - dataStart}) of the data section belong to no tensor (before '${sorted[i].name}'): not a valid safetensors file`);
+    at = sorted[i].end;
   }
+  if (at !== dataStart + dataSize)
+    fail(`the last ${dataStart + dataSize - at} bytes of the data section belong to no tensor: not a valid safetensors file`);
   return { dataStart, metadata, tensors };
 }
 
@@ -359,4 +368,11 @@ export function saveSafetensors(p: string, tensors: Record<string, StTensorIn>,
 function writeFully(fd: number, b: Uint8Array): void {
   let done = 0;
   while (done < b.byteLength) done += fs.writeSync(fd, b, done, b.byteLength - done);
+}
+
+/** A weight must be stored as a float: an integer or boolean tensor in its place (a corrupt or foreign file) had
+ * been converted by value without a word. */
+export function checkFloatWeight(w: { dtype?: string; source: string }): void {
+  if (w.dtype !== undefined && !['F64', 'F32', 'F16', 'BF16'].includes(w.dtype))
+    throw new Error(`${w.source}: stored as ${w.dtype}; a weight must be F32, F16, BF16 or F64`);
 }

@@ -405,3 +405,15 @@ function clipTextShapes(cfg: Config): Shapes {
   if ((cfg.architectures ?? []).includes('CLIPTextModelWithProjection')) s.set('text_projection.weight', [cfg.projection_dim, h]);
   return s;
 }
+
+/** Each named config field, when present, is a positive integer or an array of them (JSON strings or fractions
+ * would otherwise surface later as shape errors that print the same numbers). */
+export function checkConfigIntegers(what: string, c: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys) {
+    const v = c[k];
+    if (v === undefined || v === null) continue;
+    const ok = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
+    if (!(ok(v) || (Array.isArray(v) && v.length > 0 && v.every(ok))))
+      throw new Error(`${what}: ${k} must be a positive integer or a list of them, got ${JSON.stringify(v)}`);
+  }
+}

@@ -16,7 +16,7 @@
 // a table built from the target model's own module paths (and, for LDM names, their LDM spelling from the
 // config-derived name map). Keys that resolve to nothing are returned by name in `unmatched`, not guessed.
 
-import { SafeTensors, numel } from '../io/safetensors';
+import { SafeTensors, checkFloatWeight, numel } from '../io/safetensors';
 import { OpenedModel, WeightRef, weightRef } from '../io/model_files';
 import { ComponentName, Config } from './configs';
 import { NameMap, unetLayoutFromConfig, unetLayoutFromModules, unetNameMap } from './convert_ldm';
@@ -178,6 +178,7 @@ function parse(path: string, st: SafeTensors, target: LoraTarget): ParsedLora {
     }
     counts[p.format]++;
     const down = weightRef(st, dk), up = weightRef(st, uk);
+    for (const w of [down, up]) checkFloatWeight(w);
     const rank = down.shape[0];
     if (down.shape.length < 2 || up.shape.length < 2 || up.shape[1] !== rank || numel(up.shape) !== up.shape[0] * rank) {
       throw new Error(`${path}: ${p.component} module '${p.module}': down [${down.shape.join(', ')}] and up [${up.shape.join(', ')}] do not form a rank-${rank} LoRA`);
@@ -218,6 +219,9 @@ function peftAlpha(meta: Record<string, unknown>, c: ComponentName, module: stri
     return undefined;
   };
   const base = meta[`${c}.lora_alpha`];
+  // (a lora_alpha of another type had silently meant alpha = rank)
+  if (base !== undefined && !(typeof base === 'number' && Number.isFinite(base)))
+    throw new Error(`__metadata__.lora_adapter_metadata: ${c}.lora_alpha must be a finite number, got ${JSON.stringify(base)}`);
   let alpha = byPattern('alpha_pattern') ?? (typeof base === 'number' ? base : rank);
   if (meta[`${c}.use_rslora`] === true) alpha *= Math.sqrt(rank); // rsLoRA scales by alpha / sqrt(r)
   return alpha;

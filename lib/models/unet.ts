@@ -8,6 +8,7 @@ import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
 import { checkpoint } from '../autograd';
 import { Linear, Conv2d, GroupNorm, LayerNorm, MultiHeadAttention, toNHWC, toNCHW, activationDtype } from '../nn/layers';
+import { checkConfigIntegers } from './configs';
 
 export interface UNetConfig {
   in_channels: number; out_channels: number; block_out_channels: number[]; layers_per_block: number | number[];
@@ -138,6 +139,14 @@ export class UNet2DConditionModel {
     if (c.time_embedding_type && c.time_embedding_type !== 'positional') throw new Error(`unet config: time_embedding_type ${c.time_embedding_type} is not supported`);
     if (c.class_embed_type) throw new Error(`unet config: class_embed_type ${c.class_embed_type} is not supported`);
     if (c.resnet_time_scale_shift && c.resnet_time_scale_shift !== 'default') throw new Error(`unet config: resnet_time_scale_shift ${c.resnet_time_scale_shift} is not supported`);
+    // (an unsupported activation had been run as SiLU, and "4" for 4 had failed later as "expected [32,4,3,3], got
+    // [32,4,3,3]")
+    for (const [k, v] of [['act_fn', c.act_fn], ['time_embedding_act_fn', (c as { time_embedding_act_fn?: unknown }).time_embedding_act_fn]] as const)
+      if (v !== undefined && v !== null && v !== 'silu' && v !== 'swish')
+        throw new Error(`unet config: ${k} ${JSON.stringify(v)} is not supported (silu)`);
+    checkConfigIntegers('unet config', c as unknown as Record<string, unknown>,
+      ['in_channels', 'out_channels', 'block_out_channels', 'layers_per_block', 'norm_num_groups', 'cross_attention_dim',
+        'attention_head_dim', 'num_attention_heads', 'transformer_layers_per_block', 'projection_class_embeddings_input_dim', 'addition_time_embed_dim']);
     // diffusers: num_attention_heads defaults to attention_head_dim (which SD configs use to mean heads).
     const heads = perBlock((c.num_attention_heads ?? c.attention_head_dim) as number | number[], nb);
     const layers = perBlock(c.layers_per_block, nb);

@@ -4,6 +4,7 @@
  * the unclamped image NCHW in about [-1, 1]; encode() returns the latent distribution's mean and logvar.
  * NHWC inside.
  */
+import { checkConfigIntegers } from './configs';
 import { Tensor, tidy, zeros, type DType } from '../tensor';
 import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
@@ -130,6 +131,9 @@ export class AutoencoderKL {
     const c = config, p = this.params, boc = c.block_out_channels, nb = boc.length;
     const g = c.norm_num_groups ?? 32, L = c.latent_channels;
     const attn = c.mid_block_add_attention ?? true;
+    const act = (c as { act_fn?: unknown }).act_fn;
+    if (act !== undefined && act !== 'silu' && act !== 'swish') throw new Error(`vae config: act_fn ${JSON.stringify(act)} is not supported (silu)`);
+    checkConfigIntegers('vae config', c as unknown as Record<string, unknown>, ['in_channels', 'out_channels', 'latent_channels', 'block_out_channels', 'layers_per_block', 'norm_num_groups']);
     for (const t of c.down_block_types ?? []) if (t !== 'DownEncoderBlock2D') throw new Error(`vae config: down block type ${t} is not supported`);
     for (const t of c.up_block_types ?? []) if (t !== 'UpDecoderBlock2D') throw new Error(`vae config: up block type ${t} is not supported`);
     this.scalingFactor = c.scaling_factor ?? 0.18215;

@@ -10,7 +10,7 @@
 import { Tensor, tensor, empty, keep, type DType, type DeviceName } from '../tensor';
 import { runOp } from '../ops/runtime';
 import { cast, permute } from '../ops/shape';
-import { releaseReadScratch } from '../io/safetensors';
+import { checkFloatWeight, releaseReadScratch } from '../io/safetensors';
 import type { RuntimeAdapter } from './layers';
 
 export type ParamKind = 'linear' | 'conv' | 'norm' | 'bias' | 'embedding' | 'other';
@@ -104,6 +104,7 @@ export class ParamStore {
       for (const [name, spec] of this.specs) {
         if (skip.has(name)) continue;
         const w = src.get(name)!;
+        checkFloatWeight(w as { dtype?: string; source: string });
         this.set(name, this.uploadRaw(spec, w, opts) ?? this.upload(spec, w.readF32(), opts));
       }
     } finally {

@@ -8,6 +8,18 @@ import { UNet2DConditionModel, type UNetConfig } from '../../lib/models/unet';
 import { CLIPTextModel, type CLIPTextConfig } from '../../lib/models/clip';
 import { AutoencoderKL, type VAEConfig } from '../../lib/models/vae';
 
+test('configs: an unsupported activation or a size that is not a positive integer is an Error naming the field', () => {
+  const sd = builtinConfigs('sd15');
+  const unet = (o: Record<string, unknown>) => () => new UNet2DConditionModel({ ...(sd.unet as UNetConfig), ...o } as UNetConfig);
+  const vae = (o: Record<string, unknown>) => () => new AutoencoderKL({ ...(sd.vae as VAEConfig), ...o } as VAEConfig);
+  assert.throws(unet({ act_fn: 'gelu' }), /unet config: act_fn "gelu" is not supported/);
+  assert.throws(unet({ in_channels: '4' }), /unet config: in_channels must be a positive integer or a list of them, got "4"/);
+  assert.throws(unet({ block_out_channels: [320, 640.5, 1280, 1280] }), /unet config: block_out_channels must be/);
+  assert.throws(vae({ act_fn: 'relu' }), /vae config: act_fn "relu" is not supported/);
+  assert.throws(vae({ latent_channels: 0 }), /vae config: latent_channels must be a positive integer/);
+  unet({ act_fn: 'swish' })();  // diffusers' other name for SiLU
+});
+
 test('parameter counts of the real architectures', () => {
   const sd = builtinConfigs('sd15'), xl = builtinConfigs('sdxl');
   assert.is(new UNet2DConditionModel(sd.unet as UNetConfig).parameterCount(), 859_520_964);

@@ -133,6 +133,26 @@ test('a LoRA file that names no module of the model, a non-finite scale and an u
       'lora_unet_foo_bar.lora_up.weight': { dtype: 'F32', shape: [4, 2], data: new Float32Array(8) } });
     const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
     assert.match(await messageOf(() => mgr.load(nothing)), /nothing\.safetensors: none of its 2 keys names a module of this model \(lora_unet_foo_bar/);
+    // integer weights and a peft lora_alpha that is not a number (they had been taken by value / as alpha = rank)
+    const src = SafeTensors.open(path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors'));
+    const tensors: Record<string, { dtype: 'F32' | 'I32'; shape: number[]; data: Float32Array | Int32Array }> = {};
+    for (const k of src.keys()) tensors[k] = { dtype: 'F32', shape: src.info(k).shape, data: src.readF32(k) };
+    src.close();
+    const downKey = Object.keys(tensors).find((k) => k.endsWith('lora_down.weight'))!;
+    tensors[downKey] = { dtype: 'I32', shape: tensors[downKey].shape, data: Int32Array.from(tensors[downKey].data, Math.round) };
+    const ints = path.join(dir, 'ints.safetensors');
+    saveSafetensors(ints, tensors);
+    assert.match(await messageOf(() => mgr.load(ints)), new RegExp(`ints\\.safetensors:${downKey.replace(/\./g, '\\.')}: stored as I32; a weight must be F32, F16, BF16 or F64`));
+    const peft = path.join(FIX, 'lora', 'tiny-sd15_peft.safetensors');
+    const pst = SafeTensors.open(peft);
+    const ptensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+    for (const k of pst.keys()) ptensors[k] = { dtype: 'F32', shape: pst.info(k).shape, data: pst.readF32(k) };
+    const meta = JSON.parse(pst.metadata.lora_adapter_metadata ?? '{}');
+    pst.close();
+    meta['unet.lora_alpha'] = 'abc';
+    const badAlpha = path.join(dir, 'alpha.safetensors');
+    saveSafetensors(badAlpha, ptensors, { lora_adapter_metadata: JSON.stringify(meta) });
+    assert.match(await messageOf(() => mgr.load(badAlpha)), /unet\.lora_alpha must be a finite number, got "abc"/);
     const file = path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors');
     for (const scale of [NaN, Infinity, -Infinity])
       assert.match(await messageOf(() => mgr.load(file, { scale, name: 's' })), /LoRA scale must be a finite number, got (NaN|-?Infinity)/);

@@ -145,6 +145,10 @@ done
 for v in 128 256 0; do
   stage "ops/gemm-tma$v" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA_TMA=$v $UVU test/ops "^gemm\\.test\\.ts\$"
 done
+# the GEMM file and the path-coverage file on the mma.sync kernel alone (HYPERSD_WGMMA=0): on Hopper every
+# eligible 16-bit GEMM otherwise goes to wgmma, and mma.sync is the only kernel on sm_80 / 86 / 89
+stage "ops/gemm-mma" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA=0 $UVU test/ops "^gemm\\.test\\.ts\$"
+stage "ops/cuda_paths-mma" 60 env HYPERSD_SYNC=1 HYPERSD_WGMMA=0 $UVU test/ops "^cuda_paths\\.test\\.ts\$"
 # the attention file again on each flash-kernel variant (64-row blocks, 128-row blocks for head dims <= 64)
 for wm in 1 2; do
   stage "ops/attention-wm$wm" 60 env HYPERSD_SYNC=1 HYPERSD_ATTN_WGMMA=0 HYPERSD_ATTN_WM=$wm $UVU test/ops "^attention\\.test\\.ts\$"

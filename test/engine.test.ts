@@ -74,6 +74,43 @@ test('a shape whose byte count overflows is an Error naming it (it had wrapped t
     assert.throws(f, (e: Error) => e.message.includes(`shape [${shape.map((d) => BigInt(d)).join(',')}]`) && /too large/.test(e.message));
 });
 
+test('API arguments found wrong by probing (session 28) are Errors naming them; shared and empty inputs work', async () => {
+  assert.throws(() => hs.full([2], undefined as never, cpu), /full: value must be a number, got undefined/);
+  assert.throws(() => hs.tensor([3e10], [1], { dtype: 'i32', ...cpu }), /tensor: value 30000000000 at 0 is not a i32/);
+  assert.throws(() => hs.tensor([1.5], [1], { dtype: 'i32', ...cpu }), /value 1\.5 at 0 is not a i32/);
+  assert.throws(() => hs.tensor([2n ** 63n] as never, [1], { dtype: 'i64', ...cpu }), /value 9223372036854775808 at 0 is not an i64/);
+  assert.equal(Array.from(await hs.tensor([2 ** 40, -3], [2], { dtype: 'i64', ...cpu }).data() as BigInt64Array), [2n ** 40n, -3n]);
+  // names inherited from Object.prototype are not options
+  assert.throws(() => ops.matmul(hs.zeros([2, 2], cpu), hs.zeros([2, 2], cpu), { act: 'toString' as never }), /matmul: act must be one of .*got 'toString'/);
+  assert.throws(() => ops.conv2d(hs.zeros([1, 3, 3, 1], cpu), hs.zeros([1, 1, 1, 1], cpu), null, { algo: 'constructor' as never }), /algo must be one of/);
+  const { getPreset } = await import('../lib/pipelines/presets');
+  assert.throws(() => getPreset('toString'), /unknown preset 'toString'/);
+  assert.throws(() => ops.loraLinearBatched(hs.zeros([2, 3, 4], cpu), hs.zeros([5, 4], cpu), null, hs.zeros([1, 2, 4], cpu), hs.zeros([1, 5, 2], cpu),
+    [0, 0] as never, vec([1, 1])), /lora_linear_batched: idx must be an i32 Tensor \[2\], got an array/);
+  // a typed array over a SharedArrayBuffer (e.g. from a worker) is copied in
+  const shared = new Float32Array(new SharedArrayBuffer(12));
+  shared.set([1, 2, 3]);
+  assert.equal(Array.from(await hs.tensor(shared, [3], cpu).floats()), [1, 2, 3]);
+  // the low-level runOp: a dtype the kernel does not take, and too few operands, are Errors naming the op
+  const bad = hs.empty([2], cpu), few = hs.empty([2], cpu);
+  hs.runOp('silu', [hs.tensor(Int32Array.from([1, 2]), [2], cpu)], [bad]);
+  hs.runOp('add', [hs.zeros([2], cpu)], [few]);
+  for (const [t, re] of [[bad, /op 'silu' on cpu .* failed: the kernel reads i32\[2\]@cpu as f32: this op does not take i32 there/],
+    [few, /op 'add' on cpu .* failed: something the kernel expects is missing \(too few inputs or outputs/]] as [hs.Tensor, RegExp][]) {
+    let message = '';
+    try {
+      await hs.sync('cpu');
+      await t.data();
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    assert.match(message, re);
+  }
+  // one wide head with no queries: an empty output (it had failed in concat)
+  const e = ops.attention(hs.zeros([1, 0, 320], cpu), hs.zeros([1, 5, 320], cpu), hs.zeros([1, 5, 320], cpu), { heads: 1 }) as hs.Tensor;
+  assert.equal(e.shape, [1, 0, 320]);
+});
+
 test('ops by number: opId names an unknown op, run() refuses a number opId did not give; disposed arguments are named', async () => {
   const nat = native();
   assert.throws(() => nat.opId('no_such_op'), /unknown op 'no_such_op'/);

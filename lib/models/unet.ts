@@ -222,8 +222,8 @@ export class UNet2DConditionModel {
     return tidy(() => {
       const c = this.config;
       const x0 = inp.sample;
-      if (x0.rank !== 4 || x0.shape[1] !== c.in_channels)
-        throw new Error(`unet: sample must be [B, ${c.in_channels}, H, W], got [${x0.shape}]`);
+      if (x0.rank !== 4 || x0.shape[1] !== c.in_channels || x0.shape[0] < 1 || x0.shape[2] < 1 || x0.shape[3] < 1)
+        throw new Error(`unet: sample must be [B, ${c.in_channels}, H, W] with B, H, W >= 1, got [${x0.shape}]`);
       const B = x0.shape[0];
       const ehs0 = inp.encoderHiddenStates;
       const crossDim = Array.isArray(c.cross_attention_dim) ? c.cross_attention_dim[0] : c.cross_attention_dim;

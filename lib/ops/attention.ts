@@ -58,7 +58,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   // f32 GEMMs and a softmax over query chunks (scores in f32, <= 256 MiB per chunk). On the GPU the SIMT kernel
   // manages ~2 TFLOP/s against ~30 for the f32 GEMM; on the CPU the flash kernel ~60 GFLOP/s at d = 512
   // against ~130 for the GEMM.
-  if (H === 1 && C > 160 && !o.causal && !o.returnLse) return attentionByGemm(q, k, v, scale);
+  if (H === 1 && C > 160 && !o.causal && !o.returnLse && q.shape[0] * q.shape[1] > 0) return attentionByGemm(q, k, v, scale);
   const y = out([B, Lq, Cv], q);
   const attrs = { heads: H, scale, causal: !!o.causal };
   if (!o.returnLse) {

@@ -89,7 +89,7 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor | null, o: Conv2dOpti
       throw new Error(`${op}: out ${shapeStr(o.out.shape)} must be ${shapeStr(shape)} (x ${shapeStr(x.shape)}, w ${shapeStr(w.shape)})`);
   }
   const algo = o.algo ?? 'auto';
-  if (!(algo in ALGO)) throw new Error(`${op}: algo must be one of ${Object.keys(ALGO).join(', ')}, got '${String(algo)}'`);
+  if (typeof algo !== 'string' || !Object.hasOwn(ALGO, algo)) throw new Error(`${op}: algo must be one of ${Object.keys(ALGO).join(', ')}, got '${String(algo)}'`);
   if ((algo === 'winograd' || algo === 'winograd4' || algo === 'winograd6') && (w.shape[1] !== 3 || w.shape[2] !== 3 || stride !== 1))
     throw new Error(`${op}: algo '${algo}' needs a 3x3 kernel and stride 1, got w ${shapeStr(w.shape)} and stride ${stride}`);
   checkSameDevice(op, { x, w, bias: b, out: o.out });

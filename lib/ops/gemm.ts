@@ -4,7 +4,7 @@
  * form the merged weight (one adapter, or one adapter per batch item for serving several LoRAs at once).
  * Weights may be stored f16/bf16: the CPU widens them while packing.
  */
-import type { Tensor } from '../tensor';
+import { Tensor } from '../tensor';
 import { checkFloat, checkRank, checkSameDevice, out, runOp, sameShape, shapeStr } from './runtime';
 import { geglu } from './activation';
 
@@ -28,7 +28,7 @@ export interface MatmulOptions {
 
 function actCode(op: string, act: Activation | undefined): number {
   const a = act ?? 'none';
-  if (!(a in ACT)) throw new Error(`${op}: act must be one of ${Object.keys(ACT).join(', ')}, got '${String(a)}'`);
+  if (typeof a !== 'string' || !Object.hasOwn(ACT, a)) throw new Error(`${op}: act must be one of ${Object.keys(ACT).join(', ')}, got '${String(a)}'`);
   return ACT[a];
 }
 
@@ -171,6 +171,8 @@ export function loraLinearBatched(x: Tensor, w: Tensor, bias: Tensor | null, dow
   const { N } = checkLora(op, x, w, downs, ups, true);
   const b = checkBias(op, bias, N);
   const B = x.shape[0];
+  if (!(idx instanceof Tensor)) throw new Error(`${op}: idx must be an i32 Tensor [${B}], got ${Array.isArray(idx) ? 'an array' : typeof idx}`);
+  if (!(scales instanceof Tensor)) throw new Error(`${op}: scales must be a Tensor [${B}], got ${Array.isArray(scales) ? 'an array' : typeof scales}`);
   if (idx.dtype !== 'i32' || idx.rank !== 1 || idx.shape[0] !== B)
     throw new Error(`${op}: idx ${idx.dtype}${shapeStr(idx.shape)} must be i32 [${B}] (x ${shapeStr(x.shape)})`);
   checkFloat(op, 'scales', scales);

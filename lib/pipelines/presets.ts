@@ -37,7 +37,7 @@ export const PRESETS: Record<string, Preset> = {
 };
 
 export function getPreset(name: string): Preset {
-  const p = PRESETS[name];
+  const p = typeof name === 'string' && Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
   if (!p) throw new Error(`unknown preset '${name}' (known: ${Object.keys(PRESETS).join(', ')})`);
   return p;
 }

@@ -204,6 +204,7 @@ export function full(shape: readonly number[], value: number, opts: TensorOption
   const s = checkShape(shape, 'full');
   const dtype = checkDType(opts.dtype ?? 'f32', 'full');
   if (!isFloat(dtype)) throw new Error(`full: dtype ${dtype} is not a float dtype`);
+  if (typeof value !== 'number') throw new Error(`full: value must be a number, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`);
   const device = resolveDevice(opts.device);
   const t = new Tensor(native().empty(s, dtype, device), s, dtype, device);
   if (t.size > 0) native().run('fill', [], [t.handle()], { value });
@@ -223,9 +224,20 @@ export function tensor(data: Data, shape?: readonly number[], opts: TensorOption
   const dtype = checkDType(opts.dtype ?? (data instanceof Int32Array ? 'i32' : data instanceof BigInt64Array ? 'i64' : 'f32'), 'tensor');
   const device = resolveDevice(opts.device);
   let buf: ArrayBufferView;
+  // Integers must be whole numbers in the dtype's range (3e10 as i32 had wrapped to -64771072, 1.5 truncated).
+  const int = (lo: number, hi: number) => (v: unknown, i: number) => {
+    const x = Number(v);
+    if (!Number.isInteger(x) || x < lo || x > hi) throw new Error(`tensor: value ${String(v)} at ${i} is not a ${dtype} (integers from ${lo} to ${hi})`);
+    return x;
+  };
+  const i64 = (v: unknown, i: number): bigint => {
+    if (typeof v !== 'bigint') return BigInt(int(-(2 ** 63), 2 ** 63 - 1024)(v, i));  // (the doubles below 2^63)
+    if (v < -(2n ** 63n) || v >= 2n ** 63n) throw new Error(`tensor: value ${v} at ${i} is not an i64`);
+    return v;
+  };
   if (dtype === 'f32') buf = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>, Number);
-  else if (dtype === 'i32') buf = data instanceof Int32Array ? data : Int32Array.from(data as ArrayLike<number>, Number);
-  else if (dtype === 'i64') buf = data instanceof BigInt64Array ? data : BigInt64Array.from(data as ArrayLike<number>, (v) => BigInt(v));
+  else if (dtype === 'i32') buf = data instanceof Int32Array ? data : Int32Array.from(data as ArrayLike<number>, int(-(2 ** 31), 2 ** 31 - 1));
+  else if (dtype === 'i64') buf = data instanceof BigInt64Array ? data : BigInt64Array.from(data as ArrayLike<number>, i64);
   else if (data instanceof Uint16Array) buf = data; // already half bits
   else {
     const conv = dtype === 'f16' ? f32ToF16Bits : f32ToBf16Bits;
@@ -234,6 +246,8 @@ export function tensor(data: Data, shape?: readonly number[], opts: TensorOption
     for (let i = 0; i < n; i++) u[i] = conv(Number(src[i]));
     buf = u;
   }
+  // (the addon reads plain ArrayBuffers; a view of a SharedArrayBuffer, e.g. from a worker, is copied first)
+  if (typeof SharedArrayBuffer !== 'undefined' && buf.buffer instanceof SharedArrayBuffer) buf = (buf as Float32Array).slice();
   return new Tensor(native().fromBuffer(buf, s, dtype, device), s, dtype, device);
 }
 

@@ -347,6 +347,9 @@ void Stream::enqueue(const OpDef& op_def, std::vector<Tensor> in, std::vector<Te
           throw Error("input " + std::to_string(i) + " was written by an op that failed (" + root + ")");
       run_op_now(*def, device_, in, out, attrs, pool_.get(), cuda_stream_);
       return;
+    } catch (const std::out_of_range& e) {  // e.g. a kernel's in.at(i) / out.at(i) past what the caller gave
+      msg = describe_call(def->name, device_, in, out) +
+            " failed: something the kernel expects is missing (too few inputs or outputs, or dimensions): " + e.what();
     } catch (const std::exception& e) {
       msg = describe_call(def->name, device_, in, out) + " failed: " + e.what();
     } catch (...) {

@@ -508,6 +508,10 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+void Tensor::bad_data_type(const char* want) const {
+  throw Error("the kernel reads " + describe() + " as " + want + ": this op does not take " + dtype_name(dtype) + " there");
+}
+
 std::string Tensor::describe() const {
   std::ostringstream os;
   os << dtype_name(dtype) << "[";

@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace hsd {
@@ -175,7 +176,20 @@ struct Tensor {
   bool is_contiguous() const;
   size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
   void* raw() const { return (char*)storage->ptr + offset * (int64_t)dtype_size(dtype); }
-  template <class T> T* data() const { return (T*)raw(); }
+  // The CPU kernels' typed access checks the dtype (a wrong one from the low-level runOp had been read as other
+  // bits): float is f32, int32_t i32, int64_t i64, uint16_t f16 / bf16 bits; other types are raw bytes. (Not in
+  // CUDA translation units, whose host code hands device pointers on in the kernels' own types.)
+  template <class T> T* data() const {
+#ifndef __CUDACC__
+    using U = typename std::remove_cv<T>::type;
+    if constexpr (std::is_same<U, float>::value) { if (dtype != DType::F32) bad_data_type("f32"); }
+    else if constexpr (std::is_same<U, int32_t>::value) { if (dtype != DType::I32) bad_data_type("i32"); }
+    else if constexpr (std::is_same<U, int64_t>::value) { if (dtype != DType::I64) bad_data_type("i64"); }
+    else if constexpr (std::is_same<U, uint16_t>::value) { if (dtype != DType::F16 && dtype != DType::BF16) bad_data_type("f16 / bf16"); }
+#endif
+    return (T*)raw();
+  }
+  [[noreturn]] void bad_data_type(const char* want) const;
   std::string describe() const;  // "f32[2,77,768]@cpu"
 };
 

@@ -369,6 +369,27 @@ test('memory() returns to its baseline after tidy', async () => {
     `native bytes ${hs.memory().cpu.allocatedBytes} vs ${base.cpu.allocatedBytes} at the start`);
 });
 
+test('tidy keeps the tensors its result holds anywhere: Sets, Maps (keys too), class instances, deep nesting, cycles', async () => {
+  class Holder { constructor(readonly t: hs.Tensor) {} }
+  const made: hs.Tensor[] = [];
+  const r = hs.tidy(() => {
+    const t = () => { const x = ops.add(vec([1, 2]), 1); made.push(x); return x; };
+    let deep: unknown = t();
+    for (let i = 0; i < 10; i++) deep = { next: deep };  // 10 levels (6 had been the limit)
+    const cyc: Record<string, unknown> = { t: t() };
+    cyc.self = cyc;
+    const gone = t();  // not in the result: disposed
+    return { set: new Set([t()]), map: new Map([[t(), 'key']]), holder: new Holder(t()), deep, cyc, buf: new Float32Array(4), gone: gone.size };
+  });
+  assert.is(made.length, 6);
+  for (const [i, x] of made.entries()) {
+    if (i === 2) assert.throws(() => x.shape && x.handle(), /disposed/, 'the tensor left out is disposed');
+    else assert.equal(Array.from(await x.floats()), [2, 3], `tensor ${i} kept`);
+  }
+  for (const [i, x] of made.entries()) if (i !== 2) x.dispose();
+  assert.ok(r.set.size === 1 && r.holder instanceof Holder);
+});
+
 test('10,000 small ops (each disposed) do not grow RSS', async () => {
   // 16 KiB outputs: a leaked buffer per op would add 312 MiB over the 20,000 measured ops. V8's own heap sizing
   // moved RSS by 0-9 MiB after one warm-up round (more often since live handles are counted by the addon, not

@@ -252,15 +252,15 @@ export function tensor(data: Data, shape?: readonly number[], opts: TensorOption
 }
 
 /**
- * Runs fn and disposes every tensor created during it that is not part of its result (a tensor, or arrays /
- * plain objects of tensors, searched one level deep... and deeper). Works with async fn.
+ * Runs fn and disposes every tensor created during it that is not part of its result (a tensor, or any structure
+ * holding tensors: arrays, Maps, Sets, objects, at any depth; see collect). Works with async fn.
  */
 export function tidy<T>(fn: () => T): T {
   const scope: Scope = { tensors: new Set() };
   const parent = scopes.getStore();
   const finish = (result: unknown) => {
     const keepSet = new Set<Tensor>();
-    collect(result, keepSet, 0);
+    collect(result, keepSet);
     for (const t of scope.tensors) if (!keepSet.has(t)) t.dispose();
     // Survivors belong to the enclosing scope.
     if (parent) for (const t of keepSet) if (scope.tensors.has(t)) parent.tensors.add(t);
@@ -294,15 +294,24 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
-function collect(v: unknown, out: Set<Tensor>, depth: number): void {
-  if (depth > 6 || v === null || typeof v !== 'object') return;
+/** The tensors a tidy result holds: through arrays, Maps (keys and values), Sets, plain and null-prototype objects
+ * and class instances' own properties, at any depth (each object once, so cycles end). Typed arrays and Buffers
+ * hold no tensors and are not walked. (Until session 28 Sets, class instances and anything deeper than 6 levels
+ * were not searched: their tensors were disposed under the caller.) */
+function collect(v: unknown, out: Set<Tensor>, seen: Set<object> = new Set()): void {
+  if (v === null || typeof v !== 'object') return;
   if (v instanceof Tensor) {
     out.add(v);
     return;
   }
-  if (Array.isArray(v)) for (const x of v) collect(x, out, depth + 1);
-  else if (v instanceof Map) for (const x of v.values()) collect(x, out, depth + 1);
-  else if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v)) collect(x, out, depth + 1);
+  if (seen.has(v) || ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof Promise) return;
+  seen.add(v);
+  if (Array.isArray(v) || v instanceof Set) for (const x of v) collect(x, out, seen);
+  else if (v instanceof Map) for (const [k, x] of v) {
+    collect(k, out, seen);
+    collect(x, out, seen);
+  }
+  else for (const x of Object.values(v)) collect(x, out, seen);
 }
 
 export interface MemoryInfo {

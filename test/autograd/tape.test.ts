@@ -119,6 +119,27 @@ test('grad(): unreached params get zeros, params default to markTrainable, dLoss
   b.dispose();
 });
 
+test('a root that is itself a parameter gets the seed; a checkpoint passing an input through keeps its gradient; nested grad is an Error', async () => {
+  // (all three had silently given zeros: found by probing, session 28)
+  const s = r([1], 71), w = r([4], 72), v = r([4], 73);
+  for (const f of [() => s, () => hs.tidy(() => s)]) {
+    const res = grad(f, [s]);
+    assert.equal(Array.from(await res.grads.get(s)!.floats()), [1], "d s / d s = 1");
+  }
+  const res = grad(() => {
+    const [a, b] = checkpoint((p, q) => [o.mul(p, p), q], [w, v]);
+    return o.add(o.mean(a), o.mean(o.mul(b, 3)));
+  }, [w, v]);
+  assert.equal(Array.from(await res.grads.get(v)!.floats()), [0.75, 0.75, 0.75, 0.75], 'the input passed through');
+  const wv = await w.floats(), dw = await res.grads.get(w)!.floats();
+  for (let i = 0; i < 4; i++) assert.ok(Math.abs(dw[i] - wv[i] / 2) < 1e-6, `dw[${i}]`);
+  assert.throws(() => grad(() => o.mean(grad(() => o.mean(o.mul(w, w)), [w]).grads.get(w)!), [w]),
+    /grad: called while another grad is recording \(a gradient of a gradient is not supported\)/);
+  // an inner grad under noGrad is a constant to the outer one, and allowed
+  const ok = grad(() => o.mean(o.mul(w, noGrad(() => grad(() => o.mean(o.mul(w, w)), [w]).grads.get(w)!))), [w]);
+  assert.is((await ok.grads.get(w)!.floats()).length, 4);
+});
+
 test('an op without a registered gradient on the path is a clear Error', async () => {
   assert.ok(registeredGradients().includes('attention'));
   const x = r([2, 3, 4], 20), w = r([5, 4], 21), downs = r([1, 2, 4], 22), ups = r([1, 5, 2], 23);

@@ -530,6 +530,27 @@ test('op numbers and attribute key sets are per thread: a worker registers and u
   assert.match(out, /WORKER 2001,2003,2005 1999/);
 });
 
+test('a kernel error goes to the thread that enqueued the op: a Worker\'s sync does not throw the main thread\'s error', () => {
+  // (session 28: the first thread to sync had received it, and the thread that caused it then synced cleanly)
+  const code = `
+    const { Worker } = require('worker_threads');
+    const n = ${ADDON_JS};
+    const ids = n.fromBuffer(new Int32Array([9]), [1], 'i32', 'cpu'), tab = n.fromBuffer(new Float32Array(8), [2, 4], 'f32', 'cpu');
+    n.run('embedding', [ids, tab], [n.empty([1, 4], 'f32', 'cpu')], {});  // id 9 of 2 rows: fails on the stream
+    const src = 'const n = ' + ${JSON.stringify(ADDON_JS)} + ';' +
+      'n.sync("cpu").then(() => require("worker_threads").parentPort.postMessage("WORKER clean"),' +
+      ' (e) => require("worker_threads").parentPort.postMessage("WORKER got " + e.message));';
+    const w = new Worker(src, { eval: true });
+    w.on('message', (m) => {
+      console.log(m);
+      n.sync('cpu').then(() => console.log('MAIN clean'), (e) => console.log('MAIN got ' + e.message));
+    });
+  `;
+  const out = runChild(code);
+  assert.match(out, /WORKER clean/);
+  assert.match(out, /MAIN got .*embedding.*id 9/);
+});
+
 test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
   // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
   // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).

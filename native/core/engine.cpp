@@ -200,13 +200,13 @@ void Stream::run_task(Task& t) {
     t.fn();
   } catch (const TaskFailed& e) {  // the message names the task already
     std::lock_guard<std::mutex> g(mu_);
-    if (error_.empty()) error_ = e.what();
+    record_error(t.client, e.what());
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> g(mu_);
-    if (error_.empty()) error_ = t.what + " failed: " + e.what();
+    record_error(t.client, t.what + " failed: " + e.what());
   } catch (...) {
     std::lock_guard<std::mutex> g(mu_);
-    if (error_.empty()) error_ = t.what + " failed with an unknown exception";
+    record_error(t.client, t.what + " failed with an unknown exception");
   }
 }
 
@@ -273,6 +273,7 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn) {
 
 void Stream::enqueue_task(std::string what, std::function<void()> fn, const std::function<void(uint64_t)>& numbered) {
   Task t{std::move(what), std::move(fn)};
+  t.client = current_client();
   if (sync_mode_) {
     run_task(t);
     if (device_ == Device::CUDA) {
@@ -282,13 +283,13 @@ void Stream::enqueue_task(std::string what, std::function<void()> fn, const std:
         dev::cuda_stream_sync(cuda_stream_);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> g(mu_);
-        if (error_.empty()) error_ = t.what + " failed on the GPU: " + e.what();
+        record_error(t.client, t.what + " failed on the GPU: " + e.what());
       }
     }
     std::string err;
     {
       std::lock_guard<std::mutex> g(mu_);
-      err.swap(error_);
+      err = take_error(t.client);
     }
     if (!err.empty()) throw Error(err);
     return;
@@ -378,16 +379,41 @@ void Stream::sync() {
       dev::cuda_stream_sync(cuda_stream_);
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> g(mu_);
-      if (error_.empty()) error_ = std::string("cuda stream: ") + e.what();
+      record_error(current_client(), std::string("cuda stream: ") + e.what());  // (a device fault: not one client's)
     }
   }
   std::string err;
   {
     std::lock_guard<std::mutex> g(mu_);
-    err.swap(error_);
+    err = take_error(current_client());
   }
   if (!err.empty()) throw Error(err);
 }
+
+void Stream::record_error(uint32_t client, const std::string& msg) {
+  std::string& e = errors_[client];
+  if (e.empty()) e = msg;
+}
+
+std::string Stream::take_error(uint32_t client) {
+  auto it = errors_.find(client);
+  if (it == errors_.end()) return std::string();
+  std::string e = std::move(it->second);
+  errors_.erase(it);
+  return e;
+}
+
+namespace {
+std::atomic<uint32_t> g_next_client{0};
+thread_local uint32_t t_client = 0;
+}  // namespace
+
+uint32_t current_client() {
+  if (t_client == 0) t_client = g_next_client.fetch_add(1, std::memory_order_relaxed) + 1;
+  return t_client;
+}
+
+void set_client(uint32_t client) { t_client = client; }
 
 std::vector<uint8_t> Stream::read(const Tensor& t) {
   auto result = std::make_shared<std::vector<uint8_t>>(t.nbytes());

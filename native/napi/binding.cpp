@@ -299,6 +299,7 @@ class ReadWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env), t_(std::move(t)), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
+    hsd::set_client(client_);  // errors of this JS thread's work, not another thread's
     try {
       bytes_ = hsd::stream(t_.device()).read(t_);
     } catch (const std::exception& e) {
@@ -320,6 +321,7 @@ class ReadWorker : public Napi::AsyncWorker {
   Tensor t_;
   std::vector<uint8_t> bytes_;
   Napi::Promise::Deferred deferred_;
+  uint32_t client_ = hsd::current_client();  // the JS thread's (the constructor runs on it)
 };
 
 Napi::Value Read(const Napi::CallbackInfo& info) {
@@ -336,8 +338,10 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
 struct SyncWorker : Napi::AsyncWorker {
   Device d;
   Napi::Promise::Deferred def;
+  uint32_t client = hsd::current_client();  // the JS thread's (the constructor runs on it)
   SyncWorker(Napi::Env env, Device d) : Napi::AsyncWorker(env), d(d), def(Napi::Promise::Deferred::New(env)) {}
   void Execute() override {
+    hsd::set_client(client);
     try {
       hsd::stream(d).sync();
     } catch (const std::exception& e) {

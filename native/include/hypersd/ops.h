@@ -95,6 +95,13 @@ class ThreadPool {
   std::atomic<int> caller_cpu_{-1};  // the CPU the job's caller ran on when it posted the job (Linux)
 };
 
+// Whose errors a sync reports. Every thread that enqueues work is a client with its own number (given on first
+// use); a task's error goes to the client that enqueued it and is thrown by that client's next sync or read, not
+// by whichever thread syncs first (a Worker's sync had rejected with the main thread's embedding error). Threads
+// that wait on another's behalf (the Node binding's promise workers on libuv's pool) adopt its number.
+uint32_t current_client();
+void set_client(uint32_t client);
+
 // One ordered queue per device, drained by a worker thread.
 class Stream {
  public:
@@ -108,7 +115,8 @@ class Stream {
   // Enqueue an arbitrary task (copies, host callbacks); it may throw hsd::Error. Tensors it captures keep
   // their storage alive until it ran.
   void enqueue_task(std::string what, std::function<void()> fn);
-  // Blocks until everything enqueued so far has run; rethrows (and clears) the first recorded error.
+  // Blocks until everything enqueued so far has run; rethrows (and clears) the first error recorded for this
+  // thread's client (current_client()).
   void sync();
   // Copy a tensor's bytes into host memory after all queued work; rethrows a recorded error.
   std::vector<uint8_t> read(const Tensor& t);
@@ -121,6 +129,7 @@ class Stream {
     std::string what;
     std::function<void()> fn;
     uint64_t ticket = 0;  // CPU: its number in enqueue order (see Storage in tensor.h)
+    uint32_t client = 0;  // who enqueued it (current_client()): its error goes to that client's next sync
   };
   void loop();
   void run_task(Task& t);
@@ -140,7 +149,9 @@ class Stream {
   bool busy_ = false, sync_mode_ = false;
   std::atomic<bool> stop_{false};  // set under mu_; atomic so the worker's spin can read it without the lock
   uint64_t tickets_ = 0;
-  std::string error_;
+  std::map<uint32_t, std::string> errors_;  // per client, the first error not yet thrown (mu_)
+  void record_error(uint32_t client, const std::string& msg);  // mu_ held
+  std::string take_error(uint32_t client);                     // mu_ held
 };
 
 // The process-wide streams (created on first use). stream(CUDA) throws a clear Error without a GPU.

@@ -47,6 +47,8 @@ const EOS_TOKEN = '<|endoftext|>';
 const MAX_MERGES = 49152 - 256 - 2;
 const DEFAULT_MAX_LENGTH = 77;
 const BPE_CACHE_LIMIT = 100_000;
+/** longer words are not cached: they are rarely repeated, and one can hold megabytes of symbols. */
+const BPE_CACHE_MAX_WORD = 1_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Character tables
@@ -294,6 +296,7 @@ function fixSegment(text: string, unescape: boolean): string {
  * (each line keeps its "\n"); HTML entities are decoded until the first line that contains "<".
  */
 export function fixText(text: string): string {
+  requireString(text, 'fixText: text');
   let out = '';
   let unescape = true;
   for (let pos = 0; pos < text.length;) {
@@ -310,12 +313,25 @@ export function fixText(text: string): string {
 
 /** fix_text, collapse whitespace runs to one space, strip, lower-case: what CLIPTokenizer feeds its regex. */
 export function cleanText(text: string): string {
+  requireString(text, 'cleanText: text');
   return fixText(text).replace(SPACE_RUN, ' ').replace(EDGE_SPACE, '').toLowerCase();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tokenizer
 // ---------------------------------------------------------------------------------------------------------------
+
+/** what a value is, for error messages: "number", "null", "array", "object"... */
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value;
+}
+
+/** JS callers can pass anything: a non-string prompt is an Error naming it, not an empty prompt. */
+function requireString(value: unknown, what: string): asserts value is string {
+  if (typeof value !== 'string') throw new Error(`CLIPTokenizer: ${what} must be a string, got ${describe(value)}`);
+}
 
 function readJson(file: string): unknown {
   return JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -352,6 +368,10 @@ export class CLIPTokenizer {
    * @param merges  merges.txt contents (first line is the "#version" header)
    */
   constructor(vocab: Record<string, number>, merges: string, opts: CLIPTokenizerOptions = {}) {
+    if (vocab === null || typeof vocab !== 'object' || Array.isArray(vocab)) {
+      throw new Error(`CLIPTokenizer: vocab must be an object (token -> id), got ${describe(vocab)}`);
+    }
+    requireString(merges, 'merges');
     this.vocab = new Map(Object.entries(vocab));
     const idOf = (token: string, what: string): number => {
       const id = this.vocab.get(token);
@@ -438,31 +458,24 @@ export class CLIPTokenizer {
 
   /** tokens as strings (byte-level unicode, '</w>' ends a word); added tokens appear as themselves. */
   tokenize(text: string): string[] {
+    requireString(text, 'tokenize: text');
     const tokens: string[] = [];
     for (const piece of this.splitAdded(text)) {
       if (typeof piece !== 'string') tokens.push(piece.content);
-      else for (const word of preTokenize(cleanText(piece))) tokens.push(...this.bpe(word));
+      else for (const word of preTokenize(cleanText(piece))) for (const token of this.bpe(word)) tokens.push(token);
     }
     return tokens;
   }
 
   /** BPE ids of the cleaned text, without BOS/EOS, untruncated. */
   encode(text: string): number[] {
-    const ids: number[] = [];
-    for (const piece of this.splitAdded(text)) {
-      if (typeof piece !== 'string') {
-        ids.push(piece.id);
-        continue;
-      }
-      for (const word of preTokenize(cleanText(piece))) {
-        for (const token of this.bpe(word)) ids.push(this.vocab.get(token) ?? this.eosId);
-      }
-    }
-    return ids;
+    requireString(text, 'encode: text');
+    return this.encodeIds(text, Infinity);
   }
 
   /** BOS + ids + EOS, truncated to maxLength (maxLength - 2 BPE tokens kept), padded with padId to maxLength. */
   call(text: string): Int32Array {
+    requireString(text, 'prompt');
     const row = new Int32Array(this.maxLength);
     this.writeRow(text, row);
     return row;
@@ -470,17 +483,40 @@ export class CLIPTokenizer {
 
   /** call() for each text, rows concatenated: [texts.length * maxLength], row-major. */
   callBatch(texts: string[]): Int32Array {
+    if (!Array.isArray(texts)) throw new Error(`CLIPTokenizer: callBatch expects an array of prompts, got ${describe(texts)}`);
+    for (let i = 0; i < texts.length; i++) requireString(texts[i], `prompt ${i} of the batch`);
     const out = new Int32Array(texts.length * this.maxLength);
     texts.forEach((text, i) => this.writeRow(text, out.subarray(i * this.maxLength, (i + 1) * this.maxLength)));
     return out;
   }
 
   private writeRow(text: string, row: Int32Array): void {
-    const ids = this.encode(text).slice(0, this.maxLength - 2);
+    const ids = this.encodeIds(text, this.maxLength - 2);
     row.fill(this.padId);
     row[0] = this.bosId;
     row.set(ids, 1);
     row[ids.length + 1] = this.eosId;
+  }
+
+  /**
+   * The first `limit` ids of encode(text). Words are BPE'd one at a time and each word's tokens depend on that
+   * word alone, so the words after the first `limit` ids are never BPE'd (the cleaning still sees the whole
+   * text, as ftfy's fixes are not local).
+   */
+  private encodeIds(text: string, limit: number): number[] {
+    const ids: number[] = [];
+    for (const piece of this.splitAdded(text)) {
+      if (ids.length >= limit) break;
+      if (typeof piece !== 'string') {
+        ids.push(piece.id);
+        continue;
+      }
+      for (const word of preTokenize(cleanText(piece))) {
+        if (ids.length >= limit) break;
+        for (const token of this.bpe(word)) ids.push(this.vocab.get(token) ?? this.eosId);
+      }
+    }
+    return ids.length > limit ? ids.slice(0, limit) : ids;
   }
 
   /** Raw text cut at added tokens (leftmost, then longest match): strings go on to cleaning and BPE. */
@@ -502,41 +538,129 @@ export class CLIPTokenizer {
     return out;
   }
 
-  /** BPE of one pre-tokenised word: repeatedly merge every occurrence of the lowest-ranked adjacent pair. */
+  /**
+   * BPE of one pre-tokenised word, with the result of transformers' `CLIPTokenizer.bpe`: while some adjacent
+   * pair has a merge rank, take the lowest-ranked pair and merge every occurrence of it in one left-to-right,
+   * non-overlapping sweep ('a a a' with (a, a) -> 'aa a').
+   *
+   * Done in O(n log n) rather than transformers' O(n^2): the symbols form a doubly linked list (a node keeps the
+   * index of its first byte, so list order is index order), and a min-heap holds candidate pairs keyed by
+   * (rank, index of the left node). All entries of the lowest rank are taken off the heap together and merged in
+   * index order, which is transformers' sweep; pairs that a merge creates go onto the heap and can never have
+   * that same rank (a merged symbol is longer than either half, and a rank names one pair), so they wait for a
+   * later round, as they do in transformers. Entries are invalidated lazily: one is stale when its left node was
+   * absorbed, or its left or right symbol has changed since (symbols only ever grow, so a stale entry never
+   * becomes valid again); the check is that the node still exists and its pair still has the entry's rank.
+   */
   private bpe(word: string): string[] {
     if (word === BOS_TOKEN || word === EOS_TOKEN) return [word];
     const cached = this.cache.get(word);
     if (cached !== undefined) return cached;
 
-    let symbols = Array.from(Buffer.from(word, 'utf8'), (b) => BYTE_SYMBOL[b]);
-    symbols[symbols.length - 1] += '</w>';
-    while (symbols.length > 1) {
-      let best = Infinity;
-      let first = '';
-      let second = '';
-      for (let i = 0; i + 1 < symbols.length; i++) {
-        const rank = this.ranks.get(`${symbols[i]} ${symbols[i + 1]}`);
-        if (rank !== undefined && rank < best) {
-          best = rank;
-          first = symbols[i];
-          second = symbols[i + 1];
-        }
-      }
-      if (best === Infinity) break;
-      const merged: string[] = [];
-      for (let i = 0; i < symbols.length; i++) {
-        if (symbols[i] === first && i + 1 < symbols.length && symbols[i + 1] === second) {
-          merged.push(first + second);
-          i++;
-        } else {
-          merged.push(symbols[i]);
-        }
-      }
-      symbols = merged;
+    const bytes = Buffer.from(word, 'utf8');
+    const n = bytes.length;
+    const symbols = Array.from(bytes, (b) => BYTE_SYMBOL[b]);
+    symbols[n - 1] += '</w>';
+    const next = new Int32Array(n); // index of the next live node, or -1
+    const prev = new Int32Array(n); // index of the previous live node, or -1
+    const alive = new Uint8Array(n).fill(1);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    const heap = new PairHeap(n);
+    const rankAt = (i: number): number => {
+      const j = next[i];
+      return j < 0 ? -1 : this.ranks.get(`${symbols[i]} ${symbols[j]}`) ?? -1;
+    };
+    for (let i = 0; i + 1 < n; i++) {
+      const rank = rankAt(i);
+      if (rank >= 0) heap.push(rank, i);
     }
 
-    if (this.cache.size >= BPE_CACHE_LIMIT) this.cache.clear();
-    this.cache.set(word, symbols);
-    return symbols;
+    const batch: number[] = [];
+    while (heap.size > 0) {
+      const rank = heap.topRank();
+      batch.length = 0;
+      while (heap.size > 0 && heap.topRank() === rank) batch.push(heap.pop()); // left to right
+      for (const i of batch) {
+        if (!alive[i] || rankAt(i) !== rank) continue; // stale, or absorbed earlier in this sweep
+        const j = next[i];
+        symbols[i] += symbols[j];
+        alive[j] = 0;
+        next[i] = next[j];
+        if (next[j] >= 0) prev[next[j]] = i;
+        const p = prev[i];
+        if (p >= 0) {
+          const r = rankAt(p);
+          if (r >= 0) heap.push(r, p);
+        }
+        const r = rankAt(i);
+        if (r >= 0) heap.push(r, i);
+      }
+    }
+
+    const out: string[] = [];
+    for (let i = 0; i >= 0; i = next[i]) out.push(symbols[i]);
+    if (word.length <= BPE_CACHE_MAX_WORD) {
+      if (this.cache.size >= BPE_CACHE_LIMIT) this.cache.clear();
+      this.cache.set(word, out);
+    }
+    return out;
+  }
+}
+
+/**
+ * Binary min-heap of BPE candidate pairs ordered by (rank, position), both stored in one float64 key
+ * rank * stride + position (exact: rank < 2^16, position < 2^32).
+ */
+class PairHeap {
+  private keys: Float64Array;
+  private readonly stride: number;
+  size = 0;
+
+  constructor(positions: number) {
+    this.stride = positions + 1;
+    this.keys = new Float64Array(Math.max(16, positions * 2));
+  }
+
+  push(rank: number, position: number): void {
+    if (this.size === this.keys.length) {
+      const grown = new Float64Array(this.keys.length * 2);
+      grown.set(this.keys);
+      this.keys = grown;
+    }
+    const keys = this.keys;
+    const key = rank * this.stride + position;
+    let i = this.size++;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (keys[parent] <= key) break;
+      keys[i] = keys[parent];
+      i = parent;
+    }
+    keys[i] = key;
+  }
+
+  topRank(): number {
+    return Math.floor(this.keys[0] / this.stride);
+  }
+
+  /** removes the smallest entry and returns its position. */
+  pop(): number {
+    const keys = this.keys;
+    const top = keys[0];
+    const last = keys[--this.size];
+    let i = 0;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= this.size) break;
+      if (child + 1 < this.size && keys[child + 1] < keys[child]) child++;
+      if (keys[child] >= last) break;
+      keys[i] = keys[child];
+      i = child;
+    }
+    keys[i] = last;
+    return top % this.stride;
   }
 }

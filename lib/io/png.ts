@@ -1,10 +1,11 @@
 /**
- * PNG in and out with node's zlib: 8-bit RGB/RGBA/gray writing (filter 0), and reading of
- * 8-bit non-interlaced PNGs of every colour type with all five row filters, enough for init images
- * and for checking our own output.
+ * PNG in and out with node's zlib: 8-bit grey/grey+alpha/RGB/RGBA writing (filter 0) with tEXt/iTXt text, and
+ * reading of 8-bit non-interlaced PNGs of every colour type with all five row filters, to RGB (alpha dropped),
+ * enough for init images and for checking our own output.
  */
 import * as zlib from 'zlib';
 import * as fs from 'fs';
+import { isUint8Array } from 'util/types';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -31,33 +32,99 @@ function chunk(type: string, data: Uint8Array): Buffer {
   return out;
 }
 
-/** The most pixels decodePNG accepts: 16384 x 16384 (an SDXL image is 1024 x 1024). */
+/** The most pixels decodePNG accepts, and encodePNG writes: 16384 x 16384 (an SDXL image is 1024 x 1024). */
 export const MAX_PIXELS = 16384 * 16384;
+/** PNG's limit on width and height (IHDR holds them as 31-bit integers). */
+export const MAX_PNG_DIMENSION = 2 ** 31 - 1;
 
 export interface RawImage { width: number; height: number; channels: 1 | 3 | 4; data: Uint8Array }
+/** What encodePNG writes: 8-bit grey (1), grey + alpha (2), RGB (3) or RGBA (4), rows top to bottom, interleaved. */
+export interface EncodableImage { width: number; height: number; channels: 1 | 2 | 3 | 4; data: Uint8Array }
 
-export function encodePNG(img: RawImage, text?: Record<string, string>): Buffer {
-  const { width, height, channels, data } = img;
-  if (data.length !== width * height * channels)
-    throw new Error(`encodePNG: ${data.length} bytes do not make a ${width}x${height}x${channels} image`);
-  const stride = width * channels;
-  const raw = Buffer.alloc((stride + 1) * height);
-  for (let y = 0; y < height; y++) {
+/** PNG colour type of each channel count: 0 grey, 4 grey + alpha, 2 RGB, 6 RGBA. */
+const COLOUR_TYPE: Readonly<Record<number, number>> = { 1: 0, 2: 4, 3: 2, 4: 6 };
+
+const show = (v: unknown): string =>
+  typeof v === 'number' ? String(v) : typeof v === 'string' ? JSON.stringify(v) : v === null ? 'null' :
+    typeof v === 'object' ? ((v as object).constructor?.name ?? 'object') : typeof v;
+
+// A string with an unpaired UTF-16 surrogate, which UTF-8 cannot hold (Buffer.from would write U+FFFD instead).
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Text chunks. Keys follow the PNG keyword rules (1-79 printable Latin-1 characters, no leading, trailing or
+ * consecutive spaces) whatever the value. A value of Latin-1 characters only (U+0000-U+00FF) is written as tEXt;
+ * any other value (a prompt with CJK or emoji, say) as an uncompressed iTXt chunk holding UTF-8, which PNG readers
+ * (exiftool, PIL's PngImagePlugin, ...) return as the same string. NUL is not allowed in either.
+ */
+function textChunks(text: unknown): Buffer[] {
+  if (text === undefined) return [];
+  if (text === null || typeof text !== 'object' || Array.isArray(text)) {
+    throw new Error(`encodePNG: text must be an object of string keys and values, got ${Array.isArray(text) ? 'an array' : show(text)}`);
+  }
+  const out: Buffer[] = [];
+  for (const [k, v] of Object.entries(text)) {
+    if (k.length < 1 || k.length > 79 || /[^\x20-\x7e\xa1-\xff]/.test(k) || k.startsWith(' ') || k.endsWith(' ') || k.includes('  ')) {
+      throw new Error(`encodePNG: text key ${JSON.stringify(k)} is not a PNG keyword: keys must be 1-79 printable Latin-1 ` +
+        'characters (no NUL, control characters or characters past U+00FF; no leading, trailing or double spaces)');
+    }
+    if (typeof v !== 'string') throw new Error(`encodePNG: text value of ${JSON.stringify(k)} must be a string, got ${show(v)}`);
+    if (v.includes('\0')) throw new Error(`encodePNG: text value of ${JSON.stringify(k)} contains a NUL character, which PNG text cannot hold`);
+    if (LONE_SURROGATE.test(v)) {
+      throw new Error(`encodePNG: text value of ${JSON.stringify(k)} contains an unpaired UTF-16 surrogate, which UTF-8 cannot encode`);
+    }
+    if (/^[\x00-\xff]*$/.test(v)) out.push(chunk('tEXt', Buffer.from(`${k}\0${v}`, 'latin1')));
+    // iTXt: keyword NUL, compression flag 0, method 0, language tag "" NUL, translated keyword "" NUL, UTF-8 text.
+    else out.push(chunk('iTXt', Buffer.concat([Buffer.from(k, 'latin1'), Buffer.from([0, 0, 0, 0, 0]), Buffer.from(v, 'utf8')])));
+  }
+  return out;
+}
+
+/**
+ * An 8-bit PNG (filter 0, zlib level 6) of `img`, with optional text chunks (see textChunks: tEXt for Latin-1
+ * values, iTXt UTF-8 otherwise). Throws an Error naming the field at fault for anything that is not a
+ * well-formed image: channels other than 1-4, sizes that are not positive integers (or past MAX_PIXELS), data
+ * that is not a Uint8Array/Buffer of exactly width*height*channels bytes.
+ */
+export function encodePNG(img: EncodableImage, text?: Record<string, string>): Buffer {
+  if (img === null || typeof img !== 'object') throw new Error(`encodePNG: image must be { width, height, channels, data }, got ${show(img)}`);
+  const { width, height, channels, data } = img as { width: unknown; height: unknown; channels: unknown; data: unknown };
+  if (typeof channels !== 'number' || !(channels in COLOUR_TYPE)) {
+    throw new Error(`encodePNG: channels must be 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), got ${show(channels)}`);
+  }
+  for (const [key, v] of [['width', width], ['height', height]] as const) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_PNG_DIMENSION) {
+      throw new Error(`encodePNG: ${key} must be an integer in [1, ${MAX_PNG_DIMENSION}], got ${show(v)}`);
+    }
+  }
+  const w = width as number, h = height as number;
+  if (w * h > MAX_PIXELS) throw new Error(`encodePNG: ${w}x${h} is more than ${MAX_PIXELS} pixels (the largest image hypersd reads)`);
+  if (!isUint8Array(data)) {
+    throw new Error(`encodePNG: data must be a Uint8Array or Buffer of 8-bit samples, got ${show(data)}` +
+      (ArrayBuffer.isView(data) ? ' (convert the samples to bytes first; its memory is not written as is)' : ''));
+  }
+  if (data.length !== w * h * channels) {
+    throw new Error(`encodePNG: data has ${data.length} bytes but a ${w}x${h} image of ${channels} channels needs ${w * h * channels}`);
+  }
+  const texts = textChunks(text);
+  const stride = w * channels;
+  const raw = Buffer.alloc((stride + 1) * h);
+  for (let y = 0; y < h; y++) {
     raw[y * (stride + 1)] = 0;
     Buffer.from(data.buffer, data.byteOffset + y * stride, stride).copy(raw, y * (stride + 1) + 1);
   }
   const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
   ihdr[8] = 8;
-  ihdr[9] = channels === 1 ? 0 : channels === 3 ? 2 : 6;
-  const parts = [Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr)];
-  for (const [k, v] of Object.entries(text ?? {})) parts.push(chunk('tEXt', Buffer.from(`${k}\0${v}`, 'latin1')));
+  ihdr[9] = COLOUR_TYPE[channels];
+  const parts = [Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), ...texts];
   parts.push(chunk('IDAT', zlib.deflateSync(raw, { level: 6 })), chunk('IEND', new Uint8Array(0)));
   return Buffer.concat(parts);
 }
 
 export function decodePNG(buf: Uint8Array, label = 'PNG'): RawImage {
+  if (!isUint8Array(buf)) throw new Error(`${label}: the PNG file's bytes must be a Uint8Array or Buffer, got ${show(buf)}`);
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
   if (b.length < 8 || b.readUInt32BE(0) !== 0x89504e47) throw new Error(`${label}: not a PNG file`);
   let pos = 8, width = 0, height = 0, depth = 0, ctype = -1, interlace = 0;
@@ -142,6 +209,11 @@ export function readPNG(file: string): RawImage {
   }
   return decodePNG(bytes, file);
 }
-export function writePNG(file: string, img: RawImage, text?: Record<string, string>): void {
-  fs.writeFileSync(file, encodePNG(img, text));
+export function writePNG(file: string, img: EncodableImage, text?: Record<string, string>): void {
+  const png = encodePNG(img, text);
+  try {
+    fs.writeFileSync(file, png);
+  } catch (e) {
+    throw new Error(`${file}: cannot write the PNG file: ${(e as Error).message}`, { cause: e });
+  }
 }

@@ -50,16 +50,63 @@ export const DEFAULT_SCHEDULER_CONFIG: Readonly<Required<SchedulerConfig>> = Obj
 
 export type ResolvedConfig = Readonly<Required<SchedulerConfig>>;
 
+/** The most training timesteps a config may declare (SD uses 1000; the schedule is held in float64 arrays). */
+export const MAX_TRAIN_TIMESTEPS = 1_000_000;
+
+/** Levenshtein distance, for spotting misspelt config keys. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * A key the samplers do not read but that is within one edit of one they do (two for keys of 10+ characters:
+ * timestep_spacin, step_offset, betas_start, Beta_End): almost certainly a typo. Other unknown keys are ignored as diffusers ignores them, so raw
+ * scheduler_config.json contents (_class_name, trained_betas, clip_sample_range, sigma_min, ...) still pass.
+ */
+export function misspeltConfigKey(key: string): string | null {
+  if (Object.prototype.hasOwnProperty.call(DEFAULT_SCHEDULER_CONFIG, key)) return null;
+  const lower = key.toLowerCase();
+  for (const known of Object.keys(DEFAULT_SCHEDULER_CONFIG)) {
+    if (lower === known || editDistance(lower, known) <= (lower.length >= 10 ? 2 : 1)) return known;
+  }
+  return null;
+}
+
 export function resolveConfig(config: SchedulerConfig = {}): ResolvedConfig {
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new Error(`scheduler config must be an object, got ${config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config}`);
+  }
   const c: Required<SchedulerConfig> = { ...DEFAULT_SCHEDULER_CONFIG };
   for (const [k, v] of Object.entries(config)) {
-    if (v !== undefined && k in c) (c as Record<string, unknown>)[k] = v;
+    if (Object.prototype.hasOwnProperty.call(c, k)) {
+      if (v !== undefined) (c as Record<string, unknown>)[k] = v;
+      continue;
+    }
+    const near = misspeltConfigKey(k);
+    if (near !== null) {
+      throw new Error(`scheduler config: unknown key ${JSON.stringify(k)}; did you mean ${near}? ` +
+        `(the samplers read ${Object.keys(DEFAULT_SCHEDULER_CONFIG).join(', ')})`);
+    }
   }
   const bad = (key: string, allowed: string) =>
     new Error(`scheduler config: ${key} must be ${allowed}, got ${JSON.stringify((c as Record<string, unknown>)[key])}`);
-  if (!Number.isInteger(c.num_train_timesteps) || c.num_train_timesteps < 2) throw bad('num_train_timesteps', 'an integer >= 2');
+  for (const key of ['num_train_timesteps', 'beta_start', 'beta_end', 'steps_offset', 'original_inference_steps', 'timestep_scaling'] as const) {
+    const v = c[key];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`scheduler config: ${key} must be a finite number, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
+  }
+  if (!Number.isInteger(c.num_train_timesteps) || c.num_train_timesteps < 2 || c.num_train_timesteps > MAX_TRAIN_TIMESTEPS) {
+    throw bad('num_train_timesteps', `an integer in [2, ${MAX_TRAIN_TIMESTEPS}]`);
+  }
   if (!(c.beta_start > 0) || !(c.beta_end > c.beta_start) || !(c.beta_end < 1)) {
-    throw new Error(`scheduler config: need 0 < beta_start < beta_end < 1, got ${c.beta_start}, ${c.beta_end}`);
+    throw new Error(`scheduler config: need 0 < beta_start < beta_end < 1, got beta_start ${c.beta_start}, beta_end ${c.beta_end}`);
   }
   if (c.beta_schedule !== 'scaled_linear' && c.beta_schedule !== 'linear') throw bad('beta_schedule', "'scaled_linear' or 'linear'");
   if (!['trailing', 'leading', 'linspace'].includes(c.timestep_spacing)) throw bad('timestep_spacing', "'trailing', 'leading' or 'linspace'");
@@ -69,7 +116,10 @@ export function resolveConfig(config: SchedulerConfig = {}): ResolvedConfig {
       c.original_inference_steps > c.num_train_timesteps) {
     throw bad('original_inference_steps', `an integer in [1, num_train_timesteps=${c.num_train_timesteps}]`);
   }
-  if (!(c.timestep_scaling > 0)) throw bad('timestep_scaling', 'a positive number');
+  // LCM's c_out = s / sqrt(s^2 + 0.25) with s = timestep_scaling * t in float32: s^2 must not overflow float32.
+  if (!(c.timestep_scaling > 0) || !Number.isFinite(f32(f32(c.timestep_scaling * (c.num_train_timesteps - 1)) ** 2))) {
+    throw bad('timestep_scaling', 'a positive number small enough that (timestep_scaling * num_train_timesteps)^2 is a finite float32');
+  }
   if (typeof c.set_alpha_to_one !== 'boolean') throw bad('set_alpha_to_one', 'a boolean');
   if (typeof c.clip_sample !== 'boolean') throw bad('clip_sample', 'a boolean');
   return Object.freeze(c);
@@ -203,6 +253,14 @@ export function alphasCumprodShared(c: ResolvedConfig): Float64Array {
       prod *= f32(1 - b[i]);
       a[i] = f32(prod);
     }
+    // Every sampler divides by alphas_cumprod (x0 = (x - sqrt(1 - a) eps) / sqrt(a); Euler's sigma = sqrt((1 - a) / a)
+    // in float32): a schedule whose noise drowns the signal entirely gives infinite/NaN coefficients.
+    const last = a[a.length - 1];
+    if (!(last > 0) || !Number.isFinite(f32(f32(1 - last) / last))) {
+      throw new Error(`scheduler config: beta_start ${c.beta_start}, beta_end ${c.beta_end} (${c.beta_schedule}, ` +
+        `${c.num_train_timesteps} num_train_timesteps) drive alphas_cumprod to ${last} at timestep ${a.length - 1}, ` +
+        'which no sampler can divide by: use smaller betas or fewer num_train_timesteps');
+    }
     alphasCache.set(key, a);
   }
   return a;
@@ -256,6 +314,24 @@ export function checkSteps(name: SamplerName, steps: number, max: number): void 
   if (!Number.isInteger(steps) || steps < 1 || steps > max) {
     throw new Error(`${name} sampler: steps must be an integer in [1, ${max}], got ${steps}`);
   }
+}
+
+/**
+ * Every timestep must index the training schedule, [0, num_train_timesteps - 1]; 'leading' spacing adds
+ * steps_offset, which can push the first one past the end.
+ */
+export function checkTimestepRange(name: SamplerName, c: ResolvedConfig, timesteps: readonly number[], steps: number): void {
+  const N = c.num_train_timesteps;
+  const out = timesteps.find((t) => !(t >= 0 && t <= N - 1));
+  if (out === undefined) return;
+  if (c.timestep_spacing === 'leading') {
+    throw new Error(`${name} sampler: timestep ${out} (leading spacing, steps_offset ${c.steps_offset}) is outside ` +
+      `[0, num_train_timesteps - 1 = ${N - 1}]: lower steps_offset or use another timestep_spacing`);
+  }
+  // 'trailing' is round(arange(N, 0, -N/n)) - 1; for some n (457, 975 of 1000) float rounding gives arange an extra
+  // element and a timestep of -1 (diffusers then indexes alphas_cumprod[-1], the last entry).
+  throw new Error(`${name} sampler: ${c.timestep_spacing} spacing with steps ${steps} gives ${timesteps.length} timesteps, one of them ${out}, ` +
+    `outside [0, num_train_timesteps - 1 = ${N - 1}] (numpy arange rounding, as in diffusers): use another step count or timestep_spacing`);
 }
 
 /**

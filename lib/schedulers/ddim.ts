@@ -10,7 +10,7 @@
 // so a = sqrt(a_prev)/sqrt(a_t), b = sqrt(1 - a_prev - std^2) - sqrt(a_prev) sqrt(1 - a_t)/sqrt(a_t), c = std,
 // with every scalar evaluated in float32 as diffusers' 0-d tensors do.
 import {
-  FullSchedule, ResolvedConfig, alphaAddNoise, alphasCumprodShared, checkSteps, epsToX0, f32, npArange, npLinspace, rejectClipSample,
+  FullSchedule, ResolvedConfig, alphaAddNoise, alphasCumprodShared, checkSteps, checkTimestepRange, epsToX0, f32, npArange, npLinspace, rejectClipSample,
   roundHalfEven, sqrtF,
 } from './common';
 
@@ -32,14 +32,12 @@ export function ddimTimesteps(c: ResolvedConfig, n: number): number[] {
 
 export function ddimSchedule(c: ResolvedConfig, n: number, eta: number): FullSchedule {
   checkSteps('ddim', n, c.num_train_timesteps);
-  if (!(eta >= 0)) throw new Error(`ddim sampler: eta must be >= 0, got ${eta}`);
+  if (!(eta >= 0 && eta <= 1)) throw new Error(`ddim sampler: eta must be a finite number in [0, 1], got ${eta}`);
   rejectClipSample('ddim', c);
   const ac = alphasCumprodShared(c);
   const finalAlpha = c.set_alpha_to_one ? 1 : ac[0];
   const timesteps = ddimTimesteps(c, n);
-  if (timesteps[0] >= c.num_train_timesteps) {
-    throw new Error(`ddim sampler: timestep ${timesteps[0]} (steps_offset ${c.steps_offset}) is past num_train_timesteps`);
-  }
+  checkTimestepRange('ddim', c, timesteps, n);
   const stride = Math.floor(c.num_train_timesteps / n);
   const etaF = f32(eta);
   return {

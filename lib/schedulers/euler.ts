@@ -10,7 +10,7 @@
 //          diffusers draws a noise tensor every step and, with s_churn = 0, never uses it (drawsUnused).
 // Euler a: sigma_up = sqrt(sigma'^2 (sigma^2 - sigma'^2) / sigma^2), sigma_down = sqrt(sigma'^2 - sigma_up^2);
 //          prev = x + (sigma_down - sigma) eps + sigma_up z, a noise tensor drawn every step.
-import { FullSchedule, ResolvedConfig, alphasCumprodShared, checkSteps, f32, npArange, npLinspace, roundHalfEven, sqrtF } from './common';
+import { FullSchedule, ResolvedConfig, alphasCumprodShared, checkSteps, checkTimestepRange, f32, npArange, npLinspace, roundHalfEven, sqrtF } from './common';
 
 export function eulerTimesteps(c: ResolvedConfig, n: number): number[] {
   const N = c.num_train_timesteps;
@@ -49,6 +49,8 @@ export function eulerSchedule(c: ResolvedConfig, n: number, ancestral: boolean):
   const name = ancestral ? 'euler_a' : 'euler';
   checkSteps(name, n, c.num_train_timesteps);
   const timesteps = eulerTimesteps(c, n);
+  // diffusers would clamp the sigma (np.interp) but still hand the UNet a timestep it was never trained on.
+  checkTimestepRange(name, c, timesteps, n);
   const train = trainingSigmas(c);
   const sigmas = timesteps.map((t) => f32(interpOnIndexGrid(t, train)));
   sigmas.push(0);

@@ -28,10 +28,15 @@ export interface CreateSamplerOptions {
   /** LCM/TCD only: custom descending timesteps instead of steps, e.g. [800] or [999, 759, 499, 259]. */
   timesteps?: number[];
   /**
-   * DDIM / TCD stochasticity (TCD's gamma). Defaults to 0, what diffusers pipelines pass when the caller gives no
+   * DDIM / TCD stochasticity (TCD's gamma), a number in [0, 1]. Defaults to 0, what diffusers pipelines pass when the caller gives no
    * eta (TCDScheduler.step alone would default to 0.3; Hyper-SD's model card uses 1.0 for TCD).
    */
   eta?: number;
+  /**
+   * The scheduler_config.json fields the samplers read (read a whole file with samplerConfigFromDiffusers). Numbers
+   * must be finite and in range; other keys are ignored as diffusers ignores them, except near-misses of the keys
+   * read (timestep_spacin), which are an Error.
+   */
   config?: SchedulerConfig;
   /** img2img strength in (0, 1]; 1 keeps every step. */
   strength?: number;
@@ -54,9 +59,18 @@ export function createSampler(name: SamplerName, opts: CreateSamplerOptions = {}
   if (timesteps !== undefined && name !== 'lcm' && name !== 'tcd') {
     throw new Error(`${name} sampler: custom timesteps are only supported by 'lcm' and 'tcd'`);
   }
+  if (timesteps !== undefined && !Array.isArray(timesteps)) {
+    throw new Error(`${name} sampler: timesteps must be an array of integers, got ${typeof timesteps}`);
+  }
   if (steps === undefined && timesteps === undefined) throw new Error(`${name} sampler: pass steps`);
   if (opts.eta !== undefined && (name === 'lcm' || name === 'euler' || name === 'euler_a')) {
     throw new Error(`${name} sampler: eta is only used by 'ddim' and 'tcd'`);
+  }
+  // DDIM's eta scales the step's noise std up to the DDPM posterior's (eta 1); above 1 the direction term
+  // sqrt(1 - a_prev - std^2) goes imaginary. TCD's gamma mixes the next timestep with 0. Both live in [0, 1].
+  if (typeof eta !== 'number' || !Number.isFinite(eta) || eta < 0 || eta > 1) {
+    const what = name === 'tcd' ? 'eta (TCD\'s gamma)' : 'eta';
+    throw new Error(`${name} sampler: ${what} must be a finite number in [0, 1], got ${typeof eta === 'number' ? eta : JSON.stringify(eta)}`);
   }
   let full: FullSchedule;
   switch (name) {
@@ -68,6 +82,18 @@ export function createSampler(name: SamplerName, opts: CreateSamplerOptions = {}
   }
   const begin = beginIndexForStrength(full.timesteps.length, opts.strength ?? 1);
   const kept = full.timesteps.slice(begin);
+  // Safety net: the checks above should make every coefficient finite; a NaN reaching the engine would only
+  // surface after the model has run, without naming the option at fault.
+  if (!Number.isFinite(full.initNoiseSigma)) {
+    throw new Error(`${name} sampler: init_noise_sigma is ${full.initNoiseSigma}; check the scheduler config (beta_start, beta_end, num_train_timesteps)`);
+  }
+  for (let i = begin; i < full.timesteps.length; i++) {
+    const p = full.step(i);
+    if (![p.a, p.b, p.c, p.inputScale, p.x0.a, p.x0.b].every(Number.isFinite)) {
+      throw new Error(`${name} sampler: step ${i} (timestep ${p.t}) has non-finite coefficients (a ${p.a}, b ${p.b}, c ${p.c}); ` +
+        'check eta and the scheduler config (beta_start, beta_end, num_train_timesteps, timestep_scaling)');
+    }
+  }
   return {
     name,
     timesteps: kept,
@@ -131,11 +157,16 @@ export interface DiffusersSchedulerMapping {
  * Read a diffusers scheduler_config.json as `TargetClass.from_config(json, **overrides)` would: keys present in
  * the file carry over, missing ones take the target class's own defaults (so DDIM from an Euler config gets
  * clip_sample true and set_alpha_to_one true, as in diffusers). Options that make a step non-linear or that
- * these samplers do not implement are rejected with the option's name.
+ * these samplers do not implement are rejected with the option's name. Other keys of the file that the samplers
+ * do not read are ignored, as diffusers ignores them; a misspelt key in `overrides` (or in createSampler's config),
+ * one edit or so from a key the samplers read, is an Error.
  */
 export function samplerConfigFromDiffusers(
   json: Record<string, unknown>, target?: SamplerName, overrides: SchedulerConfig = {},
 ): DiffusersSchedulerMapping {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new Error(`samplerConfigFromDiffusers: the scheduler config must be a JSON object, got ${json === null ? 'null' : Array.isArray(json) ? 'an array' : typeof json}`);
+  }
   const className = typeof json._class_name === 'string' ? json._class_name : '';
   if (target !== undefined && !SAMPLER_NAMES.includes(target)) {
     throw new Error(`samplerConfigFromDiffusers: unknown sampler ${JSON.stringify(target)}; expected one of ${SAMPLER_NAMES.join(', ')}`);

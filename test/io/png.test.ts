@@ -4,7 +4,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as zlib from 'zlib';
-import { MAX_PIXELS, decodePNG, encodePNG, readPNG } from '../../lib/io/png';
+import { mkdtempSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { MAX_PIXELS, MAX_PNG_DIMENSION, decodePNG, encodePNG, readPNG, writePNG } from '../../lib/io/png';
 
 const crcTable = Array.from({ length: 256 }, (_, n) => {
   let c = n;
@@ -160,6 +163,117 @@ test('random corruptions of a valid file: an image of the declared size or an Er
     }
   }
   assert.ok(errors > 300, `${errors} errors, ${images} images`);
+});
+
+/** The chunks of a PNG file: type and data, in order. */
+function chunksOf(png: Buffer): { type: string; data: Buffer }[] {
+  const out: { type: string; data: Buffer }[] = [];
+  for (let pos = 8; pos + 8 <= png.length;) {
+    const len = png.readUInt32BE(pos);
+    out.push({ type: png.toString('ascii', pos + 4, pos + 8), data: png.subarray(pos + 8, pos + 8 + len) });
+    pos += 12 + len;
+  }
+  return out;
+}
+
+function encodeThrows(fn: () => unknown, re: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.instance(e, Error);
+    assert.not.instance(e, RangeError);
+    assert.match((e as Error).message, /^encodePNG: /);
+    assert.match((e as Error).message, re);
+    return;
+  }
+  assert.unreachable(`expected an error matching ${re}`);
+}
+
+test('encodePNG: 1, 2, 3 and 4 channels are grey, grey + alpha, RGB and RGBA files holding the samples given', () => {
+  const w = 5, h = 3;
+  for (const [channels, ctype] of [[1, 0], [2, 4], [3, 2], [4, 6]] as const) {
+    const data = samples(w * h * channels, 20 + channels);
+    const png = encodePNG({ width: w, height: h, channels, data });
+    const chunks = chunksOf(png);
+    const ih = chunks[0].data;
+    assert.equal([chunks[0].type, ih.readUInt32BE(0), ih.readUInt32BE(4), ih[8], ih[9]], ['IHDR', w, h, 8, ctype]);
+    // The file's rows are the samples given, each behind filter byte 0 (alpha included).
+    const raw = zlib.inflateSync(Buffer.concat(chunks.filter((c) => c.type === 'IDAT').map((c) => c.data)));
+    const stride = w * channels;
+    for (let y = 0; y < h; y++) {
+      assert.is(raw[y * (stride + 1)], 0);
+      assert.equal([...raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1))], [...data.subarray(y * stride, (y + 1) * stride)]);
+    }
+    // Our decoder reads it back as RGB: grey replicated, alpha dropped.
+    const img = decodePNG(png, 'img.png');
+    assert.equal([img.width, img.height, img.channels], [w, h, 3]);
+    for (let i = 0; i < w * h; i++)
+      for (let k = 0; k < 3; k++) {
+        const want = channels <= 2 ? data[i * channels] : data[i * channels + k];
+        if (img.data[i * 3 + k] !== want) assert.unreachable(`channels ${channels}: pixel ${i} channel ${k} is ${img.data[i * 3 + k]}, want ${want}`);
+      }
+  }
+  // A Buffer, or a Uint8Array view into a larger buffer, is written from its own bytes.
+  const big = samples(100, 4);
+  const view = big.subarray(10, 10 + 2 * 2 * 3);
+  assert.equal([...decodePNG(encodePNG({ width: 2, height: 2, channels: 3, data: view })).data], [...view]);
+  assert.equal([...decodePNG(encodePNG({ width: 2, height: 2, channels: 3, data: Buffer.from(view) })).data], [...view]);
+});
+
+test('encodePNG: a malformed image is an Error naming the field, never a file of garbage', () => {
+  const img = (o: Record<string, unknown>) => ({ width: 2, height: 2, channels: 3, data: new Uint8Array(12), ...o }) as never;
+  for (const channels of [0, 5, 3.5, NaN, '3', undefined]) encodeThrows(() => encodePNG(img({ channels })), /channels must be 1 \(grey\), 2 \(grey \+ alpha\), 3 \(RGB\) or 4 \(RGBA\)/);
+  for (const key of ['width', 'height']) {
+    for (const v of [0, -2, 2.5, NaN, Infinity, 2 ** 32, MAX_PNG_DIMENSION + 1, '2'])
+      encodeThrows(() => encodePNG(img({ [key]: v })), new RegExp(`${key} must be an integer in \\[1, 2147483647\\]`));
+  }
+  // Sizes PNG allows but no reader could allocate: refused before the data length is looked at.
+  encodeThrows(() => encodePNG(img({ width: 1e6, height: 1e6, data: new Uint8Array(3) })), new RegExp(`1000000x1000000 is more than ${MAX_PIXELS} pixels`));
+  encodeThrows(() => encodePNG(img({ width: MAX_PNG_DIMENSION, height: 1, data: new Uint8Array(3) })), /more than/);
+  // Samples wider than a byte (or not bytes at all) are not reinterpreted as bytes.
+  encodeThrows(() => encodePNG(img({ width: 2, height: 1, data: new Float32Array(6).fill(0.5) })), /data must be a Uint8Array or Buffer.*got Float32Array/);
+  encodeThrows(() => encodePNG(img({ width: 2, height: 1, data: new Uint16Array(6) })), /data must be a Uint8Array or Buffer.*got Uint16Array/);
+  encodeThrows(() => encodePNG(img({ width: 1, height: 1, data: [255, 0, 0] })), /data must be a Uint8Array or Buffer.*got Array/);
+  encodeThrows(() => encodePNG(img({ data: new Uint8Array(13) })), /data has 13 bytes but a 2x2 image of 3 channels needs 12/);
+  encodeThrows(() => encodePNG(img({ channels: 2, data: new Uint8Array(12) })), /data has 12 bytes but a 2x2 image of 2 channels needs 8/);
+  encodeThrows(() => encodePNG(null as never), /image must be/);
+  // decodePNG, handed something other than bytes, says so with the label.
+  throwsNaming(() => decodePNG('not a png' as never, 'img.png'), /must be a Uint8Array or Buffer, got "not a png"/);
+  throwsNaming(() => decodePNG(new ArrayBuffer(8) as never, 'img.png'), /must be a Uint8Array or Buffer, got ArrayBuffer/);
+});
+
+test('encodePNG text: Latin-1 values as tEXt, others as UTF-8 iTXt, keys held to the PNG keyword rules', () => {
+  const img = { width: 1, height: 1, channels: 3 as const, data: new Uint8Array(3) };
+  const text = { prompt: 'a red circle, café', negative: '猫 🐱 — ok', Software: 'hypersd' };
+  const png = encodePNG(img, text);
+  const chunks = chunksOf(png).filter((c) => c.type === 'tEXt' || c.type === 'iTXt');
+  assert.equal(chunks.map((c) => c.type), ['tEXt', 'iTXt', 'tEXt']);
+  assert.is(chunks[0].data.toString('latin1'), 'prompt\0a red circle, café');
+  // iTXt: keyword, NUL, compression flag 0, method 0, empty language tag and translated keyword, UTF-8 text.
+  const it = chunks[1].data;
+  assert.is(it.subarray(0, 9).toString('latin1'), 'negative\0');
+  assert.equal([...it.subarray(9, 13)], [0, 0, 0, 0]);
+  assert.is(it.subarray(13).toString('utf8'), '猫 🐱 — ok');
+  assert.is(decodePNG(png).width, 1); // still a valid file (ancillary chunks pass their CRC)
+  for (const key of ['', 'a\0b', 'x'.repeat(80), ' lead', 'trail ', 'two  spaces', 'tab\there', 'ключ', 'a\u0080'])
+    encodeThrows(() => encodePNG(img, { [key]: 'v' }), /text key .* is not a PNG keyword/);
+  encodePNG(img, { ['k'.repeat(79)]: 'v', 'Comment é': 'v' }); // 79 characters and Latin-1 keys are fine
+  encodeThrows(() => encodePNG(img, { prompt: 'a\0b' }), /text value of "prompt" contains a NUL/);
+  encodeThrows(() => encodePNG(img, { prompt: 'broken \ud83d pair' }), /text value of "prompt" contains an unpaired UTF-16 surrogate/);
+  encodeThrows(() => encodePNG(img, { steps: 4 } as never), /text value of "steps" must be a string, got 4/);
+  encodeThrows(() => encodePNG(img, 'prompt' as never), /text must be an object/);
+});
+
+test('writePNG: an unwritable path is an Error naming the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hypersd-png-'));
+  try {
+    const img = { width: 1, height: 1, channels: 2 as const, data: Uint8Array.from([9, 128]) };
+    writePNG(join(dir, 'ga.png'), img);
+    assert.equal([...readPNG(join(dir, 'ga.png')).data], [9, 9, 9]);
+    assert.throws(() => writePNG(dir, img), (e: Error) => e.message.startsWith(`${dir}: cannot write the PNG file: EISDIR`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

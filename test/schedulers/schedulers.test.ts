@@ -268,6 +268,82 @@ test('options are validated with the option name', () => {
   assert.throws(() => createSampler('nope' as SamplerName, { steps: 4 }), /unknown sampler/);
 });
 
+function throwsNaming(fn: () => unknown, re: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.instance(e, Error);
+    assert.match((e as Error).message, re);
+    return;
+  }
+  assert.unreachable(`expected an error matching ${re}`);
+}
+
+test('eta (DDIM) and gamma (TCD) must be finite numbers in [0, 1]', () => {
+  for (const eta of [2, 1.5, 1.0001, -0.1, Infinity, -Infinity, NaN, '0.5']) {
+    throwsNaming(() => createSampler('ddim', { steps: 4, eta: eta as number }), /^ddim sampler: eta must be a finite number in \[0, 1\], got /);
+    throwsNaming(() => createSampler('tcd', { steps: 4, eta: eta as number }), /^tcd sampler: eta \(TCD's gamma\) must be a finite number in \[0, 1\]/);
+  }
+  for (const eta of [0, 0.3, 1]) {
+    for (const name of ['ddim', 'tcd'] as const) {
+      for (const p of createSampler(name, { steps: 4, eta }).plan()) assert.ok([p.a, p.b, p.c].every(Number.isFinite));
+    }
+  }
+});
+
+test('numeric scheduler config fields must be finite and in range', () => {
+  const cfg = (config: Record<string, unknown>) => () => createSampler('lcm', { steps: 4, config: config as never });
+  throwsNaming(cfg({ timestep_scaling: Infinity }), /timestep_scaling must be a finite number, got Infinity/);
+  throwsNaming(cfg({ timestep_scaling: NaN }), /timestep_scaling must be a finite number, got NaN/);
+  throwsNaming(cfg({ timestep_scaling: 0 }), /timestep_scaling must be a positive number/);
+  throwsNaming(cfg({ timestep_scaling: 1e30 }), /timestep_scaling must be a positive number small enough/);
+  throwsNaming(cfg({ beta_start: '0.00085' }), /beta_start must be a finite number, got "0.00085"/);
+  throwsNaming(cfg({ beta_end: Infinity }), /beta_end must be a finite number, got Infinity/);
+  throwsNaming(cfg({ beta_start: 0.02, beta_end: 0.01 }), /need 0 < beta_start < beta_end < 1, got beta_start 0.02, beta_end 0.01/);
+  throwsNaming(cfg({ beta_start: 0, beta_end: 0.01 }), /need 0 < beta_start < beta_end < 1/);
+  throwsNaming(cfg({ beta_end: 1 }), /need 0 < beta_start < beta_end < 1/);
+  // Inside (0, 1) but so large that alphas_cumprod reaches 0: every sampler would divide by it.
+  throwsNaming(() => createSampler('ddim', { steps: 4, config: { beta_start: 0.5, beta_end: 0.99, beta_schedule: 'linear' } }),
+    /beta_start 0.5, beta_end 0.99 .* drive alphas_cumprod to 0/);
+  throwsNaming(cfg({ num_train_timesteps: 1e9 }), /num_train_timesteps must be an integer in \[2, 1000000\]/);
+  throwsNaming(cfg({ steps_offset: Infinity }), /steps_offset must be a finite number/);
+  throwsNaming(cfg({ original_inference_steps: 2.5 }), /original_inference_steps must be an integer/);
+  throwsNaming(() => createSampler('ddim', { steps: 4, config: null as never }), /scheduler config must be an object, got null/);
+  throwsNaming(() => samplerConfigFromDiffusers(null as never), /samplerConfigFromDiffusers: the scheduler config must be a JSON object, got null/);
+});
+
+test('Euler, like DDIM, rejects timesteps outside [0, num_train_timesteps - 1]', () => {
+  for (const name of ['ddim', 'euler', 'euler_a'] as const) {
+    throwsNaming(() => createSampler(name, { steps: 4, config: { timestep_spacing: 'leading', steps_offset: 300 } }),
+      new RegExp(`^${name} sampler: timestep 1050 \\(leading spacing, steps_offset 300\\) is outside \\[0, num_train_timesteps - 1 = 999\\]`));
+    // numpy's arange(1000, 0, -1000/457) has 458 elements, the last giving timestep -1 (diffusers then reads
+    // alphas_cumprod[-1], the last entry): refused rather than run.
+    throwsNaming(() => createSampler(name, { steps: 457 }), /trailing spacing with steps 457 gives 458 timesteps, one of them -1/);
+    // The largest offset that fits still runs.
+    assert.equal(createSampler(name, { steps: 4, config: { timestep_spacing: 'leading', steps_offset: 249 } }).timesteps, [999, 749, 499, 249]);
+  }
+});
+
+test('misspelt config keys are Errors; keys diffusers files carry but the samplers do not read are ignored', () => {
+  throwsNaming(() => createSampler('ddim', { steps: 4, config: { timestep_spacin: 'leading' } as never }),
+    /unknown key "timestep_spacin"; did you mean timestep_spacing\?/);
+  throwsNaming(() => createSampler('ddim', { steps: 4, config: { step_offset: 1 } as never }), /did you mean steps_offset\?/);
+  throwsNaming(() => createSampler('ddim', { steps: 4, config: { Beta_End: 0.012 } as never }), /did you mean beta_end\?/);
+  throwsNaming(() => samplerConfigFromDiffusers({ _class_name: 'DDIMScheduler' }, 'ddim', { clip_sampel: false } as never),
+    /did you mean clip_sample\?/);
+  // A whole diffusers config (as lib/train/teacher.ts hands alphasCumprod) and a file with keys of other classes.
+  const raw = {
+    _class_name: 'DDIMScheduler', _diffusers_version: '0.27.2', trained_betas: null, clip_sample_range: 1, thresholding: false,
+    dynamic_thresholding_ratio: 0.995, sample_max_value: 1, rescale_betas_zero_snr: false, sigma_min: null, sigma_max: null,
+    timestep_type: 'discrete', interpolation_type: 'linear', use_karras_sigmas: false, final_sigmas_type: 'zero', toString: 5,
+    clip_sample: false, set_alpha_to_one: false, steps_offset: 1,
+  };
+  assert.equal(alphasCumprod(raw as never), alphasCumprod());
+  assert.equal(createSampler('ddim', { steps: 4, config: raw as never }).timesteps, [999, 749, 499, 249]);
+  // A typo in the file itself is ignored, as diffusers' from_config ignores it.
+  assert.is(samplerConfigFromDiffusers({ ...raw, timestep_spacin: 'leading' }).config.timestep_spacing, 'leading');
+});
+
 test('largest relative errors (informational)', () => {
   const lines = [...worst.entries()].map(([k, v]) => `${k}: ${v.toExponential(2)}`);
   if (process.env.HYPERSD_VERBOSE) console.log(`\n  worst relative error per quantity: ${lines.join(', ')}`);

@@ -39,12 +39,12 @@ export async function hasInfOrNaN(ts: Iterable<Tensor>): Promise<boolean> {
 export interface LossScalerOptions {
   /** Starting scale (default 2^16). */
   initScale?: number;
-  /** Multiplier after growthInterval good steps (default 2). */
+  /** Multiplier after growthInterval good steps (default 2; finite, > 1). The scale never grows to inf. */
   growthFactor?: number;
-  /** Multiplier after a step with inf/NaN gradients (default 0.5). */
+  /** Multiplier after a step with inf/NaN gradients (default 0.5; in (0, 1)). */
   backoffFactor?: number;
   growthInterval?: number;
-  /** The scale never drops below this (default 1). */
+  /** The scale never drops below this (default 1; at most initScale). */
   minScale?: number;
 }
 
@@ -63,16 +63,24 @@ export class DynamicLossScaler {
   private goodSteps = 0;
 
   constructor(o: LossScalerOptions = {}) {
-    this.scale = o.initScale ?? 2 ** 16;
-    this.growthFactor = o.growthFactor ?? 2;
-    this.backoffFactor = o.backoffFactor ?? 0.5;
-    this.growthInterval = o.growthInterval ?? 2000;
-    this.minScale = o.minScale ?? 1;
-    const ok = (v: number) => Number.isFinite(v) && v > 0;
-    if (!ok(this.scale) || !(this.growthFactor >= 1) || !(this.backoffFactor > 0 && this.backoffFactor < 1) ||
-        !Number.isInteger(this.growthInterval) || this.growthInterval < 1 || !ok(this.minScale))
-      throw new Error('DynamicLossScaler: initScale, minScale > 0, growthFactor >= 1, 0 < backoffFactor < 1 and ' +
-        'an integer growthInterval >= 1 are required');
+    if (o === null || typeof o !== 'object') throw new Error('DynamicLossScaler: options must be an object');
+    const known = ['initScale', 'growthFactor', 'backoffFactor', 'growthInterval', 'minScale'];
+    const unknown = Object.keys(o).filter((k) => !known.includes(k));
+    if (unknown.length) throw new Error(`DynamicLossScaler: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
+    const num = (name: string, v: unknown, ok: (x: number) => boolean, want: string): number => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v))
+        throw new Error(`DynamicLossScaler: ${name} must be ${want}, got ${typeof v === 'string' ? `'${v}'` : String(v)}`);
+      return v;
+    };
+    // (as torch's GradScaler: growth_factor > 1, backoff_factor < 1; an infinite growth factor made the
+    // scale inf, and a minScale above the scale made a back-off raise it)
+    const scale = num('initScale', o.initScale ?? 2 ** 16, (x) => x > 0, 'a finite number > 0');
+    this.growthFactor = num('growthFactor', o.growthFactor ?? 2, (x) => x > 1, 'a finite number > 1');
+    this.backoffFactor = num('backoffFactor', o.backoffFactor ?? 0.5, (x) => x > 0 && x < 1, 'a number in (0, 1)');
+    this.growthInterval = num('growthInterval', o.growthInterval ?? 2000, (x) => Number.isSafeInteger(x) && x >= 1, 'an integer >= 1');
+    this.minScale = num('minScale', o.minScale ?? 1, (x) => x > 0, 'a finite number > 0');
+    if (this.minScale > scale) throw new Error(`DynamicLossScaler: minScale (${this.minScale}) must be <= initScale (${scale})`);
+    this.scale = scale;
   }
 
   /** The dLoss to seed grad() with: `scale` everywhere, in the loss's shape. */
@@ -101,7 +109,9 @@ export class DynamicLossScaler {
       this.scale = Math.max(this.minScale, this.scale * this.backoffFactor);
       this.goodSteps = 0;
     } else if (++this.goodSteps >= this.growthInterval) {
-      this.scale *= this.growthFactor;
+      // (never to inf: an infinite seed would make every later step overflow, and inf * backoff stays inf)
+      const grown = this.scale * this.growthFactor;
+      if (Number.isFinite(grown)) this.scale = grown;
       this.goodSteps = 0;
     }
   }

@@ -7,13 +7,16 @@
  * Checked: the file carries a SHA-256 of every tensor's bytes and a fingerprint (optimizer hyper-parameters,
  * the caller's model description). load validates the header, the fingerprint, every name and shape and the
  * digest BEFORE it writes anything, so a corrupt, truncated or mismatched file gives an Error that says
- * which, and the running state is untouched.
+ * which, and the running state is untouched. The metadata the digest does not cover is checked field by field
+ * (step, ema, rng, extra, and the caller's extra through checkExtra): an Error names the file and the field.
  * Tensor keys: `master.<name>`, `exp_avg.<name>`, `exp_avg_sq.<name>`, `ema.<name>` (all F32);
  * metadata `hypersd_train_state` = JSON { version, step, rng, ema, fingerprint, extra, sha256 }.
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import { SafeTensors, saveSafetensors, type StTensorIn } from '../io/safetensors';
+import * as path from 'path';
+import { SafeTensors, type StTensorIn } from '../io/safetensors';
+import { saveSafetensorsNamed } from './export';
 import type { Tensor } from '../tensor';
 import { AdamW, assignInPlace } from './optimizer';
 import type { EMA } from './ema';
@@ -76,6 +79,17 @@ function digest(keys: string[], bytesOf: (k: string) => Uint8Array): string {
  * @example await saveCheckpoint('run/state.safetensors', { optimizer, ema, rng, fingerprint: { unet: cfg } }, { philox: 12 })
  */
 export async function saveCheckpoint(file: string, s: TrainingState, extra: Record<string, unknown> = {}): Promise<void> {
+  if (typeof file !== 'string' || file === '') throw new Error(`saveCheckpoint: file must be a non-empty path, got ${JSON.stringify(file)}`);
+  if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new Error(`${file}: checkpoint extra data must be an object`);
+  let extraJson: Record<string, unknown>;
+  try {
+    extraJson = JSON.parse(JSON.stringify(extra));
+  } catch (e) {
+    throw new Error(`${file}: checkpoint extra data is not JSON: ${(e as Error).message}`);
+  }
+  // (before reading the state back from the device: the temporary file would otherwise be the one named)
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${file}: cannot save the checkpoint: folder ${dir} does not exist`);
   const tensors = stateTensors(s);
   const data: Record<string, StTensorIn> = {};
   const bytes = new Map<string, Uint8Array>();
@@ -91,19 +105,52 @@ export async function saveCheckpoint(file: string, s: TrainingState, extra: Reco
     ema: s.ema ? { decay: s.ema.decay, updates: s.ema.updates } : null,
     fingerprint: JSON.parse(fingerprintOf(s)),
     fingerprintKey: fingerprintOf(s),
-    extra: JSON.parse(JSON.stringify(extra)),
+    extra: extraJson,
     sha256: digest([...bytes.keys()], (k) => bytes.get(k)!),
   };
-  saveSafetensors(file, data, { format: FORMAT, [FORMAT]: JSON.stringify(meta) });
+  saveSafetensorsNamed(file, data, { format: FORMAT, [FORMAT]: JSON.stringify(meta) });
 }
 
 export interface LoadedCheckpoint { step: number; extra: Record<string, unknown> }
+
+export interface LoadCheckpointOptions {
+  /** checks the caller's extra data before anything changes; what it throws becomes an Error naming the file */
+  checkExtra?: (extra: Record<string, unknown>) => void;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? typeof v);
+
+/**
+ * The metadata fields a resume relies on, by type and range (the SHA-256 covers only the tensor bytes): a step
+ * that is not a safe integer, EMA update counts that are not counts, a missing RNG state or extra data that is
+ * not an object had loaded and broken the run later (NaN EMA weights, a failing kernel, a resume that is no
+ * longer bit-exact).
+ */
+function checkMeta(meta: Meta & { fingerprintKey: string }, s: TrainingState, bad: (msg: string) => never): void {
+  if (typeof meta.fingerprintKey !== 'string') bad('corrupt checkpoint: field fingerprintKey is missing or not a string');
+  if (typeof meta.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(meta.sha256)) bad(`corrupt checkpoint: field sha256 must be 64 hex digits, got ${shown(meta.sha256)}`);
+  if (!isCount(meta.step)) bad(`corrupt checkpoint: field step must be an integer from 0 to 2^53 - 1, got ${shown(meta.step)}`);
+  if (meta.ema !== null) {
+    if (!isObject(meta.ema)) bad(`corrupt checkpoint: field ema must be an object or null, got ${shown(meta.ema)}`);
+    const { decay, updates } = meta.ema;
+    if (typeof decay !== 'number' || !(decay >= 0 && decay <= 1)) bad(`corrupt checkpoint: field ema.decay must be a number in [0, 1], got ${shown(decay)}`);
+    if (!isCount(updates)) bad(`corrupt checkpoint: field ema.updates must be an integer >= 0, got ${shown(updates)}`);
+  }
+  if (meta.rng !== null) {
+    const ok = Array.isArray(meta.rng) && meta.rng.length === 4 && meta.rng.every((v) => Number.isInteger(v) && v >= 0 && v < 2 ** 32) &&
+      !meta.rng.every((v) => v === 0);
+    if (!ok) bad(`corrupt checkpoint: field rng must be four u32 words, not all zero, or null, got ${shown(meta.rng)}`);
+  } else if (s.rng) bad('corrupt checkpoint: field rng is null but this run has an RNG state to restore (the resume would not draw what the unbroken run would)');
+  if (!isObject(meta.extra)) bad(`corrupt checkpoint: field extra must be an object, got ${shown(meta.extra)}`);
+}
 
 /**
  * Restores the state saved by saveCheckpoint into the same kind of run. Throws (changing nothing) when the
  * file is missing, corrupt, truncated, from another kind of run or for other tensors.
  */
-export async function loadCheckpoint(file: string, s: TrainingState): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(file: string, s: TrainingState, o: LoadCheckpointOptions = {}): Promise<LoadedCheckpoint> {
   if (!fs.existsSync(file)) throw new Error(`${file}: no such checkpoint`);
   let st: SafeTensors;
   try {
@@ -122,7 +169,9 @@ export async function loadCheckpoint(file: string, s: TrainingState): Promise<Lo
     } catch {
       return bad('corrupt checkpoint: its state metadata is not valid JSON');
     }
+    if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) return bad('corrupt checkpoint: its state metadata is not a JSON object');
     if (meta.version !== VERSION) bad(`checkpoint format version ${meta.version} is not supported (expected ${VERSION})`);
+    checkMeta(meta, s, bad);
     const want = fingerprintOf(s);
     if (meta.fingerprintKey !== want)
       bad(`checkpoint does not match this run: it was saved by ${describeDiff(meta.fingerprintKey, want)}`);
@@ -144,10 +193,12 @@ export async function loadCheckpoint(file: string, s: TrainingState): Promise<Lo
     const raw = new Map<string, Buffer>();
     for (const k of keys) raw.set(k, st.readRaw(k));
     if (digest(keys, (k) => raw.get(k)!) !== meta.sha256) bad('corrupt checkpoint: tensor data does not match its SHA-256 (damaged or truncated file)');
-    if (!Number.isInteger(meta.step) || meta.step < 0) bad(`corrupt checkpoint: step ${meta.step}`);
-    if (meta.rng && s.rng) {
-      const probe = Object.create(Object.getPrototypeOf(s.rng));
-      probe.setState(meta.rng); // validates before the real state changes
+    if (o.checkExtra) {
+      try {
+        o.checkExtra(meta.extra);
+      } catch (e) {
+        bad(`corrupt checkpoint: ${(e as Error).message}`);
+      }
     }
     // Everything checked: now change the running state.
     for (const [k, t] of tensors) {
@@ -158,7 +209,7 @@ export async function loadCheckpoint(file: string, s: TrainingState): Promise<Lo
     s.optimizer.stepCount = meta.step;
     if (s.ema && meta.ema) s.ema.updates = meta.ema.updates;
     if (s.rng && meta.rng) s.rng.setState(meta.rng);
-    return { step: meta.step, extra: meta.extra ?? {} };
+    return { step: meta.step, extra: meta.extra };
   } finally {
     st.close();
   }

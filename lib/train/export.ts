@@ -44,8 +44,26 @@ export async function storeStateDict(store: ParamStore, dtype: SaveDType = 'F32'
 
 export function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  fs.renameSync(tmp, file);
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    try { fs.unlinkSync(tmp); } catch { /* never created */ }
+    throw new Error(`${file}: writing failed: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * saveSafetensors (atomic) whose every failure names the destination: a missing folder had been reported with
+ * only the temporary file's name (ENOENT '.x.safetensors.123.456.tmp').
+ */
+export function saveSafetensorsNamed(file: string, tensors: Record<string, StTensorIn>, metadata: Record<string, string>): void {
+  try {
+    saveSafetensors(file, tensors, metadata);
+  } catch (e) {
+    const msg = (e as Error).message;
+    throw new Error(msg.startsWith(`${file}:`) ? msg : `${file}: writing failed: ${msg}`);
+  }
 }
 
 export interface PipelineParts {
@@ -62,7 +80,7 @@ export interface PipelineParts {
 export async function writeComponent(dir: string, file: string, part: { store: ParamStore; config: Record<string, unknown> }, dtype: SaveDType = 'F32'): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   writeJsonAtomic(path.join(dir, 'config.json'), part.config);
-  saveSafetensors(path.join(dir, file), await storeStateDict(part.store, dtype), { format: 'pt' });
+  saveSafetensorsNamed(path.join(dir, file), await storeStateDict(part.store, dtype), { format: 'pt' });
 }
 
 /** Writes a diffusers StableDiffusionPipeline folder. */

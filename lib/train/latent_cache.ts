@@ -5,7 +5,8 @@
  * (diffusers' latent_dist.sample() * scaling_factor), or takes the mean when sample = false.
  * File: tensors `mean`, `logvar` F32 [N, C, h, w]; metadata `captions` (JSON list), `scaling_factor`, `source`.
  */
-import { SafeTensors, saveSafetensors } from '../io/safetensors';
+import { SafeTensors } from '../io/safetensors';
+import { saveSafetensorsNamed } from './export';
 import type { RawImage } from '../io/png';
 import { tensor, tidy } from '../tensor';
 import type { AutoencoderKL } from '../models/vae';
@@ -93,7 +94,7 @@ export class LatentCache {
   }
 
   save(file: string, source = ''): void {
-    saveSafetensors(file, {
+    saveSafetensorsNamed(file, {
       mean: { dtype: 'F32', shape: this.shape, data: this.mean },
       logvar: { dtype: 'F32', shape: this.shape, data: this.logvar },
     }, { captions: JSON.stringify(this.captions), scaling_factor: String(this.scalingFactor), source });

@@ -13,18 +13,36 @@
  *   lora_unet_<module>.lora_up.weight                [out, r] or [out, r, 1, 1]
  *   lora_unet_<module>.alpha                         scalar
  * with ss_network_module / ss_network_dim / ss_network_alpha metadata, written atomically.
+ * Components: unet, text_encoder (lora_te_), text_encoder_2 (lora_te2_), matching the store's; the kohya format
+ * has no VAE LoRA, so 'vae' is an Error. Options are checked before the first adapter is attached.
  */
 import { Tensor, keep, empty } from '../tensor';
 import { runOp } from '../ops/runtime';
 import type { ParamStore } from '../nn/params';
 import type { RuntimeAdapter } from '../nn/layers';
-import { saveSafetensors, type StTensorIn } from '../io/safetensors';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { StTensorIn } from '../io/safetensors';
+import { saveSafetensorsNamed } from './export';
 import type { ComponentName } from '../models/configs';
 
 export const DEFAULT_LORA_TARGETS = [
   'to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in', 'proj_out', 'ff.net.0.proj', 'ff.net.2',
   'conv1', 'conv2', 'conv_shortcut', 'downsamplers.0.conv', 'upsamplers.0.conv', 'time_emb_proj',
 ];
+
+/** The components a kohya LoRA file can hold, and their key prefixes (lib/models/lora.ts parseLora). */
+export const LORA_COMPONENTS = ['unet', 'text_encoder', 'text_encoder_2'] as const;
+const KOHYA_PREFIX: Record<(typeof LORA_COMPONENTS)[number], string> = { unet: 'lora_unet', text_encoder: 'lora_te', text_encoder_2: 'lora_te2' };
+
+function show(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
+}
 
 export interface LoraTrainOptions {
   rank?: number;
@@ -52,37 +70,80 @@ export class TrainableLora {
   readonly rank: number;
   readonly alpha: number;
   readonly name: string;
+  private disposed = false;
 
   constructor(readonly store: ParamStore, readonly component: ComponentName, o: LoraTrainOptions = {}) {
+    // Everything is checked before the first adapter is attached (a bad option is one Error naming it).
+    const where = 'TrainableLora';
+    if (!LORA_COMPONENTS.includes(component as never))
+      throw new Error(`${where}: component must be one of ${LORA_COMPONENTS.join(', ')} (the kohya format has no ${show(component)} LoRA), got ${show(component)}`);
+    if (!store || !(store.specs instanceof Map) || !(store.adapters instanceof Map)) throw new Error(`${where}: store must be a model's ParamStore`);
+    // (a UNet's store exported as 'text_encoder' had written lora_te_ keys no loader would apply to the UNet)
+    if (store.component !== component) throw new Error(`${where}: component '${component}' does not match the store, which holds the ${store.component}'s parameters`);
+    if (o === null || typeof o !== 'object') throw new Error(`${where}: options must be an object`);
+    const known = ['rank', 'alpha', 'targets', 'seed', 'name'];
+    const unknown = Object.keys(o).filter((k) => !known.includes(k));
+    if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
     this.rank = o.rank ?? 64;
     this.alpha = o.alpha ?? this.rank;
     this.name = o.name ?? 'train';
-    if (!Number.isInteger(this.rank) || this.rank < 1) throw new Error(`TrainableLora: rank must be a positive integer, got ${this.rank}`);
-    if (!Number.isFinite(this.alpha)) throw new Error(`TrainableLora: alpha must be a finite number, got ${this.alpha}`);
-    const targets = o.targets ?? DEFAULT_LORA_TARGETS;
+    if (!Number.isInteger(this.rank) || this.rank < 1) throw new Error(`${where}: rank must be a positive integer, got ${show(this.rank)}`);
+    if (typeof this.alpha !== 'number' || !Number.isFinite(this.alpha)) throw new Error(`${where}: alpha must be a finite number, got ${show(this.alpha)}`);
+    if (typeof this.name !== 'string' || this.name === '') throw new Error(`${where}: name must be a non-empty string, got ${show(this.name)}`);
     const seed = o.seed ?? 0;
-    let offset = 0;
+    // (NaN had been taken as some seed; -1 failed later as a 'rand' kernel error)
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`${where}: seed must be an integer >= 0, got ${show(seed)}`);
+    const targets = o.targets ?? DEFAULT_LORA_TARGETS;
+    if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string' && t !== ''))
+      throw new Error(`${where}: targets must be a non-empty list of module-name suffixes, got ${show(targets)}`);
+    const matches = (module: string, t: string) => module === t || module.endsWith(`.${t}`);
+    const chosen: [string, string][] = [];
     for (const [key, spec] of store.specs) {
       if (!key.endsWith('.weight') || (spec.kind !== 'linear' && spec.kind !== 'conv')) continue;
       const module = key.slice(0, -'.weight'.length);
-      if (!targets.some((t) => module === t || module.endsWith(`.${t}`))) continue;
-      const w = store.get(key);
-      const r = this.rank;
-      const [out, inC] = spec.shape;
-      const kh = spec.kind === 'conv' ? spec.shape[2] : 1, kw = spec.kind === 'conv' ? spec.shape[3] : 1;
-      const down = keep(empty(spec.kind === 'conv' ? [r, kh, kw, inC] : [r, inC], { device: w.device }));
-      const bound = 1 / Math.sqrt(inC * kh * kw);
-      runOp('rand', [], [down], { seed, offset: offset++, normal: 0 });
-      runOp('affine', [down], [down], { a: 2 * bound, b: -bound });
-      const up = keep(empty([out, r], { device: w.device }));
-      runOp('fill', [], [up], { value: 0 });
-      const adapter: RuntimeAdapter = { name: this.name, down, up, scale: this.alpha / r };
-      const list = store.adapters.get(module) ?? [];
-      list.push(adapter);
-      store.adapters.set(module, list);
-      this.modules.push({ module, kind: spec.kind, down, up, adapter });
+      if (targets.some((t) => matches(module, t))) chosen.push([key, module]);
     }
-    if (this.modules.length === 0) throw new Error(`TrainableLora: no ${component} module matches the targets ${targets.join(', ')}`);
+    if (chosen.length === 0) throw new Error(`${where}: no ${component} module matches the targets ${targets.join(', ')}`);
+    if (o.targets !== undefined) {
+      // (explicit targets: a misspelt one had been ignored without a word)
+      const unused = targets.filter((t) => !chosen.some(([, m]) => matches(m, t)));
+      if (unused.length) throw new Error(`${where}: target${unused.length > 1 ? 's' : ''} ${unused.join(', ')} match${unused.length > 1 ? '' : 'es'} no linear or conv module of the ${component}`);
+    }
+    for (const [, module] of chosen)
+      if ((store.adapters.get(module) ?? []).some((a) => a.name === this.name))
+        throw new Error(`${where}: an adapter named '${this.name}' is already attached to ${module} (detach or dispose it, or pick another name)`);
+    let offset = 0;
+    try {
+      for (const [key, module] of chosen) {
+        const spec = store.specs.get(key)!;
+        const w = store.get(key);
+        const r = this.rank;
+        const [out, inC] = spec.shape;
+        const kind = spec.kind as 'linear' | 'conv';
+        const kh = kind === 'conv' ? spec.shape[2] : 1, kw = kind === 'conv' ? spec.shape[3] : 1;
+        const down = keep(empty(kind === 'conv' ? [r, kh, kw, inC] : [r, inC], { device: w.device }));
+        let up: Tensor;
+        try {
+          const bound = 1 / Math.sqrt(inC * kh * kw);
+          runOp('rand', [], [down], { seed, offset: offset++, normal: 0 });
+          runOp('affine', [down], [down], { a: 2 * bound, b: -bound });
+          up = keep(empty([out, r], { device: w.device }));
+        } catch (e) {
+          down.dispose();
+          throw e;
+        }
+        runOp('fill', [], [up], { value: 0 });
+        const adapter: RuntimeAdapter = { name: this.name, down, up, scale: this.alpha / r };
+        const list = store.adapters.get(module) ?? [];
+        list.push(adapter);
+        store.adapters.set(module, list);
+        this.modules.push({ module, kind, down, up, adapter });
+      }
+    } catch (e) {
+      // (e.g. out of memory half way: the adapters attached so far are taken off again)
+      this.dispose();
+      throw e;
+    }
   }
 
   /** The trainable tensors by name (`<module>.lora_down.weight`, `<module>.lora_up.weight`). */
@@ -97,6 +158,7 @@ export class TrainableLora {
 
   /** Sets the multiplier the forward applies (scale * alpha / rank). */
   setScale(scale: number): void {
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new Error(`TrainableLora.setScale: scale must be a finite number, got ${show(scale)}`);
     for (const x of this.modules) x.adapter.scale = (scale * this.alpha) / this.rank;
   }
 
@@ -115,11 +177,26 @@ export class TrainableLora {
       x.down.dispose();
       x.up.dispose();
     }
+    this.disposed = true;
   }
 
   /** Writes the adapter as a kohya-format LoRA file (atomically). */
   async exportKohya(file: string, metadata: Record<string, string> = {}): Promise<void> {
-    const prefix = this.component === 'unet' ? 'lora_unet' : this.component === 'text_encoder' ? 'lora_te' : 'lora_te2';
+    if (typeof file !== 'string' || file === '') throw new Error(`TrainableLora.exportKohya: file must be a non-empty path, got ${show(file)}`);
+    if (this.disposed) throw new Error(`${file}: cannot export the LoRA: it was disposed`);
+    if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) throw new Error(`${file}: LoRA metadata must be an object of strings`);
+    const own: Record<string, string> = {
+      ss_network_module: 'networks.lora', ss_network_dim: String(this.rank), ss_network_alpha: String(this.alpha),
+      hypersd_lora: JSON.stringify({ component: this.component, rank: this.rank, alpha: this.alpha, modules: this.modules.length }),
+    };
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') throw new Error(`${file}: metadata['${k}'] must be a string`);
+      // (ss_network_alpha '64' over a trained alpha of 2 had been written: loaders read the wrong scale)
+      if (k in own && own[k] !== v) throw new Error(`${file}: metadata['${k}'] is written from the adapter (${own[k]}); it cannot be set to '${v}'`);
+    }
+    const dir = path.dirname(path.resolve(file));
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${file}: cannot export the LoRA: folder ${dir} does not exist`);
+    const prefix = KOHYA_PREFIX[this.component as (typeof LORA_COMPONENTS)[number]];
     const tensors: Record<string, StTensorIn> = {};
     for (const x of this.modules) {
       const key = `${prefix}_${x.module.replace(/\./g, '_')}`;
@@ -136,11 +213,7 @@ export class TrainableLora {
       tensors[`${key}.lora_up.weight`] = { dtype: 'F32', shape: upShape, data: up };
       tensors[`${key}.alpha`] = { dtype: 'F32', shape: [], data: Float32Array.of(this.alpha) };
     }
-    saveSafetensors(file, tensors, {
-      ss_network_module: 'networks.lora', ss_network_dim: String(this.rank), ss_network_alpha: String(this.alpha),
-      hypersd_lora: JSON.stringify({ component: this.component, rank: this.rank, alpha: this.alpha, modules: this.modules.length }),
-      ...metadata,
-    });
+    saveSafetensorsNamed(file, tensors, { ...metadata, ...own });
   }
 }
 

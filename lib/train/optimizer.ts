@@ -9,6 +9,9 @@
  *   grad_scale, so clipping costs no extra pass. A non-finite norm skips the step (GradScaler semantics).
  * - A trainable without a gradient this step (no path to the loss) is left alone, as PyTorch leaves p.grad None.
  * Defaults (TRAINING.md): betas (0.9, 0.999), eps 1e-8, weight decay 1e-2, clip 1.0, lr 1e-4.
+ * Bad input is an Error naming the option before anything changes: lr >= 0, eps > 0, weightDecay >= 0, a Map
+ * with each tensor once; step() checks gradScale (finite, > 0), every gradient and decay() before it updates
+ * anything, and gradients that match no trainable are an Error (not a step of nothing).
  */
 import { Tensor, tensor, zeros, keep, type DType } from '../tensor';
 import * as ops from '../ops';
@@ -37,6 +40,19 @@ export interface StepInfo {
   skipped: boolean;
 }
 
+const ADAMW_OPTIONS = ['lr', 'betas', 'eps', 'weightDecay', 'maxGradNorm', 'decay'];
+
+/** A value for an error message: JSON where it has one, else its type. */
+function describe(v: unknown): string {
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'number') return String(v);
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
+}
+
 export class AdamW {
   readonly params: ReadonlyMap<string, Tensor>;
   /** f32 master per name (the param itself when it is f32) */
@@ -53,19 +69,48 @@ export class AdamW {
   private readonly decay: (name: string) => boolean;
 
   constructor(params: ReadonlyMap<string, Tensor>, o: AdamWOptions = {}) {
+    // Everything is checked before anything is allocated (a bad option is one Error naming it).
+    if (!(params instanceof Map)) throw new Error('AdamW: params must be a Map of name -> trainable Tensor');
     if (params.size === 0) throw new Error('AdamW: no trainable tensors');
-    this.params = params;
+    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error('AdamW: options must be an object');
+    const unknown = Object.keys(o).filter((k) => !ADAMW_OPTIONS.includes(k));
+    if (unknown.length) throw new Error(`AdamW: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${ADAMW_OPTIONS.join(', ')})`);
     const lr = o.lr ?? 1e-4;
-    this.lrAt = typeof lr === 'number' ? () => lr : lr;
-    this.betas = o.betas ?? [0.9, 0.999];
-    this.eps = o.eps ?? 1e-8;
-    this.weightDecay = o.weightDecay ?? 1e-2;
-    this.maxGradNorm = o.maxGradNorm === undefined ? 1.0 : o.maxGradNorm;
-    this.decay = o.decay ?? (() => true);
-    if (this.maxGradNorm !== null && !(this.maxGradNorm > 0)) throw new Error(`AdamW: maxGradNorm must be > 0 or null, got ${this.maxGradNorm}`);
+    if (typeof lr === 'number') {
+      if (!(Number.isFinite(lr) && lr >= 0)) throw new Error(`AdamW: lr must be a finite number >= 0, got ${lr}`);
+    } else if (typeof lr !== 'function') throw new Error(`AdamW: lr must be a number or a schedule function of the step, got ${describe(lr)}`);
+    const betas = o.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number' && b >= 0 && b < 1))
+      throw new Error(`AdamW: betas must be two numbers in [0, 1), got ${describe(betas)}`);
+    const eps = o.eps ?? 1e-8;
+    // (eps 0 turns a zero gradient into 0 / 0 = NaN; a negative eps can divide by zero too)
+    if (!(typeof eps === 'number' && Number.isFinite(eps) && eps > 0)) throw new Error(`AdamW: eps must be a finite number > 0, got ${describe(eps)}`);
+    const weightDecay = o.weightDecay ?? 1e-2;
+    if (!(typeof weightDecay === 'number' && Number.isFinite(weightDecay) && weightDecay >= 0))
+      throw new Error(`AdamW: weightDecay must be a finite number >= 0, got ${describe(weightDecay)}`);
+    const maxGradNorm = o.maxGradNorm === undefined ? 1.0 : o.maxGradNorm;
+    if (maxGradNorm !== null && !(typeof maxGradNorm === 'number' && maxGradNorm > 0))
+      throw new Error(`AdamW: maxGradNorm must be a number > 0 or null, got ${describe(maxGradNorm)}`);
+    if (o.decay !== undefined && typeof o.decay !== 'function') throw new Error(`AdamW: decay must be a function (name) => boolean, got ${describe(o.decay)}`);
+    const byTensor = new Map<Tensor, string>();
     for (const [name, p] of params) {
+      if (typeof name !== 'string' || name === '') throw new Error(`AdamW: trainable names must be non-empty strings, got ${describe(name)}`);
       if (!(p instanceof Tensor)) throw new Error(`AdamW: trainable ${name} is not a Tensor`);
+      if (p.disposed) throw new Error(`AdamW: trainable ${name} was disposed`);
       if (p.dtype !== 'f32' && p.dtype !== 'bf16' && p.dtype !== 'f16') throw new Error(`AdamW: trainable ${name} must be a float tensor, got ${p.dtype}`);
+      const other = byTensor.get(p);
+      // (it would be updated twice per step, with two sets of moments)
+      if (other !== undefined) throw new Error(`AdamW: trainables ${other} and ${name} are the same tensor`);
+      byTensor.set(p, name);
+    }
+    this.params = params;
+    this.lrAt = typeof lr === 'number' ? () => lr : lr;
+    this.betas = [betas[0], betas[1]];
+    this.eps = eps;
+    this.weightDecay = weightDecay;
+    this.maxGradNorm = maxGradNorm;
+    this.decay = o.decay ?? (() => true);
+    for (const [name, p] of params) {
       this.masters.set(name, p.dtype === 'f32' ? p : keep(ops.cast(p, 'f32')));
       this.m.set(name, keep(zeros(p.shape, { device: p.device })));
       this.v.set(name, keep(zeros(p.shape, { device: p.device })));
@@ -79,27 +124,45 @@ export class AdamW {
 
   /**
    * One step from gradients keyed by the trainable tensors (what autograd's grad() returns).
-   * gradScale multiplies every gradient first (1 / accumulation count, 1 / loss scale).
+   * gradScale multiplies every gradient first (1 / accumulation count, 1 / loss scale; a finite number > 0).
    */
   async step(grads: ReadonlyMap<Tensor, Tensor>, o: { gradScale?: number } = {}): Promise<StepInfo> {
-    const gradScale = o.gradScale ?? 1;
-    const present: [string, Tensor, Tensor][] = [];
+    // Everything is checked before the first tensor changes: an Error leaves the state as it was.
+    if (!(grads instanceof Map)) throw new Error('AdamW.step: grads must be a Map of trainable Tensor -> gradient');
+    const gradScale = o?.gradScale ?? 1;
+    // (a non-finite gradScale is a caller's bug, not an overflow: overflowed gradients themselves skip the step;
+    // a negative one would climb the loss)
+    if (!(typeof gradScale === 'number' && Number.isFinite(gradScale) && gradScale > 0))
+      throw new Error(`AdamW.step: gradScale must be a finite number > 0, got ${describe(gradScale)}`);
+    const names = new Map<Tensor, string>();
+    for (const [name, p] of this.params) names.set(p, name);
+    for (const k of grads.keys())
+      if (!names.has(k)) throw new Error(`AdamW.step: a gradient is keyed by ${k instanceof Tensor ? `a tensor [${k.shape}]` : describe(k)} that is not one of the trainables`);
+    const present: [string, Tensor, Tensor, boolean][] = [];
     for (const [name, p] of this.params) {
       const g = grads.get(p);
-      if (!g) continue;
+      if (g === undefined) continue;
+      if (!(g instanceof Tensor)) throw new Error(`AdamW.step: the gradient of ${name} is not a Tensor`);
+      if (g.disposed) throw new Error(`AdamW.step: the gradient of ${name} was disposed`);
+      if (g.dtype !== 'f32' && g.dtype !== 'bf16' && g.dtype !== 'f16') throw new Error(`AdamW.step: the gradient of ${name} must be a float tensor, got ${g.dtype}`);
       if (g.size !== p.size) throw new Error(`AdamW: gradient of ${name} has shape [${g.shape}] but the tensor is [${p.shape}]`);
-      present.push([name, p, g]);
+      if (g.device !== p.device) throw new Error(`AdamW.step: the gradient of ${name} is on ${g.device} but the tensor is on ${p.device}`);
+      const d = this.decay(name);
+      if (typeof d !== 'boolean') throw new Error(`AdamW: decay('${name}') must return a boolean, got ${describe(d)}`);
+      present.push([name, p, g, d]);
     }
-    const gradNorm = await globalNorm(present.map((x) => x[2]), gradScale);
+    if (present.length === 0) throw new Error('AdamW.step: no gradient for any trainable (nothing to step)');
     const lr = this.lr;
+    if (!(typeof lr === 'number' && Number.isFinite(lr) && lr >= 0)) throw new Error(`AdamW: the lr schedule gave ${describe(lr)} for step ${this.stepCount + 1} (must be a finite number >= 0)`);
+    const gradNorm = await globalNorm(present.map((x) => x[2]), gradScale);
     const step = this.stepCount + 1;
     if (!Number.isFinite(gradNorm)) return { step: this.stepCount, lr, gradNorm, clipCoef: 0, skipped: true };
     const clipCoef = this.maxGradNorm === null ? 1 : Math.min(1, this.maxGradNorm / (gradNorm + 1e-6));
-    for (const [name, p, g] of present) {
+    for (const [name, p, g, d] of present) {
       const master = this.masters.get(name)!;
       adamwStep(master, g, this.m.get(name)!, this.v.get(name)!, {
         lr, beta1: this.betas[0], beta2: this.betas[1], eps: this.eps,
-        weightDecay: this.decay(name) ? this.weightDecay : 0, step, gradScale: gradScale * clipCoef,
+        weightDecay: d ? this.weightDecay : 0, step, gradScale: gradScale * clipCoef,
       }, master === p ? undefined : p);
     }
     this.stepCount = step;

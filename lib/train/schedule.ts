@@ -28,11 +28,13 @@ export type LrSchedule = (step: number) => number;
 export function lrSchedule(o: ScheduleOptions): LrSchedule {
   const kind = o.kind ?? 'constant';
   if (!SCHEDULE_KINDS.includes(kind)) throw new Error(`lrSchedule: kind must be one of ${SCHEDULE_KINDS.join(', ')}, got '${kind}'`);
-  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new Error(`lrSchedule: lr must be a finite number >= 0, got ${o.lr}`);
+  if (o === null || typeof o !== 'object') throw new Error('lrSchedule: options must be an object');
+  const show = (v: unknown) => (typeof v === 'string' ? `'${v}'` : String(v));
+  if (typeof o.lr !== 'number' || !(o.lr >= 0) || !Number.isFinite(o.lr)) throw new Error(`lrSchedule: lr must be a finite number >= 0, got ${show(o.lr)}`);
   const warmup = o.warmup ?? 500;
-  if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`lrSchedule: warmup must be an integer >= 0, got ${warmup}`);
+  if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`lrSchedule: warmup must be an integer >= 0, got ${show(warmup)}`);
   const minLr = o.minLr ?? 0;
-  if (!(minLr >= 0 && minLr <= o.lr)) throw new Error(`lrSchedule: minLr must be in [0, lr], got ${minLr}`);
+  if (typeof minLr !== 'number' || !(minLr >= 0 && minLr <= o.lr)) throw new Error(`lrSchedule: minLr must be a number in [0, lr], got ${show(minLr)}`);
   const check = (s: number) => {
     if (!Number.isInteger(s) || s < 1) throw new Error(`lrSchedule: step must be an integer >= 1, got ${s}`);
   };

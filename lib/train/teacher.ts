@@ -32,6 +32,11 @@
  *        shape-colour adherence 21% after 1600 steps, 48% after 3200, 71-77% after 3600 on the 1000-step VAE,
  *        96-100% after 6000 on the 2500-step VAE: bench/RESULTS.md),
  *        latent cache of 4096 images.
+ * Bad input: trainTeacher checks every option's type and range (and builds the three configs) before any work,
+ * each failure one Error naming the option (checkTeacherOptions). A step whose loss or gradients are not finite
+ * is skipped by the Trainer (weights unchanged); the report counts them per stage (vae.skipped, unet.skipped)
+ * and the log warns. When a stage's first 20 steps (all of them, if it runs fewer) were all skipped, nothing is
+ * being learned: trainTeacher stops with an Error before that stage writes anything.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -81,7 +86,7 @@ export interface TeacherOptions {
   unetChannels?: number[];
   textWidth?: number;
   textLayers?: number;
-  /** initial posterior log-variance (quant_conv bias of the logvar half; default -6: std 0.05, see narrowPosterior) */
+  /** initial posterior log-variance (quant_conv bias of the logvar half; default -6: std 0.05, see narrowPosterior; -30 to 10) */
   vaeInitLogvar?: number;
   /** log a loss row every N steps */
   logEvery?: number;
@@ -120,14 +125,135 @@ export interface TeacherReport {
   out: string;
   threads: number;
   params: { unet: number; vae: number; textEncoder: number };
-  vae: { steps: number; batch: number; ms: number; losses: LossRow[]; scalingFactor: number; reconMse: number };
+  /** skipped: optimizer steps of this call that were skipped because the loss or its gradients were not finite */
+  vae: { steps: number; batch: number; ms: number; losses: LossRow[]; scalingFactor: number; reconMse: number; skipped: number };
   cache: { size: number; ms: number };
-  unet: { steps: number; batch: number; ms: number; losses: LossRow[] };
+  unet: { steps: number; batch: number; ms: number; losses: LossRow[]; skipped: number };
   totalMs: number;
   /** CPU time of this process over the run (user + system): on a shared machine, wall time / CPU time shows
    * how much of the cores the run actually got */
   cpuMs: number;
   evaluation?: Evaluation;
+}
+
+const TEACHER_OPTIONS = ['out', 'seed', 'vae', 'vaeSteps', 'vaeBatch', 'vaeLr', 'klWeight', 'unetSteps', 'unetBatch', 'unetLr', 'cacheSize',
+  'captionDropout', 'offsetNoise', 'snrGamma', 'emaDecay', 'vaeChannels', 'vaeNormGroups', 'unetChannels', 'textWidth', 'textLayers',
+  'vaeInitLogvar', 'logEvery', 'checkpointEvery', 'resume', 'threads', 'evaluate', 'onProgress', 'log'];
+const EVALUATE_OPTIONS = ['samplesPerPrompt', 'guidance', 'steps', 'seed', 'prompts', 'gridRows', 'gridSamples', 'log'];
+/** the largest seed whose derived seeds (seed * 7 + 6) are still safe integers for the Philox op */
+const MAX_SEED = Math.floor((Number.MAX_SAFE_INTEGER - 6) / 7);
+
+const shown = (v: unknown): string => {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'function') return 'a function';
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
+};
+
+/** Type and range checks of an options object: each failure is an Error naming `${where}: option <name>`. */
+function optionChecker(where: string, o: Record<string, unknown>, known: readonly string[]) {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: options must be an object`);
+  const unknown = Object.keys(o).filter((k) => !known.includes(k) && o[k] !== undefined);
+  if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  const fail = (k: string, want: string): never => {
+    throw new Error(`${where}: option ${k} must be ${want}, got ${shown(o[k])}`);
+  };
+  return {
+    int(k: string, min: number, max = Number.MAX_SAFE_INTEGER): void {
+      const v = o[k];
+      if (v !== undefined && !(typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max))
+        fail(k, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`);
+    },
+    num(k: string, ok: (x: number) => boolean, want: string): void {
+      const v = o[k];
+      if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && ok(v))) fail(k, want);
+    },
+    type(k: string, t: 'string' | 'boolean' | 'function'): void {
+      const v = o[k];
+      if (v !== undefined && typeof v !== t) fail(k, t === 'function' ? 'a function' : `a ${t}`);
+    },
+    ints(k: string, len: (n: number) => boolean, wantLen: string): void {
+      const v = o[k];
+      if (v !== undefined && !(Array.isArray(v) && len(v.length) && v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 1)))
+        fail(k, `a list of ${wantLen} positive integers`);
+    },
+  };
+}
+
+function checkEvaluateOptions(where: string, e: Record<string, unknown>): void {
+  const c = optionChecker(where, e, EVALUATE_OPTIONS);
+  c.int('samplesPerPrompt', 1);
+  c.num('guidance', (x) => x >= 0, 'a finite number >= 0');
+  c.int('steps', 1, 1000);
+  c.int('seed', 0, MAX_SEED);
+  c.int('prompts', 1);
+  c.int('gridRows', 1);
+  c.int('gridSamples', 1);
+  c.type('log', 'function');
+}
+
+/**
+ * Every option's type and range, and the three networks' configs built from them, checked before any work
+ * (the CLI checked some, the library none: a NaN offset noise had silently meant none, a caption dropout of 2
+ * dropped every caption, a NaN initial logvar trained nothing and still wrote a model, and a bad UNet option
+ * failed only after the whole VAE stage).
+ */
+export function checkTeacherOptions(o: TeacherOptions): void {
+  const where = 'trainTeacher';
+  const c = optionChecker(where, o as unknown as Record<string, unknown>, TEACHER_OPTIONS);
+  if (typeof o.out !== 'string' || o.out === '') throw new Error(`${where}: option out (the output folder) must be a non-empty string, got ${shown(o.out)}`);
+  c.int('seed', 0, MAX_SEED);
+  c.type('vae', 'string');
+  if (o.vae === '') throw new Error(`${where}: option vae must be a folder path, got ''`);
+  c.int('vaeSteps', 0);
+  c.int('vaeBatch', 1);
+  c.num('vaeLr', (x) => x >= 0, 'a finite number >= 0');
+  c.num('klWeight', (x) => x >= 0, 'a finite number >= 0');
+  c.int('unetSteps', 0);
+  c.int('unetBatch', 1);
+  c.num('unetLr', (x) => x >= 0, 'a finite number >= 0');
+  c.int('cacheSize', 1);
+  c.num('captionDropout', (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+  c.num('offsetNoise', (x) => x >= 0, 'a finite number >= 0 (0: off)');
+  c.num('snrGamma', (x) => x >= 0, 'a finite number >= 0 (0: plain MSE)');
+  c.num('emaDecay', (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+  c.ints('vaeChannels', (n) => n === 4, 'four');
+  c.int('vaeNormGroups', 1);
+  c.ints('unetChannels', (n) => n >= 1 && n <= 4, 'one to four');
+  c.int('textWidth', 4);
+  if (o.textWidth !== undefined && o.textWidth % 4 !== 0) throw new Error(`${where}: option textWidth must be a multiple of 4 (the text encoder's 4 heads), got ${o.textWidth}`);
+  c.int('textLayers', 1);
+  c.num('vaeInitLogvar', (x) => x >= -30 && x <= 10, 'a finite number from -30 to 10');
+  c.int('logEvery', 1);
+  c.int('checkpointEvery', 0);
+  c.type('resume', 'boolean');
+  c.int('threads', 1, 1024);
+  if (o.evaluate !== undefined && typeof o.evaluate !== 'boolean') {
+    if (o.evaluate === null || typeof o.evaluate !== 'object') throw new Error(`${where}: option evaluate must be a boolean or an object, got ${shown(o.evaluate)}`);
+    const e = o.evaluate as Record<string, unknown>;
+    for (const k of ['seed', 'log']) if (e[k] !== undefined) throw new Error(`${where}: option evaluate.${k} is not an option (the run's ${k} is used)`);
+    checkEvaluateOptions(`${where}: option evaluate`, e);
+  }
+  c.type('onProgress', 'function');
+  c.type('log', 'function');
+  // the networks: their constructors check the configs the options make (no weights are allocated)
+  const cfg = teacherConfigs(buildVocab(captionWords()), o);
+  const build: [string, string, () => { dispose?: () => void }][] = [
+    ['vae', 'vaeChannels, vaeNormGroups', () => new AutoencoderKL(cfg.vae)],
+    ['text encoder', 'textWidth, textLayers', () => new CLIPTextModel(cfg.text_encoder)],
+    ['unet', 'unetChannels, textWidth', () => new UNet2DConditionModel(cfg.unet)],
+  ];
+  for (const [what, opts, make] of build) {
+    if (what === 'vae' && o.vae !== undefined) continue;
+    try {
+      make().dispose?.();
+    } catch (e) {
+      throw new Error(`${where}: options ${opts} make an invalid ${what}: ${(e as Error).message}`);
+    }
+  }
 }
 
 export const TEACHER_MAX_LENGTH = 20;
@@ -220,16 +346,42 @@ export function shapesSource(seed: number, size: number, offset = 0): ImageSourc
   };
 }
 
+/** A stage whose first SKIP_LIMIT steps (or all of them, if it runs fewer) were all skipped stops with an Error. */
+const SKIP_LIMIT = 20;
+
+/**
+ * Counts a stage's skipped steps (non-finite loss or gradients: the Trainer leaves the weights as they were).
+ * When every one of the stage's first min(SKIP_LIMIT, steps) steps was skipped nothing is being learned: that
+ * is an Error, before the stage writes anything (a NaN loss had "succeeded" and written an untrained model).
+ * Later skips are counted in the report and logged as a warning at the end of the stage.
+ */
+class SkipGuard {
+  ran = 0;
+  skipped = 0;
+  constructor(readonly stage: string, readonly toRun: number, readonly unwritten: string, readonly hint: string) {}
+  record(r: { skipped: boolean; loss: number }): void {
+    this.ran++;
+    if (r.skipped) this.skipped++;
+    if (this.skipped === this.ran && this.ran === Math.min(SKIP_LIMIT, this.toRun))
+      throw new Error(`trainTeacher: the ${this.stage} stage's first ${this.ran} step${this.ran > 1 ? 's were all' : ' was'} skipped ` +
+        `because the loss or its gradients were not finite (last loss ${r.loss}): nothing was learned, and ${this.unwritten} was not written. ${this.hint}`);
+  }
+  warn(log: (line: string) => void): void {
+    if (this.skipped > 0) log(`warning: ${this.skipped} of ${this.ran} ${this.stage} steps were skipped (the loss or its gradients were not finite)`);
+  }
+}
+
 function bar(o: TeacherOptions, stage: string, step: number, steps: number, loss: number): void {
   o.onProgress?.({ stage, step, steps, loss });
 }
 
 /** Runs every stage and writes the diffusers folder to o.out; returns the figures. */
 export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
+  checkTeacherOptions(o);
   const t0 = Date.now(), cpu0 = process.cpuUsage();
   const seed = o.seed ?? 0;
   const log = o.log ?? (() => undefined);
-  if (o.threads) setThreads(o.threads);
+  if (o.threads !== undefined) setThreads(o.threads);
   const work = path.join(o.out, 'training');
   fs.mkdirSync(work, { recursive: true });
   const vocab = buildVocab(captionWords());
@@ -248,6 +400,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
   const vaeSteps = vaeFrom ? 0 : o.vaeSteps ?? 2500, vaeBatch = o.vaeBatch ?? 8, klWeight = o.klWeight ?? 1e-4;
   const tv = Date.now();
   const vaeLosses: LossRow[] = [];
+  let vaeSkipped = 0;
   if (vaeSteps > 0) {
     const trainer = new Trainer({
       trainables: trainablesOf(vae.params), lr: o.vaeLr ?? 1e-3, schedule: 'cosine', warmup: Math.min(50, vaeSteps), totalSteps: vaeSteps,
@@ -259,6 +412,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       log(`vae: resumed at step ${trainer.step} from ${state}`);
     }
     const win = new Window();
+    const guard = new SkipGuard('vae', vaeSteps - trainer.step, 'the VAE', 'Check vaeLr, klWeight and vaeInitLogvar.');
     for (let s = trainer.step; s < vaeSteps; s++) {
       const imgs = Array.from({ length: vaeBatch }, (_, b) => shapeSample(seed, s * vaeBatch + b).image);
       const x = tensor(imagesToNCHW(imgs), [vaeBatch, 3, SIZE, SIZE]);
@@ -275,6 +429,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       const [recV] = await rec!.toArray(), [klV] = await kl!.toArray();
       rec!.dispose();
       kl!.dispose();
+      guard.record(r);
       win.add({ loss: r.loss, rec: recV, kl: klV });
       if ((s + 1) % logEvery === 0 || s === 0 || s === vaeSteps - 1) {
         const m = win.flush();
@@ -284,6 +439,8 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       bar(o, 'vae', s + 1, vaeSteps, r.loss);
       if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(state);
     }
+    guard.warn(log);
+    vaeSkipped = guard.skipped;
     trainer.dispose();
   }
   const vaeMs = Date.now() - tv;
@@ -292,6 +449,8 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
   const tc = Date.now();
   const probe = shapesSource(seed + 1, Math.min(256, o.cacheSize ?? 4096));
   const scalingFactor = (await encodeDataset(vae, probe, { batch: 32 })).suggestedScalingFactor();
+  if (!(Number.isFinite(scalingFactor) && scalingFactor > 0))
+    throw new Error(`trainTeacher: the VAE${vaeFrom ? ` from ${vaeFrom}` : ''} gives latents whose scaling factor is ${scalingFactor} (not finite and > 0): its weights or outputs are not finite`);
   cfg.vae.scaling_factor = Number(scalingFactor.toPrecision(5));
   const reconMse = await reconstructionError(vae, probe, Math.min(64, probe.length));
   log(`vae: scaling_factor ${cfg.vae.scaling_factor}, held-out reconstruction MSE ${reconMse.toFixed(5)} (images in [-1, 1])`);
@@ -332,6 +491,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     log(`unet: resumed at step ${trainer.step} from ${unetState}`);
   }
   const win = new Window();
+  const guard = new SkipGuard('unet', unetSteps - trainer.step, 'the model', `Check unetLr${o.resume ? `, and the files this resumed run read: ${cacheFile} and ${unetState}` : ''}.`);
   for (let s = trainer.step; s < unetSteps; s++) {
     const idx = order.batch(s * B, B);
     const x0 = cache.batch(idx, trainer.rng);
@@ -347,6 +507,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
       const eps = unet.forward({ sample: noisy, timesteps: tensor(Float32Array.from(ts), [B]), encoderHiddenStates: ehs });
       return snrGamma > 0 ? weightedMse(eps, noise, tensor(minSnrWeights(ac, ts, snrGamma))) : mse(eps, noise);
     });
+    guard.record(r);
     win.add({ loss: r.loss });
     if ((s + 1) % logEvery === 0 || s === 0 || s === unetSteps - 1) {
       const m = win.flush();
@@ -356,6 +517,7 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
     bar(o, 'unet', s + 1, unetSteps, r.loss);
     if (o.checkpointEvery && (s + 1) % o.checkpointEvery === 0) await trainer.save(unetState);
   }
+  guard.warn(log);
   const unetMs = Date.now() - tu;
 
   // ---- the diffusers folder (EMA weights) ----
@@ -368,9 +530,9 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
   const report: TeacherReport = {
     out: o.out, threads: getThreads(),
     params: { unet: unet.parameterCount(), vae: vae.parameterCount(), textEncoder: te.parameterCount() },
-    vae: { steps: vaeSteps, batch: vaeBatch, ms: vaeMs, losses: vaeLosses, scalingFactor: cfg.vae.scaling_factor as number, reconMse },
+    vae: { steps: vaeSteps, batch: vaeBatch, ms: vaeMs, losses: vaeLosses, scalingFactor: cfg.vae.scaling_factor as number, reconMse, skipped: vaeSkipped },
     cache: { size: cacheSize, ms: cacheMs },
-    unet: { steps: unetSteps, batch: B, ms: unetMs, losses: unetLosses },
+    unet: { steps: unetSteps, batch: B, ms: unetMs, losses: unetLosses, skipped: guard.skipped },
     totalMs: Date.now() - t0,
     cpuMs: 0,
   };
@@ -389,9 +551,21 @@ export async function trainTeacher(o: TeacherOptions): Promise<TeacherReport> {
 
 /** A VAE saved by an earlier run (its vae/ folder); its config replaces the default one. */
 function loadVae(dir: string, cfg: ReturnType<typeof teacherConfigs>): AutoencoderKL {
-  const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  const file = path.join(dir, 'config.json');
+  let c: VAEConfig & Record<string, unknown>;
+  try {
+    c = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: cannot read the VAE config: ${(e as Error).message}`);
+  }
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new Error(`${file}: the VAE config must be a JSON object`);
+  let vae: AutoencoderKL;
+  try {
+    vae = new AutoencoderKL(c);
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message}`);
+  }
   cfg.vae = c;
-  const vae = new AutoencoderKL(c);
   const w = openComponent(path.join(dir, 'diffusion_pytorch_model.safetensors'), 'vae', c);
   try {
     vae.load(w.weights, {}, dir);
@@ -471,6 +645,7 @@ export interface EvaluateOptions {
 }
 
 export async function evaluateTeacher(dir: string, o: EvaluateOptions = {}): Promise<Evaluation> {
+  checkEvaluateOptions('evaluateTeacher', o as Record<string, unknown>);
   const t0 = Date.now();
   const per = o.samplesPerPrompt ?? 2, guidance = o.guidance ?? 3, steps = o.steps ?? 25, seed = o.seed ?? 0;
   const pipe = await loadPipeline(dir, { device: 'cpu' });

@@ -48,6 +48,18 @@ export interface StepLog extends StepInfo {
   loss: number;
 }
 
+const TRAINER_OPTIONS = ['trainables', 'lr', 'schedule', 'warmup', 'totalSteps', 'minLr', 'betas', 'eps', 'weightDecay', 'maxGradNorm',
+  'decay', 'gradAccum', 'ema', 'seed', 'fingerprint'];
+
+function show(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
+}
+
 export class Trainer {
   readonly optimizer: AdamW;
   readonly ema: EMA | null;
@@ -60,15 +72,29 @@ export class Trainer {
   noiseOffset = 0;
 
   constructor(o: TrainerOptions) {
+    // Everything is checked before anything is allocated or marked trainable.
+    if (o === null || typeof o !== 'object') throw new Error('Trainer: options must be an object');
+    const unknown = Object.keys(o).filter((k) => !TRAINER_OPTIONS.includes(k));
+    if (unknown.length) throw new Error(`Trainer: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${TRAINER_OPTIONS.join(', ')})`);
+    if (!(o.trainables instanceof Map)) throw new Error('Trainer: trainables must be a Map of name -> Tensor');
     this.seed = o.seed ?? 0;
+    if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new Error(`Trainer: seed must be an integer >= 0, got ${show(this.seed)}`);
     this.gradAccum = o.gradAccum ?? 1;
-    if (!Number.isInteger(this.gradAccum) || this.gradAccum < 1) throw new Error(`Trainer: gradAccum must be an integer >= 1, got ${this.gradAccum}`);
-    this.params = [...o.trainables.values()];
-    for (const p of this.params) markTrainable(p);
+    if (!Number.isInteger(this.gradAccum) || this.gradAccum < 1) throw new Error(`Trainer: gradAccum must be an integer >= 1, got ${show(this.gradAccum)}`);
+    if (o.ema !== undefined && o.ema !== null) {
+      if (typeof o.ema !== 'object') throw new Error(`Trainer: ema must be { decay, warmup? } or null, got ${show(o.ema)}`);
+      const d = o.ema.decay;
+      if (!(typeof d === 'number' && d >= 0 && d <= 1)) throw new Error(`Trainer: ema.decay must be a number in [0, 1], got ${show(d)}`);
+      if (o.ema.warmup !== undefined && typeof o.ema.warmup !== 'boolean') throw new Error(`Trainer: ema.warmup must be a boolean, got ${show(o.ema.warmup)}`);
+    }
+    if (o.fingerprint !== undefined && (o.fingerprint === null || typeof o.fingerprint !== 'object' || Array.isArray(o.fingerprint)))
+      throw new Error(`Trainer: fingerprint must be an object, got ${show(o.fingerprint)}`);
     const sched = lrSchedule({ kind: o.schedule ?? 'warmup', lr: o.lr ?? 1e-4, warmup: o.warmup ?? 500, total: o.totalSteps, minLr: o.minLr });
     this.optimizer = new AdamW(o.trainables, {
       lr: sched, betas: o.betas, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, decay: o.decay,
     });
+    this.params = [...o.trainables.values()];
+    for (const p of this.params) markTrainable(p);
     this.ema = o.ema ? new EMA(o.trainables, o.ema.decay, o.ema.warmup ?? false) : null;
     this.rng = new Rng([this.seed, 0x7472]);
     this.fingerprint = { ...(o.fingerprint ?? {}), gradAccum: this.gradAccum };
@@ -115,14 +141,24 @@ export class Trainer {
 
   /** Saves everything needed to resume (atomic). `extra` is the caller's resume data (JSON). */
   save(file: string, extra: Record<string, unknown> = {}): Promise<void> {
+    if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) return Promise.reject(new Error(`${file}: Trainer.save: extra must be an object`));
     return saveCheckpoint(file, this.checkpointState(), { ...extra, noiseOffset: this.noiseOffset });
   }
 
-  /** Restores a checkpoint of the same run; returns the caller's extra data. Changes nothing on error. */
+  /**
+   * Restores a checkpoint of the same run; returns the caller's extra data. Changes nothing on error: the
+   * Philox offset (extra.noiseOffset, which Trainer.save always writes) is checked with everything else first.
+   */
   async load(file: string): Promise<Record<string, unknown>> {
-    const r = await loadCheckpoint(file, this.checkpointState());
-    const { noiseOffset, ...extra } = r.extra as { noiseOffset?: number };
-    this.noiseOffset = noiseOffset ?? 0;
+    const r = await loadCheckpoint(file, this.checkpointState(), {
+      checkExtra: (x) => {
+        const n = x.noiseOffset;
+        if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0))
+          throw new Error(`field extra.noiseOffset (the Philox draws so far) must be an integer >= 0, got ${n === undefined ? 'none' : JSON.stringify(n)}`);
+      },
+    });
+    const { noiseOffset, ...extra } = r.extra as { noiseOffset: number };
+    this.noiseOffset = noiseOffset;
     return extra;
   }
 

@@ -214,4 +214,60 @@ test('checkpoints: corrupt, truncated, foreign and mismatched files give clear E
   }
 });
 
+test('TrainableLora: bad options are Errors naming them, before any adapter is attached', async () => {
+  const unet = new UNet2DConditionModel(CONFIG);
+  unet.params.initRandom(3);
+  try {
+    const bad: [string, unknown, RegExp][] = [
+      // (a 'vae' LoRA had been exported with lora_te2_ keys; a UNet store called 'text_encoder' with lora_te_ keys)
+      ['vae', {}, /component must be one of unet, text_encoder, text_encoder_2 .*got "vae"/],
+      ['text_encoder', {}, /component 'text_encoder' does not match the store, which holds the unet's parameters/],
+      ['unet', { seed: NaN }, /seed must be an integer >= 0, got NaN/],
+      ['unet', { seed: -1 }, /seed must be an integer >= 0, got -1/],
+      ['unet', { targets: 'to_q' }, /targets must be a non-empty list/],
+      ['unet', { targets: ['to_q', 'to_qq'] }, /target to_qq matches no linear or conv module of the unet/],
+      ['unet', { rank: 4, ranks: 8 }, /unknown option ranks/],
+    ];
+    for (const [component, o, re] of bad)
+      assert.throws(() => new TrainableLora(unet.params, component as never, o as never), re, `${component} ${JSON.stringify(o)}`);
+    assert.is(unet.params.adapters.size, 0, 'no adapter left attached');
+    const a = new TrainableLora(unet.params, 'unet', { rank: 2 });
+    const n = unet.params.adapters.size;
+    assert.throws(() => new TrainableLora(unet.params, 'unet', { rank: 2 }), /an adapter named 'train' is already attached to/);
+    assert.is(unet.params.adapters.size, n);
+    assert.ok([...unet.params.adapters.values()].every((l) => l.length === 1), 'one adapter per module');
+    // (setScale(NaN) had failed later, in matmul)
+    assert.throws(() => a.setScale(NaN), /TrainableLora.setScale: scale must be a finite number, got NaN/);
+    assert.throws(() => a.setScale('2' as never), /scale must be a finite number, got "2"/);
+    assert.is(a.modules[0].adapter.scale, 1, 'scale unchanged');
+    a.dispose();
+    assert.is(unet.params.adapters.size, 0);
+  } finally {
+    unet.dispose();
+  }
+});
+
+test('exportKohya: failures name the destination file; adapter metadata cannot be overridden; a disposed adapter is an Error', async () => {
+  const dir = tmpdir();
+  const unet = new UNet2DConditionModel(CONFIG);
+  unet.params.initRandom(3);
+  const lora = new TrainableLora(unet.params, 'unet', { rank: 2, alpha: 2 });
+  try {
+    // (the error had named only '.x.safetensors.<pid>.<time>.tmp')
+    const missing = path.join(dir, 'no', 'such', 'x.safetensors');
+    await rejects(() => lora.exportKohya(missing), new RegExp(`^${missing.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `), 'missing folder');
+    assert.ok(!fs.existsSync(path.join(dir, 'no')));
+    const file = path.join(dir, 'y.safetensors');
+    await rejects(() => lora.exportKohya(file, { ss_network_alpha: '64' }), /metadata\['ss_network_alpha'\] is written from the adapter \(2\)/, 'override');
+    assert.ok(!fs.existsSync(file), 'nothing written');
+    await lora.exportKohya(file, { ss_network_alpha: '2', note: 'x' });
+    lora.dispose();
+    await rejects(() => lora.exportKohya(file), /cannot export the LoRA: it was disposed/, 'after dispose');
+  } finally {
+    lora.dispose();
+    unet.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test.run();

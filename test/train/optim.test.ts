@@ -9,7 +9,7 @@ import { lrSchedule } from '../../lib/train/schedule';
 import { Trainer } from '../../lib/train/trainer';
 import { EMA } from '../../lib/train/ema';
 import { mse, pseudoHuber, gaussianKl, gaussianSample } from '../../lib/train/losses';
-import { grad } from '../../lib/autograd';
+import { grad, DynamicLossScaler } from '../../lib/autograd';
 import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
 
 interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }
@@ -184,6 +184,99 @@ test('lrSchedule: constant, warmup and cosine', () => {
   assert.throws(() => lrSchedule({ kind: 'cosine', lr: 1 }), /needs total steps/);
   assert.throws(() => lrSchedule({ kind: 'linear' as never, lr: 1 }), /kind must be one of constant, warmup, cosine/);
   assert.throws(() => c(0), /step must be an integer >= 1/);
+});
+
+test('AdamW: bad options are Errors naming the option, before anything is allocated', () => {
+  const p = hs.tensor([1, 2]), q = hs.tensor([3, 4]);
+  const params = new Map([['p', p]]);
+  const before = hs.memory().tensors;
+  const bad: [unknown, RegExp][] = [
+    [{ lr: -1 }, /AdamW: lr must be a finite number >= 0, got -1/],
+    [{ lr: '0.1' }, /AdamW: lr must be a number or a schedule function/],
+    [{ eps: 0 }, /AdamW: eps must be a finite number > 0, got 0/],
+    [{ eps: -1 }, /AdamW: eps must be a finite number > 0/],
+    [{ weightDecay: -1 }, /AdamW: weightDecay must be a finite number >= 0, got -1/],
+    [{ decay: true }, /AdamW: decay must be a function/],
+    [{ betas: [0.9] }, /AdamW: betas must be two numbers in \[0, 1\)/],
+    [{ maxGradNorm: '1' }, /AdamW: maxGradNorm must be a number > 0 or null/],
+    [{ learningRate: 1 }, /AdamW: unknown option learningRate/],
+  ];
+  for (const [o, re] of bad) assert.throws(() => new AdamW(params, o as never), re, JSON.stringify(o));
+  assert.throws(() => new AdamW(new Map([['a', p], ['b', q], ['c', p]])), /AdamW: trainables a and c are the same tensor/);
+  assert.throws(() => new AdamW({ p } as never), /AdamW: params must be a Map/);
+  const gone = hs.tensor([1]);
+  gone.dispose();
+  assert.throws(() => new AdamW(new Map([['g', gone]])), /AdamW: trainable g was disposed/);
+  assert.is(hs.memory().tensors, before, 'the failed constructors allocated nothing');
+  p.dispose();
+  q.dispose();
+});
+
+test('AdamW.step: bad gradScale, gradients for no trainable and a failing decay() are Errors that change nothing', async () => {
+  const x = hs.tensor([1, 1]), y = hs.tensor([1, 1]);
+  const g = () => new Map([[x, hs.tensor([1, 1])], [y, hs.tensor([1, 1])]]);
+  const opt = new AdamW(new Map([['x', x], ['y', y]]), { lr: 0.1, weightDecay: 0 });
+  const rejects = async (f: () => Promise<unknown>, re: RegExp) => {
+    try {
+      await f();
+    } catch (e) {
+      assert.match((e as Error).message, re);
+      return;
+    }
+    assert.unreachable(`expected an Error matching ${re}`);
+  };
+  // (gradScale -1 had climbed the loss; NaN had returned skipped: the gradients themselves signal overflow)
+  for (const gs of [-1, 0, NaN, Infinity]) await rejects(() => opt.step(g(), { gradScale: gs }), /AdamW.step: gradScale must be a finite number > 0/);
+  await rejects(() => opt.step(new Map()), /no gradient for any trainable/);
+  await rejects(() => opt.step(new Map([[hs.tensor([1, 1]), hs.tensor([1, 1])]])), /keyed by a tensor \[2\] that is not one of the trainables/);
+  await rejects(() => opt.step(new Map([[x, hs.tensor(new Int32Array([1, 1]), [2])]])), /the gradient of x must be a float tensor, got i32/);
+  assert.is(opt.stepCount, 0, 'no step counted');
+  const o2 = new AdamW(new Map([['x', x], ['y', y]]), { lr: 0.1, decay: (n) => { if (n === 'y') throw new Error('decay cb failed'); return true; } });
+  await rejects(() => o2.step(g()), /decay cb failed/);
+  const o3 = new AdamW(new Map([['x', x], ['y', y]]), { lr: 0.1, decay: (() => 1) as never });
+  await rejects(() => o3.step(g()), /decay\('x'\) must return a boolean/);
+  const o4 = new AdamW(new Map([['x', x]]), { lr: () => -1 });
+  await rejects(() => o4.step(new Map([[x, hs.tensor([1, 1])]])), /the lr schedule gave -1 for step 1/);
+  assert.equal(Array.from(await x.floats()), [1, 1], 'x untouched (it had been updated before decay() failed for y)');
+  assert.equal(Array.from(await y.floats()), [1, 1]);
+  const ok = await opt.step(g());
+  assert.ok(!ok.skipped && opt.stepCount === 1, 'a good step still runs');
+  for (const o of [opt, o2, o3, o4]) o.dispose();
+});
+
+test('Trainer and lrSchedule: bad options are Errors naming the option, before the trainables are marked', () => {
+  const p = hs.tensor([1, 2]);
+  const trainables = new Map([['p', p]]);
+  assert.throws(() => new Trainer({ trainables, learningRate: 1 } as never), /Trainer: unknown option learningRate/);
+  assert.throws(() => new Trainer({ trainables, seed: NaN }), /Trainer: seed must be an integer >= 0, got NaN/);
+  assert.throws(() => new Trainer({ trainables, seed: -1 }), /Trainer: seed must be an integer >= 0, got -1/);
+  assert.throws(() => new Trainer({ trainables, ema: { decay: 2 } }), /Trainer: ema.decay must be a number in \[0, 1\], got 2/);
+  assert.throws(() => new Trainer({ trainables: [p] as never }), /Trainer: trainables must be a Map/);
+  assert.throws(() => lrSchedule({ lr: '1' as never }), /lrSchedule: lr must be a finite number >= 0, got '1'/);
+  assert.throws(() => lrSchedule({ kind: 'cosine', lr: 1, total: 5, minLr: '0.1' as never }), /lrSchedule: minLr must be a number in \[0, lr\], got '0.1'/);
+  p.dispose();
+});
+
+test('DynamicLossScaler: options are checked (finite, growth > 1, backoff in (0, 1), minScale <= initScale); the scale never grows to inf', () => {
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ growthFactor: Infinity }, /growthFactor must be a finite number > 1, got Infinity/],
+    [{ growthFactor: 1 }, /growthFactor must be a finite number > 1, got 1/],
+    [{ backoffFactor: 1 }, /backoffFactor must be a number in \(0, 1\), got 1/],
+    [{ backoffFactor: 0 }, /backoffFactor must be a number in \(0, 1\)/],
+    [{ initScale: Infinity }, /initScale must be a finite number > 0/],
+    [{ initScale: '8' }, /initScale must be a finite number > 0, got '8'/],
+    [{ minScale: 16, initScale: 8 }, /minScale \(16\) must be <= initScale \(8\)/],
+    [{ growthInterval: 0 }, /growthInterval must be an integer >= 1, got 0/],
+    [{ growthInterval: 1.5 }, /growthInterval must be an integer >= 1/],
+    [{ initscale: 8 }, /unknown option initscale/],
+  ];
+  for (const [o, re] of bad) assert.throws(() => new DynamicLossScaler(o as never), re, JSON.stringify(o));
+  const s = new DynamicLossScaler({ initScale: 2 ** 1023, growthInterval: 1 });
+  s.update(false);
+  s.update(false);
+  assert.is(s.scale, 2 ** 1023, 'growth stops short of inf');
+  s.update(true);
+  assert.is(s.scale, 2 ** 1022, 'and backs off from there');
 });
 
 test.run();

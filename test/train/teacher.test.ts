@@ -9,7 +9,7 @@ import * as hs from '../../lib';
 import { main } from '../../lib/cli/main';
 import { loadPipeline } from '../../lib/pipelines/sd';
 import { decodePNG } from '../../lib/io/png';
-import { evaluateTeacher } from '../../lib/train/teacher';
+import { evaluateTeacher, trainTeacher } from '../../lib/train/teacher';
 
 hs.setPoison(false);
 
@@ -81,6 +81,81 @@ test('train-teacher: bad options are one clear error', async () => {
   } finally {
     process.stderr.write = err;
     process.exitCode = 0;
+  }
+});
+
+async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const msg = (e as Error).message;
+    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
+    return;
+  }
+  assert.unreachable(`${what}: expected an Error matching ${re}`);
+}
+
+/** The smallest run: one step of each stage, a 2-image cache, no evaluation. */
+const TINY = { vaeSteps: 1, vaeBatch: 1, cacheSize: 2, unetSteps: 1, unetBatch: 1, evaluate: false };
+
+test('trainTeacher: every option is checked at the start, one Error naming it, before anything is written', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-teacher-opts-'));
+  const out = path.join(dir, 'teacher');
+  try {
+    // (the library had checked none of these: NaN offset noise meant none, snrGamma -1 plain MSE, a caption
+    // dropout of 2 dropped every caption, vaeSteps -5 skipped the VAE, threads 0 was ignored, a NaN logvar trained
+    // nothing and wrote a model; emaDecay, unetLr, unetBatch and the UNet channels failed only after the VAE stage)
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ offsetNoise: NaN }, /option offsetNoise must be a finite number >= 0/],
+      [{ snrGamma: -1 }, /option snrGamma must be a finite number >= 0/],
+      [{ captionDropout: 2 }, /option captionDropout must be a number in \[0, 1\], got 2/],
+      [{ vaeSteps: -5 }, /option vaeSteps must be an integer >= 0, got -5/],
+      [{ threads: 0 }, /option threads must be an integer from 1 to 1024, got 0/],
+      [{ vaeInitLogvar: NaN }, /option vaeInitLogvar must be a finite number/],
+      [{ emaDecay: 2 }, /option emaDecay must be a number in \[0, 1\], got 2/],
+      [{ unetLr: -1 }, /option unetLr must be a finite number >= 0, got -1/],
+      [{ unetBatch: 0 }, /option unetBatch must be an integer >= 1, got 0/],
+      [{ unetSteps: 1.5 }, /option unetSteps must be an integer >= 0, got 1.5/],
+      [{ seed: -1 }, /option seed must be an integer from 0 to/],
+      [{ vaeChannels: [16, 16, 32] }, /option vaeChannels must be a list of four positive integers/],
+      [{ unetChannels: [30, 64] }, /options unetChannels, textWidth make an invalid unet: .*30 channels do not split into 8 groups/],
+      [{ textWidth: 30 }, /option textWidth must be a multiple of 4/],
+      [{ evaluate: { samplesPerPrompt: 0 } }, /option evaluate: option samplesPerPrompt must be an integer >= 1, got 0/],
+      [{ resume: 'yes' }, /option resume must be a boolean/],
+      [{ unetStep: 3 }, /unknown option unetStep/],
+    ];
+    for (const [o, re] of bad) {
+      await rejects(() => trainTeacher({ out, ...TINY, ...o } as never), new RegExp(`^trainTeacher: ${re.source}`), JSON.stringify(o));
+      assert.ok(!fs.existsSync(out), `${JSON.stringify(o)}: nothing written`);
+    }
+    await rejects(() => evaluateTeacher(out, { guidance: -1 }), /^evaluateTeacher: option guidance must be a finite number >= 0, got -1/, 'evaluateTeacher');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('trainTeacher resume: a damaged vae/config.json names the file; a run whose every step is skipped is an Error, not a model', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-teacher-nan-'));
+  const out = path.join(dir, 'teacher');
+  try {
+    const r = await trainTeacher({ out, ...TINY, seed: 1 });
+    assert.equal([r.vae.skipped, r.unet.skipped], [0, 0], 'skipped steps are reported');
+    const cfgFile = path.join(out, 'training', 'vae', 'config.json');
+    const cfg = fs.readFileSync(cfgFile);
+    fs.writeFileSync(cfgFile, '{"block_out_channels": [16, 16');
+    await rejects(() => trainTeacher({ out, ...TINY, seed: 1, resume: true }), new RegExp(`^${cfgFile.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: cannot read the VAE config`), 'damaged config');
+    fs.writeFileSync(cfgFile, cfg);
+    // every latent of the cache NaN (a damaged cache): every UNet step's loss is NaN, so every step is skipped
+    const cache = path.join(out, 'training', 'latents.safetensors');
+    const b = Buffer.from(fs.readFileSync(cache));
+    for (let i = 8 + Number(b.readBigUInt64LE(0)); i < b.length; i++) b[i] = 0xff;
+    fs.writeFileSync(cache, b);
+    fs.rmSync(path.join(out, 'unet'), { recursive: true });
+    await rejects(() => trainTeacher({ out, ...TINY, seed: 1, unetSteps: 2, resume: true }),
+      /^trainTeacher: the unet stage's first 2 steps were all skipped because the loss or its gradients were not finite .*the model was not written/, 'NaN cache');
+    assert.ok(!fs.existsSync(path.join(out, 'unet')), 'no model written');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -25,6 +25,7 @@ import * as path from 'path';
 import type { StTensorIn } from '../io/safetensors';
 import { saveSafetensorsNamed } from './export';
 import type { ComponentName } from '../models/configs';
+import { show } from './show';
 
 export const DEFAULT_LORA_TARGETS = [
   'to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in', 'proj_out', 'ff.net.0.proj', 'ff.net.2',
@@ -35,14 +36,6 @@ export const DEFAULT_LORA_TARGETS = [
 export const LORA_COMPONENTS = ['unet', 'text_encoder', 'text_encoder_2'] as const;
 const KOHYA_PREFIX: Record<(typeof LORA_COMPONENTS)[number], string> = { unet: 'lora_unet', text_encoder: 'lora_te', text_encoder_2: 'lora_te2' };
 
-function show(v: unknown): string {
-  if (typeof v === 'number') return String(v);
-  try {
-    return JSON.stringify(v) ?? typeof v;
-  } catch {
-    return typeof v;
-  }
-}
 
 export interface LoraTrainOptions {
   rank?: number;

@@ -21,6 +21,7 @@ import { EMA } from './ema';
 import { Rng } from './rng';
 import { lrSchedule, type ScheduleKind } from './schedule';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { show } from './show';
 
 export interface TrainerOptions {
   trainables: ReadonlyMap<string, Tensor>;
@@ -51,14 +52,6 @@ export interface StepLog extends StepInfo {
 const TRAINER_OPTIONS = ['trainables', 'lr', 'schedule', 'warmup', 'totalSteps', 'minLr', 'betas', 'eps', 'weightDecay', 'maxGradNorm',
   'decay', 'gradAccum', 'ema', 'seed', 'fingerprint'];
 
-function show(v: unknown): string {
-  if (typeof v === 'number') return String(v);
-  try {
-    return JSON.stringify(v) ?? typeof v;
-  } catch {
-    return typeof v;
-  }
-}
 
 export class Trainer {
   readonly optimizer: AdamW;

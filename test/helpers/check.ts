@@ -101,3 +101,15 @@ export function assertClose(out: ArrayLike<number>, ref: ArrayLike<number>, tol:
 export function t(data: ArrayLike<number>, shape: number[], dtype: hs.DType = 'f32'): hs.Tensor {
   return hs.tensor(Float32Array.from(data), shape, { dtype, device: DEVICE });
 }
+
+/** Awaits fn and asserts it rejects with an Error whose message matches re. */
+export async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const msg = (e as Error).message;
+    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
+    return;
+  }
+  assert.unreachable(`${what}: expected an Error matching ${re}`);
+}

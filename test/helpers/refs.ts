@@ -141,3 +141,17 @@ export function actRef(x: number, act: Act): number {
     default: return x;
   }
 }
+
+export interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }
+
+/** PyTorch's AdamW step in float64. */
+export function adamwRef(p: Float64Array, g: ArrayLike<number>, m: Float64Array, v: Float64Array, h: Hyper): void {
+  const bc1 = 1 - h.beta1 ** h.step, bc2 = 1 - h.beta2 ** h.step;
+  for (let i = 0; i < p.length; i++) {
+    const gi = g[i] * h.gradScale;
+    p[i] *= 1 - h.lr * h.weightDecay;
+    m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi;
+    v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
+    p[i] -= (h.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps);
+  }
+}

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { grad } from '../../lib/autograd';
 import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
-import { groupNormRef, layerNormRef } from '../helpers/refs';
+import { adamwRef, groupNormRef, layerNormRef, type Hyper } from '../helpers/refs';
 import { broadcast2, checkGrad, frozen, rnd } from '../autograd/fd';
 
 const { groupNorm, layerNorm, sub, div, sumTo, embedding, upsampleNearest2x, concat, slice, softmax } = hs.ops;
@@ -177,17 +177,6 @@ for (const dtype of FLOATS)
 
 // 10. adamw writing the model's copy in f16 and in f32 (besides the bf16 that optim.test.ts covers), 3 steps,
 //     outputs out of place (poisoned), against a float64 AdamW; an odd size for the vector tail.
-interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }
-function adamwRef(p: Float64Array, g: ArrayLike<number>, m: Float64Array, v: Float64Array, h: Hyper): void {
-  const bc1 = 1 - h.beta1 ** h.step, bc2 = 1 - h.beta2 ** h.step;
-  for (let i = 0; i < p.length; i++) {
-    const gi = g[i] * h.gradScale;
-    p[i] *= 1 - h.lr * h.weightDecay;
-    m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi;
-    v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
-    p[i] -= (h.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps);
-  }
-}
 for (const mdt of ['f16', 'f32'] as const)
   test(`adamw with an ${mdt} model copy: 3 steps against float64`, async () => {
     const n = 4099;

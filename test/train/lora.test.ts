@@ -14,7 +14,7 @@ import { LoraManager } from '../../lib/pipelines/lora';
 import { TrainableLora } from '../../lib/train/lora';
 import { Trainer } from '../../lib/train/trainer';
 import { mse, pseudoHuber } from '../../lib/train/losses';
-import { relErr } from '../helpers/check';
+import { relErr, rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
@@ -25,16 +25,6 @@ const CONFIG: UNetConfig = {
 };
 const B = 2;
 
-async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
-  try {
-    await fn();
-  } catch (e) {
-    const msg = (e as Error).message;
-    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
-    return;
-  }
-  assert.unreachable(`${what}: expected an Error matching ${re}`);
-}
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-train-'));

@@ -11,20 +11,8 @@ import { EMA } from '../../lib/train/ema';
 import { mse, pseudoHuber, gaussianKl, gaussianSample } from '../../lib/train/losses';
 import { grad, DynamicLossScaler } from '../../lib/autograd';
 import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { adamwRef, type Hyper } from '../helpers/refs';
 
-interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }
-
-/** PyTorch's AdamW step in float64. */
-function adamwRef(p: Float64Array, g: ArrayLike<number>, m: Float64Array, v: Float64Array, h: Hyper): void {
-  const bc1 = 1 - h.beta1 ** h.step, bc2 = 1 - h.beta2 ** h.step;
-  for (let i = 0; i < p.length; i++) {
-    const gi = g[i] * h.gradScale;
-    p[i] *= 1 - h.lr * h.weightDecay;
-    m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi;
-    v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
-    p[i] -= (h.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps);
-  }
-}
 
 for (const n of [1, 7, 1000, 16384 + 37]) {
   for (const gdtype of ['f32', 'bf16', 'f16'] as const) {

@@ -10,6 +10,7 @@ import { main } from '../../lib/cli/main';
 import { loadPipeline } from '../../lib/pipelines/sd';
 import { decodePNG } from '../../lib/io/png';
 import { evaluateTeacher, trainTeacher } from '../../lib/train/teacher';
+import { rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
@@ -84,16 +85,6 @@ test('train-teacher: bad options are one clear error', async () => {
   }
 });
 
-async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
-  try {
-    await fn();
-  } catch (e) {
-    const msg = (e as Error).message;
-    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
-    return;
-  }
-  assert.unreachable(`${what}: expected an Error matching ${re}`);
-}
 
 /** The smallest run: one step of each stage, a 2-image cache, no evaluation. */
 const TINY = { vaeSteps: 1, vaeBatch: 1, cacheSize: 2, unetSteps: 1, unetBatch: 1, evaluate: false };

@@ -9,19 +9,10 @@ import * as hs from '../../lib';
 import { Trainer } from '../../lib/train/trainer';
 import { writeJsonAtomic } from '../../lib/train/export';
 import { SafeTensors, saveSafetensors, type StTensorIn } from '../../lib/io/safetensors';
+import { rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
-async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
-  try {
-    await fn();
-  } catch (e) {
-    const msg = (e as Error).message;
-    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
-    return;
-  }
-  assert.unreachable(`${what}: expected an Error matching ${re}`);
-}
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 

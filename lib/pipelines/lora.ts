@@ -6,7 +6,7 @@
  *   each forward, so a server can switch adapters and scales per request without touching the base.
  * Several adapters can be active at once, each with its own scale.
  */
-import { tensor, type Tensor, type DType } from '../tensor';
+import { keep, tensor, type Tensor, type DType } from '../tensor';
 import type { ParamStore } from '../nn/params';
 import { oihwToOhwi } from '../nn/params';
 import type { ComponentName } from '../io/model_files';
@@ -68,8 +68,14 @@ export class LoraManager {
       const lora: LoadedLora = { name, path, format: parsed.format, scale, mode, modules: parsed.modules, warnings: parsed.unmatched };
       // The file stays open while the adapter is loaded: a fused adapter re-reads it to change its scale.
       const a: Applied = { lora, close: () => parsed.close(), fusedOriginals: new Map(), runtime: new Map() };
-      if (mode === 'fuse') await this.fuse(a, scale);
-      else this.attach(a, scale);
+      try {
+        if (mode === 'fuse') await this.fuse(a, scale);
+        else this.attach(a, scale);
+      } catch (e) {
+        // a fuse cut short (a damaged file, a dispose) puts back the originals it had swapped out
+        this.restore(a);
+        throw e;
+      }
       this.applied.set(name, a);
       return lora;
     } catch (e) {
@@ -92,7 +98,25 @@ export class LoraManager {
       const later = fused.slice(fused.indexOf(a) + 1);
       for (const x of [...later].reverse()) this.restore(x);
       this.restore(a);
-      await this.fuse(a, scale);
+      try {
+        await this.fuse(a, scale);
+      } catch (e) {
+        // All or nothing: back to the old scale (a fuse cut short had left the weights matching neither), or, if
+        // even that cannot be read again, the adapter unloaded; the adapters fused after it are fused again.
+        this.restore(a);
+        let gone = false;
+        try {
+          await this.fuse(a, a.lora.scale);
+        } catch {
+          this.restore(a);
+          a.close();
+          this.applied.delete(name);
+          gone = true;
+        }
+        for (const x of later) await this.fuse(x, x.lora.scale);
+        if (gone) throw new Error(`${(e as Error).message} (LoRA '${name}' could not be fused again at its old scale either and was unloaded)`);
+        throw e;
+      }
       for (const x of later) await this.fuse(x, x.lora.scale);
     }
     a.lora.scale = scale;
@@ -167,25 +191,41 @@ export class LoraManager {
     a.fusedOriginals.clear();
   }
 
+  /** The adapters' tensors belong to the manager (keep: an enclosing tidy scope had freed them under the model),
+   * all read before any is attached. */
   private attach(a: Applied, scale: number): void {
-    for (const m of a.lora.modules) {
+    const made: [LoraModule, Tensor, Tensor][] = [];
+    try {
+      for (const m of a.lora.modules) made.push([m, ...this.adapterTensors(m)]);
+    } catch (e) {
+      for (const [, d, u] of made) {
+        d.dispose();
+        u.dispose();
+      }
+      throw e;
+    }
+    for (const [m, dT, uT] of made) {
       const store = this.stores[m.component]!;
-      const dev = store.get(`${m.module}.weight`).device;
-      const spec = store.specs.get(`${m.module}.weight`)!;
-      let down = m.down.readF32();
-      let downShape: number[];
-      if (m.kind === 'conv' && spec.kind === 'conv') {
-        const [, inC, kh, kw] = spec.shape;
-        down = oihwToOhwi(down, m.rank, inC, kh, kw);
-        downShape = [m.rank, kh, kw, inC];
-      } else downShape = [m.rank, spec.shape[1] * (spec.kind === 'conv' ? spec.shape[2] * spec.shape[3] : 1)];
-      const dT = tensor(down, downShape, { device: dev });
-      const uT = tensor(m.up.readF32(), [spec.shape[0], m.rank], { device: dev });
       a.runtime.set(m.module, [dT, uT]);
       const list = store.adapters.get(m.module) ?? [];
       list.push({ name: a.lora.name, down: dT, up: uT, scale: scale * (m.alpha / m.rank) });
       store.adapters.set(m.module, list);
     }
+  }
+
+  private adapterTensors(m: LoraModule): [Tensor, Tensor] {
+    const store = this.stores[m.component]!;
+    const dev = store.get(`${m.module}.weight`).device;
+    const spec = store.specs.get(`${m.module}.weight`)!;
+    let down = m.down.readF32();
+    let downShape: number[];
+    if (m.kind === 'conv' && spec.kind === 'conv') {
+      const [, inC, kh, kw] = spec.shape;
+      down = oihwToOhwi(down, m.rank, inC, kh, kw);
+      downShape = [m.rank, kh, kw, inC];
+    } else downShape = [m.rank, spec.shape[1] * (spec.kind === 'conv' ? spec.shape[2] * spec.shape[3] : 1)];
+    const up = m.up.readF32();
+    return [keep(tensor(down, downShape, { device: dev })), keep(tensor(up, [spec.shape[0], m.rank], { device: dev }))];
   }
 }
 

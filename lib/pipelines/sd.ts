@@ -90,37 +90,58 @@ export class StableDiffusionPipeline {
   }
 
   get device(): hs.DeviceName {
+    this.checkLive('device');
     return this.model.unet!.params.get('conv_in.weight').device;
   }
 
   /** Loads a LoRA file (kohya or peft naming). mode 'fuse' (default) merges it; 'runtime' applies it per forward. */
   loadLora(file: string, o: { scale?: number; name?: string; mode?: LoraMode } = {}): Promise<LoadedLora> {
-    return this.serial(() => this.lora.load(file, o));
+    return this.serial('loadLora', () => this.lora.load(file, o));
   }
   unloadLora(name: string): Promise<void> {
-    return this.serial(() => this.lora.unload(name));
+    return this.serial('unloadLora', () => this.lora.unload(name));
   }
   setLoraScale(name: string, scale: number): Promise<void> {
-    return this.serial(() => this.lora.setScale(name, scale));
+    return this.serial('setLoraScale', () => this.lora.setScale(name, scale));
   }
 
   generate(o: GenerateOptions): Promise<GenerateResult> {
-    return this.serial(() => this.run(o));
+    // an already aborted signal rejects at once, not after the calls queued before it
+    if (o?.signal?.aborted) return Promise.reject(abortError(o.signal));
+    return this.serial('generate', () => this.run(o));
   }
 
+  /** Frees the model once the calls queued before it have finished; a generate in flight stops at its next step
+   * with an Error. Every later call is an Error ("pipeline was disposed"). */
   dispose(): void {
-    this.lora.unloadAll();
-    this.model.dispose();
+    if (this.disposed) return;
+    this.disposed = true;
+    const free = () => {
+      this.lora.unloadAll();
+      this.model.dispose();
+    };
+    if (this.pending === 0) free();  // nothing queued: at once, as before
+    else this.queue = this.queue.then(free, free);
   }
 
-  private serial<T>(f: () => Promise<T>): Promise<T> {
-    const p = this.queue.then(f, f);
+  private disposed = false;
+  private pending = 0;  // calls queued or running
+  private checkLive(what: string): void {
+    if (this.disposed) throw new Error(`${what}: the pipeline was disposed`);
+  }
+
+  private serial<T>(what: string, f: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(new Error(`${what}: the pipeline was disposed`));
+    this.pending++;
+    const p = this.queue.then(f, f).finally(() => { this.pending--; });
     this.queue = p.catch(() => undefined);
     return p;
   }
 
   /** Prompt embeddings for a batch, cond then (when CFG) uncond, concatenated along the batch. */
-  encodePrompt(prompts: string[], negatives: string[] | null, clipSkip = 0): { embeds: Tensor; pooled: Tensor | null } {
+  /** zeroNegatives (SDXL): the negative embeddings are zeros, as diffusers makes them when negative_prompt is None
+   * and force_zeros_for_empty_prompt is set (an explicit '' is encoded like any prompt there). */
+  encodePrompt(prompts: string[], negatives: string[] | null, clipSkip = 0, zeroNegatives = false): { embeds: Tensor; pooled: Tensor | null } {
     const m = this.model;
     const te1 = m.textEncoder!;
     const all = negatives ? [...prompts, ...negatives] : prompts;
@@ -139,8 +160,9 @@ export class StableDiffusionPipeline {
       const k = 2 + clipSkip;
       let embeds = ops.concat([r1.hiddenStates[r1.hiddenStates.length - k], r2.hiddenStates[r2.hiddenStates.length - k]], 2);
       let pooled = r2.textEmbeds!;
-      // SDXL: force_zeros_for_empty_prompt -> an empty negative prompt is all zeros.
-      const zeroNeg = negatives && negatives.every((s) => s === '') && (m.configs.model_index?.force_zeros_for_empty_prompt ?? true);
+      // SDXL: force_zeros_for_empty_prompt -> no negative prompt at all gives zero embeddings (diffusers tests
+      // negative_prompt is None: an explicit '' had been zeroed too, and only when every image's negative was '')
+      const zeroNeg = negatives && zeroNegatives && (m.configs.model_index?.force_zeros_for_empty_prompt ?? true);
       if (zeroNeg) {
         const n = prompts.length;
         embeds = ops.concat([ops.slice(embeds, 0, 0, n), zeros([n, embeds.shape[1], embeds.shape[2]], { device: this.device })], 0);
@@ -201,14 +223,22 @@ export class StableDiffusionPipeline {
       if (torchGen) return tensor(torchGen.randn(n), shape, { device });
       return ops.randn(shape, { seed, offset: philoxOffset++, device });
     };
+    let progressError: unknown = null;
     const checkAbort = () => {
-      if (o.signal?.aborted) throw Object.assign(new Error('generate: aborted'), { name: 'AbortError' });
+      if (o.signal?.aborted) throw abortError(o.signal);
+      if (this.disposed) throw new Error('generate: the pipeline was disposed during the run');
+      if (progressError) throw progressError;
+    };
+    const progress = (p: ProgressInfo) => {
+      const r = o.onProgress?.(p) as unknown;
+      // an async onProgress that rejects stops the run with its error (it had been an unhandled rejection)
+      if (r && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(undefined, (e) => { progressError ??= e; });
     };
     const t0 = Date.now();
     return tidy(async () => {
       checkAbort();
       const tText = Date.now();
-      const { embeds, pooled } = this.encodePrompt(batchPrompts, negatives, o.clipSkip ?? 0);
+      const { embeds, pooled } = this.encodePrompt(batchPrompts, negatives, o.clipSkip ?? 0, o.negativePrompt === undefined);
       let timeIds: Tensor | null = null;
       if (this.kind === 'sdxl') {
         const orig = o.originalSize ?? [height, width], crop = o.cropCoords ?? [0, 0], tgt = o.targetSize ?? [height, width];
@@ -229,6 +259,8 @@ export class StableDiffusionPipeline {
         z = ops.affine(samplePosterior(enc.mean, enc.logvar, draw()), m.vae!.scalingFactor, 0);
       }
       if (o.latents) {
+        if (!(o.latents instanceof Tensor) && (o.latents as ArrayLike<number>).length !== n)
+          throw new Error(`generate: latents must have ${n} values ([${shape}]), got ${(o.latents as ArrayLike<number>).length}`);
         const l = o.latents instanceof Tensor ? o.latents : tensor(o.latents, shape, { device });
         if (l.size !== n) throw new Error(`generate: latents must be [${shape}], got [${l.shape}]`);
         x = l.reshape(shape);
@@ -245,7 +277,7 @@ export class StableDiffusionPipeline {
         const p = plans[i];
         x = this.step(x, p, i, embeds, pooled, timeIds, guidance, cfg, o, draw);
         await hs.sync(device);
-        o.onProgress?.({ step: i + 1, steps: plans.length, timestep: p.t, elapsedMs: Date.now() - t0 });
+        progress({ step: i + 1, steps: plans.length, timestep: p.t, elapsedMs: Date.now() - t0 });
       }
       const unetMs = Date.now() - tUnet;
       checkAbort();
@@ -288,13 +320,23 @@ export class StableDiffusionPipeline {
       }
       let noise: Tensor | null = null;
       if (p.noise) {
-        const hook = o.noise?.(i, [...x.shape]);
+        const hook = o.noise?.(i, [...x.shape]) as unknown;
+        if (hook !== undefined && hook !== null && !(hook instanceof Tensor) && !(hook instanceof Float32Array))
+          throw new Error(`generate: the noise hook must return a Tensor, a Float32Array or nothing, got ${typeof hook === 'object' ? (hook as object).constructor?.name ?? 'an object' : typeof hook} at step ${i}`);
+        if (hook instanceof Float32Array && hook.length !== x.size)
+          throw new Error(`generate: the noise hook returned ${hook.length} values at step ${i}; [${x.shape}] needs ${x.size}`);
         noise = hook ? (hook instanceof Tensor ? hook : tensor(hook, x.shape, { device: x.device })) : draw();
         if (p.drawsUnused) noise = null;
       }
       return ops.schedulerStep(x, eps, noise, p.a, p.b, p.c);
     });
   }
+}
+
+function abortError(signal: AbortSignal): Error {
+  const e = Object.assign(new Error('generate: aborted'), { name: 'AbortError' });
+  if (signal.reason !== undefined) (e as Error & { cause?: unknown }).cause = signal.reason;
+  return e;
 }
 
 /** The options the sampler and the model do not check themselves, checked before any work: a wrong type or a

@@ -169,4 +169,38 @@ test('a LoRA file that names no module of the model, a non-finite scale and an u
   }
 });
 
+test('a runtime LoRA loaded inside a tidy scope keeps its tensors; a failed fused setScale leaves the old scale in place', async () => {
+  // (the scope had freed the adapter's tensors under the model; a fuse cut short by a damaged file had left weights
+  // matching neither scale: found by probing, session 28)
+  const { m, mgr, io } = setup('tiny-sd15');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hypersd-lora-'));
+  try {
+    const file = path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors');
+    await hs.tidy(async () => { await mgr.load(file, { name: 'rt', mode: 'runtime' }); });
+    const withRt = await unetOut(m, io, false);
+    assert.ok(withRt.every(Number.isFinite), 'the runtime adapter still works after the scope ended');
+    await mgr.unload('rt');
+    // a copy that is truncated after it was loaded
+    const copy = path.join(dir, 'copy.safetensors');
+    fs.copyFileSync(file, copy);
+    await mgr.load(copy, { name: 'f', scale: 1 });
+    const at1 = await unetOut(m, io, false);
+    fs.truncateSync(copy, Math.floor(fs.statSync(copy).size / 2));
+    let msg = '';
+    try { await mgr.setScale('f', 0.5); } catch (e) { msg = (e as Error).message; }
+    assert.match(msg, /copy\.safetensors/);
+    assert.match(msg, /was unloaded/, 'the old scale cannot be read back either: unloaded');
+    assert.is(mgr.list().length, 0);
+    const base = await unetOut(m, io, false);
+    assert.ok(relErr(base, at1) > 1e-3, 'the adapter had an effect');
+    mgr.unloadAll();
+    assert.equal(Array.from(await unetOut(m, io, false)), Array.from(base), 'the weights are the base model\'s');
+  } finally {
+    mgr.unloadAll();
+    m.dispose();
+    io.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test.run();

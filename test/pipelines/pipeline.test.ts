@@ -134,6 +134,41 @@ if (haveVocab) {
     assert.is(r.images.length, 1);
   });
 
+  test('generate: hooks and latents named when wrong; an async onProgress that rejects stops the run; an aborted signal rejects at once', async () => {
+    const p = await pipe('tiny-sd15');
+    const base = { prompt: 'x', steps: 2, width: 64, height: 64, seed: 1 };
+    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
+    assert.match(await messageOf(() => p.generate({ ...base, latents: new Float32Array(10) })), /latents must have 256 values \(\[1,4,8,8\]\), got 10/);
+    assert.match(await messageOf(() => p.generate({ ...base, sampler: 'lcm', noise: () => 'abc' as never })), /noise hook must return a Tensor, a Float32Array or nothing, got string/);
+    assert.match(await messageOf(() => p.generate({ ...base, sampler: 'lcm', noise: () => new Float32Array(3) })), /noise hook returned 3 values at step 0/);
+    assert.match(await messageOf(() => p.generate({ ...base, onProgress: async () => { throw new Error('progress broke'); } })), /progress broke/);
+    const ac = new AbortController();
+    ac.abort('stop it');
+    const slow = p.generate({ ...base, steps: 4 });
+    const t0 = Date.now();
+    let err: Error | null = null;
+    try { await p.generate({ ...base, signal: ac.signal }); } catch (e) { err = e as Error; }
+    assert.ok(err && err.name === 'AbortError' && (err as Error & { cause?: unknown }).cause === 'stop it');
+    assert.ok(Date.now() - t0 < 50, 'rejected before the queued generate ran');
+    await slow;
+  });
+
+  test('dispose: a generate in flight stops with an Error, later calls are Errors; SDXL encodes an explicit empty negative prompt', async () => {
+    const own = await loadPipeline(path.join(FIX, 'tiny-sd15', 'diffusers'), { device: DEV, tokenizer: VOCAB });
+    const base = { prompt: 'x', steps: 4, width: 64, height: 64, seed: 1 };
+    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
+    const running = own.generate({ ...base, onProgress: (pr) => { if (pr.step === 1) own.dispose(); } });
+    assert.match(await messageOf(() => running), /generate: the pipeline was disposed during the run/);
+    assert.match(await messageOf(() => own.generate(base)), /generate: the pipeline was disposed/);
+    assert.match(await messageOf(() => own.loadLora('x.safetensors')), /loadLora: the pipeline was disposed/);
+    assert.throws(() => own.device, /device: the pipeline was disposed/);
+    // diffusers zeroes SDXL's negative embeddings only for negative_prompt None; '' is encoded
+    const px = await pipe('tiny-sdxl');
+    const xb = { prompt: 'a red circle', steps: 1, width: 64, height: 64, seed: 2, guidance: 5, output: 'latent' as const };
+    const none = (await px.generate(xb)).latents, empty = (await px.generate({ ...xb, negativePrompt: '' })).latents;
+    assert.ok(relErr(empty, Float64Array.from(none)) > 1e-4, 'an explicit empty negative prompt is encoded, not zeroed');
+  });
+
   test('img2img with strength runs fewer steps and starts from the image', async () => {
     const p = await pipe('tiny-sd15');
     const img = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(200) };

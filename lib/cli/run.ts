@@ -3,6 +3,8 @@
  * another, so anyone can compare hypersd with diffusers tensor by tensor. `--repeat N` runs N more times and
  * prints the median seconds per run (load excluded): the same command is a benchmark.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { SafeTensors, saveSafetensors } from '../io/safetensors';
 import { loadModel } from '../models/load';
 import * as hs from '../tensor';
@@ -22,9 +24,11 @@ export async function runComponent(component: string, o: Opts): Promise<void> {
   const dtype = o.choice('dtype', ['f32', 'bf16', 'f16'] as const);
   const configFrom = o.str('config-from');
   o.done();
-  if (repeat < 0) throw new Error(`option --repeat must be >= 0, got ${repeat}`);
+  if (repeat < 0 || repeat > 10_000) throw new Error(`option --repeat must be from 0 to 10000, got ${repeat}`);
   if (configFrom !== undefined) checkInFolder('--config-from', configFrom);
   checkOutFile('--out', outFile);
+  if (!fs.existsSync(inputs) || !fs.statSync(inputs).isFile()) throw new Error(`--inputs ${inputs}: no such file`);
+  if (path.resolve(outFile) === path.resolve(inputs)) throw new Error(`--out ${outFile} is the --inputs file: it would be overwritten`);
   const st = SafeTensors.open(inputs);
   const need = (k: string, rank?: number) => {
     if (!st.has(k)) throw new Error(`${inputs}: missing input tensor '${k}' for ${component}`);
@@ -63,7 +67,13 @@ export async function runComponent(component: string, o: Opts): Promise<void> {
       const enc = comp === 'text_encoder' ? m.textEncoder! : m.textEncoder2!;
       if (!enc) throw new Error(`${modelPath}: no ${comp}`);
       const info = need('input_ids', 2);
-      const ids = st.info('input_ids').dtype === 'I64' ? Int32Array.from(st.readI64('input_ids'), Number) : Int32Array.from(st.readF32('input_ids'));
+      // ids as whole numbers in int32's range (an I64 id of 2^32 + 320 had wrapped to 320, F32 1.5 truncated)
+      const raw: ArrayLike<number | bigint> = st.info('input_ids').dtype === 'I64' ? st.readI64('input_ids') : st.readF32('input_ids');
+      const ids = Int32Array.from(raw as ArrayLike<number>, (v, i) => {
+        const x = Number(v);
+        if (!Number.isInteger(x) || x < -(2 ** 31) || x >= 2 ** 31) throw new Error(`${inputs}: input_ids[${i}] = ${String(v)} is not a token id`);
+        return x;
+      });
       once = async () => {
         const r = enc.forward(ids, info.shape[0], { device: dev });
         const o: Record<string, hs.Tensor> = {

@@ -234,7 +234,18 @@ function openDiffusers(dir: string, opts: OpenModelOptions): OpenedModel {
   }
   const configs = { ...own.configs, ...opts.configs };
   const unetCfg = configs.unet;
-  const xl = /XL/.test(mi?._class_name ?? '') || unetCfg?.addition_embed_type === 'text_time' || listed('text_encoder_2');
+  // The UNet's config decides when there is one (SDXL's takes the text_time embedding); a pipeline class that says
+  // otherwise, or a text_encoder_2 beside an SD1.5 UNet, is an Error (SD1.5 weights had loaded as SDXL and failed
+  // only at generate).
+  const classSaysXL = typeof mi?._class_name === 'string' ? /XL/.test(mi._class_name) : null;
+  const te2 = listed('text_encoder_2');
+  let xl: boolean;
+  if (unetCfg && typeof unetCfg === 'object') {
+    xl = unetCfg.addition_embed_type === 'text_time';
+    const what = xl ? 'an SDXL UNet (addition_embed_type text_time)' : 'an SD1.5 UNet (no text_time embedding)';
+    if (classSaysXL !== null && classSaysXL !== xl) throw new Error(`${dir}: unet/config.json describes ${what} but model_index.json names ${mi!._class_name}`);
+    if (!xl && te2) throw new Error(`${dir}: unet/config.json describes ${what} but there is a text_encoder_2`);
+  } else xl = classSaysXL ?? te2;
   const m = new Opened(xl ? 'sdxl' : 'sd15', 'diffusers', dir);
   m.configs = configs;
   m.tokenizerDirs = own.tokenizerDirs;
@@ -332,10 +343,12 @@ function openSingleFile(p: string, st: SafeTensors, opts: OpenModelOptions): Ope
   if (has('model.diffusion_model.')) {
     layout = 'single-file';
     if (has('cond_stage_model.model.')) throw new Error(`${p}: this looks like a Stable Diffusion 2.x checkpoint (OpenCLIP-H text encoder); only SD1.5 and SDXL are supported`);
-    kind = has('conditioner.embedders.') || has('model.diffusion_model.label_emb.') ? 'sdxl' : 'sd15';
+    // the UNet decides: SDXL's has the label (text_time) embedding
+    kind = has('model.diffusion_model.label_emb.') ? 'sdxl' : 'sd15';
   } else if (COMPONENTS.some((c) => has(`${c}.`))) {
     layout = 'diffusers-prefixed';
-    kind = has('text_encoder_2.') || has('unet.add_embedding.') ? 'sdxl' : 'sd15';
+    kind = has('unet.add_embedding.') ? 'sdxl' : 'sd15';
+    if (kind === 'sd15' && has('text_encoder_2.')) throw new Error(`${p}: text_encoder_2 weights beside an SD1.5 UNet (no add_embedding)`);
   } else {
     throw new Error(`${p}: not a full model file: expected keys starting with 'model.diffusion_model.' (original checkpoint) ` +
       `or 'unet.' / 'vae.' / 'text_encoder.' (diffusers-prefixed); first keys: ${keys.slice(0, 3).join(', ')}. ` +

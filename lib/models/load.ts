@@ -3,7 +3,7 @@
  * original checkpoint (lib/io/model_files), builds each component from its config, and loads its weights
  * (strict by default: every missing, unexpected or misshapen key is named).
  */
-import { openModel, type OpenModelOptions, type OpenedModel, type ComponentName } from '../io/model_files';
+import { COMPONENTS, openModel, type OpenModelOptions, type OpenedModel, type ComponentName } from '../io/model_files';
 import { UNet2DConditionModel, type UNetConfig } from './unet';
 import { CLIPTextModel, type CLIPTextConfig } from './clip';
 import { AutoencoderKL, type VAEConfig } from './vae';
@@ -34,9 +34,17 @@ export interface LoadedModel {
 }
 
 export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedModel {
+  // (a typo, a string for the array, or an empty list had loaded an empty model without a word)
+  if (opts.components !== undefined &&
+      !(Array.isArray(opts.components) && opts.components.length > 0 && opts.components.every((c) => (COMPONENTS as readonly string[]).includes(c))))
+    throw new Error(`loadModel: components must be a non-empty array of ${COMPONENTS.join(', ')}; got ${JSON.stringify(opts.components)}`);
+  if (opts.dtype !== undefined && !['f32', 'f16', 'bf16'].includes(opts.dtype as string))
+    throw new Error(`loadModel: dtype must be f32, f16 or bf16, got ${JSON.stringify(opts.dtype)}`);
   const m = openModel(path, opts);
   const lo: LoadOptions = { dtype: opts.dtype, device: resolveDevice(opts.device), strict: opts.strict ?? true };
   const want = new Set<ComponentName>(opts.components ?? ['unet', 'vae', 'text_encoder', 'text_encoder_2']);
+  if (m.kind === 'sd15' && want.has('text_encoder_2') && opts.components?.includes('text_encoder_2'))
+    throw new Error(`${path}: an SD1.5 model has no text_encoder_2`);
   const out: LoadedModel = {
     kind: m.kind, layout: m.layout, path, configs: m.configs, tokenizerDirs: m.tokenizerDirs, reports: {},
     dispose() {

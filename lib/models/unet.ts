@@ -141,9 +141,19 @@ export class UNet2DConditionModel {
     if (c.resnet_time_scale_shift && c.resnet_time_scale_shift !== 'default') throw new Error(`unet config: resnet_time_scale_shift ${c.resnet_time_scale_shift} is not supported`);
     // (an unsupported activation had been run as SiLU, and "4" for 4 had failed later as "expected [32,4,3,3], got
     // [32,4,3,3]")
-    for (const [k, v] of [['act_fn', c.act_fn], ['time_embedding_act_fn', (c as { time_embedding_act_fn?: unknown }).time_embedding_act_fn]] as const)
-      if (v !== undefined && v !== null && v !== 'silu' && v !== 'swish')
-        throw new Error(`unet config: ${k} ${JSON.stringify(v)} is not supported (silu)`);
+    if (c.act_fn !== undefined && c.act_fn !== null && c.act_fn !== 'silu' && c.act_fn !== 'swish')
+      throw new Error(`unet config: act_fn ${JSON.stringify(c.act_fn)} is not supported (silu)`);
+    // Fields that change the computation but not the weights' shapes: anything but diffusers' default had been
+    // ignored, computing another network (found by probing)
+    const cfg = c as unknown as Record<string, unknown>;
+    for (const [k, def] of [['center_input_sample', false], ['resnet_skip_time_act', false], ['resnet_out_scale_factor', 1],
+      ['mid_block_scale_factor', 1], ['downsample_padding', 1], ['timestep_post_act', null], ['time_embedding_act_fn', null],
+      ['dual_cross_attention', false], ['only_cross_attention', false], ['attention_type', 'default'], ['cross_attention_norm', null],
+      ['class_embeddings_concat', false], ['mid_block_only_cross_attention', null], ['encoder_hid_dim', null], ['encoder_hid_dim_type', null]] as const) {
+      const v = cfg[k];
+      if (v === undefined || v === def || (def === null && v === null)) continue;
+      throw new Error(`unet config: ${k} ${JSON.stringify(v)} is not supported (only diffusers' default, ${JSON.stringify(def)})`);
+    }
     checkConfigIntegers('unet config', c as unknown as Record<string, unknown>,
       ['in_channels', 'out_channels', 'block_out_channels', 'layers_per_block', 'norm_num_groups', 'cross_attention_dim',
         'attention_head_dim', 'num_attention_heads', 'transformer_layers_per_block', 'projection_class_embeddings_input_dim', 'addition_time_embed_dim']);
@@ -311,5 +321,7 @@ export function timestepTensor(t: Tensor | number | number[], B: number, device:
   }
   const arr = Array.isArray(t) ? t : Array(B).fill(t);
   if (arr.length !== B) throw new Error(`unet: timesteps must have ${B} values, got ${arr.length}`);
+  const bad = arr.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  if (bad >= 0) throw new Error(`unet: timestep ${bad} is ${String(arr[bad])}: timesteps must be finite numbers`);
   return tensor(Float32Array.from(arr), [B], { device });
 }

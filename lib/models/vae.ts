@@ -131,6 +131,10 @@ export class AutoencoderKL {
     const c = config, p = this.params, boc = c.block_out_channels, nb = boc.length;
     const g = c.norm_num_groups ?? 32, L = c.latent_channels;
     const attn = c.mid_block_add_attention ?? true;
+    for (const k of ['latents_mean', 'latents_std', 'shift_factor']) {
+      const v = (c as unknown as Record<string, unknown>)[k];
+      if (v !== undefined && v !== null) throw new Error(`vae config: ${k} ${JSON.stringify(v)} is not supported (latents are scaled by scaling_factor alone; it had been ignored)`);
+    }
     const act = (c as { act_fn?: unknown }).act_fn;
     if (act !== undefined && act !== 'silu' && act !== 'swish') throw new Error(`vae config: act_fn ${JSON.stringify(act)} is not supported (silu)`);
     checkConfigIntegers('vae config', c as unknown as Record<string, unknown>, ['in_channels', 'out_channels', 'latent_channels', 'block_out_channels', 'layers_per_block', 'norm_num_groups']);

@@ -459,6 +459,11 @@ export async function loadPipeline(modelPath: string, opts: PipelineOptions = {}
   })();
   const model = loadModel(modelPath, { ...opts, device });
   try {
+    // every component generate needs (a missing text_encoder_2 had surfaced at generate as a TypeError)
+    const need: [unknown, string][] = [[model.unet, 'unet'], [model.vae, 'vae'], [model.textEncoder, 'text_encoder'],
+      ...(model.kind === 'sdxl' ? [[model.textEncoder2, 'text_encoder_2'] as [unknown, string]] : [])];
+    const missing = need.filter(([x]) => !x).map(([, n]) => n);
+    if (missing.length) throw new Error(`${modelPath}: a ${model.kind} pipeline needs ${missing.join(', ')}, which ${missing.length > 1 ? 'were' : 'was'} not loaded`);
     const tok = tokenizerFor(model.tokenizerDirs.tokenizer, opts.tokenizer, '<|endoftext|>', modelPath);
     const tok2 = model.kind === 'sdxl'
       ? tokenizerFor(model.tokenizerDirs.tokenizer_2, opts.tokenizer2 ?? opts.tokenizer, '!', modelPath)

@@ -191,6 +191,9 @@ export function samplerConfigFromDiffusers(
     new Error(`scheduler config: ${key}=${JSON.stringify(json[key])} is not supported (${why})`);
   if (json.trained_betas !== undefined && json.trained_betas !== null) throw unsupported('trained_betas', 'only beta_schedule');
   if (json.rescale_betas_zero_snr === true) throw unsupported('rescale_betas_zero_snr', 'zero-SNR betas are not implemented');
+  // EDM-formulated schedulers (Playground v2.5, ...) parametrise noise by sigma_data / sigma_min / sigma_max, not by
+  // the betas these samplers read: their models would be sampled as something else (found by probing)
+  if (/^EDM/.test(className)) throw unsupported('_class_name', 'EDM-formulated models are not supported');
   if (name === 'ddim' || name === 'tcd' || name === 'lcm') {
     if (json.thresholding === true) throw unsupported('thresholding', 'dynamic thresholding is not linear');
   }

@@ -129,6 +129,9 @@ test('errors are one clear line with a non-zero exit', () => {
     [['train-teacher', '--out', path.join(tmp, 't'), '--vae-batch', '0'], /option --vae-batch must be >= 1, got 0/],
     [['train-teacher', '--out', path.join(tmp, 't'), '--samples-per-prompt', '0'], /option --samples-per-prompt must be >= 1, got 0/],
     [['run', 'unet', '--model', path.join(tmp, 'nope'), '--inputs', 'x', '--out', path.join(tmp, 'no', 'o.safetensors')], /--out .*o\.safetensors: cannot write into/],
+    [['run', 'unet', '--model', path.join(tmp, 'nope'), '--inputs', tmp, '--out', path.join(tmp, 'o.safetensors')], /--inputs .*: no such file/],
+    [['run', 'unet', '--model', path.join(tmp, 'nope'), '--inputs', path.join(FIX, 'tiny-sd15', 'io.safetensors'), '--out', path.join(FIX, 'tiny-sd15', 'io.safetensors')], /is the --inputs file: it would be overwritten/],
+    [['run', 'unet', '--model', path.join(tmp, 'nope'), '--inputs', 'x', '--out', path.join(tmp, 'o.safetensors'), '--repeat', '99999'], /option --repeat must be from 0 to 10000, got 99999/],
   ] as [string[], RegExp][]) {
     fs.mkdirSync(path.join(tmp, 'dir.png'), { recursive: true });
     r = cli(args);
@@ -136,6 +139,17 @@ test('errors are one clear line with a non-zero exit', () => {
     assert.match(r.err, msg);
     assert.is(r.err.trim().split('\n').length, 1);
   }
+});
+
+test('run text_encoder: token ids outside int32 are an Error (an I64 id of 2^32 + 320 had wrapped to 320)', () => {
+  const inputs = path.join(tmp, 'ids.safetensors');
+  const ids = new BigInt64Array(77);
+  ids[0] = 49406n;
+  ids[1] = 2n ** 32n + 320n;
+  saveSafetensors(inputs, { input_ids: { dtype: 'I64', shape: [1, 77], data: ids } });
+  const r = cli(['run', 'text_encoder', '--model', path.join(FIX, 'tiny-sd15/diffusers'), '--inputs', inputs, '--out', path.join(tmp, 'te.safetensors')]);
+  assert.is(r.code, 1, r.err);
+  assert.match(r.err, /ids\.safetensors: input_ids\[1\] = 4294967616 is not a token id/);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -11,6 +11,7 @@ import {
   OpenedModel, WeightRef, checkWeights, openComponent, openModel, readDiffusersConfigs, verifyModel,
 } from '../../lib/io/model_files';
 import { SafeTensors, StTensorIn, saveSafetensors } from '../../lib/io/safetensors';
+import { loadModel } from '../../lib/models/load';
 import { ComponentName, builtinConfigs, paramShapes } from '../../lib/models/configs';
 import { unetLayoutFromConfig, unetLayoutFromModules, unetNameMap, vaeNameMap } from '../../lib/models/convert_ldm';
 
@@ -377,6 +378,29 @@ test('errors users meet name the path and the fix', () => {
       JSON.stringify({ weight_map: { 'text_model.final_layer_norm.weight': 'model-00001-of-00002.safetensors' } }));
   });
   throwsWith(() => openModel(badShard), /shard model-00001-of-00002\.safetensors is missing/);
+
+  // the UNet's config decides SD1.5 or SDXL; a pipeline class or a text_encoder_2 that says otherwise is an Error
+  // (SD1.5 weights had loaded as SDXL, failing at generate with a TypeError; session 28)
+  const xlClass = scratch('xl-class', (d) => {
+    const mi = JSON.parse(fs.readFileSync(path.join(d, 'model_index.json'), 'utf8'));
+    mi._class_name = 'StableDiffusionXLPipeline';
+    fs.unlinkSync(path.join(d, 'model_index.json'));  // (a link to the fixture: replace it, do not write through it)
+    fs.writeFileSync(path.join(d, 'model_index.json'), JSON.stringify(mi));
+  });
+  throwsWith(() => openModel(xlClass), /xl-class: unet\/config\.json describes an SD1\.5 UNet .* but model_index\.json names StableDiffusionXLPipeline/);
+  const strayTe2 = scratch('stray-te2', (d) => {
+    fs.cpSync(path.join(d, 'text_encoder'), path.join(d, 'text_encoder_2'), { recursive: true });
+    const mi = JSON.parse(fs.readFileSync(path.join(d, 'model_index.json'), 'utf8'));
+    mi.text_encoder_2 = ['transformers', 'CLIPTextModelWithProjection'];
+    fs.unlinkSync(path.join(d, 'model_index.json'));
+    fs.writeFileSync(path.join(d, 'model_index.json'), JSON.stringify(mi));
+  });
+  throwsWith(() => openModel(strayTe2), /stray-te2: unet\/config\.json describes an SD1\.5 UNet .* but there is a text_encoder_2/);
+  // loadModel's options
+  throwsWith(() => loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: ['unett'] as never }), /components must be a non-empty array of unet, vae, text_encoder, text_encoder_2; got \["unett"\]/);
+  throwsWith(() => loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: [] }), /components must be a non-empty array/);
+  throwsWith(() => loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { components: ['text_encoder_2'] }), /an SD1\.5 model has no text_encoder_2/);
+  throwsWith(() => loadModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { dtype: 'fp16' as never }), /loadModel: dtype must be f32, f16 or bf16, got "fp16"/);
 
   throwsWith(() => openModel(path.join(FIX, 'tiny-sd15', 'diffusers', 'unet')), /single component folder/);
   throwsWith(() => openModel(path.join(tmp, 'nothing-here')), /no such file or folder/);

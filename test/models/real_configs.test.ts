@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { builtinConfigs } from '../../lib/models/configs';
-import { UNet2DConditionModel, type UNetConfig } from '../../lib/models/unet';
+import { UNet2DConditionModel, timestepTensor, type UNetConfig } from '../../lib/models/unet';
 import { CLIPTextModel, type CLIPTextConfig } from '../../lib/models/clip';
 import { AutoencoderKL, type VAEConfig } from '../../lib/models/vae';
 
@@ -18,6 +18,15 @@ test('configs: an unsupported activation or a size that is not a positive intege
   assert.throws(vae({ act_fn: 'relu' }), /vae config: act_fn "relu" is not supported/);
   assert.throws(vae({ latent_channels: 0 }), /vae config: latent_channels must be a positive integer/);
   unet({ act_fn: 'swish' })();  // diffusers' other name for SiLU
+  // fields that change the computation, not the weights: anything but the default had been ignored
+  for (const [k, v] of [['center_input_sample', true], ['resnet_out_scale_factor', 2], ['mid_block_scale_factor', 2], ['downsample_padding', 0],
+    ['time_embedding_act_fn', 'silu'], ['timestep_post_act', 'silu'], ['resnet_skip_time_act', true]] as [string, unknown][])
+    assert.throws(unet({ [k]: v }), new RegExp(`unet config: ${k} ${JSON.stringify(v)} is not supported`));
+  unet({ center_input_sample: false, resnet_out_scale_factor: 1.0, time_embedding_act_fn: null })();
+  assert.throws(vae({ latents_mean: [0, 0, 0, 0] }), /vae config: latents_mean \[0,0,0,0\] is not supported/);
+  assert.throws(vae({ shift_factor: 0.1 }), /vae config: shift_factor 0\.1 is not supported/);
+  // NaN timesteps are Errors (they had given NaN output)
+  assert.throws(() => timestepTensor([NaN], 1, 'cpu'), /unet: timestep 0 is NaN: timesteps must be finite numbers/);
 });
 
 test('parameter counts of the real architectures', () => {

@@ -350,4 +350,10 @@ test('largest relative errors (informational)', () => {
   assert.ok(worst.size > 0);
 });
 
+test('an EDM-formulated scheduler config (Playground v2.5) is an Error, not sampled with betas', () => {
+  assert.throws(() => samplerConfigFromDiffusers({ _class_name: 'EDMDPMSolverMultistepScheduler', sigma_min: 0.002, sigma_max: 80 }),
+    /_class_name="EDMDPMSolverMultistepScheduler" is not supported \(EDM-formulated models are not supported\)/);
+  assert.throws(() => samplerConfigFromDiffusers({ _class_name: 'EDMEulerScheduler' }, 'euler'), /EDM-formulated/);
+});
+
 test.run();

@@ -151,7 +151,7 @@ export class UNet2DConditionModel {
       ['dual_cross_attention', false], ['only_cross_attention', false], ['attention_type', 'default'], ['cross_attention_norm', null],
       ['class_embeddings_concat', false], ['mid_block_only_cross_attention', null], ['encoder_hid_dim', null], ['encoder_hid_dim_type', null]] as const) {
       const v = cfg[k];
-      if (v === undefined || v === def || (def === null && v === null)) continue;
+      if (v === undefined || v === def || (Array.isArray(v) && v.every((x) => x === def))) continue;  // (per-block lists)
       throw new Error(`unet config: ${k} ${JSON.stringify(v)} is not supported (only diffusers' default, ${JSON.stringify(def)})`);
     }
     checkConfigIntegers('unet config', c as unknown as Record<string, unknown>,

@@ -22,7 +22,8 @@ test('configs: an unsupported activation or a size that is not a positive intege
   for (const [k, v] of [['center_input_sample', true], ['resnet_out_scale_factor', 2], ['mid_block_scale_factor', 2], ['downsample_padding', 0],
     ['time_embedding_act_fn', 'silu'], ['timestep_post_act', 'silu'], ['resnet_skip_time_act', true]] as [string, unknown][])
     assert.throws(unet({ [k]: v }), new RegExp(`unet config: ${k} ${JSON.stringify(v)} is not supported`));
-  unet({ center_input_sample: false, resnet_out_scale_factor: 1.0, time_embedding_act_fn: null })();
+  unet({ center_input_sample: false, resnet_out_scale_factor: 1.0, time_embedding_act_fn: null, only_cross_attention: [false, false, false, false] })();
+  assert.throws(unet({ only_cross_attention: [false, true, false, false] }), /only_cross_attention \[false,true,false,false\] is not supported/);
   assert.throws(vae({ latents_mean: [0, 0, 0, 0] }), /vae config: latents_mean \[0,0,0,0\] is not supported/);
   assert.throws(vae({ shift_factor: 0.1 }), /vae config: shift_factor 0\.1 is not supported/);
   // NaN timesteps are Errors (they had given NaN output)

@@ -7,9 +7,12 @@ import { openModel } from '../io/model_files';
 export function describeFile(p: string): string {
   if (!fs.existsSync(p)) throw new Error(`${p}: no such file or folder`);
   const st0 = fs.statSync(p);
-  if (st0.isDirectory() || !/lora/i.test(path.basename(p))) {
-    const lora = !st0.isDirectory() ? loraSummary(p) : null;
+  // A file is a LoRA when its keys say so, whatever its name ('…_lora_fused.safetensors' may be a full model)
+  if (!st0.isDirectory()) {
+    const lora = loraSummary(p);
     if (lora) return lora;
+  }
+  {
     const m = openModel(p);
     try {
       const lines = [`${p}: ${m.kind === 'sdxl' ? 'SDXL' : 'SD1.5'} model, ${m.layout} layout`];
@@ -26,9 +29,6 @@ export function describeFile(p: string): string {
       m.close();
     }
   }
-  const lora = loraSummary(p);
-  if (lora) return lora;
-  throw new Error(`${p}: not a model or LoRA file hypersd knows`);
 }
 
 function loraSummary(p: string): string | null {

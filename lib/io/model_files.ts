@@ -159,7 +159,11 @@ export function readDiffusersConfigs(dir: string): { configs: ModelConfigsIn; to
   if (!isDir(dir)) throw new Error(`${dir}: not a diffusers folder (not a directory)`);
   const configs: ModelConfigsIn = {};
   const mi = path.join(dir, 'model_index.json');
-  if (fs.existsSync(mi)) configs.model_index = readJson(mi);
+  if (fs.existsSync(mi)) {
+    configs.model_index = readJson(mi);
+    const v = configs.model_index as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${mi}: not a JSON object`);
+  }
   for (const c of COMPONENTS) {
     const p = path.join(dir, c, 'config.json');
     if (fs.existsSync(p)) configs[c] = readJson(p);
@@ -181,7 +185,11 @@ export function readDiffusersConfigs(dir: string): { configs: ModelConfigsIn; to
  */
 export function openModel(p: string, opts: OpenModelOptions = {}): OpenedModel {
   if (!fs.existsSync(p)) throw new Error(`${p}: no such file or folder`);
-  if (isDir(p)) return openDiffusers(p, opts);
+  if (isDir(p)) {
+    // a diffusers folder carries its own configs (configFrom had been silently ignored there)
+    if (opts.configFrom !== undefined) throw new Error(`${p}: configFrom applies to single-file checkpoints; a diffusers folder has its own configs (pass configs to override them)`);
+    return openDiffusers(p, opts);
+  }
   if (PICKLE.test(p)) throw new Error(pickleMessage(p, [path.basename(p)]));
   const st = SafeTensors.open(p);
   try {
@@ -297,7 +305,8 @@ function componentFiles(cdir: string, component: string, variant?: string): { fi
     if (typeof wm !== 'object' || wm === null) throw new Error(`${path.join(cdir, n)}: shard index has no weight_map`);
     const byFile = new Map<string, string[]>();
     for (const [k, f] of Object.entries(wm)) {
-      if (typeof f !== 'string') throw new Error(`${path.join(cdir, n)}: weight_map['${k}'] is not a file name`);
+      if (typeof f !== 'string' || f !== path.basename(f) || f === '..' || f === '.')
+        throw new Error(`${path.join(cdir, n)}: weight_map['${k}'] is not a file name in this folder (${JSON.stringify(f)})`);
       if (!byFile.has(f)) byFile.set(f, []);
       byFile.get(f)!.push(k);
     }
@@ -398,6 +407,8 @@ function convertOriginal(p: string, st: SafeTensors, keys: string[], m: Opened):
   for (const key of keys) {
     let r: RegExpExecArray | null;
     if (key.startsWith('model.diffusion_model.')) renamed('unet', key, key.slice(22), unetMap);
+    // (the VAE's training loss, LPIPS and discriminator weights, which some checkpoints carry: not the model)
+    else if (key.startsWith('first_stage_model.loss.')) m.ignored.push(key);
     else if (key.startsWith('first_stage_model.')) renamed('vae', key, key.slice(18), vaeMap);
     else if (key.startsWith('cond_stage_model.transformer.')) hfClip('text_encoder', key, key.slice(29));
     else if ((r = /^conditioner\.embedders\.\d+\.transformer\.(.+)$/.exec(key))) hfClip('text_encoder', key, r[1]);

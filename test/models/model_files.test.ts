@@ -12,6 +12,7 @@ import {
 } from '../../lib/io/model_files';
 import { SafeTensors, StTensorIn, saveSafetensors } from '../../lib/io/safetensors';
 import { loadModel } from '../../lib/models/load';
+import { describeFile } from '../../lib/cli/info';
 import { ComponentName, builtinConfigs, paramShapes } from '../../lib/models/configs';
 import { unetLayoutFromConfig, unetLayoutFromModules, unetNameMap, vaeNameMap } from '../../lib/models/convert_ldm';
 
@@ -423,11 +424,31 @@ test('errors users meet name the path and the fix', () => {
   out['alphas_cumprod'] = { dtype: 'F32', shape: [2], data: new Float32Array(2) };
   out['model_ema.decay'] = { dtype: 'F32', shape: [], data: new Float32Array(1) };
   out['cond_stage_model.transformer.text_model.embeddings.position_ids'] = { dtype: 'I64', shape: [1, 77], data: new BigInt64Array(77) };
+  // the VAE's training loss (LPIPS, discriminator) that some checkpoints carry is not the model (it had failed the load)
+  out['first_stage_model.loss.logvar'] = { dtype: 'F32', shape: [], data: new Float32Array(1) };
   saveSafetensors(extra, out);
   const m = openModel(extra, { configFrom: path.join(FIX, 'tiny-sd15', 'diffusers') });
   verifyModel(m);
-  assert.equal(m.ignored.sort(), ['alphas_cumprod', 'cond_stage_model.transformer.text_model.embeddings.position_ids', 'model_ema.decay']);
+  assert.equal(m.ignored.sort(), ['alphas_cumprod', 'cond_stage_model.transformer.text_model.embeddings.position_ids', 'first_stage_model.loss.logvar', 'model_ema.decay']);
   m.close();
+
+  // session 28 (probing): a model_index that is not an object, a shard index naming a file outside the folder,
+  // configFrom given for a diffusers folder (it had been ignored), and `info` on a full model named '…lora…'
+  const badMi = scratch('bad-mi', (d) => {
+    fs.unlinkSync(path.join(d, 'model_index.json'));
+    fs.writeFileSync(path.join(d, 'model_index.json'), '"hello"');
+  });
+  throwsWith(() => openModel(badMi), /bad-mi\/model_index\.json: not a JSON object/);
+  const escape = scratch('escape', (d) => {
+    fs.writeFileSync(path.join(d, 'text_encoder', 'model.safetensors.index.json'),
+      JSON.stringify({ weight_map: { 'text_model.final_layer_norm.weight': '../vae/diffusion_pytorch_model.safetensors' } }));
+  });
+  throwsWith(() => openModel(escape), /weight_map\['text_model\.final_layer_norm\.weight'\] is not a file name in this folder/);
+  throwsWith(() => openModel(path.join(FIX, 'tiny-sd15', 'diffusers'), { configFrom: path.join(FIX, 'tiny-sd15', 'diffusers') }), /configFrom applies to single-file checkpoints/);
+  const named = path.join(tmp, 'sd15_hyper_lora_fused.safetensors');
+  fs.copyFileSync(path.join(FIX, 'tiny-sd15', 'model.safetensors'), named);
+  assert.match(describeFile(named), /SD1\.5 model, diffusers-prefixed layout/);
+  assert.match(describeFile(path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors')), /kohya|LoRA/i);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

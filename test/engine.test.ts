@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as hs from '../lib';
 import { native } from '../lib/native';
 import { settleGarbage } from './helpers/gc';
+import { messageOf } from './helpers/check';
 
 const { ops } = hs;
 const cpu = { device: 'cpu' as const };
@@ -49,19 +50,11 @@ test('a failed op\'s output: reading it, or an op on it (and that op\'s outputs 
   const bad = hs.empty([3], cpu);
   hs.runOp('debug_fail', [a], [bad]);
   const next = ops.mul(bad, bad), after = ops.add(next, a);
-  const messageOf = async (p: Promise<unknown>) => {
-    try {
-      await p;
-    } catch (e) {
-      return (e as Error).message;
-    }
-    return '(no error)';
-  };
-  assert.match(await messageOf(hs.sync('cpu')), /debug_fail: requested failure/);  // the failure itself, once
+  assert.match(await messageOf(() => hs.sync('cpu')), /debug_fail: requested failure/);  // the failure itself, once
   for (const t of [bad, next, after])
-    assert.match(await messageOf(t.data()), /^reading f32\[3\]@cpu: it was written by an op that failed \(op 'debug_fail' on cpu .*debug_fail: requested failure\)$/);
+    assert.match(await messageOf(() => t.data()), /^reading f32\[3\]@cpu: it was written by an op that failed \(op 'debug_fail' on cpu .*debug_fail: requested failure\)$/);
   // a copy to another device carries the failure (where CUDA is available)
-  if (hs.cudaStatus().available) assert.match(await messageOf(bad.to('cuda').data()), /written by an op that failed/);
+  if (hs.cudaStatus().available) assert.match(await messageOf(() => bad.to('cuda').data()), /written by an op that failed/);
   // the rest keeps working, and the failure is released with its tensor
   assert.equal(Array.from(await ops.add(a, a).floats()), [2, 4, 6]);
   for (const t of [bad, next, after]) t.dispose();

@@ -94,30 +94,24 @@ export class LoraManager {
         for (const ad of list) if (ad.name === name) ad.scale = scale * (m.alpha / m.rank);
       }
     } else {
-      const fused = [...this.applied.values()].filter((x) => x.lora.mode === 'fuse');
-      const later = fused.slice(fused.indexOf(a) + 1);
-      for (const x of [...later].reverse()) this.restore(x);
-      this.restore(a);
-      try {
-        await this.fuse(a, scale);
-      } catch (e) {
-        // All or nothing: back to the old scale (a fuse cut short had left the weights matching neither), or, if
-        // even that cannot be read again, the adapter unloaded; the adapters fused after it are fused again.
-        this.restore(a);
-        let gone = false;
+      await this.unfused(a, async () => {
         try {
-          await this.fuse(a, a.lora.scale);
-        } catch {
+          await this.fuse(a, scale);
+        } catch (e) {
+          // All or nothing: back to the old scale (a fuse cut short had left the weights matching neither), or, if
+          // even that cannot be read again, the adapter unloaded.
           this.restore(a);
-          a.close();
-          this.applied.delete(name);
-          gone = true;
+          try {
+            await this.fuse(a, a.lora.scale);
+          } catch {
+            this.restore(a);
+            a.close();
+            this.applied.delete(name);
+            throw new Error(`${(e as Error).message} (LoRA '${name}' could not be fused again at its old scale either and was unloaded)`);
+          }
+          throw e;
         }
-        for (const x of later) await this.fuse(x, x.lora.scale);
-        if (gone) throw new Error(`${(e as Error).message} (LoRA '${name}' could not be fused again at its old scale either and was unloaded)`);
-        throw e;
-      }
-      for (const x of later) await this.fuse(x, x.lora.scale);
+      });
     }
     a.lora.scale = scale;
   }
@@ -125,12 +119,7 @@ export class LoraManager {
   async unload(name: string): Promise<void> {
     const a = this.get(name);
     if (a.lora.mode === 'fuse') {
-      // Fused adapters stack: unfuse those fused after this one (newest first), this one, then fuse them again.
-      const fused = [...this.applied.values()].filter((x) => x.lora.mode === 'fuse');
-      const later = fused.slice(fused.indexOf(a) + 1);
-      for (const x of [...later].reverse()) this.restore(x);
-      this.restore(a);
-      for (const x of later) await this.fuse(x, x.lora.scale);
+      await this.unfused(a, async () => {});
     } else {
       for (const m of a.lora.modules) {
         const store = this.stores[m.component]!;
@@ -161,6 +150,20 @@ export class LoraManager {
     const a = this.applied.get(name);
     if (!a) throw new Error(`no LoRA named '${name}' is loaded (loaded: ${this.names.join(', ') || 'none'})`);
     return a;
+  }
+
+  /** Fused adapters stack: unfuses those fused after a (newest first) and a itself, runs body, then fuses those
+   * after a again, whatever body did. */
+  private async unfused(a: Applied, body: () => Promise<void>): Promise<void> {
+    const fused = [...this.applied.values()].filter((x) => x.lora.mode === 'fuse');
+    const later = fused.slice(fused.indexOf(a) + 1);
+    for (const x of [...later].reverse()) this.restore(x);
+    this.restore(a);
+    try {
+      await body();
+    } finally {
+      for (const x of later) await this.fuse(x, x.lora.scale);
+    }
   }
 
   private async fuse(a: Applied, scale: number): Promise<void> {

@@ -230,8 +230,9 @@ export function tensor(data: Data, shape?: readonly number[], opts: TensorOption
     if (!Number.isInteger(x) || x < lo || x > hi) throw new Error(`tensor: value ${String(v)} at ${i} is not a ${dtype} (integers from ${lo} to ${hi})`);
     return x;
   };
+  const i64num = int(-(2 ** 63), 2 ** 63 - 1024);  // (the doubles below 2^63)
   const i64 = (v: unknown, i: number): bigint => {
-    if (typeof v !== 'bigint') return BigInt(int(-(2 ** 63), 2 ** 63 - 1024)(v, i));  // (the doubles below 2^63)
+    if (typeof v !== 'bigint') return BigInt(i64num(v, i));
     if (v < -(2n ** 63n) || v >= 2n ** 63n) throw new Error(`tensor: value ${v} at ${i} is not an i64`);
     return v;
   };

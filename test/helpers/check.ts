@@ -102,14 +102,19 @@ export function t(data: ArrayLike<number>, shape: number[], dtype: hs.DType = 'f
   return hs.tensor(Float32Array.from(data), shape, { dtype, device: DEVICE });
 }
 
-/** Awaits fn and asserts it rejects with an Error whose message matches re. */
-export async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
+/** The message of the Error fn's promise rejects with, or '(no error)'. */
+export async function messageOf(fn: () => Promise<unknown>): Promise<string> {
   try {
     await fn();
   } catch (e) {
-    const msg = (e as Error).message;
-    assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
-    return;
+    return (e as Error).message;
   }
-  assert.unreachable(`${what}: expected an Error matching ${re}`);
+  return '(no error)';
+}
+
+/** Awaits fn and asserts it rejects with an Error whose message matches re. */
+export async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
+  const msg = await messageOf(fn);
+  if (msg === '(no error)') assert.unreachable(`${what}: expected an Error matching ${re}`);
+  assert.ok(re.test(msg), `${what}: error '${msg}' does not match ${re}`);
 }

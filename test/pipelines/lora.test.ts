@@ -11,7 +11,7 @@ import { LoraManager } from '../../lib/pipelines/lora';
 import { SafeTensors, saveSafetensors } from '../../lib/io/safetensors';
 import * as fs from 'fs';
 import * as os from 'os';
-import { relErr } from '../helpers/check';
+import { relErr, messageOf } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 
@@ -131,7 +131,6 @@ test('a LoRA file that names no module of the model, a non-finite scale and an u
     const nothing = path.join(dir, 'nothing.safetensors');
     saveSafetensors(nothing, { 'lora_unet_foo_bar.lora_down.weight': { dtype: 'F32', shape: [2, 4], data: new Float32Array(8) },
       'lora_unet_foo_bar.lora_up.weight': { dtype: 'F32', shape: [4, 2], data: new Float32Array(8) } });
-    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
     assert.match(await messageOf(() => mgr.load(nothing)), /nothing\.safetensors: none of its 2 keys names a module of this model \(lora_unet_foo_bar/);
     // integer weights and a peft lora_alpha that is not a number (they had been taken by value / as alpha = rank)
     const src = SafeTensors.open(path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors'));

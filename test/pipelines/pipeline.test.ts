@@ -9,7 +9,7 @@ import * as hs from '../../lib';
 import { loadPipeline, samplePosterior, type StableDiffusionPipeline } from '../../lib/pipelines/sd';
 import { SafeTensors } from '../../lib/io/safetensors';
 import { decodePNG } from '../../lib/io/png';
-import { DEVICE as DEV, relErr } from '../helpers/check';
+import { DEVICE as DEV, relErr, messageOf } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 const SHARED = path.resolve(process.env.HYPERSD_SHARED_FIXTURES ?? path.join(__dirname, '../../../shared/fixtures'));
@@ -108,7 +108,6 @@ if (haveVocab) {
     const p = await pipe('tiny-sd15'), px = await pipe('tiny-sdxl');
     const base = { prompt: 'x', steps: 1, width: 64, height: 64, seed: 1 };
     const img = (n: number, channels: number) => ({ width: 64, height: 64, channels, data: new Uint8Array(n) });
-    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
     for (const [pp, o, msg] of [
       [p, { prompt: 42 }, /prompt must be a string or an array of strings, got 42/],
       [p, { guidance: Infinity }, /guidance must be a finite number >= 0/],
@@ -137,7 +136,6 @@ if (haveVocab) {
   test('generate: hooks and latents named when wrong; an async onProgress that rejects stops the run; an aborted signal rejects at once', async () => {
     const p = await pipe('tiny-sd15');
     const base = { prompt: 'x', steps: 2, width: 64, height: 64, seed: 1 };
-    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
     assert.match(await messageOf(() => p.generate({ ...base, latents: new Float32Array(10) })), /latents must have 256 values \(\[1,4,8,8\]\), got 10/);
     assert.match(await messageOf(() => p.generate({ ...base, sampler: 'lcm', noise: () => 'abc' as never })), /noise hook must return a Tensor, a Float32Array or nothing, got string/);
     assert.match(await messageOf(() => p.generate({ ...base, sampler: 'lcm', noise: () => new Float32Array(3) })), /noise hook returned 3 values at step 0/);
@@ -156,7 +154,6 @@ if (haveVocab) {
   test('dispose: a generate in flight stops with an Error, later calls are Errors; SDXL encodes an explicit empty negative prompt', async () => {
     const own = await loadPipeline(path.join(FIX, 'tiny-sd15', 'diffusers'), { device: DEV, tokenizer: VOCAB });
     const base = { prompt: 'x', steps: 4, width: 64, height: 64, seed: 1 };
-    const messageOf = async (f: () => Promise<unknown>) => { try { await f(); } catch (e) { return (e as Error).message; } return '(no error)'; };
     const running = own.generate({ ...base, onProgress: (pr) => { if (pr.step === 1) own.dispose(); } });
     assert.match(await messageOf(() => running), /generate: the pipeline was disposed during the run/);
     assert.match(await messageOf(() => own.generate(base)), /generate: the pipeline was disposed/);

@@ -32,6 +32,9 @@
 // of it inlined in every pair the kernel was ~10900 PTX instructions and, at the UNet's K = 320, Nsight
 // Compute found 59% of its stall cycles waiting for instruction fetch (8192 x 320 x 2560: 137 us, 98 TFLOP/s).
 // ptxas for wgmma_gemm_kernel: 118 registers (128x128), 170 (128x256 variant), 0 spills.
+// Both kernels pin their accumulators with wg_fence_regs before each wgmma.fence and after each wait (wgmma.cuh
+// says why; session 29, after a review): the sm_90a cubin from CUDA 13.0 came out byte-identical with and
+// without them, so the kernels measured above are the ones now built; the fences keep a later compiler honest.
 // Built only into an sm_90a cubin (CMakeLists.txt: the *_sm90a.cu files); other targets never launch it.
 #include <cuda.h>  // CUtensorMap and its enums (the encoder is reached through the runtime: no libcuda link)
 
@@ -230,14 +233,17 @@ __global__ void __launch_bounds__(W_THREADS, 1) wgmma_gemm_kernel(const GemmPara
     if (kt + PD < nk) load(kt + PD);
     cp_async_commit();
     const uint32_t a0 = sA(kt % ST) + wg * 64 * 128, b0 = sB(kt % ST);
+    wg_fence_regs<BN / 2>(d);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T, BN>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
     wg_commit();
     if constexpr (Cfg::WAIT == 1) asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
     else wg_wait0();
+    wg_fence_regs<BN / 2>(d);
   }
   wg_wait0();
+  wg_fence_regs<BN / 2>(d);
   cp_async_wait<0>();
 
   wg_store_tile<T, BN>(p, (T*)p.C + (int64_t)z * p.sC, m0 + wg * 64 + warp * 16 + (lane >> 2), m0, n0, lane, d);
@@ -349,14 +355,17 @@ __global__ void __launch_bounds__(T_THREADS, 1)
       const int st = u % ST;
       mbar_wait(full(st), (u / ST) & 1);
       const uint32_t a0 = s0 + st * Cfg::STAGE + wg * 64 * 128, b0 = s0 + st * Cfg::STAGE + Cfg::A_BYTES;
+      wg_fence_regs<32>(tacc);
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma64<T>(tacc, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
       wg_commit();
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      wg_fence_regs<32>(tacc);
       release_prev(u);
     }
     wg_wait0();
+    wg_fence_regs<32>(tacc);
     // t rows of this warp: m0 + 64 wg + 16 wl + lane/4 (+ 8), columns 8j + 2 (lane % 4) (+ 1)
     T* tg = (T*)lf.t;
     const int tr = m0 + wg * 64 + wl * 16 + (lane >> 2);
@@ -382,14 +391,17 @@ __global__ void __launch_bounds__(T_THREADS, 1)
     const int u = np + kt, st = u % ST;
     mbar_wait(full(st), (u / ST) & 1);
     const uint32_t a0 = s0 + st * Cfg::STAGE + wg * 64 * 128, b0 = s0 + st * Cfg::STAGE + Cfg::A_BYTES;
+    wg_fence_regs<BN / 2>(d);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < W_BK / 16; ++kk) wg_mma<T, BN>(d, wg_desc(a0 + kk * 32), wg_desc(b0 + kk * 32));
     wg_commit();
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    wg_fence_regs<BN / 2>(d);
     release_prev(u);
   }
   wg_wait0();
+  wg_fence_regs<BN / 2>(d);
 
   wg_store_tile<T, BN>(p, (T*)p.C, m0 + wg * 64 + wl * 16 + (lane >> 2), m0, n0, lane, d);
 #endif

@@ -7,6 +7,7 @@ export {
   cudaStatus, setThreads, threads, setPoison,
 } from './tensor';
 export type { DType, DeviceName, DeviceSetting, TensorOptions, MemoryInfo } from './tensor';
+export { errorScope } from './native';
 export * as ops from './ops';
 export * as autograd from './autograd';
 export * as train from './train';

@@ -2,6 +2,7 @@
  * Loads the native addon. Order: HYPERSD_ADDON (an explicit path, for development builds), then
  * node-gyp-build (prebuilds/ made by `npm run prebuilds`, then build/Release from `npm install`).
  */
+import { AsyncLocalStorage } from 'async_hooks';
 import * as path from 'path';
 
 export interface NativeStats { allocatedBytes: number; cachedBytes: number; peakBytes: number; liveStorages: number }
@@ -30,6 +31,14 @@ export interface Native {
   threads(): number;
   cudaStatus(): { available: boolean; reason: string };
   ops(): { name: string; cpu: boolean; cuda: boolean }[];
+  /** This thread's current client number: whose errors its syncs report and whose its enqueued ops record. */
+  client(): number;
+  /** A fresh client number (one per error scope). */
+  newClient(): number;
+  /** Sets this thread's client (see errorScope). */
+  setClient(n: number): void;
+  /** Drops, in stream order, the client's errors not yet thrown. */
+  endClient(n: number): void;
 }
 
 let cached: Native | undefined;
@@ -67,4 +76,51 @@ export function native(): Native {
     );
   }
   return cached!;
+}
+
+// ---------- error scopes ----------
+// A kernel error is thrown by the next sync of the client that queued the op. Every JS thread is one client,
+// and within it each errorScope (a pipeline's queued calls run in one each) is a client of its own, carried
+// across awaits by AsyncLocalStorage: a generate's sync reports its own ops' errors, not those of the caller's
+// unsynced code running beside it, and the reverse. Before each call that enqueues, syncs or reads, `enqueuer`
+// tells the addon whose turn it is (a thread-local number in the core; the addon's promise workers adopt it).
+interface Scope { readonly id: number; live: boolean }
+const scopes = new AsyncLocalStorage<Scope>();
+let anyScope = false;  // until the first scope, every call is the thread's own: not even a getStore
+let baseClient = 0, setClient = 0;
+
+/** The addon, with this thread's client set to the error scope the caller runs in (or the thread's own). */
+export function enqueuer(): Native {
+  const nat = native();
+  if (!anyScope) return nat;
+  const s = scopes.getStore();
+  // a continuation that outlives its scope (a promise chain left running) falls back to the thread's own
+  const want = s !== undefined && s.live ? s.id : baseClient;
+  if (want !== setClient) {
+    nat.setClient(want);
+    setClient = want;
+  }
+  return nat;
+}
+
+/**
+ * Runs fn in an error scope of its own: a kernel error from an op fn queues (directly or in anything it awaits)
+ * is thrown by fn's own syncs and reads (`await t.data()`, `sync()`), never by code running beside it on this
+ * thread, and fn's syncs do not throw the errors of ops queued outside it. An error fn never synced is dropped
+ * when the scope ends (the tensors that op wrote stay failed: reading them is an Error). Scopes nest. Each
+ * pipeline call runs in one.
+ */
+export async function errorScope<T>(fn: () => T | Promise<T>): Promise<T> {
+  const nat = native();
+  if (!anyScope) {
+    baseClient = setClient = nat.client();
+    anyScope = true;
+  }
+  const s: Scope = { id: nat.newClient(), live: true };
+  try {
+    return await scopes.run(s, fn);
+  } finally {
+    s.live = false;
+    nat.endClient(s.id);
+  }
 }

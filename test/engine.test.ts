@@ -544,6 +544,81 @@ test('a kernel error goes to the thread that enqueued the op: a Worker\'s sync d
   assert.match(out, /MAIN got .*embedding.*id 9/);
 });
 
+test('errorScope: within one thread each scope\'s syncs throw its own ops\' errors, not those of code beside it', async () => {
+  // (until session 29 the stream told threads apart but not callers on one thread: an op failing in the caller's
+  // unsynced code was thrown by a generate's sync beside it, and the caller's own sync then came back clean)
+  const a = vec([1, 2, 3]);
+  const outerBad = hs.empty([3], cpu);
+  hs.runOp('debug_fail', [a], [outerBad]);  // the caller's own, never synced until the end
+  let releaseA!: () => void;
+  const gateA = new Promise<void>((r) => { releaseA = r; });
+  const log: string[] = [];
+  const pa = hs.errorScope(async () => {
+    const bad = hs.empty([3], cpu);
+    hs.runOp('debug_fail', [a], [bad]);
+    await gateA;  // scope B runs and syncs meanwhile
+    log.push('A syncs');
+    const m = await messageOf(() => hs.sync('cpu'));
+    bad.dispose();
+    return m;
+  });
+  const pb = hs.errorScope(async () => {
+    const v = Array.from(await ops.add(a, a).floats());  // syncs: must not throw A's error or the caller's
+    await hs.sync('cpu');
+    log.push('B clean');
+    releaseA();
+    return v;
+  });
+  assert.equal(await pb, [2, 4, 6]);
+  assert.match(await pa, /debug_fail: requested failure/);
+  assert.equal(log, ['B clean', 'A syncs']);
+  // nested: the inner scope's error is the inner scope's
+  const inner = await hs.errorScope(async () => {
+    const bad = hs.empty([3], cpu);
+    const m = await hs.errorScope(async () => {
+      hs.runOp('debug_fail', [a], [bad]);
+      return messageOf(() => hs.sync('cpu'));
+    });
+    await hs.sync('cpu');  // the outer scope: clean
+    return m;
+  });
+  assert.match(inner, /debug_fail: requested failure/);
+  // the caller's own error waited for the caller's own sync, once
+  assert.match(await messageOf(() => hs.sync('cpu')), /debug_fail: requested failure/);
+  await hs.sync('cpu');
+  outerBad.dispose();
+});
+
+test('errorScope: an error the scope never synced is dropped when it ends (its tensors stay failed); late continuations are the thread\'s', async () => {
+  const a = vec([1, 2, 3]);
+  let bad!: hs.Tensor;
+  let late!: Promise<string>;
+  const r = await hs.errorScope(async () => {
+    bad = hs.keep(hs.empty([3], cpu));
+    hs.runOp('debug_fail', [a], [bad]);
+    // a promise chain that outlives the scope: its ops after the scope ended belong to the thread
+    late = (async () => {
+      await new Promise((res) => setTimeout(res, 20));
+      const b2 = hs.empty([3], cpu);
+      hs.runOp('debug_fail', [a], [b2]);
+      b2.dispose();
+      return messageOf(() => hs.sync('cpu'));
+    })();
+    return 7;
+  });
+  assert.is(r, 7);
+  await hs.sync('cpu');  // the scope's unsynced error is not the thread's
+  assert.match(await messageOf(() => bad.data()), /written by an op that failed \(.*debug_fail: requested failure/);
+  assert.match(await late, /debug_fail: requested failure/);  // thrown to the thread's own sync
+  await hs.sync('cpu');
+  bad.dispose();
+  // a scope whose function throws: the scope still ends and the error propagates
+  assert.match(await messageOf(() => hs.errorScope(() => { throw new Error('boom'); })), /^boom$/);
+  // the addon checks client numbers
+  for (const v of [0, -1, 1.5, 2 ** 32, NaN, undefined])
+    assert.match(await messageOf(() => (native() as any).setClient(v)), /setClient: expected a client number from newClient\(\)/);
+});
+
 test('a worker thread terminated with reads and syncs still queued does not take the process down', () => {
   // Node runs the pending promises' completion callbacks while it tears the Worker's environment down; a
   // Napi::Error thrown from them reached std::terminate and aborted the whole process (main thread included).

@@ -3,7 +3,7 @@
  * op table. Wrappers check shapes/dtypes and throw a clear Error (op, argument, both shapes) before
  * anything is enqueued, then allocate outputs and enqueue.
  */
-import { native, type Handle } from '../native';
+import { enqueuer, type Handle } from '../native';
 import { Tensor, empty, type DType } from '../tensor';
 import { isFloat } from '../tensor/dtype';
 
@@ -39,7 +39,7 @@ export function runOp(op: string, inputs: readonly Tensor[], outputs: readonly T
   // The op's number from the addon, looked up once per name (no name lookup per call); undefined attribute
   // values are skipped by the addon.
   let id = opIds.get(op);
-  const nat = native();
+  const nat = enqueuer();
   if (id === undefined) opIds.set(op, (id = nat.opId(op)));
   if (attrs === noAttrs) nat.run(id, ins, outs);  // no attributes: nothing for the addon to enumerate
   else {

@@ -20,6 +20,7 @@ import { LoraManager, type LoadedLora, type LoraMode } from './lora';
 import { loraTargetFromModel } from '../models/lora';
 import { openModel } from '../io/model_files';
 import { encodePNG, readPNG, type RawImage } from '../io/png';
+import { errorScope } from '../native';
 
 export interface PipelineOptions extends LoadModelOptions {
   /** tokenizer folder(s) when the model has none (single files): a folder with vocab.json + merges.txt */
@@ -133,7 +134,9 @@ export class StableDiffusionPipeline {
   private serial<T>(what: string, f: () => Promise<T>): Promise<T> {
     if (this.disposed) return Promise.reject(new Error(`${what}: the pipeline was disposed`));
     this.pending++;
-    const p = this.queue.then(f, f).finally(() => { this.pending--; });
+    // each call in an error scope of its own: its syncs throw its ops' errors, not those of code beside it
+    const g = () => errorScope(f);
+    const p = this.queue.then(g, g).finally(() => { this.pending--; });
     this.queue = p.catch(() => undefined);
     return p;
   }

@@ -7,7 +7,7 @@
  * the async context, so concurrent tidies do not mix); a FinalizationRegistry is only a safety net.
  */
 import { AsyncLocalStorage } from 'async_hooks';
-import { native, type Handle } from '../native';
+import { native, enqueuer, type Handle } from '../native';
 import {
   type DType, type DeviceName, checkDType, isFloat,
   f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32, f16BitsToF32,
@@ -115,7 +115,7 @@ export class Tensor {
 
   /** Waits for queued work and returns the values: f32/f16/bf16 as Float32Array, i32 Int32Array, i64 BigInt64Array. */
   async data(): Promise<Float32Array | Int32Array | BigInt64Array> {
-    const buf = await native().read(this.handle());
+    const buf = await enqueuer().read(this.handle());
     switch (this.dtype) {
       case 'f32': return new Float32Array(buf);
       case 'i32': return new Int32Array(buf);
@@ -141,7 +141,7 @@ export class Tensor {
   }
   /** Raw little-endian bytes, as stored. */
   async bytes(): Promise<Uint8Array> {
-    return new Uint8Array(await native().read(this.handle()));
+    return new Uint8Array(await enqueuer().read(this.handle()));
   }
   async toArray(): Promise<number[]> {
     const d = await this.data();
@@ -152,7 +152,7 @@ export class Tensor {
   to(device: DeviceSetting): Tensor {
     const d = resolveDevice(device);
     if (d === this.device) return this;
-    return new Tensor(native().copyTo(this.handle(), d), this.shape, this.dtype, d);
+    return new Tensor(enqueuer().copyTo(this.handle(), d), this.shape, this.dtype, d);
   }
 
   /** A view with another shape over the same storage (no copy). One dimension may be -1. */
@@ -196,7 +196,7 @@ export function empty(shape: readonly number[], opts: TensorOptions = {}): Tenso
   const dtype = checkDType(opts.dtype ?? 'f32', 'empty');
   const device = resolveDevice(opts.device);
   const t = new Tensor(native().empty(s, dtype, device), s, dtype, device, true);
-  if (poisonOutputs && isFloat(dtype) && t.size > 0) native().run('fill', [], [t.handle()], { value: NaN });
+  if (poisonOutputs && isFloat(dtype) && t.size > 0) enqueuer().run('fill', [], [t.handle()], { value: NaN });
   return t;
 }
 
@@ -207,7 +207,7 @@ export function full(shape: readonly number[], value: number, opts: TensorOption
   if (typeof value !== 'number') throw new Error(`full: value must be a number, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`);
   const device = resolveDevice(opts.device);
   const t = new Tensor(native().empty(s, dtype, device), s, dtype, device);
-  if (t.size > 0) native().run('fill', [], [t.handle()], { value });
+  if (t.size > 0) enqueuer().run('fill', [], [t.handle()], { value });
   return t;
 }
 export const zeros = (shape: readonly number[], opts: TensorOptions = {}) => full(shape, 0, opts);
@@ -249,7 +249,7 @@ export function tensor(data: Data, shape?: readonly number[], opts: TensorOption
   }
   // (the addon reads plain ArrayBuffers; a view of a SharedArrayBuffer, e.g. from a worker, is copied first)
   if (typeof SharedArrayBuffer !== 'undefined' && buf.buffer instanceof SharedArrayBuffer) buf = (buf as Float32Array).slice();
-  return new Tensor(native().fromBuffer(buf, s, dtype, device), s, dtype, device);
+  return new Tensor(enqueuer().fromBuffer(buf, s, dtype, device), s, dtype, device);
 }
 
 /**
@@ -333,11 +333,11 @@ export function memory(): MemoryInfo {
  * the peak of memory in use; a long-running service can call this after a burst of large work.
  */
 export function emptyCache(device: DeviceName = defaultDevice): void {
-  native().emptyCache(checkDeviceName('emptyCache', device));
+  enqueuer().emptyCache(checkDeviceName('emptyCache', device));
 }
 /** Starts memory().<device>.peakBytes again from the bytes in use now (the bound of the CPU allocator's cache too). */
 export function resetPeakMemory(device: DeviceName = defaultDevice): void {
-  native().resetPeak(checkDeviceName('resetPeakMemory', device));
+  enqueuer().resetPeak(checkDeviceName('resetPeakMemory', device));
 }
 function checkDeviceName(fn: string, device: DeviceName): DeviceName {
   if (device !== 'cpu' && device !== 'cuda') throw new Error(`${fn}: device must be 'cpu' or 'cuda', got ${JSON.stringify(device)}`);
@@ -346,11 +346,11 @@ function checkDeviceName(fn: string, device: DeviceName): DeviceName {
 
 /** Waits until every op queued on the device so far has run; rejects with a recorded kernel error. */
 export function sync(device: DeviceName = defaultDevice): Promise<void> {
-  return native().sync(device);
+  return enqueuer().sync(device);
 }
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`setThreads: threads must be an integer from 1 to 1024, got ${n}`);
-  native().setThreads(n);
+  enqueuer().setThreads(n);
 }
 export function threads(): number {
   return native().threads();

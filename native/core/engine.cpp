@@ -415,6 +415,15 @@ uint32_t current_client() {
 
 void set_client(uint32_t client) { t_client = client; }
 
+uint32_t new_client() { return g_next_client.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+void Stream::forget_client(uint32_t client) {
+  enqueue_task("end of an error scope", [this, client] {
+    std::lock_guard<std::mutex> g(mu_);
+    errors_.erase(client);
+  });
+}
+
 std::vector<uint8_t> Stream::read(const Tensor& t) {
   auto result = std::make_shared<std::vector<uint8_t>>(t.nbytes());
   auto done = std::make_shared<std::promise<void>>();
@@ -435,13 +444,37 @@ std::vector<uint8_t> Stream::read(const Tensor& t) {
   return std::move(*result);
 }
 
+namespace {
+// Function-local, as before end_client: the streams (and their worker threads) are destroyed at exit before the
+// singletons their tasks use that were made before them.
+struct Streams {
+  std::mutex mu;
+  std::unique_ptr<Stream> s[2];
+};
+Streams& streams() {
+  static Streams st;
+  return st;
+}
+}  // namespace
+
 Stream& stream(Device d) {
-  static std::mutex mu;
-  static std::unique_ptr<Stream> streams[2];
-  std::lock_guard<std::mutex> g(mu);
-  auto& s = streams[(int)d];
+  Streams& st = streams();
+  std::lock_guard<std::mutex> g(st.mu);
+  auto& s = st.s[(int)d];
   if (!s) s = std::make_unique<Stream>(d);
   return *s;
+}
+
+void end_client(uint32_t client) {
+  Streams& st = streams();
+  for (int d = 0; d < 2; ++d) {
+    Stream* s;
+    {
+      std::lock_guard<std::mutex> g(st.mu);
+      s = st.s[d].get();  // a stream never made has no errors (and CUDA's would throw without a GPU)
+    }
+    if (s) s->forget_client(client);
+  }
 }
 
 void enqueue(const std::string& op, std::vector<Tensor> in, std::vector<Tensor> out, Attrs attrs) {

@@ -453,6 +453,32 @@ Napi::Value Threads(const Napi::CallbackInfo& info) {
   return guarded(info, [&] { return Napi::Number::New(info.Env(), hsd::stream(Device::CPU).pool()->size()); });
 }
 
+// Error scopes (lib/native.ts): the JS thread's client number, a fresh one, setting it, and ending one.
+uint32_t client_arg(const Napi::CallbackInfo& info, const char* fn) {
+  const double v = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(v >= 1 && v <= 4294967295.0 && v == (double)(uint32_t)v))
+    throw hsd::Error(std::string(fn) + ": expected a client number from newClient()");
+  return (uint32_t)v;
+}
+Napi::Value Client(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { return Napi::Number::New(info.Env(), hsd::current_client()); });
+}
+Napi::Value NewClient(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] { return Napi::Number::New(info.Env(), hsd::new_client()); });
+}
+Napi::Value SetClient(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    hsd::set_client(client_arg(info, "setClient"));
+    return info.Env().Undefined();
+  });
+}
+Napi::Value EndClient(const Napi::CallbackInfo& info) {
+  return guarded(info, [&] {
+    hsd::end_client(client_arg(info, "endClient"));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   return guarded(info, [&] {
     std::string why;
@@ -497,6 +523,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
+  exports.Set("client", Napi::Function::New(env, Client));
+  exports.Set("newClient", Napi::Function::New(env, NewClient));
+  exports.Set("setClient", Napi::Function::New(env, SetClient));
+  exports.Set("endClient", Napi::Function::New(env, EndClient));
   exports.Set("ops", Napi::Function::New(env, Ops));
   return exports;
 }

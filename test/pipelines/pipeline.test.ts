@@ -166,6 +166,33 @@ if (haveVocab) {
     assert.ok(relErr(empty, Float64Array.from(none)) > 1e-4, 'an explicit empty negative prompt is encoded, not zeroed');
   });
 
+  test('errors: a generate does not throw the caller\'s unsynced op error, and the caller\'s sync does not throw the generate\'s', async () => {
+    // (until session 29 one JS thread was one client: whichever synced first received the error)
+    const p = await pipe('tiny-sd15');
+    const base = { prompt: 'x', steps: 1, width: 64, height: 64, seed: 1, output: 'latent' as const };
+    const want = (await p.generate(base)).latents;
+    const a = hs.tensor([1, 2, 3], [3], { device: DEV });
+    const mine = hs.empty([3], { device: DEV });
+    hs.runOp('debug_fail', [a], [mine]);  // the caller's, not synced yet
+    const r = await p.generate(base);
+    assert.equal(Array.from(r.latents), Array.from(want));
+    assert.match(await messageOf(() => hs.sync(DEV)), /debug_fail: requested failure/);  // still the caller's
+    // a failing op queued inside the run (in its onProgress) is the run's; the caller's sync beside it is clean
+    let release!: () => void;
+    const gate = new Promise<void>((res) => { release = res; });
+    const failing = p.generate({ ...base, steps: 2, onProgress: async (pr) => {
+      if (pr.step !== 1) return;
+      hs.runOp('debug_fail', [a], [hs.empty([3], { device: DEV })]);
+      await gate;
+    } });
+    await new Promise((res) => setTimeout(res, 30));
+    await hs.sync(DEV);  // the caller's: clean, the run's error stays the run's
+    release();
+    assert.match(await messageOf(() => failing), /debug_fail: requested failure/);
+    await hs.sync(DEV);
+    a.dispose(); mine.dispose();
+  });
+
   test('img2img with strength runs fewer steps and starts from the image', async () => {
     const p = await pipe('tiny-sd15');
     const img = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(200) };

@@ -99,8 +99,13 @@ class ThreadPool {
 // use); a task's error goes to the client that enqueued it and is thrown by that client's next sync or read, not
 // by whichever thread syncs first (a Worker's sync had rejected with the main thread's embedding error). Threads
 // that wait on another's behalf (the Node binding's promise workers on libuv's pool) adopt its number.
+// A caller that runs several jobs on one thread (the Node binding: a pipeline's generate beside the caller's own
+// ops) gives each job a number of its own (new_client) and sets it (set_client) while the job enqueues and
+// syncs; end_client(c) drops, in stream order, c's errors not yet thrown (its failed tensors stay failed).
 uint32_t current_client();
 void set_client(uint32_t client);
+uint32_t new_client();
+void end_client(uint32_t client);
 
 // One ordered queue per device, drained by a worker thread.
 class Stream {
@@ -122,6 +127,8 @@ class Stream {
   std::vector<uint8_t> read(const Tensor& t);
   ThreadPool* pool() { return pool_.get(); }
   void set_threads(int n);
+  // After everything enqueued so far: forget client's error not yet thrown (see end_client).
+  void forget_client(uint32_t client);
   void* cuda_stream() const { return cuda_stream_; }
 
  private:

@@ -27,9 +27,16 @@ export interface LoadedLora {
 
 interface Applied { lora: LoadedLora; close: () => void; fusedOriginals: Map<string, { component: ComponentName; key: string; orig: Tensor }> /* 'component:key' */; runtime: Map<string, Tensor[]> }
 
+/** Runs f after the calls queued before it (a pipeline's queue), or at once. */
+export type LoraQueue = <T>(what: string, f: () => Promise<T>) => Promise<T>;
+
 export class LoraManager {
   private applied = new Map<string, Applied>();
-  constructor(private stores: Partial<Record<ComponentName, ParamStore>>, private target: LoraTarget) {}
+  /** queue: where load / setScale / unload run (a pipeline passes its own, so that `pipe.lora.load` waits for a
+   * generate in flight as `pipe.loadLora` does: until session 29 it changed the weights under the running
+   * image). */
+  constructor(private stores: Partial<Record<ComponentName, ParamStore>>, private target: LoraTarget,
+    private queue: LoraQueue = (_what, f) => f()) {}
 
   get names(): string[] {
     return [...this.applied.keys()];
@@ -38,7 +45,10 @@ export class LoraManager {
     return [...this.applied.values()].map((a) => a.lora);
   }
 
-  async load(path: string, o: { name?: string; scale?: number; mode?: LoraMode } = {}): Promise<LoadedLora> {
+  load(path: string, o: { name?: string; scale?: number; mode?: LoraMode } = {}): Promise<LoadedLora> {
+    return this.queue('loadLora', () => this.loadNow(path, o));
+  }
+  private async loadNow(path: string, o: { name?: string; scale?: number; mode?: LoraMode }): Promise<LoadedLora> {
     const name = o.name ?? path;
     if (this.applied.has(name)) throw new Error(`a LoRA named '${name}' is already loaded (unload it first)`);
     const scale = o.scale ?? 1;
@@ -85,7 +95,10 @@ export class LoraManager {
   }
 
   /** Changes a loaded adapter's scale (runtime: instant; fused: re-fuses from the kept originals). */
-  async setScale(name: string, scale: number): Promise<void> {
+  setScale(name: string, scale: number): Promise<void> {
+    return this.queue('setLoraScale', () => this.setScaleNow(name, scale));
+  }
+  private async setScaleNow(name: string, scale: number): Promise<void> {
     const a = this.get(name);
     checkScale(name, scale);
     if (a.lora.mode === 'runtime') {
@@ -116,7 +129,10 @@ export class LoraManager {
     a.lora.scale = scale;
   }
 
-  async unload(name: string): Promise<void> {
+  unload(name: string): Promise<void> {
+    return this.queue('unloadLora', () => this.unloadNow(name));
+  }
+  private async unloadNow(name: string): Promise<void> {
     const a = this.get(name);
     if (a.lora.mode === 'fuse') {
       await this.unfused(a, async () => {});

@@ -87,7 +87,7 @@ export class StableDiffusionPipeline {
     this.kind = model.kind;
     this.lora = new LoraManager({
       unet: model.unet?.params, text_encoder: model.textEncoder?.params, text_encoder_2: model.textEncoder2?.params,
-    }, loraTarget);
+    }, loraTarget, (what, f) => this.serial(what, f));
   }
 
   get device(): hs.DeviceName {
@@ -97,13 +97,13 @@ export class StableDiffusionPipeline {
 
   /** Loads a LoRA file (kohya or peft naming). mode 'fuse' (default) merges it; 'runtime' applies it per forward. */
   loadLora(file: string, o: { scale?: number; name?: string; mode?: LoraMode } = {}): Promise<LoadedLora> {
-    return this.serial('loadLora', () => this.lora.load(file, o));
+    return this.lora.load(file, o);  // queued by the manager (the pipeline's queue)
   }
   unloadLora(name: string): Promise<void> {
-    return this.serial('unloadLora', () => this.lora.unload(name));
+    return this.lora.unload(name);
   }
   setLoraScale(name: string, scale: number): Promise<void> {
-    return this.serial('setLoraScale', () => this.lora.setScale(name, scale));
+    return this.lora.setScale(name, scale);
   }
 
   generate(o: GenerateOptions): Promise<GenerateResult> {

@@ -193,6 +193,33 @@ if (haveVocab) {
     a.dispose(); mine.dispose();
   });
 
+  test('pipe.lora\'s own load / setScale / unload are queued behind a generate in flight, as pipe.loadLora is', async () => {
+    // (until session 29 they changed the weights under the running image)
+    const p = await pipe('tiny-sd15');
+    const base = { prompt: 'x', steps: 2, width: 64, height: 64, seed: 1, output: 'latent' as const };
+    const plain = (await p.generate(base)).latents;
+    const file = path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors');
+    const log: string[] = [];
+    let loaded!: Promise<unknown>;
+    const running = p.generate({ ...base, onProgress: (pr) => {
+      log.push(`step ${pr.step}`);
+      if (pr.step === 1) loaded = p.lora.load(file, { name: 'q', scale: 1 }).then(() => log.push('loaded'));
+    } });
+    const r = await running;
+    log.push('generated');
+    await loaded;
+    assert.equal(log, ['step 1', 'step 2', 'generated', 'loaded']);
+    assert.equal(Array.from(r.latents), Array.from(plain), 'the run in flight kept the base weights');
+    const withLora = (await p.generate(base)).latents;
+    assert.ok(relErr(withLora, Float64Array.from(plain)) > 1e-4, 'the adapter applies to the next run');
+    const scaled = p.lora.setScale('q', 0.5), after = p.generate(base), gone = p.lora.unload('q');
+    await scaled;
+    const half = (await after).latents;
+    await gone;
+    assert.ok(relErr(half, Float64Array.from(withLora)) > 1e-5, 'the scale change ran before the generate queued after it');
+    assert.equal(Array.from((await p.generate(base)).latents), Array.from(plain), 'unloaded: the base again');
+  });
+
   test('img2img with strength runs fewer steps and starts from the image', async () => {
     const p = await pipe('tiny-sd15');
     const img = { width: 64, height: 64, channels: 3 as const, data: new Uint8Array(64 * 64 * 3).fill(200) };

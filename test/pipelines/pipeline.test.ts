@@ -171,26 +171,28 @@ if (haveVocab) {
     const p = await pipe('tiny-sd15');
     const base = { prompt: 'x', steps: 1, width: 64, height: 64, seed: 1, output: 'latent' as const };
     const want = (await p.generate(base)).latents;
-    const a = hs.tensor([1, 2, 3], [3], { device: DEV });
-    const mine = hs.empty([3], { device: DEV });
-    hs.runOp('debug_fail', [a], [mine]);  // the caller's, not synced yet
+    // an op that fails on the stream of the pipeline's device (an embedding id past the table: CPU and CUDA)
+    const ids = hs.tensor([9], [1], { device: DEV, dtype: 'i32' }), table = hs.zeros([2, 4], { device: DEV });
+    const fail = () => hs.ops.embedding(ids, table);
+    const BAD = /embedding.*id 9 .*out of range/;
+    const mine = fail();  // the caller's, not synced yet
     const r = await p.generate(base);
     assert.equal(Array.from(r.latents), Array.from(want));
-    assert.match(await messageOf(() => hs.sync(DEV)), /debug_fail: requested failure/);  // still the caller's
+    assert.match(await messageOf(() => hs.sync(DEV)), BAD);  // still the caller's
     // a failing op queued inside the run (in its onProgress) is the run's; the caller's sync beside it is clean
     let release!: () => void;
     const gate = new Promise<void>((res) => { release = res; });
     const failing = p.generate({ ...base, steps: 2, onProgress: async (pr) => {
       if (pr.step !== 1) return;
-      hs.runOp('debug_fail', [a], [hs.empty([3], { device: DEV })]);
+      fail();
       await gate;
     } });
     await new Promise((res) => setTimeout(res, 30));
     await hs.sync(DEV);  // the caller's: clean, the run's error stays the run's
     release();
-    assert.match(await messageOf(() => failing), /debug_fail: requested failure/);
+    assert.match(await messageOf(() => failing), BAD);
     await hs.sync(DEV);
-    a.dispose(); mine.dispose();
+    ids.dispose(); table.dispose(); mine.dispose();
   });
 
   test('pipe.lora\'s own load / setScale / unload are queued behind a generate in flight, as pipe.loadLora is', async () => {

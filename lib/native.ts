@@ -84,7 +84,7 @@ export function native(): Native {
 // across awaits by AsyncLocalStorage: a generate's sync reports its own ops' errors, not those of the caller's
 // unsynced code running beside it, and the reverse. Before each call that enqueues, syncs or reads, `enqueuer`
 // tells the addon whose turn it is (a thread-local number in the core; the addon's promise workers adopt it).
-interface Scope { readonly id: number; live: boolean }
+interface Scope { readonly id: number; live: boolean; readonly parent: Scope | undefined }
 const scopes = new AsyncLocalStorage<Scope>();
 let anyScope = false;  // until the first scope, every call is the thread's own: not even a getStore
 let baseClient = 0, setClient = 0;
@@ -93,9 +93,11 @@ let baseClient = 0, setClient = 0;
 export function enqueuer(): Native {
   const nat = native();
   if (!anyScope) return nat;
-  const s = scopes.getStore();
-  // a continuation that outlives its scope (a promise chain left running) falls back to the thread's own
-  const want = s !== undefined && s.live ? s.id : baseClient;
+  // a continuation that outlives its scope (a promise chain left running) belongs to the nearest enclosing scope
+  // still running, or to the thread
+  let s = scopes.getStore();
+  while (s !== undefined && !s.live) s = s.parent;
+  const want = s !== undefined ? s.id : baseClient;
   if (want !== setClient) {
     nat.setClient(want);
     setClient = want;
@@ -116,7 +118,7 @@ export async function errorScope<T>(fn: () => T | Promise<T>): Promise<T> {
     baseClient = setClient = nat.client();
     anyScope = true;
   }
-  const s: Scope = { id: nat.newClient(), live: true };
+  const s: Scope = { id: nat.newClient(), live: true, parent: scopes.getStore() };
   try {
     return await scopes.run(s, fn);
   } finally {

@@ -589,7 +589,7 @@ test('errorScope: within one thread each scope\'s syncs throw its own ops\' erro
   outerBad.dispose();
 });
 
-test('errorScope: an error the scope never synced is dropped when it ends (its tensors stay failed); late continuations are the thread\'s', async () => {
+test('errorScope: an error the scope never synced is dropped when it ends (its tensors stay failed); late continuations go to the enclosing scope still running, else the thread', async () => {
   const a = vec([1, 2, 3]);
   let bad!: hs.Tensor;
   let late!: Promise<string>;
@@ -612,6 +612,22 @@ test('errorScope: an error the scope never synced is dropped when it ends (its t
   assert.match(await late, /debug_fail: requested failure/);  // thrown to the thread's own sync
   await hs.sync('cpu');
   bad.dispose();
+  // a continuation that outlives an inner scope belongs to the enclosing scope while that one runs
+  const outerMsg = await hs.errorScope(async () => {
+    let lateInner!: Promise<void>;
+    await hs.errorScope(async () => {
+      lateInner = (async () => {
+        await new Promise((res) => setTimeout(res, 10));
+        const b3 = hs.empty([3], cpu);
+        hs.runOp('debug_fail', [a], [b3]);
+        b3.dispose();
+      })();
+    });
+    await lateInner;
+    return messageOf(() => hs.sync('cpu'));  // the outer scope's sync: the late op was the outer scope's
+  });
+  assert.match(outerMsg, /debug_fail: requested failure/);
+  await hs.sync('cpu');  // and not the thread's
   // a scope whose function throws: the scope still ends and the error propagates
   assert.match(await messageOf(() => hs.errorScope(() => { throw new Error('boom'); })), /^boom$/);
   // the addon checks client numbers

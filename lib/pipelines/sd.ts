@@ -128,11 +128,11 @@ export class StableDiffusionPipeline {
   private disposed = false;
   private pending = 0;  // calls queued or running
   private checkLive(what: string): void {
-    if (this.disposed) throw new Error(`${what}: the pipeline was disposed`);
+    if (this.disposed) throw disposedError(what);
   }
 
   private serial<T>(what: string, f: () => Promise<T>): Promise<T> {
-    if (this.disposed) return Promise.reject(new Error(`${what}: the pipeline was disposed`));
+    if (this.disposed) return Promise.reject(disposedError(what));
     this.pending++;
     // each call in an error scope of its own: its syncs throw its ops' errors, not those of code beside it
     const g = () => errorScope(f);
@@ -335,6 +335,8 @@ export class StableDiffusionPipeline {
     });
   }
 }
+
+const disposedError = (what: string) => new Error(`${what}: the pipeline was disposed`);
 
 function abortError(signal: AbortSignal): Error {
   const e = Object.assign(new Error('generate: aborted'), { name: 'AbortError' });

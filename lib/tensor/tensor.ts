@@ -333,11 +333,11 @@ export function memory(): MemoryInfo {
  * the peak of memory in use; a long-running service can call this after a burst of large work.
  */
 export function emptyCache(device: DeviceName = defaultDevice): void {
-  enqueuer().emptyCache(checkDeviceName('emptyCache', device));
+  native().emptyCache(checkDeviceName('emptyCache', device));
 }
 /** Starts memory().<device>.peakBytes again from the bytes in use now (the bound of the CPU allocator's cache too). */
 export function resetPeakMemory(device: DeviceName = defaultDevice): void {
-  enqueuer().resetPeak(checkDeviceName('resetPeakMemory', device));
+  native().resetPeak(checkDeviceName('resetPeakMemory', device));
 }
 function checkDeviceName(fn: string, device: DeviceName): DeviceName {
   if (device !== 'cpu' && device !== 'cuda') throw new Error(`${fn}: device must be 'cpu' or 'cuda', got ${JSON.stringify(device)}`);

@@ -74,12 +74,15 @@ function samples(n: number, seed: number): Uint8Array {
   return out;
 }
 
-function throwsNaming(fn: () => unknown, re: RegExp): void {
+/** fn throws an Error (a plain one, not a RangeError from a typed array) whose message starts with prefix and
+ * matches re: decodePNG's name the file, encodePNG's the function. */
+function throwsNaming(fn: () => unknown, re: RegExp, prefix = /^img\.png: /): void {
   try {
     fn();
   } catch (e) {
     assert.instance(e, Error);
-    assert.match((e as Error).message, /^img\.png: /);
+    assert.not.instance(e, RangeError);
+    assert.match((e as Error).message, prefix);
     assert.match((e as Error).message, re);
     return;
   }
@@ -176,18 +179,7 @@ function chunksOf(png: Buffer): { type: string; data: Buffer }[] {
   return out;
 }
 
-function encodeThrows(fn: () => unknown, re: RegExp): void {
-  try {
-    fn();
-  } catch (e) {
-    assert.instance(e, Error);
-    assert.not.instance(e, RangeError);
-    assert.match((e as Error).message, /^encodePNG: /);
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable(`expected an error matching ${re}`);
-}
+const encodeThrows = (fn: () => unknown, re: RegExp) => throwsNaming(fn, re, /^encodePNG: /);
 
 test('encodePNG: 1, 2, 3 and 4 channels are grey, grey + alpha, RGB and RGBA files holding the samples given', () => {
   const w = 5, h = 3;

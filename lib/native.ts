@@ -24,7 +24,7 @@ export interface Native {
   copyTo(h: Handle, device: string): Handle;
   dispose(h: Handle): void;
   /** Allocator statistics per device, and this thread's live (not disposed) tensor handles and their bytes (a view: 0). */
-  memory(): { cpu: NativeStats; cuda: NativeStats; tensors: number; bytes: number };
+  memory(): { cpu: NativeStats; cuda: NativeStats; tensors: number; bytes: number; failedMarks: number };
   emptyCache(device: string): void;
   resetPeak(device: string): void;
   setThreads(n: number): void;

@@ -31,12 +31,7 @@ test('a failing op between good ops surfaces at the next data() with its name; t
   const b = ops.add(a, a);
   hs.runOp('debug_fail', [b], [hs.empty([3], cpu)]);
   const c = ops.mul(b, b);
-  let message = '';
-  try {
-    await c.data();
-  } catch (e) {
-    message = (e as Error).message;
-  }
+  const message = await messageOf(() => c.data());
   assert.match(message, /op 'debug_fail' on cpu \(inputs f32\[3\]@cpu; outputs f32\[3\]@cpu\) failed: /);
   assert.match(message, /debug_fail: requested failure/);
   // The error was reported once; later work runs and is right.
@@ -59,6 +54,25 @@ test('a failed op\'s output: reading it, or an op on it (and that op\'s outputs 
   assert.equal(Array.from(await ops.add(a, a).floats()), [2, 4, 6]);
   for (const t of [bad, next, after]) t.dispose();
   await hs.sync('cpu');
+});
+
+test('a failure mark goes with the last holder of its storage, also when JS disposed the output before the op ran', async () => {
+  await hs.sync('cpu');
+  const base = hs.memory().failedMarks;
+  const a = vec([1, 2, 3]);
+  const gate = hs.empty([3], cpu);
+  hs.runOp('debug_sleep', [a], [gate], { ms: 50 });  // the failing ops below run after JS let go of their outputs
+  const bad = hs.empty([3], cpu);
+  hs.runOp('debug_fail', [gate], [bad]);
+  const next = ops.mul(bad, bad);
+  const kept = ops.add(next, a);  // queued before next's storage goes: its task must still see next's failure
+  bad.dispose(); next.dispose();
+  assert.match(await messageOf(() => hs.sync('cpu')), /debug_fail: requested failure/);
+  assert.match(await messageOf(() => kept.data()), /written by an op that failed .*debug_fail: requested failure/);
+  assert.ok(await eventually(() => hs.memory().failedMarks === base + 1), `kept's mark alone is held: ${hs.memory().failedMarks - base}`);
+  kept.dispose(); gate.dispose();
+  // (the marks of bad and next had stayed forever: every later op's input check then took a lock)
+  assert.ok(await eventually(() => hs.memory().failedMarks === base), `no mark left: ${hs.memory().failedMarks - base}`);
 });
 
 test('a shape whose byte count overflows is an Error naming it (it had wrapped to a small allocation, then segfaulted)', () => {
@@ -90,14 +104,10 @@ test('API arguments found wrong by probing (session 28) are Errors naming them; 
   hs.runOp('add', [hs.zeros([2], cpu)], [few]);
   for (const [t, re] of [[bad, /op 'silu' on cpu .* failed: the kernel reads i32\[2\]@cpu as f32: this op does not take i32 there/],
     [few, /op 'add' on cpu .* failed: something the kernel expects is missing \(too few inputs or outputs/]] as [hs.Tensor, RegExp][]) {
-    let message = '';
-    try {
+    assert.match(await messageOf(async () => {
       await hs.sync('cpu');
       await t.data();
-    } catch (err) {
-      message = (err as Error).message;
-    }
-    assert.match(message, re);
+    }), re);
   }
   // one wide head with no queries: an empty output (it had failed in concat)
   const e = ops.attention(hs.zeros([1, 0, 320], cpu), hs.zeros([1, 5, 320], cpu), hs.zeros([1, 5, 320], cpu), { heads: 1 }) as hs.Tensor;

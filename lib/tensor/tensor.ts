@@ -321,10 +321,13 @@ export interface MemoryInfo {
   bytes: number;
   cpu: { allocatedBytes: number; cachedBytes: number; peakBytes: number; liveStorages: number };
   cuda: { allocatedBytes: number; cachedBytes: number; peakBytes: number; liveStorages: number };
+  /** Storages (any thread's, any device's) marked as written by an op that failed, still held by a tensor or a
+   * queued op: the mark goes with the last of them. */
+  failedMarks: number;
 }
 export function memory(): MemoryInfo {
   const m = native().memory();
-  return { tensors: m.tensors, bytes: m.bytes, cpu: m.cpu, cuda: m.cuda };
+  return { tensors: m.tensors, bytes: m.bytes, cpu: m.cpu, cuda: m.cuda, failedMarks: m.failedMarks };
 }
 
 /**

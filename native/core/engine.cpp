@@ -336,10 +336,11 @@ void Stream::enqueue(const OpDef& op_def, std::vector<Tensor> in, std::vector<Te
   if (device_ == Device::CPU && !sync_mode_)
     for (auto* v : {&in, &out})
       for (auto& t : *v)
-        if (t.storage && t.storage->owned) {
-          owners.push_back(t.storage);
-          t.storage = std::make_shared<Storage>(Storage::Borrow{}, *t.storage);
-        }
+        if (t.storage)
+          if (StoragePtr alias = t.storage->borrow()) {
+            owners.push_back(std::move(t.storage));
+            t.storage = std::move(alias);
+          }
   auto task = [this, def, in = std::move(in), out = std::move(out), attrs = std::move(attrs)] {
     std::string msg, root;  // root: the failure the outputs carry on (the first op's, however long the chain)
     try {

@@ -170,6 +170,8 @@ void mark_failed(const Storage& s, const std::string& why) {
   if (failed_map().emplace(s.id, why).second) g_failed_count.fetch_add(1, std::memory_order_relaxed);
 }
 
+int64_t failed_mark_count() { return g_failed_count.load(std::memory_order_relaxed); }
+
 bool failed_why(const Storage& s, std::string* why) {
   if (g_failed_count.load(std::memory_order_relaxed) == 0) return false;
   std::lock_guard<std::mutex> g(g_failed_mu);
@@ -181,6 +183,8 @@ bool failed_why(const Storage& s, std::string* why) {
 
 Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   id = g_next_storage_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  // (made first, so that its allocation failing cannot leak the block; ptr and bytes are set at the end)
+  if (d == Device::CPU) alias_ = std::make_shared<Storage>(Borrow{}, *this);
   if (d == Device::CUDA) {
     std::string why;
     if (!dev::cuda_init(&why)) throw Error("cuda is not available: " + why);
@@ -289,6 +293,10 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
   (void)requested;
   (void)reused_ticket;
 #endif
+  if (alias_) {
+    alias_->ptr = ptr;
+    alias_->bytes = bytes;
+  }
   std::lock_guard<std::mutex> g(P.mu);
   P.stats.allocated_bytes += (int64_t)bytes;
   P.stats.live_storages += 1;
@@ -296,7 +304,9 @@ Storage::Storage(size_t n, Device d, bool stream_ordered) : device(d) {
 }
 
 Storage::~Storage() {
-  if (owned && g_failed_count.load(std::memory_order_relaxed) > 0) {
+  // The mark goes with the last holder: the alias (the owner's alias_ dies after this body, or later with the
+  // last task holding it), or the owner itself when it has none (CUDA).
+  if (g_failed_count.load(std::memory_order_relaxed) > 0 && !alias_) {
     std::lock_guard<std::mutex> g(g_failed_mu);
     if (failed_map().erase(id)) g_failed_count.fetch_sub(1, std::memory_order_relaxed);
   }

@@ -424,6 +424,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
     o.Set("cuda", stats(info.Env(), Device::CUDA));
     o.Set("tensors", g_live.tensors);  // this thread's live handles and their bytes (see Box)
     o.Set("bytes", g_live.bytes);
+    o.Set("failedMarks", (double)hsd::failed_mark_count());
     return o;
   });
 }

@@ -55,22 +55,29 @@ struct Storage {
   uint64_t id = 0;  // unique per allocation, shared by its aliases (mark_failed)
   // stream_ordered: the memory will be touched only by work enqueued on the device's stream after this call.
   Storage(size_t bytes, Device device, bool stream_ordered = false);
+  // The non-owning alias of a CPU storage's memory that stream tasks hold (frees nothing): one per storage, made
+  // with it and shared by every task that borrows it. The owner holds it, so it goes last and erases the failure
+  // mark (mark_failed) then: a task's output that JS disposed before the task failed had kept its mark forever,
+  // and every later failed_why on the locked path.
+  std::shared_ptr<Storage> borrow() const { return alias_; }
   struct Borrow {};
-  // A non-owning alias of another storage's memory (what CPU stream tasks hold); frees nothing.
-  Storage(Borrow, const Storage& of)
-      : ptr(of.ptr), bytes(of.bytes), device(of.device), owned(false), id(of.id) {}
+  Storage(Borrow, const Storage& of) : ptr(of.ptr), bytes(of.bytes), device(of.device), owned(false), id(of.id) {}
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+
+ private:
+  std::shared_ptr<Storage> alias_;  // a CPU storage's alias (borrow)
 };
 using StoragePtr = std::shared_ptr<Storage>;
 
 // A storage that an op failed to write (the stream's task threw): reading it, or running an op that takes it
 // as an input, is an Error naming that failure, not its stale or uninitialised bytes; the op's outputs are
-// marked in turn. The mark lasts as long as the allocation (its owner and every alias share it). failed_why is
+// marked in turn. The mark lasts as long as the allocation (its owner and its alias share it). failed_why is
 // one relaxed load while nothing has failed.
 void mark_failed(const Storage& s, const std::string& why);
 bool failed_why(const Storage& s, std::string* why);
+int64_t failed_mark_count();  // the marks held now, process-wide (memory().failedMarks)
 
 // A tensor's shape or strides: up to kInline dims held in place (a Tensor copy allocates nothing for them: an
 // op's enqueue copies its tensors several times), more on the heap. Reads like the std::vector<int64_t> it

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "hypersd/ops.h"
-#include "act_scalar.h"
+#include "hypersd/act_scalar.h"
 #include "gemm_kernels.h"
 
 namespace hsd {

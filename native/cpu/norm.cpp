@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "hypersd/ops.h"
-#include "act_scalar.h"
+#include "hypersd/act_scalar.h"
 #include "chanstats.h"
 #include "gemm_kernels.h"
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "hypersd/act_scalar.h"
 #include "hypersd/ops.h"
 
 namespace hsd {
@@ -113,19 +114,9 @@ inline Tensor contiguous(const Tensor& t, cudaStream_t s) { return as_dtype(t, t
 struct OutAs {
   Tensor real, buf;  // both empty for an output that is not wanted
   OutAs() = default;
-  OutAs(const Tensor& out, DType compute, bool reads_old, cudaStream_t s) : real(out), buf(out) {
-    // A view starting off a 16-byte boundary goes through a temporary too: the kernels writing through OutAs
-    // may store float2 / float4 (the tensor-core attention backward's dq / dk / dv).
-    if (out.dtype != compute || !out.is_contiguous() || (out.storage && (reinterpret_cast<uintptr_t>(out.raw()) & 15) != 0)) {
-      buf = reads_old ? as_dtype(out, compute, s) : empty(out.shape, compute, Device::CUDA);
-      if (buf.storage == out.storage && buf.offset == out.offset) {
-        // as_dtype gave back the output itself (contiguous, in the compute dtype): only its alignment sent it here
-        buf = empty(out.shape, compute, Device::CUDA);
-        const cudaError_t e = cudaMemcpyAsync(buf.raw(), out.raw(), out.nbytes(), cudaMemcpyDeviceToDevice, s);
-        if (e != cudaSuccess) throw Error(std::string("copying an output into an aligned temporary: ") + cudaGetErrorString(e));
-      }
-    }
-  }
+  // A view starting off a 16-byte boundary goes through a temporary too: the kernels writing through OutAs may
+  // store float2 / float4 (the tensor-core attention backward's dq / dk / dv).
+  OutAs(const Tensor& out, DType compute, bool reads_old, cudaStream_t s);  // shape.cu
   void finish(cudaStream_t s) const;  // shape.cu
 };
 
@@ -273,33 +264,11 @@ __device__ __forceinline__ float gelu_tanh_f(float x) {
 }
 __device__ __forceinline__ float quick_gelu_f(float x) { return x / (1.0f + expf(-1.702f * x)); }
 
-// Derivatives (the backward ops): silu' = s (1 + x (1 - s)); gelu' = Phi(x) + x phi(x); the tanh form's by the
-// chain rule; quick_gelu' = s + 1.702 x s (1 - s) with s = sigmoid(1.702 x).
-// Each gives its limits 1 / 0 at +-inf (inf * 0 in the plain forms); GELU's two return them from |x| = 20 on,
-// quick_gelu's from 100 on, where they are exactly 1.0f / 0.0f (the tanh form's 1 + 3 c x^2 overflowed from
-// |x| ~ 5e19, quick_gelu's 1.702 x past 2e38), and the tanh form takes 0.5 (1 + t) = sigmoid(2u),
-// 1 - t^2 = 4 sigmoid(2u) sigmoid(-2u) (1 + t cancelled for x << 0): the CPU's forms (native/cpu/act_scalar.h).
-__device__ __forceinline__ float silu_d(float x) {
-  if (fabsf(x) > 3.40282347e38f) return x > 0 ? 1.0f : 0.0f;
-  const float s = 1.0f / (1.0f + expf(-x));
-  return s * (1.0f + x * (1.0f - s));
-}
-__device__ __forceinline__ float gelu_d(float x) {
-  if (!(fabsf(x) < 20.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;
-  return 0.5f * erfcf(x * -0.70710678118654752f) + x * 0.39894228040143268f * expf(-0.5f * x * x);
-}
-__device__ __forceinline__ float gelu_tanh_d(float x) {
-  if (!(fabsf(x) < 20.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;
-  const float k = 0.79788456080286536f, c = 0.044715f;
-  const float u2 = 2.0f * k * (x + c * x * x * x);
-  const float s = 1.0f / (1.0f + expf(-u2)), sm = 1.0f / (1.0f + expf(u2));
-  return s + 2.0f * x * s * sm * k * (1.0f + 3.0f * c * x * x);
-}
-__device__ __forceinline__ float quick_gelu_d(float x) {
-  if (!(fabsf(x) < 100.0f)) return x > 0 ? 1.0f : x < 0 ? 0.0f : x;  // exact from 100 on (1.702 x overflowed)
-  const float s = 1.0f / (1.0f + expf(-1.702f * x));
-  return s + 1.702f * x * s * (1.0f - s);
-}
+// Derivatives (the backward ops): hypersd/act_scalar.h, the CPU kernels' own.
+using act::silu_d;
+using act::gelu_d;
+using act::gelu_tanh_d;
+using act::quick_gelu_d;
 
 __device__ __forceinline__ float apply_act(int act, float x) {
   switch (act) {

@@ -431,6 +431,13 @@ Tensor as_dtype(const Tensor& t, DType dtype, cudaStream_t s) {
   return out;
 }
 
+OutAs::OutAs(const Tensor& out, DType compute, bool reads_old, cudaStream_t s) : real(out), buf(out) {
+  if (out.dtype != compute || !out.is_contiguous() || (out.storage && (reinterpret_cast<uintptr_t>(out.raw()) & 15) != 0)) {
+    buf = empty(out.shape, compute, Device::CUDA);
+    if (reads_old) copy_into("convert", out, buf, s);
+  }
+}
+
 void OutAs::finish(cudaStream_t s) const {
   if (buf.storage && buf.storage != real.storage) copy_general("convert", buf.shape, buf.raw(), buf.dtype, buf.strides, real.raw(), real.dtype, real.strides, s);
 }

@@ -145,11 +145,15 @@ function readJson(p: string): Config {
   } catch (e) {
     throw new Error(`${p}: cannot read: ${(e as Error).message}`);
   }
+  let v: unknown;
   try {
-    return JSON.parse(text);
+    v = JSON.parse(text);
   } catch (e) {
     throw new Error(`${p}: invalid JSON: ${(e as Error).message}`);
   }
+  // (every file read here is an object: null or an array had failed later as a TypeError or a lost component)
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${p}: not a JSON object`);
+  return v as Config;
 }
 
 const isDir = (p: string): boolean => fs.existsSync(p) && fs.statSync(p).isDirectory();
@@ -161,8 +165,6 @@ export function readDiffusersConfigs(dir: string): { configs: ModelConfigsIn; to
   const mi = path.join(dir, 'model_index.json');
   if (fs.existsSync(mi)) {
     configs.model_index = readJson(mi);
-    const v = configs.model_index as unknown;
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${mi}: not a JSON object`);
   }
   for (const c of COMPONENTS) {
     const p = path.join(dir, c, 'config.json');

@@ -25,7 +25,9 @@ export interface ModelConfigs {
   model_index: Config;
 }
 
-const UNET_DEFAULTS: Config = {
+/** diffusers' UNet2DConditionModel defaults (unetConfigWithDefaults; unet.ts refuses other values of the fields that
+ * change the computation but not the weights) */
+export const UNET_DEFAULTS: Readonly<Config> = {
   _class_name: 'UNet2DConditionModel',
   act_fn: 'silu',
   addition_embed_type: null,

@@ -43,8 +43,6 @@ export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedMode
   const m = openModel(path, opts);
   const lo: LoadOptions = { dtype: opts.dtype, device: resolveDevice(opts.device), strict: opts.strict ?? true };
   const want = new Set<ComponentName>(opts.components ?? ['unet', 'vae', 'text_encoder', 'text_encoder_2']);
-  if (m.kind === 'sd15' && want.has('text_encoder_2') && opts.components?.includes('text_encoder_2'))
-    throw new Error(`${path}: an SD1.5 model has no text_encoder_2`);
   const out: LoadedModel = {
     kind: m.kind, layout: m.layout, path, configs: m.configs, tokenizerDirs: m.tokenizerDirs, reports: {},
     dispose() {
@@ -52,6 +50,7 @@ export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedMode
     },
   };
   try {
+    if (m.kind === 'sd15' && opts.components?.includes('text_encoder_2')) throw new Error(`${path}: an SD1.5 model has no text_encoder_2`);
     const label = (c: ComponentName) => `${path} [${c}]`;
     const src = m.components;
     if (want.has('unet') && src.unet) {

@@ -8,7 +8,7 @@ import * as ops from '../ops';
 import { ParamStore, type LoadOptions, type WeightSource, type LoadReport } from '../nn/params';
 import { checkpoint } from '../autograd';
 import { Linear, Conv2d, GroupNorm, LayerNorm, MultiHeadAttention, toNHWC, toNCHW, activationDtype } from '../nn/layers';
-import { checkConfigIntegers } from './configs';
+import { checkConfigIntegers, UNET_DEFAULTS } from './configs';
 
 export interface UNetConfig {
   in_channels: number; out_channels: number; block_out_channels: number[]; layers_per_block: number | number[];
@@ -146,11 +146,11 @@ export class UNet2DConditionModel {
     // Fields that change the computation but not the weights' shapes: anything but diffusers' default had been
     // ignored, computing another network (found by probing)
     const cfg = c as unknown as Record<string, unknown>;
-    for (const [k, def] of [['center_input_sample', false], ['resnet_skip_time_act', false], ['resnet_out_scale_factor', 1],
-      ['mid_block_scale_factor', 1], ['downsample_padding', 1], ['timestep_post_act', null], ['time_embedding_act_fn', null],
-      ['dual_cross_attention', false], ['only_cross_attention', false], ['attention_type', 'default'], ['cross_attention_norm', null],
-      ['class_embeddings_concat', false], ['mid_block_only_cross_attention', null], ['encoder_hid_dim', null], ['encoder_hid_dim_type', null]] as const) {
-      const v = cfg[k];
+    for (const k of ['center_input_sample', 'resnet_skip_time_act', 'resnet_out_scale_factor', 'mid_block_scale_factor',
+      'downsample_padding', 'timestep_post_act', 'time_embedding_act_fn', 'dual_cross_attention', 'only_cross_attention',
+      'attention_type', 'cross_attention_norm', 'class_embeddings_concat', 'mid_block_only_cross_attention', 'encoder_hid_dim',
+      'encoder_hid_dim_type']) {
+      const v = cfg[k], def = UNET_DEFAULTS[k];
       if (v === undefined || v === def || (Array.isArray(v) && v.every((x) => x === def))) continue;  // (per-block lists)
       throw new Error(`unet config: ${k} ${JSON.stringify(v)} is not supported (only diffusers' default, ${JSON.stringify(def)})`);
     }

@@ -158,18 +158,20 @@ export class StableDiffusionPipeline {
         return { embeds, pooled: null };
       }
       const te2 = m.textEncoder2!;
-      const r1 = te1.forward(this.tokenizer.callBatch(all), B, { device: this.device });
-      const r2 = te2.forward(this.tokenizer2!.callBatch(all), B, { device: this.device });
+      // SDXL: force_zeros_for_empty_prompt -> no negative prompt at all gives zero embeddings (diffusers tests
+      // negative_prompt is None: an explicit '' had been zeroed too, and only when every image's negative was ''):
+      // the encoders then see the prompts alone
+      const zeroNeg = negatives && zeroNegatives && (m.configs.model_index?.force_zeros_for_empty_prompt ?? true);
+      const enc = zeroNeg ? prompts : all;
+      const r1 = te1.forward(this.tokenizer.callBatch(enc), enc.length, { device: this.device });
+      const r2 = te2.forward(this.tokenizer2!.callBatch(enc), enc.length, { device: this.device });
       const k = 2 + clipSkip;
       let embeds = ops.concat([r1.hiddenStates[r1.hiddenStates.length - k], r2.hiddenStates[r2.hiddenStates.length - k]], 2);
       let pooled = r2.textEmbeds!;
-      // SDXL: force_zeros_for_empty_prompt -> no negative prompt at all gives zero embeddings (diffusers tests
-      // negative_prompt is None: an explicit '' had been zeroed too, and only when every image's negative was '')
-      const zeroNeg = negatives && zeroNegatives && (m.configs.model_index?.force_zeros_for_empty_prompt ?? true);
       if (zeroNeg) {
         const n = prompts.length;
-        embeds = ops.concat([ops.slice(embeds, 0, 0, n), zeros([n, embeds.shape[1], embeds.shape[2]], { device: this.device })], 0);
-        pooled = ops.concat([ops.slice(pooled, 0, 0, n), zeros([n, pooled.shape[1]], { device: this.device })], 0);
+        embeds = ops.concat([embeds, zeros([n, embeds.shape[1], embeds.shape[2]], { device: this.device })], 0);
+        pooled = ops.concat([pooled, zeros([n, pooled.shape[1]], { device: this.device })], 0);
       }
       return { embeds, pooled };
     });

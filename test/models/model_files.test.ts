@@ -311,6 +311,16 @@ function scratch(name: string, edit: (dir: string) => void): string {
   return dir;
 }
 
+/** Replaces a scratch folder's model_index.json (a link to the fixture: replace it, do not write through it) with
+ * the JSON of what edit returns, or of the parsed file as edit left it when it returns nothing. */
+function editModelIndex(dir: string, edit: (mi: Record<string, unknown>) => unknown): void {
+  const file = path.join(dir, 'model_index.json');
+  const mi = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const out = edit(mi) ?? mi;
+  fs.unlinkSync(file);
+  fs.writeFileSync(file, JSON.stringify(out));
+}
+
 test('sharded weights with an index, and the fp16 variant', () => {
   const dir = scratch('sharded', (d) => {
     const u = path.join(d, 'unet');
@@ -382,19 +392,11 @@ test('errors users meet name the path and the fix', () => {
 
   // the UNet's config decides SD1.5 or SDXL; a pipeline class or a text_encoder_2 that says otherwise is an Error
   // (SD1.5 weights had loaded as SDXL, failing at generate with a TypeError; session 28)
-  const xlClass = scratch('xl-class', (d) => {
-    const mi = JSON.parse(fs.readFileSync(path.join(d, 'model_index.json'), 'utf8'));
-    mi._class_name = 'StableDiffusionXLPipeline';
-    fs.unlinkSync(path.join(d, 'model_index.json'));  // (a link to the fixture: replace it, do not write through it)
-    fs.writeFileSync(path.join(d, 'model_index.json'), JSON.stringify(mi));
-  });
+  const xlClass = scratch('xl-class', (d) => editModelIndex(d, (mi) => { mi._class_name = 'StableDiffusionXLPipeline'; }));
   throwsWith(() => openModel(xlClass), /xl-class: unet\/config\.json describes an SD1\.5 UNet .* but model_index\.json names StableDiffusionXLPipeline/);
   const strayTe2 = scratch('stray-te2', (d) => {
     fs.cpSync(path.join(d, 'text_encoder'), path.join(d, 'text_encoder_2'), { recursive: true });
-    const mi = JSON.parse(fs.readFileSync(path.join(d, 'model_index.json'), 'utf8'));
-    mi.text_encoder_2 = ['transformers', 'CLIPTextModelWithProjection'];
-    fs.unlinkSync(path.join(d, 'model_index.json'));
-    fs.writeFileSync(path.join(d, 'model_index.json'), JSON.stringify(mi));
+    editModelIndex(d, (mi) => { mi.text_encoder_2 = ['transformers', 'CLIPTextModelWithProjection']; });
   });
   throwsWith(() => openModel(strayTe2), /stray-te2: unet\/config\.json describes an SD1\.5 UNet .* but there is a text_encoder_2/);
   // loadModel's options
@@ -434,11 +436,16 @@ test('errors users meet name the path and the fix', () => {
 
   // session 28 (probing): a model_index that is not an object, a shard index naming a file outside the folder,
   // configFrom given for a diffusers folder (it had been ignored), and `info` on a full model named '…lora…'
-  const badMi = scratch('bad-mi', (d) => {
-    fs.unlinkSync(path.join(d, 'model_index.json'));
-    fs.writeFileSync(path.join(d, 'model_index.json'), '"hello"');
-  });
+  const badMi = scratch('bad-mi', (d) => editModelIndex(d, () => 'hello'));  // the file '"hello"'
   throwsWith(() => openModel(badMi), /bad-mi\/model_index\.json: not a JSON object/);
+  // every JSON file read there is an object: a component config or a shard index that is null or an array too
+  const badCfg = scratch('bad-cfg', (d) => {
+    fs.unlinkSync(path.join(d, 'vae', 'config.json'));
+    fs.writeFileSync(path.join(d, 'vae', 'config.json'), '[1, 2]');
+  });
+  throwsWith(() => openModel(badCfg), /bad-cfg\/vae\/config\.json: not a JSON object/);
+  const nullIdx = scratch('null-idx', (d) => fs.writeFileSync(path.join(d, 'text_encoder', 'model.safetensors.index.json'), 'null'));
+  throwsWith(() => openModel(nullIdx), /null-idx\/text_encoder\/model\.safetensors\.index\.json: not a JSON object/);
   const escape = scratch('escape', (d) => {
     fs.writeFileSync(path.join(d, 'text_encoder', 'model.safetensors.index.json'),
       JSON.stringify({ weight_map: { 'text_model.final_layer_norm.weight': '../vae/diffusion_pytorch_model.safetensors' } }));

@@ -12,6 +12,7 @@ import { Tensor, full } from '../tensor';
 import { runOp } from '../ops/runtime';
 import { concat } from '../ops/shape';
 import { sumTo } from '../ops/embedding';
+import { checkOptionKeys } from '../train/show';
 
 /** Whether any of the tensors holds an inf or NaN (one sync). */
 export async function hasInfOrNaN(ts: Iterable<Tensor>): Promise<boolean> {
@@ -63,10 +64,7 @@ export class DynamicLossScaler {
   private goodSteps = 0;
 
   constructor(o: LossScalerOptions = {}) {
-    if (o === null || typeof o !== 'object') throw new Error('DynamicLossScaler: options must be an object');
-    const known = ['initScale', 'growthFactor', 'backoffFactor', 'growthInterval', 'minScale'];
-    const unknown = Object.keys(o).filter((k) => !known.includes(k));
-    if (unknown.length) throw new Error(`DynamicLossScaler: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
+    checkOptionKeys('DynamicLossScaler', o, ['initScale', 'growthFactor', 'backoffFactor', 'growthInterval', 'minScale']);
     const num = (name: string, v: unknown, ok: (x: number) => boolean, want: string): number => {
       if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v))
         throw new Error(`DynamicLossScaler: ${name} must be ${want}, got ${typeof v === 'string' ? `'${v}'` : String(v)}`);

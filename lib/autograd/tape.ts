@@ -269,7 +269,7 @@ export class Tape implements Recorder {
       for (const [t, dy] of roots) {
         // a root that no op touched but is itself a source (the loss is a parameter, or a checkpointed fn passes an
         // input through): its gradient is the seed (it had been dropped: zeros; session 28, found by probing)
-        const v = this.values.get(t) ?? this.valueOf(t);
+        const v = this.valueOf(t);
         if (!v) continue;
         if (dy.size !== t.size) throw new Error(`autograd: the gradient seed ${shapeStr(dy.shape)} does not fit ${shapeStr(t.shape)}`);
         this.accumulate(grads, v, this.asGrad(aliasOf(dy), v.shape));
@@ -412,8 +412,9 @@ export function grad(fn: () => Tensor, params?: readonly Tensor[], opts: GradOpt
     if (!(p instanceof Tensor)) throw new Error(`grad: params[${i}] is not a Tensor`);
   });
   // A gradient of a gradient: the inner grad's backward records nothing on the outer tape, so the outer gradient
-  // through it would be silently zero. (Inside noGrad, where the outer tape is not recording, grad is fine.)
-  if (currentTape()) throw new Error('grad: called while another grad is recording (a gradient of a gradient is not supported); run the inner grad inside noGrad if its result is a constant');
+  // through it would be silently zero. (Inside noGrad, where the outer tape is not recording, grad is fine.) Any
+  // recorder on top counts: inside a checkpoint's forward it is a Probe (and the recompute would fail at backward).
+  if (stack.length > 0 && stack[stack.length - 1] !== null) throw new Error('grad: called while another grad is recording (a gradient of a gradient is not supported); run the inner grad inside noGrad if its result is a constant');
   const set = params ? new Set(params) : null;
   const tape = new Tape(set ? (t) => set.has(t) : isTrainable);
   let loss: Tensor;

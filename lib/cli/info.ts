@@ -12,22 +12,20 @@ export function describeFile(p: string): string {
     const lora = loraSummary(p);
     if (lora) return lora;
   }
-  {
-    const m = openModel(p);
-    try {
-      const lines = [`${p}: ${m.kind === 'sdxl' ? 'SDXL' : 'SD1.5'} model, ${m.layout} layout`];
-      for (const [c, map] of Object.entries(m.components)) {
-        if (!map) continue;
-        let n = 0;
-        for (const w of map.values()) n += w.shape.reduce((a, b) => a * b, 1);
-        const dt = new Set([...map.values()].map((w) => w.dtype));
-        lines.push(`  ${c}: ${map.size} tensors, ${n.toLocaleString('en-US')} parameters, ${[...dt].join('/')}`);
-      }
-      if (m.ignored.length) lines.push(`  ignored keys: ${m.ignored.length}`);
-      return lines.join('\n');
-    } finally {
-      m.close();
+  const m = openModel(p);
+  try {
+    const lines = [`${p}: ${m.kind === 'sdxl' ? 'SDXL' : 'SD1.5'} model, ${m.layout} layout`];
+    for (const [c, map] of Object.entries(m.components)) {
+      if (!map) continue;
+      let n = 0;
+      for (const w of map.values()) n += w.shape.reduce((a, b) => a * b, 1);
+      const dt = new Set([...map.values()].map((w) => w.dtype));
+      lines.push(`  ${c}: ${map.size} tensors, ${n.toLocaleString('en-US')} parameters, ${[...dt].join('/')}`);
     }
+    if (m.ignored.length) lines.push(`  ignored keys: ${m.ignored.length}`);
+    return lines.join('\n');
+  } finally {
+    m.close();
   }
 }
 

@@ -350,8 +350,9 @@ export function saveSafetensors(p: string, tensors: Record<string, StTensorIn>,
   len.writeBigUInt64LE(BigInt(json.length));
 
   const tmp = path.join(path.dirname(p), `.${path.basename(p)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
+  let fd: number | undefined;
   try {
+    fd = fs.openSync(tmp, 'w');
     writeFully(fd, len);
     writeFully(fd, json);
     for (const b of parts) writeFully(fd, b);
@@ -359,7 +360,7 @@ export function saveSafetensors(p: string, tensors: Record<string, StTensorIn>,
     fs.closeSync(fd);
     fs.renameSync(tmp, p);
   } catch (e) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
+    if (fd !== undefined) try { fs.closeSync(fd); } catch { /* already closed */ }
     try { fs.unlinkSync(tmp); } catch { /* never created */ }
     throw new Error(`${p}: writing safetensors failed: ${(e as Error).message}`);
   }

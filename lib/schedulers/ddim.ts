@@ -32,7 +32,6 @@ export function ddimTimesteps(c: ResolvedConfig, n: number): number[] {
 
 export function ddimSchedule(c: ResolvedConfig, n: number, eta: number): FullSchedule {
   checkSteps('ddim', n, c.num_train_timesteps);
-  if (!(eta >= 0 && eta <= 1)) throw new Error(`ddim sampler: eta must be a finite number in [0, 1], got ${eta}`);
   rejectClipSample('ddim', c);
   const ac = alphasCumprodShared(c);
   const finalAlpha = c.set_alpha_to_one ? 1 : ac[0];

@@ -37,7 +37,6 @@ export function consistencyTimesteps(name: SamplerName, c: ResolvedConfig, n?: n
 }
 
 export function tcdSchedule(c: ResolvedConfig, eta: number, n?: number, custom?: number[]): FullSchedule {
-  if (!(eta >= 0 && eta <= 1)) throw new Error(`tcd sampler: eta (TCD's gamma) must be a finite number in [0, 1], got ${eta}`);
   rejectClipSample('tcd', c);
   const timesteps = consistencyTimesteps('tcd', c, n, custom);
   const ac = alphasCumprodShared(c);

@@ -14,13 +14,12 @@
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as path from 'path';
-import { SafeTensors, type StTensorIn } from '../io/safetensors';
-import { saveSafetensorsNamed } from './export';
+import { SafeTensors, saveSafetensors, type StTensorIn } from '../io/safetensors';
 import type { Tensor } from '../tensor';
 import { AdamW, assignInPlace } from './optimizer';
 import type { EMA } from './ema';
-import type { Rng } from './rng';
+import { isRngState, type Rng } from './rng';
+import { show, checkOutputFolder } from './show';
 
 const FORMAT = 'hypersd_train_state';
 const VERSION = 1;
@@ -88,8 +87,7 @@ export async function saveCheckpoint(file: string, s: TrainingState, extra: Reco
     throw new Error(`${file}: checkpoint extra data is not JSON: ${(e as Error).message}`);
   }
   // (before reading the state back from the device: the temporary file would otherwise be the one named)
-  const dir = path.dirname(path.resolve(file));
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${file}: cannot save the checkpoint: folder ${dir} does not exist`);
+  checkOutputFolder(file, 'save the checkpoint');
   const tensors = stateTensors(s);
   const data: Record<string, StTensorIn> = {};
   const bytes = new Map<string, Uint8Array>();
@@ -108,7 +106,7 @@ export async function saveCheckpoint(file: string, s: TrainingState, extra: Reco
     extra: extraJson,
     sha256: digest([...bytes.keys()], (k) => bytes.get(k)!),
   };
-  saveSafetensorsNamed(file, data, { format: FORMAT, [FORMAT]: JSON.stringify(meta) });
+  saveSafetensors(file, data, { format: FORMAT, [FORMAT]: JSON.stringify(meta) });
 }
 
 export interface LoadedCheckpoint { step: number; extra: Record<string, unknown> }
@@ -120,7 +118,6 @@ export interface LoadCheckpointOptions {
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? typeof v);
 
 /**
  * The metadata fields a resume relies on, by type and range (the SHA-256 covers only the tensor bytes): a step
@@ -130,20 +127,18 @@ const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.
  */
 function checkMeta(meta: Meta & { fingerprintKey: string }, s: TrainingState, bad: (msg: string) => never): void {
   if (typeof meta.fingerprintKey !== 'string') bad('corrupt checkpoint: field fingerprintKey is missing or not a string');
-  if (typeof meta.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(meta.sha256)) bad(`corrupt checkpoint: field sha256 must be 64 hex digits, got ${shown(meta.sha256)}`);
-  if (!isCount(meta.step)) bad(`corrupt checkpoint: field step must be an integer from 0 to 2^53 - 1, got ${shown(meta.step)}`);
+  if (typeof meta.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(meta.sha256)) bad(`corrupt checkpoint: field sha256 must be 64 hex digits, got ${show(meta.sha256)}`);
+  if (!isCount(meta.step)) bad(`corrupt checkpoint: field step must be an integer from 0 to 2^53 - 1, got ${show(meta.step)}`);
   if (meta.ema !== null) {
-    if (!isObject(meta.ema)) bad(`corrupt checkpoint: field ema must be an object or null, got ${shown(meta.ema)}`);
+    if (!isObject(meta.ema)) bad(`corrupt checkpoint: field ema must be an object or null, got ${show(meta.ema)}`);
     const { decay, updates } = meta.ema;
-    if (typeof decay !== 'number' || !(decay >= 0 && decay <= 1)) bad(`corrupt checkpoint: field ema.decay must be a number in [0, 1], got ${shown(decay)}`);
-    if (!isCount(updates)) bad(`corrupt checkpoint: field ema.updates must be an integer >= 0, got ${shown(updates)}`);
+    if (typeof decay !== 'number' || !(decay >= 0 && decay <= 1)) bad(`corrupt checkpoint: field ema.decay must be a number in [0, 1], got ${show(decay)}`);
+    if (!isCount(updates)) bad(`corrupt checkpoint: field ema.updates must be an integer >= 0, got ${show(updates)}`);
   }
   if (meta.rng !== null) {
-    const ok = Array.isArray(meta.rng) && meta.rng.length === 4 && meta.rng.every((v) => Number.isInteger(v) && v >= 0 && v < 2 ** 32) &&
-      !meta.rng.every((v) => v === 0);
-    if (!ok) bad(`corrupt checkpoint: field rng must be four u32 words, not all zero, or null, got ${shown(meta.rng)}`);
+    if (!isRngState(meta.rng)) bad(`corrupt checkpoint: field rng must be four u32 words, not all zero, or null, got ${show(meta.rng)}`);
   } else if (s.rng) bad('corrupt checkpoint: field rng is null but this run has an RNG state to restore (the resume would not draw what the unbroken run would)');
-  if (!isObject(meta.extra)) bad(`corrupt checkpoint: field extra must be an object, got ${shown(meta.extra)}`);
+  if (!isObject(meta.extra)) bad(`corrupt checkpoint: field extra must be an object, got ${show(meta.extra)}`);
 }
 
 /**

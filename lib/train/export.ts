@@ -53,19 +53,6 @@ export function writeJsonAtomic(file: string, value: unknown): void {
   }
 }
 
-/**
- * saveSafetensors (atomic) whose every failure names the destination: a missing folder had been reported with
- * only the temporary file's name (ENOENT '.x.safetensors.123.456.tmp').
- */
-export function saveSafetensorsNamed(file: string, tensors: Record<string, StTensorIn>, metadata: Record<string, string>): void {
-  try {
-    saveSafetensors(file, tensors, metadata);
-  } catch (e) {
-    const msg = (e as Error).message;
-    throw new Error(msg.startsWith(`${file}:`) ? msg : `${file}: writing failed: ${msg}`);
-  }
-}
-
 export interface PipelineParts {
   unet: { store: ParamStore; config: Record<string, unknown> };
   vae: { store: ParamStore; config: Record<string, unknown> };
@@ -80,7 +67,7 @@ export interface PipelineParts {
 export async function writeComponent(dir: string, file: string, part: { store: ParamStore; config: Record<string, unknown> }, dtype: SaveDType = 'F32'): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   writeJsonAtomic(path.join(dir, 'config.json'), part.config);
-  saveSafetensorsNamed(path.join(dir, file), await storeStateDict(part.store, dtype), { format: 'pt' });
+  saveSafetensors(path.join(dir, file), await storeStateDict(part.store, dtype), { format: 'pt' });
 }
 
 /** Writes a diffusers StableDiffusionPipeline folder. */

@@ -5,8 +5,7 @@
  * (diffusers' latent_dist.sample() * scaling_factor), or takes the mean when sample = false.
  * File: tensors `mean`, `logvar` F32 [N, C, h, w]; metadata `captions` (JSON list), `scaling_factor`, `source`.
  */
-import { SafeTensors } from '../io/safetensors';
-import { saveSafetensorsNamed } from './export';
+import { SafeTensors, saveSafetensors } from '../io/safetensors';
 import type { RawImage } from '../io/png';
 import { tensor, tidy } from '../tensor';
 import type { AutoencoderKL } from '../models/vae';
@@ -94,7 +93,7 @@ export class LatentCache {
   }
 
   save(file: string, source = ''): void {
-    saveSafetensorsNamed(file, {
+    saveSafetensors(file, {
       mean: { dtype: 'F32', shape: this.shape, data: this.mean },
       logvar: { dtype: 'F32', shape: this.shape, data: this.logvar },
     }, { captions: JSON.stringify(this.captions), scaling_factor: String(this.scalingFactor), source });

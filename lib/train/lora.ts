@@ -20,12 +20,9 @@ import { Tensor, keep, empty } from '../tensor';
 import { runOp } from '../ops/runtime';
 import type { ParamStore } from '../nn/params';
 import type { RuntimeAdapter } from '../nn/layers';
-import * as fs from 'fs';
-import * as path from 'path';
-import type { StTensorIn } from '../io/safetensors';
-import { saveSafetensorsNamed } from './export';
+import { saveSafetensors, type StTensorIn } from '../io/safetensors';
 import type { ComponentName } from '../models/configs';
-import { show } from './show';
+import { show, checkOptionKeys, checkOutputFolder } from './show';
 
 export const DEFAULT_LORA_TARGETS = [
   'to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in', 'proj_out', 'ff.net.0.proj', 'ff.net.2',
@@ -73,10 +70,7 @@ export class TrainableLora {
     if (!store || !(store.specs instanceof Map) || !(store.adapters instanceof Map)) throw new Error(`${where}: store must be a model's ParamStore`);
     // (a UNet's store exported as 'text_encoder' had written lora_te_ keys no loader would apply to the UNet)
     if (store.component !== component) throw new Error(`${where}: component '${component}' does not match the store, which holds the ${store.component}'s parameters`);
-    if (o === null || typeof o !== 'object') throw new Error(`${where}: options must be an object`);
-    const known = ['rank', 'alpha', 'targets', 'seed', 'name'];
-    const unknown = Object.keys(o).filter((k) => !known.includes(k));
-    if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
+    checkOptionKeys(where, o, ['rank', 'alpha', 'targets', 'seed', 'name']);
     this.rank = o.rank ?? 64;
     this.alpha = o.alpha ?? this.rank;
     this.name = o.name ?? 'train';
@@ -115,17 +109,19 @@ export class TrainableLora {
         const kind = spec.kind as 'linear' | 'conv';
         const kh = kind === 'conv' ? spec.shape[2] : 1, kw = kind === 'conv' ? spec.shape[3] : 1;
         const down = keep(empty(kind === 'conv' ? [r, kh, kw, inC] : [r, inC], { device: w.device }));
-        let up: Tensor;
+        let up: Tensor | undefined;
         try {
           const bound = 1 / Math.sqrt(inC * kh * kw);
           runOp('rand', [], [down], { seed, offset: offset++, normal: 0 });
           runOp('affine', [down], [down], { a: 2 * bound, b: -bound });
           up = keep(empty([out, r], { device: w.device }));
+          runOp('fill', [], [up], { value: 0 });
         } catch (e) {
+          // (not yet in this.modules: this.dispose() below would not free them)
           down.dispose();
+          up?.dispose();
           throw e;
         }
-        runOp('fill', [], [up], { value: 0 });
         const adapter: RuntimeAdapter = { name: this.name, down, up, scale: this.alpha / r };
         const list = store.adapters.get(module) ?? [];
         list.push(adapter);
@@ -187,8 +183,7 @@ export class TrainableLora {
       // (ss_network_alpha '64' over a trained alpha of 2 had been written: loaders read the wrong scale)
       if (k in own && own[k] !== v) throw new Error(`${file}: metadata['${k}'] is written from the adapter (${own[k]}); it cannot be set to '${v}'`);
     }
-    const dir = path.dirname(path.resolve(file));
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${file}: cannot export the LoRA: folder ${dir} does not exist`);
+    checkOutputFolder(file, 'export the LoRA');
     const prefix = KOHYA_PREFIX[this.component as (typeof LORA_COMPONENTS)[number]];
     const tensors: Record<string, StTensorIn> = {};
     for (const x of this.modules) {
@@ -206,7 +201,7 @@ export class TrainableLora {
       tensors[`${key}.lora_up.weight`] = { dtype: 'F32', shape: upShape, data: up };
       tensors[`${key}.alpha`] = { dtype: 'F32', shape: [], data: Float32Array.of(this.alpha) };
     }
-    saveSafetensorsNamed(file, tensors, { ...metadata, ...own });
+    saveSafetensors(file, tensors, { ...metadata, ...own });
   }
 }
 

@@ -17,6 +17,7 @@ import { Tensor, tensor, zeros, keep, type DType } from '../tensor';
 import * as ops from '../ops';
 import { adamwStep, sqNorm } from '../ops/optim';
 import type { LrSchedule } from './schedule';
+import { show, checkOptionKeys } from './show';
 
 export interface AdamWOptions {
   /** a number or a schedule of the 1-based step (default 1e-4) */
@@ -42,17 +43,6 @@ export interface StepInfo {
 
 const ADAMW_OPTIONS = ['lr', 'betas', 'eps', 'weightDecay', 'maxGradNorm', 'decay'];
 
-/** A value for an error message: JSON where it has one, else its type. */
-function describe(v: unknown): string {
-  if (typeof v === 'function') return 'a function';
-  if (typeof v === 'number') return String(v);
-  try {
-    return JSON.stringify(v) ?? typeof v;
-  } catch {
-    return typeof v;
-  }
-}
-
 export class AdamW {
   readonly params: ReadonlyMap<string, Tensor>;
   /** f32 master per name (the param itself when it is f32) */
@@ -67,34 +57,34 @@ export class AdamW {
   readonly maxGradNorm: number | null;
   private readonly lrAt: LrSchedule;
   private readonly decay: (name: string) => boolean;
+  /** the trainable tensors (what a gradient may be keyed by) */
+  private readonly trainables: ReadonlySet<Tensor>;
 
   constructor(params: ReadonlyMap<string, Tensor>, o: AdamWOptions = {}) {
     // Everything is checked before anything is allocated (a bad option is one Error naming it).
     if (!(params instanceof Map)) throw new Error('AdamW: params must be a Map of name -> trainable Tensor');
     if (params.size === 0) throw new Error('AdamW: no trainable tensors');
-    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error('AdamW: options must be an object');
-    const unknown = Object.keys(o).filter((k) => !ADAMW_OPTIONS.includes(k));
-    if (unknown.length) throw new Error(`AdamW: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${ADAMW_OPTIONS.join(', ')})`);
+    checkOptionKeys('AdamW', o, ADAMW_OPTIONS);
     const lr = o.lr ?? 1e-4;
     if (typeof lr === 'number') {
       if (!(Number.isFinite(lr) && lr >= 0)) throw new Error(`AdamW: lr must be a finite number >= 0, got ${lr}`);
-    } else if (typeof lr !== 'function') throw new Error(`AdamW: lr must be a number or a schedule function of the step, got ${describe(lr)}`);
+    } else if (typeof lr !== 'function') throw new Error(`AdamW: lr must be a number or a schedule function of the step, got ${show(lr)}`);
     const betas = o.betas ?? [0.9, 0.999];
     if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number' && b >= 0 && b < 1))
-      throw new Error(`AdamW: betas must be two numbers in [0, 1), got ${describe(betas)}`);
+      throw new Error(`AdamW: betas must be two numbers in [0, 1), got ${show(betas)}`);
     const eps = o.eps ?? 1e-8;
     // (eps 0 turns a zero gradient into 0 / 0 = NaN; a negative eps can divide by zero too)
-    if (!(typeof eps === 'number' && Number.isFinite(eps) && eps > 0)) throw new Error(`AdamW: eps must be a finite number > 0, got ${describe(eps)}`);
+    if (!(typeof eps === 'number' && Number.isFinite(eps) && eps > 0)) throw new Error(`AdamW: eps must be a finite number > 0, got ${show(eps)}`);
     const weightDecay = o.weightDecay ?? 1e-2;
     if (!(typeof weightDecay === 'number' && Number.isFinite(weightDecay) && weightDecay >= 0))
-      throw new Error(`AdamW: weightDecay must be a finite number >= 0, got ${describe(weightDecay)}`);
+      throw new Error(`AdamW: weightDecay must be a finite number >= 0, got ${show(weightDecay)}`);
     const maxGradNorm = o.maxGradNorm === undefined ? 1.0 : o.maxGradNorm;
     if (maxGradNorm !== null && !(typeof maxGradNorm === 'number' && maxGradNorm > 0))
-      throw new Error(`AdamW: maxGradNorm must be a number > 0 or null, got ${describe(maxGradNorm)}`);
-    if (o.decay !== undefined && typeof o.decay !== 'function') throw new Error(`AdamW: decay must be a function (name) => boolean, got ${describe(o.decay)}`);
+      throw new Error(`AdamW: maxGradNorm must be a number > 0 or null, got ${show(maxGradNorm)}`);
+    if (o.decay !== undefined && typeof o.decay !== 'function') throw new Error(`AdamW: decay must be a function (name) => boolean, got ${show(o.decay)}`);
     const byTensor = new Map<Tensor, string>();
     for (const [name, p] of params) {
-      if (typeof name !== 'string' || name === '') throw new Error(`AdamW: trainable names must be non-empty strings, got ${describe(name)}`);
+      if (typeof name !== 'string' || name === '') throw new Error(`AdamW: trainable names must be non-empty strings, got ${show(name)}`);
       if (!(p instanceof Tensor)) throw new Error(`AdamW: trainable ${name} is not a Tensor`);
       if (p.disposed) throw new Error(`AdamW: trainable ${name} was disposed`);
       if (p.dtype !== 'f32' && p.dtype !== 'bf16' && p.dtype !== 'f16') throw new Error(`AdamW: trainable ${name} must be a float tensor, got ${p.dtype}`);
@@ -104,6 +94,7 @@ export class AdamW {
       byTensor.set(p, name);
     }
     this.params = params;
+    this.trainables = new Set(byTensor.keys());
     this.lrAt = typeof lr === 'number' ? () => lr : lr;
     this.betas = [betas[0], betas[1]];
     this.eps = eps;
@@ -133,11 +124,9 @@ export class AdamW {
     // (a non-finite gradScale is a caller's bug, not an overflow: overflowed gradients themselves skip the step;
     // a negative one would climb the loss)
     if (!(typeof gradScale === 'number' && Number.isFinite(gradScale) && gradScale > 0))
-      throw new Error(`AdamW.step: gradScale must be a finite number > 0, got ${describe(gradScale)}`);
-    const names = new Map<Tensor, string>();
-    for (const [name, p] of this.params) names.set(p, name);
+      throw new Error(`AdamW.step: gradScale must be a finite number > 0, got ${show(gradScale)}`);
     for (const k of grads.keys())
-      if (!names.has(k)) throw new Error(`AdamW.step: a gradient is keyed by ${k instanceof Tensor ? `a tensor [${k.shape}]` : describe(k)} that is not one of the trainables`);
+      if (!this.trainables.has(k)) throw new Error(`AdamW.step: a gradient is keyed by ${k instanceof Tensor ? `a tensor [${k.shape}]` : show(k)} that is not one of the trainables`);
     const present: [string, Tensor, Tensor, boolean][] = [];
     for (const [name, p] of this.params) {
       const g = grads.get(p);
@@ -148,12 +137,12 @@ export class AdamW {
       if (g.size !== p.size) throw new Error(`AdamW: gradient of ${name} has shape [${g.shape}] but the tensor is [${p.shape}]`);
       if (g.device !== p.device) throw new Error(`AdamW.step: the gradient of ${name} is on ${g.device} but the tensor is on ${p.device}`);
       const d = this.decay(name);
-      if (typeof d !== 'boolean') throw new Error(`AdamW: decay('${name}') must return a boolean, got ${describe(d)}`);
+      if (typeof d !== 'boolean') throw new Error(`AdamW: decay('${name}') must return a boolean, got ${show(d)}`);
       present.push([name, p, g, d]);
     }
     if (present.length === 0) throw new Error('AdamW.step: no gradient for any trainable (nothing to step)');
     const lr = this.lr;
-    if (!(typeof lr === 'number' && Number.isFinite(lr) && lr >= 0)) throw new Error(`AdamW: the lr schedule gave ${describe(lr)} for step ${this.stepCount + 1} (must be a finite number >= 0)`);
+    if (!(typeof lr === 'number' && Number.isFinite(lr) && lr >= 0)) throw new Error(`AdamW: the lr schedule gave ${show(lr)} for step ${this.stepCount + 1} (must be a finite number >= 0)`);
     const gradNorm = await globalNorm(present.map((x) => x[2]), gradScale);
     const step = this.stepCount + 1;
     if (!Number.isFinite(gradNorm)) return { step: this.stepCount, lr, gradNorm, clipCoef: 0, skipped: true };

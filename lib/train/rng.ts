@@ -84,10 +84,15 @@ export class Rng {
     return Array.from(this.s);
   }
   setState(st: readonly number[]): void {
-    if (!Array.isArray(st) || st.length !== 4 || !st.every((v) => Number.isInteger(v) && v >= 0 && v < 2 ** 32) || st.every((v) => v === 0))
+    if (!isRngState(st))
       throw new Error(`Rng.setState: expected four u32 words (not all zero), got ${JSON.stringify(st)}`);
     this.s = Uint32Array.from(st);
   }
+}
+
+/** A valid Rng state: four u32 words, not all zero. */
+export function isRngState(st: unknown): st is number[] {
+  return Array.isArray(st) && st.length === 4 && st.every((v) => Number.isInteger(v) && v >= 0 && v < 2 ** 32) && !st.every((v) => v === 0);
 }
 
 function rotl(x: number, k: number): number {

@@ -26,9 +26,9 @@ export type LrSchedule = (step: number) => number;
 
 /** @example const lrAt = lrSchedule({ kind: 'cosine', lr: 1e-4, warmup: 500, total: 10000 }); lrAt(1) */
 export function lrSchedule(o: ScheduleOptions): LrSchedule {
+  if (o === null || typeof o !== 'object') throw new Error('lrSchedule: options must be an object');
   const kind = o.kind ?? 'constant';
   if (!SCHEDULE_KINDS.includes(kind)) throw new Error(`lrSchedule: kind must be one of ${SCHEDULE_KINDS.join(', ')}, got '${kind}'`);
-  if (o === null || typeof o !== 'object') throw new Error('lrSchedule: options must be an object');
   const show = (v: unknown) => (typeof v === 'string' ? `'${v}'` : String(v));
   if (typeof o.lr !== 'number' || !(o.lr >= 0) || !Number.isFinite(o.lr)) throw new Error(`lrSchedule: lr must be a finite number >= 0, got ${show(o.lr)}`);
   const warmup = o.warmup ?? 500;

@@ -60,6 +60,7 @@ import { buildVocab, writeTokenizerFolder, type BuiltVocab } from './vocab';
 import { captionWords, shapeSample, randomScene, renderScene, caption, readColours, COLOUR_NAMES, SHAPE_NAMES, type SceneSpec } from './shapes';
 import { writeComponent, writeDiffusersPipeline } from './export';
 import { openComponent } from '../io/model_files';
+import { show, checkOptionKeys } from './show';
 
 export interface TeacherOptions {
   out: string;
@@ -143,23 +144,11 @@ const EVALUATE_OPTIONS = ['samplesPerPrompt', 'guidance', 'steps', 'seed', 'prom
 /** the largest seed whose derived seeds (seed * 7 + 6) are still safe integers for the Philox op */
 const MAX_SEED = Math.floor((Number.MAX_SAFE_INTEGER - 6) / 7);
 
-const shown = (v: unknown): string => {
-  if (typeof v === 'number') return String(v);
-  if (typeof v === 'function') return 'a function';
-  try {
-    return JSON.stringify(v) ?? typeof v;
-  } catch {
-    return typeof v;
-  }
-};
-
 /** Type and range checks of an options object: each failure is an Error naming `${where}: option <name>`. */
 function optionChecker(where: string, o: Record<string, unknown>, known: readonly string[]) {
-  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}: options must be an object`);
-  const unknown = Object.keys(o).filter((k) => !known.includes(k) && o[k] !== undefined);
-  if (unknown.length) throw new Error(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  checkOptionKeys(where, o, known);
   const fail = (k: string, want: string): never => {
-    throw new Error(`${where}: option ${k} must be ${want}, got ${shown(o[k])}`);
+    throw new Error(`${where}: option ${k} must be ${want}, got ${show(o[k])}`);
   };
   return {
     int(k: string, min: number, max = Number.MAX_SAFE_INTEGER): void {
@@ -204,7 +193,7 @@ function checkEvaluateOptions(where: string, e: Record<string, unknown>): void {
 export function checkTeacherOptions(o: TeacherOptions): void {
   const where = 'trainTeacher';
   const c = optionChecker(where, o as unknown as Record<string, unknown>, TEACHER_OPTIONS);
-  if (typeof o.out !== 'string' || o.out === '') throw new Error(`${where}: option out (the output folder) must be a non-empty string, got ${shown(o.out)}`);
+  if (typeof o.out !== 'string' || o.out === '') throw new Error(`${where}: option out (the output folder) must be a non-empty string, got ${show(o.out)}`);
   c.int('seed', 0, MAX_SEED);
   c.type('vae', 'string');
   if (o.vae === '') throw new Error(`${where}: option vae must be a folder path, got ''`);
@@ -232,7 +221,7 @@ export function checkTeacherOptions(o: TeacherOptions): void {
   c.type('resume', 'boolean');
   c.int('threads', 1, 1024);
   if (o.evaluate !== undefined && typeof o.evaluate !== 'boolean') {
-    if (o.evaluate === null || typeof o.evaluate !== 'object') throw new Error(`${where}: option evaluate must be a boolean or an object, got ${shown(o.evaluate)}`);
+    if (o.evaluate === null || typeof o.evaluate !== 'object') throw new Error(`${where}: option evaluate must be a boolean or an object, got ${show(o.evaluate)}`);
     const e = o.evaluate as Record<string, unknown>;
     for (const k of ['seed', 'log']) if (e[k] !== undefined) throw new Error(`${where}: option evaluate.${k} is not an option (the run's ${k} is used)`);
     checkEvaluateOptions(`${where}: option evaluate`, e);

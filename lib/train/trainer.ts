@@ -21,7 +21,7 @@ import { EMA } from './ema';
 import { Rng } from './rng';
 import { lrSchedule, type ScheduleKind } from './schedule';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
-import { show } from './show';
+import { show, checkOptionKeys } from './show';
 
 export interface TrainerOptions {
   trainables: ReadonlyMap<string, Tensor>;
@@ -66,9 +66,7 @@ export class Trainer {
 
   constructor(o: TrainerOptions) {
     // Everything is checked before anything is allocated or marked trainable.
-    if (o === null || typeof o !== 'object') throw new Error('Trainer: options must be an object');
-    const unknown = Object.keys(o).filter((k) => !TRAINER_OPTIONS.includes(k));
-    if (unknown.length) throw new Error(`Trainer: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${TRAINER_OPTIONS.join(', ')})`);
+    checkOptionKeys('Trainer', o, TRAINER_OPTIONS);
     if (!(o.trainables instanceof Map)) throw new Error('Trainer: trainables must be a Map of name -> Tensor');
     this.seed = o.seed ?? 0;
     if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new Error(`Trainer: seed must be an integer >= 0, got ${show(this.seed)}`);

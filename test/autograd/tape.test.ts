@@ -140,6 +140,21 @@ test('a root that is itself a parameter gets the seed; a checkpoint passing an i
   assert.is((await ok.grads.get(w)!.floats()).length, 4);
 });
 
+test('grad inside a checkpointed fn is the same clear Error at the call; under noGrad there it is allowed', async () => {
+  // (the checkpoint's forward records on a probe, not a tape: the nested grad had slipped through and failed only at
+  // backward, as 'checkpoint: recomputing the forward failed')
+  const w = r([4], 74), x = r([4], 75);
+  const inner = () => grad(() => o.mean(o.mul(w, w)), [w]).grads.get(w)!;
+  assert.throws(() => grad(() => o.mean(checkpoint((q) => o.mul(q, inner()), [x])), [w, x]),
+    /^grad: called while another grad is recording \(a gradient of a gradient is not supported\)/);
+  const ok = grad(() => o.mean(checkpoint((q) => o.mul(q, noGrad(inner)), [x])), [x]);
+  const wv = await w.floats(), dx = await ok.grads.get(x)!.floats();
+  for (let i = 0; i < 4; i++) assert.ok(Math.abs(dx[i] - wv[i] / 8) < 1e-6, `dx[${i}]`);
+  await disposeAll(ok);
+  w.dispose();
+  x.dispose();
+});
+
 test('an op without a registered gradient on the path is a clear Error', async () => {
   assert.ok(registeredGradients().includes('attention'));
   const x = r([2, 3, 4], 20), w = r([5, 4], 21), downs = r([1, 2, 4], 22), ups = r([1, 5, 2], 23);

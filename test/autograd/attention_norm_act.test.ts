@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as hs from '../../lib';
 import '../../lib/autograd';
-import { checkGrad, frozen, rnd, silu, gelu, geluTanh, quickGelu, type In } from './fd';
+import { checkGrad, frozen, rnd, sigmoid, silu, gelu, geluTanh, quickGelu, type In } from './fd';
 import * as assert from 'uvu/assert';
 import { DEVICE, randn, t } from '../helpers/check';
 import { runOp } from '../../lib/ops/runtime';
@@ -106,15 +106,14 @@ for (const dtype of ['f16', 'bf16'] as const)
 // session 28), and every derivative was inf * 0 = NaN at +-inf (and the tanh form from |x| ~ 5e19 on).
 test('activation backwards: the far tails within 2e-5 of float64, the limits 1 / 0 at huge and infinite x, NaN kept', async () => {
   const k = Math.sqrt(2 / Math.PI), c = 0.044715;
-  const sig = (z: number) => 1 / (1 + Math.exp(-z));
   const erfcCf = (z: number) => { let f = z; for (let n = 200; n >= 1; n--) f = z + n / 2 / f; return Math.exp(-z * z) / Math.sqrt(Math.PI) / f; };
   const phi = (x: number) => Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
   const refs: [string, (x: number) => number, number][] = [
-    ['silu_backward', (x) => sig(x) * (1 + x * sig(-x)), -30],
-    ['quick_gelu_backward', (x) => sig(1.702 * x) * (1 + 1.702 * x * sig(-1.702 * x)), -20],
+    ['silu_backward', (x) => sigmoid(x) * (1 + x * sigmoid(-x)), -30],
+    ['quick_gelu_backward', (x) => sigmoid(1.702 * x) * (1 + 1.702 * x * sigmoid(-1.702 * x)), -20],
     ['gelu_backward', (x) => 0.5 * erfcCf(-x / Math.SQRT2) + x * phi(x), -12],
     // u rounded to float moves e^(2u) by ~2e-7 |2u| of itself: the sweep stops at -5.5 (|2u| ~ 20)
-    ['gelu_tanh_backward', (x) => { const u = k * (x + c * x ** 3); return sig(2 * u) * (1 + 2 * x * sig(-2 * u) * k * (1 + 3 * c * x * x)); }, -5.5],
+    ['gelu_tanh_backward', (x) => { const u = k * (x + c * x ** 3); return sigmoid(2 * u) * (1 + 2 * x * sigmoid(-2 * u) * k * (1 + 3 * c * x * x)); }, -5.5],
   ];
   const special = [Infinity, -Infinity, 3e38, -3e38, 1e20, -1e20, 25, -25, NaN];
   const limit = (x: number) => (Number.isNaN(x) ? NaN : x > 0 ? 1 : 0);

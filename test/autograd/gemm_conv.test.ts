@@ -5,6 +5,7 @@ import * as hs from '../../lib';
 import * as assert from 'uvu/assert';
 import { conv2dBackwardInput, conv2dBackwardWeight } from '../../lib/autograd';
 import { checkGrad, frozen, rnd, prod, silu, gelu, geluTanh, quickGelu } from './fd';
+import { convGeom, refConv } from '../helpers/refs';
 
 const { matmul, loraLinear, conv2d, loraConv2d, linear } = hs.ops;
 const ACTS = { none: (x: number) => x, silu, gelu, gelu_tanh: geluTanh, quick_gelu: quickGelu } as const;
@@ -84,32 +85,11 @@ test('lora_linear with a frozen base: only the adapter and x', async () => {
     ([x, w, b, d, u]) => loraLinear(x, w, b, d, u, 1.5), ([x, w, b, d, u]) => loraRef(x, [4, 6], w, b, d, u, 3, 1.5));
 });
 
-/** NHWC x OHWI cross-correlation with zero padding. */
-function convRef(x: Float64Array, xs: number[], w: Float64Array, ws: number[], bias: Float64Array | null, stride: number, pad: number) {
-  const [N, H, W, C] = xs, [O, kh, kw] = ws;
-  const Ho = Math.floor((H + 2 * pad - kh) / stride) + 1, Wo = Math.floor((W + 2 * pad - kw) / stride) + 1;
-  const y = new Float64Array(N * Ho * Wo * O);
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < Ho; oy++)
-      for (let ox = 0; ox < Wo; ox++)
-        for (let o = 0; o < O; o++) {
-          let s = bias ? bias[o] : 0;
-          for (let ky = 0; ky < kh; ky++)
-            for (let kx = 0; kx < kw; kx++) {
-              const iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-              for (let c = 0; c < C; c++) s += x[((n * H + iy) * W + ix) * C + c] * w[((o * kh + ky) * kw + kx) * C + c];
-            }
-          y[((n * Ho + oy) * Wo + ox) * O + o] = s;
-        }
-  return y;
-}
-
 for (const [k, stride, pad, H, W] of [[3, 1, 1, 5, 4], [3, 2, 1, 6, 5], [1, 1, 0, 3, 3], [2, 2, 0, 5, 5], [3, 2, 0, 7, 6]] as const)
   test(`conv2d ${k}x${k} stride ${stride} pad ${pad} on ${H}x${W}`, async () => {
     const xs = [2, H, W, 3], ws = [4, k, k, 3];
     await checkGrad('conv2d', [rnd(xs, 21), rnd(ws, 22), rnd([4], 23)], ([x, w, b]) => conv2d(x, w, b, { stride, pad }),
-      ([x, w, b]) => convRef(x, xs, w, ws, b, stride, pad));
+      ([x, w, b]) => refConv(x, w, convGeom(xs, ws, stride, pad), b));
   });
 
 test('conv2d beta = 1 (a residual added in place) passes dy to the accumulated output', async () => {
@@ -117,13 +97,13 @@ test('conv2d beta = 1 (a residual added in place) passes dy to the accumulated o
   await checkGrad('conv2d beta', [rnd(xs, 24), rnd(ws, 25), rnd([1, 4, 4, 2], 26)], ([x, w, r]) => {
     const acc = hs.ops.affine(r, 2, 0);
     return conv2d(x, w, null, { pad: 1, beta: 1, out: acc });
-  }, ([x, w, r]) => convRef(x, xs, w, ws, null, 1, 1).map((v, i) => v + 2 * r[i]));
+  }, ([x, w, r]) => refConv(x, w, convGeom(xs, ws, 1, 1)).map((v, i) => v + 2 * r[i]));
 });
 
 test('conv2d with more output channels than one weight-gradient block (Cout = 19)', async () => {
   const xs = [1, 3, 3, 2], ws = [19, 3, 3, 2];
   await checkGrad('conv2d cout 19', [rnd(xs, 27), rnd(ws, 28)], ([x, w]) => conv2d(x, w, null, { pad: 1 }),
-    ([x, w]) => convRef(x, xs, w, ws, null, 1, 1));
+    ([x, w]) => refConv(x, w, convGeom(xs, ws, 1, 1)));
 });
 
 test('conv2d backward at sizes that take several im2col / col2im chunks: the adjoint identities hold', async () => {
@@ -152,8 +132,8 @@ for (const bias of [true, false])
     const ins = [rnd(xs, 29), rnd(ws, 30), ...(bias ? [rnd([4], 31)] : []), rnd([r, 3, 3, 3], 32), rnd([4, r], 33)];
     await checkGrad('lora_conv2d', ins, (ts) => loraConv2d(ts[0], ts[1], bias ? ts[2] : null, ts[ts.length - 2], ts[ts.length - 1], s, { stride: 2, pad: 1 }),
       (v) => {
-        const y = convRef(v[0], xs, v[1], ws, bias ? v[2] : null, 2, 1);
-        const t = convRef(v[0], xs, v[v.length - 2], [r, 3, 3, 3], null, 2, 1);
+        const y = refConv(v[0], v[1], convGeom(xs, ws, 2, 1), bias ? v[2] : undefined);
+        const t = refConv(v[0], v[v.length - 2], convGeom(xs, [r, 3, 3, 3], 2, 1));
         const u = matmulRef(t, [t.length / r, r], v[v.length - 1], [4, r], { tB: true });
         return y.map((x, i) => x + s * u[i]);
       });

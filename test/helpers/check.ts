@@ -112,6 +112,9 @@ export async function messageOf(fn: () => Promise<unknown>): Promise<string> {
   return '(no error)';
 }
 
+/** s with the regular-expression metacharacters escaped, for new RegExp(`^${escapeRe(file)}: ...`). */
+export const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
 /** Awaits fn and asserts it rejects with an Error whose message matches re. */
 export async function rejects(fn: () => Promise<unknown>, re: RegExp, what = ''): Promise<void> {
   const msg = await messageOf(fn);

@@ -1,5 +1,6 @@
 // Float64 references shared by the op tests, the gradient tests and the fuzzers (bench/fuzz): group norm,
-// layer norm, plain attention and the GEMM epilogue's activations, each written once.
+// layer norm, plain attention, the GEMM epilogue's activations, matmul, the LoRA merged weight and the direct
+// convolution, each written once.
 import { erf, geluTanh, quickGelu } from '../autograd/fd';
 
 /** group_norm over x [N, S, C] channels-last, G groups, optional fused SiLU; two passes (mean, centred squares). */
@@ -140,6 +141,79 @@ export function actRef(x: number, act: Act): number {
     case 'quick_gelu': return quickGelu(x);
     default: return x;
   }
+}
+
+/** refMatmul's options: transposes, scales, the epilogue's activation and bias, and the old C that beta scales. */
+export interface MatmulRefOpts {
+  transA?: boolean; transB?: boolean; alpha?: number; beta?: number; act?: Act; bias?: Float64Array; old?: Float64Array;
+}
+/** C = act(alpha op(A) op(B) + bias) + beta old, batched (B shared when bBatched is false). */
+export function refMatmul(a: Float64Array, b: Float64Array, batch: number, M: number, K: number, N: number, bBatched: boolean,
+                          o: MatmulRefOpts = {}): Float64Array {
+  const c = new Float64Array(batch * M * N);
+  const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
+  for (let p = 0; p < batch; p++) {
+    const ao = p * M * K, bo = bBatched ? p * K * N : 0;
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = o.transA ? a[ao + k * M + i] : a[ao + i * K + k];
+          const bv = o.transB ? b[bo + j * K + k] : b[bo + k * N + j];
+          s += av * bv;
+        }
+        const idx = p * M * N + i * N + j;
+        let v = actRef(alpha * s + (o.bias ? o.bias[j] : 0), o.act ?? 'none');
+        if (beta) v += beta * o.old![idx];
+        c[idx] = v;
+      }
+  }
+  return c;
+}
+
+/** W + scale * up down (W [N, K], down [r, K], up [N, r]; a conv weight [O, kh, kw, C] as [O, kh*kw*C]), the merged
+ * weight the LoRA ops must match without forming it. */
+export function merged(w: Float64Array, down: Float64Array, up: Float64Array, N: number, K: number, r: number, scale: number): Float64Array {
+  const m = Float64Array.from(w);
+  for (let n = 0; n < N; n++)
+    for (let k = 0; k < K; k++) {
+      let s = 0;
+      for (let j = 0; j < r; j++) s += up[n * r + j] * down[j * K + k];
+      m[n * K + k] += scale * s;
+    }
+  return m;
+}
+
+/** A convolution's geometry: x [N, H, W, C], w [O, kh, kw, C]. */
+export interface Geom { N: number; H: number; W: number; C: number; O: number; kh: number; kw: number; stride: number; pad: number }
+export const outHW = (g: Geom) => [Math.floor((g.H + 2 * g.pad - g.kh) / g.stride) + 1, Math.floor((g.W + 2 * g.pad - g.kw) / g.stride) + 1];
+/** The Geom of x of shape xs [N, H, W, C] and w of shape ws [O, kh, kw, C]. */
+export const convGeom = (xs: readonly number[], ws: readonly number[], stride: number, pad: number): Geom =>
+  ({ N: xs[0], H: xs[1], W: xs[2], C: xs[3], O: ws[0], kh: ws[1], kw: ws[2], stride, pad });
+
+/** NHWC x OHWI cross-correlation with zero padding:
+ * y[n, oy, ox, o] = bias[o] + sum x[n, oy*s - p + ky, ox*s - p + kx, c] w[o, ky, kx, c] (+ beta old). */
+export function refConv(x: Float64Array, w: Float64Array, g: Geom, bias?: Float64Array, beta = 0, old?: Float64Array): Float64Array {
+  const [Ho, Wo] = outHW(g);
+  const y = new Float64Array(g.N * Ho * Wo * g.O);
+  for (let n = 0; n < g.N; n++)
+    for (let oy = 0; oy < Ho; oy++)
+      for (let ox = 0; ox < Wo; ox++)
+        for (let o = 0; o < g.O; o++) {
+          let s = bias ? bias[o] : 0;
+          for (let ky = 0; ky < g.kh; ky++) {
+            const iy = oy * g.stride - g.pad + ky;
+            if (iy < 0 || iy >= g.H) continue;
+            for (let kx = 0; kx < g.kw; kx++) {
+              const ix = ox * g.stride - g.pad + kx;
+              if (ix < 0 || ix >= g.W) continue;
+              for (let c = 0; c < g.C; c++) s += x[((n * g.H + iy) * g.W + ix) * g.C + c] * w[((o * g.kh + ky) * g.kw + kx) * g.C + c];
+            }
+          }
+          const i = ((n * Ho + oy) * Wo + ox) * g.O + o;
+          y[i] = s + (beta ? beta * old![i] : 0);
+        }
+  return y;
 }
 
 export interface Hyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number; gradScale: number }

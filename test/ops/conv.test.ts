@@ -1,40 +1,14 @@
-// conv family (conv2d, lora_conv2d, ohwiFromOihw) against a float64 direct convolution written out below, on
+// conv family (conv2d, lora_conv2d, ohwiFromOihw) against a float64 direct convolution (helpers/refs.ts), on
 // odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. gemm.test.ts runs this file again with the
 // portable CPU kernels.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, cpuFlags, randn, roundTo, t } from '../helpers/check';
+import { merged, outHW, refConv, type Geom } from '../helpers/refs';
 
 const { conv2d, loraConv2d, ohwiFromOihw } = hs.ops;
 const NAME = process.env.HYPERSD_CPU_KERNELS === 'portable' ? '[portable] ' : '';
-
-interface Geom { N: number; H: number; W: number; C: number; O: number; kh: number; kw: number; stride: number; pad: number }
-const outHW = (g: Geom) => [Math.floor((g.H + 2 * g.pad - g.kh) / g.stride) + 1, Math.floor((g.W + 2 * g.pad - g.kw) / g.stride) + 1];
-
-/** y[n, oy, ox, o] = bias[o] + sum x[n, oy*s - p + ky, ox*s - p + kx, c] w[o, ky, kx, c] (+ beta old). */
-function refConv(x: Float64Array, w: Float64Array, g: Geom, bias?: Float64Array, beta = 0, old?: Float64Array): Float64Array {
-  const [Ho, Wo] = outHW(g);
-  const y = new Float64Array(g.N * Ho * Wo * g.O);
-  for (let n = 0; n < g.N; n++)
-    for (let oy = 0; oy < Ho; oy++)
-      for (let ox = 0; ox < Wo; ox++)
-        for (let o = 0; o < g.O; o++) {
-          let s = bias ? bias[o] : 0;
-          for (let ky = 0; ky < g.kh; ky++) {
-            const iy = oy * g.stride - g.pad + ky;
-            if (iy < 0 || iy >= g.H) continue;
-            for (let kx = 0; kx < g.kw; kx++) {
-              const ix = ox * g.stride - g.pad + kx;
-              if (ix < 0 || ix >= g.W) continue;
-              for (let c = 0; c < g.C; c++) s += x[((n * g.H + iy) * g.W + ix) * g.C + c] * w[((o * g.kh + ky) * g.kw + kx) * g.C + c];
-            }
-          }
-          const i = ((n * Ho + oy) * Wo + ox) * g.O + o;
-          y[i] = s + (beta ? beta * old![i] : 0);
-        }
-  return y;
-}
 
 const G = (N: number, H: number, W: number, C: number, O: number, kh: number, kw: number, stride: number, pad: number): Geom =>
   ({ N, H, W, C, O, kh, kw, stride, pad });
@@ -200,17 +174,6 @@ test(`${NAME}conv2d of f16 / bf16 x and w into an f32 output: bias, beta, stride
 });
 
 /** OHWI w + scale * up down, flattened over (kh, kw, Cin). */
-function mergedConv(w: Float64Array, down: Float64Array, up: Float64Array, O: number, K: number, r: number, scale: number): Float64Array {
-  const m = Float64Array.from(w);
-  for (let o = 0; o < O; o++)
-    for (let k = 0; k < K; k++) {
-      let s = 0;
-      for (let j = 0; j < r; j++) s += up[o * r + j] * down[j * K + k];
-      m[o * K + k] += scale * s;
-    }
-  return m;
-}
-
 test(`${NAME}loraConv2d equals the merged weight (3x3 stride 1 and 2, 1x1; f32 and bf16 weights)`, async () => {
   for (const [g, dt] of [[G(2, 7, 5, 6, 9, 3, 3, 1, 1), 'f32'], [G(1, 9, 7, 5, 8, 3, 3, 2, 1), 'f32'],
     [G(1, 5, 6, 12, 7, 1, 1, 1, 0), 'f32'], [G(1, 7, 5, 6, 9, 3, 3, 1, 1), 'bf16']] as [Geom, 'f32' | 'bf16'][]) {
@@ -219,7 +182,7 @@ test(`${NAME}loraConv2d equals the merged weight (3x3 stride 1 and 2, 1x1; f32 a
     const bias = roundTo(dt, randn(g.O, 12)), down = roundTo(dt, randn(r * K, 13, 0.3)), up = roundTo(dt, randn(g.O * r, 14));
     const y = loraConv2d(t(x, [g.N, g.H, g.W, g.C]), t(w, [g.O, g.kh, g.kw, g.C], dt), t(bias, [g.O], dt),
       t(down, [r, g.kh, g.kw, g.C], dt), t(up, [g.O, r], dt), scale, { stride: g.stride, pad: g.pad });
-    assertClose(await y.floats(), refConv(x, mergedConv(w, down, up, g.O, K, r, scale), g, bias), TOL.f32, `lora ${dt} ${JSON.stringify(g)}`);
+    assertClose(await y.floats(), refConv(x, merged(w, down, up, g.O, K, r, scale), g, bias), TOL.f32, `lora ${dt} ${JSON.stringify(g)}`);
   }
 });
 

@@ -9,29 +9,10 @@ import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { grad } from '../../lib/autograd';
 import { DEVICE, TOL, assertClose, randn, relErr, roundTo, t } from '../helpers/check';
-import { attentionGradRef, attentionLseRef } from '../helpers/refs';
+import { attentionGradRef, attentionLseRef, merged, refConv, refMatmul } from '../helpers/refs';
 
 const { matmul, loraLinear, loraLinearBatched, conv2d, loraConv2d, attention } = hs.ops;
 const HALF = ['f16', 'bf16'] as const;
-
-function mm(a: Float64Array, b: Float64Array, P: number, M: number, K: number, N: number, tA: boolean, tB: boolean, bBatched: boolean,
-            bias?: Float64Array): Float64Array {
-  const c = new Float64Array(P * M * N);
-  for (let p = 0; p < P; p++)
-    for (let i = 0; i < M; i++)
-      for (let j = 0; j < N; j++) {
-        let s = bias ? bias[j] : 0;
-        const ao = p * M * K, bo = bBatched ? p * K * N : 0;
-        for (let k = 0; k < K; k++) s += (tA ? a[ao + k * M + i] : a[ao + i * K + k]) * (tB ? b[bo + j * K + k] : b[bo + k * N + j]);
-        c[(p * M + i) * N + j] = s;
-      }
-  return c;
-}
-function merged(w: Float64Array, down: Float64Array, up: Float64Array, N: number, K: number, r: number, s: number) {
-  const m = Float64Array.from(w);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) { let a = 0; for (let j = 0; j < r; j++) a += up[n * r + j] * down[j * K + k]; m[n * K + k] += s * a; }
-  return m;
-}
 
 // 1. mma.sync layouts other than (row-major A, [N, K] B) in f16 / bf16: stage_cols + ldmatrix.trans, vec and scalar
 //    staging, batched with a shared B under transA. On Hopper none of these is wgmma-eligible.
@@ -43,7 +24,7 @@ test('matmul f16/bf16 every transpose, aligned (vec) and odd (scalar), batched t
           const a = roundTo(dt, randn(P * M * K, 1 + M)), b = roundTo(dt, randn(K * N, 2 + N, 0.2));
           const y = matmul(t(a, P > 1 ? (tA ? [P, K, M] : [P, M, K]) : (tA ? [K, M] : [M, K]), dt), t(b, tB ? [N, K] : [K, N], dt), { transA: tA, transB: tB });
           assert.is(y.dtype, dt);
-          assertClose(await y.floats(), mm(a, b, P, M, K, N, tA, tB, false), TOL[dt], `${dt} P${P} ${M}x${K}x${N} tA ${tA} tB ${tB}`);
+          assertClose(await y.floats(), refMatmul(a, b, P, M, K, N, false, { transA: tA, transB: tB }), TOL[dt], `${dt} P${P} ${M}x${K}x${N} tA ${tA} tB ${tB}`);
         }
 });
 
@@ -53,11 +34,11 @@ test('matmul f16/bf16 output with an f32 bias (full tiles), and odd N', async ()
     const [M, K, N] = [256, 64, 128];
     const a = roundTo(dt, randn(M * K, 3)), b = roundTo(dt, randn(N * K, 4, 0.2)), bias = roundTo('f32', randn(N, 5));
     const y = matmul(t(a, [M, K], dt), t(b, [N, K], dt), { transB: true, bias: t(bias, [N]) });
-    assertClose(await y.floats(), mm(a, b, 1, M, K, N, false, true, false, bias), TOL[dt], `${dt} f32 bias`);
+    assertClose(await y.floats(), refMatmul(a, b, 1, M, K, N, false, { transB: true, bias }), TOL[dt], `${dt} f32 bias`);
     const [M2, K2, N2] = [70, 64, 29];
     const a2 = roundTo(dt, randn(M2 * K2, 6)), b2 = roundTo(dt, randn(N2 * K2, 7, 0.2));
     const y2 = matmul(t(a2, [M2, K2], dt), t(b2, [N2, K2], dt), { transB: true });
-    assertClose(await y2.floats(), mm(a2, b2, 1, M2, K2, N2, false, true, false), TOL[dt], `${dt} odd N`);
+    assertClose(await y2.floats(), refMatmul(a2, b2, 1, M2, K2, N2, false, { transB: true }), TOL[dt], `${dt} odd N`);
   }
 });
 
@@ -70,9 +51,9 @@ test('loraLinear f16/bf16 rank 4 and rank 72', async () => {
       const x = roundTo(dt, randn(L * K, 11)), w = roundTo(dt, randn(N * K, 12, 0.05)), bias = roundTo(dt, randn(N, 13));
       const down = roundTo(dt, randn(r * K, 14, 0.1)), up = roundTo(dt, randn(N * r, 15, 0.5));
       const y = loraLinear(t(x, [L, K], dt), t(w, [N, K], dt), t(bias, [N], dt), t(down, [r, K], dt), t(up, [N, r], dt), s);
-      const ref = mm(x, merged(w, down, up, N, K, r, s), 1, L, K, N, false, true, false, bias);
+      const ref = refMatmul(x, merged(w, down, up, N, K, r, s), 1, L, K, N, false, { transB: true, bias });
       assertClose(await y.floats(), ref, TOL[dt], `${dt} r ${r}`);
-      assert.ok(relErr(mm(x, w, 1, L, K, N, false, true, false, bias), ref) > 5 * TOL[dt], 'adapter share large enough');
+      assert.ok(relErr(refMatmul(x, w, 1, L, K, N, false, { transB: true, bias }), ref) > 5 * TOL[dt], 'adapter share large enough');
     }
 });
 
@@ -88,25 +69,10 @@ test('loraLinearBatched f16/bf16', async () => {
     const got = await y.floats();
     for (let b = 0; b < B; b++) {
       const wb = idx[b] < 0 ? w : merged(w, downs.subarray(idx[b] * r * K, (idx[b] + 1) * r * K), ups.subarray(idx[b] * N * r, (idx[b] + 1) * N * r), N, K, r, sc[b]);
-      assertClose(got.subarray(b * L * N, (b + 1) * L * N), mm(x.subarray(b * L * K, (b + 1) * L * K), wb, 1, L, K, N, false, true, false, bias), TOL[dt], `${dt} item ${b}`);
+      assertClose(got.subarray(b * L * N, (b + 1) * L * N), refMatmul(x.subarray(b * L * K, (b + 1) * L * K), wb, 1, L, K, N, false, { transB: true, bias }), TOL[dt], `${dt} item ${b}`);
     }
   }
 });
-
-function refConv(x: Float64Array, w: Float64Array, N: number, H: number, W: number, C: number, O: number, k: number, s: number, p: number,
-                 bias?: Float64Array): Float64Array {
-  const Ho = Math.floor((H + 2 * p - k) / s) + 1, Wo = Math.floor((W + 2 * p - k) / s) + 1, y = new Float64Array(N * Ho * Wo * O);
-  for (let n = 0; n < N; n++) for (let oy = 0; oy < Ho; oy++) for (let ox = 0; ox < Wo; ox++) for (let o = 0; o < O; o++) {
-    let a = bias ? bias[o] : 0;
-    for (let ky = 0; ky < k; ky++) for (let kx = 0; kx < k; kx++) {
-      const iy = oy * s - p + ky, ix = ox * s - p + kx;
-      if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-      for (let c = 0; c < C; c++) a += x[((n * H + iy) * W + ix) * C + c] * w[((o * k + ky) * k + kx) * C + c];
-    }
-    y[((n * Ho + oy) * Wo + ox) * O + o] = a;
-  }
-  return y;
-}
 
 // 5. conv2d with 16-bit x, w and y, Cin % 8 == 0 (cp.async gather), M and Cout >= 128 (FastEpilogue on the
 //    mma.sync kernel) with a same-dtype and an f32 bias; lora_conv2d in f16/bf16 (the mma.sync second segment
@@ -119,7 +85,7 @@ test('conv2d f16/bf16 in and out, full tiles, half and f32 bias; loraConv2d f16/
       const bias = roundTo(bdt, randn(O, 33));
       const y = conv2d(t(x, [N, H, W, C], dt), t(w, [O, 3, 3, C], dt), t(bias, [O], bdt), { pad: 1 });
       assert.is(y.dtype, dt);
-      assertClose(await y.floats(), refConv(x, w, N, H, W, C, O, 3, 1, 1, bias), TOL[dt], `${dt} conv bias ${bdt}`);
+      assertClose(await y.floats(), refConv(x, w, { N, H, W, C, O, kh: 3, kw: 3, stride: 1, pad: 1 }, bias), TOL[dt], `${dt} conv bias ${bdt}`);
     }
     for (const [r, stride] of [[4, 1], [8, 2]] as const) {
       const [n, h, wd, c, o] = [1, 9, 7, 16, 24], K = 9 * c, s = 0.6;
@@ -127,7 +93,7 @@ test('conv2d f16/bf16 in and out, full tiles, half and f32 bias; loraConv2d f16/
       const dv = roundTo(dt, randn(r * K, 44, 0.3)), uv = roundTo(dt, randn(o * r, 45));
       const y = loraConv2d(t(xv, [n, h, wd, c], dt), t(wv, [o, 3, 3, c], dt), t(bv, [o], dt), t(dv, [r, 3, 3, c], dt), t(uv, [o, r], dt), s, { stride, pad: 1 });
       assert.is(y.dtype, dt);
-      assertClose(await y.floats(), refConv(xv, merged(wv, dv, uv, o, K, r, s), n, h, wd, c, o, 3, stride, 1, bv), TOL[dt], `${dt} lora conv r ${r} stride ${stride}`);
+      assertClose(await y.floats(), refConv(xv, merged(wv, dv, uv, o, K, r, s), { N: n, H: h, W: wd, C: c, O: o, kh: 3, kw: 3, stride, pad: 1 }, bv), TOL[dt], `${dt} lora conv r ${r} stride ${stride}`);
     }
   }
 });

@@ -1,5 +1,5 @@
-// gemm family (matmul, linear, lora_linear, lora_linear_batched) against float64 references written out
-// below, on odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. The sizes also cross the CPU engine's
+// gemm family (matmul, linear, lora_linear, lora_linear_batched) against float64 references (helpers/refs.ts),
+// on odd sizes, with poisoned outputs, on HYPERSD_TEST_DEVICE. The sizes also cross the CPU engine's
 // block edges (K blocks of <= 1280, NC = 3072 columns, super-blocks of 2048 rows). The last tests run this
 // file again in a child with HYPERSD_CPU_KERNELS=portable (the fallback for CPUs without AVX2), and on a CPU
 // with AVX-512 the micro-kernel families again with HYPERSD_CPU_KERNELS=avx2 (the set for CPUs without it).
@@ -9,38 +9,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as hs from '../../lib';
 import { DEVICE, TOL, assertClose, cpuFlags, randn, relErr, roundTo, t } from '../helpers/check';
-import { actRef, type Act } from '../helpers/refs';
+import { actRef, merged, refMatmul, type Act } from '../helpers/refs';
 
 const { matmul, linear, loraLinear, loraLinearBatched } = hs.ops;
 const PORTABLE_CHILD = process.env.HYPERSD_CPU_KERNELS === 'portable';
 const AVX2_CHILD = process.env.HYPERSD_CPU_KERNELS === 'avx2';
-
-interface Ref {
-  transA?: boolean; transB?: boolean; alpha?: number; beta?: number; act?: Act; bias?: Float64Array; old?: Float64Array;
-}
-/** C = act(alpha op(A) op(B) + bias) + beta old, batched (B shared when bBatched is false). */
-function refMatmul(a: Float64Array, b: Float64Array, batch: number, M: number, K: number, N: number, bBatched: boolean,
-                   o: Ref = {}): Float64Array {
-  const c = new Float64Array(batch * M * N);
-  const alpha = o.alpha ?? 1, beta = o.beta ?? 0;
-  for (let p = 0; p < batch; p++) {
-    const ao = p * M * K, bo = bBatched ? p * K * N : 0;
-    for (let i = 0; i < M; i++)
-      for (let j = 0; j < N; j++) {
-        let s = 0;
-        for (let k = 0; k < K; k++) {
-          const av = o.transA ? a[ao + k * M + i] : a[ao + i * K + k];
-          const bv = o.transB ? b[bo + j * K + k] : b[bo + k * N + j];
-          s += av * bv;
-        }
-        const idx = p * M * N + i * N + j;
-        let v = actRef(alpha * s + (o.bias ? o.bias[j] : 0), o.act ?? 'none');
-        if (beta) v += beta * o.old![idx];
-        c[idx] = v;
-      }
-  }
-  return c;
-}
 
 const NAME = PORTABLE_CHILD ? '[portable] ' : '';
 
@@ -175,18 +148,6 @@ test(`${NAME}linear on rank 1 and rank 3 inputs`, async () => {
   assert.equal(y1.shape, [N]);
   assertClose(await y1.floats(), refMatmul(x.subarray(0, K), w, 1, 1, K, N, false, { transB: true }), TOL.f32, 'rank 1');
 });
-
-/** W + scale * up down, the merged weight the LoRA ops must match without forming it. */
-function merged(w: Float64Array, down: Float64Array, up: Float64Array, N: number, K: number, r: number, scale: number): Float64Array {
-  const m = Float64Array.from(w);
-  for (let n = 0; n < N; n++)
-    for (let k = 0; k < K; k++) {
-      let s = 0;
-      for (let j = 0; j < r; j++) s += up[n * r + j] * down[j * K + k];
-      m[n * K + k] += scale * s;
-    }
-  return m;
-}
 
 test(`${NAME}loraLinear in f16 / bf16 throughout, K = 512 (the CUDA kernel splits the rank GEMM over K)`, async () => {
   const L = 75, K = 512, N = 40, r = 16, scale = -0.6;  // r % 8 == 0: the Hopper kernel takes the LoRA segment

@@ -11,7 +11,7 @@ import { LoraManager } from '../../lib/pipelines/lora';
 import { SafeTensors, saveSafetensors } from '../../lib/io/safetensors';
 import * as fs from 'fs';
 import * as os from 'os';
-import { relErr, messageOf } from '../helpers/check';
+import { escapeRe, relErr, messageOf } from '../helpers/check';
 
 const FIX = path.resolve(__dirname, '../fixtures');
 
@@ -33,6 +33,13 @@ function unetOut(m: LoadedModel, io: SafeTensors, sdxl: boolean): Promise<Float3
     encoderHiddenStates: T('unet_in_encoder_hidden_states'),
     textEmbeds: sdxl ? T('unet_in_text_embeds') : undefined, timeIds: sdxl ? T('unet_in_time_ids') : undefined,
   })).data() as Promise<Float32Array>;
+}
+
+/** Every tensor of a file read as F32, keyed by name (for saveSafetensors). */
+function allF32(st: SafeTensors): Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> {
+  const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const k of st.keys()) out[k] = { dtype: 'F32', shape: st.info(k).shape, data: st.readF32(k) };
+  return out;
 }
 
 for (const model of ['tiny-sd15', 'tiny-sdxl'] as const) {
@@ -95,9 +102,7 @@ test('two adapters at once, each with its own scale, equal one adapter at the su
     await mgr.unload('b'); // the older fused one, under a newer fused one
     const e2 = relErr(await unetOut(m, io, false), half);
     assert.ok(e2 < 1e-5, `unfusing the older of two fused adapters keeps the newer: ${e2}`);
-    let msg = '';
-    try { await mgr.unload('nope'); } catch (e) { msg = (e as Error).message; }
-    assert.match(msg, /no LoRA named 'nope'/);
+    assert.match(await messageOf(() => mgr.unload('nope')), /no LoRA named 'nope'/);
   } finally {
     mgr.unloadAll();
     m.dispose();
@@ -109,12 +114,7 @@ test('a LoRA for another model is a clear error naming the key and both shapes',
   const { m, mgr, io } = setup('tiny-sd15');
   try {
     // tiny-sdxl's LoRA has module names the sd15 UNet also has (down_blocks.1...) with other shapes
-    let msg = '';
-    try {
-      await mgr.load(path.join(FIX, 'lora', 'tiny-sdxl_kohya.safetensors'), { name: 'x' });
-    } catch (e) {
-      msg = (e as Error).message;
-    }
+    const msg = await messageOf(() => mgr.load(path.join(FIX, 'lora', 'tiny-sdxl_kohya.safetensors'), { name: 'x' }));
     assert.ok(/shape \[.*\] does not fit .*weight \[.*\]|has no|text_encoder_2/.test(msg), msg);
     assert.is(msg.split('tiny-sdxl_kohya.safetensors').length - 1, 1, `the file named once: ${msg}`);
   } finally {
@@ -134,18 +134,16 @@ test('a LoRA file that names no module of the model, a non-finite scale and an u
     assert.match(await messageOf(() => mgr.load(nothing)), /nothing\.safetensors: none of its 2 keys names a module of this model \(lora_unet_foo_bar/);
     // integer weights and a peft lora_alpha that is not a number (they had been taken by value / as alpha = rank)
     const src = SafeTensors.open(path.join(FIX, 'lora', 'tiny-sd15_kohya.safetensors'));
-    const tensors: Record<string, { dtype: 'F32' | 'I32'; shape: number[]; data: Float32Array | Int32Array }> = {};
-    for (const k of src.keys()) tensors[k] = { dtype: 'F32', shape: src.info(k).shape, data: src.readF32(k) };
+    const tensors: Record<string, { dtype: 'F32' | 'I32'; shape: number[]; data: Float32Array | Int32Array }> = allF32(src);
     src.close();
     const downKey = Object.keys(tensors).find((k) => k.endsWith('lora_down.weight'))!;
     tensors[downKey] = { dtype: 'I32', shape: tensors[downKey].shape, data: Int32Array.from(tensors[downKey].data, Math.round) };
     const ints = path.join(dir, 'ints.safetensors');
     saveSafetensors(ints, tensors);
-    assert.match(await messageOf(() => mgr.load(ints)), new RegExp(`ints\\.safetensors:${downKey.replace(/\./g, '\\.')}: stored as I32; a weight must be F32, F16, BF16 or F64`));
+    assert.match(await messageOf(() => mgr.load(ints)), new RegExp(`ints\\.safetensors:${escapeRe(downKey)}: stored as I32; a weight must be F32, F16, BF16 or F64`));
     const peft = path.join(FIX, 'lora', 'tiny-sd15_peft.safetensors');
     const pst = SafeTensors.open(peft);
-    const ptensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-    for (const k of pst.keys()) ptensors[k] = { dtype: 'F32', shape: pst.info(k).shape, data: pst.readF32(k) };
+    const ptensors = allF32(pst);
     const meta = JSON.parse(pst.metadata.lora_adapter_metadata ?? '{}');
     pst.close();
     meta['unet.lora_alpha'] = 'abc';
@@ -185,8 +183,7 @@ test('a runtime LoRA loaded inside a tidy scope keeps its tensors; a failed fuse
     await mgr.load(copy, { name: 'f', scale: 1 });
     const at1 = await unetOut(m, io, false);
     fs.truncateSync(copy, Math.floor(fs.statSync(copy).size / 2));
-    let msg = '';
-    try { await mgr.setScale('f', 0.5); } catch (e) { msg = (e as Error).message; }
+    const msg = await messageOf(() => mgr.setScale('f', 0.5));
     assert.match(msg, /copy\.safetensors/);
     assert.match(msg, /was unloaded/, 'the old scale cannot be read back either: unloaded');
     assert.is(mgr.list().length, 0);

@@ -143,11 +143,12 @@ if (haveVocab) {
     const ac = new AbortController();
     ac.abort('stop it');
     const slow = p.generate({ ...base, steps: 4 });
-    const t0 = Date.now();
+    let slowDone = false;
+    void slow.then(() => { slowDone = true; });
     let err: Error | null = null;
     try { await p.generate({ ...base, signal: ac.signal }); } catch (e) { err = e as Error; }
     assert.ok(err && err.name === 'AbortError' && (err as Error & { cause?: unknown }).cause === 'stop it');
-    assert.ok(Date.now() - t0 < 50, 'rejected before the queued generate ran');
+    assert.not.ok(slowDone, 'rejected at once, not queued behind the generate in flight');
     await slow;
   });
 
@@ -180,14 +181,16 @@ if (haveVocab) {
     assert.equal(Array.from(r.latents), Array.from(want));
     assert.match(await messageOf(() => hs.sync(DEV)), BAD);  // still the caller's
     // a failing op queued inside the run (in its onProgress) is the run's; the caller's sync beside it is clean
-    let release!: () => void;
+    let release!: () => void, ranFail!: () => void;
     const gate = new Promise<void>((res) => { release = res; });
+    const inRun = new Promise<void>((res) => { ranFail = res; });
     const failing = p.generate({ ...base, steps: 2, onProgress: async (pr) => {
       if (pr.step !== 1) return;
       fail();
+      ranFail();
       await gate;
     } });
-    await new Promise((res) => setTimeout(res, 30));
+    await inRun;  // the run's failing op is queued
     await hs.sync(DEV);  // the caller's: clean, the run's error stays the run's
     release();
     assert.match(await messageOf(() => failing), BAD);

@@ -268,6 +268,7 @@ test('options are validated with the option name', () => {
   assert.throws(() => createSampler('nope' as SamplerName, { steps: 4 }), /unknown sampler/);
 });
 
+/** assert.throws(fn, re) that also requires an Error instance (uvu's tests only err.message, so a thrown object passes). */
 function throwsNaming(fn: () => unknown, re: RegExp): void {
   try {
     fn();

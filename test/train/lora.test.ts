@@ -14,7 +14,7 @@ import { LoraManager } from '../../lib/pipelines/lora';
 import { TrainableLora } from '../../lib/train/lora';
 import { Trainer } from '../../lib/train/trainer';
 import { mse, pseudoHuber } from '../../lib/train/losses';
-import { relErr, rejects } from '../helpers/check';
+import { escapeRe, relErr, rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
@@ -245,7 +245,7 @@ test('exportKohya: failures name the destination file; adapter metadata cannot b
   try {
     // (the error had named only '.x.safetensors.<pid>.<time>.tmp')
     const missing = path.join(dir, 'no', 'such', 'x.safetensors');
-    await rejects(() => lora.exportKohya(missing), new RegExp(`^${missing.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `), 'missing folder');
+    await rejects(() => lora.exportKohya(missing), new RegExp(`^${escapeRe(missing)}: `), 'missing folder');
     assert.ok(!fs.existsSync(path.join(dir, 'no')));
     const file = path.join(dir, 'y.safetensors');
     await rejects(() => lora.exportKohya(file, { ss_network_alpha: '64' }), /metadata\['ss_network_alpha'\] is written from the adapter \(2\)/, 'override');

@@ -10,7 +10,7 @@ import { Trainer } from '../../lib/train/trainer';
 import { EMA } from '../../lib/train/ema';
 import { mse, pseudoHuber, gaussianKl, gaussianSample } from '../../lib/train/losses';
 import { grad, DynamicLossScaler } from '../../lib/autograd';
-import { DEVICE, TOL, assertClose, randn, roundTo, t } from '../helpers/check';
+import { DEVICE, TOL, assertClose, randn, rejects, roundTo, t } from '../helpers/check';
 import { adamwRef, type Hyper } from '../helpers/refs';
 
 
@@ -204,15 +204,6 @@ test('AdamW.step: bad gradScale, gradients for no trainable and a failing decay(
   const x = hs.tensor([1, 1]), y = hs.tensor([1, 1]);
   const g = () => new Map([[x, hs.tensor([1, 1])], [y, hs.tensor([1, 1])]]);
   const opt = new AdamW(new Map([['x', x], ['y', y]]), { lr: 0.1, weightDecay: 0 });
-  const rejects = async (f: () => Promise<unknown>, re: RegExp) => {
-    try {
-      await f();
-    } catch (e) {
-      assert.match((e as Error).message, re);
-      return;
-    }
-    assert.unreachable(`expected an Error matching ${re}`);
-  };
   // (gradScale -1 had climbed the loss; NaN had returned skipped: the gradients themselves signal overflow)
   for (const gs of [-1, 0, NaN, Infinity]) await rejects(() => opt.step(g(), { gradScale: gs }), /AdamW.step: gradScale must be a finite number > 0/);
   await rejects(() => opt.step(new Map()), /no gradient for any trainable/);

@@ -10,7 +10,7 @@ import { main } from '../../lib/cli/main';
 import { loadPipeline } from '../../lib/pipelines/sd';
 import { decodePNG } from '../../lib/io/png';
 import { evaluateTeacher, trainTeacher } from '../../lib/train/teacher';
-import { rejects } from '../helpers/check';
+import { escapeRe, rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
@@ -134,7 +134,7 @@ test('trainTeacher resume: a damaged vae/config.json names the file; a run whose
     const cfgFile = path.join(out, 'training', 'vae', 'config.json');
     const cfg = fs.readFileSync(cfgFile);
     fs.writeFileSync(cfgFile, '{"block_out_channels": [16, 16');
-    await rejects(() => trainTeacher({ out, ...TINY, seed: 1, resume: true }), new RegExp(`^${cfgFile.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: cannot read the VAE config`), 'damaged config');
+    await rejects(() => trainTeacher({ out, ...TINY, seed: 1, resume: true }), new RegExp(`^${escapeRe(cfgFile)}: cannot read the VAE config`), 'damaged config');
     fs.writeFileSync(cfgFile, cfg);
     // every latent of the cache NaN (a damaged cache): every UNet step's loss is NaN, so every step is skipped
     const cache = path.join(out, 'training', 'latents.safetensors');

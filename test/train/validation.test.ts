@@ -9,12 +9,11 @@ import * as hs from '../../lib';
 import { Trainer } from '../../lib/train/trainer';
 import { writeJsonAtomic } from '../../lib/train/export';
 import { SafeTensors, saveSafetensors, type StTensorIn } from '../../lib/io/safetensors';
-import { rejects } from '../helpers/check';
+import { escapeRe, rejects } from '../helpers/check';
 
 hs.setPoison(false);
 
 
-const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 function mk() {
   const p = hs.tensor([1, 2], [2]);
@@ -62,7 +61,7 @@ test('checkpoint metadata: step, ema.updates, rng, extra and extra.noiseOffset a
     for (const [what, edit, re] of cases) {
       const f = path.join(dir, `${what.replace(/\W/g, '_')}.safetensors`);
       rewrite(good, f, edit);
-      await rejects(() => b.tr.load(f), new RegExp(`^${esc(f)}: corrupt checkpoint: ${re.source}`), what);
+      await rejects(() => b.tr.load(f), new RegExp(`^${escapeRe(f)}: corrupt checkpoint: ${re.source}`), what);
     }
     assert.is(b.tr.step, 0, 'no failed load changed the step');
     assert.is(b.tr.noiseOffset, 0);
@@ -85,12 +84,12 @@ test('failed saves name the destination file (not only the temporary one) and le
   const { tr } = mk();
   try {
     const missing = path.join(dir, 'no', 'such', 'state.safetensors');
-    await rejects(() => tr.save(missing), new RegExp(`^${esc(missing)}: cannot save the checkpoint: folder .* does not exist`), 'missing folder');
+    await rejects(() => tr.save(missing), new RegExp(`^${escapeRe(missing)}: cannot save the checkpoint: folder .* does not exist`), 'missing folder');
     const file = path.join(dir, 'state.safetensors');
-    await rejects(() => tr.save(file, { big: 1n } as never), new RegExp(`^${esc(file)}: checkpoint extra data is not JSON`), 'BigInt extra');
-    await rejects(() => tr.save(file, [1, 2] as never), new RegExp(`^${esc(file)}: .*extra must be an object`), 'array extra');
+    await rejects(() => tr.save(file, { big: 1n } as never), new RegExp(`^${escapeRe(file)}: checkpoint extra data is not JSON`), 'BigInt extra');
+    await rejects(() => tr.save(file, [1, 2] as never), new RegExp(`^${escapeRe(file)}: .*extra must be an object`), 'array extra');
     const json = path.join(dir, 'nope', 'config.json');
-    assert.throws(() => writeJsonAtomic(json, { a: 1 }), new RegExp(`^${esc(json)}: writing failed`));
+    assert.throws(() => writeJsonAtomic(json, { a: 1 }), new RegExp(`^${escapeRe(json)}: writing failed`));
     assert.equal(fs.readdirSync(dir), [], 'nothing written');
   } finally {
     tr.dispose();

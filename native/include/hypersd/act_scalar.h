@@ -4,13 +4,7 @@
 #pragma once
 #include <cmath>
 
-#ifndef HSD_HD
-#if defined(__CUDACC__)
-#define HSD_HD __host__ __device__ __forceinline__
-#else
-#define HSD_HD inline
-#endif
-#endif
+#include "hypersd/hd.h"
 
 namespace hsd {
 namespace act {

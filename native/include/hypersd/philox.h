@@ -9,13 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef HSD_HD  // (also in act_scalar.h)
-#if defined(__CUDACC__)
-#define HSD_HD __host__ __device__ __forceinline__
-#else
-#define HSD_HD inline
-#endif
-#endif
+#include "hypersd/hd.h"
 
 namespace hsd {
 namespace philox {
